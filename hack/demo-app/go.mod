@@ -1,0 +1,3 @@
+module lockgate.dev/demo-app
+
+go 1.22
