@@ -1,0 +1,294 @@
+"""The Application: what runs, where, and how traffic reaches it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from .common import ApiModel, Condition, LocalObjectReference, SecretKeyReference
+
+MSG_ONE_TARGET = "spec: exactly one of spec.kubernetes or spec.docker must be set"
+MSG_FILE_PROVIDER_DOCKER = (
+    "spec.traffic.traefik.fileProvider: only allowed with spec.docker "
+    "(Kubernetes targets are routed through a TraefikService)"
+)
+MSG_FILE_PROVIDER_HOST = (
+    "spec.traffic.traefik.fileProvider.host: must name one of spec.docker.hosts or be 'local'"
+)
+MSG_HOST_NAMES_UNIQUE = "spec.docker.hosts: host names must be unique"
+MSG_SSH_KEY = "spec.docker.hosts: an ssh:// host needs sshKeySecretRef and knownHostsSecretRef"
+
+
+class KubernetesTarget(ApiModel):
+    """Run the application as Pods in this namespace."""
+
+    replicas: int = Field(default=1, ge=0, le=1000)
+    """Number of Pods serving the stable version."""
+    template: dict[str, Any] = Field(default_factory=dict)
+    """A PodTemplateSpec. The container image comes from the Deployment; lockgate sets it on
+    the first container (or the one named `app`)."""
+
+
+class SecretEnvSource(ApiModel):
+    """Where an environment value comes from."""
+
+    secret_key_ref: SecretKeyReference
+    """A key of a Secret; the value is resolved at deploy time and never logged."""
+
+
+class EnvVar(ApiModel):
+    """An environment variable of the container."""
+
+    name: str = Field(min_length=1)
+    """Variable name."""
+    value: str | None = None
+    """Literal value."""
+    value_from: SecretEnvSource | None = None
+    """Take the value from a Secret instead."""
+
+
+class ContainerResources(ApiModel):
+    """Limits of each container; also used by the capacity check before a rollout."""
+
+    cpus: str = Field(default="0.5", pattern=r"^[0-9]+(\.[0-9]+)?$")
+    """CPU limit as a decimal number of CPUs, e.g. "1.0"."""
+    memory: str = Field(default="256Mi", pattern=r"^[0-9]+(Ki|Mi|Gi|k|m|g|K|M|G)?$")
+    """Memory limit, e.g. "512Mi"."""
+
+
+class DockerContainer(ApiModel):
+    """How each container is created."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """Port the application listens on inside the container."""
+    env: list[EnvVar] = Field(default_factory=list)
+    """Environment variables; valueFrom.secretKeyRef is resolved at deploy time."""
+    resources: ContainerResources = Field(default_factory=ContainerResources)
+    """CPU and memory limits."""
+    restart_policy: Literal["no", "on-failure", "always", "unless-stopped"] = "unless-stopped"
+    """Docker restart policy."""
+    command: list[str] | None = None
+    """Overrides the image's command."""
+
+
+class DockerHost(ApiModel):
+    """One Docker Engine that runs instances of the application."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Host name, used in status, batches and container names."""
+    url: str = Field(pattern=r"^(unix|tcp|ssh)://.+$")
+    """How to reach the Docker Engine: unix:///path, tcp://host:port (TLS when tlsSecretRef
+    is set) or ssh://user@host[:port]."""
+    address: str = Field(min_length=1)
+    """Address where the proxy reaches containers published on this host."""
+    ssh_key_secret_ref: SecretKeyReference | None = None
+    """Private key for ssh:// hosts."""
+    known_hosts_secret_ref: SecretKeyReference | None = None
+    """known_hosts for ssh:// hosts; an unknown or changed host key is refused."""
+    tls_secret_ref: LocalObjectReference | None = None
+    """Secret with ca.pem, cert.pem and key.pem for tcp:// hosts."""
+
+
+class DockerTarget(ApiModel):
+    """Run the application as containers on plain Docker hosts."""
+
+    hosts: list[DockerHost] = Field(min_length=1, max_length=200)
+    """The hosts, in rollout order."""
+    instances_per_host: int = Field(default=1, ge=1, le=64)
+    """Containers of the application on each host."""
+    container: DockerContainer = Field(default_factory=DockerContainer)
+    """Container settings."""
+
+    @model_validator(mode="after")
+    def _hosts_valid(self) -> DockerTarget:
+        names = [h.name for h in self.hosts]
+        if len(set(names)) != len(names):
+            raise ValueError(MSG_HOST_NAMES_UNIQUE)
+        for host in self.hosts:
+            if host.url.startswith("ssh://") and not (
+                host.ssh_key_secret_ref and host.known_hosts_secret_ref
+            ):
+                raise ValueError(MSG_SSH_KEY)
+        return self
+
+
+class HttpCheck(ApiModel):
+    """An HTTP GET that must answer 2xx or 3xx."""
+
+    path: str = Field(default="/health", pattern=r"^/")
+    """Request path."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port; defaults to spec.port."""
+
+
+class HealthCheck(ApiModel):
+    """How an instance is judged healthy before it receives traffic."""
+
+    http: HttpCheck = Field(default_factory=HttpCheck)
+    """The HTTP check."""
+    interval_seconds: int = Field(default=5, ge=1, le=3600)
+    """Seconds between checks."""
+    timeout_seconds: int = Field(default=2, ge=1, le=600)
+    """Seconds before one check counts as failed."""
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100)
+    """Consecutive failed checks before an instance counts as unhealthy."""
+    startup_grace_seconds: int = Field(default=10, ge=0, le=3600)
+    """Failures during this time after start do not count."""
+
+
+class TraefikRoute(ApiModel):
+    """The router in front of the application."""
+
+    entry_points: list[str] = Field(default_factory=lambda: ["web"], min_length=1)
+    """Traefik entry points."""
+    match: str = Field(min_length=1)
+    """Traefik rule, e.g. Host(`shop.example.com`)."""
+
+
+class FileProvider(ApiModel):
+    """Where lockgate writes Traefik's file-provider dynamic configuration (docker only)."""
+
+    host: str = Field(min_length=1)
+    """Name of a host in spec.docker.hosts, or "local" for the operator's filesystem."""
+    path: str = Field(pattern=r"^/.+\.(ya?ml|toml)$")
+    """Absolute path of the file (YAML); written atomically."""
+
+
+class TraefikTraffic(ApiModel):
+    """Traffic through Traefik."""
+
+    route: TraefikRoute | None = None
+    """When set, lockgate owns a router (IngressRoute or file router) for the application."""
+    file_provider: FileProvider | None = None
+    """Docker only: the file-provider configuration to write."""
+    metrics_url: str | None = Field(default=None, alias="metricsURL")
+    """Traefik's Prometheus endpoint; the default source for analysis."""
+    api_url: str | None = Field(default=None, alias="apiURL")
+    """Traefik's API, used to confirm that a weight change is live."""
+    api_group: str = "traefik.io/v1alpha1"
+    """API group/version of Traefik's CRDs (Kubernetes only)."""
+
+
+class Traffic(ApiModel):
+    """How traffic reaches the application."""
+
+    traefik: TraefikTraffic = Field(default_factory=TraefikTraffic)
+    """Traefik settings."""
+
+
+class PrometheusSource(ApiModel):
+    """A Prometheus server answering PromQL over HTTP."""
+
+    url: str = Field(pattern=r"^https?://")
+    """Base URL, e.g. http://prometheus:9090."""
+
+
+class MetricsSource(ApiModel):
+    """Where analysis reads metrics from."""
+
+    prometheus: PrometheusSource | None = None
+    """When set, analysis uses PromQL instead of Traefik's /metrics."""
+
+
+class ApplicationSpec(ApiModel):
+    """What runs, where, and how traffic reaches it."""
+
+    kubernetes: KubernetesTarget | None = None
+    """Run on Kubernetes. Exactly one of kubernetes or docker."""
+    docker: DockerTarget | None = None
+    """Run on Docker hosts. Exactly one of kubernetes or docker."""
+    port: int = Field(default=8080, ge=1, le=65535)
+    """The port the application serves on."""
+    health_check: HealthCheck = Field(default_factory=HealthCheck)
+    """Health check that gates traffic."""
+    traffic: Traffic = Field(default_factory=Traffic)
+    """Routing through Traefik."""
+    metrics: MetricsSource = Field(default_factory=MetricsSource)
+    """Metrics source for analysis."""
+    history_limit: int = Field(default=10, ge=1, le=100)
+    """Finished Deployments kept per Application; older ones are pruned."""
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ApplicationSpec:
+        if (self.kubernetes is None) == (self.docker is None):
+            raise ValueError(MSG_ONE_TARGET)
+        fp = self.traffic.traefik.file_provider
+        if fp is not None:
+            if self.docker is None:
+                raise ValueError(MSG_FILE_PROVIDER_DOCKER)
+            if fp.host != "local" and fp.host not in {h.name for h in self.docker.hosts}:
+                raise ValueError(MSG_FILE_PROVIDER_HOST)
+        return self
+
+    @property
+    def target_kind(self) -> Literal["kubernetes", "docker"]:
+        return "kubernetes" if self.kubernetes is not None else "docker"
+
+    def units(self) -> tuple[str, ...]:
+        """The units a rollout moves one batch at a time: replicas, or Docker hosts."""
+        if self.docker is not None:
+            return tuple(h.name for h in self.docker.hosts)
+        assert self.kubernetes is not None
+        return tuple(f"replica-{i + 1}" for i in range(self.kubernetes.replicas))
+
+
+class StableVersion(ApiModel):
+    """The version serving all traffic outside a rollout."""
+
+    image: str
+    """Its image."""
+    deployment: str | None = None
+    """The Deployment that made it stable."""
+    since: datetime | None = None
+    """When it became stable."""
+
+
+class InstanceCounts(ApiModel):
+    """Instances of the application."""
+
+    desired: int = 0
+    """Instances wanted."""
+    ready: int = 0
+    """Instances passing their health check."""
+    updated: int = 0
+    """Instances running the image of the active Deployment."""
+
+
+class HistoryEntry(ApiModel):
+    """One finished Deployment."""
+
+    deployment: str
+    """Deployment name."""
+    image: str
+    """Image it rolled out."""
+    revision: int = 1
+    """Revision of that Deployment."""
+    result: str
+    """Final phase: Succeeded, RolledBack, Aborted or Failed."""
+    started_at: datetime | None = None
+    """When it started."""
+    finished_at: datetime | None = None
+    """When it finished."""
+
+
+class ApplicationStatus(ApiModel):
+    """Observed state of the Application."""
+
+    phase: Literal["Healthy", "Progressing", "Degraded", "Unknown"] | None = None
+    """Healthy, Progressing, Degraded or Unknown."""
+    stable: StableVersion | None = None
+    """The stable version."""
+    active_deployment: str | None = None
+    """The Deployment currently rolling out (holds the application's rollout lock)."""
+    instances: InstanceCounts | None = None
+    """Instance counts."""
+    history: list[HistoryEntry] = Field(default_factory=list, max_length=100)
+    """Finished Deployments, newest first, bounded by spec.historyLimit."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Degraded (kstatus-compatible)."""
+    observed_generation: int | None = None
+    """The metadata.generation last acted on."""
+    message: str | None = None
+    """Human-readable summary."""

@@ -1,0 +1,361 @@
+"""Generates crds/*.yaml from the pydantic models: ``python -m lockgate.api.crdgen [DIR]``.
+
+The models are the one source of truth. This module turns their JSON schema into a structural
+openAPIV3Schema and adds what only a CRD can say: CEL rules (x-kubernetes-validations) mirroring
+the models' validators with the same messages, printer columns, short names and the status
+subresource. A unit test fails when the committed files differ from this output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from . import application as app
+from . import deployment as dep
+from .common import GROUP, PERCENT_CEL, VERSION
+
+Schema = dict[str, Any]
+
+# CEL rules attached to the object schema of a model. Each message names the field and the
+# allowed values, and matches the model validator's message.
+OBJECT_RULES: dict[str, list[dict[str, str]]] = {
+    "ApplicationSpec": [
+        {"rule": "has(self.kubernetes) != has(self.docker)", "message": app.MSG_ONE_TARGET},
+        {
+            "rule": "!has(self.traffic) || !has(self.traffic.traefik)"
+            " || !has(self.traffic.traefik.fileProvider) || has(self.docker)",
+            "message": app.MSG_FILE_PROVIDER_DOCKER,
+            "fieldPath": ".traffic.traefik.fileProvider",
+        },
+        {
+            "rule": "!has(self.docker) || !has(self.traffic) || !has(self.traffic.traefik)"
+            " || !has(self.traffic.traefik.fileProvider)"
+            " || self.traffic.traefik.fileProvider.host == 'local'"
+            " || self.docker.hosts.exists(h, h.name == self.traffic.traefik.fileProvider.host)",
+            "message": app.MSG_FILE_PROVIDER_HOST,
+            "fieldPath": ".traffic.traefik.fileProvider.host",
+        },
+    ],
+    "DockerTarget": [
+        {
+            "rule": "self.hosts.all(h, self.hosts.exists_one(x, x.name == h.name))",
+            "message": app.MSG_HOST_NAMES_UNIQUE,
+            "fieldPath": ".hosts",
+        },
+        {
+            "rule": "self.hosts.all(h, !h.url.startsWith('ssh://')"
+            " || (has(h.sshKeySecretRef) && has(h.knownHostsSecretRef)))",
+            "message": app.MSG_SSH_KEY,
+            "fieldPath": ".hosts",
+        },
+    ],
+    "Strategy": [
+        {
+            "rule": "(!has(self.rolling) || self.type == 'Rolling')"
+            " && (!has(self.blueGreen) || self.type == 'BlueGreen')"
+            " && (!has(self.canary) || self.type == 'Canary')",
+            "message": dep.MSG_STRATEGY_BLOCK,
+        },
+        {
+            "rule": "!has(self.type) || self.type != 'Canary' || has(self.canary)",
+            "message": dep.MSG_CANARY_NEEDS_STEPS,
+            "fieldPath": ".canary",
+        },
+    ],
+    "AnalysisQuery": [
+        {"rule": "has(self.max) || has(self.min)", "message": dep.MSG_QUERY_BOUND},
+    ],
+}
+
+_WEIGHTS = (
+    "self.filter(s, type(s) == int || has(s.setWeight))"
+    ".map(s, type(s) == int ? int(s) : int(s.setWeight))"
+)
+# Rules on single fields: (model name, field alias) -> rules.
+FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
+    ("RollingStrategy", "batchSize"): [
+        {
+            "rule": f"type(self) == int ? self > 0 : self.matches('{PERCENT_CEL}') && self != '0%'",
+            "message": dep.MSG_BATCH_SIZE,
+        }
+    ],
+    ("RollingStrategy", "minHealthy"): [
+        {
+            "rule": f"type(self) == int ? self >= 0 : self.matches('{PERCENT_CEL}')",
+            "message": "spec.strategy.rolling.minHealthy: an integer >= 0 or a percentage 0%-100%",
+        }
+    ],
+    ("CanaryStrategy", "canaryHosts"): [
+        {
+            "rule": f"type(self) == int ? self > 0 : self.matches('{PERCENT_CEL}') && self != '0%'",
+            "message": "spec.strategy.canary.canaryHosts: an integer >= 1 or a percentage 1%-100%",
+        }
+    ],
+    ("Analysis", "maxLatencyP95Increase"): [
+        {
+            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]{1,4}%$')",
+            "message": "spec.analysis.maxLatencyP95Increase: a percentage like '50%' (0% to 9999%)",
+        }
+    ],
+    ("CanaryStrategy", "steps"): [
+        {
+            "rule": "self.all(s, type(s) == int || (type(s) == map"
+            " && s.all(k, k == 'setWeight' || k == 'pause')"
+            " && (has(s.setWeight) != has(s.pause))))",
+            "message": dep.MSG_STEP_ONE_OF,
+        },
+        {
+            "rule": f"{_WEIGHTS}.all(w, w >= 0 && w <= 100)",
+            "message": dep.MSG_WEIGHT_RANGE,
+        },
+        {
+            "rule": f"{_WEIGHTS}.isSorted()",
+            "message": dep.MSG_WEIGHT_ORDER,
+        },
+        {
+            # With the two rules above, "some weight is 100" means "the last weight is 100".
+            "rule": f"{_WEIGHTS}.exists(w, w == 100)",
+            "message": dep.MSG_WEIGHT_END,
+        },
+    ],
+}
+
+_KEEP = {
+    "type",
+    "description",
+    "default",
+    "enum",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "pattern",
+    "format",
+    "items",
+    "properties",
+    "required",
+    "additionalProperties",
+}
+
+
+class _Converter:
+    def __init__(self, defs: dict[str, Schema], with_defaults: bool) -> None:
+        self.defs = defs
+        self.with_defaults = with_defaults
+
+    def convert(self, node: Schema, model_name: str | None = None) -> Schema:
+        if "$ref" in node:
+            name = node["$ref"].split("/")[-1]
+            out = self.convert(self.defs[name], name)
+            if "description" in node:
+                out["description"] = " ".join(str(node["description"]).split())
+            return out
+        if "anyOf" in node:
+            return self._union(node)
+        if "const" in node:
+            node = {**node, "enum": [node.pop("const")]}
+        out: Schema = {}
+        for key, value in node.items():
+            if key not in _KEEP:
+                continue
+            if key == "properties":
+                out[key] = {
+                    prop: self._property(model_name, prop, sub) for prop, sub in value.items()
+                }
+            elif key == "items":
+                out[key] = self.convert(value)
+            elif key == "additionalProperties":
+                if isinstance(value, dict):
+                    out[key] = self.convert(value) if value else {}
+                # `false` (extra="forbid"): pruning and kubectl's strict field validation
+                # refuse unknown fields already.
+            elif key == "description":
+                out[key] = " ".join(str(value).split())
+            elif key == "default":
+                if value is not None and self.with_defaults and not isinstance(value, dict):
+                    out[key] = value
+            else:
+                out[key] = value
+        if (
+            out.get("type") == "object"
+            and "properties" not in out
+            and out.get("additionalProperties", {}) == {}
+        ):
+            out.pop("additionalProperties", None)
+            out["x-kubernetes-preserve-unknown-fields"] = True
+        if model_name in OBJECT_RULES:
+            out["x-kubernetes-validations"] = OBJECT_RULES[model_name]
+        return out
+
+    def _property(self, model_name: str | None, prop: str, sub: Schema) -> Schema:
+        out = self.convert(sub)
+        rules = FIELD_RULES.get((model_name or "", prop))
+        if rules:
+            out["x-kubernetes-validations"] = rules
+        return out
+
+    def _union(self, node: Schema) -> Schema:
+        branches = [b for b in node["anyOf"] if b.get("type") != "null"]
+        extra = {k: v for k, v in node.items() if k in ("description", "default")}
+        if "description" in extra:
+            extra["description"] = " ".join(str(extra["description"]).split())
+        if not self.with_defaults or extra.get("default") is None:
+            extra.pop("default", None)
+        if len(branches) == 1:
+            out = self.convert(branches[0])
+            out.update({k: v for k, v in extra.items() if k not in out or k == "description"})
+            return out
+        types = sorted(str(b.get("type", "object" if "$ref" in b else "")) for b in branches)
+        if types == ["integer", "string"]:
+            return {**extra, "x-kubernetes-int-or-string": True}
+        # int | object (canary steps' short form): no structural type can say it, so the
+        # items are kept as they are and CEL rules on the list check them.
+        return {**extra, "x-kubernetes-preserve-unknown-fields": True}
+
+
+def openapi_schema(model: type[BaseModel], *, with_defaults: bool) -> Schema:
+    raw = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    defs = raw.pop("$defs", {})
+    return _Converter(defs, with_defaults).convert(raw, model.__name__)
+
+
+def crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec_model: type[BaseModel],
+    status_model: type[BaseModel],
+    columns: list[dict[str, Any]],
+    description: str,
+) -> dict[str, Any]:
+    spec = openapi_schema(spec_model, with_defaults=True)
+    status = openapi_schema(status_model, with_defaults=False)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "lockgate"},
+        },
+        "spec": {
+            "group": GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["lockgate"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _col(name: str, path: str, kind: str = "string", priority: int = 0) -> dict[str, Any]:
+    col: dict[str, Any] = {"name": name, "type": kind, "jsonPath": path}
+    if priority:
+        col["priority"] = priority
+    return col
+
+
+AGE = _col("Age", ".metadata.creationTimestamp", "date")
+
+
+def all_crds() -> dict[str, dict[str, Any]]:
+    return {
+        f"applications.{GROUP}.yaml": crd(
+            kind="Application",
+            plural="applications",
+            short_names=["lga"],
+            spec_model=app.ApplicationSpec,
+            status_model=app.ApplicationStatus,
+            description="What runs, where, and how Traefik routes to it.",
+            columns=[
+                _col("Phase", ".status.phase"),
+                _col("Stable", ".status.stable.image"),
+                _col("Active", ".status.activeDeployment"),
+                _col("Ready", ".status.instances.ready", "integer"),
+                AGE,
+            ],
+        ),
+        f"deployments.{GROUP}.yaml": crd(
+            kind="Deployment",
+            plural="deployments",
+            short_names=["lgd"],
+            spec_model=dep.DeploymentSpec,
+            status_model=dep.DeploymentStatus,
+            description="Moves an Application to a new image, step by step.",
+            columns=[
+                _col("App", ".spec.application"),
+                _col("Phase", ".status.phase"),
+                _col("Image", ".spec.image"),
+                _col("Step", ".status.step.description"),
+                _col("Stable%", ".status.weights.stable", "integer"),
+                _col("Canary%", ".status.weights.canary", "integer"),
+                _col("Revision", ".status.revision", "integer", priority=1),
+                _col("Message", ".status.message", priority=1),
+                AGE,
+            ],
+        ),
+    }
+
+
+HEADER = "# Generated by `python -m lockgate.api.crdgen` from operator/lockgate/api. Do not edit.\n"
+
+
+def render(doc: dict[str, Any]) -> str:
+    return HEADER + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, doc in all_crds().items():
+        path = directory / filename
+        path.write_text(render(doc), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    target = Path(args[0]) if args else Path(__file__).resolve().parents[3] / "crds"
+    for path in write(target):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

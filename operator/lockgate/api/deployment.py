@@ -1,0 +1,391 @@
+"""The Deployment: move an Application to an image, step by step."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from .common import ApiModel, Condition, IntOrPercent
+
+StrategyType = Literal["Recreate", "Rolling", "BlueGreen", "Canary"]
+Phase = Literal[
+    "Pending",
+    "Queued",
+    "Progressing",
+    "Paused",
+    "Succeeded",
+    "RollingBack",
+    "RolledBack",
+    "Failed",
+    "Aborted",
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "RolledBack", "Failed", "Aborted"})
+ACTIONS = ("promote", "promote-full", "abort", "retry")
+ACTION_ANNOTATION = "lockgate.dev/action"
+
+MSG_WEIGHT_RANGE = "spec.strategy.canary.steps: every weight must be an integer from 0 to 100"
+MSG_WEIGHT_ORDER = "spec.strategy.canary.steps: weights must be non-decreasing"
+MSG_WEIGHT_END = "spec.strategy.canary.steps: the last weight must be 100"
+MSG_STEP_ONE_OF = "spec.strategy.canary.steps: each step sets exactly one of setWeight or pause"
+MSG_STRATEGY_BLOCK = (
+    "spec.strategy: only the block of the chosen type may be set "
+    "(type Rolling → rolling, BlueGreen → blueGreen, Canary → canary)"
+)
+MSG_CANARY_NEEDS_STEPS = "spec.strategy.canary: type Canary needs canary.steps"
+MSG_BATCH_SIZE = (
+    "spec.strategy.rolling.batchSize: must be > 0 (an integer >= 1 or a percentage 1% to 100%)"
+)
+MSG_QUERY_BOUND = "spec.analysis.queries: each query needs max or min"
+
+
+class RollingStrategy(ApiModel):
+    """Replace instances batch by batch."""
+
+    batch_size: IntOrPercent = "25%"
+    """Instances (or hosts) replaced per batch: an integer >= 1 or a percentage 1% to 100%."""
+    batch_wait_seconds: int = Field(default=0, ge=0, le=86400)
+    """Seconds to watch a finished batch before the next one starts."""
+    min_healthy: IntOrPercent = 1
+    """Healthy instances that must keep serving at every moment (integer or percentage)."""
+    failure_threshold: int = Field(default=1, ge=1, le=100)
+    """Failed batch attempts before the whole rollout is rolled back. A failed batch is
+    always rolled back itself; below the threshold it is retried."""
+
+    @model_validator(mode="after")
+    def _positive_batch(self) -> RollingStrategy:
+        if self.batch_size in (0, "0%"):
+            raise ValueError(MSG_BATCH_SIZE)
+        return self
+
+
+class BlueGreenStrategy(ApiModel):
+    """Bring up a full new set, then switch all traffic at once."""
+
+    auto_promote: bool = True
+    """Switch automatically after the preview; false waits for a promote action."""
+    preview_seconds: int = Field(default=0, ge=0, le=86400)
+    """Seconds the new set runs beside the old before the switch (analysis runs if set)."""
+    scale_down_delay_seconds: int = Field(default=30, ge=0, le=86400)
+    """Seconds the old set stays up after the switch; a failure then switches back at once."""
+
+
+class PauseStep(ApiModel):
+    """Wait before the next step."""
+
+    seconds: int | None = Field(default=None, ge=0, le=604800)
+    """Seconds to wait; absent waits for a promote action."""
+
+
+class CanaryStep(ApiModel):
+    """One canary step: exactly one of setWeight or pause."""
+
+    set_weight: int | None = Field(default=None, ge=0, le=100)
+    """Percentage of traffic for the canary."""
+    pause: PauseStep | None = None
+    """Wait; {} waits for a manual promote."""
+
+    @model_validator(mode="after")
+    def _one_of(self) -> CanaryStep:
+        if (self.set_weight is None) == (self.pause is None):
+            raise ValueError(MSG_STEP_ONE_OF)
+        return self
+
+
+class CanaryStrategy(ApiModel):
+    """Shift traffic to the new version in weighted steps, with analysis."""
+
+    steps: list[CanaryStep | int] = Field(min_length=1, max_length=50)
+    """Steps in order. Short form: a list of weights, e.g. [10, 25, 50, 100], each followed
+    by a pause of stepSeconds."""
+    step_seconds: int = Field(default=60, ge=0, le=86400)
+    """Pause after each weight of the short form."""
+    canary_hosts: IntOrPercent | None = None
+    """Docker only: hosts (count or percentage) that run canary instances before promotion."""
+
+    @model_validator(mode="after")
+    def _weights(self) -> CanaryStrategy:
+        weights = self.weights()
+        if any(not 0 <= w <= 100 for w in weights):
+            raise ValueError(MSG_WEIGHT_RANGE)
+        if any(b < a for a, b in itertools.pairwise(weights)):
+            raise ValueError(MSG_WEIGHT_ORDER)
+        if not weights or weights[-1] != 100:
+            raise ValueError(MSG_WEIGHT_END)
+        return self
+
+    def weights(self) -> list[int]:
+        return [s if isinstance(s, int) else s.set_weight for s in self.steps if _is_weight(s)]
+
+    def expanded_steps(self) -> list[CanaryStep]:
+        """The long form of steps: the short form's weights each followed by a pause."""
+        out: list[CanaryStep] = []
+        for step in self.steps:
+            if isinstance(step, int):
+                out.append(CanaryStep(set_weight=step))
+                if step < 100 and self.step_seconds > 0:
+                    out.append(CanaryStep(pause=PauseStep(seconds=self.step_seconds)))
+            else:
+                out.append(step)
+        return out
+
+
+def _is_weight(step: CanaryStep | int) -> bool:
+    return isinstance(step, int) or step.set_weight is not None
+
+
+class Strategy(ApiModel):
+    """How the new version replaces the old one."""
+
+    type: StrategyType = "Rolling"
+    """Recreate, Rolling, BlueGreen or Canary."""
+    rolling: RollingStrategy | None = None
+    """Settings for type Rolling."""
+    blue_green: BlueGreenStrategy | None = None
+    """Settings for type BlueGreen."""
+    canary: CanaryStrategy | None = None
+    """Settings for type Canary."""
+
+    @model_validator(mode="after")
+    def _matching_block(self) -> Strategy:
+        blocks = {"Rolling": self.rolling, "BlueGreen": self.blue_green, "Canary": self.canary}
+        if any(block is not None for kind, block in blocks.items() if kind != self.type):
+            raise ValueError(MSG_STRATEGY_BLOCK)
+        if self.type == "Canary" and self.canary is None:
+            raise ValueError(MSG_CANARY_NEEDS_STEPS)
+        return self
+
+
+class AnalysisQuery(ApiModel):
+    """An extra PromQL gate (needs spec.metrics.prometheus on the Application)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    """Name shown in analysis results."""
+    promql: str = Field(min_length=1)
+    """Query returning one number; $canary and $stable are replaced by the services."""
+    max: float | None = None
+    """Fail when the result is above."""
+    min: float | None = None
+    """Fail when the result is below."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> AnalysisQuery:
+        if self.max is None and self.min is None:
+            raise ValueError(MSG_QUERY_BOUND)
+        return self
+
+
+def _check_latency_increase(value: int | str) -> int | str:
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}%", value):
+        return value
+    raise ValueError(f"{value!r} is not a percentage like '50%' (0% to 9999%)")
+
+
+LatencyIncrease = Annotated[int | str, AfterValidator(_check_latency_increase)]
+
+
+def latency_increase_ratio(value: int | str) -> float:
+    """'50%' (or 50) -> 0.5."""
+    return (value if isinstance(value, int) else int(value.rstrip("%"))) / 100
+
+
+class Analysis(ApiModel):
+    """Thresholds that decide whether the new version is healthy under real traffic."""
+
+    interval_seconds: int = Field(default=30, ge=1, le=3600)
+    """Seconds between analysis runs."""
+    min_requests: int = Field(default=50, ge=0)
+    """Fewer canary requests in a window make the run Inconclusive (keep waiting)."""
+    max_error_rate: float | None = Field(default=0.05, ge=0, le=1)
+    """Highest canary 5xx ratio, absolute (0 to 1)."""
+    max_error_rate_increase: float | None = Field(default=None, ge=0, le=1)
+    """Highest canary 5xx ratio minus stable's (0 to 1)."""
+    max_latency_p95_increase: LatencyIncrease | None = None
+    """Highest increase of canary p95 latency over stable's, as a percentage like "50%"."""
+    max_consecutive_failures: int = Field(default=3, ge=1, le=100)
+    """Failed health or analysis runs in a row before the verdict is Failed."""
+    queries: list[AnalysisQuery] = Field(default_factory=list, max_length=20)
+    """Extra PromQL gates."""
+
+
+class Rollback(ApiModel):
+    """What happens when the verdict is Failed."""
+
+    automatic: bool = True
+    """Return all traffic to the previous version and remove the new instances."""
+
+
+class DeploymentSpec(ApiModel):
+    """Move an Application to an image, step by step."""
+
+    application: str = Field(min_length=1, max_length=253)
+    """Name of the Application in this namespace."""
+    image: str = Field(min_length=1)
+    """Image to roll out."""
+    strategy: Strategy = Field(default_factory=Strategy)
+    """How to roll out."""
+    analysis: Analysis | None = None
+    """Metric thresholds; without it, steps wait only for health and timers."""
+    rollback: Rollback = Field(default_factory=Rollback)
+    """Rollback behaviour."""
+    concurrency_policy: Literal["Queue", "Replace"] = "Queue"
+    """When another Deployment of the application is active: Queue waits for it, Replace
+    aborts it (it rolls back) and then starts."""
+    paused: bool = False
+    """Hold the rollout where it is (GitOps-friendly pause)."""
+    progress_deadline_seconds: int = Field(default=600, ge=10, le=86400)
+    """Longest a step may wait for health, traffic or a conclusive analysis before the
+    rollout fails."""
+
+
+class StepStatus(ApiModel):
+    """Where the rollout is."""
+
+    index: int = 0
+    """Index of the current step (0-based)."""
+    total: int = 0
+    """Number of steps."""
+    description: str = ""
+    """What the current step does."""
+    started_at: datetime | None = None
+    """When the current step started."""
+    weights_live_at: datetime | None = None
+    """When the step's weights were confirmed live."""
+    analysis_passed: bool = False
+    """A Passed analysis was recorded at this step."""
+
+
+class Weights(ApiModel):
+    """Traffic split in percent; always sums to 100."""
+
+    stable: int = Field(default=100, ge=0, le=100)
+    """Share of the stable version."""
+    canary: int = Field(default=0, ge=0, le=100)
+    """Share of the new version."""
+
+
+class BatchStatus(ApiModel):
+    """One batch of a rolling rollout."""
+
+    index: int
+    """Batch number (0-based)."""
+    targets: list[str]
+    """Replicas or hosts in the batch."""
+    state: Literal["Pending", "Running", "Succeeded", "Failed", "RolledBack"] = "Pending"
+    """State of the batch."""
+    started_at: datetime | None = None
+    """When it started."""
+    finished_at: datetime | None = None
+    """When it finished."""
+    reason: str | None = None
+    """Why it failed."""
+    attempts: int = 0
+    """How often it was started."""
+
+
+class MetricsFigures(ApiModel):
+    """Figures of one version over an analysis window."""
+
+    requests: int = 0
+    """Requests served."""
+    error_rate: float | None = None
+    """Share of 5xx answers (0 to 1)."""
+    p95: float | None = None
+    """95th percentile latency in seconds."""
+
+
+Verdict = Literal["Passed", "Failed", "Inconclusive"]
+
+
+class AnalysisRun(ApiModel):
+    """One analysis run."""
+
+    step: int
+    """Step index it ran at."""
+    at: datetime
+    """When it ran."""
+    canary: MetricsFigures | None = None
+    """Canary figures."""
+    stable: MetricsFigures | None = None
+    """Stable figures."""
+    queries: dict[str, float] | None = None
+    """Results of custom queries."""
+    verdict: Verdict
+    """Passed, Failed or Inconclusive."""
+    reason: str = ""
+    """Why."""
+
+
+class Transition(ApiModel):
+    """A phase change."""
+
+    phase: Phase
+    """The phase entered."""
+    at: datetime
+    """When."""
+    message: str = ""
+    """Why."""
+
+
+class LogEntry(ApiModel):
+    """One line of the rollout's log (bounded, secrets redacted)."""
+
+    at: datetime
+    """When."""
+    level: Literal["Info", "Warning", "Error"] = "Info"
+    """Severity."""
+    message: str
+    """What happened."""
+
+
+class DeploymentStatus(ApiModel):
+    """Observed state of the rollout. The operator resumes from it after a restart."""
+
+    phase: Phase = "Pending"
+    """Pending, Queued, Progressing, Paused, Succeeded, RollingBack, RolledBack, Failed or
+    Aborted."""
+    revision: int = 0
+    """Bumps on every spec change that starts a new rollout."""
+    attempt: int = 0
+    """Bumps on every retry of the same revision."""
+    image: str | None = None
+    """The image this revision rolls out."""
+    spec_hash: str | None = None
+    """Fingerprint of the spec fields that start a new revision when changed."""
+    previous_image: str | None = None
+    """The stable image before this rollout; the rollback target."""
+    step: StepStatus | None = None
+    """The current step."""
+    weights: Weights | None = None
+    """Traffic split last confirmed live."""
+    batches: list[BatchStatus] = Field(default_factory=list)
+    """Batches (Rolling strategy)."""
+    analysis: list[AnalysisRun] = Field(default_factory=list)
+    """Recent analysis runs, newest last (bounded)."""
+    consecutive_failures: int = 0
+    """Failed runs in a row."""
+    last_analysis_at: datetime | None = None
+    """When analysis last ran."""
+    pending_action: Literal["promote", "promote-full", "abort", "retry"] | None = None
+    """An action taken from the annotation, applied at the next reconcile."""
+    failure: str | None = None
+    """Why the rollout is rolling back or failed."""
+    transitions: list[Transition] = Field(default_factory=list)
+    """Phase changes, newest last (bounded)."""
+    log: list[LogEntry] = Field(default_factory=list)
+    """Rollout log, newest last (bounded, secrets redacted)."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Ready, Progressing, Degraded, Reconciling, Stalled (kstatus-compatible)."""
+    observed_generation: int | None = None
+    """The metadata.generation last acted on."""
+    message: str | None = None
+    """Human-readable summary."""
+    started_at: datetime | None = None
+    """When this revision started progressing."""
+    finished_at: datetime | None = None
+    """When this revision finished."""
