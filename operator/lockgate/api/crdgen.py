@@ -153,14 +153,14 @@ class _Converter:
     def convert(self, node: Schema, model_name: str | None = None) -> Schema:
         if "$ref" in node:
             name = node["$ref"].split("/")[-1]
-            out = self.convert(self.defs[name], name)
+            resolved = self.convert(self.defs[name], name)
             if "description" in node:
-                out["description"] = " ".join(str(node["description"]).split())
-            return out
+                resolved["description"] = " ".join(str(node["description"]).split())
+            return resolved
         if "anyOf" in node:
             return self._union(node)
         if "const" in node:
-            node = {**node, "enum": [node.pop("const")]}
+            node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
         out: Schema = {}
         for key, value in node.items():
             if key not in _KEEP:

@@ -118,7 +118,13 @@ class CanaryStrategy(ApiModel):
         return self
 
     def weights(self) -> list[int]:
-        return [s if isinstance(s, int) else s.set_weight for s in self.steps if _is_weight(s)]
+        out: list[int] = []
+        for step in self.steps:
+            if isinstance(step, int):
+                out.append(step)
+            elif step.set_weight is not None:
+                out.append(step.set_weight)
+        return out
 
     def expanded_steps(self) -> list[CanaryStep]:
         """The long form of steps: the short form's weights each followed by a pause."""
@@ -131,10 +137,6 @@ class CanaryStrategy(ApiModel):
             else:
                 out.append(step)
         return out
-
-
-def _is_weight(step: CanaryStep | int) -> bool:
-    return isinstance(step, int) or step.set_weight is not None
 
 
 class Strategy(ApiModel):

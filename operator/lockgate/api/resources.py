@@ -25,7 +25,9 @@ class ObjectMeta(BaseModel):
 class Application(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    api_version: Literal["lockgate.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    api_version: Literal["lockgate.dev/v1alpha1"] = Field(
+        "lockgate.dev/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["Application"] = "Application"
     metadata: ObjectMeta
     spec: ApplicationSpec
@@ -35,7 +37,9 @@ class Application(BaseModel):
 class Deployment(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    api_version: Literal["lockgate.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    api_version: Literal["lockgate.dev/v1alpha1"] = Field(
+        "lockgate.dev/v1alpha1", alias="apiVersion"
+    )
     kind: Literal["Deployment"] = "Deployment"
     metadata: ObjectMeta
     spec: DeploymentSpec
