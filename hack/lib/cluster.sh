@@ -1,0 +1,92 @@
+# Shared by hack/cluster and hack/traefik: ports, paths and process helpers. Source it after
+# common.sh. Every port is on 127.0.0.1 and can be moved by its environment variable.
+LOCKGATE_ETCD_PORT="${LOCKGATE_ETCD_PORT:-23790}"
+LOCKGATE_ETCD_PEER_PORT="${LOCKGATE_ETCD_PEER_PORT:-23800}"
+LOCKGATE_APISERVER_PORT="${LOCKGATE_APISERVER_PORT:-16443}"
+LOCKGATE_KCM_PORT="${LOCKGATE_KCM_PORT:-16257}"
+LOCKGATE_SCHEDULER_PORT="${LOCKGATE_SCHEDULER_PORT:-16259}"
+LOCKGATE_TRAEFIK_WEB_PORT="${LOCKGATE_TRAEFIK_WEB_PORT:-18080}"
+LOCKGATE_TRAEFIK_API_PORT="${LOCKGATE_TRAEFIK_API_PORT:-18081}"
+LOCKGATE_TRAEFIK_METRICS_PORT="${LOCKGATE_TRAEFIK_METRICS_PORT:-18082}"
+
+CLUSTER_DIR="$LOCKGATE_RUN/cluster"
+TRAEFIK_DIR="$LOCKGATE_RUN/traefik"
+KUBECONFIG_ADMIN="$LOCKGATE_RUN/kubeconfig"
+APISERVER_URL="https://127.0.0.1:$LOCKGATE_APISERVER_PORT"
+BUILD_TOOLS="$LOCKGATE_ROOT/hack/build-tools"
+
+# Installs a Debian package when its command is missing (a fresh CI machine may lack it).
+ensure_cmd() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2 (for $1)"
+  if [[ ! -f /tmp/.lockgate-apt-updated ]]; then
+    apt-get update -qq >&2 && touch /tmp/.lockgate-apt-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
+}
+
+# Process bookkeeping: <dir>/<name>.pid holds the PID, <dir>/<name>.log the output.
+# A PID counts as ours only if the process still runs the binary we started (PIDs get reused).
+proc_alive() { # dir name
+  local pid exe
+  pid="$(cat "$1/$2.pid" 2>/dev/null)" || return 1
+  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  exe="$(cat "$1/$2.exe" 2>/dev/null)" || return 1
+  [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]]
+}
+
+proc_start() { # dir name binary args... ; detached, so it outlives the calling shell
+  local dir="$1" name="$2" bin="$3"
+  shift 3
+  mkdir -p "$dir"
+  echo "=== $(date -u +%FT%TZ) $bin $*" >>"$dir/$name.log"
+  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/$name.pid"
+  readlink -f "$bin" >"$dir/$name.exe"
+}
+
+proc_stop() { # dir name ; TERM, wait up to 20 s, then KILL, and wait until it is gone
+  local dir="$1" name="$2" pid i
+  if ! proc_alive "$dir" "$name"; then
+    rm -f "$dir/$name.pid"
+    return 0
+  fi
+  pid="$(cat "$dir/$name.pid")"
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name did not stop in 20 s: killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  rm -f "$dir/$name.pid"
+}
+
+proc_fail() { # dir name message ; the component's own words are the best diagnosis
+  log "error: $3"
+  log "last lines of $1/$2.log:"
+  tail -n 40 "$1/$2.log" >&2 || true
+  exit 1
+}
+
+# Waits until `check` succeeds, failing early with the log if the process died.
+proc_wait() { # dir name timeout_s check...
+  local dir="$1" name="$2" timeout="$3" deadline
+  shift 3
+  deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    proc_alive "$dir" "$name" || proc_fail "$dir" "$name" "$name exited during startup"
+    ((SECONDS < deadline)) || proc_fail "$dir" "$name" "$name not ready after ${timeout}s"
+    sleep 0.2
+  done
+}
+
+# Checks a port is free before starting something on it, so a stranger's server there is
+# reported as such instead of as a mysterious startup failure.
+port_free() { # port
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
