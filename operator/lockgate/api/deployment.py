@@ -260,6 +260,8 @@ class StepStatus(ApiModel):
     """When the step's weights were confirmed live."""
     analysis_passed: bool = False
     """A Passed analysis was recorded at this step."""
+    restoring: bool = False
+    """A failed batch is being rolled back before it is retried."""
 
 
 class Weights(ApiModel):
@@ -288,6 +290,8 @@ class BatchStatus(ApiModel):
     """Why it failed."""
     attempts: int = 0
     """How often it was started."""
+    failures: int = 0
+    """How often it failed."""
 
 
 class MetricsFigures(ApiModel):
@@ -377,6 +381,11 @@ class DeploymentStatus(ApiModel):
     """An action taken from the annotation, applied at the next reconcile."""
     failure: str | None = None
     """Why the rollout is rolling back or failed."""
+    aborted: bool = False
+    """The rollback was asked for (abort, superseded, spec change) rather than caused by a
+    failure; it ends Aborted instead of RolledBack."""
+    skip_waits: bool = False
+    """promote-full was given: remaining pauses and analysis gates are skipped."""
     transitions: list[Transition] = Field(default_factory=list)
     """Phase changes, newest last (bounded)."""
     log: list[LogEntry] = Field(default_factory=list)

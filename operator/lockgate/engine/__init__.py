@@ -1,0 +1,55 @@
+"""The pure rollout engine: no I/O, no clock reads, no Kubernetes imports."""
+
+from .decide import (
+    Decision,
+    DeploymentRef,
+    analysis_window_start,
+    cross_check,
+    decide,
+    release_of,
+    safe_weights,
+    spec_fingerprint,
+)
+from .model import (
+    AcquireLock,
+    Action,
+    ClearAction,
+    EnsureInstances,
+    Event,
+    InstanceSet,
+    MetricsSample,
+    Observation,
+    Promote,
+    ReleaseLock,
+    SetWeights,
+    Supersede,
+    VersionMetrics,
+)
+from .plan import Plan, Step, compile_plan
+
+__all__ = [
+    "AcquireLock",
+    "Action",
+    "ClearAction",
+    "Decision",
+    "DeploymentRef",
+    "EnsureInstances",
+    "Event",
+    "InstanceSet",
+    "MetricsSample",
+    "Observation",
+    "Plan",
+    "Promote",
+    "ReleaseLock",
+    "SetWeights",
+    "Step",
+    "Supersede",
+    "VersionMetrics",
+    "analysis_window_start",
+    "compile_plan",
+    "cross_check",
+    "decide",
+    "release_of",
+    "safe_weights",
+    "spec_fingerprint",
+]

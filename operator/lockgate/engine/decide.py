@@ -1,0 +1,835 @@
+"""The decision function: (application, deployment, status, observation, now) -> Decision.
+
+Level-triggered and pure: every decision is derived from the spec, the persisted status and
+what is observed now, so the operator can be killed at any instant and resume. A decision
+completes at most one step; the controller persists the new status before acting on the
+next one. Actions are idempotent desired states, re-emitted until the observation shows them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from lockgate.api.application import ApplicationSpec
+from lockgate.api.deployment import (
+    ACTIONS,
+    AnalysisRun,
+    BatchStatus,
+    DeploymentSpec,
+    DeploymentStatus,
+    LogEntry,
+    Phase,
+    StepStatus,
+    Transition,
+    Weights,
+)
+
+from .analysis import figures, judge
+from .conditions import conditions_for
+from .model import (
+    AcquireLock,
+    Action,
+    ClearAction,
+    EnsureInstances,
+    Event,
+    Observation,
+    Promote,
+    ReleaseLock,
+    SetWeights,
+    Supersede,
+)
+from .plan import Plan, Step, compile_plan
+
+MAX_TRANSITIONS = 50
+MAX_LOG = 100
+MAX_ANALYSIS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRef:
+    """The Deployment being decided for."""
+
+    name: str
+    generation: int
+    spec: DeploymentSpec
+
+
+@dataclass(slots=True)
+class Decision:
+    status: DeploymentStatus
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None  # seconds until a timer of the rollout elapses
+
+
+def spec_fingerprint(spec: DeploymentSpec) -> str:
+    """Fingerprint of what starts a new revision when changed: application, image, strategy."""
+    relevant = {
+        "application": spec.application,
+        "image": spec.image,
+        "strategy": spec.strategy.wire(),
+    }
+    blob = json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def release_of(name: str, revision: int) -> str:
+    return f"{name}/{revision}"
+
+
+def safe_weights(canary_weight: int, canary_ready: int, stable_ready: int) -> tuple[int, int]:
+    """(stable, canary) summing to 100, giving traffic only to a side with healthy instances."""
+    if canary_ready == 0:
+        return (100, 0)
+    if stable_ready == 0:
+        return (0, 100)
+    canary_weight = max(0, min(100, canary_weight))
+    return (100 - canary_weight, canary_weight)
+
+
+def analysis_window_start(
+    spec: DeploymentSpec, status: DeploymentStatus, now: datetime
+) -> datetime | None:
+    """Start of the analysis window when a run is due now; the controller then collects
+    metrics for [start, now] and passes them in the observation. None when nothing is due."""
+    if spec.analysis is None or status.phase not in ("Progressing", "Paused"):
+        return None
+    if status.step is None or status.step.restoring or not status.weights:
+        return None
+    if status.weights.canary <= 0:
+        return None
+    base = (
+        max(
+            t
+            for t in (status.last_analysis_at, status.step.weights_live_at, status.step.started_at)
+            if t is not None
+        )
+        if status.step.started_at
+        else status.last_analysis_at
+    )
+    if base is None:
+        return None
+    due = base + timedelta(seconds=spec.analysis.interval_seconds)
+    return base if now >= due else None
+
+
+def decide(
+    app: ApplicationSpec | None,
+    deployment: DeploymentRef,
+    status: DeploymentStatus,
+    obs: Observation,
+    now: datetime,
+) -> Decision:
+    run = _Run(app, deployment, status, obs, now)
+    run.decide()
+    return run.result()
+
+
+class _Run:
+    """One decision in the making: a shallow copy of the status plus actions and events."""
+
+    def __init__(
+        self,
+        app: ApplicationSpec | None,
+        dep: DeploymentRef,
+        status: DeploymentStatus,
+        obs: Observation,
+        now: datetime,
+    ) -> None:
+        self.app = app
+        self.dep = dep
+        self.spec = dep.spec
+        self.obs = obs
+        self.now = now
+        self.s = status.model_copy()
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+        self.wakeups: list[datetime] = []
+        self._plan: Plan | None = None
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    @property
+    def release(self) -> str:
+        return release_of(self.dep.name, self.s.revision)
+
+    def log(self, message: str, level: Literal["Info", "Warning", "Error"] = "Info") -> None:
+        entry = LogEntry(at=self.now, level=level, message=message)
+        self.s.log = [*self.s.log, entry][-MAX_LOG:]
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    def enter(self, phase: Phase, message: str, *, warning: bool = False) -> None:
+        if self.s.phase != phase:
+            self.s.transitions = [
+                *self.s.transitions,
+                Transition(phase=phase, at=self.now, message=message),
+            ][-MAX_TRANSITIONS:]
+            self.event(phase, message, warning)
+            self.log(f"{phase}: {message}", "Warning" if warning else "Info")
+        self.s.phase = phase
+        self.s.message = message
+
+    def say(self, message: str, *, warning: bool = False, reason: str = "Waiting") -> None:
+        """Set the summary message; log and emit an Event only when it changes."""
+        if self.s.message != message:
+            self.log(message, "Warning" if warning else "Info")
+            self.event(reason, message, warning)
+        self.s.message = message
+
+    def emit(self, action: Action) -> None:
+        if action not in self.actions:
+            self.actions.append(action)
+
+    def plan(self) -> Plan:
+        if self._plan is None:
+            assert self.app is not None
+            self._plan = compile_plan(
+                self.app, self.spec, has_stable=self.s.previous_image is not None
+            )
+        return self._plan
+
+    def take_action(self) -> str | None:
+        """The pending action, applied only once its annotation is gone (two-phase, so a
+        crash between status write and annotation removal never applies it twice)."""
+        if self.obs.action is not None or self.s.pending_action is None:
+            return None
+        action = self.s.pending_action
+        self.s.pending_action = None
+        return action
+
+    def ignore(self, action: str, why: str) -> None:
+        self.log(f"action {action} ignored: {why}", "Warning")
+        self.event("ActionIgnored", f"{action} ignored: {why}", warning=True)
+
+    def result(self) -> Decision:
+        s = self.s
+        s.observed_generation = self.dep.generation
+        if self.obs.live_weights is not None and s.phase not in ("Pending", "Queued"):
+            stable, canary = self.obs.live_weights
+            if s.weights is None or (s.weights.stable, s.weights.canary) != (stable, canary):
+                s.weights = Weights(stable=stable, canary=canary)
+        s.conditions = conditions_for(
+            s.phase, s.message or "", self.dep.generation, s.conditions, self.now
+        )
+        requeue = None
+        if self.wakeups:
+            requeue = max(0.0, (min(self.wakeups) - self.now).total_seconds())
+        return Decision(s, self.actions, self.events, requeue)
+
+    # ----------------------------------------------------------------- top level
+
+    def decide(self) -> None:
+        self.revision()
+        self.intake_action()
+        phase = self.s.phase
+        if phase in ("Pending", "Queued"):
+            self.admit()
+        elif phase in ("Progressing", "Paused"):
+            self.progress()
+        elif phase == "RollingBack":
+            self.roll_back()
+        else:
+            self.finished()
+
+    def revision(self) -> None:
+        s = self.s
+        fingerprint = spec_fingerprint(self.spec)
+        if s.spec_hash == fingerprint:
+            return
+        if s.phase in ("Progressing", "Paused"):
+            self.fail(
+                f"spec changed: revision {s.revision + 1} replaces this rollout", aborted=True
+            )
+            return
+        if s.phase == "RollingBack":
+            return  # finish putting the previous version back first
+        s.revision += 1
+        s.spec_hash = fingerprint
+        s.image = self.spec.image
+        s.attempt = 0
+        self.reset()
+        self.log(f"revision {s.revision}: roll out {self.spec.image}")
+        self.enter("Pending", f"revision {s.revision} of {self.spec.image} waiting to start")
+
+    def reset(self) -> None:
+        s = self.s
+        s.previous_image = None
+        s.step = None
+        s.batches = []
+        s.consecutive_failures = 0
+        s.last_analysis_at = None
+        s.failure = None
+        s.aborted = False
+        s.skip_waits = False
+        s.pending_action = None
+        s.started_at = None
+        s.finished_at = None
+
+    def intake_action(self) -> None:
+        action = self.obs.action
+        if action is None:
+            return
+        if action not in ACTIONS:
+            self.log(f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})", "Warning")
+            self.event("UnknownAction", f"unknown action {action!r}", warning=True)
+        elif self.s.pending_action is None:
+            self.s.pending_action = action  # type: ignore[assignment]
+            self.log(f"action {action} received")
+        self.emit(ClearAction())
+
+    # ----------------------------------------------------------------- Pending / Queued
+
+    def admit(self) -> None:
+        s, obs = self.s, self.obs
+        action = self.take_action()
+        if action == "abort":
+            if obs.lock_holder == self.dep.name:
+                self.emit(ReleaseLock())
+            s.finished_at = self.now
+            self.enter("Aborted", "aborted before it started")
+            return
+        if action is not None:
+            self.ignore(action, f"the rollout has not started ({s.phase})")
+        if self.app is None:
+            self.say(
+                f"application {self.spec.application!r} not found",
+                warning=True,
+                reason="ApplicationNotFound",
+            )
+            return
+        problem = cross_check(self.app, self.spec)
+        if problem:
+            s.finished_at = self.now
+            self.enter("Failed", problem, warning=True)
+            return
+        if self.spec.paused:
+            self.say("paused by spec.paused before it started", reason="Paused")
+            return
+        holder = obs.lock_holder
+        if holder == self.dep.name:
+            self.start()
+        elif holder is None and obs.queued_ahead == 0:
+            self.emit(AcquireLock())
+            self.say("starting", reason="Starting")
+        elif holder is None:
+            self.enter("Queued", f"queued behind {obs.queued_ahead} earlier Deployment(s)")
+        elif self.spec.concurrency_policy == "Replace":
+            self.emit(Supersede(holder))
+            self.enter("Queued", f"replacing {holder}: waiting for it to roll back")
+        else:
+            self.enter("Queued", f"waiting for {holder} to finish")
+
+    def start(self) -> None:
+        s = self.s
+        s.previous_image = self.obs.stable.image
+        plan = self.plan()
+        first = plan.steps[0]
+        s.step = StepStatus(
+            index=0, total=len(plan.steps), description=first.description, started_at=self.now
+        )
+        s.batches = [
+            BatchStatus(index=b, targets=list(units)) for b, units in enumerate(plan.batches)
+        ]
+        self.begin_batch(first)
+        s.started_at = self.now
+        s.finished_at = None
+        s.consecutive_failures = 0
+        s.last_analysis_at = None
+        s.failure = None
+        s.aborted = False
+        s.skip_waits = False
+        how = "initial rollout (no previous version)" if plan.initial else self.spec.strategy.type
+        self.enter(
+            "Progressing",
+            f"rolling out {s.image} (revision {s.revision}, {how}, {len(plan.steps)} steps)",
+        )
+
+    # ----------------------------------------------------------------- Progressing / Paused
+
+    def progress(self) -> None:
+        s = self.s
+        if self.app is None:
+            self.fail(f"application {self.spec.application!r} was deleted")
+            return
+        plan = self.plan()
+        assert s.step is not None
+        index = min(s.step.index, len(plan.steps) - 1)
+        step = plan.steps[index]
+
+        action = self.take_action()
+        if action == "abort":
+            self.fail("aborted by the lockgate.dev/action annotation", aborted=True)
+            return
+        if self.obs.superseded_by:
+            self.fail(f"superseded by {self.obs.superseded_by}", aborted=True)
+            return
+        if action == "retry":
+            self.ignore(action, "retry applies after a rollback or failure")
+        elif action == "promote-full":
+            s.skip_waits = True
+            target = plan.full_promotion_index()
+            self.log("promote-full: skipping remaining pauses and analysis gates")
+            self.event("PromotedFull", "skipping remaining pauses and analysis gates")
+            if target > index:
+                self.jump(plan, target)
+                return
+        elif action == "promote":
+            if step.kind == "pause" or (step.gate and s.step.weights_live_at is not None):
+                self.log(f"promoted past step {index + 1}: {step.description}")
+                self.event("Promoted", f"promoted past step {index + 1}: {step.description}")
+                self.advance(plan, index)
+                return
+            self.ignore(
+                action,
+                f"step {index + 1} ({step.description}) waits for instances or "
+                "traffic, not for a promote",
+            )
+
+        if self.spec.paused:
+            if s.phase != "Paused" or s.message != "paused by spec.paused":
+                self.enter("Paused", "paused by spec.paused")
+            self.hold_weights(step)
+            self.analyse(plan, step)
+            return
+        if s.phase == "Paused" and not step.waits_for_promote:
+            s.step = s.step.model_copy(update={"started_at": self.now})  # timed waits restart
+            self.enter("Progressing", f"resumed at step {index + 1}: {step.description}")
+        elif s.phase == "Progressing" and step.waits_for_promote:
+            self.enter("Paused", f"waiting for promote at step {index + 1}")
+
+        if self.analyse(plan, step):
+            return
+        if s.step.restoring:
+            self.restore_batch(plan, step)
+            return
+        if self.execute(plan, step):
+            self.advance(plan, index)
+        else:
+            self.check_deadline(plan, step)
+
+    def canary_ready(self) -> set[str]:
+        obs = self.obs
+        return set(obs.canary.ready) if obs.canary.release == self.release else set()
+
+    def target_weights(self, step: Step) -> tuple[int, int]:
+        canary_ready = self.canary_ready() & set(step.canary_units)
+        stable_ready = set(self.obs.stable.ready)
+        if step.weight is None:
+            c = len(canary_ready & set(step.traffic_canary))
+            t = len(stable_ready & set(step.traffic_stable))
+            weight = round(100 * c / (c + t)) if c + t else 0
+        else:
+            weight = step.weight
+        return safe_weights(weight, len(canary_ready), len(stable_ready))
+
+    def hold_weights(self, step: Step) -> bool:
+        """Ask for the step's traffic split; True when it is live."""
+        target = self.target_weights(step)
+        if self.obs.live_weights != target:
+            self.emit(SetWeights(*target))
+            return False
+        return True
+
+    def ensure_canary(self, units: tuple[str, ...]) -> None:
+        obs = self.obs
+        differs = obs.canary.release != self.release or set(obs.canary.units) != set(units)
+        if differs and (obs.canary.release == self.release or obs.canary.units or units):
+            self.emit(EnsureInstances("canary", self.s.image, units, self.release))
+
+    def ensure_stable(self, units: tuple[str, ...], plan: Plan) -> bool:
+        """Ask for the stable set on exactly `units`; removing instances waits while it would
+        leave fewer than minHealthy healthy instances serving. True when already so."""
+        obs = self.obs
+        current = set(obs.stable.units)
+        if current == set(units):
+            return True
+        removing = current - set(units)
+        if removing:
+            healthy_after = len(set(obs.stable.ready) - removing) + len(self.canary_ready())
+            if healthy_after < plan.min_healthy:
+                self.say(
+                    f"waiting: draining {', '.join(sorted(removing))} would leave "
+                    f"{healthy_after} healthy < minHealthy {plan.min_healthy}",
+                    warning=True,
+                    reason="MinHealthy",
+                )
+                return False
+        self.emit(EnsureInstances("stable", self.s.previous_image, units, obs.stable.release))
+        return False
+
+    def execute(self, plan: Plan, step: Step) -> bool:
+        """Emit what the step needs; True when the observation shows it complete."""
+        s = self.s
+        assert s.step is not None
+        if step.kind == "promote":
+            return self.promote(step)
+        self.ensure_canary(step.canary_units)
+        if step.kind == "drain":
+            weights_live = self.hold_weights(step)
+            return self.ensure_stable(step.stable_units, plan) and weights_live
+        self.ensure_stable(step.stable_units, plan)
+        weights_live = self.hold_weights(step)
+        if step.kind == "start":
+            return set(step.canary_units) <= self.canary_ready()
+        if step.kind == "shift":
+            if not weights_live:
+                return False
+            if s.step.weights_live_at is None:
+                s.step = s.step.model_copy(update={"weights_live_at": self.now})
+                stable, canary = self.target_weights(step)
+                self.log(f"traffic live: stable {stable}% / canary {canary}%")
+            if step.gate and not (s.step.analysis_passed or s.skip_waits):
+                if self.spec.analysis:
+                    self.say(
+                        f"step {s.step.index + 1}: waiting for a passed analysis", reason="Analysis"
+                    )
+                return False
+            return True
+        # pause
+        if s.skip_waits:
+            return True
+        if step.seconds is None:
+            return False
+        started = s.step.started_at or self.now
+        ends = started + timedelta(seconds=step.seconds)
+        if self.now >= ends:
+            return True
+        self.wakeups.append(ends)
+        return False
+
+    def promote(self, step: Step) -> bool:
+        obs = self.obs
+        if obs.stable.release != self.release:
+            self.ensure_canary(step.canary_units)
+            if not set(step.canary_units) <= self.canary_ready():
+                return False
+            if obs.live_weights != (0, 100):
+                self.emit(SetWeights(0, 100))
+                return False
+            self.emit(Promote(self.release, self.s.image or self.spec.image))
+            return False
+        if obs.live_weights != (100, 0):
+            self.emit(SetWeights(100, 0))
+            return False
+        if obs.canary.units:
+            self.emit(EnsureInstances("canary", None, (), None))
+            return False
+        return True
+
+    def begin_batch(self, step: Step) -> None:
+        if step.batch is None or step.batch >= len(self.s.batches):
+            return
+        batches = list(self.s.batches)
+        batch = batches[step.batch]
+        if batch.state in ("Pending", "RolledBack"):
+            batches[step.batch] = batch.model_copy(
+                update={
+                    "state": "Running",
+                    "started_at": self.now,
+                    "finished_at": None,
+                    "attempts": batch.attempts + 1,
+                }
+            )
+            self.s.batches = batches
+
+    def end_batch(self, batch_index: int, state: str, reason: str | None = None) -> None:
+        batches = list(self.s.batches)
+        batch = batches[batch_index]
+        update: dict[str, object] = {"state": state, "finished_at": self.now, "reason": reason}
+        if state == "Failed":
+            update["failures"] = batch.failures + 1
+        batches[batch_index] = batch.model_copy(update=update)
+        self.s.batches = batches
+
+    def advance(self, plan: Plan, index: int) -> None:
+        s = self.s
+        step = plan.steps[index]
+        total = len(plan.steps)
+        self.log(f"step {index + 1}/{total} done: {step.description}")
+        if index + 1 >= total:
+            self.succeed()
+            return
+        nxt = plan.steps[index + 1]
+        if step.batch is not None and nxt.batch != step.batch:
+            self.end_batch(step.batch, "Succeeded")
+        s.step = StepStatus(
+            index=index + 1, total=total, description=nxt.description, started_at=self.now
+        )
+        self.begin_batch(nxt)
+        if nxt.waits_for_promote:
+            self.enter("Paused", f"waiting for promote at step {index + 2}")
+        elif s.phase == "Paused" and not self.spec.paused:
+            self.enter("Progressing", f"step {index + 2}/{total}: {nxt.description}")
+        else:
+            self.s.message = f"step {index + 2}/{total}: {nxt.description}"
+
+    def jump(self, plan: Plan, index: int) -> None:
+        s = self.s
+        step = plan.steps[index]
+        s.step = StepStatus(
+            index=index, total=len(plan.steps), description=step.description, started_at=self.now
+        )
+        self.begin_batch(step)
+        if s.phase == "Paused" and not self.spec.paused:
+            self.enter("Progressing", f"promoted to step {index + 1}: {step.description}")
+
+    def succeed(self) -> None:
+        s = self.s
+        s.finished_at = self.now
+        s.step = s.step.model_copy(update={"description": "done"}) if s.step else None
+        if self.obs.lock_holder == self.dep.name:
+            self.emit(ReleaseLock())
+        self.enter("Succeeded", f"rolled out {s.image}")
+
+    def check_deadline(self, plan: Plan, step: Step) -> None:
+        s = self.s
+        assert s.step is not None
+        if step.kind in ("pause", "promote") or s.step.started_at is None:
+            return
+        deadline = s.step.started_at + timedelta(seconds=self.spec.progress_deadline_seconds)
+        if self.now < deadline:
+            self.wakeups.append(deadline)
+            return
+        limit = self.spec.progress_deadline_seconds
+        if step.kind == "start":
+            ready = len(self.canary_ready() & set(step.canary_units))
+            reason = (
+                f"{ready}/{len(step.canary_units)} new instance(s) ready after "
+                f"progressDeadlineSeconds {limit}"
+            )
+        elif step.kind == "shift" and s.step.weights_live_at is not None:
+            last = s.analysis[-1].reason if s.analysis else "no analysis ran"
+            reason = f"no passed analysis within progressDeadlineSeconds {limit} ({last})"
+        elif step.kind == "shift":
+            reason = f"traffic split not confirmed live within progressDeadlineSeconds {limit}"
+        else:
+            reason = f"old instances not drained within progressDeadlineSeconds {limit}"
+        self.step_failed(plan, step, f"step {s.step.index + 1} ({step.description}): {reason}")
+
+    def step_failed(self, plan: Plan, step: Step, reason: str) -> None:
+        s = self.s
+        if step.batch is None:
+            self.fail(reason)
+            return
+        self.end_batch(step.batch, "Failed", reason)
+        failures = sum(b.failures for b in s.batches)
+        if failures >= plan.failure_threshold:
+            self.fail(f"batch {step.batch + 1} failed: {reason}")
+            return
+        start = plan.batch_start(step.batch)
+        s.step = StepStatus(
+            index=start,
+            total=len(plan.steps),
+            restoring=True,
+            description=f"rolling back batch {step.batch + 1}",
+            started_at=self.now,
+        )
+        self.say(
+            f"batch {step.batch + 1} failed ({failures}/{plan.failure_threshold}), rolling it "
+            f"back to retry: {reason}",
+            warning=True,
+            reason="BatchFailed",
+        )
+
+    def restore_batch(self, plan: Plan, step: Step) -> None:
+        s = self.s
+        assert s.step is not None and step.batch is not None
+        index = s.step.index
+        target = plan.steps[index - 1] if index > 0 else self.everything_stable()
+        if self.restore(target, plan):
+            self.end_batch(step.batch, "RolledBack")
+            s.step = StepStatus(
+                index=index,
+                total=len(plan.steps),
+                description=step.description,
+                started_at=self.now,
+            )
+            self.begin_batch(step)
+            self.say(f"retrying batch {step.batch + 1}", reason="BatchRetry")
+            return
+        deadline = (s.step.started_at or self.now) + timedelta(
+            seconds=self.spec.progress_deadline_seconds
+        )
+        if self.now >= deadline:
+            self.fail(
+                f"batch {step.batch + 1} could not be rolled back within "
+                f"progressDeadlineSeconds {self.spec.progress_deadline_seconds}"
+            )
+        else:
+            self.wakeups.append(deadline)
+
+    # ----------------------------------------------------------------- analysis
+
+    def analyse(self, plan: Plan, step: Step) -> bool:
+        """Run a due analysis; True when it failed the rollout."""
+        s = self.s
+        analysis = self.spec.analysis
+        if analysis is None or step.kind == "promote" or s.step is None:
+            return False
+        start = analysis_window_start(self.spec, s, self.now)
+        if start is None:
+            base = s.last_analysis_at or s.step.weights_live_at or s.step.started_at
+            if base is not None and s.weights is not None and s.weights.canary > 0:
+                self.wakeups.append(base + timedelta(seconds=analysis.interval_seconds))
+            return False
+        sample = self.obs.metrics
+        if sample is None:
+            return False  # the controller collects it when the window is due
+        # Units still starting in this step are judged by the step's deadline, not here.
+        serving = (
+            step if step.kind != "start" or s.step.index == 0 else plan.steps[s.step.index - 1]
+        )
+        wanted = set(serving.canary_units) if serving.kind != "start" else set()
+        judgement = judge(
+            analysis,
+            sample,
+            canary_ready=len(self.canary_ready() & wanted),
+            canary_wanted=len(wanted),
+        )
+        canary, stable = figures(sample)
+        record = AnalysisRun(
+            step=s.step.index,
+            at=self.now,
+            canary=canary,
+            stable=stable,
+            queries=dict(sample.queries) or None,
+            verdict=judgement.verdict,
+            reason=judgement.reason,
+        )
+        s.analysis = [*s.analysis, record][-MAX_ANALYSIS:]
+        s.last_analysis_at = self.now
+        self.wakeups.append(self.now + timedelta(seconds=analysis.interval_seconds))
+        if judgement.verdict == "Failed":
+            s.consecutive_failures += 1
+            limit = analysis.max_consecutive_failures
+            self.log(
+                f"analysis failed ({s.consecutive_failures}/{limit}): {judgement.reason}", "Warning"
+            )
+            self.event(
+                "AnalysisFailed",
+                f"{judgement.reason} ({s.consecutive_failures}/{limit})",
+                warning=True,
+            )
+            if s.consecutive_failures >= limit:
+                self.fail(f"analysis failed at step {s.step.index + 1}: {judgement.reason}")
+                return True
+        elif judgement.verdict == "Passed":
+            s.consecutive_failures = 0
+            if step.kind == "shift" and s.step.weights_live_at is not None:
+                s.step = s.step.model_copy(update={"analysis_passed": True})
+            self.log(f"analysis passed: {judgement.reason}")
+        else:
+            self.log(f"analysis inconclusive: {judgement.reason}")
+        return False
+
+    # ----------------------------------------------------------------- rollback
+
+    def fail(self, reason: str, *, aborted: bool = False) -> None:
+        s = self.s
+        s.failure = reason
+        s.aborted = aborted
+        s.pending_action = None
+        target = s.previous_image or "no previous version"
+        if aborted or self.spec.rollback.automatic:
+            self.enter("RollingBack", f"{reason}; rolling back to {target}", warning=True)
+        else:
+            s.finished_at = self.now
+            self.enter(
+                "Failed",
+                f"{reason}; traffic returned to {target}, new instances kept "
+                "(abort removes them, retry starts over)",
+                warning=True,
+            )
+
+    def everything_stable(self) -> Step:
+        units = self.app.units() if self.app and self.s.previous_image is not None else ()
+        return Step("start", "rollback", (), units, 0)
+
+    def restore(self, target: Step, plan: Plan | None) -> bool:
+        """Drive back to `target`: traffic off the new version as far as healthy stable
+        instances allow, stable instances back, then the extra new instances removed."""
+        obs = self.obs
+        canary_ready = self.canary_ready() & set(target.canary_units)
+        weights = (
+            self.target_weights(target)
+            if target.weight is None
+            else safe_weights(target.weight, len(canary_ready), len(obs.stable.ready))
+        )
+        if target.weight == 0 and obs.stable.ready:
+            weights = (100, 0)
+        elif target.weight == 0 and not target.canary_units and self.canary_ready():
+            weights = (0, 100)  # nothing stable is healthy yet: keep serving what answers
+        if obs.live_weights != weights:
+            self.emit(SetWeights(*weights))
+        missing = set(target.stable_units) - set(obs.stable.units)
+        if missing:
+            self.emit(
+                EnsureInstances(
+                    "stable", self.s.previous_image, target.stable_units, obs.stable.release
+                )
+            )
+        if not set(target.stable_units) <= set(obs.stable.ready) or obs.live_weights != weights:
+            return False
+        extra = set(obs.canary.units) - set(target.canary_units)
+        if extra:
+            keep = target.canary_units if obs.canary.release == self.release else ()
+            self.emit(
+                EnsureInstances(
+                    "canary", self.s.image if keep else None, keep, self.release if keep else None
+                )
+            )
+            return False
+        return True
+
+    def roll_back(self) -> None:
+        s = self.s
+        action = self.take_action()
+        if action is not None:
+            self.ignore(action, "the rollout is rolling back")
+        if not self.restore(self.everything_stable(), None):
+            return
+        s.finished_at = self.now
+        if self.obs.lock_holder == self.dep.name:
+            self.emit(ReleaseLock())
+        target = s.previous_image or "no previous version"
+        outcome: Phase = "Aborted" if s.aborted else "RolledBack"
+        self.enter(outcome, f"{s.failure}; rolled back to {target}", warning=not s.aborted)
+
+    # ----------------------------------------------------------------- finished
+
+    def finished(self) -> None:
+        s, obs = self.s, self.obs
+        action = self.take_action()
+        if s.phase == "Failed" and obs.stable.ready and obs.live_weights not in (None, (100, 0)):
+            self.emit(SetWeights(100, 0))  # a failed rollout never keeps traffic
+        if action == "retry" and s.phase in ("RolledBack", "Aborted", "Failed"):
+            s.attempt += 1
+            self.reset()
+            self.enter("Pending", f"retry {s.attempt} of revision {s.revision}")
+            return
+        if action == "abort" and s.phase == "Failed":
+            self.fail(s.failure or "aborted after failure", aborted=True)
+            return
+        if action is not None:
+            self.ignore(action, f"the rollout is {s.phase}")
+        if s.phase != "Failed" and obs.lock_holder == self.dep.name:
+            self.emit(ReleaseLock())
+
+
+def cross_check(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
+    """What only the pair of objects can tell (admission sees one object at a time)."""
+    canary = spec.strategy.canary
+    if canary is not None and canary.canary_hosts is not None and app.docker is None:
+        return (
+            "spec.strategy.canary.canaryHosts: only allowed when the Application runs on "
+            "Docker hosts (spec.docker)"
+        )
+    if not app.units():
+        return "the Application has no instances to roll out (replicas 0 or no hosts)"
+    return None

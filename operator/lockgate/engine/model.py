@@ -1,0 +1,124 @@
+"""What the engine sees (observations) and what it asks for (actions). Plain frozen values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSet:
+    """Instances in one traffic role, as observed now.
+
+    ``release`` names the rollout that created them (``<deployment>/<revision>``); ``units``
+    are the replicas or hosts that have instances of the set, ``ready`` those whose instances
+    all pass their health check.
+    """
+
+    release: str | None = None
+    image: str | None = None
+    units: tuple[str, ...] = ()
+    ready: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMetrics:
+    """Traffic of one version over an analysis window."""
+
+    requests: int
+    errors: int = 0
+    p95: float | None = None  # seconds
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSample:
+    """One analysis window, collected by the controller when the engine says it is due."""
+
+    canary: VersionMetrics | None = None
+    stable: VersionMetrics | None = None
+    queries: Mapping[str, float | None] = field(default_factory=dict)
+    error: str | None = None  # the metrics source could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything the engine knows about the world for one decision."""
+
+    stable: InstanceSet = InstanceSet()
+    canary: InstanceSet = InstanceSet()
+    live_weights: tuple[int, int] | None = None  # (stable, canary) confirmed in the proxy
+    metrics: MetricsSample | None = None
+    lock_holder: str | None = None  # the Deployment holding the application's rollout lock
+    queued_ahead: int = 0  # Deployments of the application queued before this one
+    superseded_by: str | None = None  # a Deployment with concurrencyPolicy Replace
+    action: str | None = None  # the lockgate.dev/action annotation, verbatim
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureInstances:
+    """Make the role's instances run ``image`` on exactly ``units`` (idempotent)."""
+
+    role: Role
+    image: str | None
+    units: tuple[str, ...]
+    release: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SetWeights:
+    """Route ``stable``/``canary`` percent of traffic; the pair always sums to 100."""
+
+    stable: int
+    canary: int
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Make the canary instances the stable ones (the old stable set becomes the canary
+    role, to be removed)."""
+
+    release: str
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireLock:
+    """Take the application's rollout lock (fails harmlessly if another holds it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLock:
+    """Give the application's rollout lock back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Supersede:
+    """Ask the active Deployment to abort because this one replaces it."""
+
+    holder: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearAction:
+    """Remove the lockgate.dev/action annotation: its action is recorded in status."""
+
+
+Action = (
+    EnsureInstances | SetWeights | Promote | AcquireLock | ReleaseLock | Supersede | ClearAction
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A Kubernetes Event to emit."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
