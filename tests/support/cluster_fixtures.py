@@ -1,8 +1,9 @@
 """Session fixtures for the local control plane (`cluster`) and Traefik (`traefik`).
 
 A component already running (a developer's environment) is reused and left running; one that
-this session started is stopped at the end. One that cannot start fails the run with its
-reason: an integration test never turns into a silent skip.
+this session started is stopped at the end. The control plane's CRDs are re-applied either
+way. A component that cannot start fails the run with its reason: an integration test never
+turns into a silent skip.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from tests.support.cluster import (
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     reused = cluster_running()
-    if not reused:
-        try:
-            start_cluster()
-        except ComponentError as exc:
-            pytest.fail(str(exc), pytrace=False)
+    # `up` also on a running cluster: it is idempotent and re-applies the CRDs from crds/,
+    # so a developer's long-running cluster tests the CRDs of the current work tree.
+    try:
+        start_cluster()
+    except ComponentError as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         yield cluster_info()
     finally:
