@@ -1,0 +1,1 @@
+"""Command-line tools: `lockgate` and the kubectl plugin `kubectl-lockgate`."""
