@@ -157,7 +157,8 @@ class Driver:
         raise AssertionError(f"did not finish: {self.status.phase} {self.status.message}")
 
     def with_spec(self, **changes: object) -> None:
-        self.spec = self.spec.model_copy(update=changes)
+        """A spec edit as a user makes it: camelCase fields, validated again."""
+        self.spec = DeploymentSpec.model_validate({**self.spec.wire(), **changes})
         self.generation += 1
 
 

@@ -165,7 +165,7 @@ class _Run:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 
     def enter(self, phase: Phase, message: str, *, warning: bool = False) -> None:
-        if self.s.phase != phase:
+        if self.s.phase != phase or not self.s.transitions:
             self.s.transitions = [
                 *self.s.transitions,
                 Transition(phase=phase, at=self.now, message=message),

@@ -1,0 +1,78 @@
+"""The models refuse bad input with the field named, and accept every shipped example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lockgate.api import Deployment, DeploymentSpec, InvalidManifest, parse_resource
+
+ROOT = Path(__file__).resolve().parents[2]
+INVALID = sorted((ROOT / "tests/data/invalid").glob("*.yaml"))
+EXAMPLES = sorted((ROOT / "manifests/examples").rglob("*.yaml"))
+
+
+def expected_field(path: Path) -> str:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# field: "), f"{path} must start with '# field: <path>'"
+    return first.removeprefix("# field: ").strip()
+
+
+def test_corpus_is_not_empty() -> None:
+    assert len(INVALID) >= 20
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_manifest_is_refused_naming_the_field(path: Path) -> None:
+    with pytest.raises(InvalidManifest) as err:
+        parse_resource(yaml.safe_load(path.read_text(encoding="utf-8")), path.name)
+    assert expected_field(path) in str(err.value)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_examples_are_valid(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+        parse_resource(doc, path.name)
+
+
+def test_defaults_are_what_a_user_expects() -> None:
+    spec = DeploymentSpec.model_validate({"application": "shop", "image": "shop:2"})
+    assert spec.strategy.type == "Rolling"
+    assert spec.concurrency_policy == "Queue"
+    assert spec.rollback.automatic is True
+    assert spec.paused is False
+    assert spec.analysis is None
+
+
+def test_canary_short_form_expands_to_weights_with_pauses() -> None:
+    spec = DeploymentSpec.model_validate(
+        {
+            "application": "shop",
+            "image": "shop:2",
+            "strategy": {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 30}},
+        }
+    )
+    assert spec.strategy.canary is not None
+    steps = [s.wire() for s in spec.strategy.canary.expanded_steps()]
+    assert steps == [
+        {"setWeight": 10},
+        {"pause": {"seconds": 30}},
+        {"setWeight": 50},
+        {"pause": {"seconds": 30}},
+        {"setWeight": 100},
+    ]
+
+
+def test_wire_form_round_trips() -> None:
+    doc = yaml.safe_load((ROOT / "manifests/examples/kubernetes/canary.yaml").read_text())
+    resource = parse_resource(doc)
+    assert isinstance(resource, Deployment)
+    again = parse_resource({**doc, "spec": resource.spec.wire()})
+    assert again == resource
+
+
+def test_wrong_kind_is_named() -> None:
+    with pytest.raises(InvalidManifest, match="kind"):
+        parse_resource({"apiVersion": "lockgate.dev/v1alpha1", "kind": "Rollout"})

@@ -1,0 +1,393 @@
+"""Table-driven engine tests: every strategy and every manual action, in the fake world."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from lockgate.api import DeploymentStatus
+from lockgate.engine import (
+    ClearAction,
+    DeploymentRef,
+    EnsureInstances,
+    Observation,
+    SetWeights,
+    Supersede,
+    decide,
+)
+from tests.support.fakeworld import T0, Driver, FakeWorld, app_spec, dep_spec, docker_app_spec
+
+CANARY = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 10}}
+CANARY_MANUAL = {
+    "type": "Canary",
+    "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
+}
+ROLLING_1 = {"type": "Rolling", "rolling": {"batchSize": 1}}
+ROLLING_50 = {
+    "type": "Rolling",
+    "rolling": {"batchSize": "50%", "batchWaitSeconds": 5, "minHealthy": 2},
+}
+BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"previewSeconds": 10, "scaleDownDelaySeconds": 20}}
+RECREATE = {"type": "Recreate"}
+ANALYSIS = {"intervalSeconds": 5, "minRequests": 20}
+
+
+@dataclass
+class Case:
+    name: str
+    strategy: dict[str, Any]
+    phase: str
+    message: str = ""
+    analysis: dict[str, Any] | None = field(default_factory=lambda: dict(ANALYSIS))
+    world: dict[str, Any] = field(default_factory=dict)
+    deadline: int = 60
+
+
+CASES = [
+    Case("canary healthy", CANARY, "Succeeded", "rolled out app:2"),
+    Case(
+        "canary 30% errors",
+        CANARY,
+        "RolledBack",
+        "canary 5xx ratio 0.30 > maxErrorRate 0.05",
+        world={"error_rates": {"app:2": 0.3}},
+    ),
+    Case(
+        "canary never ready",
+        CANARY,
+        "RolledBack",
+        "0/1 new instance(s) ready",
+        world={"unready_images": {"app:2"}},
+    ),
+    Case(
+        "canary without traffic",
+        CANARY,
+        "RolledBack",
+        "no passed analysis within",
+        world={"requests_per_window": 10},
+    ),
+    Case("rolling one at a time", ROLLING_1, "Succeeded", analysis=None),
+    Case("rolling half at a time", ROLLING_50, "Succeeded"),
+    Case(
+        "rolling never ready",
+        ROLLING_1,
+        "RolledBack",
+        "batch 1 failed",
+        world={"unready_images": {"app:2"}},
+    ),
+    Case("blue-green healthy", BLUE_GREEN, "Succeeded"),
+    Case(
+        "blue-green errors after switch",
+        BLUE_GREEN,
+        "RolledBack",
+        "canary 5xx ratio",
+        world={"error_rates": {"app:2": 0.5}},
+    ),
+    Case(
+        "blue-green never ready",
+        BLUE_GREEN,
+        "RolledBack",
+        "new instance(s) ready",
+        world={"unready_images": {"app:2"}},
+    ),
+    Case("recreate healthy", RECREATE, "Succeeded", analysis=None),
+    Case(
+        "recreate never ready",
+        RECREATE,
+        "RolledBack",
+        "0/4 new instance(s) ready",
+        analysis=None,
+        world={"unready_images": {"app:2"}},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_strategy(case: Case) -> None:
+    app = app_spec(4)
+    extra: dict[str, Any] = {"strategy": case.strategy, "progressDeadlineSeconds": case.deadline}
+    if case.analysis:
+        extra["analysis"] = case.analysis
+    world = FakeWorld(units=app.units(), **case.world)
+    status = Driver(app, dep_spec(**extra), world).run()
+    assert status.phase == case.phase, status.message
+    assert case.message in (status.message or "")
+    assert world.weights == (100, 0)
+    assert not world.canary.started, "nothing of the other version may be left"
+    expected = "app:2" if case.phase == "Succeeded" else "app:1"
+    assert world.stable.image == expected
+    assert sorted(world.stable.started) == sorted(app.units())
+    conditions = {c.type: c.status for c in status.conditions}
+    assert conditions["Ready"] == ("True" if case.phase == "Succeeded" else "False")
+    assert conditions["Stalled"] == ("False" if case.phase == "Succeeded" else "True")
+
+
+def test_never_ready_canary_never_receives_traffic() -> None:
+    app = app_spec(4)
+    world = FakeWorld(units=app.units(), unready_images={"app:2"})
+    Driver(
+        app, dep_spec(strategy=CANARY, analysis=ANALYSIS, progressDeadlineSeconds=30), world
+    ).run()
+    assert all(a.canary == 0 for a in world.applied if isinstance(a, SetWeights))
+
+
+def test_failed_rolling_batch_is_retried_below_the_threshold() -> None:
+    app = app_spec(4)
+    world = FakeWorld(units=app.units(), unready_images={"app:2"})
+    strategy = {"type": "Rolling", "rolling": {"batchSize": 2, "failureThreshold": 2}}
+    status = Driver(app, dep_spec(strategy=strategy, progressDeadlineSeconds=30), world).run()
+    assert status.phase == "RolledBack"
+    assert status.batches[0].failures == 2
+    assert status.batches[0].attempts == 2
+    assert any("rolling it back to retry" in e.message for e in status.log)
+
+
+def test_rolling_keeps_min_healthy_when_stable_instances_are_down() -> None:
+    app = app_spec(4)
+    world = FakeWorld(units=app.units())
+    # Two stable instances are unhealthy: draining one more would leave too few.
+    world.stable.started["replica-3"] = world.now + timedelta(hours=1)
+    world.stable.started["replica-4"] = world.now + timedelta(hours=1)
+    strategy = {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": 3}}
+    driver = Driver(app, dep_spec(strategy=strategy, progressDeadlineSeconds=30), world)
+    status = driver.run()
+    assert status.phase == "RolledBack"
+    assert any("minHealthy 3" in e.message for e in status.log)
+
+
+def test_initial_rollout_skips_the_strategy() -> None:
+    app = app_spec(3)
+    world = FakeWorld(units=app.units(), stable_image=None)
+    status = Driver(app, dep_spec(strategy=CANARY, analysis=ANALYSIS), world).run()
+    assert status.phase == "Succeeded"
+    assert status.step is not None and status.step.total == 3
+    assert world.stable.image == "app:2"
+
+
+def test_docker_canary_uses_canary_hosts_until_100() -> None:
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units())
+    strategy = {
+        "type": "Canary",
+        "canary": {"steps": [20, 50, 100], "stepSeconds": 0, "canaryHosts": 1},
+    }
+    driver = Driver(app, dep_spec(strategy=strategy, analysis=ANALYSIS), world)
+    status = driver.run()
+    assert status.phase == "Succeeded"
+    canary_sets = [
+        a.units for a in world.applied if isinstance(a, EnsureInstances) and a.role == "canary"
+    ]
+    assert canary_sets[0] == ("h1",)
+    assert ("h1", "h2", "h3") in canary_sets
+
+
+def test_canary_hosts_with_kubernetes_fails_naming_the_field() -> None:
+    app = app_spec(3)
+    strategy = {"type": "Canary", "canary": {"steps": [100], "canaryHosts": 1}}
+    status = Driver(app, dep_spec(strategy=strategy), FakeWorld(units=app.units())).run()
+    assert status.phase == "Failed"
+    assert "spec.strategy.canary.canaryHosts" in (status.message or "")
+
+
+# ---------------------------------------------------------------- manual actions
+
+
+def run_until(driver: Driver, predicate: Any, limit: int = 2000) -> None:
+    for _ in range(limit):
+        driver.step()
+        if predicate(driver.status):
+            return
+        driver.world.now += timedelta(seconds=1)
+    raise AssertionError(f"never reached: {driver.status.phase} {driver.status.message}")
+
+
+def manual_driver(strategy: dict[str, Any] = CANARY_MANUAL, **extra: Any) -> Driver:
+    app = app_spec(4)
+    return Driver(
+        app, dep_spec(strategy=strategy, analysis=ANALYSIS, **extra), FakeWorld(units=app.units())
+    )
+
+
+def test_indefinite_pause_waits_for_promote() -> None:
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.world.now += timedelta(hours=5)
+    driver.step()
+    assert driver.status.phase == "Paused", "an indefinite pause never times out"
+    driver.world.action = "promote"
+    assert driver.step().status.pending_action == "promote"
+    status = driver.run()
+    assert status.phase == "Succeeded"
+
+
+def test_action_is_recorded_first_and_applied_after_the_annotation_is_gone() -> None:
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.world.action = "promote"
+    index = driver.status.step.index if driver.status.step else -1
+    decision = driver.step(drop_actions=True)  # crash: the annotation stays
+    assert ClearAction() in decision.actions
+    assert decision.status.step is not None and decision.status.step.index == index
+    decision = driver.step()  # annotation still there: only cleared, not applied twice
+    assert decision.status.step is not None and decision.status.step.index == index
+    decision = driver.step()
+    assert decision.status.step is not None and decision.status.step.index == index + 1
+
+
+def test_promote_while_instances_start_is_ignored_with_a_reason() -> None:
+    driver = manual_driver()
+    driver.step()
+    driver.step()
+    driver.world.action = "promote"
+    driver.step()
+    status = driver.step().status
+    assert any("promote ignored" in e.message for e in status.log)
+
+
+def test_promote_full_skips_pauses_and_gates() -> None:
+    strategy = {"type": "Canary", "canary": {"steps": [10, 20, 30, 100], "stepSeconds": 3600}}
+    driver = manual_driver(strategy)
+    run_until(driver, lambda s: s.step is not None and s.step.index >= 2)
+    driver.world.action = "promote-full"
+    status = driver.run()
+    assert status.phase == "Succeeded"
+    assert driver.world.now - T0 < timedelta(hours=1)
+
+
+def test_abort_rolls_back_and_ends_aborted() -> None:
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.world.action = "abort"
+    status = driver.run()
+    assert status.phase == "Aborted"
+    assert driver.world.stable.image == "app:1" and not driver.world.canary.started
+    assert driver.world.weights == (100, 0)
+
+
+def test_retry_after_rollback_starts_over() -> None:
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), error_rates={"app:2": 0.3})
+    driver = Driver(app, dep_spec(strategy=CANARY, analysis=ANALYSIS), world)
+    assert driver.run().phase == "RolledBack"
+    world.error_rates = {}
+    world.action = "retry"
+    status = driver.run(until={"Succeeded"})
+    assert status.attempt == 1
+    assert world.stable.image == "app:2"
+
+
+def test_spec_paused_holds_the_rollout_and_resumes() -> None:
+    driver = manual_driver(CANARY)
+    run_until(driver, lambda s: s.step is not None and s.step.index == 2)
+    driver.with_spec(paused=True)
+    driver.step()
+    assert driver.status.phase == "Paused"
+    for _ in range(100):
+        driver.world.now += timedelta(seconds=1)
+        driver.step()
+    assert driver.status.step is not None and driver.status.step.index == 2
+    driver.with_spec(paused=False)
+    assert driver.run().phase == "Succeeded"
+
+
+def test_unknown_action_is_reported_and_cleared() -> None:
+    driver = manual_driver()
+    driver.world.action = "promot"
+    decision = driver.step()
+    assert ClearAction() in decision.actions
+    assert any(e.reason == "UnknownAction" for e in decision.events)
+
+
+def test_failed_without_automatic_rollback_keeps_instances_until_abort() -> None:
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), error_rates={"app:2": 0.3})
+    driver = Driver(
+        app, dep_spec(strategy=CANARY, analysis=ANALYSIS, rollback={"automatic": False}), world
+    )
+    status = driver.run()
+    assert status.phase == "Failed"
+    driver.step()
+    assert world.weights == (100, 0)
+    assert world.canary.started, "kept for inspection"
+    world.action = "abort"
+    assert driver.run(until={"Aborted"}).phase == "Aborted"
+    assert not world.canary.started
+
+
+# ---------------------------------------------------------------- concurrency, revisions, lookup
+
+
+def decide_once(obs: Observation, **extra: Any) -> Any:
+    return decide(
+        app_spec(2), DeploymentRef("b", 1, dep_spec(**extra)), DeploymentStatus(), obs, T0
+    )
+
+
+def test_queue_waits_for_the_holder() -> None:
+    decision = decide_once(Observation(lock_holder="a"))
+    assert decision.status.phase == "Queued"
+    assert "waiting for a" in (decision.status.message or "")
+    assert decision.actions == []
+
+
+def test_replace_asks_the_holder_to_step_aside() -> None:
+    decision = decide_once(Observation(lock_holder="a"), concurrencyPolicy="Replace")
+    assert decision.status.phase == "Queued"
+    assert Supersede("a") in decision.actions
+
+
+def test_superseded_rollout_rolls_back_then_ends_aborted() -> None:
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.world.superseded_by = "newer"
+    status = driver.run()
+    assert status.phase == "Aborted"
+    assert "superseded by newer" in (status.message or "")
+    assert driver.world.lock_holder is None
+
+
+def test_queue_respects_earlier_deployments() -> None:
+    decision = decide_once(Observation(queued_ahead=2))
+    assert decision.status.phase == "Queued"
+
+
+def test_new_image_after_success_starts_revision_2() -> None:
+    driver = manual_driver(CANARY)
+    assert driver.run().phase == "Succeeded"
+    driver.with_spec(image="app:3")
+    driver.step()
+    assert driver.status.revision == 2 and driver.status.phase in ("Pending", "Progressing")
+    assert driver.run().phase == "Succeeded"
+    assert driver.world.stable.image == "app:3"
+
+
+def test_new_image_mid_rollout_rolls_back_then_starts_the_new_revision() -> None:
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.with_spec(image="app:3", strategy=CANARY)
+    run_until(driver, lambda s: s.phase == "Aborted")
+    assert driver.world.stable.image == "app:1"
+    status = driver.run(until={"Succeeded"})
+    assert status.revision == 2
+    assert driver.world.stable.image == "app:3"
+
+
+def test_missing_application_is_a_message_not_a_crash() -> None:
+    decision = decide(
+        None, DeploymentRef("b", 1, dep_spec()), DeploymentStatus(), Observation(), T0
+    )
+    assert decision.status.phase == "Pending"
+    assert "application 'shop' not found" in (decision.status.message or "")
+    assert any(e.reason == "ApplicationNotFound" for e in decision.events)
+
+
+def test_status_records_history_for_users() -> None:
+    driver = manual_driver(CANARY)
+    status = driver.run()
+    phases = [t.phase for t in status.transitions]
+    assert phases == ["Pending", "Progressing", "Succeeded"]
+    assert status.analysis and all(run.verdict == "Passed" for run in status.analysis)
+    assert status.observed_generation == driver.generation
