@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .common import ApiModel, Condition, LocalObjectReference, SecretKeyReference
+from .common import ApiModel, Condition, LocalObjectReference, MemoModel, SecretKeyReference
 
 MSG_ONE_TARGET = "spec: exactly one of spec.kubernetes or spec.docker must be set"
 MSG_FILE_PROVIDER_DOCKER = (
@@ -192,7 +192,7 @@ class MetricsSource(ApiModel):
     """When set, analysis uses PromQL instead of Traefik's /metrics."""
 
 
-class ApplicationSpec(ApiModel):
+class ApplicationSpec(MemoModel):
     """What runs, where, and how traffic reaches it."""
 
     kubernetes: KubernetesTarget | None = None
@@ -228,6 +228,10 @@ class ApplicationSpec(ApiModel):
 
     def units(self) -> tuple[str, ...]:
         """The units a rollout moves one batch at a time: replicas, or Docker hosts."""
+        units: tuple[str, ...] = self.memo("units", self._units)
+        return units
+
+    def _units(self) -> tuple[str, ...]:
         if self.docker is not None:
             return tuple(h.name for h in self.docker.hosts)
         assert self.kubernetes is not None

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 
 GROUP = "lockgate.dev"
@@ -36,6 +36,24 @@ class ApiModel(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as it is stored in Kubernetes: camelCase, without unset optionals."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class MemoModel(ApiModel):
+    """A spec whose derived values (plans, fingerprints) are computed once per parsed object.
+
+    Parsed specs are treated as immutable: the controller parses them afresh per reconcile.
+    """
+
+    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)
+
+    def memo(self, key: Any, compute: Any) -> Any:
+        """`compute()` once per object and key."""
+        memo = self.__pydantic_private__["_memo"]  # type: ignore[index]
+        try:
+            return memo[key]
+        except KeyError:
+            value = memo[key] = compute()
+            return value
 
 
 def _check_int_or_percent(value: int | str) -> int | str:

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from .common import ApiModel, Condition, IntOrPercent
+from .common import ApiModel, Condition, IntOrPercent, MemoModel
 
 StrategyType = Literal["Recreate", "Rolling", "BlueGreen", "Canary"]
 Phase = Literal[
@@ -222,7 +222,7 @@ class Rollback(ApiModel):
     """Return all traffic to the previous version and remove the new instances."""
 
 
-class DeploymentSpec(ApiModel):
+class DeploymentSpec(MemoModel):
     """Move an Application to an image, step by step."""
 
     application: str = Field(min_length=1, max_length=253)

@@ -68,6 +68,11 @@ class Decision:
 
 def spec_fingerprint(spec: DeploymentSpec) -> str:
     """Fingerprint of what starts a new revision when changed: application, image, strategy."""
+    fingerprint: str = spec.memo("fingerprint", lambda: _fingerprint(spec))
+    return fingerprint
+
+
+def _fingerprint(spec: DeploymentSpec) -> str:
     relevant = {
         "application": spec.application,
         "image": spec.image,
@@ -150,12 +155,18 @@ class _Run:
         self.events: list[Event] = []
         self.wakeups: list[datetime] = []
         self._plan: Plan | None = None
+        self._release = ""
+        self._release_revision = -1
 
     # ----------------------------------------------------------------- bookkeeping
 
     @property
     def release(self) -> str:
-        return release_of(self.dep.name, self.s.revision)
+        revision = self.s.revision
+        if revision != self._release_revision:
+            self._release = release_of(self.dep.name, revision)
+            self._release_revision = revision
+        return self._release
 
     def log(self, message: str, level: Literal["Info", "Warning", "Error"] = "Info") -> None:
         entry = LogEntry(at=self.now, level=level, message=message)

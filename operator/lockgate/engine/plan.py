@@ -58,6 +58,14 @@ class Plan:
 
 def compile_plan(app: ApplicationSpec, spec: DeploymentSpec, *, has_stable: bool) -> Plan:
     units = app.units()
+    key = ("plan", units, app.docker is not None, has_stable)
+    plan: Plan = spec.memo(key, lambda: _compile(app, units, spec, has_stable))
+    return plan
+
+
+def _compile(
+    app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec, has_stable: bool
+) -> Plan:
     if not has_stable:
         return Plan(_initial(units), initial=True)
     strategy = spec.strategy
