@@ -25,12 +25,19 @@ ensure_cmd() { # command package
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
 }
 
+# A zombie counts as gone: our processes are reparented to PID 1, which may reap them late.
+pid_running() { # pid
+  local state
+  state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z ]]
+}
+
 # Process bookkeeping: <dir>/<name>.pid holds the PID, <dir>/<name>.log the output.
 # A PID counts as ours only if the process still runs the binary we started (PIDs get reused).
 proc_alive() { # dir name
   local pid exe
   pid="$(cat "$1/$2.pid" 2>/dev/null)" || return 1
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ -n "$pid" ]] && pid_running "$pid" || return 1
   exe="$(cat "$1/$2.exe" 2>/dev/null)" || return 1
   [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == "$exe" ]]
 }
@@ -45,7 +52,7 @@ proc_start() { # dir name binary args... ; detached, so it outlives the calling 
   readlink -f "$bin" >"$dir/$name.exe"
 }
 
-proc_stop() { # dir name ; TERM, wait up to 20 s, then KILL, and wait until it is gone
+proc_stop() { # dir name ; TERM, wait up to 10 s, then KILL, and wait until it is gone
   local dir="$1" name="$2" pid i
   if ! proc_alive "$dir" "$name"; then
     rm -f "$dir/$name.pid"
@@ -55,21 +62,22 @@ proc_stop() { # dir name ; TERM, wait up to 20 s, then KILL, and wait until it i
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 200; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
+    pid_running "$pid" || break
+    sleep 0.05
   done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$name did not stop in 20 s: killing it"
+  if pid_running "$pid"; then
+    log "$name did not stop in 10 s: killing it"
     kill -KILL "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    while pid_running "$pid"; do sleep 0.05; done
   fi
   rm -f "$dir/$name.pid"
 }
 
 proc_fail() { # dir name message ; the component's own words are the best diagnosis
   log "error: $3"
-  log "last lines of $1/$2.log:"
-  tail -n 40 "$1/$2.log" >&2 || true
+  log "last lines of $1/$2.log (this start only):"
+  # Each start appends a "=== time command" line; earlier runs would only mislead.
+  awk '/^=== /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$1/$2.log" | tail -n 40 >&2 || true
   exit 1
 }
 
