@@ -2,4 +2,5 @@
 
 pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
+    "tests.support.dockerhosts_fixtures",
 ]

@@ -1,0 +1,53 @@
+"""Session fixtures for the demo app (`demo_app_binary`) and the Docker hosts (`docker_hosts`).
+
+As with the control plane: hosts already running (a developer's environment) are reused and
+left running; hosts this session started are stopped at the end. `up` runs either way (it is
+idempotent and rebuilds the demo images when the demo app changed). A component that cannot
+start fails the run with its reason, never a silent skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.dockerhosts import (
+    ComponentError,
+    DockerHost,
+    build_demo_app,
+    docker_hosts_running,
+    start_docker_hosts,
+    stop_docker_hosts,
+)
+
+
+@pytest.fixture(scope="session")
+def demo_app_binary() -> Path:
+    """Path of the static demo-app binary (hack/build-demo-app)."""
+    try:
+        return build_demo_app()
+    except ComponentError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def docker_hosts(demo_app_binary: Path) -> Iterator[list[DockerHost]]:
+    """host1 (unix), host2 (tcp + mutual TLS), host3 (ssh), each with the demo images."""
+    reused = docker_hosts_running()
+    try:
+        hosts = start_docker_hosts()
+    except ComponentError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield hosts
+    finally:
+        if not reused:
+            stop_docker_hosts()
+
+
+@pytest.fixture(scope="session")
+def docker_hosts_by_name(docker_hosts: list[DockerHost]) -> dict[str, DockerHost]:
+    """The hosts by name: docker_hosts_by_name["host3"]."""
+    return {h.name: h for h in docker_hosts}
