@@ -8,7 +8,7 @@ turns into a silent skip.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -27,15 +27,25 @@ from tests.support.cluster import (
 )
 
 
+def _start(start: Callable[[], None], cleanup: Callable[[], None] | None) -> str | None:
+    """Run start(); on failure stop what it left half-started and return the reason."""
+    try:
+        start()
+    except ComponentError as exc:
+        if cleanup is not None:
+            cleanup()
+        return str(exc)
+    return None
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     reused = cluster_running()
     # `up` also on a running cluster: it is idempotent and re-applies the CRDs from crds/,
     # so a developer's long-running cluster tests the CRDs of the current work tree.
-    try:
-        start_cluster()
-    except ComponentError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    failure = _start(start_cluster, None if reused else stop_cluster)
+    if failure:
+        pytest.fail(failure, pytrace=False)
     try:
         yield cluster_info()
     finally:
@@ -47,10 +57,9 @@ def cluster() -> Iterator[Cluster]:
 def traefik(cluster: Cluster) -> Iterator[Traefik]:
     reused = traefik_running()
     if not reused:
-        try:
-            start_traefik()
-        except ComponentError as exc:
-            pytest.fail(str(exc), pytrace=False)
+        failure = _start(start_traefik, stop_traefik)
+        if failure:
+            pytest.fail(failure, pytrace=False)
     try:
         yield traefik_info()
     finally:
