@@ -28,11 +28,41 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="a Deployment manifest, and optionally its Application (repeatable)",
     )
+    operator = sub.add_parser(
+        "operator", help="run the operator (kopf) against the current cluster"
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    operator.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL"
+    )
+    operator.add_argument("--peering", default=None, help="kopf peering name (leader election)")
     return parser
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    import lockgate.controller  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=False)
+    kopf.run(
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "operator":
+        return run_operator(args)
     if args.command == "plan":
         from lockgate.api import InvalidManifest
 

@@ -803,7 +803,9 @@ class _Run:
         action = self.take_action()
         if action is not None:
             self.ignore(action, "the rollout is rolling back")
-        if not self.restore(self.everything_stable(), None):
+        if self.app is None:
+            s.failure = f"{s.failure}; the application and its workloads were deleted"
+        elif not self.restore(self.everything_stable(), None):
             return
         s.finished_at = self.now
         if self.obs.lock_holder == self.dep.name:

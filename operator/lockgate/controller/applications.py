@@ -1,0 +1,82 @@
+"""Application reconcile: the Services and routes it owns exist, and its status is current."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from lockgate.api import ApplicationSpec
+from lockgate.engine.conditions import conditions_for
+from lockgate.targets.kubernetes import KubernetesTarget
+from lockgate.traffic.traefik_crd import TraefikCrdRouter
+
+from .runtime import Runtime
+
+
+async def reconcile_application(rt: Runtime, body: dict[str, Any], patch: Any) -> None:
+    meta = body["metadata"]
+    try:
+        app = ApplicationSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        patch.status["phase"] = "Unknown"
+        patch.status["message"] = f"invalid Application: {err.errors()[0]['msg']}"
+        return
+    status = dict(body.get("status") or {})
+    if app.kubernetes is None:
+        # Docker hosts are driven by the Docker target; its status comes from there.
+        patch.status["observedGeneration"] = meta.get("generation")
+        return
+    target = KubernetesTarget(rt.kube)
+    await target.ensure_services(body, app)
+    await TraefikCrdRouter(rt.kube, body, app, rt.settings.traefik_api_url, rt.http).ensure_route()
+    stable, canary = await target.observe(meta["namespace"], meta["name"], app.units())
+    desired = len(app.units())
+    active = status.get("activeDeployment")
+    ready = len(stable.ready)
+    if active:
+        phase, message = "Progressing", f"rolling out with {active}"
+    elif stable.image is None:
+        phase, message = "Unknown", "no version deployed yet: create a Deployment"
+    elif ready < desired:
+        phase, message = "Degraded", f"{ready}/{desired} instances ready"
+    else:
+        phase, message = "Healthy", f"{ready}/{desired} instances of {stable.image} ready"
+    updated = len(canary.units) if active else len(stable.units)
+    new: dict[str, Any] = {
+        "phase": phase,
+        "message": message,
+        "instances": {
+            "desired": desired,
+            "ready": ready + (len(canary.ready) if active else 0),
+            "updated": updated,
+        },
+        "observedGeneration": meta.get("generation"),
+    }
+    # Conditions share the Deployment's vocabulary: Ready when Healthy, Progressing while a
+    # rollout runs, Degraded when instances are missing.
+    kstatus_phase = {
+        "Healthy": "Succeeded",
+        "Progressing": "Progressing",
+        "Degraded": "Failed",
+        "Unknown": "Pending",
+    }[phase]
+    previous = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    from lockgate.api.common import Condition
+
+    conditions = conditions_for(
+        kstatus_phase,
+        message,
+        int(meta.get("generation") or 1),
+        [Condition.model_validate(c) for c in previous],
+        datetime.now(UTC),
+    )
+    new["conditions"] = [
+        c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions
+    ]
+    if stable.image and not (status.get("stable") or {}).get("image"):
+        new["stable"] = {"image": stable.image}
+    for key, value in new.items():
+        if status.get(key) != value:
+            patch.status[key] = value

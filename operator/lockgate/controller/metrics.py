@@ -1,0 +1,45 @@
+"""The operator's own Prometheus metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ROLLOUTS = Gauge("lockgate_rollouts", "Deployments by phase", ["phase"])
+STEP_SECONDS = Histogram(
+    "lockgate_step_duration_seconds",
+    "Time a rollout step took",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+VERDICTS = Counter("lockgate_analysis_verdicts_total", "Analysis verdicts", ["verdict"])
+ROLLBACKS = Counter("lockgate_rollbacks_total", "Rollouts rolled back or aborted", ["reason"])
+RECONCILE_ERRORS = Counter("lockgate_reconcile_errors_total", "Reconciles that raised", ["kind"])
+RECONCILE_SECONDS = Histogram(
+    "lockgate_reconcile_seconds",
+    "Time from the start of a reconcile to its actions executed (reaction latency)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+_phases: dict[tuple[str, str], str] = {}
+
+
+def record_phase(namespace: str, name: str, phase: str | None) -> None:
+    key = (namespace, name)
+    if phase is None:
+        _phases.pop(key, None)
+    else:
+        _phases[key] = phase
+    counts: dict[str, int] = {}
+    for value in _phases.values():
+        counts[value] = counts.get(value, 0) + 1
+    for value in (
+        "Pending",
+        "Queued",
+        "Progressing",
+        "Paused",
+        "Succeeded",
+        "RollingBack",
+        "RolledBack",
+        "Failed",
+        "Aborted",
+    ):
+        ROLLOUTS.labels(value).set(counts.get(value, 0))

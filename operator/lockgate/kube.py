@@ -1,0 +1,118 @@
+"""A small async face on the kubernetes client: every call runs in a worker thread, so the
+controller's event loop never blocks on the network."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
+
+GROUP = "lockgate.dev"
+VERSION = "v1alpha1"
+
+
+def load_config() -> client.ApiClient:
+    """In-cluster configuration when running in a Pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    """The API groups lockgate uses, each call off the event loop."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def get_or_none(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return await self.call(fn, *args, **kwargs)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    # lockgate's own resources, as plain dicts
+    async def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_or_none(
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "applications",
+            name,
+        )
+
+    async def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
+        result = await self.call(
+            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "deployments"
+        )
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def patch_application_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "applications",
+            name,
+            body,
+        )
+        return result
+
+    async def patch_deployment(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "deployments",
+            name,
+            body,
+        )
+        return result
+
+    async def apply(
+        self, group_version: str, plural: str, namespace: str, body: dict[str, Any]
+    ) -> None:
+        """Create or replace-by-patch an object lockgate owns (server-side apply)."""
+        name = body["metadata"]["name"]
+        group, _, version = group_version.rpartition("/")
+        path = (
+            f"/api/{version}/namespaces/{namespace}/{plural}/{name}"
+            if not group
+            else f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
+        )
+        await self.call(
+            self.api.call_api,
+            path,
+            "PATCH",
+            query_params=[("fieldManager", "lockgate"), ("force", "true")],
+            header_params={
+                "Content-Type": "application/apply-patch+yaml",
+                "Accept": "application/json",
+            },
+            body=body,
+            auth_settings=["BearerToken"],
+            response_type="object",
+            _return_http_data_only=True,
+        )

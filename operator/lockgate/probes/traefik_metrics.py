@@ -1,0 +1,118 @@
+"""Analysis figures from Traefik's Prometheus endpoint.
+
+Traefik exposes cumulative counters per service; a window's figures are the differences
+between two scrapes. Traefik records requests on the leaf services (the Kubernetes Services
+or the file provider's load balancers), not on the weighted parent, so canary and stable are
+told apart by the leaf service name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from lockgate.engine import VersionMetrics
+
+REQUESTS = "traefik_service_requests"  # the parser drops the _total suffix
+DURATION = "traefik_service_request_duration_seconds"
+
+
+@dataclass
+class ServiceCounters:
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+
+
+Snapshot = dict[str, ServiceCounters]
+
+
+def parse(text: str) -> Snapshot:
+    """Counters per Traefik service name (without the @provider suffix)."""
+    out: Snapshot = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in (REQUESTS, DURATION):
+            continue
+        for sample in family.samples:
+            service = sample.labels.get("service", "").split("@")[0]
+            if not service:
+                continue
+            counters = out.setdefault(service, ServiceCounters())
+            if family.name == REQUESTS and sample.name.endswith("_total"):
+                counters.requests += sample.value
+                if sample.labels.get("code", "").startswith("5"):
+                    counters.errors += sample.value
+            elif sample.name == f"{DURATION}_bucket":
+                le = float(sample.labels["le"])
+                counters.buckets[le] = counters.buckets.get(le, 0.0) + sample.value
+    return out
+
+
+def p95(buckets: dict[float, float]) -> float | None:
+    """95th percentile from cumulative histogram buckets, interpolated within a bucket."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = 0.95 * total
+    lower, below = 0.0, 0.0
+    for le in bounds:
+        count = buckets[le]
+        if count >= rank:
+            if math.isinf(le):
+                return lower
+            if count == below:
+                return le
+            return lower + (le - lower) * (rank - below) / (count - below)
+        lower, below = le, count
+    return None
+
+
+def delta(new: ServiceCounters | None, old: ServiceCounters | None) -> VersionMetrics:
+    if new is None:
+        return VersionMetrics(0)
+    old = old or ServiceCounters()
+    requests = max(0.0, new.requests - old.requests)
+    errors = max(0.0, new.errors - old.errors)
+    buckets = {le: max(0.0, c - old.buckets.get(le, 0.0)) for le, c in new.buckets.items()}
+    return VersionMetrics(round(requests), round(errors), p95(buckets))
+
+
+def matching(snapshot: Snapshot, prefix: str) -> ServiceCounters | None:
+    """Sum of the services whose name starts with `prefix` (a Service may have several ports)."""
+    found = [c for name, c in snapshot.items() if name.startswith(prefix)]
+    if not found:
+        return None
+    total = ServiceCounters()
+    for c in found:
+        total.requests += c.requests
+        total.errors += c.errors
+        for le, count in c.buckets.items():
+            total.buckets[le] = total.buckets.get(le, 0.0) + count
+    return total
+
+
+@dataclass
+class History:
+    """Recent scrapes of one Traefik, so a window [start, now] can be measured."""
+
+    keep_seconds: float = 900.0
+    scrapes: deque[tuple[datetime, Snapshot]] = field(default_factory=deque)
+
+    def add(self, at: datetime, snapshot: Snapshot) -> None:
+        self.scrapes.append((at, snapshot))
+        while self.scrapes and (at - self.scrapes[0][0]).total_seconds() > self.keep_seconds:
+            self.scrapes.popleft()
+
+    def baseline(self, start: datetime) -> Snapshot | None:
+        """The first scrape at or after `start` (or the oldest one, after a restart)."""
+        for at, snapshot in self.scrapes:
+            if at >= start:
+                return snapshot
+        return self.scrapes[0][1] if self.scrapes else None

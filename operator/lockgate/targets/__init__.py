@@ -1,0 +1,1 @@
+"""Where instances run: Kubernetes workload slots, Docker hosts."""

@@ -1,0 +1,251 @@
+"""Kubernetes workloads: two slots per Application, alternating between stable and canary.
+
+Each slot is an apps/v1 Deployment `<app>-a` / `<app>-b` with strategy Recreate. Deployments
+rather than bare ReplicaSets because they replace failed Pods and keep a revision history
+that `kubectl rollout` users know; Recreate because lockgate changes a slot's template only
+while the slot carries no traffic, so nothing is gained by a surge and mixed Pods would blur
+the readiness count. Which slot is stable is read from the `<app>-stable` Service's
+selector, so the cluster itself is the record and nothing is kept in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from lockgate.api.application import ApplicationSpec
+from lockgate.engine import InstanceSet
+
+from ..kube import Kube
+
+LABEL_APP = "lockgate.dev/application"
+LABEL_SLOT = "lockgate.dev/slot"
+LABEL_RELEASE_HASH = "lockgate.dev/release-hash"
+ANNOTATION_RELEASE = "lockgate.dev/release"
+SLOTS = ("a", "b")
+
+
+def slot_name(app: str, slot: str) -> str:
+    return f"{app}-{slot}"
+
+
+def service_name(app: str, role: str) -> str:
+    return f"{app}-{role}"
+
+
+def release_hash(release: str) -> str:
+    return hashlib.sha256(release.encode()).hexdigest()[:10]
+
+
+def owner_reference(app_obj: dict[str, Any]) -> dict[str, Any]:
+    meta = app_obj["metadata"]
+    return {
+        "apiVersion": "lockgate.dev/v1alpha1",
+        "kind": "Application",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def pod_template(
+    app_name: str, app: ApplicationSpec, slot: str, image: str, release: str
+) -> dict[str, Any]:
+    """The user's PodTemplateSpec with lockgate's image, labels and a readiness probe."""
+    assert app.kubernetes is not None
+    template: dict[str, Any] = copy.deepcopy(app.kubernetes.template) or {}
+    meta = template.setdefault("metadata", {})
+    meta.setdefault("labels", {}).update(
+        {LABEL_APP: app_name, LABEL_SLOT: slot, LABEL_RELEASE_HASH: release_hash(release)}
+    )
+    meta.setdefault("annotations", {})[ANNOTATION_RELEASE] = release
+    spec = template.setdefault("spec", {})
+    containers = spec.setdefault("containers", [])
+    if not containers:
+        containers.append({"name": "app"})
+    container = next((c for c in containers if c.get("name") == "app"), containers[0])
+    container["image"] = image
+    container.setdefault("name", "app")
+    if not any(p.get("containerPort") == app.port for p in container.get("ports", [])):
+        container.setdefault("ports", []).append({"containerPort": app.port, "name": "http"})
+    if "readinessProbe" not in container:
+        check = app.health_check
+        container["readinessProbe"] = {
+            "httpGet": {"path": check.http.path, "port": check.http.port or app.port},
+            "periodSeconds": check.interval_seconds,
+            "timeoutSeconds": check.timeout_seconds,
+            "failureThreshold": check.unhealthy_threshold,
+        }
+    return template
+
+
+class KubernetesTarget:
+    """Runs an Application's instances as Pods in two slots."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def stable_slot(self, namespace: str, app: str) -> str:
+        svc = await self.kube.get_or_none(
+            self.kube.core.read_namespaced_service, service_name(app, "stable"), namespace
+        )
+        selector = (svc.spec.selector or {}) if svc is not None else {}
+        slot = selector.get(LABEL_SLOT, "a")
+        return slot if slot in SLOTS else "a"
+
+    @staticmethod
+    def other(slot: str) -> str:
+        return "b" if slot == "a" else "a"
+
+    async def ensure_services(self, app_obj: dict[str, Any], app: ApplicationSpec) -> None:
+        """Create `<app>-stable` and `<app>-canary` if missing; never touch their selectors
+        (those record which slot is stable and change only on promotion)."""
+        namespace, name = app_obj["metadata"]["namespace"], app_obj["metadata"]["name"]
+        for role, slot in (("stable", "a"), ("canary", "b")):
+            existing = await self.kube.get_or_none(
+                self.kube.core.read_namespaced_service, service_name(name, role), namespace
+            )
+            if existing is None:
+                await self.kube.apply(
+                    "v1", "services", namespace, self._service(app_obj, app, role, slot)
+                )
+
+    def _service(
+        self, app_obj: dict[str, Any], app: ApplicationSpec, role: str, slot: str
+    ) -> dict[str, Any]:
+        name = app_obj["metadata"]["name"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": service_name(name, role),
+                "labels": {LABEL_APP: name, "lockgate.dev/role": role},
+                "ownerReferences": [owner_reference(app_obj)],
+            },
+            "spec": {
+                "selector": {LABEL_APP: name, LABEL_SLOT: slot},
+                "ports": [{"name": "http", "port": app.port, "targetPort": app.port}],
+            },
+        }
+
+    async def observe(
+        self, namespace: str, app_name: str, units: tuple[str, ...]
+    ) -> tuple[InstanceSet, InstanceSet]:
+        """Stable and canary sets. The engine names units replica-1..N; the canary set
+        grows from the front of that list and the stable set shrinks from the front, so
+        counts are mapped to names that way."""
+        stable_slot = await self.stable_slot(namespace, app_name)
+        stable = await self._observe_slot(namespace, app_name, stable_slot, units, from_end=True)
+        canary = await self._observe_slot(
+            namespace, app_name, self.other(stable_slot), units, from_end=False
+        )
+        return stable, canary
+
+    async def _observe_slot(
+        self, namespace: str, app: str, slot: str, units: tuple[str, ...], *, from_end: bool
+    ) -> InstanceSet:
+        workload = await self.kube.get_or_none(
+            self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
+        )
+        if workload is None or not workload.spec.replicas:
+            pods_left = await self._pods(namespace, app, slot)
+            if not pods_left:
+                return InstanceSet()
+        annotations = (workload.spec.template.metadata.annotations or {}) if workload else {}
+        release = annotations.get(ANNOTATION_RELEASE)
+        image = workload.spec.template.spec.containers[0].image if workload else None
+        if workload is not None:
+            for c in workload.spec.template.spec.containers:
+                if c.name == "app":
+                    image = c.image
+        wanted_hash = release_hash(release) if release else None
+        existing = ready = 0
+        for pod in await self._pods(namespace, app, slot):
+            labels = pod.metadata.labels or {}
+            if labels.get(LABEL_RELEASE_HASH) != wanted_hash or pod.metadata.deletion_timestamp:
+                continue
+            existing += 1
+            conditions = pod.status.conditions or [] if pod.status else []
+            if any(c.type == "Ready" and c.status == "True" for c in conditions):
+                ready += 1
+        n = len(units)
+        existing, ready = min(existing, n), min(ready, n)
+        if from_end:
+            names, ready_names = units[n - existing :], units[n - ready :]
+        else:
+            names, ready_names = units[:existing], units[:ready]
+        return InstanceSet(release, image, tuple(names), tuple(ready_names))
+
+    async def _pods(self, namespace: str, app: str, slot: str) -> list[Any]:
+        selector = f"{LABEL_APP}={app},{LABEL_SLOT}={slot}"
+        result = await self.kube.call(
+            self.kube.core.list_namespaced_pod, namespace, label_selector=selector
+        )
+        return list(result.items)
+
+    async def ensure(
+        self,
+        app_obj: dict[str, Any],
+        app: ApplicationSpec,
+        role: str,
+        image: str | None,
+        count: int,
+        release: str | None,
+    ) -> None:
+        namespace, name = app_obj["metadata"]["namespace"], app_obj["metadata"]["name"]
+        stable_slot = await self.stable_slot(namespace, name)
+        slot = stable_slot if role == "stable" else self.other(stable_slot)
+        if count == 0 or image is None or release is None:
+            await self._scale(namespace, slot_name(name, slot), 0)
+            return
+        if role == "stable" and await self._scale(namespace, slot_name(name, slot), count):
+            # The stable slot is only ever scaled: re-templating it would restart Pods that
+            # serve traffic (e.g. after an edit of the Application's template).
+            return
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": slot_name(name, slot),
+                "labels": {LABEL_APP: name, LABEL_SLOT: slot},
+                "annotations": {ANNOTATION_RELEASE: release},
+                "ownerReferences": [owner_reference(app_obj)],
+            },
+            "spec": {
+                "replicas": count,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {LABEL_APP: name, LABEL_SLOT: slot}},
+                "template": pod_template(name, app, slot, image, release),
+            },
+        }
+        await self.kube.apply("apps/v1", "deployments", namespace, body)
+
+    async def _scale(self, namespace: str, name: str, replicas: int) -> bool:
+        """Scale an existing slot; False when it does not exist."""
+        existing = await self.kube.get_or_none(
+            self.kube.apps.read_namespaced_deployment, name, namespace
+        )
+        if existing is None:
+            return False
+        if existing.spec.replicas != replicas:
+            await self.kube.call(
+                self.kube.apps.patch_namespaced_deployment_scale,
+                name,
+                namespace,
+                {"spec": {"replicas": replicas}},
+            )
+        return True
+
+    async def promote(self, app_obj: dict[str, Any], app: ApplicationSpec) -> None:
+        """Swap roles: `<app>-stable` now selects the canary slot and the other way round."""
+        namespace, name = app_obj["metadata"]["namespace"], app_obj["metadata"]["name"]
+        old_stable = await self.stable_slot(namespace, name)
+        new_stable = self.other(old_stable)
+        await self.kube.apply(
+            "v1", "services", namespace, self._service(app_obj, app, "stable", new_stable)
+        )
+        await self.kube.apply(
+            "v1", "services", namespace, self._service(app_obj, app, "canary", old_stable)
+        )

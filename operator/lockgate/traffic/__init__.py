@@ -1,0 +1,1 @@
+"""How traffic moves: one small interface, one router per file."""
