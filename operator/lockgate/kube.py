@@ -94,25 +94,27 @@ class Kube:
     async def apply(
         self, group_version: str, plural: str, namespace: str, body: dict[str, Any]
     ) -> None:
-        """Create or replace-by-patch an object lockgate owns (server-side apply)."""
+        """Create or update an object lockgate owns, by server-side apply as field manager
+        `lockgate` (forced: these objects are lockgate's, a GitOps sync must not hold them)."""
         name = body["metadata"]["name"]
+        options: dict[str, Any] = {
+            "field_manager": "lockgate",
+            "force": True,
+            "_content_type": "application/apply-patch+yaml",
+        }
         group, _, version = group_version.rpartition("/")
-        path = (
-            f"/api/{version}/namespaces/{namespace}/{plural}/{name}"
-            if not group
-            else f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}"
-        )
+        if not group:
+            if plural != "services":
+                raise ValueError(f"apply of core/{plural} is not supported")
+            await self.call(self.core.patch_namespaced_service, name, namespace, body, **options)
+            return
         await self.call(
-            self.api.call_api,
-            path,
-            "PATCH",
-            query_params=[("fieldManager", "lockgate"), ("force", "true")],
-            header_params={
-                "Content-Type": "application/apply-patch+yaml",
-                "Accept": "application/json",
-            },
-            body=body,
-            auth_settings=["BearerToken"],
-            response_type="object",
-            _return_http_data_only=True,
+            self.custom.patch_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            body,
+            **options,
         )

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
-from lockgate.api.deployment import ACTION_ANNOTATION, ACTIONS, TERMINAL_PHASES
+from lockgate.api.deployment import ACTION_ANNOTATION, ACTIONS
 from lockgate.engine import (
     AcquireLock,
     ClearAction,
@@ -284,6 +284,19 @@ class Reconciler:
                 raise
 
 
+def cap_ready(instances: InstanceSet, in_proxy: int, *, from_end: bool) -> InstanceSet:
+    """Count only as many instances ready as the proxy has servers for: a Pod that is Ready
+    but not yet loaded by Traefik must not receive a weight."""
+    if len(instances.ready) <= in_proxy:
+        return instances
+    ready = (
+        instances.ready[len(instances.ready) - in_proxy :]
+        if from_end
+        else instances.ready[:in_proxy]
+    )
+    return InstanceSet(instances.release, instances.image, instances.units, ready)
+
+
 PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
 
@@ -343,6 +356,3 @@ def _record(rec: Reconciler, before: DeploymentStatus, decision: Decision) -> No
         and before.step.started_at
     ):
         metrics.STEP_SECONDS.observe((datetime.now(UTC) - before.step.started_at).total_seconds())
-
-
-__all__ = ["TERMINAL_PHASES", "InstanceSet", "reconcile"]

@@ -5,6 +5,12 @@ lockgate owns both objects (a GitOps sync of the user's manifests never resets w
 A child Service with weight 0 is removed from the weighted list: a Service without ready
 endpoints in the list makes Traefik stop serving the whole TraefikService.
 A change counts as live only when Traefik's API shows it.
+
+Traefik loads a Service's endpoints only while something routes to it, and it loads them a
+moment after the Pods turn Ready. So lockgate also owns IngressRoute `<app>-lockgate-probe`,
+matching only a header carrying the Application's UID, over both Services: Traefik then
+always knows their servers, and lockgate counts an instance as ready for traffic only once
+Traefik lists it (no 503 from a weight that moved too early).
 """
 
 from __future__ import annotations
@@ -98,6 +104,9 @@ class TraefikCrdRouter:
             await self.kube.apply(
                 self.api_version, "traefikservices", self.namespace, self._traefik_service(100, 0)
             )
+        await self.kube.apply(
+            self.api_version, "ingressroutes", self.namespace, self._probe_route()
+        )
         route = self.app.traffic.traefik.route
         if route is not None:
             body = {
@@ -120,6 +129,53 @@ class TraefikCrdRouter:
                 },
             }
             await self.kube.apply(self.api_version, "ingressroutes", self.namespace, body)
+
+    def _probe_route(self) -> dict[str, Any]:
+        uid = self.app_obj["metadata"]["uid"]
+        return {
+            "apiVersion": self.api_version,
+            "kind": "IngressRoute",
+            "metadata": {
+                "name": f"{self.name}-lockgate-probe",
+                "labels": {"lockgate.dev/application": self.name},
+                "ownerReferences": [owner_reference(self.app_obj)],
+            },
+            "spec": {
+                "routes": [
+                    {
+                        "kind": "Rule",
+                        "match": f"Header(`X-Lockgate-Probe`, `{uid}`)",
+                        "services": [
+                            {"name": service_name(self.name, role), "port": self.app.port}
+                            for role in ("stable", "canary")
+                        ],
+                    }
+                ],
+            },
+        }
+
+    async def servers_in_proxy(self) -> dict[str, int] | None:
+        """Servers Traefik has loaded for each role's Service; None without Traefik's API."""
+        if not self.api_url:
+            return None
+        out: dict[str, int] = {}
+        for role in ("stable", "canary"):
+            child = (
+                f"{self.namespace}-{service_name(self.name, role)}-{self.app.port}@kubernetescrd"
+            )
+            try:
+                answer = await self.http.get(
+                    f"{self.api_url.rstrip('/')}/api/http/services/{child}", timeout=2.0
+                )
+            except httpx.HTTPError:
+                return None
+            servers = (
+                (answer.json().get("loadBalancer") or {}).get("servers") or []
+                if (answer.status_code == 200)
+                else []
+            )
+            out[role] = len(servers)
+        return out
 
     async def set_weights(self, stable: int, canary: int) -> None:
         await self.kube.apply(
