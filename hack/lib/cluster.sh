@@ -47,7 +47,9 @@ proc_start() { # dir name binary args... ; detached, so it outlives the calling 
   shift 3
   mkdir -p "$dir"
   echo "=== $(date -u +%FT%TZ) $bin $*" >>"$dir/$name.log"
-  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null &
+  # 8>&- 9>&-: the callers' lock descriptors must not live on in the component, or the
+  # lock would be held as long as the component runs.
+  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null 8>&- 9>&- &
   echo $! >"$dir/$name.pid"
   readlink -f "$bin" >"$dir/$name.exe"
 }
@@ -70,7 +72,8 @@ proc_stop() { # dir name ; TERM, wait up to 10 s, then KILL, and wait until it i
     kill -KILL "$pid" 2>/dev/null || true
     while pid_running "$pid"; do sleep 0.05; done
   fi
-  rm -f "$dir/$name.pid"
+  # Only our own record: a concurrent `up` may already have written its successor's.
+  [[ "$(cat "$dir/$name.pid" 2>/dev/null)" != "$pid" ]] || rm -f "$dir/$name.pid"
 }
 
 proc_fail() { # dir name message ; the component's own words are the best diagnosis
@@ -91,6 +94,14 @@ proc_wait() { # dir name timeout_s check...
     ((SECONDS < deadline)) || proc_fail "$dir" "$name" "$name not ready after ${timeout}s"
     sleep 0.2
   done
+}
+
+# Serialises up and down of one environment (two test sessions, a developer's shell): a
+# `down` racing an `up` would otherwise lose track of what the `up` started.
+lock_env() { # name
+  mkdir -p "$LOCKGATE_RUN"
+  exec 8>"$LOCKGATE_RUN/$1-up.lock"
+  flock -w 300 8 || die "another hack/$1 up/down has held $LOCKGATE_RUN/$1-up.lock for 5 minutes"
 }
 
 # Checks a port is free before starting something on it, so a stranger's server there is
