@@ -383,14 +383,18 @@ class PodWorker(threading.Thread):
         old: JSON = next(iter(status.get("containerStatuses", [])), {})
         self.start_time: str = status.get("startTime") or rfc3339()
         self.restart_count: int = int(old.get("restartCount", 0))
-        if old.get("containerID"):  # a process of an earlier kubelet run is gone: a restart
+        old_state: JSON = old.get("state", {})
+        if "running" in old_state or "terminated" in old_state:
+            # The process of an earlier kubelet run is gone: this start is a restart.
             self.restart_count += 1
         self.old_ip: str | None = status.get("podIP")
         self.sandbox: Sandbox | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.state: JSON = {"waiting": {"reason": "ContainerCreating"}}
-        self.last_state: JSON = {}
+        self.last_state: JSON = (
+            {"terminated": old_state["terminated"]} if "terminated" in old_state else {}
+        )
         self.ever_started = False
         phase = status.get("phase")
         self.terminal_phase: str | None = phase if phase in ("Succeeded", "Failed") else None
@@ -737,6 +741,8 @@ class PodWorker(threading.Thread):
         grace = meta.get("deletionGracePeriodSeconds")
         if grace is None:
             grace = spec.get("terminationGracePeriodSeconds", 30)
+        if self.stopping:
+            return min(float(grace), SHUTDOWN_GRACE_S)
         return float(grace)
 
     def _terminate(self, pod: JSON) -> None:
@@ -753,6 +759,8 @@ class PodWorker(threading.Thread):
             self._pre_stop(deadline)
             self._signal(signal.SIGTERM)
             while self.proc.poll() is None and time.monotonic() < deadline and not self.gone:
+                if self.stopping:  # the kubelet shuts down: no Pod gets more than its grace
+                    deadline = min(deadline, self.kubelet.stop_deadline)
                 self.wake.wait(0.05)
                 self.wake.clear()
             if self.proc.poll() is None:
@@ -764,8 +772,8 @@ class PodWorker(threading.Thread):
         if self.gone:
             return
         if self.stopping and not pod["metadata"].get("deletionTimestamp"):
-            # Kubelet shutdown: the Pod stays, not ready; the next kubelet run restarts it.
-            self.state = {"waiting": {"reason": "ContainerCreating", "message": "kubelet stopped"}}
+            # Kubelet shutdown: the Pod stays, not ready, its container terminated; the next
+            # kubelet run restarts it (restartCount + 1).
             self._publish()
             return
         if self.terminal_phase is None:
@@ -847,6 +855,7 @@ class Kubelet:
         self.host_ip = str(BRIDGE_ADDRESS.ip)
         self.node_uid = ""
         self.stop = threading.Event()
+        self.stop_deadline = float("inf")
         self.synced = threading.Event()
         self.workers: dict[str, PodWorker] = {}
         self.finished: set[str] = set()  # uids whose worker ended: no second life
@@ -1078,6 +1087,7 @@ class Kubelet:
         log.info("shutting down: stopping %d pod(s)", len(self.workers))
         with self._lock:
             workers = list(self.workers.values())
+        self.stop_deadline = time.monotonic() + SHUTDOWN_GRACE_S
         for worker in workers:
             worker.stopping = True
             worker.wake.set()

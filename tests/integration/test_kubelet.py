@@ -1,0 +1,384 @@
+"""The process kubelet: Deployments become Ready Pods with real pod IPs, EndpointSlices follow
+readiness, deletion is graceful, and Traefik splits real HTTP between two Deployments."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+from tests.support.cluster import Cluster, Traefik
+from tests.support.kubelet_fixtures import ProcessKubelet
+
+pytestmark = pytest.mark.integration
+
+PORT = 8080
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll until check() returns something truthy and return it; fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Iterator[ApiClient]:
+    with cluster.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def namespace(api: ApiClient, kubelet: ProcessKubelet) -> Iterator[str]:
+    """A fresh namespace; at the end it is deleted and its Pods are waited for (bounded), so
+    no test leaves processes behind for the next one."""
+    core = k8s.CoreV1Api(api)
+    name = f"lgkt-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+
+    # Pods are refused until the namespace's default ServiceAccount exists.
+    def has_default_account() -> bool:
+        accounts = core.list_namespaced_service_account(name).items
+        return any(sa.metadata.name == "default" for sa in accounts)
+
+    wait_until(has_default_account, 30, "the default ServiceAccount")
+    yield name
+    core.delete_namespace(name)
+    deadline = time.monotonic() + 30
+    while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def demo_container(image: str, probe: bool = True, **extra: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": image,
+        "ports": [{"name": "http", "containerPort": PORT}],
+        **extra,
+    }
+    if probe:
+        container["readinessProbe"] = {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        }
+    return container
+
+
+def create_deployment(api: ApiClient, namespace: str, name: str, image: str, replicas: int) -> None:
+    labels = {"app": name}
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [demo_container(image)]},
+            },
+        },
+    }
+    k8s.AppsV1Api(api).create_namespaced_deployment(namespace, body)
+
+
+def create_service(api: ApiClient, namespace: str, name: str, selector: dict[str, str]) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": "http"}]},
+    }
+    k8s.CoreV1Api(api).create_namespaced_service(namespace, body)
+
+
+def create_pod(api: ApiClient, namespace: str, name: str, container: dict[str, Any]) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [container]},
+    }
+    k8s.CoreV1Api(api).create_namespaced_pod(namespace, body)
+
+
+def is_ready(pod: k8s.V1Pod) -> bool:
+    conditions = pod.status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def ready_pods(api: ApiClient, namespace: str, selector: str) -> list[k8s.V1Pod]:
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
+    return [p for p in pods if is_ready(p) and p.metadata.deletion_timestamp is None]
+
+
+def ready_endpoints(api: ApiClient, namespace: str, service: str) -> set[str]:
+    """Addresses the EndpointSlice controller lists as ready for the Service."""
+    slices = k8s.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return {
+        address
+        for eps in slices.items
+        for endpoint in eps.endpoints or []
+        if endpoint.conditions and endpoint.conditions.ready
+        for address in endpoint.addresses
+    }
+
+
+def all_endpoints(api: ApiClient, namespace: str, service: str) -> list[Any]:
+    slices = k8s.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    return [endpoint for eps in slices.items for endpoint in eps.endpoints or []]
+
+
+def get_pod(api: ApiClient, namespace: str, name: str) -> k8s.V1Pod | None:
+    try:
+        return k8s.CoreV1Api(api).read_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_deployment_pods_become_ready_with_pod_ips_and_are_replaced(
+    api: ApiClient, namespace: str, kubelet: ProcessKubelet
+) -> None:
+    create_service(api, namespace, "web", {"app": "web"})
+    started = time.monotonic()
+    create_deployment(api, namespace, "web", "demo:v1", replicas=3)
+    pods = wait_until(
+        lambda: (p := ready_pods(api, namespace, "app=web")) and len(p) == 3 and p,
+        60,
+        "3 ready pods",
+    )
+    print(f"3-replica Deployment Ready in {time.monotonic() - started:.2f}s")
+    ips = {p.status.pod_ip for p in pods}
+    wait_until(lambda: ready_endpoints(api, namespace, "web") == ips, 30, "3 ready endpoints")
+
+    cidr = ipaddress.ip_network(kubelet.pod_cidr)
+    for pod in pods:
+        address = ipaddress.ip_address(pod.status.pod_ip)
+        assert address in cidr and not address.is_loopback
+        assert [i.ip for i in pod.status.pod_ips] == [pod.status.pod_ip]
+        assert pod.spec.node_name == kubelet.node_name
+        assert pod.status.phase == "Running" and pod.status.host_ip and pod.status.start_time
+        kinds = {c.type: c.status for c in pod.status.conditions}
+        assert kinds["PodScheduled"] == kinds["Initialized"] == kinds["ContainersReady"] == "True"
+        (status,) = pod.status.container_statuses
+        assert status.ready and status.started and status.restart_count == 0
+        assert status.state.running is not None and status.image == "demo:v1"
+        # Real HTTP from the root namespace to the pod's own address.
+        response = httpx.get(f"http://{pod.status.pod_ip}:{PORT}/", timeout=5)
+        assert response.status_code == 200
+        assert response.headers["X-Version"] == "v1"
+        assert response.headers["X-Instance"] == pod.metadata.name
+
+    victim = pods[0]
+    k8s.CoreV1Api(api).delete_namespaced_pod(victim.metadata.name, namespace)
+
+    def replaced() -> list[k8s.V1Pod] | None:
+        now = ready_pods(api, namespace, "app=web")
+        names = {p.metadata.name for p in now}
+        if len(now) == 3 and victim.metadata.name not in names:
+            return now
+        return None
+
+    new_pods = wait_until(replaced, 60, "a replacement pod to become ready")
+    new_ips = {p.status.pod_ip for p in new_pods}
+    wait_until(
+        lambda: ready_endpoints(api, namespace, "web") == new_ips, 30, "3 ready endpoints again"
+    )
+    wait_until(
+        lambda: get_pod(api, namespace, victim.metadata.name) is None, 30, "the old pod gone"
+    )
+
+
+def test_unready_image_never_ready_and_foreign_image_fails_to_pull(
+    api: ApiClient, namespace: str
+) -> None:
+    create_service(api, namespace, "unready", {"app": "unready"})
+    create_pod(api, namespace, "unready", demo_container("demo:v2-unready"))
+    create_pod(api, namespace, "foreign", demo_container("nginx:1.0"))
+
+    def running(name: str) -> bool:
+        pod = get_pod(api, namespace, name)
+        statuses = pod.status.container_statuses if pod else None
+        return bool(statuses and statuses[0].state.running)
+
+    wait_until(lambda: running("unready"), 30, "the unready pod's process to run")
+    # It has an endpoint (it has an IP), but never a ready one, over several probe periods.
+    wait_until(lambda: all_endpoints(api, namespace, "unready"), 30, "an endpoint for it")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        pod = get_pod(api, namespace, "unready")
+        assert pod is not None and not is_ready(pod)
+        assert not pod.status.container_statuses[0].ready
+        assert ready_endpoints(api, namespace, "unready") == set()
+        time.sleep(0.25)
+    # The app itself runs and answers; only its health says no.
+    response = httpx.get(f"http://{pod.status.pod_ip}:{PORT}/health", timeout=5)
+    assert response.status_code == 503
+
+    def pull_failed() -> k8s.V1Pod | None:
+        pod = get_pod(api, namespace, "foreign")
+        statuses = pod.status.container_statuses if pod else None
+        waiting = statuses[0].state.waiting if statuses else None
+        return pod if waiting and waiting.reason == "ErrImagePull" else None
+
+    pod = wait_until(pull_failed, 30, "ErrImagePull for nginx:1.0")
+    (status,) = pod.status.container_statuses
+    assert "nginx:1.0" in status.state.waiting.message
+    assert pod.status.phase == "Pending" and not status.ready and not status.started
+    assert not is_ready(pod)
+    # And it stays that way: the back-off alternates reasons, never running.
+    time.sleep(3)
+    pod = get_pod(api, namespace, "foreign")
+    assert pod is not None
+    (status,) = pod.status.container_statuses
+    assert status.state.running is None
+    assert status.state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+
+
+def test_crashing_process_is_restarted_with_back_off(api: ApiClient, namespace: str) -> None:
+    # The demo app refuses an error share over 100% and exits 1 at once.
+    create_pod(api, namespace, "crash", demo_container("demo:v1-errors101", probe=False))
+
+    def restarted_twice() -> k8s.V1Pod | None:
+        pod = get_pod(api, namespace, "crash")
+        statuses = pod.status.container_statuses if pod else None
+        return pod if statuses and statuses[0].restart_count >= 2 else None
+
+    pod = wait_until(restarted_twice, 30, "two restarts")
+    (status,) = pod.status.container_statuses
+    assert status.last_state.terminated is not None
+    assert status.last_state.terminated.exit_code == 1
+    assert not is_ready(pod)
+    # A healthy pod next to it is unaffected: the kubelet survives its neighbour's crashes.
+    create_pod(api, namespace, "healthy", demo_container("demo:v1"))
+    wait_until(lambda: (p := get_pod(api, namespace, "healthy")) and is_ready(p), 30, "healthy")
+
+
+def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace: str) -> None:
+    create_pod(api, namespace, "slow", demo_container("demo:v2-slow3000"))
+    pod = wait_until(
+        lambda: (p := get_pod(api, namespace, "slow")) and is_ready(p) and p, 30, "slow ready"
+    )
+    url = f"http://{pod.status.pod_ip}:{PORT}/"
+    result: dict[str, Any] = {}
+
+    def request() -> None:
+        started = time.monotonic()
+        try:
+            response = httpx.get(url, timeout=15)
+            result["status"] = response.status_code
+            result["version"] = response.headers.get("X-Version")
+        except httpx.HTTPError as exc:
+            result["error"] = repr(exc)
+        result["seconds"] = time.monotonic() - started
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    time.sleep(0.5)  # the request is in the app now, 2.5 s from its answer
+    k8s.CoreV1Api(api).delete_namespaced_pod("slow", namespace, grace_period_seconds=30)
+
+    # While it drains, it is Terminating and not ready.
+    terminating = wait_until(
+        lambda: (p := get_pod(api, namespace, "slow")) and not is_ready(p) and p,
+        5,
+        "the pod marked not ready",
+        every=0.05,
+    )
+    assert terminating.metadata.deletion_timestamp is not None
+
+    worker.join(20)
+    assert result.get("status") == 200, result
+    assert result["version"] == "v2" and result["seconds"] >= 2.5
+    wait_until(lambda: get_pod(api, namespace, "slow") is None, 20, "the pod deleted")
+    # Its namespace and address are gone with it.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url, timeout=1)
+
+
+def test_traefik_splits_traffic_by_weight_between_two_deployments(
+    api: ApiClient, namespace: str, traefik: Traefik
+) -> None:
+    for name, image in (("w-a", "demo:v1"), ("w-b", "demo:v2")):
+        create_service(api, namespace, name, {"app": name})
+        create_deployment(api, namespace, name, image, replicas=2)
+    for name in ("w-a", "w-b"):
+        wait_until(lambda n=name: len(ready_endpoints(api, namespace, n)) == 2, 60, f"{name} ready")
+
+    custom = k8s.CustomObjectsApi(api)
+    group, version = "traefik.io", "v1alpha1"
+
+    def weighted(a: int, b: int) -> dict[str, Any]:
+        return {
+            "weighted": {
+                "services": [
+                    {"name": "w-a", "port": 80, "weight": a},
+                    {"name": "w-b", "port": 80, "weight": b},
+                ]
+            }
+        }
+
+    custom.create_namespaced_custom_object(
+        group, version, namespace, "traefikservices",
+        {"apiVersion": f"{group}/{version}", "kind": "TraefikService",
+         "metadata": {"name": "split"}, "spec": weighted(80, 20)},
+    )  # fmt: skip
+    host = f"{namespace}.test"
+    custom.create_namespaced_custom_object(
+        group, version, namespace, "ingressroutes",
+        {"apiVersion": f"{group}/{version}", "kind": "IngressRoute", "metadata": {"name": "web"},
+         "spec": {"entryPoints": ["web"], "routes": [{
+             "match": f"Host(`{host}`)", "kind": "Rule",
+             "services": [{"name": "split", "kind": "TraefikService"}]}]}},
+    )  # fmt: skip
+
+    with httpx.Client(base_url=traefik.web_url, headers={"Host": host}, timeout=5) as web:
+
+        def versions(n: int) -> Counter[str]:
+            counts: Counter[str] = Counter()
+            for _ in range(n):
+                response = web.get("/")
+                counts[response.headers.get("X-Version", str(response.status_code))] += 1
+            return counts
+
+        wait_until(lambda: web.get("/").status_code == 200, 30, "the route to be live")
+        started = time.monotonic()
+        counts = versions(2000)
+        elapsed = time.monotonic() - started
+        print(f"2000 requests through Traefik in {elapsed:.2f}s: {dict(counts)}")
+        assert counts["v1"] + counts["v2"] == 2000, counts
+        assert abs(counts["v1"] / 2000 - 0.80) <= 0.05, counts
+
+        custom.patch_namespaced_custom_object(
+            group, version, namespace, "traefikservices", "split", {"spec": weighted(0, 100)}
+        )
+        # Traefik applies the change after its provider throttle: poll, bounded.
+        wait_until(lambda: versions(20) == Counter({"v2": 20}), 30, "all traffic on v2", 0.2)
+        counts = versions(500)
+        assert counts == Counter({"v2": 500}), counts

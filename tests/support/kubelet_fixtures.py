@@ -1,0 +1,79 @@
+"""Session fixture `kubelet`: the process kubelet (tests/support/kubelet.py) via hack/kubelet.
+
+A kubelet already running (a developer's environment) is reused and left running; one that
+this session started is stopped at the end. One that cannot start fails the run with its log
+tail: an integration test never turns into a silent skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import Cluster, hack
+
+
+@dataclass(frozen=True)
+class ProcessKubelet:
+    """The running process kubelet: its Node and where it writes."""
+
+    node_name: str
+    pod_cidr: str
+    run_dir: Path
+    log_path: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no kubelet log: {exc})"
+
+    def container_log(self, namespace: str, pod: str, container: str) -> str:
+        """A container's output (all runs of it); empty if it never ran."""
+        text = []
+        for directory in sorted(self.run_dir.glob(f"pods/{namespace}_{pod}_*")):
+            path = directory / f"{container}.log"
+            if path.exists():
+                text.append(path.read_text(errors="replace"))
+        return "".join(text)
+
+
+def kubelet_running() -> bool:
+    return hack("kubelet", "status").returncode == 0
+
+
+def kubelet_info() -> ProcessKubelet:
+    proc = hack("kubelet", "env")
+    values: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line.removeprefix("export ").partition("=")
+            values[name] = value
+    return ProcessKubelet(
+        node_name=values["LOCKGATE_NODE_NAME"],
+        pod_cidr=values["LOCKGATE_POD_CIDR"],
+        run_dir=Path(values["LOCKGATE_KUBELET_DIR"]),
+        log_path=Path(values["LOCKGATE_KUBELET_LOG"]),
+    )
+
+
+@pytest.fixture(scope="session")
+def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
+    reused = kubelet_running()
+    if not reused:
+        proc = hack("kubelet", "start", timeout=600.0)
+        if proc.returncode != 0:
+            hack("kubelet", "stop", timeout=60.0)  # nothing half-started stays behind
+            pytest.fail(
+                f"the process kubelet could not start (hack/kubelet start exited "
+                f"{proc.returncode}):\n{proc.stderr[-6000:]}{proc.stdout[-2000:]}",
+                pytrace=False,
+            )
+    try:
+        yield kubelet_info()
+    finally:
+        if not reused:
+            hack("kubelet", "stop", timeout=60.0)
