@@ -26,20 +26,27 @@ from tests.support.dockerhosts import (
 @pytest.fixture(scope="session")
 def demo_app_binary() -> Path:
     """Path of the static demo-app binary (hack/build-demo-app)."""
+    failure = ""
     try:
         return build_demo_app()
     except ComponentError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+    pytest.fail(failure, pytrace=False)  # outside `except`: one message, no chained traceback
 
 
 @pytest.fixture(scope="session")
 def docker_hosts(demo_app_binary: Path) -> Iterator[list[DockerHost]]:
     """host1 (unix), host2 (tcp + mutual TLS), host3 (ssh), each with the demo images."""
     reused = docker_hosts_running()
+    failure = ""
     try:
         hosts = start_docker_hosts()
     except ComponentError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+        if not reused:
+            stop_docker_hosts()  # what `up` left half-started
+    if failure:
+        pytest.fail(failure, pytrace=False)
     try:
         yield hosts
     finally:
