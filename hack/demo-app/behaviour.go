@@ -25,10 +25,14 @@ type Behaviour struct {
 // the version (so "v1.2.0-rc1-slow" is version "v1.2.0-rc1"). No tag means version "latest".
 func ParseImage(image string) (Behaviour, error) {
 	b := Behaviour{Image: image}
-	tag := "latest"
+	tag, ref := "latest", image
+	// A digest (name@sha256:…) says nothing about behaviour: "demo:v2@sha256:…" is demo:v2.
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
 	// The tag follows the last ':' after the last '/', so "host:5000/demo" has no tag.
-	if i := strings.LastIndex(image, ":"); i > strings.LastIndex(image, "/") {
-		tag = image[i+1:]
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		tag = ref[i+1:]
 	}
 	var version []string
 	for _, part := range strings.Split(tag, "-") {

@@ -21,6 +21,8 @@ func TestParseImage(t *testing.T) {
 		{"localhost:5000/team/demo:v4", Behaviour{Version: "v4"}},
 		{"localhost:5000/demo", Behaviour{Version: "latest"}},
 		{"demo:v2-errorsx", Behaviour{Version: "v2-errorsx"}},
+		{"reg.example/shop/demo:v2-slow@sha256:0123abcd", Behaviour{Version: "v2", Slow: DefaultSlow}},
+		{"reg.example/shop/demo@sha256:0123abcd", Behaviour{Version: "latest"}},
 	}
 	for _, c := range cases {
 		got, err := ParseImage(c.image)
