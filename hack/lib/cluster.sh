@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by hack/cluster and hack/traefik: ports, paths and process helpers. Source it after
 # common.sh. Every port is on 127.0.0.1 and can be moved by its environment variable.
 LOCKGATE_ETCD_PORT="${LOCKGATE_ETCD_PORT:-23790}"

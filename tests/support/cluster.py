@@ -10,7 +10,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -104,9 +104,8 @@ class Cluster:
         """A new kubernetes.client.ApiClient authenticated as cluster admin."""
         from kubernetes import config
 
-        client: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(self.kubeconfig)
-        )
+        new_client: Any = config.new_client_from_config  # untyped in some client versions
+        client: ApiClient = new_client(config_file=str(self.kubeconfig))
         return client
 
 
