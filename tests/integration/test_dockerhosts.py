@@ -5,6 +5,7 @@ refused unknown host key, and the demo app's behaviours that rollouts are judged
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -231,22 +232,29 @@ def _slow_get(url: str, result: dict[str, Any]) -> None:
     result["seconds"] = time.monotonic() - started
 
 
-def test_sigterm_finishes_in_flight_request_then_exits_0(
+def _refuses(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
+def test_sigterm_stops_accepting_finishes_in_flight_request_then_exits_0(
     demo_app_binary: Path, tmp_path: Path
 ) -> None:
-    with demo_process(demo_app_binary, "demo:v2-slow1500", tmp_path) as demo:
+    with demo_process(demo_app_binary, "demo:v2-slow3000", tmp_path) as demo:
         result: dict[str, Any] = {}
         inflight = threading.Thread(target=_slow_get, args=(demo.url + "/", result))
         inflight.start()
-        time.sleep(0.5)  # the request is now inside its 1.5 s of latency
-        demo.proc.send_signal(15)
-        time.sleep(0.2)
-        with pytest.raises(httpx.ConnectError):  # no longer accepting
-            httpx.get(demo.url + "/health", timeout=2)
+        time.sleep(0.5)  # the request is now inside its 3 s of latency
+        demo.proc.send_signal(signal.SIGTERM)
+        _wait_until(lambda: _refuses(demo.url + "/health"), 2, "refusing new connections")
+        assert "status" not in result, "the in-flight request should still be running"
         assert demo.proc.wait(timeout=10) == 0
         inflight.join(timeout=10)
     assert result.get("status") == 200, result
-    assert result["seconds"] >= 1.4
+    assert result["seconds"] >= 2.9
     assert "draining" in demo.log.read_text()
 
 
