@@ -854,6 +854,7 @@ class Kubelet:
         # The Node's address: the bridge, which every Pod and the root namespace reach.
         self.host_ip = str(BRIDGE_ADDRESS.ip)
         self.node_uid = ""
+        self._node_since = rfc3339()  # the Node's conditions hold since our start
         self.stop = threading.Event()
         self.stop_deadline = float("inf")
         self.synced = threading.Event()
@@ -915,7 +916,6 @@ class Kubelet:
     def register(self) -> None:
         """Create the Node (or adopt the existing one: its podCIDR can't change) and mark it
         Ready at once, so the scheduler and the node-lifecycle controller accept it."""
-        self._node_since = rfc3339()
         path = f"/api/v1/nodes/{self.node}"
         try:
             node = self.api.get(path)
@@ -945,8 +945,13 @@ class Kubelet:
             log.info("registered node %s", self.node)
         existing = node.get("spec", {}).get("podCIDR")
         if existing and existing != str(self.network.pod_cidr):
-            log.info("node %s keeps its podCIDR %s", self.node, existing)
-            self.network = Network(self.node, ipaddress.IPv4Network(existing))
+            if self.synced.is_set():  # pods run on the old network: too late to move
+                log.warning(
+                    "node %s has podCIDR %s; we keep %s", self.node, existing, self.network.pod_cidr
+                )
+            else:
+                log.info("node %s keeps its podCIDR %s", self.node, existing)
+                self.network = Network(self.node, ipaddress.IPv4Network(existing))
         self.node_uid = node["metadata"]["uid"]
         self.api.patch_status(f"{path}/status", {"status": self._node_status()})
 
@@ -962,6 +967,9 @@ class Kubelet:
         except ApiError as exc:
             if exc.status != 404:
                 raise
+            # No Lease: a first start, or a fresh cluster (new etcd) where our Node is gone too.
+            # The Lease names its Node as owner, so the Node must exist with its current uid.
+            self.register()
             owner = {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self.node_uid}
             self.api.request(
                 "POST",
@@ -988,7 +996,7 @@ class Kubelet:
                     )
                     last_status = time.monotonic()
             except ApiError as exc:
-                if exc.status == 404 and "nodes" in str(exc):
+                if exc.status == 404:
                     log.warning("node %s was deleted: registering again", self.node)
                     with contextlib.suppress(Exception):
                         self.register()
@@ -1035,11 +1043,13 @@ class Kubelet:
 
     def watch_pods(self) -> None:
         params = {"fieldSelector": f"spec.nodeName={self.node}"}
+        retry = 1.0  # doubled while the API server stays away (a restart), up to 10 s
         while not self.stop.is_set():
             try:
                 listing = self.api.get("/api/v1/pods", params)
                 self._resync(listing["items"])
                 self.synced.set()
+                retry = 1.0
                 version = listing["metadata"]["resourceVersion"]
                 while not self.stop.is_set():
                     watch_params = {
@@ -1063,8 +1073,9 @@ class Kubelet:
             except Exception as exc:
                 if self.stop.is_set():
                     return
-                log.warning("pod watch failed, listing again: %s", exc)
-                self.stop.wait(1.0)
+                log.warning("pod watch failed, listing again in %.0fs: %s", retry, exc)
+                self.stop.wait(retry)
+                retry = min(10.0, retry * 2)
 
     # -- lifecycle --
     def run(self, ready_file: Path | None) -> None:

@@ -7,6 +7,7 @@ tail: an integration test never turns into a silent skip.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,9 @@ class ProcessKubelet:
         return "".join(text)
 
 
-def kubelet_running() -> bool:
-    return hack("kubelet", "status").returncode == 0
+def kubelet_status() -> int:
+    """hack/kubelet status: 0 running with its Node Ready, 1 stopped, 2 running, not Ready."""
+    return hack("kubelet", "status").returncode
 
 
 def kubelet_info() -> ProcessKubelet:
@@ -62,7 +64,8 @@ def kubelet_info() -> ProcessKubelet:
 
 @pytest.fixture(scope="session")
 def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
-    reused = kubelet_running()
+    status = kubelet_status()
+    reused = status != 1  # a kubelet runs already: a developer's, left running at the end
     if not reused:
         proc = hack("kubelet", "start", timeout=600.0)
         if proc.returncode != 0:
@@ -72,6 +75,19 @@ def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
                 f"{proc.returncode}):\n{proc.stderr[-6000:]}{proc.stdout[-2000:]}",
                 pytrace=False,
             )
+    elif status != 0:
+        # Running, Node not Ready: e.g. the control plane was just restarted; the kubelet
+        # re-registers within a heartbeat (10 s).
+        deadline = time.monotonic() + 60
+        while kubelet_status() != 0:
+            if time.monotonic() > deadline:
+                info = kubelet_info()
+                pytest.fail(
+                    f"the running process kubelet's node {info.node_name} is not Ready after "
+                    f"60s; its log ({info.log_path}) ends:\n{info.log_tail()}",
+                    pytrace=False,
+                )
+            time.sleep(0.5)
     try:
         yield kubelet_info()
     finally:
