@@ -60,6 +60,11 @@ def namespace(api: ApiClient, kubelet: ProcessKubelet) -> Iterator[str]:
 
     wait_until(has_default_account, 30, "the default ServiceAccount")
     yield name
+    # The namespace controller takes seconds to get to the Pods: remove them first.
+    apps = k8s.AppsV1Api(api)
+    apps.delete_collection_namespaced_deployment(name)
+    apps.delete_collection_namespaced_replica_set(name)
+    core.delete_collection_namespaced_pod(name)
     core.delete_namespace(name)
     deadline = time.monotonic() + 30
     while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
@@ -282,10 +287,12 @@ def test_crashing_process_is_restarted_with_back_off(api: ApiClient, namespace: 
 
 
 def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace: str) -> None:
+    create_service(api, namespace, "slow", {"app": "slow"})
     create_pod(api, namespace, "slow", demo_container("demo:v2-slow3000"))
     pod = wait_until(
         lambda: (p := get_pod(api, namespace, "slow")) and is_ready(p) and p, 30, "slow ready"
     )
+    wait_until(lambda: ready_endpoints(api, namespace, "slow") == {pod.status.pod_ip}, 30, "slice")
     url = f"http://{pod.status.pod_ip}:{PORT}/"
     result: dict[str, Any] = {}
 
@@ -312,6 +319,12 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
         every=0.05,
     )
     assert terminating.metadata.deletion_timestamp is not None
+    # ... and the EndpointSlice stops offering it (terminating, neither ready nor serving).
+    wait_until(lambda: not ready_endpoints(api, namespace, "slow"), 5, "the endpoint not ready")
+    for endpoint in all_endpoints(api, namespace, "slow"):
+        assert not endpoint.conditions.ready and not endpoint.conditions.serving
+        assert endpoint.conditions.terminating
+    assert "status" not in result, "the request finished before the pod began terminating"
 
     worker.join(20)
     assert result.get("status") == 200, result
@@ -379,6 +392,8 @@ def test_traefik_splits_traffic_by_weight_between_two_deployments(
             group, version, namespace, "traefikservices", "split", {"spec": weighted(0, 100)}
         )
         # Traefik applies the change after its provider throttle: poll, bounded.
+        changed = time.monotonic()
         wait_until(lambda: versions(20) == Counter({"v2": 20}), 30, "all traffic on v2", 0.2)
+        print(f"weights 0/100 live after {time.monotonic() - changed:.2f}s")
         counts = versions(500)
         assert counts == Counter({"v2": 500}), counts
