@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from tests.support.cluster import Cluster, Traefik
+from tests.support.kubelet import is_demo_image
 from tests.support.kubelet_fixtures import ProcessKubelet
 
 pytestmark = pytest.mark.integration
@@ -168,6 +169,14 @@ def get_pod(api: ApiClient, namespace: str, name: str) -> k8s.V1Pod | None:
 # --- tests -----------------------------------------------------------------------------------
 
 
+def test_image_mapping() -> None:
+    """Only a repository named demo runs (as the demo app); everything else fails to pull."""
+    for image in ("demo:v1", "demo", "reg.example/shop/demo:v2-errors30", "h:5000/demo@sha256:ab"):
+        assert is_demo_image(image), image
+    for image in ("nginx:1.0", "demo-app:v1", "demo/nginx:1", "reg.example:5000/x/demox:v1"):
+        assert not is_demo_image(image), image
+
+
 def test_deployment_pods_become_ready_with_pod_ips_and_are_replaced(
     api: ApiClient, namespace: str, kubelet: ProcessKubelet
 ) -> None:
@@ -267,7 +276,9 @@ def test_unready_image_never_ready_and_foreign_image_fails_to_pull(
     assert status.state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
 
 
-def test_crashing_process_is_restarted_with_back_off(api: ApiClient, namespace: str) -> None:
+def test_crashing_process_is_restarted_with_back_off(
+    api: ApiClient, namespace: str, kubelet: ProcessKubelet
+) -> None:
     # The demo app refuses an error share over 100% and exits 1 at once.
     create_pod(api, namespace, "crash", demo_container("demo:v1-errors101", probe=False))
 
@@ -281,9 +292,29 @@ def test_crashing_process_is_restarted_with_back_off(api: ApiClient, namespace: 
     assert status.last_state.terminated is not None
     assert status.last_state.terminated.exit_code == 1
     assert not is_ready(pod)
+    assert "errors101" in kubelet.container_log(namespace, "crash", "app")
     # A healthy pod next to it is unaffected: the kubelet survives its neighbour's crashes.
     create_pod(api, namespace, "healthy", demo_container("demo:v1"))
     wait_until(lambda: (p := get_pod(api, namespace, "healthy")) and is_ready(p), 30, "healthy")
+
+
+def test_failing_liveness_probe_restarts_the_container(api: ApiClient, namespace: str) -> None:
+    container = demo_container("demo:v2-unready", probe=False)
+    container["livenessProbe"] = {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": 1,
+        "failureThreshold": 2,
+    }
+    create_pod(api, namespace, "sick", container)
+
+    def restarted() -> k8s.V1Pod | None:
+        pod = get_pod(api, namespace, "sick")
+        statuses = pod.status.container_statuses if pod else None
+        return pod if statuses and statuses[0].restart_count >= 1 else None
+
+    pod = wait_until(restarted, 30, "a restart after failed liveness probes")
+    # SIGTERM: the demo app drains and exits 0, as it would in a container.
+    assert pod.status.container_statuses[0].last_state.terminated is not None
 
 
 def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace: str) -> None:
@@ -374,8 +405,11 @@ def test_traefik_splits_traffic_by_weight_between_two_deployments(
     with httpx.Client(base_url=traefik.web_url, headers={"Host": host}, timeout=5) as web:
 
         def versions(n: int) -> Counter[str]:
+            """n requests in a row (bounded: 60 s at most), counted by X-Version."""
             counts: Counter[str] = Counter()
+            deadline = time.monotonic() + 60
             for _ in range(n):
+                assert time.monotonic() < deadline, f"{n} requests took over 60s: {counts}"
                 response = web.get("/")
                 counts[response.headers.get("X-Version", str(response.status_code))] += 1
             return counts

@@ -11,9 +11,9 @@ each Pod's first container as a process:
   veth pair into the bridge `lg-pods` (10.244.0.1/16) in the root namespace, and an address
   from the Node's podCIDR. EndpointSlices refuse loopback addresses, so 127.x would not do.
   No default route and no NAT: a Pod reaches only the bridge's subnet, all on this machine;
-- readiness probes (httpGet, tcpSocket), restart with back-off (restartPolicy), graceful
-  deletion (preStop sleep, SIGTERM, grace period, SIGKILL, then delete with grace 0), and a
-  truthful Pod status;
+- readiness and liveness probes (httpGet, tcpSocket), restart with back-off (restartPolicy),
+  graceful deletion (not ready at once, preStop sleep, SIGTERM, grace period, SIGKILL, then
+  delete with grace 0), and a truthful Pod status;
 - a Lease in kube-node-lease and Node status heartbeats, so the node-lifecycle controller
   keeps the Node Ready.
 
@@ -375,6 +375,8 @@ class PodWorker(threading.Thread):
         self.restart_policy: str = spec.get("restartPolicy", "Always")
         readiness = self.container.get("readinessProbe")
         self.probe = Probe.from_spec(readiness) if readiness else None
+        liveness = self.container.get("livenessProbe")
+        self.liveness = Probe.from_spec(liveness) if liveness else None
         ports = self.container.get("ports") or [{"containerPort": 8080}]
         self.port = int(ports[0]["containerPort"])
 
@@ -408,6 +410,8 @@ class PodWorker(threading.Thread):
         self.successes = 0
         self.failures = 0
         self.probe_message = ""
+        self.next_liveness = 0.0
+        self.liveness_failures = 0
         self.terminating = False
         self.transitions: dict[str, tuple[str, str]] = {}  # condition type -> (status, time)
         self.published: JSON | None = None
@@ -457,6 +461,8 @@ class PodWorker(threading.Thread):
             deadlines.append(self.next_start)
         if self.proc is not None and self.probe is not None:
             deadlines.append(self.next_probe)
+        if self.proc is not None and self.liveness is not None:
+            deadlines.append(self.next_liveness)
         return max(0.01, min(deadlines) - now)
 
     def _step(self) -> None:
@@ -481,6 +487,8 @@ class PodWorker(threading.Thread):
             self._start()
         if self.proc is not None and self.probe is not None and now >= self.next_probe:
             self._probe()
+        if self.proc is not None and self.liveness is not None and now >= self.next_liveness:
+            self._probe_liveness()
 
     def _pull_failed(self, now: float) -> None:
         """Images are not pulled here: only demo images exist. Alternate the two reasons as a
@@ -566,6 +574,9 @@ class PodWorker(threading.Thread):
         self.successes = self.failures = 0
         if self.probe is not None:
             self.next_probe = now + max(self.probe.initial_delay, FIRST_PROBE_MIN_DELAY_S)
+        if self.liveness is not None:
+            self.next_liveness = now + max(self.liveness.initial_delay, FIRST_PROBE_MIN_DELAY_S)
+            self.liveness_failures = 0
         log.info("%s: started pid %d", self.name, self.proc.pid)
 
     def _exited(self, now: float) -> None:
@@ -628,6 +639,24 @@ class PodWorker(threading.Thread):
             if self.ready and self.failures >= self.probe.failure_threshold:
                 self.ready = False
                 log.info("%s: not ready: %s", self.name, why)
+
+    def _probe_liveness(self) -> None:
+        """failureThreshold failures in a row: the container is killed and restarted (with
+        back-off), as a kubelet does; SIGTERM first, SIGKILL after the grace period."""
+        assert self.liveness is not None and self.sandbox is not None and self.proc is not None
+        ok, why = run_probe(self.liveness, self.sandbox.ip, self.container, self.kubelet.probe_http)
+        self.next_liveness = time.monotonic() + self.liveness.period
+        self.liveness_failures = 0 if ok else self.liveness_failures + 1
+        if self.liveness_failures < self.liveness.failure_threshold:
+            return
+        log.warning("%s: liveness probe failed (%s): restarting the container", self.name, why)
+        self._signal(signal.SIGTERM)
+        grace = float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self._kill_now()
+        self._exited(time.monotonic())
 
     # -- status --
     def _container_ready(self) -> bool:
@@ -748,7 +777,8 @@ class PodWorker(threading.Thread):
     def _terminate(self, pod: JSON) -> None:
         """Graceful stop of a deleted Pod (or of every Pod at kubelet shutdown)."""
         grace = 0.0 if self.gone else self._grace_period(pod)
-        deadline = time.monotonic() + grace
+        begun = time.monotonic()
+        deadline = begun + grace
         log.info("%s: terminating (grace %.0fs)", self.name, grace)
         # Not ready first, so EndpointSlices stop sending new traffic while it drains.
         self.terminating = True
@@ -761,6 +791,9 @@ class PodWorker(threading.Thread):
             while self.proc.poll() is None and time.monotonic() < deadline and not self.gone:
                 if self.stopping:  # the kubelet shuts down: no Pod gets more than its grace
                     deadline = min(deadline, self.kubelet.stop_deadline)
+                shorter = self.pod["metadata"].get("deletionGracePeriodSeconds")
+                if shorter is not None:  # a second delete may shorten the grace period
+                    deadline = min(deadline, begun + float(shorter))
                 self.wake.wait(0.05)
                 self.wake.clear()
             if self.proc.poll() is None:
