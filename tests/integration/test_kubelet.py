@@ -319,7 +319,7 @@ def test_failing_liveness_probe_restarts_the_container(api: ApiClient, namespace
 
 def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace: str) -> None:
     create_service(api, namespace, "slow", {"app": "slow"})
-    create_pod(api, namespace, "slow", demo_container("demo:v2-slow3000"))
+    create_pod(api, namespace, "slow", demo_container("demo:v2-slow5000"))
     pod = wait_until(
         lambda: (p := get_pod(api, namespace, "slow")) and is_ready(p) and p, 30, "slow ready"
     )
@@ -339,7 +339,7 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
 
     worker = threading.Thread(target=request)
     worker.start()
-    time.sleep(0.5)  # the request is in the app now, 2.5 s from its answer
+    time.sleep(0.5)  # the request is in the app now, 4.5 s from its answer
     k8s.CoreV1Api(api).delete_namespaced_pod("slow", namespace, grace_period_seconds=30)
 
     # While it drains, it is Terminating and not ready.
@@ -359,7 +359,7 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
 
     worker.join(20)
     assert result.get("status") == 200, result
-    assert result["version"] == "v2" and result["seconds"] >= 2.5
+    assert result["version"] == "v2" and result["seconds"] >= 4.5
     wait_until(lambda: get_pod(api, namespace, "slow") is None, 20, "the pod deleted")
     # Its namespace and address are gone with it.
     with pytest.raises(httpx.TransportError):
