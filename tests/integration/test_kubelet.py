@@ -157,6 +157,12 @@ def all_endpoints(api: ApiClient, namespace: str, service: str) -> list[Any]:
     return [endpoint for eps in slices.items for endpoint in eps.endpoints or []]
 
 
+def http_get(url: str, timeout: float) -> httpx.Response:
+    """A direct GET: pod IPs and Traefik are on this machine, never behind a proxy."""
+    with httpx.Client(trust_env=False, timeout=timeout) as direct:
+        return direct.get(url)
+
+
 def get_pod(api: ApiClient, namespace: str, name: str) -> k8s.V1Pod | None:
     try:
         return k8s.CoreV1Api(api).read_namespaced_pod(name, namespace)
@@ -205,7 +211,7 @@ def test_deployment_pods_become_ready_with_pod_ips_and_are_replaced(
         assert status.ready and status.started and status.restart_count == 0
         assert status.state.running is not None and status.image == "demo:v1"
         # Real HTTP from the root namespace to the pod's own address.
-        response = httpx.get(f"http://{pod.status.pod_ip}:{PORT}/", timeout=5)
+        response = http_get(f"http://{pod.status.pod_ip}:{PORT}/", timeout=5)
         assert response.status_code == 200
         assert response.headers["X-Version"] == "v1"
         assert response.headers["X-Instance"] == pod.metadata.name
@@ -253,7 +259,7 @@ def test_unready_image_never_ready_and_foreign_image_fails_to_pull(
         assert ready_endpoints(api, namespace, "unready") == set()
         time.sleep(0.25)
     # The app itself runs and answers; only its health says no.
-    response = httpx.get(f"http://{pod.status.pod_ip}:{PORT}/health", timeout=5)
+    response = http_get(f"http://{pod.status.pod_ip}:{PORT}/health", timeout=5)
     assert response.status_code == 503
 
     def pull_failed() -> k8s.V1Pod | None:
@@ -330,7 +336,7 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
     def request() -> None:
         started = time.monotonic()
         try:
-            response = httpx.get(url, timeout=15)
+            response = http_get(url, timeout=15)
             result["status"] = response.status_code
             result["version"] = response.headers.get("X-Version")
         except httpx.HTTPError as exc:
@@ -363,7 +369,7 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
     wait_until(lambda: get_pod(api, namespace, "slow") is None, 20, "the pod deleted")
     # Its namespace and address are gone with it.
     with pytest.raises(httpx.TransportError):
-        httpx.get(url, timeout=1)
+        http_get(url, timeout=1)
 
 
 def test_traefik_splits_traffic_by_weight_between_two_deployments(
@@ -402,7 +408,9 @@ def test_traefik_splits_traffic_by_weight_between_two_deployments(
              "services": [{"name": "split", "kind": "TraefikService"}]}]}},
     )  # fmt: skip
 
-    with httpx.Client(base_url=traefik.web_url, headers={"Host": host}, timeout=5) as web:
+    with httpx.Client(
+        base_url=traefik.web_url, headers={"Host": host}, timeout=5, trust_env=False
+    ) as web:
 
         def versions(n: int) -> Counter[str]:
             """n requests in a row (bounded: 60 s at most), counted by X-Version."""

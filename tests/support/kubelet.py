@@ -123,6 +123,7 @@ class Api:
             headers=self._headers,
             timeout=timeout,
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
+            trust_env=False,  # the API server is local: never through a proxy from the env
         )
 
     def request(
