@@ -447,7 +447,15 @@ class PodWorker(threading.Thread):
                 self._terminate(pod)
                 return
             if self.terminal_phase is None:
-                self._step()
+                try:
+                    self._step()
+                except Exception as exc:  # a bug or an odd spec: this Pod only, and retried
+                    log.exception("%s: could not run the container", self.name)
+                    self._kill_now()
+                    self.proc = None
+                    self.ready = False
+                    self.state = {"waiting": {"reason": "RunContainerError", "message": str(exc)}}
+                    self.next_start = time.monotonic() + BACKOFF_MAX_S / 4
             if not self._publish():
                 self._kill_now()
                 self._release_sandbox()
@@ -814,16 +822,27 @@ class PodWorker(threading.Thread):
             exit_code = self.state.get("terminated", {}).get("exitCode", 0)
             self.terminal_phase = "Succeeded" if exit_code == 0 else "Failed"
         self._publish()
-        try:  # as the kubelet does: the object goes once everything ran down
-            self.kubelet.api.request(
-                "DELETE",
-                f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}",
-                body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
-            )
-            log.info("%s: deleted", self.name)
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                raise
+        # As the kubelet does: the object goes once everything ran down. Retried while the
+        # API server is away; at kubelet shutdown the next run finishes it.
+        while not self.gone:
+            try:
+                self.kubelet.api.request(
+                    "DELETE",
+                    f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}",
+                    body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
+                )
+                log.info("%s: deleted", self.name)
+                return
+            except ApiError as exc:
+                if exc.status in (404, 409):  # gone already, or replaced by a namesake
+                    return
+                log.warning("%s: delete failed: %s", self.name, exc)
+            except httpx.HTTPError as exc:
+                log.warning("%s: delete failed: %s", self.name, exc)
+            if self.stopping:
+                return
+            self.wake.wait(2.0)
+            self.wake.clear()
 
     def _pre_stop(self, deadline: float) -> None:
         """The preStop hook's `sleep` action, within the grace period."""
@@ -1056,7 +1075,12 @@ class Kubelet:
                 return
             if uid in self.finished or self.stop.is_set():
                 return
-            worker = PodWorker(self, pod)
+            try:
+                worker = PodWorker(self, pod)
+            except Exception:  # never let one odd Pod stop the watch
+                log.exception("cannot admit pod %s", pod["metadata"].get("name"))
+                self.finished.add(uid)
+                return
             self.workers[uid] = worker
         worker.start()
 
