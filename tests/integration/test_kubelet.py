@@ -210,6 +210,7 @@ def test_deployment_pods_become_ready_with_pod_ips_and_are_replaced(
         (status,) = pod.status.container_statuses
         assert status.ready and status.started and status.restart_count == 0
         assert status.state.running is not None and status.image == "demo:v1"
+        assert status.image_id.startswith("demo@sha256:")
         # Real HTTP from the root namespace to the pod's own address.
         response = http_get(f"http://{pod.status.pod_ip}:{PORT}/", timeout=5)
         assert response.status_code == 200

@@ -630,6 +630,15 @@ class PodWorker(threading.Thread):
             "containerID": self._container_id(),
         }
 
+    def _image_id(self) -> str:
+        """repository@sha256:<digest of the demo-app binary>: the "image" that really runs."""
+        if not is_demo_image(self.image):
+            return ""
+        repository = self.image.split("@", 1)[0]
+        if ":" in repository.rsplit("/", 1)[-1]:
+            repository = repository.rsplit(":", 1)[0]
+        return f"{repository}@sha256:{self.kubelet.demo_digest}"
+
     def _container_id(self) -> str:
         return f"process://{self.uid}-{self.proc.pid}" if self.proc is not None else ""
 
@@ -699,7 +708,7 @@ class PodWorker(threading.Thread):
         first: JSON = {
             "name": name,
             "image": self.image,
-            "imageID": f"{self.image}@process" if is_demo_image(self.image) else "",
+            "imageID": self._image_id(),
             "ready": ready,
             "started": self.proc is not None,
             "restartCount": self.restart_count,
@@ -901,6 +910,7 @@ class Kubelet:
         self.api = api
         self.node = node
         self.demo_app = demo_app
+        self.demo_digest = hashlib.sha256(demo_app.read_bytes()).hexdigest()
         self.run_dir = run_dir
         self.max_pods = max_pods
         self.network = Network(node, ipaddress.IPv4Network(pod_cidr))
