@@ -23,6 +23,7 @@ import paramiko
 import pytest
 import requests
 import yaml
+
 from tests.support.cluster import Traefik
 from tests.support.dockerhosts import (
     REPO_ROOT,
@@ -264,17 +265,15 @@ def test_docker_stop_lets_in_flight_request_finish(
     host = docker_hosts_by_name["host1"]
     client = docker_client(host)
     try:
-        # The tag's behaviour comes from DEMO_IMAGE, so the env can ask for a longer latency.
-        with running(client, "demo:v2-slow", environment={"DEMO_IMAGE": "demo:v2-slow1500"}) as (
-            container,
-            port,
-        ):
+        # The behaviour comes from DEMO_IMAGE, so the env can ask for a longer latency.
+        slow = {"DEMO_IMAGE": "demo:v2-slow3000"}
+        with running(client, "demo:v2-slow", environment=slow) as (container, port):
             url = f"http://{host.address}:{port}/"
             wait_http(url + "health")
             result: dict[str, Any] = {}
             inflight = threading.Thread(target=_slow_get, args=(url, result))
             inflight.start()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the request is now inside its 3 s of latency
             started = time.monotonic()
             container.stop(timeout=20)  # SIGTERM, SIGKILL only after 20 s
             stop_seconds = time.monotonic() - started
@@ -284,6 +283,7 @@ def test_docker_stop_lets_in_flight_request_finish(
     finally:
         client.close()
     assert result.get("status") == 200, result
+    assert result["seconds"] >= 2.9
     assert stop_seconds < 10, "the app should exit right after draining, not wait for SIGKILL"
 
 
