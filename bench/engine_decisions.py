@@ -13,9 +13,8 @@ import statistics
 import time
 from datetime import timedelta
 
-from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec
-
 from lockgate.engine import DeploymentRef, analysis_window_start, decide
+from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec
 
 STRATEGIES = [
     {"type": "Canary", "canary": {"steps": [10, 25, 50, 75, 100], "stepSeconds": 30}},

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client as k8s
+
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik, tool_dir, tool_version
 
 pytestmark = pytest.mark.integration
