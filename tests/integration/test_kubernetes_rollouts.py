@@ -1,0 +1,350 @@
+"""lockgate on Kubernetes, end to end: the real control plane, the process kubelet, real
+Traefik routing real HTTP, and the operator running as `lockgate operator` (kopf)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.support.cluster import REPO_ROOT, Cluster, Traefik
+from tests.support.operator_fixtures import Operator
+from tests.support.rollouts import (
+    Load,
+    Lockgate,
+    WeightRecorder,
+    application,
+    deployment,
+    failed,
+    host_of,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+ANALYSIS = {"intervalSeconds": 2, "minRequests": 10, "maxConsecutiveFailures": 2}
+
+
+def deploy_v1(lg: Lockgate, app: str = "shop", replicas: int = 4, **extra: Any) -> None:
+    lg.create(application(app, replicas, namespace=lg.namespace, **extra))
+    lg.create(deployment(f"{app}-v1", app, "demo:v1"))
+    lg.wait_phase(f"{app}-v1", {"Succeeded"})
+
+
+def load_for(traefik: Traefik, lg: Lockgate, app: str = "shop") -> Load:
+    return Load(traefik.web_url, host_of(app, lg.namespace))
+
+
+def served(responses: list[Any], version: str) -> int:
+    return sum(1 for r in responses if r.version == version)
+
+
+def canary_pods_left(lg: Lockgate, image: str) -> list[str]:
+    return [
+        p.metadata.name
+        for p in lg.pods("lockgate.dev/application=shop")
+        if p.spec.containers[0].image == image
+    ]
+
+
+def test_healthy_canary_shifts_real_traffic_step_by_step_with_no_failed_request(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    deploy_v1(lockgate)
+    canary = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 12}}
+    service = f"{lockgate.namespace}-shop@kubernetescrd"
+    with WeightRecorder(traefik.api_url, service) as weights, load_for(traefik, lockgate) as load:
+        time.sleep(2)
+        lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
+        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
+        wait_for("enough requests", lambda: len(load.responses) >= 5000, timeout=120)
+        time.sleep(2)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert len(responses) >= 5000
+    assert failed(responses) == [], f"{len(failed(responses))} failed requests"
+    checked = set()
+    for start, end, weight in weights.windows():
+        window = [r for r in responses if start <= r.at <= end]
+        if weight not in (10, 50) or len(window) < 200:
+            continue
+        share = 100 * served(window, "v2") / len(window)
+        assert abs(share - weight) <= 5, f"weight {weight}: canary served {share:.1f}%"
+        checked.add(weight)
+    assert checked == {10, 50}, f"no measurable window for { ({10, 50} - checked) }"
+    assert served(responses[-200:], "v2") == 200, "after promotion everything is v2"
+
+
+def test_failing_canary_is_rolled_back_automatically(lockgate: Lockgate, traefik: Traefik) -> None:
+    deploy_v1(lockgate)
+    canary = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 10}}
+    with load_for(traefik, lockgate) as load:
+        time.sleep(2)
+        lockgate.create(
+            deployment("shop-bad", "shop", "demo:v2-errors30", canary, analysis=ANALYSIS)
+        )
+        status = lockgate.wait_phase("shop-bad", {"Succeeded", "RolledBack", "Failed"})
+        time.sleep(3)
+    responses = load.stop()
+    assert status["phase"] == "RolledBack"
+    assert "canary 5xx ratio" in status["message"] and "maxErrorRate" in status["message"]
+    assert "rolled back to demo:v1" in status["message"]
+    bad_share = served(responses, "v2") / len(responses)
+    assert bad_share < 0.10, f"the bad version served {bad_share:.1%} of all requests"
+    wait_for("no canary pods left", lambda: not canary_pods_left(lockgate, "demo:v2-errors30"))
+    assert served(responses[-100:], "v1") == 100
+    reasons = {e.reason for e in lockgate.events("shop-bad")}
+    assert {"RollingBack", "RolledBack", "AnalysisFailed"} <= reasons
+
+
+def test_canary_that_never_becomes_ready_times_out_without_traffic(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    deploy_v1(lockgate)
+    canary = {"type": "Canary", "canary": {"steps": [20, 100], "stepSeconds": 5}}
+    service = f"{lockgate.namespace}-shop@kubernetescrd"
+    with WeightRecorder(traefik.api_url, service) as weights, load_for(traefik, lockgate) as load:
+        lockgate.create(
+            deployment(
+                "shop-unready", "shop", "demo:v2-unready", canary, progressDeadlineSeconds=15
+            )
+        )
+        status = lockgate.wait_phase("shop-unready", {"RolledBack", "Failed", "Succeeded"})
+    responses = load.stop()
+    assert status["phase"] == "RolledBack"
+    assert "new instance(s) ready after progressDeadlineSeconds 15" in status["message"]
+    assert all(weight == 0 for _, weight in weights.samples), "the canary must never get weight"
+    assert failed(responses) == []
+    wait_for("no canary pods left", lambda: not canary_pods_left(lockgate, "demo:v2-unready"))
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": 3}},
+        {"type": "Rolling", "rolling": {"batchSize": "50%", "batchWaitSeconds": 2}},
+        {"type": "BlueGreen", "blueGreen": {"previewSeconds": 2, "scaleDownDelaySeconds": 3}},
+    ],
+    ids=["rolling-1", "rolling-50%", "blue-green"],
+)
+def test_rolling_and_blue_green_complete_with_no_failed_request(
+    lockgate: Lockgate, traefik: Traefik, strategy: dict[str, Any]
+) -> None:
+    deploy_v1(lockgate)
+    with load_for(traefik, lockgate) as load:
+        time.sleep(2)
+        lockgate.create(deployment("shop-v2", "shop", "demo:v2", strategy))
+        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
+        time.sleep(2)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert served(responses[-100:], "v2") == 100
+
+
+def test_recreate_replaces_every_instance(lockgate: Lockgate, traefik: Traefik) -> None:
+    deploy_v1(lockgate, replicas=2)
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", {"type": "Recreate"}))
+    assert lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack"})["phase"] == "Succeeded"
+    with load_for(traefik, lockgate) as load:
+        wait_for("some answers", lambda: len(load.responses) > 50)
+    assert {r.version for r in load.stop()} == {"v2"}
+
+
+def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
+    lockgate: Lockgate, traefik: Traefik, operator: Operator
+) -> None:
+    deploy_v1(lockgate)
+    canary = {"type": "Canary", "canary": {"steps": [10, 25, 50, 75, 100], "stepSeconds": 3}}
+    rng = random.Random()
+    with load_for(traefik, lockgate) as load:
+        lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
+        for _ in range(5):
+            time.sleep(rng.uniform(1.0, 5.0))
+            operator.kill()
+            operator.start()
+        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=300)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    done = [e["message"] for e in status["log"] if " done: " in e["message"]]
+    numbers = [int(m.split()[1].split("/")[0]) for m in done]
+    total = status["step"]["total"]
+    assert numbers == list(range(1, total + 1)), f"steps completed: {numbers}"
+    assert failed(responses) == []
+
+
+def test_invalid_manifests_are_refused_naming_the_field(
+    cluster: Cluster, lockgate: Lockgate
+) -> None:
+    corpus = sorted((REPO_ROOT / "tests/data/invalid").glob("*.yaml"))
+    assert corpus
+    for path in corpus:
+        field = path.read_text().splitlines()[0].removeprefix("# field: ").strip()
+        proc = cluster.kubectl("apply", "-n", lockgate.namespace, "-f", str(path))
+        assert proc.returncode != 0, f"{path.name} was accepted"
+        assert field in proc.stderr, f"{path.name}: {proc.stderr}"
+
+
+def test_missing_application_is_a_condition_and_an_event_not_a_crash(
+    lockgate: Lockgate, operator: Operator
+) -> None:
+    lockgate.create(deployment("orphan", "nope", "demo:v2"))
+    status = wait_for(
+        "a message about the missing application",
+        lambda: (
+            "not found" in (lockgate.status("orphan").get("message") or "")
+            and lockgate.status("orphan")
+        ),
+    )
+    assert status["phase"] == "Pending"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "False"
+    assert "application 'nope' not found" in conditions["Ready"]["message"]
+    wait_for(
+        "an ApplicationNotFound event",
+        lambda: any(e.reason == "ApplicationNotFound" for e in lockgate.events("orphan")),
+    )
+    assert operator.process is not None and operator.process.poll() is None
+
+
+def test_secret_values_never_appear_in_status_events_or_logs(
+    lockgate: Lockgate, operator: Operator
+) -> None:
+    secret_value = "s3cr3t-" + lockgate.namespace
+    client.CoreV1Api(lockgate.api).create_namespaced_secret(
+        lockgate.namespace, {"metadata": {"name": "db"}, "stringData": {"password": secret_value}}
+    )
+    template = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "env": [
+                        {
+                            "name": "DB_PASSWORD",
+                            "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}},
+                        }
+                    ],
+                }
+            ]
+        }
+    }
+    deploy_v1(lockgate, template=template)
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", {"type": "Rolling"}))
+    lockgate.wait_phase("shop-v2", {"Succeeded"})
+    for name in ("shop-v1", "shop-v2"):
+        assert secret_value not in json.dumps(lockgate.get(name))
+        assert all(secret_value not in (e.message or "") for e in lockgate.events(name))
+    assert secret_value not in json.dumps(lockgate.get("shop", "applications"))
+    assert secret_value not in operator.log_text()
+
+
+def test_promote_abort_and_pause_by_annotation_and_spec(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    deploy_v1(lockgate)
+    manual = {
+        "type": "Canary",
+        "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
+    }
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", manual))
+    lockgate.wait_phase("shop-v2", {"Paused"})
+    time.sleep(3)
+    assert lockgate.phase("shop-v2") == "Paused", "an indefinite pause waits"
+    lockgate.annotate("shop-v2", "promote")
+    lockgate.wait_phase("shop-v2", {"Succeeded"})
+    assert "lockgate.dev/action" not in (
+        lockgate.get("shop-v2")["metadata"].get("annotations") or {}
+    )
+
+    lockgate.create(deployment("shop-v3", "shop", "demo:v3", manual))
+    lockgate.wait_phase("shop-v3", {"Paused"})
+    lockgate.annotate("shop-v3", "abort")
+    status = lockgate.wait_phase("shop-v3", {"Aborted"})
+    assert "aborted" in status["message"]
+    wait_for("no v3 pods", lambda: not canary_pods_left(lockgate, "demo:v3"))
+
+    timed = {"type": "Canary", "canary": {"steps": [20, 100], "stepSeconds": 4}}
+    lockgate.create(deployment("shop-v4", "shop", "demo:v4", timed))
+    wait_for(
+        "the 20% step", lambda: (lockgate.status("shop-v4").get("step") or {}).get("index", 0) >= 1
+    )
+    lockgate.patch("shop-v4", {"spec": {"paused": True}})
+    lockgate.wait_phase("shop-v4", {"Paused"})
+    index = lockgate.status("shop-v4")["step"]["index"]
+    time.sleep(8)
+    assert lockgate.status("shop-v4")["step"]["index"] == index, "spec.paused holds the step"
+    lockgate.patch("shop-v4", {"spec": {"paused": False}})
+    assert lockgate.wait_phase("shop-v4", {"Succeeded"})["phase"] == "Succeeded"
+
+
+def test_queue_waits_and_replace_supersedes_never_interleaved(lockgate: Lockgate) -> None:
+    deploy_v1(lockgate, replicas=2)
+    manual = {
+        "type": "Canary",
+        "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]},
+    }
+    active: list[set[str]] = []
+
+    def sample() -> None:
+        items = lockgate.custom.list_namespaced_custom_object(
+            "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments"
+        )["items"]
+        active.append(
+            {
+                i["metadata"]["name"]
+                for i in items
+                if (i.get("status") or {}).get("phase") in ("Progressing", "Paused", "RollingBack")
+            }
+        )
+
+    lockgate.create(deployment("first", "shop", "demo:v2", manual))
+    lockgate.wait_phase("first", {"Paused"})
+    lockgate.create(deployment("queued", "shop", "demo:v3", {"type": "Rolling"}))
+    wait_for("queued to queue", lambda: lockgate.phase("queued") == "Queued")
+    for _ in range(10):
+        sample()
+        time.sleep(0.3)
+    assert lockgate.phase("queued") == "Queued", "Queue waits for the active rollout"
+    lockgate.annotate("first", "promote")
+    deadline = time.monotonic() + 120
+    while lockgate.phase("queued") != "Succeeded" and time.monotonic() < deadline:
+        sample()
+        time.sleep(0.3)
+    assert lockgate.phase("first") == "Succeeded" and lockgate.phase("queued") == "Succeeded"
+
+    lockgate.create(deployment("old", "shop", "demo:v4", manual))
+    lockgate.wait_phase("old", {"Paused"})
+    lockgate.create(
+        deployment("new", "shop", "demo:v5", {"type": "Rolling"}, concurrencyPolicy="Replace")
+    )
+    deadline = time.monotonic() + 120
+    while lockgate.phase("new") != "Succeeded" and time.monotonic() < deadline:
+        sample()
+        time.sleep(0.3)
+    old = lockgate.status("old")
+    assert old["phase"] == "Aborted" and "superseded by new" in old["message"]
+    assert lockgate.phase("new") == "Succeeded"
+    assert all(len(names) <= 1 for names in active), (
+        f"interleaved: {[a for a in active if len(a) > 1]}"
+    )
+
+
+def test_examples_apply_to_the_real_api_server(cluster: Cluster, lockgate: Lockgate) -> None:
+    for path in sorted((REPO_ROOT / "manifests/examples").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            proc = cluster.kubectl(
+                "apply",
+                "--dry-run=server",
+                "-n",
+                lockgate.namespace,
+                "-f",
+                "-",
+                input=yaml.safe_dump(doc),
+            )
+            assert proc.returncode == 0, f"{path}: {proc.stderr}"

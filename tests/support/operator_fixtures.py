@@ -1,0 +1,116 @@
+"""Session fixture `operator`: lockgate's operator as it runs in production (`lockgate
+operator`, i.e. kopf) in a subprocess against the local control plane and Traefik; and a
+fresh namespace per test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+
+from tests.support.cluster import REPO_ROOT, Cluster, Traefik
+from tests.support.rollouts import Lockgate
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Operator:
+    env: dict[str, str]
+    log_path: Path
+    health_port: int
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _logs: list[Path] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_path.with_suffix(f".{self.starts}.log")
+        self._logs.append(log)
+        handle = log.open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(REPO_ROOT / ".venv/bin/lockgate"),
+                "operator",
+                "--all-namespaces",
+                "--liveness",
+                f"http://127.0.0.1:{self.health_port}/healthz",
+            ],
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the operator exited at start:\n{self.log_text()[-4000:]}")
+            try:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"the operator did not become healthy within 60s:\n{self.log_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, traefik: Traefik, kubelet: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    env = {
+        **os.environ,
+        **cluster.env(),
+        "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
+        "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
+        "LOCKGATE_METRICS_PORT": str(free_port()),
+    }
+    op = Operator(env, tmp_path_factory.mktemp("operator") / "operator", free_port())
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def lockgate(cluster: Cluster, operator: Operator) -> Iterator[Lockgate]:
+    """lockgate objects in a fresh namespace, deleted afterwards."""
+    api = cluster.api_client()
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": name}})
+    yield Lockgate(api, name)
+    core.delete_namespace(name)

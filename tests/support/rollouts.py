@@ -1,0 +1,258 @@
+"""Helpers for rollout tests on the real control plane: objects, waits, load, weights."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from kubernetes import client
+
+GROUP, VERSION = "lockgate.dev", "v1alpha1"
+
+
+def wait_for(
+    what: str, predicate: Callable[[], Any], timeout: float = 120.0, every: float = 0.25
+) -> Any:
+    """Poll until `predicate()` is truthy; fail naming `what` (bounded, never hangs)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Lockgate:
+    """lockgate objects in one namespace, through the real API server."""
+
+    api: client.ApiClient
+    namespace: str
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        plural = {"Application": "applications", "Deployment": "deployments"}[body["kind"]]
+        body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, body
+        )
+        return result
+
+    def get(self, name: str, plural: str = "deployments") -> dict[str, Any]:
+        result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural, name
+        )
+        return result
+
+    def status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.get(name).get("status") or {}
+        return status
+
+    def phase(self, name: str) -> str | None:
+        phase: str | None = self.status(name).get("phase")
+        return phase
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "deployments", name, body
+        )
+
+    def annotate(self, name: str, action: str) -> None:
+        self.patch(name, {"metadata": {"annotations": {"lockgate.dev/action": action}}})
+
+    def wait_phase(self, name: str, phases: set[str], timeout: float = 180.0) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            seen.clear()
+            seen.update(self.status(name))
+            return dict(seen) if seen.get("phase") in phases else None
+
+        try:
+            status: dict[str, Any] = wait_for(f"{name} to reach {sorted(phases)}", reached, timeout)
+        except AssertionError as err:
+            raise AssertionError(
+                f"{err}; it is {seen.get('phase')}: {seen.get('message')}"
+            ) from None
+        return status
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        core = client.CoreV1Api(self.api)
+        items = core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items
+        return list(items)
+
+    def pods(self, selector: str) -> list[client.V1Pod]:
+        return list(
+            client.CoreV1Api(self.api)
+            .list_namespaced_pod(self.namespace, label_selector=selector)
+            .items
+        )
+
+
+def host_of(app: str, namespace: str) -> str:
+    """Each test namespace routes its own host name: Traefik serves one router per rule."""
+    return f"{app}.{namespace}.test"
+
+
+def application(name: str, replicas: int = 4, *, namespace: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "Application",
+        "metadata": {"name": name},
+        "spec": {
+            "kubernetes": {"replicas": replicas, "template": extra.pop("template", {})},
+            "port": 8080,
+            "healthCheck": {"http": {"path": "/health"}, "intervalSeconds": 1},
+            "traffic": {
+                "traefik": {
+                    "route": {
+                        "entryPoints": ["web"],
+                        "match": f"Host(`{host_of(name, namespace)}`)",
+                    }
+                }
+            },
+            **extra,
+        },
+    }
+
+
+def deployment(
+    name: str, app: str, image: str, strategy: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "application": app,
+            "image": image,
+            "strategy": strategy or {"type": "Recreate"},
+            "progressDeadlineSeconds": extra.pop("progressDeadlineSeconds", 60),
+            **extra,
+        },
+    }
+
+
+@dataclass
+class Response:
+    at: float
+    status: int | None  # None: no HTTP answer at all
+    version: str | None
+
+
+@dataclass
+class Load:
+    """Steady HTTP load through Traefik from a few threads, bounded in time and count."""
+
+    url: str
+    host: str
+    threads: int = 4
+    max_requests: int = 200_000
+    responses: list[Response] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self, deadline: float) -> None:
+        with httpx.Client(timeout=3.0) as http:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if len(self.responses) >= self.max_requests:
+                        return
+                try:
+                    answer = http.get(self.url, headers={"Host": self.host})
+                    item = Response(
+                        time.monotonic(), answer.status_code, answer.headers.get("x-version")
+                    )
+                except httpx.HTTPError:
+                    item = Response(time.monotonic(), None, None)
+                with self._lock:
+                    self.responses.append(item)
+                time.sleep(0.002)
+
+    def start(self, max_seconds: float = 600.0) -> Load:
+        deadline = time.monotonic() + max_seconds
+        self._workers = [
+            threading.Thread(target=self._run, args=(deadline,), daemon=True)
+            for _ in range(self.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def stop(self) -> list[Response]:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        with self._lock:
+            return list(self.responses)
+
+    def __enter__(self) -> Load:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def failed(responses: list[Response]) -> list[Response]:
+    """Answers a user would call failures: no answer, or a proxy/app 5xx."""
+    return [r for r in responses if r.status is None or r.status >= 500]
+
+
+@dataclass
+class WeightRecorder:
+    """Records the split Traefik actually serves (its API), with timestamps."""
+
+    api_url: str
+    service: str  # e.g. "<namespace>-<app>@kubernetescrd"
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (time, canary weight)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2.0) as http:
+            while not self._stop.is_set():
+                try:
+                    data = http.get(f"{self.api_url}/api/http/services/{self.service}").json()
+                    children = (data.get("weighted") or {}).get("services") or []
+                    total = sum(int(c.get("weight", 1)) for c in children) or 1
+                    canary = sum(
+                        int(c.get("weight", 1)) for c in children if "-canary-" in c["name"]
+                    )
+                    self.samples.append((time.monotonic(), round(100 * canary / total)))
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                self._stop.wait(0.1)
+
+    def __enter__(self) -> WeightRecorder:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def windows(self, margin: float = 1.0) -> list[tuple[float, float, int]]:
+        """(start, end, canary weight) for each stretch of constant weight, shrunk by `margin`
+        at both ends so requests in flight across a change are not counted."""
+        out: list[tuple[float, float, int]] = []
+        if not self.samples:
+            return out
+        start, weight = self.samples[0]
+        for at, value in self.samples[1:]:
+            if value != weight:
+                out.append((start + margin, at - margin, weight))
+                start, weight = at, value
+        out.append((start + margin, self.samples[-1][0] - margin, weight))
+        return [w for w in out if w[1] > w[0]]
