@@ -16,6 +16,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+
 from tests.support.cluster import Cluster, Traefik
 from tests.support.kubelet import is_demo_image
 from tests.support.kubelet_fixtures import ProcessKubelet
@@ -305,6 +306,33 @@ def test_crashing_process_is_restarted_with_back_off(
     wait_until(lambda: (p := get_pod(api, namespace, "healthy")) and is_ready(p), 30, "healthy")
 
 
+def test_env_from_configmap_and_field_refs(api: ApiClient, namespace: str) -> None:
+    # The demo app answers with its INSTANCE variable as X-Instance: a window on the env.
+    container = demo_container("demo:v1")
+    container["env"] = [
+        {"name": "INSTANCE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "who"}}},
+        {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ]
+    create_pod(api, namespace, "env", container)
+
+    def waiting_reason() -> str | None:
+        pod = get_pod(api, namespace, "env")
+        statuses = pod.status.container_statuses if pod else None
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting.reason if waiting else None
+
+    # No ConfigMap yet: the container can't be configured, as a kubelet reports it.
+    wait_until(lambda: waiting_reason() == "CreateContainerConfigError", 30, "a config error")
+    k8s.CoreV1Api(api).create_namespaced_config_map(
+        namespace, {"metadata": {"name": "cfg"}, "data": {"who": "from-configmap"}}
+    )
+    pod = wait_until(
+        lambda: (p := get_pod(api, namespace, "env")) and is_ready(p) and p, 30, "env ready"
+    )
+    response = http_get(f"http://{pod.status.pod_ip}:{PORT}/", timeout=5)
+    assert response.headers["X-Instance"] == "from-configmap"
+
+
 def test_failing_liveness_probe_restarts_the_container(api: ApiClient, namespace: str) -> None:
     container = demo_container("demo:v2-unready", probe=False)
     container["livenessProbe"] = {
@@ -357,11 +385,17 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
         every=0.05,
     )
     assert terminating.metadata.deletion_timestamp is not None
-    # ... and the EndpointSlice stops offering it (terminating, neither ready nor serving).
-    wait_until(lambda: not ready_endpoints(api, namespace, "slow"), 5, "the endpoint not ready")
-    for endpoint in all_endpoints(api, namespace, "slow"):
-        assert not endpoint.conditions.ready and not endpoint.conditions.serving
-        assert endpoint.conditions.terminating
+
+    # ... and the EndpointSlice stops offering it: ready=false at once (deletionTimestamp),
+    # serving=false once the not-ready status arrives, terminating=true.
+    def drained() -> bool:
+        endpoints = all_endpoints(api, namespace, "slow")
+        return all(
+            not e.conditions.ready and not e.conditions.serving and e.conditions.terminating
+            for e in endpoints
+        )
+
+    wait_until(drained, 5, "the endpoint terminating, neither ready nor serving", every=0.05)
     assert "status" not in result, "the request finished before the pod began terminating"
 
     worker.join(20)

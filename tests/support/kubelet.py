@@ -26,6 +26,7 @@ Needs root (network namespaces) and iproute2.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import ipaddress
@@ -86,6 +87,10 @@ def is_demo_image(image: str) -> bool:
     name = image.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     return last.split(":", 1)[0] == "demo"
+
+
+class ContainerConfigError(Exception):
+    """The container's configuration can't be resolved (env from a missing ConfigMap...)."""
 
 
 # --- the API server ---------------------------------------------------------------------------
@@ -378,8 +383,11 @@ class PodWorker(threading.Thread):
         self.probe = Probe.from_spec(readiness) if readiness else None
         liveness = self.container.get("livenessProbe")
         self.liveness = Probe.from_spec(liveness) if liveness else None
+        # The demo app serves one port: the one named http (lockgate adds that name), else the
+        # first one declared, else the app's default.
         ports = self.container.get("ports") or [{"containerPort": 8080}]
-        self.port = int(ports[0]["containerPort"])
+        named = [p for p in ports if p.get("name") == "http"]
+        self.port = int((named or ports)[0]["containerPort"])
 
         # What the status says; kept across kubelet restarts where the old status tells it.
         status = pod.get("status", {})
@@ -449,6 +457,11 @@ class PodWorker(threading.Thread):
             if self.terminal_phase is None:
                 try:
                     self._step()
+                except ContainerConfigError as exc:  # e.g. a missing ConfigMap: retried
+                    log.warning("%s: %s", self.name, exc)
+                    reason = "CreateContainerConfigError"
+                    self.state = {"waiting": {"reason": reason, "message": str(exc)}}
+                    self.next_start = time.monotonic() + 5.0
                 except Exception as exc:  # a bug or an odd spec: this Pod only, and retried
                     log.exception("%s: could not run the container", self.name)
                     self._kill_now()
@@ -538,22 +551,44 @@ class PodWorker(threading.Thread):
             "PORT": str(self.port),
         }
         for item in self.container.get("env", []):
-            if "value" in item:
-                env[item["name"]] = str(item["value"])
-            elif "fieldRef" in item.get("valueFrom", {}):
-                path = item["valueFrom"]["fieldRef"]["fieldPath"]
-                if path in fields:
-                    env[item["name"]] = fields[path]
-                else:
-                    log.warning(
-                        "%s: env %s: fieldPath %s not supported", self.name, item["name"], path
-                    )
+            source = item.get("valueFrom", {})
+            if "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                if path not in fields:
+                    raise ContainerConfigError(f"env {item['name']}: fieldPath {path} unsupported")
+                env[item["name"]] = fields[path]
+            elif "configMapKeyRef" in source or "secretKeyRef" in source:
+                value = self._key_ref(source)
+                if value is not None:
+                    env[item["name"]] = value
+            elif source:
+                raise ContainerConfigError(f"env {item['name']}: valueFrom {source} unsupported")
             else:
-                log.warning(
-                    "%s: env %s: only value and fieldRef are supported", self.name, item["name"]
-                )
+                env[item["name"]] = str(item.get("value", ""))
         env["DEMO_IMAGE"] = self.image  # the image decides the behaviour, as its ENV would
         return env
+
+    def _key_ref(self, source: JSON) -> str | None:
+        """An env value from a ConfigMap or Secret key, read when the container starts."""
+        kind, ref = (
+            ("configmaps", source["configMapKeyRef"])
+            if "configMapKeyRef" in source
+            else ("secrets", source["secretKeyRef"])
+        )
+        try:
+            obj = self.kubelet.api.get(f"/api/v1/namespaces/{self.namespace}/{kind}/{ref['name']}")
+        except ApiError as exc:
+            if exc.status == 404 and ref.get("optional"):
+                return None
+            raise ContainerConfigError(f"{kind} {ref['name']!r}: {exc}") from exc
+        if kind == "secrets":
+            raw = obj.get("data", {}).get(ref["key"])
+            value = None if raw is None else base64.b64decode(raw).decode(errors="replace")
+        else:
+            value = obj.get("data", {}).get(ref["key"])
+        if value is None and not ref.get("optional"):
+            raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} {ref['name']}")
+        return value
 
     def _start(self) -> None:
         assert self.sandbox is not None
@@ -565,9 +600,10 @@ class PodWorker(threading.Thread):
             out.flush()
             # `ip netns exec` enters the namespace and execs, so the PID is the app's own;
             # a session of its own keeps the kubelet's signals (Ctrl-C) away from it.
+            env = self._env(self.sandbox)
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.sandbox.netns, str(self.kubelet.demo_app)],
-                env=self._env(self.sandbox),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
