@@ -123,6 +123,9 @@ def test_crash_between_steps_neither_skips_nor_repeats(scenario: Any, crashes: l
     app, spec, world = scenario
     world.error_rates = {}
     world.unready_images = set()
+    # Outages longer than the progress deadline rightly fail a rollout; this property is
+    # about resuming, so the deadline outlasts every simulated outage.
+    spec = DeploymentSpec.model_validate({**spec.wire(), "progressDeadlineSeconds": 3600})
     driver = Driver(app, spec, world)
     for crash in crashes:
         driver.step(drop_actions=crash)  # a crash loses the actions; status was persisted

@@ -29,6 +29,9 @@ class KubernetesTarget(ApiModel):
     template: dict[str, Any] = Field(default_factory=dict)
     """A PodTemplateSpec. The container image comes from the Deployment; lockgate sets it on
     the first container (or the one named `app`)."""
+    drain_seconds: int = Field(default=5, ge=0, le=300)
+    """Seconds a terminating Pod keeps serving while the proxy drops it, as a preStop sleep
+    (added only when the container has no preStop hook of its own)."""
 
 
 class SecretEnvSource(ApiModel):

@@ -70,6 +70,13 @@ def pod_template(
     container.setdefault("name", "app")
     if not any(p.get("containerPort") == app.port for p in container.get("ports", [])):
         container.setdefault("ports", []).append({"containerPort": app.port, "name": "http"})
+    drain = app.kubernetes.drain_seconds
+    if drain and "preStop" not in container.get("lifecycle", {}):
+        # Endpoint removal reaches the proxy a moment after the Pod starts terminating; the
+        # sleep keeps it answering meanwhile, so draining loses no request.
+        container.setdefault("lifecycle", {})["preStop"] = {"sleep": {"seconds": drain}}
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+        spec["terminationGracePeriodSeconds"] = max(grace, drain + 10)
     if "readinessProbe" not in container:
         check = app.health_check
         container["readinessProbe"] = {
@@ -197,6 +204,10 @@ class KubernetesTarget:
         namespace, name = app_obj["metadata"]["namespace"], app_obj["metadata"]["name"]
         stable_slot = await self.stable_slot(namespace, name)
         slot = stable_slot if role == "stable" else self.other(stable_slot)
+        if role == "canary":
+            # The engine changes canary instances only while the canary carries no traffic,
+            # so this is when `<app>-canary` can follow the spare slot after a promotion.
+            await self._point_canary_service(app_obj, app, slot)
         if count == 0 or image is None or release is None:
             await self._scale(namespace, slot_name(name, slot), 0)
             return
@@ -239,13 +250,23 @@ class KubernetesTarget:
         return True
 
     async def promote(self, app_obj: dict[str, Any], app: ApplicationSpec) -> None:
-        """Swap roles: `<app>-stable` now selects the canary slot and the other way round."""
+        """Make the canary slot stable by pointing `<app>-stable` at it. `<app>-canary` keeps
+        selecting the same Pods until its weight is 0 (see `ensure`): swapping both selectors
+        at once would briefly send the canary's traffic to the old, possibly empty, slot."""
         namespace, name = app_obj["metadata"]["namespace"], app_obj["metadata"]["name"]
-        old_stable = await self.stable_slot(namespace, name)
-        new_stable = self.other(old_stable)
+        new_stable = self.other(await self.stable_slot(namespace, name))
         await self.kube.apply(
             "v1", "services", namespace, self._service(app_obj, app, "stable", new_stable)
         )
-        await self.kube.apply(
-            "v1", "services", namespace, self._service(app_obj, app, "canary", old_stable)
+
+    async def _point_canary_service(
+        self, app_obj: dict[str, Any], app: ApplicationSpec, slot: str
+    ) -> None:
+        namespace, name = app_obj["metadata"]["namespace"], app_obj["metadata"]["name"]
+        svc = await self.kube.get_or_none(
+            self.kube.core.read_namespaced_service, service_name(name, "canary"), namespace
         )
+        if svc is None or (svc.spec.selector or {}).get(LABEL_SLOT) != slot:
+            await self.kube.apply(
+                "v1", "services", namespace, self._service(app_obj, app, "canary", slot)
+            )
