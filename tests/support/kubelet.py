@@ -211,6 +211,9 @@ class Network:
             ip("link", "add", BRIDGE, "type", "bridge")
         ip("addr", "replace", str(BRIDGE_ADDRESS), "dev", BRIDGE)
         ip("link", "set", BRIDGE, "up")
+        # A fence behind the bridge's own route: should the bridge ever be gone, traffic to a
+        # stale pod IP is refused here instead of leaving the machine by the default route.
+        ip("route", "replace", "unreachable", str(BRIDGE_ADDRESS.network), "metric", "4000")
         for name in self._namespaces():
             log.info("removing leftover network namespace %s", name)
             self._delete_netns(name)
