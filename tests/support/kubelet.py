@@ -421,7 +421,6 @@ class PodWorker(threading.Thread):
         self.next_probe = 0.0
         self.successes = 0
         self.failures = 0
-        self.probe_message = ""
         self.next_liveness = 0.0
         self.liveness_failures = 0
         self.terminating = False
@@ -692,7 +691,6 @@ class PodWorker(threading.Thread):
                 log.info("%s: ready", self.name)
         else:
             self.failures, self.successes = self.failures + 1, 0
-            self.probe_message = why
             if self.ready and self.failures >= self.probe.failure_threshold:
                 self.ready = False
                 log.info("%s: not ready: %s", self.name, why)
