@@ -1,0 +1,79 @@
+"""The live part of `hack/demo`: deploy v1, start load, roll out the canary, and print one
+line per second with phase, step, weights and the versions that answered."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.cluster import cluster_info
+from tests.support.rollouts import Load, Lockgate, failed
+
+TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
+
+
+def watch(lg: Lockgate, name: str, load: Load | None, limit: float = 900.0) -> dict[str, Any]:
+    seen = 0
+    deadline = time.monotonic() + limit
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = lg.status(name)
+        weights = status.get("weights") or {}
+        step = status.get("step") or {}
+        versions = ""
+        if load is not None:
+            recent = load.responses[seen:]
+            seen += len(recent)
+            counts = Counter(r.version or f"error {r.status}" for r in recent)
+            versions = "  ".join(f"{v}: {n:4d}" for v, n in sorted(counts.items()))
+        position = f"{step.get('index', 0) + 1}/{step.get('total', '?')}"
+        print(
+            f"{status.get('phase', '-'):12} step {position:<5}"
+            f" {step.get('description', '')[:34]:34} stable {weights.get('stable', '-'):>3}%"
+            f" canary {weights.get('canary', '-'):>3}%   answered/s: {versions}",
+            flush=True,
+        )
+        if status.get("phase") in TERMINAL:
+            return status
+        time.sleep(1)
+    return status
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--web", required=True)
+    parser.add_argument("--application", type=Path, required=True)
+    parser.add_argument("--canary", type=Path, required=True)
+    args = parser.parse_args()
+    lg = Lockgate(cluster_info().api_client(), args.namespace)
+    app = yaml.safe_load(args.application.read_text())
+    canary = yaml.safe_load(args.canary.read_text())
+    host = app["spec"]["traffic"]["traefik"]["route"]["match"].split("`")[1]
+    lg.create(app)
+    first = {
+        **canary,
+        "metadata": {"name": "shop-v1"},
+        "spec": {"application": app["metadata"]["name"], "image": "demo:v1"},
+    }
+    lg.create(first)
+    print(f"$ kubectl apply -f {args.application} (and an initial Deployment of demo:v1)")
+    watch(lg, "shop-v1", None)
+    print(f"\n$ kubectl apply -f {args.canary}   # demo:v2, under load through Traefik ({host})")
+    with Load(args.web, host, threads=2) as load:
+        time.sleep(1)
+        lg.create(canary)
+        status = watch(lg, canary["metadata"]["name"], load)
+    responses = load.stop()
+    print(f"\n{status.get('phase')}: {status.get('message')}")
+    print(f"{len(responses)} requests through Traefik, {len(failed(responses))} failed.")
+    print(f"See it yourself: kubectl -n {args.namespace} get lgd,lga   |   hack/demo down to stop.")
+
+
+if __name__ == "__main__":
+    main()
