@@ -1,0 +1,262 @@
+"""Benchmarks of the Kubernetes target on the local environment (figures, never asserted).
+
+Needs hack/cluster, hack/traefik and hack/kubelet up. Runs the operator as a subprocess, as
+the integration tests do, and measures:
+  reaction  new Deployment applied -> canary slot created (the operator's reaction), and
+            canary Pod Ready -> canary weight live in Traefik (readiness to traffic)
+  rollback  analysis Failed (phase RollingBack) -> Traefik serving 100% stable
+  overhead  a 5-step canary with zero pauses: time per step beyond instance start-up
+  load      operator RSS and CPU with N rollouts in flight (paused, analysis running)
+Usage: python -m bench.k8s_rollouts [--runs 20] [--in-flight 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import httpx
+from kubernetes import client
+
+from tests.support.cluster import cluster_info, traefik_info
+from tests.support.operator_fixtures import Operator, free_port
+from tests.support.rollouts import Load, Lockgate, application, deployment, host_of, wait_for
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def live_canary_weight(api_url: str, service: str) -> int | None:
+    try:
+        data = httpx.get(f"{api_url}/api/http/services/{service}", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    children = (data.get("weighted") or {}).get("services") or []
+    return sum(int(c.get("weight", 1)) for c in children if "-canary-" in c["name"])
+
+
+def reaction(lg: Lockgate, api_url: str, runs: int) -> tuple[list[float], list[float]]:
+    apps = client.AppsV1Api(lg.api)
+    core = client.CoreV1Api(lg.api)
+    lg.create(application("shop", 1, namespace=lg.namespace))
+    lg.create(deployment("shop-r0", "shop", "demo:v1"))
+    lg.wait_phase("shop-r0", {"Succeeded"})
+    to_action: list[float] = []
+    to_weight: list[float] = []
+    service = f"{lg.namespace}-shop@kubernetescrd"
+    for i in range(1, runs + 1):
+        steps = {
+            "type": "Canary",
+            "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]},
+        }
+        name = f"shop-r{i}"
+        before = {
+            d.metadata.name: d.metadata.resource_version
+            for d in apps.list_namespaced_deployment(lg.namespace).items
+        }
+        start = time.monotonic()
+        lg.create(deployment(name, "shop", f"demo:v{2 + i % 2}", steps))
+
+        def slot_changed(before: dict[str, str] = before) -> bool:
+            items = apps.list_namespaced_deployment(lg.namespace).items
+            return any(
+                before.get(d.metadata.name) != d.metadata.resource_version and d.spec.replicas
+                for d in items
+            )
+
+        wait_for("the canary slot", slot_changed, timeout=60, every=0.005)
+        to_action.append(time.monotonic() - start)
+        wait_for(
+            "canary weight live",
+            lambda: (live_canary_weight(api_url, service) or 0) > 0,
+            timeout=60,
+            every=0.01,
+        )
+        seen = datetime.now().astimezone()
+        pods = [p for p in core.list_namespaced_pod(lg.namespace).items if p.status.conditions]
+        ready_at = max(
+            c.last_transition_time
+            for p in pods
+            for c in p.status.conditions
+            if c.type == "Ready" and c.status == "True"
+        )
+        to_weight.append((seen - ready_at).total_seconds())
+        lg.annotate(name, "promote")
+        lg.wait_phase(name, {"Succeeded"})
+    return to_action, to_weight
+
+
+def rollback(lg: Lockgate, api_url: str, web_url: str, runs: int) -> list[float]:
+    lg.create(application("bad", 1, namespace=lg.namespace))
+    lg.create(deployment("bad-v1", "bad", "demo:v1"))
+    lg.wait_phase("bad-v1", {"Succeeded"})
+    service = f"{lg.namespace}-bad@kubernetescrd"
+    out: list[float] = []
+    with Load(web_url, host_of("bad", lg.namespace), threads=2):
+        for i in range(runs):
+            name = f"bad-{i}"
+            steps = {"type": "Canary", "canary": {"steps": [50, 100], "stepSeconds": 60}}
+            analysis = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
+            lg.create(deployment(name, "bad", "demo:v2-errors30", steps, analysis=analysis))
+            wait_for(
+                "RollingBack",
+                lambda name=name: lg.phase(name) in ("RollingBack", "RolledBack"),
+                timeout=120,
+                every=0.01,
+            )
+            start = time.monotonic()
+            wait_for(
+                "stable 100% in Traefik",
+                lambda: live_canary_weight(api_url, service) == 0,
+                timeout=30,
+                every=0.005,
+            )
+            out.append(time.monotonic() - start)
+            lg.wait_phase(name, {"RolledBack"})
+    return out
+
+
+def overhead(lg: Lockgate) -> float:
+    lg.create(application("fast", 1, namespace=lg.namespace))
+    lg.create(deployment("fast-v1", "fast", "demo:v1"))
+    lg.wait_phase("fast-v1", {"Succeeded"})
+    steps = {"type": "Canary", "canary": {"steps": [20, 40, 60, 80, 100], "stepSeconds": 0}}
+    lg.create(deployment("fast-v2", "fast", "demo:v2", steps))
+    status = lg.wait_phase("fast-v2", {"Succeeded"})
+    total = (
+        datetime.fromisoformat(status["finishedAt"]) - datetime.fromisoformat(status["startedAt"])
+    ).total_seconds()
+    starts = [e for e in status["log"] if "done: start" in e["message"]]
+    # The first step waits for the canary Pod to start; every later step is pure overhead.
+    first_done = (
+        datetime.fromisoformat(starts[0]["at"])
+        if starts
+        else datetime.fromisoformat(status["startedAt"])
+    )
+    rest = (datetime.fromisoformat(status["finishedAt"]) - first_done).total_seconds()
+    steps_after = status["step"]["total"] - 1
+    print(
+        f"  5-step canary: {total:.2f}s total, {rest:.2f}s after the canary Pod was ready "
+        f"for {steps_after} steps"
+    )
+    return rest / steps_after
+
+
+def in_flight(lg: Lockgate, operator: Operator, count: int) -> tuple[float, float]:
+    for i in range(count):
+        lg.create(application(f"app{i}", 1, namespace=lg.namespace))
+        lg.create(deployment(f"app{i}-v1", f"app{i}", "demo:v1"))
+    wait_for(
+        "all initial rollouts",
+        lambda: all(lg.phase(f"app{i}-v1") == "Succeeded" for i in range(count)),
+        timeout=900,
+        every=2,
+    )
+    steps = {
+        "type": "Canary",
+        "canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]},
+    }
+    for i in range(count):
+        lg.create(
+            deployment(
+                f"app{i}-v2",
+                f"app{i}",
+                "demo:v2",
+                steps,
+                analysis={"intervalSeconds": 10, "minRequests": 1},
+            )
+        )
+    wait_for(
+        "all paused",
+        lambda: all(lg.phase(f"app{i}-v2") == "Paused" for i in range(count)),
+        timeout=900,
+        every=2,
+    )
+    assert operator.process is not None
+    pid = operator.process.pid
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    before, t0 = cpu(), time.monotonic()
+    time.sleep(60)
+    share = (cpu() - before) / (time.monotonic() - t0)
+    with open(f"/proc/{pid}/status") as status:
+        rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+    return rss, share
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--only", default="reaction,rollback,overhead,load")
+    args = parser.parse_args()
+    cluster, traefik = cluster_info(), traefik_info()
+    env = {
+        **os.environ,
+        **cluster.env(),
+        "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
+        "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
+        "LOCKGATE_METRICS_PORT": str(free_port()),
+    }
+    from pathlib import Path
+
+    op = Operator(env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port())
+    op.start()
+    api = cluster.api_client()
+    core = client.CoreV1Api(api)
+    namespaces: list[str] = []
+
+    def fresh() -> Lockgate:
+        name = f"bench-{uuid.uuid4().hex[:6]}"
+        core.create_namespace({"metadata": {"name": name}})
+        namespaces.append(name)
+        return Lockgate(api, name)
+
+    results: dict[str, Any] = {}
+    try:
+        only = set(args.only.split(","))
+        if "reaction" in only:
+            action, weight = reaction(fresh(), traefik.api_url, args.runs)
+            print(
+                f"reaction: apply -> canary slot: p50 {statistics.median(action) * 1000:.0f} ms, "
+                f"p99 {percentile(action, 0.99) * 1000:.0f} ms ({len(action)} runs)"
+            )
+            print(
+                f"reaction: canary Pod Ready -> weight live in Traefik: p50 {statistics.median(weight) * 1000:.0f} ms, "
+                f"p99 {percentile(weight, 0.99) * 1000:.0f} ms (Pod Ready times have 1 s resolution)"
+            )
+        if "rollback" in only:
+            rb = rollback(fresh(), traefik.api_url, traefik.web_url, max(3, args.runs // 4))
+            print(
+                f"rollback: RollingBack -> 100% stable in Traefik: median {statistics.median(rb) * 1000:.0f} ms, "
+                f"max {max(rb) * 1000:.0f} ms ({len(rb)} runs)"
+            )
+        if "overhead" in only:
+            per_step = overhead(fresh())
+            print(f"overhead: {per_step * 1000:.0f} ms per step with zero pauses")
+        if "load" in only:
+            rss, share = in_flight(fresh(), op, args.in_flight)
+            print(
+                f"load: {args.in_flight} rollouts in flight: operator RSS {rss:.0f} MiB, CPU {share:.1%} of a core"
+            )
+    finally:
+        op.stop()
+        for name in namespaces:
+            core.delete_namespace(name)
+    _ = results
+
+
+if __name__ == "__main__":
+    main()
