@@ -1,8 +1,10 @@
-"""Entry point of `lockgate` (and, for now, `kubectl-lockgate`)."""
+"""Entry point of `lockgate` and of the kubectl plugin `kubectl-lockgate` (`kubectl lockgate`):
+one parser, so `lockgate status NAME` and `kubectl lockgate status NAME` are the same."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -10,8 +12,10 @@ from lockgate import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
     parser = argparse.ArgumentParser(
-        prog="lockgate", description="Progressive delivery for Kubernetes and Docker hosts."
+        prog="kubectl lockgate" if invoked == "kubectl-lockgate" else "lockgate",
+        description="Progressive delivery for Kubernetes and Docker hosts.",
     )
     parser.add_argument("--version", action="version", version=f"lockgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL"
     )
     operator.add_argument("--peering", default=None, help="kopf peering name (leader election)")
+    from .kubectl import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 
@@ -61,6 +68,10 @@ def run_operator(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .kubectl import COMMANDS, run
+
+    if args.command in COMMANDS:
+        return run(args)
     if args.command == "operator":
         return run_operator(args)
     if args.command == "plan":

@@ -1,0 +1,396 @@
+"""`kubectl lockgate ...`: the cluster-facing commands of the kubectl plugin.
+
+Every command uses the current kubeconfig (KUBECONFIG or ~/.kube/config, `--kubeconfig`),
+its current context (`--context`) and that context's namespace (`-n` overrides), as kubectl
+does. What is printed comes from lockgate.cli.kubectl_view (pure functions, unit-tested).
+Exit codes: 0 ok, 1 error (not found, forbidden, no cluster, refused action), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from .kubectl_view import TERMINAL, refusal, render_history, render_status
+
+T = TypeVar("T")
+
+GROUP, VERSION = "lockgate.dev", "v1alpha1"
+ACTION_ANNOTATION = "lockgate.dev/action"
+REQUEST_TIMEOUT = 15.0
+SERVICE_ACCOUNT_NS = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+class PluginError(Exception):
+    """An error to print as `error: <message>` with exit code 1."""
+
+
+@dataclass
+class Target:
+    """A connected API client, the namespace to act in and where the cluster is."""
+
+    api: Any  # kubernetes.client.ApiClient
+    namespace: str
+    server: str
+
+    @property
+    def custom(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self.api)
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-n", "--namespace", help="namespace (default: the context's)")
+    parser.add_argument("--context", help="kubeconfig context to use (default: current)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG or ~/.kube)")
+
+
+def connect(args: argparse.Namespace) -> Target:
+    """An API client from the kubeconfig (or the Pod's service account when there is none)."""
+    from kubernetes import client, config
+
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    configuration = client.Configuration()
+    namespace = args.namespace
+    try:
+        config.load_kube_config(
+            config_file=kubeconfig, context=args.context, client_configuration=configuration
+        )
+        if namespace is None:
+            contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = current
+            if args.context:
+                chosen = next((c for c in contexts if c.get("name") == args.context), current)
+            namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    except config.ConfigException as err:
+        in_pod = os.environ.get("KUBERNETES_SERVICE_HOST") and not (args.kubeconfig or args.context)
+        if not in_pod:
+            raise PluginError(
+                f"no cluster configured: {err} (kubeconfig {kubeconfig}; set KUBECONFIG, "
+                "--kubeconfig or --context)"
+            ) from None
+        config.load_incluster_config(client_configuration=configuration)
+        if namespace is None and os.path.exists(SERVICE_ACCOUNT_NS):
+            with open(SERVICE_ACCOUNT_NS, encoding="utf-8") as handle:
+                namespace = handle.read().strip()
+    except (OSError, ValueError) as err:
+        raise PluginError(f"cannot read kubeconfig {kubeconfig}: {err}") from None
+    configuration.retries = 0  # an unreachable cluster is reported at once, not after backoff
+    return Target(client.ApiClient(configuration), namespace or "default", configuration.host)
+
+
+def _server_message(err: Any) -> str:
+    try:
+        body = json.loads(err.body or "{}")
+    except (TypeError, ValueError):
+        return str(err.reason or "")
+    return str(body.get("message") or err.reason or "")
+
+
+def call(
+    target: Target, verb: str, resource: str, name: str | None, fn: Callable[..., T], *a: Any
+) -> T:
+    """Run one API call; turn what can go wrong into a PluginError that says what and where."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    where = f'in namespace "{target.namespace}"'
+    try:
+        return fn(*a, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as err:
+        message = _server_message(err)
+        if err.status == 404:
+            if name is not None and f'"{name}" not found' in message:
+                raise PluginError(f'{resource} "{name}" not found {where}') from None
+            raise PluginError(
+                f"{resource} is not served by this cluster: are lockgate's CRDs installed? "
+                f"({message})"
+            ) from None
+        if err.status == 403:
+            raise PluginError(
+                f"forbidden: no permission to {verb} {resource} {where}. "
+                f"The API server said: {message}"
+            ) from None
+        if err.status == 401:
+            raise PluginError(
+                f"unauthorized: the cluster at {target.server} did not accept the credentials "
+                "of the current context (expired token?)"
+            ) from None
+        if err.status == 409:
+            raise
+        raise PluginError(f"{verb} {resource} failed ({err.status}): {message}") from None
+    except (HTTPError, OSError) as err:
+        raise PluginError(f"cannot reach the cluster at {target.server}: {err}") from None
+
+
+def get_deployment(target: Target, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = call(
+        target,
+        "get",
+        "deployments.lockgate.dev",
+        name,
+        target.custom.get_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        target.namespace,
+        "deployments",
+        name,
+    )
+    return obj
+
+
+def patch_deployment(
+    target: Target, name: str, check: Callable[[dict[str, Any]], str | None], body: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Patch after `check` passes on the object as it is now; the patch carries the
+    resourceVersion read, so a change in between (a phase change) is re-checked, not raced."""
+    from kubernetes.client.exceptions import ApiException
+
+    for _ in range(8):
+        before = get_deployment(target, name)
+        problem = check(before)
+        if problem:
+            raise PluginError(problem)
+        patch = json.loads(json.dumps(body))
+        patch.setdefault("metadata", {})["resourceVersion"] = before["metadata"]["resourceVersion"]
+        try:
+            after: dict[str, Any] = call(
+                target,
+                "patch",
+                "deployments.lockgate.dev",
+                name,
+                target.custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                target.namespace,
+                "deployments",
+                name,
+                patch,
+            )
+            return before, after
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            time.sleep(0.1)
+    raise PluginError(f"{name} kept changing while being patched; try again")
+
+
+def _log_after(before: dict[str, Any], now: dict[str, Any]) -> list[dict[str, Any]]:
+    """Log entries of `now` that were not in `before` (the log is bounded: match by content)."""
+    old = (before.get("status") or {}).get("log") or []
+    new = (now.get("status") or {}).get("log") or []
+    if not old:
+        return list(new)
+    last = (old[-1].get("at"), old[-1].get("message"))
+    for i in range(len(new) - 1, -1, -1):
+        if (new[i].get("at"), new[i].get("message")) == last:
+            return list(new[i + 1 :])
+    return list(new)
+
+
+def action_command(args: argparse.Namespace, action: str) -> int:
+    target = connect(args)
+    name = args.name
+    before, _ = patch_deployment(
+        target,
+        name,
+        lambda obj: refusal(action, obj),
+        {"metadata": {"annotations": {ACTION_ANNOTATION: action}}},
+    )
+    shown = "promote --full" if action == "promote-full" else action
+    phase = (before.get("status") or {}).get("phase") or "Pending"
+    print(f"{shown} requested for {name} (it was {phase})")
+    if args.no_wait:
+        return 0
+    deadline = time.monotonic() + args.wait_seconds
+    while time.monotonic() < deadline:
+        now = get_deployment(target, name)
+        consumed = ACTION_ANNOTATION not in ((now["metadata"].get("annotations")) or {})
+        if consumed and not (now.get("status") or {}).get("pendingAction"):
+            ignored = False
+            for entry in _log_after(before, now):
+                print(f"  {entry.get('level', 'Info')}: {entry.get('message', '')}")
+                ignored = ignored or f"action {action} ignored" in entry.get("message", "")
+            status = now.get("status") or {}
+            print(f"{name} is {status.get('phase', 'Pending')}: {status.get('message', '')}")
+            return 1 if ignored else 0
+        time.sleep(0.3)
+    print(
+        f"the operator has not taken the action within {args.wait_seconds:g}s "
+        "(is it running?); it stays on the object and is applied when the operator runs",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def pause_command(args: argparse.Namespace, pause: bool) -> int:
+    target = connect(args)
+    name = args.name
+    _, after = patch_deployment(
+        target,
+        name,
+        lambda obj: refusal("pause" if pause else "resume", obj),
+        {"spec": {"paused": pause}},
+    )
+    print(f"{name}: spec.paused set to {str(pause).lower()}")
+    if args.no_wait:
+        return 0
+    generation = after["metadata"].get("generation", 0)
+    deadline = time.monotonic() + args.wait_seconds
+    while time.monotonic() < deadline:
+        now = get_deployment(target, name)
+        status = now.get("status") or {}
+        if (status.get("observedGeneration") or 0) >= generation:
+            print(f"{name} is {status.get('phase', 'Pending')}: {status.get('message', '')}")
+            return 0
+        time.sleep(0.3)
+    print(
+        f"the operator has not observed the change within {args.wait_seconds:g}s (is it running?)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def status_command(args: argparse.Namespace) -> int:
+    target = connect(args)
+    obj = get_deployment(target, args.name)
+    if not args.watch:
+        print(render_status(obj, datetime.now(UTC), log_lines=args.log_lines))
+        return 0
+    tty = sys.stdout.isatty()
+    deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+    shown_version = None
+    shown_text = ""
+    try:
+        while True:
+            phase = (obj.get("status") or {}).get("phase")
+            version = obj["metadata"].get("resourceVersion")
+            text = render_status(obj, datetime.now(UTC), log_lines=args.log_lines)
+            if tty and text != shown_text:
+                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+                sys.stdout.flush()
+            elif not tty and version != shown_version:
+                if shown_version is not None:
+                    print("-" * 60)
+                print(text, flush=True)
+            shown_version, shown_text = version, text
+            if phase in TERMINAL:
+                return 0 if phase == "Succeeded" else 1
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"error: still {phase} after {args.timeout:g}s", file=sys.stderr)
+                return 1
+            time.sleep(args.interval)
+            obj = get_deployment(target, args.name)
+    except KeyboardInterrupt:
+        print()
+        return 0
+
+
+def history_command(args: argparse.Namespace) -> int:
+    target = connect(args)
+    app: dict[str, Any] = call(
+        target,
+        "get",
+        "applications.lockgate.dev",
+        args.app,
+        target.custom.get_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        target.namespace,
+        "applications",
+        args.app,
+    )
+    listed: dict[str, Any] = call(
+        target,
+        "list",
+        "deployments.lockgate.dev",
+        None,
+        target.custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        target.namespace,
+        "deployments",
+    )
+    print(render_history(app, listed.get("items") or [], datetime.now(UTC)))
+    return 0
+
+
+def add_subcommands(sub: Any) -> None:
+    """Register the plugin's subcommands on the `lockgate` / `kubectl lockgate` parser."""
+    status = sub.add_parser("status", help="progress of a Deployment (lgd)")
+    status.add_argument("name", help="Deployment name")
+    status.add_argument(
+        "-w",
+        "--watch",
+        action="store_true",
+        help="redraw on every change until the rollout finishes (exit 0 Succeeded, 1 otherwise)",
+    )
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    status.add_argument(
+        "--timeout", type=float, default=3600.0, help="give up watching after (0: never)"
+    )
+    status.add_argument("--log-lines", type=int, default=8, help="recent log lines shown")
+    add_connection_flags(status)
+
+    for action, text in (
+        ("promote", "move a rollout past its current pause or analysis gate"),
+        ("abort", "stop a rollout and roll back to the previous version"),
+        ("retry", "start a RolledBack, Aborted or Failed rollout again"),
+    ):
+        parser = sub.add_parser(action, help=text)
+        parser.add_argument("name", help="Deployment name")
+        if action == "promote":
+            parser.add_argument(
+                "--full", action="store_true", help="skip every remaining pause and gate"
+            )
+        _wait_flags(parser)
+        add_connection_flags(parser)
+    for verb, text in (
+        ("pause", "hold a rollout where it is (sets spec.paused)"),
+        ("resume", "continue a paused rollout (clears spec.paused)"),
+    ):
+        parser = sub.add_parser(verb, help=text)
+        parser.add_argument("name", help="Deployment name")
+        _wait_flags(parser)
+        add_connection_flags(parser)
+    history = sub.add_parser("history", help="finished and current Deployments of an Application")
+    history.add_argument("app", help="Application name")
+    add_connection_flags(history)
+
+
+def _wait_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=10.0,
+        help="how long to wait for the operator to act, to print what it did",
+    )
+    parser.add_argument("--no-wait", action="store_true", help="return once the request is set")
+
+
+COMMANDS = frozenset({"status", "promote", "abort", "retry", "pause", "resume", "history"})
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.command == "status":
+            return status_command(args)
+        if args.command == "history":
+            return history_command(args)
+        if args.command in ("pause", "resume"):
+            return pause_command(args, args.command == "pause")
+        action = "promote-full" if args.command == "promote" and args.full else args.command
+        return action_command(args, action)
+    except PluginError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1

@@ -1,0 +1,321 @@
+"""The kubectl plugin without a cluster: the progress view, the history view, which action
+makes sense in which phase, and the errors of a missing or unreachable cluster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lockgate.cli.kubectl_view import ACTION_PHASES, refusal, render_history, render_status
+from lockgate.cli.main import main
+
+NOW = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
+ALL_PHASES = [
+    "Pending",
+    "Queued",
+    "Progressing",
+    "Paused",
+    "Succeeded",
+    "RollingBack",
+    "RolledBack",
+    "Failed",
+    "Aborted",
+]
+
+
+def dep(phase: str, **status: Any) -> dict[str, Any]:
+    spec = status.pop("spec", {})
+    annotations = status.pop("annotations", {})
+    return {
+        "metadata": {
+            "name": "shop-v2",
+            "namespace": "prod",
+            "annotations": annotations,
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-11-23T13:50:00Z",
+        },
+        "spec": {
+            "application": "shop",
+            "image": "shop:2",
+            "strategy": {"type": "Canary"},
+            "analysis": {"maxConsecutiveFailures": 3},
+            **spec,
+        },
+        "status": {"phase": phase, **status},
+    }
+
+
+RUNNING_CANARY = dep(
+    "Progressing",
+    image="shop:2",
+    previousImage="shop:1",
+    revision=2,
+    startedAt="2026-11-23T13:58:00Z",
+    message="rolling out shop:2 (revision 2, Canary, 9 steps)",
+    step={
+        "index": 2,
+        "total": 9,
+        "description": "setWeight 10 (analysis gate)",
+        "startedAt": "2026-11-23T13:59:30Z",
+    },
+    weights={"stable": 90, "canary": 10},
+    analysis=[
+        {
+            "step": 2,
+            "at": "2026-11-23T13:59:50Z",
+            "canary": {"requests": 120, "errorRate": 0.0083, "p95": 0.012},
+            "stable": {"requests": 1080, "errorRate": 0.001, "p95": 0.0104},
+            "verdict": "Inconclusive",
+            "reason": "canary served 12 requests < minRequests 20",
+        }
+    ],
+    consecutiveFailures=1,
+    log=[
+        {"at": f"2026-11-23T13:59:{i:02d}Z", "level": "Info", "message": f"line {i}"}
+        for i in range(12)
+    ]
+    + [{"at": "2026-11-23T13:59:55Z", "level": "Warning", "message": "health check failed"}],
+    conditions=[
+        {"type": "Ready", "status": "False", "reason": "Progressing"},
+        {"type": "Progressing", "status": "True", "reason": "Progressing"},
+        {"type": "Reconciling", "status": "True", "reason": "Progressing"},
+    ],
+)
+
+
+def test_running_canary_shows_step_weights_analysis_and_recent_log() -> None:
+    text = render_status(RUNNING_CANARY, NOW)
+    lines = text.splitlines()
+    assert lines[0] == "Deployment shop-v2  namespace prod  application shop  (Canary)"
+    assert "Image:     shop:2  (previous shop:1)  revision 2" in text
+    assert "Phase:     Progressing  running for 2m" in text
+    assert "Message:   rolling out shop:2 (revision 2, Canary, 9 steps)" in text
+    assert "Step:      3/9  setWeight 10 (analysis gate)  (for 30s)  [##.......]" in text
+    assert "Weights:   stable  90%  canary  10%  [##..................]" in text
+    assert "Analysis:  Inconclusive at 13:59:50 (10s ago, step 3), failures in a row 1/3" in text
+    canary = next(line for line in lines if line.strip().startswith("canary "))
+    stable = next(line for line in lines if line.strip().startswith("stable "))
+    assert canary.split() == ["canary", "120", "0.83%", "12ms"]
+    assert stable.split() == ["stable", "1080", "0.10%", "10ms"]
+    assert "canary served 12 requests < minRequests 20" in text
+    assert "Ready=False (Progressing)" in text and "Reconciling" not in text
+    log = lines[lines.index("Recent log:") + 1 :]
+    assert len(log) == 8  # the newest 8 of 13
+    assert log[0] == "  13:59:05  line 5"
+    assert log[-1] == "  13:59:55  Warning: health check failed"
+    assert "Next:" not in text
+
+
+def test_log_lines_can_be_limited_or_hidden() -> None:
+    assert "Recent log:" not in render_status(RUNNING_CANARY, NOW, log_lines=0)
+    text = render_status(RUNNING_CANARY, NOW, log_lines=2)
+    assert text.splitlines()[-2:] == [
+        "  13:59:11  line 11",
+        "  13:59:55  Warning: health check failed",
+    ]
+
+
+def test_paused_for_promote_tells_the_command_to_type() -> None:
+    obj = dep(
+        "Paused",
+        message="waiting for promote at step 4",
+        step={"index": 3, "total": 5, "description": "pause until promote"},
+        weights={"stable": 50, "canary": 50},
+    )
+    text = render_status(obj, NOW)
+    assert "Step:      4/5  pause until promote" in text
+    assert text.endswith(
+        "Next:      waiting for you: kubectl lockgate promote shop-v2 -n prod (or abort)"
+    )
+
+
+def test_spec_paused_and_pending_action_are_flagged() -> None:
+    obj = dep("Paused", spec={"paused": True}, annotations={"lockgate.dev/action": "promote"})
+    text = render_status(obj, NOW)
+    assert "[spec.paused, action promote pending]" in text
+    assert "kubectl lockgate resume shop-v2 -n prod" in text
+
+
+def test_rolling_batches_are_listed_and_finished_rollout_has_no_progress_bar() -> None:
+    obj = dep(
+        "RolledBack",
+        spec={"strategy": {"type": "Rolling"}},
+        message="batch 2 failed: 1/2 ready; rolled back to shop:1",
+        finishedAt="2026-11-23T13:55:00Z",
+        step={"index": 1, "total": 3, "description": "batch 2"},
+        batches=[
+            {"index": 0, "targets": ["replica-1", "replica-2"], "state": "RolledBack"},
+            {
+                "index": 1,
+                "targets": ["replica-3", "replica-4"],
+                "state": "Failed",
+                "attempts": 2,
+                "reason": "1/2 ready",
+            },
+        ],
+    )
+    text = render_status(obj, NOW)
+    assert "Phase:     RolledBack  finished 300s ago" in text.replace("5m ago", "300s ago")
+    assert "   1  RolledBack  replica-1, replica-2" in text
+    assert "   2  Failed      replica-3, replica-4  attempts 2  1/2 ready" in text
+    assert "[#" not in text and "Step:      2/3  batch 2" in text
+    assert "kubectl lockgate retry shop-v2 -n prod" in text
+
+
+def test_a_deployment_without_status_renders_as_pending() -> None:
+    obj = {"metadata": {"name": "x"}, "spec": {"application": "a", "image": "i"}}
+    text = render_status(obj, NOW)
+    assert "Phase:     Pending" in text and "(Rolling)" in text
+
+
+# Which action is meaningful in which phase: mirrors lockgate.engine.decide.
+EXPECTED = {
+    "promote": {"Progressing", "Paused"},
+    "promote-full": {"Progressing", "Paused"},
+    "abort": {"Pending", "Queued", "Progressing", "Paused", "Failed"},
+    "retry": {"RolledBack", "Aborted", "Failed"},
+    "pause": {"Pending", "Queued", "Progressing", "Paused"},
+}
+
+
+@pytest.mark.parametrize("action", sorted(EXPECTED))
+@pytest.mark.parametrize("phase", ALL_PHASES)
+def test_action_validity_by_phase(action: str, phase: str) -> None:
+    problem = refusal(action, dep(phase))
+    if phase in EXPECTED[action]:
+        assert problem is None
+    else:
+        assert problem is not None and phase in problem and "shop-v2" in problem
+
+
+def test_refusals_say_why() -> None:
+    assert refusal("retry", dep("Progressing")) == (
+        "cannot retry shop-v2: it is Progressing; retry starts a rollout again after "
+        "RolledBack, Aborted or Failed"
+    )
+    assert refusal("promote", dep("Succeeded")) == (
+        "cannot promote shop-v2: it is Succeeded; promote moves a running rollout past a pause "
+        "or analysis gate"
+    )
+    assert "promote --full" in (refusal("promote-full", dep("Aborted")) or "")
+    assert refusal("resume", dep("Progressing")) == "shop-v2 is not paused (spec.paused is false)"
+    assert refusal("resume", dep("Paused", spec={"paused": True})) is None
+    assert refusal("pause", dep("Paused", spec={"paused": True})) == (
+        "shop-v2 is already paused (spec.paused is true)"
+    )
+    assert refusal("promote", dep("Paused", spec={"paused": True})) == (
+        "shop-v2 is paused by spec.paused: resume it first"
+    )
+    pending = dep("Paused", annotations={"lockgate.dev/action": "abort"})
+    assert "already has action 'abort' waiting" in (refusal("promote", pending) or "")
+
+
+def test_action_table_covers_every_engine_action() -> None:
+    from lockgate.api.deployment import ACTIONS
+
+    assert set(ACTION_PHASES) == set(ACTIONS)
+
+
+def test_history_lists_recorded_results_and_deployments_of_the_app_only() -> None:
+    app = {
+        "metadata": {"name": "shop", "namespace": "prod"},
+        "status": {
+            "phase": "Healthy",
+            "stable": {"image": "shop:2", "deployment": "shop-v2", "since": "2026-11-23T13:58:00Z"},
+            "instances": {"desired": 4, "ready": 4, "updated": 4},
+            "history": [
+                {
+                    "deployment": "shop-v2",
+                    "image": "shop:2",
+                    "revision": 1,
+                    "result": "Succeeded",
+                    "startedAt": "2026-11-23T13:55:00Z",
+                    "finishedAt": "2026-11-23T13:58:00Z",
+                },
+                {
+                    "deployment": "shop-bad",
+                    "image": "shop:2-broken",
+                    "revision": 1,
+                    "result": "RolledBack",
+                    "startedAt": "2026-11-23T13:50:00Z",
+                    "finishedAt": "2026-11-23T13:50:40Z",
+                },
+            ],
+        },
+    }
+    deps = [
+        dep("Succeeded"),
+        {
+            "metadata": {"name": "other", "creationTimestamp": "2026-11-23T13:00:00Z"},
+            "spec": {"application": "cart", "image": "cart:1"},
+        },
+    ]
+    text = render_history(app, deps, NOW)
+    assert "Stable:    shop:2 from shop-v2, since 2m ago" in text
+    assert "Instances: 4/4 ready, 4 updated" in text
+    rows = text.splitlines()
+    first = rows.index("History (newest first):")
+    assert rows[first + 1].split()[:4] == ["DEPLOYMENT", "REVISION", "IMAGE", "RESULT"]
+    assert rows[first + 2].split()[:5] == ["shop-v2", "1", "shop:2", "Succeeded", "5m"]
+    assert "3m00s" in rows[first + 2]
+    assert rows[first + 3].split()[:4] == ["shop-bad", "1", "shop:2-broken", "RolledBack"]
+    assert "40s" in rows[first + 3]
+    deployments = rows[rows.index("Deployments:") + 1 :]
+    assert deployments[0].split() == ["NAME", "PHASE", "IMAGE", "REVISION", "STEP", "AGE"]
+    assert [line.split()[0] for line in deployments[1:]] == ["shop-v2"]
+
+
+def test_history_of_a_new_application() -> None:
+    text = render_history({"metadata": {"name": "shop"}}, [], NOW)
+    assert "(none recorded yet)" in text and "phase Unknown" in text
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["status"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["promote", "x", "--bogus"])
+    assert exc.value.code == 2
+
+
+def test_no_kubeconfig_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert main(["status", "shop-v2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no cluster configured:") and "missing" in err
+
+
+def test_unreachable_cluster_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "ctx", "context": {"cluster": "c", "user": "u", "namespace": "ns1"}}
+                ],
+                "current-context": "ctx",
+            }
+        )
+    )
+    assert main(["history", "shop", "--kubeconfig", str(kubeconfig)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the cluster at http://127.0.0.1:{port}:"), err
