@@ -99,7 +99,13 @@ APPLICATION_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "rolling out by shop-v2: 1/4 updated",
     ),
     ("degraded", obj("Degraded", message="2/4 ready"), "Degraded", "2/4 ready"),
-    ("unknown", obj("Unknown"), "Unknown", "Unknown"),
+    (
+        "no version yet",
+        obj("Unknown", message="no version deployed yet: create a Deployment"),
+        "Progressing",
+        "no version deployed yet",
+    ),
+    ("future phase", obj("Exploding"), "Unknown", "Exploding"),
 ]
 
 # The intended mapping of a (current-generation) phase to an Argo CD health status.
