@@ -1,0 +1,89 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "lockgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lockgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lockgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lockgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "lockgate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "lockgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: lockgate
+{{- end }}
+
+{{- define "lockgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lockgate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "lockgate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The rules the operator needs in every namespace it watches. Each one is traced to the code:
+  lockgate.dev applications, deployments: kopf lists and watches them and patches its
+    finalizer and progress annotations; the reconciler patches Deployments (action and
+    superseded-by annotations) and reads Applications.
+  .../status: kopf and the reconciler write status.
+  apps deployments: the two slots <app>-a/-b, read and server-side applied (create + patch);
+    deployments/scale: scaled through the scale subresource.
+  services: <app>-stable/-canary, read and server-side applied.
+  pods: listed to tell ready instances.
+  events: kopf posts Events for the handlers and lockgate's own.
+  traefik.io traefikservices, ingressroutes: read and server-side applied.
+  kopf.dev kopfpeerings: a namespaced operator's peering (see values.peering).
+*/}}
+{{- define "lockgate.namespacedRules" -}}
+- apiGroups: [lockgate.dev]
+  resources: [applications, deployments]
+  verbs: [get, list, watch, patch]
+- apiGroups: [lockgate.dev]
+  resources: [applications/status, deployments/status]
+  verbs: [get, patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, create, patch]
+- apiGroups: [apps]
+  resources: [deployments/scale]
+  verbs: [patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+- apiGroups: [traefik.io]
+  resources: [traefikservices, ingressroutes]
+  verbs: [get, create, patch]
+{{- if .Values.rbac.readSecrets }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
+{{- end }}
