@@ -319,3 +319,140 @@ def test_unreachable_cluster_is_a_clear_error(
     assert main(["history", "shop", "--kubeconfig", str(kubeconfig)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot reach the cluster at http://127.0.0.1:{port}:"), err
+
+
+# ---------------------------------------------------------------- command flow, with fakes
+
+
+def fake_cluster(monkeypatch: pytest.MonkeyPatch, objects: list[dict[str, Any]]) -> list[Any]:
+    """Make get_deployment return `objects` one after another (the last one repeats);
+    KeyboardInterrupt instances are raised instead. Returns the patches sent."""
+    from lockgate.cli import kubectl
+
+    sent: list[Any] = []
+    queue = list(objects)
+
+    def get(target: Any, name: str) -> dict[str, Any]:
+        item = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    monkeypatch.setattr(kubectl, "connect", lambda args: kubectl.Target(None, "prod", "fake"))
+    monkeypatch.setattr(kubectl, "get_deployment", get)
+    monkeypatch.setattr(kubectl.time, "sleep", lambda s: None)
+    return sent
+
+
+def versioned(obj: dict[str, Any], version: str) -> dict[str, Any]:
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}}
+
+
+def test_watch_prints_each_change_and_exits_0_on_success(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = versioned(RUNNING_CANARY, "1")
+    fake_cluster(monkeypatch, [running, running, versioned(dep("Succeeded"), "2")])
+    assert main(["status", "shop-v2", "-w"]) == 0
+    frames = capsys.readouterr().out.split("-" * 60)
+    assert len(frames) == 2  # the unchanged poll printed nothing
+    assert "Phase:     Progressing" in frames[0] and "Phase:     Succeeded" in frames[1]
+
+
+def test_watch_exits_1_when_the_rollout_ends_otherwise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_cluster(monkeypatch, [versioned(RUNNING_CANARY, "1"), versioned(dep("RolledBack"), "2")])
+    assert main(["status", "shop-v2", "-w"]) == 1
+
+
+def test_ctrl_c_ends_a_watch_cleanly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_cluster(monkeypatch, [versioned(RUNNING_CANARY, "1"), KeyboardInterrupt()])
+    assert main(["status", "shop-v2", "-w"]) == 0
+    captured = capsys.readouterr()
+    assert "Phase:     Progressing" in captured.out and captured.err == ""
+
+
+def test_watch_gives_up_after_its_timeout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lockgate.cli import kubectl
+
+    fake_cluster(monkeypatch, [versioned(RUNNING_CANARY, "1")])
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr(kubectl.time, "monotonic", lambda: float(next(clock)))
+    assert main(["status", "shop-v2", "-w", "--timeout", "30"]) == 1
+    assert "still Progressing after 30s" in capsys.readouterr().err
+
+
+def test_an_action_the_operator_ignores_exits_1_with_its_reason(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lockgate.cli import kubectl
+
+    before = dep("Progressing", log=[{"at": "2026-11-23T13:59:00Z", "message": "old"}])
+    after = dep(
+        "Progressing",
+        message="waiting for 1 new instance(s)",
+        log=[
+            {"at": "2026-11-23T13:59:00Z", "message": "old"},
+            {"at": "2026-11-23T14:00:01Z", "message": "action promote received"},
+            {
+                "at": "2026-11-23T14:00:02Z",
+                "level": "Warning",
+                "message": "action promote ignored: step 1 (start 1 canary instance(s)) waits "
+                "for instances or traffic, not for a promote",
+            },
+        ],
+    )
+    fake_cluster(monkeypatch, [after])
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        kubectl,
+        "patch_deployment",
+        lambda target, name, check, body: (sent.append(body), (before, before))[1],
+    )
+    assert main(["promote", "shop-v2"]) == 1
+    out = capsys.readouterr().out
+    assert sent == [{"metadata": {"annotations": {"lockgate.dev/action": "promote"}}}]
+    assert "promote requested for shop-v2 (it was Progressing)" in out
+    assert "Warning: action promote ignored: step 1" in out and "old" not in out
+
+
+def test_context_flag_picks_that_contexts_namespace(tmp_path: Path) -> None:
+    import argparse
+
+    from lockgate.cli.kubectl import connect
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "one", "context": {"cluster": "c", "user": "u", "namespace": "ns1"}},
+                    {"name": "two", "context": {"cluster": "c", "user": "u", "namespace": "ns2"}},
+                    {"name": "bare", "context": {"cluster": "c", "user": "u"}},
+                ],
+                "current-context": "one",
+            }
+        )
+    )
+
+    def namespace(*flags: str) -> str:
+        parser = argparse.ArgumentParser()
+        from lockgate.cli.kubectl import add_connection_flags
+
+        add_connection_flags(parser)
+        args = parser.parse_args(["--kubeconfig", str(kubeconfig), *flags])
+        return connect(args).namespace
+
+    assert namespace() == "ns1"
+    assert namespace("--context", "two") == "ns2"
+    assert namespace("--context", "bare") == "default"
+    assert namespace("--context", "two", "-n", "mine") == "mine"
