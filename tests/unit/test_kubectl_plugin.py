@@ -456,3 +456,21 @@ def test_context_flag_picks_that_contexts_namespace(tmp_path: Path) -> None:
     assert namespace("--context", "two") == "ns2"
     assert namespace("--context", "bare") == "default"
     assert namespace("--context", "two", "-n", "mine") == "mine"
+
+
+def test_connection_flags_work_before_the_subcommand_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lockgate.cli import kubectl
+
+    seen: list[tuple[str | None, str | None, str | None]] = []
+
+    def connect(args: Any) -> Any:
+        seen.append((args.namespace, args.context, args.kubeconfig))
+        raise kubectl.PluginError("stop here")
+
+    monkeypatch.setattr(kubectl, "connect", connect)
+    assert main(["-n", "a", "--context", "c", "status", "x"]) == 1
+    assert main(["-n", "a", "status", "x", "-n", "b", "--kubeconfig", "k"]) == 1
+    assert main(["status", "x"]) == 1
+    assert seen == [("a", "c", None), ("b", None, "k"), (None, None, None)]

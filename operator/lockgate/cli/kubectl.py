@@ -53,6 +53,20 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG or ~/.kube)")
 
 
+def add_global_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """The same flags before the subcommand (`kubectl lockgate -n prod status x`), kept under
+    other names: argparse lets a subcommand's defaults overwrite the top level's values."""
+    parser.add_argument("-n", "--namespace", dest="global_namespace", help=argparse.SUPPRESS)
+    parser.add_argument("--context", dest="global_context", help=argparse.SUPPRESS)
+    parser.add_argument("--kubeconfig", dest="global_kubeconfig", help=argparse.SUPPRESS)
+
+
+def _merge_global_flags(args: argparse.Namespace) -> None:
+    for name in ("namespace", "context", "kubeconfig"):
+        if getattr(args, name, None) is None:
+            setattr(args, name, getattr(args, f"global_{name}", None))
+
+
 def connect(args: argparse.Namespace) -> Target:
     """An API client from the kubeconfig (or the Pod's service account when there is none)."""
     from kubernetes import client, config
@@ -380,6 +394,7 @@ COMMANDS = frozenset({"status", "promote", "abort", "retry", "pause", "resume", 
 
 
 def run(args: argparse.Namespace) -> int:
+    _merge_global_flags(args)
     try:
         if args.command == "status":
             return status_command(args)

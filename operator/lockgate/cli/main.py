@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Progressive delivery for Kubernetes and Docker hosts.",
     )
     parser.add_argument("--version", action="version", version=f"lockgate {__version__}")
+    from .kubectl import add_global_connection_flags
+
+    add_global_connection_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser(
         "plan",
