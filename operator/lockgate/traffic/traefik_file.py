@@ -1,0 +1,572 @@
+"""Traefik's file provider, for Docker hosts: one dynamic-config file per Application.
+
+The file holds a router `<app>` (when a route is set) to a weighted service `<app>` over the
+load balancers `<app>-stable` and `<app>-canary`, each listing the server URLs of healthy
+instances with an active health check. A side with weight 0 is left out of the weighted
+list (its load balancer stays defined while it has servers, so Traefik keeps checking them
+and `servers_in_proxy` can count them before they get traffic).
+
+The file is the declared state: every change reads it, changes weights or servers, and
+writes it whole and atomically (a temp file in the same directory, renamed over the old
+one), locally or over SFTP with strict host keys. Traefik ignores the temp file: its file
+provider reads only .yaml/.yml/.toml. A change counts as done only when Traefik's API
+serves the declared weights and servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import posixpath
+import secrets
+import shlex
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import httpx
+import paramiko
+import yaml
+
+from lockgate.api.application import ApplicationSpec
+from lockgate.targets.docker import DockerTargetError, HostSpec, ssh_connect, translate_error
+
+log = logging.getLogger("lockgate.traefik_file")
+
+ROLES = ("stable", "canary")
+MANAGED_BY = "lockgate"
+
+
+def service_name(app: str, role: str) -> str:
+    return f"{app}-{role}"
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    path: str = "/health"
+    interval_seconds: int = 5
+    timeout_seconds: int = 2
+
+    def render(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "interval": f"{self.interval_seconds}s",
+            "timeout": f"{self.timeout_seconds}s",
+        }
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    rule: str
+    entry_points: tuple[str, ...] = ("web",)
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    """What lockgate declares for one application."""
+
+    app: str
+    weights: tuple[int, int]  # (stable, canary), summing to 100
+    servers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # role -> URLs
+    route: RouteConfig | None = None
+    health: HealthCheckConfig | None = HealthCheckConfig()
+
+    def servers_of(self, role: str) -> tuple[str, ...]:
+        return tuple(self.servers.get(role, ()))
+
+
+def render(config: FileConfig) -> dict[str, Any]:
+    """The dynamic configuration (as a dict) for Traefik's file provider."""
+    stable, canary = config.weights
+    if stable < 0 or canary < 0 or stable + canary != 100:
+        raise ValueError(f"weights must be non-negative and sum to 100, got {stable}/{canary}")
+    app = config.app
+    weighted: list[dict[str, Any]] = [
+        {"name": service_name(app, role), "weight": weight}
+        for role, weight in zip(ROLES, config.weights, strict=True)
+        if weight > 0
+    ]
+    services: dict[str, Any] = {"weighted": {"services": weighted}}
+    if config.health is not None:
+        # Propagates the children's health: a side whose servers are all down is skipped.
+        services["weighted"]["healthCheck"] = {}
+    out_services: dict[str, Any] = {app: services}
+    for role, weight in zip(ROLES, config.weights, strict=True):
+        servers = config.servers_of(role)
+        if weight == 0 and not servers:
+            continue
+        lb: dict[str, Any] = {"servers": [{"url": url} for url in sorted(servers)]}
+        if config.health is not None:
+            lb["healthCheck"] = config.health.render()
+        out_services[service_name(app, role)] = {"loadBalancer": lb}
+    http: dict[str, Any] = {"services": out_services}
+    if config.route is not None:
+        http["routers"] = {
+            app: {
+                "rule": config.route.rule,
+                "entryPoints": list(config.route.entry_points),
+                "service": app,
+            }
+        }
+    return {"http": http}
+
+
+def dump(config: FileConfig) -> str:
+    header = f"# Written by {MANAGED_BY} for application {config.app}; edits are overwritten.\n"
+    return header + yaml.safe_dump(render(config), sort_keys=True)
+
+
+def _seconds(value: Any, default: int) -> int:
+    text = str(value or "")
+    return int(text[:-1]) if text.endswith("s") and text[:-1].isdigit() else default
+
+
+def parse(app: str, text: str) -> FileConfig | None:
+    """The FileConfig a file written by `dump` declares; None if it is not one."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    http = (data or {}).get("http") if isinstance(data, dict) else None
+    if not isinstance(http, dict):
+        return None
+    services = http.get("services") or {}
+    weighted = ((services.get(app) or {}).get("weighted") or {}).get("services")
+    if weighted is None:
+        return None
+    weights = dict.fromkeys(ROLES, 0)
+    for child in weighted:
+        for role in ROLES:
+            if child.get("name") == service_name(app, role):
+                weights[role] += int(child.get("weight", 1))
+    if sum(weights.values()) != 100:
+        return None
+    servers: dict[str, tuple[str, ...]] = {}
+    health: HealthCheckConfig | None = None
+    for role in ROLES:
+        lb = (services.get(service_name(app, role)) or {}).get("loadBalancer") or {}
+        servers[role] = tuple(sorted(s["url"] for s in lb.get("servers") or [] if "url" in s))
+        hc = lb.get("healthCheck")
+        if hc and health is None:
+            health = HealthCheckConfig(
+                path=str(hc.get("path", "/health")),
+                interval_seconds=_seconds(hc.get("interval"), 5),
+                timeout_seconds=_seconds(hc.get("timeout"), 2),
+            )
+    router = (http.get("routers") or {}).get(app)
+    route = (
+        RouteConfig(router["rule"], tuple(router.get("entryPoints") or ()))
+        if isinstance(router, dict) and "rule" in router
+        else None
+    )
+    return FileConfig(
+        app=app,
+        weights=(weights["stable"], weights["canary"]),
+        servers=servers,
+        route=route,
+        health=health,
+    )
+
+
+# --- where the file lives --------------------------------------------------------------------
+
+
+class ConfigStore(Protocol):
+    """Reads and atomically replaces one file."""
+
+    path: str
+
+    async def read(self) -> str | None: ...
+
+    async def write(self, text: str) -> None: ...
+
+    async def remove(self) -> None: ...
+
+
+def _temp_name(path: str) -> str:
+    directory, base = posixpath.split(path)
+    return posixpath.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+
+
+class LocalStore:
+    """The file on the operator's own filesystem."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _write_sync(self, text: str) -> None:
+        directory = os.path.dirname(self.path) or "."
+        fd, tmp = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp"
+        )
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(tmp, 0o644)  # the proxy may run as another user; no secrets in here
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _read_sync(self) -> str | None:
+        try:
+            with open(self.path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    async def read(self) -> str | None:
+        return await asyncio.to_thread(self._read_sync)
+
+    async def write(self, text: str) -> None:
+        await asyncio.to_thread(self._write_sync, text)
+
+    async def remove(self) -> None:
+        def unlink() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+        await asyncio.to_thread(unlink)
+
+
+class SftpStore:
+    """The file on an ssh:// host over one reused SSH connection (strict host keys, as for
+    the Docker connection to that host): SFTP (write a temp file, posix-rename it over the
+    old one). A server without the sftp subsystem gets the same through an exec channel:
+    `cat > temp && mv -f temp path` (mv within a directory is a rename)."""
+
+    def __init__(self, host: HostSpec, path: str, *, connect_timeout: float = 10.0) -> None:
+        self.host = host
+        self.path = path
+        self.connect_timeout = connect_timeout
+        self.mode: str | None = None  # "sftp" or "exec", found on first use
+        self._ssh: paramiko.SSHClient | None = None
+        self._lock = asyncio.Lock()
+
+    def _connected(self) -> paramiko.SSHClient:
+        transport = self._ssh.get_transport() if self._ssh else None
+        if self._ssh is None or transport is None or not transport.is_active():
+            if self._ssh is not None:
+                self._ssh.close()
+            self._ssh = ssh_connect(self.host, self.connect_timeout)
+        return self._ssh
+
+    def _sftp(self) -> paramiko.SFTPClient | None:
+        """An SFTP session, or None when the server has no sftp subsystem."""
+        ssh = self._connected()
+        if self.mode == "exec":
+            return None
+        try:
+            sftp = ssh.open_sftp()
+        except paramiko.SSHException:
+            if self.mode == "sftp":
+                raise
+            log.info("host %s has no sftp subsystem; writing through exec", self.host.name)
+            self.mode = "exec"
+            return None
+        self.mode = "sftp"
+        return sftp
+
+    def _exec(self, command: str, stdin: bytes = b"") -> tuple[int, bytes]:
+        ssh = self._connected()
+        chan_in, chan_out, chan_err = ssh.exec_command(command, timeout=self.connect_timeout * 3)
+        if stdin:
+            chan_in.write(stdin)
+        chan_in.channel.shutdown_write()
+        out: bytes = chan_out.read()
+        err: bytes = chan_err.read()
+        status: int = chan_out.channel.recv_exit_status()
+        if status not in (0, 3):
+            raise OSError(f"{command.split()[0]} exited {status}: {err.decode()[-300:]}")
+        return status, out
+
+    def _write_sync(self, text: str) -> None:
+        tmp = _temp_name(self.path)
+        sftp = self._sftp()
+        if sftp is None:
+            t, p = shlex.quote(tmp), shlex.quote(self.path)
+            self._exec(
+                f"umask 022 && {{ cat > {t} && mv -f {t} {p}; }} || {{ rm -f {t}; exit 1; }}",
+                text.encode(),
+            )
+            return
+        try:
+            with sftp.open(tmp, "w") as out:
+                out.write(text.encode())
+                out.flush()
+            sftp.chmod(tmp, 0o644)
+            sftp.posix_rename(tmp, self.path)  # replaces atomically (plain rename refuses)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                sftp.remove(tmp)
+            raise
+        finally:
+            sftp.close()
+
+    def _read_sync(self) -> str | None:
+        sftp = self._sftp()
+        if sftp is None:
+            p = shlex.quote(self.path)
+            status, out = self._exec(f"if [ -e {p} ]; then cat {p}; else exit 3; fi")
+            return out.decode() if status == 0 else None
+        try:
+            with sftp.open(self.path, "r") as f:
+                data: bytes = f.read()
+                return data.decode()
+        except FileNotFoundError:
+            return None
+        finally:
+            sftp.close()
+
+    def _remove_sync(self) -> None:
+        sftp = self._sftp()
+        if sftp is None:
+            self._exec(f"rm -f {shlex.quote(self.path)}")
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(self.path)
+        finally:
+            sftp.close()
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except DockerTargetError:
+                raise
+            except Exception as exc:
+                if self._ssh is not None:
+                    self._ssh.close()
+                    self._ssh = None
+                raise translate_error(self.host.name, exc) from exc
+
+    async def read(self) -> str | None:
+        text: str | None = await self._call(self._read_sync)
+        return text
+
+    async def write(self, text: str) -> None:
+        await self._call(self._write_sync, text)
+
+    async def remove(self) -> None:
+        await self._call(self._remove_sync)
+
+    def close(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+
+
+def store_for(
+    app: ApplicationSpec, hosts: Mapping[str, HostSpec], *, default_path: str | None = None
+) -> ConfigStore:
+    """Where spec.traffic.traefik.fileProvider says the file lives: "local", or a host
+    reached over ssh:// (a unix:// host is on the operator's machine, so local too)."""
+    fp = app.traffic.traefik.file_provider
+    if fp is None:
+        if default_path is None:
+            raise ValueError("spec.traffic.traefik.fileProvider is not set")
+        return LocalStore(default_path)
+    if fp.host == "local":
+        return LocalStore(fp.path)
+    host = hosts.get(fp.host)
+    if host is None:
+        raise ValueError(f"spec.traffic.traefik.fileProvider.host: no host {fp.host!r}")
+    if host.transport == "unix":
+        return LocalStore(fp.path)
+    if host.transport == "ssh":
+        return SftpStore(host, fp.path)
+    raise ValueError(
+        f"spec.traffic.traefik.fileProvider.host: {fp.host} is reached over tcp://, "
+        "which cannot write files; use an ssh:// host or 'local'"
+    )
+
+
+# --- the router ------------------------------------------------------------------------------
+
+
+def parse_live_weights(service: Mapping[str, Any], app: str) -> tuple[int, int] | None:
+    """(stable, canary) from Traefik's /api/http/services/<app>@file answer."""
+    if service.get("status") not in (None, "enabled"):
+        return None
+    weights = dict.fromkeys(ROLES, 0)
+    for child in (service.get("weighted") or {}).get("services") or []:
+        name = str(child.get("name", "")).split("@")[0]
+        for role in ROLES:
+            if name == service_name(app, role):
+                weights[role] += int(child.get("weight", 1))
+    total = sum(weights.values())
+    if total == 0:
+        return None
+    canary = round(100 * weights["canary"] / total)
+    return (100 - canary, canary)
+
+
+class TraefikFileRouter:
+    """The Router for Docker targets: weights and servers in a file-provider config."""
+
+    def __init__(
+        self,
+        app_name: str,
+        store: ConfigStore,
+        *,
+        api_url: str | None,
+        http: httpx.AsyncClient,
+        route: RouteConfig | None = None,
+        health: HealthCheckConfig | None = HealthCheckConfig(),
+    ) -> None:
+        self.app = app_name
+        self.store = store
+        self.api_url = api_url.rstrip("/") if api_url else None
+        self.http = http
+        self.route = route
+        self.health = health
+
+    @classmethod
+    def for_application(
+        cls,
+        app_name: str,
+        app: ApplicationSpec,
+        store: ConfigStore,
+        *,
+        http: httpx.AsyncClient,
+        api_url: str | None = None,
+    ) -> TraefikFileRouter:
+        traefik = app.traffic.traefik
+        route = (
+            RouteConfig(traefik.route.match, tuple(traefik.route.entry_points))
+            if traefik.route
+            else None
+        )
+        hc = app.health_check
+        return cls(
+            app_name,
+            store,
+            api_url=traefik.api_url or api_url,
+            http=http,
+            route=route,
+            health=HealthCheckConfig(hc.http.path, hc.interval_seconds, hc.timeout_seconds),
+        )
+
+    async def declared(self) -> FileConfig | None:
+        text = await self.store.read()
+        return parse(self.app, text) if text is not None else None
+
+    async def apply(
+        self, weights: tuple[int, int], servers: Mapping[str, Sequence[str]]
+    ) -> FileConfig:
+        """Write the whole declared state (skipped when the file already says it)."""
+        config = FileConfig(
+            app=self.app,
+            weights=weights,
+            servers={role: tuple(sorted(servers.get(role, ()))) for role in ROLES},
+            route=self.route,
+            health=self.health,
+        )
+        text = dump(config)
+        if await self.store.read() != text:
+            await self.store.write(text)
+        return config
+
+    async def ensure_route(self) -> None:
+        current = await self.declared()
+        if current is None:
+            await self.apply((100, 0), {})
+        else:
+            await self.apply(current.weights, current.servers)
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        current = await self.declared()
+        await self.apply((stable, canary), current.servers if current else {})
+
+    async def set_servers(
+        self, stable: Sequence[str] | None = None, canary: Sequence[str] | None = None
+    ) -> None:
+        """Replace the server lists (None keeps a role's list); weights stay."""
+        current = await self.declared()
+        servers = dict(current.servers) if current else {}
+        if stable is not None:
+            servers["stable"] = tuple(stable)
+        if canary is not None:
+            servers["canary"] = tuple(canary)
+        await self.apply(current.weights if current else (100, 0), servers)
+
+    async def remove_route(self) -> None:
+        await self.store.remove()
+
+    async def declared_weights(self) -> tuple[int, int] | None:
+        current = await self.declared()
+        return current.weights if current else None
+
+    async def _api(self, name: str) -> dict[str, Any] | None:
+        """Traefik's answer for one service of the file provider; None if absent or the API
+        cannot be read."""
+        if not self.api_url:
+            return None
+        url = f"{self.api_url}/api/http/services/{quote(name)}@file"
+        try:
+            answer = await self.http.get(url, timeout=2.0)
+        except httpx.HTTPError:
+            return None
+        if answer.status_code != 200:
+            return None
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def live_servers(self) -> dict[str, tuple[str, ...]] | None:
+        """Server URLs Traefik has loaded per role (a role Traefik does not know: none);
+        None without Traefik's API."""
+        if not self.api_url:
+            return None
+        out: dict[str, tuple[str, ...]] = {}
+        for role in ROLES:
+            body = await self._api(service_name(self.app, role))
+            servers = ((body or {}).get("loadBalancer") or {}).get("servers") or []
+            out[role] = tuple(sorted(str(s.get("url")) for s in servers))
+        return out
+
+    async def servers_in_proxy(self) -> dict[str, int] | None:
+        """How many servers Traefik has loaded (and not marked down) per role."""
+        if not self.api_url:
+            return None
+        out: dict[str, int] = {}
+        for role in ROLES:
+            body = await self._api(service_name(self.app, role)) or {}
+            servers = (body.get("loadBalancer") or {}).get("servers") or []
+            status = body.get("serverStatus") or {}
+            out[role] = sum(1 for s in servers if status.get(s.get("url"), "UP") == "UP")
+        return out
+
+    async def live_weights(self) -> tuple[int, int] | None:
+        """The declared split, once Traefik serves it and the declared servers of every
+        side with weight; None until then (or without a declared file)."""
+        declared = await self.declared()
+        if declared is None:
+            return None
+        if not self.api_url:
+            return declared.weights  # without Traefik's API the declared split is all we know
+        body = await self._api(self.app)
+        if body is None or parse_live_weights(body, self.app) != declared.weights:
+            return None
+        live = await self.live_servers()
+        if live is None:
+            return None
+        for role, weight in zip(ROLES, declared.weights, strict=True):
+            if weight > 0 and live[role] != declared.servers_of(role):
+                return None
+        return declared.weights

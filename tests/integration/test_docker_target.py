@@ -1,0 +1,688 @@
+"""lockgate.targets.docker and lockgate.traffic.traefik_file against the real thing: three
+dockerd hosts (unix socket, tcp + mutual TLS, ssh through paramiko) and Traefik's file
+provider routing real HTTP to the containers.
+
+A daemon "stopped mid-operation" is host1's daemon behind a unix-socket relay that this test
+cuts at a chosen request: the client sees exactly what a dying daemon shows it (the
+connection closed without an answer, then the socket gone), while the real daemons, which
+other sessions on this machine share, keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lockgate.targets.docker import (
+    LABEL_APP,
+    LABEL_RELEASE,
+    DockerObservation,
+    HostConnections,
+    HostKeyError,
+    HostSpec,
+    HostUnavailable,
+    ImageUnavailable,
+    Instance,
+    Resources,
+    check_capacity,
+    ensure_instances,
+    extra_instances,
+    host_capacity,
+    list_instances,
+    observe,
+    remove_instances,
+    wait_healthy,
+)
+from lockgate.traffic.traefik_file import (
+    LocalStore,
+    RouteConfig,
+    SftpStore,
+    TraefikFileRouter,
+    parse,
+)
+from tests.support.cluster import Traefik
+from tests.support.dockerhosts import DockerHost, local_client
+
+pytestmark = pytest.mark.integration
+
+NO_LIMITS = Resources()
+
+
+def host_spec(host: DockerHost, **overrides: str) -> HostSpec:
+    def read(path: Path | None) -> str | None:
+        return path.read_text() if path else None
+
+    spec = HostSpec(
+        name=host.name,
+        url=host.url,
+        address=host.address,
+        ssh_key=read(host.ssh_key),
+        known_hosts=read(host.known_hosts),
+        tls_ca=read(host.tls_ca),
+        tls_cert=read(host.tls_cert),
+        tls_key=read(host.tls_key),
+    )
+    return replace(spec, **overrides)
+
+
+@pytest.fixture
+def app(docker_hosts: list[DockerHost]) -> Iterator[str]:
+    """A unique application name; its containers are removed from every host afterwards."""
+    name = f"lgt-{uuid.uuid4().hex[:8]}"
+    yield name
+    for host in docker_hosts:
+        client = local_client(host)
+        try:
+            for c in client.containers.list(all=True, filters={"label": f"{LABEL_APP}={name}"}):
+                c.remove(force=True)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def conns(docker_hosts: list[DockerHost]) -> Iterator[HostConnections]:
+    connections = HostConnections([host_spec(h) for h in docker_hosts], timeout=30)
+    yield connections
+    connections.close()
+
+
+def labelled(host: DockerHost, app: str) -> list[str]:
+    """Names of the app's containers on host, read over its unix socket."""
+    client = local_client(host)
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{LABEL_APP}={app}"})
+        return sorted(c.name for c in found)
+    finally:
+        client.close()
+
+
+# --- instances on every transport ------------------------------------------------------------
+
+
+def test_instances_on_unix_tls_and_ssh_hosts_answer(
+    docker_hosts: list[DockerHost],
+    conns: HostConnections,
+    app: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        caplog.set_level(logging.DEBUG)
+        started = await conns.each(
+            conns.names,
+            lambda h: ensure_instances(
+                conns,
+                h,
+                app,
+                f"{app}-1/1",
+                "demo:v1",
+                2,
+                {"DB_PASSWORD": secret},
+                Resources.parse("0.25", "64Mi"),
+                8080,
+                role="stable",
+            ),
+        )
+        instances = [i for result in started.values() if isinstance(result, list) for i in result]
+        assert len(instances) == 6, started
+        async with httpx.AsyncClient() as http:
+            assert await wait_healthy(http, instances, "/health", within=30)
+            for instance in instances:
+                answer = await http.get(f"{instance.url}/")
+                assert answer.headers["X-Version"] == "v1", instance
+                assert instance.url and instance.url.startswith(f"http://{instance.address}:")
+
+    asyncio.run(scenario())
+    for host in docker_hosts:
+        assert labelled(host, app) == [f"{app}-1-r1-0", f"{app}-1-r1-1"], host.name
+        client = local_client(host)
+        try:
+            c = client.containers.get(f"{app}-1-r1-0")
+            hc = c.attrs["HostConfig"]
+            assert hc["NanoCpus"] == 250_000_000 and hc["Memory"] == 64 * 2**20
+            assert hc["RestartPolicy"]["Name"] == "unless-stopped"
+            binding = hc["PortBindings"]["8080/tcp"][0]
+            assert binding["HostIp"] == host.address  # published on the host's address only
+            assert f"DB_PASSWORD={secret}" in c.attrs["Config"]["Env"]
+            assert c.labels[LABEL_RELEASE] == f"{app}-1/1"
+        finally:
+            client.close()
+    assert secret not in caplog.text
+    assert f"creating {app}-1-r1-0" in caplog.text
+
+
+def test_tls_material_lives_in_a_private_directory_removed_on_close(
+    docker_hosts_by_name: dict[str, DockerHost],
+) -> None:
+    conns = HostConnections([host_spec(docker_hosts_by_name["host2"])])
+    asyncio.run(conns.ping("host2"))
+    directory = Path(conns._tls_dirs["host2"])
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    conns.close()
+    assert not directory.exists()
+
+
+def test_remove_stops_with_sigterm_and_removes(
+    docker_hosts_by_name: dict[str, DockerHost], conns: HostConnections, app: str
+) -> None:
+    async def scenario() -> float:
+        await ensure_instances(conns, "host3", app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080)
+        started = time.monotonic()
+        removed = await remove_instances(conns, "host3", app, f"{app}/1", grace=20)
+        assert removed == [f"{app}-r1-0", f"{app}-r1-1"]
+        return time.monotonic() - started
+
+    seconds = asyncio.run(scenario())
+    assert labelled(docker_hosts_by_name["host3"], app) == []
+    assert seconds < 10, "the demo app exits on SIGTERM; nothing should wait for SIGKILL"
+
+
+def test_missing_image_is_an_error_naming_the_host(conns: HostConnections, app: str) -> None:
+    with pytest.raises(ImageUnavailable, match=r"^docker host host1: image lgt-absent:v0"):
+        asyncio.run(
+            ensure_instances(
+                conns, "host1", app, f"{app}/1", "lgt-absent:v0", 1, {}, NO_LIMITS, 8080
+            )
+        )
+
+
+# --- SSH host keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["changed-key", "host-missing"])
+def test_unknown_or_changed_ssh_host_key_is_refused_and_nothing_starts(
+    docker_hosts_by_name: dict[str, DockerHost], tmp_path: Path, app: str, case: str
+) -> None:
+    host = docker_hosts_by_name["host3"]
+    assert host.known_hosts
+    real = host.known_hosts.read_text().split()
+    if case == "changed-key":
+        key = tmp_path / "other"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        public = key.with_suffix(".pub").read_text().split()[:2]
+        known = f"{host.address} {' '.join(public)}\n"
+        expected = r"^docker host host3: SSH host key of .* changed"
+    else:
+        known = f"10.66.99.2 {real[1]} {real[2]}\n"
+        expected = r"^docker host host3: SSH host key unknown, refusing"
+    conns = HostConnections([host_spec(host, known_hosts=known)])
+    try:
+        with pytest.raises(HostKeyError, match=expected):
+            asyncio.run(
+                ensure_instances(conns, "host3", app, f"{app}/1", "demo:v1", 1, {}, NO_LIMITS, 8080)
+            )
+        # and again: a refused host never ends up with a cached client
+        with pytest.raises(HostKeyError):
+            asyncio.run(list_instances(conns, "host3", app))
+        store = SftpStore(host_spec(host, known_hosts=known), str(tmp_path / "x.yaml"))
+        with pytest.raises(HostKeyError):
+            asyncio.run(store.write("http: {}\n"))
+    finally:
+        conns.close()
+    assert labelled(host, app) == []
+    assert not (tmp_path / "x.yaml").exists()
+
+
+# --- a daemon that goes away -----------------------------------------------------------------
+
+
+class SocketRelay:
+    """A unix socket relaying to a daemon's socket, cut like a dying daemon: when a request
+    containing `trip` arrives it is not passed on, every connection closes and the socket
+    disappears. `restore()` listens again."""
+
+    def __init__(self, path: Path, upstream: Path) -> None:
+        self.path = path
+        self.upstream = upstream
+        self.trip: bytes | None = None
+        self.tripped = threading.Event()
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+
+    def start(self) -> None:
+        self.tripped.clear()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(str(self.upstream))
+            with self._lock:
+                self._sockets |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, to_daemon: bool) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            if to_daemon and self.trip and self.trip in data:
+                self.stop()
+                return
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.tripped.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+            self._listener = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with self._lock:
+            sockets, self._sockets = self._sockets, set()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.trip = None
+        self.start()
+
+
+def test_daemon_stopping_mid_operation_fails_that_host_by_name_and_others_carry_on(
+    docker_hosts_by_name: dict[str, DockerHost], tmp_path: Path, app: str
+) -> None:
+    host1 = docker_hosts_by_name["host1"]
+    relay = SocketRelay(tmp_path / "docker.sock", host1.socket)
+    relay.start()
+    specs = [
+        host_spec(host1, url=f"unix://{relay.path}"),
+        host_spec(docker_hosts_by_name["host2"]),
+        host_spec(docker_hosts_by_name["host3"]),
+    ]
+    conns = HostConnections(specs, timeout=20)
+    release = f"{app}/1"
+
+    async def ensure(h: str) -> list[Instance]:
+        return await ensure_instances(conns, h, app, release, "demo:v1", 1, {}, NO_LIMITS, 8080)
+
+    try:
+        asyncio.run(conns.ping("host1"))  # a connected, cached client
+        relay.trip = b"/containers/create"  # the daemon dies as the create arrives
+        results = asyncio.run(conns.each(conns.names, ensure))
+        assert relay.tripped.is_set()
+        failure = results["host1"]
+        assert isinstance(failure, HostUnavailable), failure
+        assert str(failure).startswith("docker host host1: daemon unreachable"), str(failure)
+        assert not isinstance(results["host2"], Exception)
+        assert not isinstance(results["host3"], Exception)
+        assert labelled(host1, app) == []
+
+        # While it is down: refused at once, by name.
+        started = time.monotonic()
+        with pytest.raises(HostUnavailable, match=r"^docker host host1: daemon unreachable"):
+            asyncio.run(ensure("host1"))
+        assert time.monotonic() - started < 5
+
+        # Back up: the same HostConnections reconnects and the batch completes.
+        relay.restore()
+        again = asyncio.run(conns.each(conns.names, ensure))
+        assert all(not isinstance(r, Exception) for r in again.values()), again
+        assert labelled(host1, app) == [f"{app}-r1-0"]
+    finally:
+        relay.stop()
+        conns.close()
+
+
+def test_unreachable_hosts_fail_fast_with_their_name(tmp_path: Path) -> None:
+    conns = HostConnections(
+        [
+            HostSpec("gone", f"unix://{tmp_path}/nothing.sock", "127.0.0.1"),
+            HostSpec("closed", "tcp://10.66.2.2:1", "10.66.2.2"),
+        ],
+        timeout=5,
+    )
+    try:
+        for name in ("gone", "closed"):
+            with pytest.raises(HostUnavailable, match=rf"^docker host {name}: daemon unreachable"):
+                asyncio.run(conns.ping(name))
+    finally:
+        conns.close()
+
+
+# --- idempotency and restart -----------------------------------------------------------------
+
+
+def test_ensure_is_idempotent_and_a_restarted_operator_finds_containers_by_label(
+    docker_hosts_by_name: dict[str, DockerHost], docker_hosts: list[DockerHost], app: str
+) -> None:
+    release = f"{app}/2"
+    hosts = ("host2", "host3")  # tcp+TLS and ssh: the transports with most to go wrong
+
+    async def ensure_all(conns: HostConnections, count: int) -> dict[str, list[str]]:
+        out = await conns.each(
+            hosts,
+            lambda h: ensure_instances(
+                conns, h, app, release, "demo:v2", count, {}, NO_LIMITS, 8080
+            ),
+        )
+        return {h: sorted(i.id for i in r) for h, r in out.items() if isinstance(r, list)}
+
+    first = HostConnections([host_spec(h) for h in docker_hosts])
+    try:
+        ids = asyncio.run(ensure_all(first, 2))
+        assert asyncio.run(ensure_all(first, 2)) == ids
+    finally:
+        first.close()
+
+    # The operator restarts: nothing in memory, everything from labels.
+    second = HostConnections([host_spec(h) for h in docker_hosts])
+    try:
+        listed = asyncio.run(list_instances(second, "host3", app))
+        assert sorted(i.id for i in listed) == ids["host3"]
+        assert {i.release for i in listed} == {release}
+        assert asyncio.run(ensure_all(second, 2)) == ids
+
+        # A container stopped behind our back is started again, not duplicated.
+        client = local_client(docker_hosts_by_name["host2"])
+        try:
+            client.containers.get(f"{app}-r2-1").stop(timeout=5)
+        finally:
+            client.close()
+        assert asyncio.run(ensure_all(second, 2)) == ids
+
+        async def observed() -> DockerObservation:
+            async with httpx.AsyncClient() as http:
+                listed_now = await list_instances(second, "host2", app)
+                assert await wait_healthy(http, listed_now, "/health", within=20)
+                seen = await observe(
+                    second,
+                    ("host1", "host2", "host3"),
+                    app,
+                    stable_release="none/1",
+                    canary_release=release,
+                    instances_per_host=2,
+                    health_path="/health",
+                    http=http,
+                )
+                return seen
+
+        seen = asyncio.run(observed())
+        assert seen.canary.units == hosts and seen.canary.ready == hosts, seen.canary
+        assert seen.canary.image == "demo:v2"
+        assert len(seen.servers["canary"]) == 4
+        assert seen.stable.units == () and seen.servers["stable"] == ()
+
+        # Scaling down removes the highest index only.
+        smaller = asyncio.run(ensure_all(second, 1))
+        assert all(len(v) == 1 for v in smaller.values())
+    finally:
+        second.close()
+    for name in hosts:
+        assert labelled(docker_hosts_by_name[name], app) == [f"{app}-r2-0"]
+    assert labelled(docker_hosts_by_name["host1"], app) == []
+
+
+# --- capacity --------------------------------------------------------------------------------
+
+
+def test_capacity_shortfall_names_host_and_resource(
+    conns: HostConnections, app: str, docker_hosts_by_name: dict[str, DockerHost]
+) -> None:
+    async def scenario() -> None:
+        before = await host_capacity(conns, "host1")
+        assert before.total.nano_cpus >= 1_000_000_000 and before.total.memory > 2**28
+        await ensure_instances(
+            conns, "host1", app, f"{app}/1", "demo:v1", 1, {}, Resources.parse("1", "1Gi"), 8080
+        )
+        after = await host_capacity(conns, "host1")
+        # Others may run containers meanwhile; ours at least is counted.
+        assert after.reserved.nano_cpus - before.reserved.nano_cpus >= 1_000_000_000
+        assert after.reserved.memory - before.reserved.memory >= 2**30
+
+        ncpu = before.total.nano_cpus // 1_000_000_000
+        per = Resources.parse(str(ncpu), "1Gi")  # one instance fits a host, two never do
+        extra = extra_instances("BlueGreen", conns.names, 2)
+        found = await check_capacity(conns, extra, per)
+        assert {(s.host, s.resource) for s in found} >= {
+            ("host1", "cpu"),
+            ("host2", "cpu"),
+            ("host3", "cpu"),
+        }
+        messages = [str(s) for s in found]
+        assert any(m.startswith("host host2: not enough CPU") for m in messages), messages
+
+        huge = Resources.parse("0.1", f"{after.total.memory // 2**30 + 1}Gi")
+        found = await check_capacity(conns, extra_instances("Canary", conns.names, 1), huge)
+        assert [(s.host, s.resource) for s in found] == [("host1", "memory")]
+        assert "not enough memory" in str(found[0])
+
+        assert await check_capacity(conns, extra, Resources.parse("0.01", "8Mi")) == []
+
+    asyncio.run(scenario())
+
+
+# --- the file router with Traefik ------------------------------------------------------------
+
+
+async def until_live(
+    router: TraefikFileRouter, weights: tuple[int, int], within: float = 15
+) -> None:
+    """Until Traefik's API serves the declared weights and servers."""
+    deadline = time.monotonic() + within
+    live = await router.live_weights()
+    while live != weights:
+        assert time.monotonic() < deadline, f"{weights} not live after {within} s (live: {live})"
+        await asyncio.sleep(0.02)
+        live = await router.live_weights()
+
+
+def _versions(traefik: Traefik, app: str, n: int) -> Counter[str]:
+    with httpx.Client(timeout=5) as http:
+        answers = [http.get(traefik.web_url, headers={"Host": f"{app}.test"}) for _ in range(n)]
+    return Counter(a.headers.get("X-Version", f"status-{a.status_code}") for a in answers)
+
+
+def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
+    conns: HostConnections, app: str, traefik: Traefik
+) -> None:
+    path = traefik.dynamic_dir / f"{app}.yaml"
+    timings: dict[tuple[int, int], float] = {}
+
+    async def scenario() -> None:
+        await ensure_instances(
+            conns, "host1", app, f"{app}-a/1", "demo:v1", 2, {}, NO_LIMITS, 8080, role="stable"
+        )
+        await ensure_instances(conns, "host3", app, f"{app}-b/1", "demo:v2", 2, {}, NO_LIMITS, 8080)
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                seen = await observe(
+                    conns,
+                    conns.names,
+                    app,
+                    stable_release=f"{app}-a/1",
+                    canary_release=f"{app}-b/1",
+                    instances_per_host=2,
+                    health_path="/health",
+                    http=http,
+                )
+                if seen.stable.ready == ("host1",) and seen.canary.ready == ("host3",):
+                    break
+                await asyncio.sleep(0.2)
+            assert seen.stable.ready == ("host1",) and seen.canary.ready == ("host3",), seen
+            router = TraefikFileRouter(
+                app,
+                LocalStore(str(path)),
+                api_url=traefik.api_url,
+                http=http,
+                route=RouteConfig(f"Host(`{app}.test`)", ("web",)),
+            )
+            assert await router.live_weights() is None  # nothing declared yet
+            await router.ensure_route()
+            await router.set_servers(seen.servers["stable"], seen.servers["canary"])
+            for weights in ((100, 0), (50, 50), (0, 100)):
+                started = time.monotonic()
+                await router.set_weights(*weights)
+                await until_live(router, weights)
+                timings[weights] = time.monotonic() - started
+                live = await http.get(f"{traefik.api_url}/api/http/services/{app}@file")
+                names = [s["name"] for s in live.json()["weighted"]["services"]]
+                assert names == [
+                    f"{app}-{role}"
+                    for role, w in zip(("stable", "canary"), weights, strict=True)
+                    if w
+                ], names
+                counts = await asyncio.to_thread(_versions, traefik, app, 40)
+                if weights == (100, 0):
+                    assert counts == {"v1": 40}
+                elif weights == (0, 100):
+                    assert counts == {"v2": 40}
+                else:
+                    assert set(counts) == {"v1", "v2"} and abs(counts["v2"] - 20) <= 4, counts
+                assert await router.servers_in_proxy() == {"stable": 2, "canary": 2}
+            declared = parse(app, path.read_text())
+            assert declared is not None and declared.weights == (0, 100)
+            await router.remove_route()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        path.unlink(missing_ok=True)
+    assert all(t < 5 for t in timings.values()), timings
+
+
+def test_rewrites_are_atomic_while_traefik_and_a_reader_read(
+    conns: HostConnections, app: str, traefik: Traefik
+) -> None:
+    """Many rewrites of the file while a reader parses it in a loop and requests flow through
+    Traefik: every read is a whole config, every request is answered, no temp file stays."""
+    path = traefik.dynamic_dir / f"{app}.yaml"
+    stop = threading.Event()
+    reads: list[bool] = []
+    failures: list[str] = []
+    answered = Counter[int]()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                text = path.read_text()
+            except FileNotFoundError:
+                continue
+            reads.append(parse(app, text) is not None)
+
+    def load() -> None:
+        with httpx.Client(timeout=5) as http:
+            while not stop.is_set():
+                try:
+                    status = http.get(traefik.web_url, headers={"Host": f"{app}.test"}).status_code
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+                    continue
+                answered[status] += 1
+
+    async def scenario() -> None:
+        made = await ensure_instances(
+            conns, "host2", app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080
+        )
+        async with httpx.AsyncClient() as http:
+            assert await wait_healthy(http, made, "/health", within=20)
+            router = TraefikFileRouter(
+                app,
+                LocalStore(str(path)),
+                api_url=traefik.api_url,
+                http=http,
+                route=RouteConfig(f"Host(`{app}.test`)", ("web",)),
+            )
+            urls = [i.url for i in made if i.url]
+            await router.apply((100, 0), {"stable": urls, "canary": urls})
+            await until_live(router, (100, 0))
+            threads = [threading.Thread(target=reader), threading.Thread(target=load)]
+            for t in threads:
+                t.start()
+            try:
+                for n in range(150):
+                    weights = (100 - n % 100, n % 100)
+                    # Both sides hold the same healthy servers: every split answers 200.
+                    await router.apply(weights, {"stable": urls, "canary": urls})
+                    await asyncio.sleep(0.005)
+                await asyncio.sleep(0.5)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join()
+            await until_live(router, (51, 49))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        path.unlink(missing_ok=True)
+    assert reads and all(reads), f"{reads.count(False)} partial reads of {len(reads)}"
+    assert not failures, failures[:3]
+    assert set(answered) == {200}, answered
+    assert sum(answered.values()) > 50
+    leftovers = [p.name for p in traefik.dynamic_dir.iterdir() if app in p.name]
+    assert leftovers == [], leftovers
+
+
+def test_sftp_store_writes_config_traefik_serves(
+    docker_hosts_by_name: dict[str, DockerHost], conns: HostConnections, app: str, traefik: Traefik
+) -> None:
+    """host3's sshd shares this machine's filesystem (only its network is its own), so a file
+    written over SFTP to Traefik's directory is one Traefik loads."""
+    path = traefik.dynamic_dir / f"{app}.yaml"
+    store = SftpStore(host_spec(docker_hosts_by_name["host3"]), str(path))
+
+    async def scenario() -> None:
+        made = await ensure_instances(
+            conns, "host3", app, f"{app}/1", "demo:v3", 1, {}, NO_LIMITS, 8080
+        )
+        async with httpx.AsyncClient() as http:
+            assert await wait_healthy(http, made, "/health", within=20)
+            router = TraefikFileRouter(
+                app,
+                store,
+                api_url=traefik.api_url,
+                http=http,
+                route=RouteConfig(f"Host(`{app}.test`)", ("web",)),
+            )
+            await router.apply((100, 0), {"stable": [u for i in made if (u := i.url)]})
+            await until_live(router, (100, 0))
+            assert os.stat(path).st_mode & 0o777 == 0o644
+            counts = await asyncio.to_thread(_versions, traefik, app, 10)
+            assert counts == {"v3": 10}
+            await router.remove_route()
+            assert not path.exists()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+        path.unlink(missing_ok=True)
