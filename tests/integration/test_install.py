@@ -1,0 +1,439 @@
+"""Installing lockgate: the Helm chart (lint, template, a real `helm install`), the plain
+manifests and examples against the real API server, and the proof that the chart's RBAC is
+enough for a canary end to end and no wider than needed: the operator runs as the chart's
+ServiceAccount, with a kubeconfig holding only that ServiceAccount's token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.support.cluster import HACK, REPO_ROOT, Cluster, Traefik
+from tests.support.operator_fixtures import Operator, free_port
+from tests.support.rollouts import Load, Lockgate, application, deployment, failed, host_of
+
+pytestmark = pytest.mark.integration
+
+CHART = REPO_ROOT / "charts" / "lockgate"
+MANIFESTS = REPO_ROOT / "manifests"
+HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    proc = subprocess.run(
+        [str(HACK / "build-tools"), "--print-path", "helm"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert proc.returncode == 0, f"building helm failed:\n{proc.stderr[-3000:]}"
+    return Path(proc.stdout.strip())
+
+
+def run(
+    argv: list[str | Path], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO_ROOT,
+        check=False,
+    )
+
+
+def template(helm: Path, *args: str, release: str = "lockgate") -> list[dict[str, Any]]:
+    proc = run([helm, "template", release, CHART, "--namespace", "lockgate-system", *args])
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return sorted(d["kind"] for d in docs)
+
+
+# ---------------------------------------------------------------------------- chart, offline
+
+
+def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
+    lint = run([helm, "lint", "--strict", CHART])
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "[WARNING]" not in lint.stdout and "[ERROR]" not in lint.stdout, lint.stdout
+
+    started = time.monotonic()
+    default = template(helm)
+    elapsed = time.monotonic() - started
+    assert elapsed < 5, f"helm template took {elapsed:.1f}s"
+    assert kinds(default) == [
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    (dep,) = [d for d in default if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["args"][:2] == ["operator", "--all-namespaces"]
+    assert "--peering=lockgate" in container["args"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert {p["name"] for p in container["ports"]} == {"health", "metrics"}
+    assert {e["name"] for e in container["env"]} >= {
+        "LOCKGATE_TRAEFIK_API_URL",
+        "LOCKGATE_TRAEFIK_METRICS_URL",
+        "LOCKGATE_METRICS_PORT",
+    }
+    assert container["resources"]["requests"]
+
+    namespaced = template(helm, "--set", "watchNamespaces={shop,blog}")
+    assert kinds(namespaced).count("Role") == 2 and kinds(namespaced).count("KopfPeering") == 2
+    assert "ClusterKopfPeering" not in kinds(namespaced)
+    cluster_roles = [d for d in namespaced if d["kind"] == "ClusterRole"]
+    assert [r["metadata"]["name"] for r in cluster_roles] == ["lockgate-discovery"]
+    (dep,) = [d for d in namespaced if d["kind"] == "Deployment"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=shop" in args and "--namespace=blog" in args
+    assert "--all-namespaces" not in args
+
+    with_crds = template(helm, "--include-crds")
+    crd_names = {
+        d["metadata"]["name"] for d in with_crds if d["kind"] == "CustomResourceDefinition"
+    }
+    assert crd_names == {
+        "applications.lockgate.dev",
+        "deployments.lockgate.dev",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    assert "ValidatingAdmissionPolicy" in kinds(with_crds)
+
+    monitor = template(helm, "--set", "metrics.serviceMonitor.enabled=true")
+    assert "ServiceMonitor" in kinds(monitor)
+
+    secrets = template(helm, "--set", "rbac.readSecrets=true")
+    assert any(
+        "secrets" in rule["resources"]
+        for d in secrets
+        if d["kind"] == "ClusterRole"
+        for rule in d["rules"]
+    )
+
+    refused = run([helm, "template", "x", CHART, "--set", "replicaCount=2"])
+    assert refused.returncode != 0 and "no --priority option" in refused.stderr
+
+
+def strip_helm(doc: dict[str, Any]) -> dict[str, Any]:
+    metas = [doc["metadata"]]
+    if doc["kind"] == "Deployment":
+        metas.append(doc["spec"]["template"]["metadata"])
+    for meta in metas:
+        for label in HELM_ONLY_LABELS:
+            (meta.get("labels") or {}).pop(label, None)
+    return doc
+
+
+def test_plain_manifests_are_the_chart_rendered_with_defaults(helm: Path) -> None:
+    """manifests/ is written by hand for reading; this keeps it equal to the chart."""
+    rendered = {(d["kind"], d["metadata"]["name"]): strip_helm(d) for d in template(helm)}
+    plain = {}
+    for name in ("rbac.yaml", "operator.yaml", "peering.yaml"):
+        for doc in yaml.safe_load_all((MANIFESTS / name).read_text(encoding="utf-8")):
+            plain[(doc["kind"], doc["metadata"]["name"])] = doc
+    assert plain == rendered
+
+
+# ---------------------------------------------------------------------------- API server
+
+
+def kubectl_ok(cluster: Cluster, *args: str, input: str | None = None) -> str:
+    proc = cluster.kubectl(*args, input=input, timeout=120)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}:\n{proc.stderr}"
+    return proc.stdout
+
+
+def test_every_plain_manifest_applies_to_the_api_server(cluster: Cluster) -> None:
+    """`kubectl apply -k manifests/`, for real except the Deployment (server dry run: its
+    image is not something the local kubelet runs)."""
+    built = kubectl_ok(cluster, "kustomize", str(MANIFESTS))
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    assert {"CustomResourceDefinition", "ValidatingAdmissionPolicy", "Deployment"} <= {
+        d["kind"] for d in docs
+    }
+    first = [d for d in docs if d["kind"] not in ("Deployment", "Service", "ClusterKopfPeering")]
+    then = [d for d in docs if d["kind"] in ("Service", "ClusterKopfPeering")]
+    dry = [d for d in docs if d["kind"] == "Deployment"]
+    apply = [
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=lockgate-test",
+        "-f",
+        "-",
+    ]
+    try:
+        kubectl_ok(cluster, *apply, input=yaml.safe_dump_all(first))
+        kubectl_ok(
+            cluster,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/clusterkopfpeerings.kopf.dev",
+            "crd/kopfpeerings.kopf.dev",
+        )
+        kubectl_ok(cluster, *apply, input=yaml.safe_dump_all(then))
+        out = kubectl_ok(cluster, *apply, "--dry-run=server", input=yaml.safe_dump_all(dry))
+        assert "serverside-applied (server dry run)" in out
+    finally:
+        for kind, name in (
+            ("clusterrolebinding", "lockgate"),
+            ("clusterrolebinding", "lockgate-discovery"),
+            ("clusterrole", "lockgate"),
+            ("clusterrole", "lockgate-discovery"),
+            ("clusterkopfpeering", "lockgate"),
+        ):
+            cluster.kubectl("delete", kind, name, "--ignore-not-found")
+        cluster.kubectl(
+            "delete", "namespace", "lockgate-system", "--ignore-not-found", "--wait=false"
+        )
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl_ok(cluster, "create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def test_every_example_is_accepted_by_the_api_server(cluster: Cluster, namespace: str) -> None:
+    """Each example goes through the real admission chain (schema, CEL rules, the admission
+    policy) by server dry run: created for real, an operator in this cluster would start
+    rolling them out."""
+    examples = sorted((MANIFESTS / "examples").rglob("*.yaml"))
+    assert len(examples) >= 10
+    for path in examples:
+        out = kubectl_ok(cluster, "-n", namespace, "apply", "--dry-run=server", "-f", str(path))
+        assert "(server dry run)" in out, path
+    # The same path refuses what admission must refuse, so a pass above means something.
+    refused = cluster.kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "--dry-run=server",
+        "-f",
+        str(REPO_ROOT / "tests/data/invalid/dep-weights-decreasing.yaml"),
+    )
+    assert refused.returncode != 0 and "non-decreasing" in refused.stderr
+
+
+# ---------------------------------------------------------------------------- RBAC proof
+
+
+def sa_kubeconfig(cluster: Cluster, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig holding nothing but a TokenRequest token of the ServiceAccount."""
+    token = kubectl_ok(cluster, "-n", namespace, "create", "token", account, "--duration=2h")
+    admin = yaml.safe_load(cluster.kubeconfig.read_text(encoding="utf-8"))
+    ca = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": ca}],
+        "users": [{"name": account, "user": {"token": token.strip()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": account}}],
+        "current-context": "sa",
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def can_i(cluster: Cluster, kubeconfig: Path, *args: str) -> bool:
+    proc = subprocess.run(
+        [str(cluster.kubectl_path), "--kubeconfig", str(kubeconfig), "auth", "can-i", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.stdout.strip() in ("yes", "no"), proc.stdout + proc.stderr
+    return proc.stdout.strip() == "yes"
+
+
+def assert_not_wider_than_needed(cluster: Cluster, kubeconfig: Path, namespace: str) -> None:
+    assert not can_i(cluster, kubeconfig, "get", "secrets", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "list", "secrets", "--all-namespaces")
+    assert not can_i(cluster, kubeconfig, "get", "configmaps", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "delete", "namespaces")
+    assert not can_i(cluster, kubeconfig, "delete", "deployments.apps", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "create", "pods", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "create", "pods/exec", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "delete", "deployments.lockgate.dev", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "create", "clusterrolebindings")
+    assert not can_i(cluster, kubeconfig, "patch", "customresourcedefinitions")
+    assert not can_i(cluster, kubeconfig, "create", "serviceaccounts/token", "-n", namespace)
+    # ... and what it does need.
+    assert can_i(cluster, kubeconfig, "patch", "deployments.lockgate.dev", "-n", namespace)
+    assert can_i(cluster, kubeconfig, "patch", "applications.lockgate.dev/status", "-n", namespace)
+    assert can_i(cluster, kubeconfig, "create", "traefikservices.traefik.io", "-n", namespace)
+    assert can_i(cluster, kubeconfig, "patch", "deployments.apps/scale", "-n", namespace)
+    assert can_i(cluster, kubeconfig, "list", "pods", "-n", namespace)
+    assert can_i(cluster, kubeconfig, "list", "customresourcedefinitions")
+
+
+@pytest.fixture
+def helm_release(helm: Path, cluster: Cluster) -> Iterator[Any]:
+    """helm install of the chart (each call a new release), uninstalled afterwards."""
+    installed: list[tuple[str, str]] = []
+
+    def install(*values: str) -> tuple[str, str, str]:
+        suffix = uuid.uuid4().hex[:6]
+        release, namespace = f"lg{suffix}", f"lgsys-{suffix}"
+        sets = [arg for value in values for arg in ("--set", value)]
+        proc = run(
+            [
+                *(helm, "install", release, CHART, "--namespace", namespace),
+                *("--create-namespace", "--set", "replicaCount=0", *sets),
+                *("--wait", "--timeout=60s"),
+            ],
+            env=cluster.env(),
+        )
+        installed.append((release, namespace))
+        assert proc.returncode == 0, proc.stderr
+        return release, namespace, f"{release}-lockgate"
+
+    yield install
+    for release, namespace in installed:
+        run([helm, "uninstall", release, "--namespace", namespace, "--wait"], env=cluster.env())
+        cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
+
+
+def test_helm_install_cluster_wide_grants_what_the_operator_uses_and_no_more(
+    cluster: Cluster, helm_release: Any, namespace: str, tmp_path: Path
+) -> None:
+    peering = f"lockgate-{uuid.uuid4().hex[:6]}"
+    _, install_ns, account = helm_release(f"peering.name={peering}")
+    # Everything in the chart's crds/ is in the cluster: Helm installs those first (and skips
+    # the ones present, e.g. the CRDs hack/cluster installed).
+    for crd_file in sorted((CHART / "crds").glob("*.yaml")):
+        kubectl_ok(cluster, "get", "-f", str(crd_file))
+    kubectl_ok(cluster, "get", "clusterkopfpeering", peering)
+    kubeconfig = sa_kubeconfig(cluster, install_ns, account, tmp_path / "sa.kubeconfig")
+    assert_not_wider_than_needed(cluster, kubeconfig, namespace)
+    assert can_i(cluster, kubeconfig, "watch", "deployments.lockgate.dev", "--all-namespaces")
+    assert can_i(cluster, kubeconfig, "patch", f"clusterkopfpeerings.kopf.dev/{peering}")
+    assert not can_i(cluster, kubeconfig, "patch", "clusterkopfpeerings.kopf.dev/another")
+
+
+def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
+    cluster: Cluster,
+    traefik: Traefik,
+    kubelet: object,
+    operator: Operator,
+    helm_release: Any,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The operator runs here as a process, but with nothing but the ServiceAccount's token.
+    The chart is installed with watchNamespaces=[the test namespace]: the same rules as a
+    Role, and an operator scoped to that namespace (`-n`), so it never acts on objects of
+    other tests or sessions sharing this control plane, as an `-A` one would."""
+    _, install_ns, account = helm_release(f"watchNamespaces={{{namespace}}}")
+    kubeconfig = sa_kubeconfig(cluster, install_ns, account, tmp_path / "sa.kubeconfig")
+    assert_not_wider_than_needed(cluster, kubeconfig, namespace)
+    assert not can_i(cluster, kubeconfig, "list", "deployments.lockgate.dev", "-n", "default")
+
+    # The suite's admin operator (-A) would act on the same objects: stop it for this test.
+    operator.stop()
+    proc: subprocess.Popen[bytes] | None = None
+    log_path = tmp_path / "operator.log"
+    try:
+        health = free_port()
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+            "KUBECONFIG": str(kubeconfig),
+            "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
+            "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
+            "LOCKGATE_METRICS_PORT": str(free_port()),
+        }
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [
+                    str(REPO_ROOT / ".venv/bin/lockgate"),
+                    "operator",
+                    f"--namespace={namespace}",
+                    f"--liveness=http://127.0.0.1:{health}/healthz",
+                    "--peering=lockgate",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+        wait_healthy(proc, health, log_path)
+
+        lg = Lockgate(cluster.api_client(), namespace)
+        lg.create(application("shop", 3, namespace=namespace))
+        lg.create(deployment("shop-v1", "shop", "demo:v1"))
+        lg.wait_phase("shop-v1", {"Succeeded"})
+        canary = {"type": "Canary", "canary": {"steps": [20, 50, 100], "stepSeconds": 4}}
+        with Load(traefik.web_url, host_of("shop", namespace)) as load:
+            time.sleep(1)
+            lg.create(deployment("shop-v2", "shop", "demo:v2", canary))
+            status = lg.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
+            time.sleep(2)
+        responses = load.stop()
+        assert status["phase"] == "Succeeded", status.get("message")
+        assert responses and not failed(responses), f"{len(failed(responses))} failed"
+        assert all(r.version == "v2" for r in responses[-50:])
+        assert lg.events("shop-v2"), "no Events posted"
+
+        # The namespace's peering object lists this operator: its keep-alives got through.
+        peers = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", "lockgate"
+        )
+        assert peers.get("status"), "the operator never announced itself in the peering"
+
+        text = log_path.read_text(errors="replace")
+        for sign in ("Forbidden", " 403 ", "Not enough permissions", "Traceback"):
+            assert sign not in text, f"operator log shows {sign!r}:\n{text[-4000:]}"
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        operator.start()
+
+
+def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the operator exited:\n{log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"not healthy in 60s:\n{log_path.read_text(errors='replace')[-4000:]}")
