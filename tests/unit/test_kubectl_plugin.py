@@ -3,6 +3,7 @@ makes sense in which phase, and the errors of a missing or unreachable cluster."
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,7 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch, objects: list[dict[str, Any]])
 
     monkeypatch.setattr(kubectl, "connect", lambda args: kubectl.Target(None, "prod", "fake"))
     monkeypatch.setattr(kubectl, "get_deployment", get)
+    monkeypatch.setattr(kubectl, "get_application_spec", lambda target, name: None)
     monkeypatch.setattr(kubectl.time, "sleep", lambda s: None)
     return sent
 
@@ -474,3 +476,57 @@ def test_connection_flags_work_before_the_subcommand_too(
     assert main(["-n", "a", "status", "x", "-n", "b", "--kubeconfig", "k"]) == 1
     assert main(["status", "x"]) == 1
     assert seen == [("a", "c", None), ("b", None, "k"), (None, None, None)]
+
+
+STEPS = ["start 1 canary instance(s)", "setWeight 10 (analysis gate)", "pause 30s"] + [
+    f"step {i}" for i in range(4, 10)
+]
+
+
+def test_the_step_list_marks_where_the_rollout_is() -> None:
+    lines = render_status(RUNNING_CANARY, NOW, steps=STEPS).splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("Step:"))
+    listed = lines[first + 1 : first + 10]
+    assert [line.split()[0] for line in listed] == [str(i) for i in range(1, 10)]
+    assert listed[0].endswith("done") and listed[1].endswith("done")
+    assert listed[2].endswith("<- now") and listed[2].split()[1:3] == ["pause", "30s"]
+    assert all(line.split()[-1] != "done" and "<-" not in line for line in listed[3:])
+    # every mark starts in the same column
+    assert len({line.index("done") for line in listed[:2]} | {listed[2].index("<-")}) == 1
+
+
+def test_the_step_list_of_a_finished_rollout() -> None:
+    done = dep("Succeeded", step={"index": 8, "total": 9, "description": "done"})
+    listed = render_status(done, NOW, steps=STEPS).splitlines()
+    assert sum(line.startswith("  ") and line.endswith("done") for line in listed) == 9
+    failed = dep("RolledBack", step={"index": 4, "total": 9, "description": "step 5"})
+    text = render_status(failed, NOW, steps=STEPS)
+    assert re.search(r"\n +5  step 5 +<- RolledBack here\n", text), text
+
+
+def test_a_step_list_that_does_not_match_the_status_is_not_shown() -> None:
+    text = render_status(RUNNING_CANARY, NOW, steps=STEPS[:5])
+    assert "<- now" not in text
+
+
+def test_steps_are_compiled_by_the_engine_from_both_specs() -> None:
+    from lockgate.cli.kubectl import step_descriptions
+
+    app = yaml.safe_load(
+        (Path(__file__).parents[2] / "manifests/examples/kubernetes/application.yaml").read_text()
+    )
+    obj = dep("Progressing", previousImage="shop:1")
+    obj["spec"]["strategy"] = {
+        "type": "Canary",
+        "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
+    }
+    assert step_descriptions(app["spec"], obj) == [
+        "start 1 canary instance(s)",
+        "setWeight 20 (analysis gate)",
+        "pause until promote",
+        "start 4 canary instance(s)",
+        "setWeight 100",
+        "promote: new version becomes stable, old instances removed",
+    ]
+    assert step_descriptions(None, obj) is None
+    assert step_descriptions({"kubernetes": {}, "docker": {"hosts": []}}, obj) is None

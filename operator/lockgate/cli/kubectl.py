@@ -273,11 +273,63 @@ def pause_command(args: argparse.Namespace, pause: bool) -> int:
     return 0
 
 
+def get_application_spec(target: Target, name: str) -> dict[str, Any] | None:
+    """The Application's spec, or None when it cannot be read (missing, forbidden): the
+    progress view then goes without the step list."""
+    try:
+        app: dict[str, Any] = call(
+            target,
+            "get",
+            "applications.lockgate.dev",
+            name,
+            target.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            target.namespace,
+            "applications",
+            name,
+        )
+    except PluginError:
+        return None
+    spec: dict[str, Any] | None = app.get("spec")
+    return spec
+
+
+def step_descriptions(app_spec: dict[str, Any] | None, obj: dict[str, Any]) -> list[str] | None:
+    """Every step of the rollout as the operator compiled it (the same pure engine code)."""
+    if app_spec is None:
+        return None
+    from pydantic import ValidationError
+
+    from lockgate.api import ApplicationSpec, DeploymentSpec
+    from lockgate.engine import compile_plan
+
+    try:
+        plan = compile_plan(
+            ApplicationSpec.model_validate(app_spec),
+            DeploymentSpec.model_validate(obj.get("spec") or {}),
+            has_stable=bool((obj.get("status") or {}).get("previousImage")),
+        )
+    except (ValidationError, ValueError):
+        return None
+    return [step.description for step in plan.steps]
+
+
 def status_command(args: argparse.Namespace) -> int:
     target = connect(args)
     obj = get_deployment(target, args.name)
+    app_spec = get_application_spec(target, (obj.get("spec") or {}).get("application", ""))
+
+    def view(obj: dict[str, Any]) -> str:
+        return render_status(
+            obj,
+            datetime.now(UTC),
+            log_lines=args.log_lines,
+            steps=step_descriptions(app_spec, obj),
+        )
+
     if not args.watch:
-        print(render_status(obj, datetime.now(UTC), log_lines=args.log_lines))
+        print(view(obj))
         return 0
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
@@ -287,7 +339,7 @@ def status_command(args: argparse.Namespace) -> int:
         while True:
             phase = (obj.get("status") or {}).get("phase")
             version = obj["metadata"].get("resourceVersion")
-            text = render_status(obj, datetime.now(UTC), log_lines=args.log_lines)
+            text = view(obj)
             if tty and text != shown_text:
                 sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
                 sys.stdout.flush()

@@ -124,8 +124,13 @@ def hint(obj: dict[str, Any]) -> str | None:
     return None
 
 
-def render_status(obj: dict[str, Any], now: datetime, log_lines: int = 8) -> str:
-    """The progress view of one Deployment (the object as returned by the API server)."""
+def render_status(
+    obj: dict[str, Any], now: datetime, log_lines: int = 8, steps: list[str] | None = None
+) -> str:
+    """The progress view of one Deployment (the object as returned by the API server).
+
+    `steps` are the descriptions of every step of the rollout (the engine's plan), when the
+    caller could compile it; they are listed with the current one marked."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -171,6 +176,8 @@ def render_status(obj: dict[str, Any], now: datetime, log_lines: int = 8) -> str
         lines.append(
             f"Step:      {shown}/{total}  {step.get('description', '')}{since}  {progress}".rstrip()
         )
+    if step and steps and len(steps) == int(step.get("total", 0)) and len(steps) <= 60:
+        lines.extend(_step_list(steps, int(step.get("index", 0)), phase))
     weights = status.get("weights")
     if weights:
         stable, canary = int(weights.get("stable", 100)), int(weights.get("canary", 0))
@@ -228,6 +235,22 @@ def render_status(obj: dict[str, Any], now: datetime, log_lines: int = 8) -> str
     if next_step:
         lines.append(f"Next:      {next_step}")
     return "\n".join(lines)
+
+
+def _step_list(steps: list[str], current: int, phase: str) -> list[str]:
+    out = []
+    width = max(len(d) for d in steps)
+    for i, description in enumerate(steps):
+        if i < current or phase == "Succeeded":
+            mark = "done"
+        elif i == current and phase in TERMINAL:
+            mark = f"<- {phase} here"
+        elif i == current:
+            mark = "<- now"
+        else:
+            mark = ""
+        out.append(f"  {i + 1:>3}  {description.ljust(width)}  {mark}".rstrip())
+    return out
 
 
 def _table(rows: list[list[str]]) -> list[str]:
