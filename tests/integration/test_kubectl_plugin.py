@@ -3,6 +3,7 @@ on PATH (`kubectl-lockgate`) and runs it as a user would."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def test_status_shows_a_running_canary_and_promote_advances_an_indefinite_pause(
         assert "Phase:     Paused" in out
         assert "Image:     demo:v2  (previous demo:v1)" in out
         assert "Step:      3/6  pause until promote" in out  # start, setWeight 20, pause, ...
+        assert re.search(r"\n +2  setWeight 20 \(analysis gate\) +done\n", out), out
+        assert re.search(r"\n +3  pause until promote +<- now\n", out), out
         assert "Weights:   stable  80%  canary  20%" in out
         assert "Analysis:  Passed" in out
         canary_row = next(line.split() for line in out.splitlines() if "canary  " in line[:20])
