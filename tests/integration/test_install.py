@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -139,6 +140,20 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
 
     refused = run([helm, "template", "x", CHART, "--set", "replicaCount=2"])
     assert refused.returncode != 0 and "no --priority option" in refused.stderr
+
+
+def test_packaged_chart_carries_the_crds_content_not_links(helm: Path, tmp_path: Path) -> None:
+    """`helm package` resolves the crds/ symlinks: a chart from a repository is complete."""
+    proc = run([helm, "package", CHART, "--destination", tmp_path])
+    assert proc.returncode == 0, proc.stderr
+    (package,) = tmp_path.glob("lockgate-*.tgz")
+    with tarfile.open(package) as tar:
+        for link in sorted((CHART / "crds").iterdir()):
+            member = tar.getmember(f"lockgate/crds/{link.name}")
+            assert member.isfile(), f"{link.name} is packaged as a link"
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            assert extracted.read() == link.resolve().read_bytes()
 
 
 def strip_helm(doc: dict[str, Any]) -> dict[str, Any]:
