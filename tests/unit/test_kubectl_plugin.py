@@ -208,9 +208,8 @@ def test_refusals_say_why() -> None:
     assert refusal("pause", dep("Paused", spec={"paused": True})) == (
         "shop-v2 is already paused (spec.paused is true)"
     )
-    assert refusal("promote", dep("Paused", spec={"paused": True})) == (
-        "shop-v2 is paused by spec.paused: resume it first"
-    )
+    # the engine applies a promote under spec.paused: one step on, still held
+    assert refusal("promote", dep("Paused", spec={"paused": True})) is None
     pending = dep("Paused", annotations={"lockgate.dev/action": "abort"})
     assert "already has action 'abort' waiting" in (refusal("promote", pending) or "")
 
@@ -530,3 +529,24 @@ def test_steps_are_compiled_by_the_engine_from_both_specs() -> None:
     ]
     assert step_descriptions(None, obj) is None
     assert step_descriptions({"kubernetes": {}, "docker": {"hosts": []}}, obj) is None
+
+
+def test_promote_is_checked_against_the_current_step_when_the_plan_is_known() -> None:
+    steps = [("start", False), ("shift", True), ("pause", False), ("shift", False)]
+
+    def at(index: int, **step: Any) -> dict[str, Any]:
+        return dep(
+            "Progressing", step={"index": index, "total": 4, "description": f"s{index}", **step}
+        )
+
+    assert refusal("promote", at(0), steps) == (
+        "cannot promote shop-v2 now: step 1 (s0) waits for instances or traffic, not for a "
+        "promote (promote --full skips every remaining pause and gate)"
+    )
+    assert refusal("promote", at(1), steps) is not None  # gate, weight not live yet
+    assert refusal("promote", at(1, weightsLiveAt="2026-11-23T13:59:00Z"), steps) is None
+    assert refusal("promote", at(2), steps) is None
+    assert refusal("promote", at(3, weightsLiveAt="2026-11-23T13:59:00Z"), steps) is not None
+    assert refusal("promote-full", at(0), steps) is None
+    assert refusal("promote", at(0), steps[:2]) is None  # a plan that does not match: no check
+    assert refusal("promote", at(0), []) is None

@@ -213,10 +213,14 @@ def _log_after(before: dict[str, Any], now: dict[str, Any]) -> list[dict[str, An
 def action_command(args: argparse.Namespace, action: str) -> int:
     target = connect(args)
     name = args.name
+    app_spec: dict[str, Any] | None = None
+    if action == "promote":
+        current = get_deployment(target, name)
+        app_spec = get_application_spec(target, (current.get("spec") or {}).get("application", ""))
     before, _ = patch_deployment(
         target,
         name,
-        lambda obj: refusal(action, obj),
+        lambda obj: refusal(action, obj, step_kinds(app_spec, obj)),
         {"metadata": {"annotations": {ACTION_ANNOTATION: action}}},
     )
     shown = "promote --full" if action == "promote-full" else action
@@ -297,6 +301,16 @@ def get_application_spec(target: Target, name: str) -> dict[str, Any] | None:
 
 def step_descriptions(app_spec: dict[str, Any] | None, obj: dict[str, Any]) -> list[str] | None:
     """Every step of the rollout as the operator compiled it (the same pure engine code)."""
+    steps = plan_steps(app_spec, obj)
+    return None if steps is None else [step.description for step in steps]
+
+
+def step_kinds(app_spec: dict[str, Any] | None, obj: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(kind, analysis gate) of every step, for the promote check; empty when unknown."""
+    return [(step.kind, step.gate) for step in plan_steps(app_spec, obj) or []]
+
+
+def plan_steps(app_spec: dict[str, Any] | None, obj: dict[str, Any]) -> list[Any] | None:
     if app_spec is None:
         return None
     from pydantic import ValidationError
@@ -312,7 +326,7 @@ def step_descriptions(app_spec: dict[str, Any] | None, obj: dict[str, Any]) -> l
         )
     except (ValidationError, ValueError):
         return None
-    return [step.description for step in plan.steps]
+    return list(plan.steps)
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -58,10 +58,15 @@ def clock(value: Any) -> str:
     return at.strftime("%H:%M:%S") if at else "--:--:--"
 
 
-def refusal(action: str, obj: dict[str, Any]) -> str | None:
+def refusal(
+    action: str, obj: dict[str, Any], steps: list[tuple[str, bool]] | None = None
+) -> str | None:
     """Why `action` would be meaningless for this Deployment now, or None when it applies.
 
-    `action` is one of promote, promote-full, abort, retry, pause, resume.
+    `action` is one of promote, promote-full, abort, retry, pause, resume. `steps` are the
+    (kind, analysis gate) of every step of the rollout when known: then a promote is also
+    checked against the current step, as the engine does (a pause, or a gate whose weight is
+    live, can be promoted; a step waiting for instances or traffic cannot).
     """
     name = obj.get("metadata", {}).get("name", "?")
     spec = obj.get("spec") or {}
@@ -86,8 +91,16 @@ def refusal(action: str, obj: dict[str, Any]) -> str | None:
         )
     allowed = ACTION_PHASES[action]
     if phase in allowed:
-        if action in ("promote", "promote-full") and phase == "Paused" and paused:
-            return f"{name} is paused by spec.paused: resume it first"
+        step = status.get("step") or {}
+        if action == "promote" and steps and len(steps) == int(step.get("total", 0)):
+            index = min(int(step.get("index", 0)), len(steps) - 1)
+            kind, gate = steps[index]
+            if not (kind == "pause" or (gate and step.get("weightsLiveAt"))):
+                return (
+                    f"cannot promote {name} now: step {index + 1} "
+                    f"({step.get('description', kind)}) waits for instances or traffic, "
+                    "not for a promote (promote --full skips every remaining pause and gate)"
+                )
         return None
     shown = "promote --full" if action == "promote-full" else action
     return f"cannot {shown} {name}: it is {phase}; {WHY_NOT[action]}"
