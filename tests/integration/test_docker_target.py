@@ -675,6 +675,8 @@ def test_sftp_store_writes_config_traefik_serves(
             )
             await router.apply((100, 0), {"stable": [u for i in made if (u := i.url)]})
             await until_live(router, (100, 0))
+            # host3's sshd has no sftp subsystem (hack/dockerhosts): the exec fallback writes.
+            assert store.mode in ("exec", "sftp")
             assert os.stat(path).st_mode & 0o777 == 0o644
             counts = await asyncio.to_thread(_versions, traefik, app, 10)
             assert counts == {"v3": 10}
@@ -686,3 +688,105 @@ def test_sftp_store_writes_config_traefik_serves(
     finally:
         store.close()
         path.unlink(missing_ok=True)
+
+
+# --- SFTP proper, on an sshd of this test's own ----------------------------------------------
+
+
+@pytest.fixture
+def sftp_sshd(tmp_path: Path) -> Iterator[HostSpec]:
+    """An sshd on a free loopback port with the sftp subsystem (host3's has none), its own
+    host and client keys, and known_hosts pinning `[127.0.0.1]:<port>`."""
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for name in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True
+        )
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (d / "sshd_config").write_text(
+        f"ListenAddress 127.0.0.1:{port}\n"
+        f"HostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n"
+        "PermitRootLogin prohibit-password\nAllowUsers root\nPubkeyAuthentication yes\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+        "StrictModes no\nSubsystem sftp internal-sftp\n"
+    )
+    log = (d / "sshd.log").open("wb")
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, (d / "sshd.log").read_text()
+            assert time.monotonic() < deadline, "sshd did not listen"
+            time.sleep(0.05)
+        host_key = (d / "host_key.pub").read_text().split()[:2]
+        yield HostSpec(
+            "edge",
+            f"ssh://root@127.0.0.1:{port}",
+            "127.0.0.1",
+            ssh_key=(d / "client_key").read_text(),
+            known_hosts=f"[127.0.0.1]:{port} {' '.join(host_key)}\n",
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_sftp_writes_atomically_to_a_file_traefik_serves(
+    sftp_sshd: HostSpec, conns: HostConnections, app: str, traefik: Traefik
+) -> None:
+    path = traefik.dynamic_dir / f"{app}.yaml"
+    store = SftpStore(sftp_sshd, str(path))
+    reads: list[bool] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):
+                reads.append(parse(app, path.read_text()) is not None)
+
+    async def scenario() -> None:
+        made = await ensure_instances(
+            conns, "host1", app, f"{app}/1", "demo:v3", 1, {}, NO_LIMITS, 8080
+        )
+        async with httpx.AsyncClient() as http:
+            assert await wait_healthy(http, made, "/health", within=20)
+            urls = [u for i in made if (u := i.url)]
+            router = TraefikFileRouter(
+                app,
+                store,
+                api_url=traefik.api_url,
+                http=http,
+                route=RouteConfig(f"Host(`{app}.test`)", ("web",)),
+            )
+            await router.apply((100, 0), {"stable": urls})
+            await until_live(router, (100, 0))
+            assert store.mode == "sftp"
+            assert await asyncio.to_thread(_versions, traefik, app, 10) == {"v3": 10}
+            thread = threading.Thread(target=reader)
+            thread.start()
+            try:
+                for n in range(60):
+                    await router.apply((100 - n, n), {"stable": urls, "canary": urls})
+            finally:
+                stop.set()
+                thread.join()
+            await until_live(router, (41, 59))
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+        path.unlink(missing_ok=True)
+    assert reads and all(reads), f"{reads.count(False)} partial reads of {len(reads)}"
+    assert [p.name for p in traefik.dynamic_dir.iterdir() if app in p.name] == []

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from lockgate.targets.docker import (
     LABEL_ROLE,
     ContainerSettings,
     HostCapacity,
+    HostConnections,
     HostKeyError,
     HostSpec,
     HostUnavailable,
@@ -383,3 +386,64 @@ def test_known_hosts_from_a_string_pins_only_its_keys() -> None:
     assert isinstance(client._policy, paramiko.RejectPolicy)
     with pytest.raises(Exception, match="known_hosts line 1"):
         strict_ssh_client("h", "10.0.0.3 ssh-ed25519 !!!notbase64")
+
+
+# --- HostConnections.run without a daemon ----------------------------------------------------
+
+
+def _offline(max_parallel: int) -> HostConnections:
+    """HostConnections whose clients are a placeholder object: `run` without any daemon."""
+    conns = HostConnections(
+        [HostSpec(f"h{i}", f"unix:///nonexistent/{i}.sock", "127.0.0.1") for i in range(6)],
+        max_parallel=max_parallel,
+    )
+    conns._client_sync = lambda host: object()  # type: ignore[method-assign]
+    return conns
+
+
+def test_run_bounds_worker_threads_across_hosts() -> None:
+    conns = _offline(max_parallel=2)
+    lock = threading.Lock()
+    active = peak = 0
+
+    def work(_: Any) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        with lock:
+            active -= 1
+
+    async def scenario() -> dict[str, Any]:
+        return await conns.each(conns.names, lambda h: conns.run(h, work))
+
+    results = asyncio.run(scenario())
+    assert set(results) == set(conns.names) and all(r is None for r in results.values())
+    assert peak == 2
+    asyncio.run(scenario())  # a second event loop: the bound still works
+
+
+def test_run_timeout_and_failures_name_the_host() -> None:
+    conns = _offline(max_parallel=4)
+
+    def slow(_: Any) -> None:
+        time.sleep(0.5)
+
+    def broken(_: Any) -> None:
+        raise requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+
+    with pytest.raises(HostUnavailable, match=r"^docker host h1: no answer within 0.1 s$"):
+        asyncio.run(conns.run("h1", slow, seconds=0.1))
+    with pytest.raises(
+        HostUnavailable, match=r"^docker host h2: daemon unreachable: \[Errno 111\]"
+    ):
+        asyncio.run(conns.run("h2", broken))
+
+    async def batch() -> dict[str, Any]:
+        return await conns.each(["h3", "h4"], lambda h: conns.run(h, broken if h == "h4" else repr))
+
+    results = asyncio.run(batch())
+    assert isinstance(results["h4"], HostUnavailable) and isinstance(results["h3"], str)
+    with pytest.raises(Exception, match="docker host nope: not a configured host"):
+        asyncio.run(conns.run("nope", repr))

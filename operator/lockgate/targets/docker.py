@@ -225,10 +225,12 @@ class HostConnections:
         self._specs: dict[str, HostSpec] = {h.name: h for h in hosts}
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._semaphore = asyncio.Semaphore(max_parallel)
+        self.max_parallel = max_parallel
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._clients: dict[str, docker.DockerClient] = {}
         self._tls_dirs: dict[str, str] = {}
-        self._lock = threading.Lock()  # guards _clients between worker threads
+        self._lock = threading.Lock()  # guards the dicts between worker threads
+        self._connecting: dict[str, threading.Lock] = {}  # one connect at a time per host
 
     # hosts
 
@@ -255,14 +257,17 @@ class HostConnections:
     def _client_sync(self, host: str) -> docker.DockerClient:
         with self._lock:
             client = self._clients.get(host)
+            connecting = self._connecting.setdefault(host, threading.Lock())
         if client is not None:
             return client
-        client = self._connect(self.spec(host))
-        with self._lock:
-            existing = self._clients.setdefault(host, client)
-        if existing is not client:
-            client.close()
-        return existing
+        with connecting:  # a second thread waits for the first one's client
+            with self._lock:
+                client = self._clients.get(host)
+            if client is None:
+                client = self._connect(self.spec(host))
+                with self._lock:
+                    self._clients[host] = client
+            return client
 
     def _connect(self, spec: HostSpec) -> docker.DockerClient:
         timeout = int(max(1, self.timeout))
@@ -336,6 +341,16 @@ class HostConnections:
                 client.close()
         self._remove_tls(host)
 
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The bound on worker threads, one per event loop (tests run several loops)."""
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            for old in [k for k in self._semaphores if k.is_closed()]:
+                del self._semaphores[old]
+            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_parallel)
+        return semaphore
+
     async def run(
         self, host: str, fn: Callable[[docker.DockerClient], T], *, seconds: float | None = None
     ) -> T:
@@ -346,7 +361,7 @@ class HostConnections:
         def call() -> T:
             return fn(self._client_sync(host))
 
-        async with self._semaphore:
+        async with self._semaphore():
             try:
                 return await asyncio.wait_for(asyncio.to_thread(call), limit)
             except DockerTargetError as exc:

@@ -256,23 +256,25 @@ class SftpStore:
         self.connect_timeout = connect_timeout
         self.mode: str | None = None  # "sftp" or "exec", found on first use
         self._ssh: paramiko.SSHClient | None = None
+        self._sftp_session: paramiko.SFTPClient | None = None
         self._lock = asyncio.Lock()
 
     def _connected(self) -> paramiko.SSHClient:
         transport = self._ssh.get_transport() if self._ssh else None
         if self._ssh is None or transport is None or not transport.is_active():
-            if self._ssh is not None:
-                self._ssh.close()
+            self.close()
             self._ssh = ssh_connect(self.host, self.connect_timeout)
         return self._ssh
 
     def _sftp(self) -> paramiko.SFTPClient | None:
-        """An SFTP session, or None when the server has no sftp subsystem."""
+        """The SFTP session (opened once, reused), or None without an sftp subsystem."""
         ssh = self._connected()
         if self.mode == "exec":
             return None
+        if self._sftp_session is not None:
+            return self._sftp_session
         try:
-            sftp = ssh.open_sftp()
+            sftp = self._sftp_session = ssh.open_sftp()
         except paramiko.SSHException:
             if self.mode == "sftp":
                 raise
@@ -315,8 +317,6 @@ class SftpStore:
             with contextlib.suppress(OSError):
                 sftp.remove(tmp)
             raise
-        finally:
-            sftp.close()
 
     def _read_sync(self) -> str | None:
         sftp = self._sftp()
@@ -330,19 +330,14 @@ class SftpStore:
                 return data.decode()
         except FileNotFoundError:
             return None
-        finally:
-            sftp.close()
 
     def _remove_sync(self) -> None:
         sftp = self._sftp()
         if sftp is None:
             self._exec(f"rm -f {shlex.quote(self.path)}")
             return
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                sftp.remove(self.path)
-        finally:
-            sftp.close()
+        with contextlib.suppress(FileNotFoundError):
+            sftp.remove(self.path)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         async with self._lock:
@@ -351,9 +346,7 @@ class SftpStore:
             except DockerTargetError:
                 raise
             except Exception as exc:
-                if self._ssh is not None:
-                    self._ssh.close()
-                    self._ssh = None
+                self.close()  # the next call reconnects
                 raise translate_error(self.host.name, exc) from exc
 
     async def read(self) -> str | None:
@@ -367,6 +360,10 @@ class SftpStore:
         await self._call(self._remove_sync)
 
     def close(self) -> None:
+        if self._sftp_session is not None:
+            with contextlib.suppress(Exception):
+                self._sftp_session.close()
+            self._sftp_session = None
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
