@@ -18,6 +18,7 @@ import yaml
 from lockgate.targets.docker import (
     LABEL_APP,
     LABEL_DEPLOYMENT,
+    LABEL_IMAGE,
     LABEL_INDEX,
     LABEL_RELEASE,
     LABEL_REVISION,
@@ -227,7 +228,8 @@ def test_two_deployments_at_the_same_revision_get_different_names() -> None:
 
 
 def test_labels_carry_everything_needed_after_a_restart() -> None:
-    labels = container_labels("shop", "shop-2/4", "canary", 1, 8080)
+    labels = container_labels("shop", "shop-2/4", "canary", 1, 8080, "shop:2.0")
+    assert labels[LABEL_IMAGE] == "shop:2.0"
     assert labels[LABEL_APP] == "shop"
     assert labels[LABEL_DEPLOYMENT] == "shop-2"
     assert labels[LABEL_REVISION] == "4"

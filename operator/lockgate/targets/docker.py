@@ -60,6 +60,7 @@ LABEL_RELEASE = "lockgate.dev/release"
 LABEL_ROLE = "lockgate.dev/role"
 LABEL_INDEX = "lockgate.dev/index"
 LABEL_PORT = "lockgate.dev/port"
+LABEL_IMAGE = "lockgate.dev/image"  # as requested: the daemon may show an ID once a tag moves
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 
 # docker-py's newest API version; a daemon answering a lower one is spoken to in its own.
@@ -477,9 +478,12 @@ def container_name(app: str, release: str, index: int) -> str:
     return re.sub(r"-{2,}", "-", _name_part("-".join(p for p in parts if p)))
 
 
-def container_labels(app: str, release: str, role: Role, index: int, port: int) -> dict[str, str]:
+def container_labels(
+    app: str, release: str, role: Role, index: int, port: int, image: str = ""
+) -> dict[str, str]:
     deployment, revision = split_release(release)
     return {
+        LABEL_IMAGE: image,
         LABEL_APP: app,
         LABEL_DEPLOYMENT: deployment,
         LABEL_REVISION: revision,
@@ -583,7 +587,7 @@ def _instance(host: HostSpec, attrs: Mapping[str, Any]) -> Instance:
         release=labels.get(LABEL_RELEASE, ""),
         role=labels.get(LABEL_ROLE, ""),
         index=int(labels.get(LABEL_INDEX, "0") or 0),
-        image=str(attrs.get("Image", "")),
+        image=labels.get(LABEL_IMAGE) or str(attrs.get("Image", "")),
         state=str(attrs.get("State", "")),
         address=host.address,
         port=port,
@@ -625,9 +629,8 @@ def _ensure_image(client: docker.DockerClient, host: str, image: str) -> None:
     except docker.errors.ImageNotFound:
         pass
     log.info("docker host %s: pulling %s", host, image)
-    repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
     try:
-        client.images.pull(repository or image, tag=tag or "latest")
+        client.images.pull(image)  # docker-py splits repository, tag or digest itself
     except docker.errors.APIError as exc:
         raise ImageUnavailable(
             host, f"image {image} is not on the host and could not be pulled: {_explain(exc)}"
@@ -656,17 +659,18 @@ def _ensure_sync(
     settings: ContainerSettings,
 ) -> list[Instance]:
     existing = {i.index: i for i in _list_sync(client, spec, app, release)}
-    for index, instance in existing.items():
+    for index, instance in list(existing.items()):
         if index >= count or instance.state in ("dead", "removing"):
             log.info("docker host %s: removing %s (%s)", spec.name, instance.name, instance.state)
             with contextlib.suppress(docker.errors.NotFound):
                 client.api.remove_container(instance.id, force=True)
-    missing = [i for i in range(count) if i not in existing or existing[i].state == "dead"]
+            del existing[index]
+    missing = [i for i in range(count) if i not in existing]
     if missing:
         _ensure_image(client, spec.name, settings.image)
     for index in missing:
         name = container_name(app, release, index)
-        labels = container_labels(app, release, role, index, settings.port)
+        labels = container_labels(app, release, role, index, settings.port, settings.image)
         log.info("docker host %s: creating %s from %s", spec.name, name, settings.image)
         host_config = client.api.create_host_config(
             port_bindings={settings.port: (_bind_address(spec.address), None)},
