@@ -790,3 +790,67 @@ def test_sftp_writes_atomically_to_a_file_traefik_serves(
         path.unlink(missing_ok=True)
     assert reads and all(reads), f"{reads.count(False)} partial reads of {len(reads)}"
     assert [p.name for p in traefik.dynamic_dir.iterdir() if app in p.name] == []
+
+
+def test_host_swap_under_load_loses_no_request(
+    conns: HostConnections, app: str, traefik: Traefik
+) -> None:
+    """start new -> healthy -> in traffic (confirmed live) -> old removed, on every host at
+    once, while requests flow through Traefik: every request answers 200."""
+    path = traefik.dynamic_dir / f"{app}.yaml"
+    counts: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=5) as http:
+            while not stop.is_set():
+                try:
+                    answer = http.get(traefik.web_url, headers={"Host": f"{app}.test"})
+                    counts[answer.headers.get("X-Version", str(answer.status_code))] += 1
+                except httpx.HTTPError as exc:
+                    counts[type(exc).__name__] += 1
+
+    async def start(release: str, image: str) -> list[str]:
+        made = await conns.each(
+            conns.names,
+            lambda h: ensure_instances(conns, h, app, release, image, 1, {}, NO_LIMITS, 8080),
+        )
+        instances = [i for r in made.values() if isinstance(r, list) for i in r]
+        assert len(instances) == 3, made
+        async with httpx.AsyncClient() as http:
+            assert await wait_healthy(http, instances, "/health", within=30)
+        return [u for i in instances if (u := i.url)]
+
+    async def scenario() -> None:
+        old = await start(f"{app}-a/1", "demo:v1")
+        async with httpx.AsyncClient() as http:
+            router = TraefikFileRouter(
+                app,
+                LocalStore(str(path)),
+                api_url=traefik.api_url,
+                http=http,
+                route=RouteConfig(f"Host(`{app}.test`)", ("web",)),
+            )
+            await router.apply((100, 0), {"stable": old})
+            await until_live(router, (100, 0))
+            thread = threading.Thread(target=load)
+            thread.start()
+            try:
+                await asyncio.sleep(0.3)
+                new = await start(f"{app}-b/1", "demo:v2")
+                await router.apply((100, 0), {"stable": new})
+                await until_live(router, (100, 0))
+                await conns.each(
+                    conns.names, lambda h: remove_instances(conns, h, app, f"{app}-a/1")
+                )
+                await asyncio.sleep(0.5)
+            finally:
+                stop.set()
+                thread.join()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        path.unlink(missing_ok=True)
+    assert set(counts) == {"v1", "v2"}, counts
+    assert counts["v2"] > 10, counts
