@@ -35,6 +35,7 @@ from lockgate.targets.docker import (
     container_labels,
     container_name,
     extra_instances,
+    host_spec_from_api,
     parse_cpus,
     parse_memory,
     shortfalls,
@@ -449,3 +450,46 @@ def test_run_timeout_and_failures_name_the_host() -> None:
     assert isinstance(results["h4"], HostUnavailable) and isinstance(results["h3"], str)
     with pytest.raises(Exception, match="docker host nope: not a configured host"):
         asyncio.run(conns.run("nope", repr))
+
+
+def test_host_spec_from_the_application_api() -> None:
+    from lockgate.api.application import DockerHost as ApiHost
+
+    secrets = {
+        ("deploy-key", "id_ed25519"): "KEY",
+        ("deploy-key", "known_hosts"): "KNOWN",
+        ("docker-tls", "ca.pem"): "CA",
+        ("docker-tls", "cert.pem"): "CERT",
+        ("docker-tls", "key.pem"): "TLSKEY",
+    }
+
+    def read(name: str, key: str) -> str:
+        return secrets[(name, key)]
+
+    ssh = ApiHost.model_validate(
+        {
+            "name": "web-1",
+            "url": "ssh://deploy@10.0.0.11",
+            "address": "10.0.0.11",
+            "sshKeySecretRef": {"name": "deploy-key", "key": "id_ed25519"},
+            "knownHostsSecretRef": {"name": "deploy-key", "key": "known_hosts"},
+        }
+    )
+    spec = host_spec_from_api(ssh, read)
+    assert (spec.transport, spec.ssh_key, spec.known_hosts, spec.tls) == (
+        "ssh",
+        "KEY",
+        "KNOWN",
+        False,
+    )
+    tcp = ApiHost.model_validate(
+        {
+            "name": "web-2",
+            "url": "tcp://10.0.0.12:2376",
+            "address": "10.0.0.12",
+            "tlsSecretRef": {"name": "docker-tls"},
+        }
+    )
+    spec = host_spec_from_api(tcp, read)
+    assert (spec.tls_ca, spec.tls_cert, spec.tls_key, spec.tls) == ("CA", "CERT", "TLSKEY", True)
+    assert "TLSKEY" not in repr(spec)

@@ -44,7 +44,8 @@ import paramiko
 import requests
 from docker.transport import SSHHTTPAdapter
 
-from lockgate.api.common import resolve_int_or_percent
+from lockgate.api.application import DockerHost as DockerHostApi
+from lockgate.api.common import SecretKeyReference, resolve_int_or_percent
 from lockgate.engine import InstanceSet
 
 log = logging.getLogger("lockgate.docker")
@@ -118,6 +119,26 @@ class HostSpec:
     @property
     def tls(self) -> bool:
         return bool(self.tls_ca or self.tls_cert or self.tls_key)
+
+
+def host_spec_from_api(host: DockerHostApi, read_secret: Callable[[str, str], str]) -> HostSpec:
+    """A HostSpec for an Application's spec.docker.hosts[] entry; `read_secret(name, key)`
+    returns one resolved Secret value (the controller fetches them)."""
+
+    def ref(r: SecretKeyReference | None) -> str | None:
+        return read_secret(r.name, r.key) if r is not None else None
+
+    tls = host.tls_secret_ref
+    return HostSpec(
+        name=host.name,
+        url=host.url,
+        address=host.address,
+        ssh_key=ref(host.ssh_key_secret_ref),
+        known_hosts=ref(host.known_hosts_secret_ref),
+        tls_ca=read_secret(tls.name, "ca.pem") if tls else None,
+        tls_cert=read_secret(tls.name, "cert.pem") if tls else None,
+        tls_key=read_secret(tls.name, "key.pem") if tls else None,
+    )
 
 
 def load_private_key(text: str, host: str) -> paramiko.PKey:
