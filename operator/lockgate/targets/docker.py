@@ -191,7 +191,7 @@ def ssh_connect(spec: HostSpec, timeout: float) -> paramiko.SSHClient:
             banner_timeout=timeout,
             auth_timeout=timeout,
         )
-    except BaseException as exc:
+    except Exception as exc:
         client.close()
         raise translate_error(spec.name, exc) from exc
     return client
@@ -293,6 +293,7 @@ class HostConnections:
 
     def _connect(self, spec: HostSpec) -> docker.DockerClient:
         timeout = int(max(1, self.timeout))
+        client: docker.DockerClient | None = None
         try:
             if spec.transport == "ssh":
                 # Channel reads wait as long as a stop with its grace period may take; the
@@ -328,10 +329,10 @@ class HostConnections:
             negotiated = min(server, _CLIENT_API_VERSION, key=_version_tuple)
             client.api._version = negotiated  # docker-py 7: the version used in every URL
             return client
-        except DockerTargetError:
-            self._remove_tls(spec.name)
-            raise
-        except BaseException as exc:
+        except Exception as exc:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()  # an SSH connection may be open already
             self._remove_tls(spec.name)
             raise translate_error(spec.name, exc) from exc
 
