@@ -436,6 +436,10 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         )
         assert peers.get("status"), "the operator never announced itself in the peering"
 
+    except AssertionError as err:
+        tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+        raise AssertionError(f"{err}\n--- operator log (tail) ---\n{tail}") from None
+    else:
         text = log_path.read_text(errors="replace")
         for sign in ("Forbidden", " 403 ", "Not enough permissions", "Traceback"):
             assert sign not in text, f"operator log shows {sign!r}:\n{text[-4000:]}"
