@@ -77,6 +77,24 @@ class Kube:
         )
         return result
 
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_or_none(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", name
+        )
+
+    async def patch_deployment_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> None:
+        await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "deployments",
+            name,
+            body,
+        )
+
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -300,10 +301,19 @@ def cap_ready(instances: InstanceSet, in_proxy: int, *, from_end: bool) -> Insta
 PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
 
-async def reconcile(
-    rt: Runtime, body: dict[str, Any], patch: Any, post_event: PostEvent
-) -> float | None:
-    """Returns seconds until the rollout's next timer, if any."""
+@dataclass(frozen=True)
+class Round:
+    """What one reconcile did: whether the rollout moved (status or world changed), and when
+    a timer of the rollout elapses."""
+
+    progressed: bool
+    acted: bool
+    requeue_after: float | None
+    finished: bool
+
+
+async def reconcile(rt: Runtime, body: dict[str, Any], post_event: PostEvent) -> Round:
+    """One round: observe -> decide -> execute -> persist status (before the next round)."""
     started = time.monotonic()
     rec = Reconciler(rt, body)
     raw_status = body.get("status") or {}
@@ -317,9 +327,11 @@ async def reconcile(
     except ValidationError as err:
         # Admission should have refused this; say so instead of crash-looping.
         message = f"invalid Deployment: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
-        patch.status["phase"] = "Failed"
-        patch.status["message"] = message
-        return None
+        if raw_status.get("message") != message:
+            await rt.kube.patch_deployment_status(
+                rec.namespace, rec.name, {"status": {"phase": "Failed", "message": message}}
+            )
+        return Round(False, False, None, True)
     await rec.load_application(spec.application)
     at = now()
     obs = await rec.observe(spec, status, at) if rec.app_problem is None else Observation()
@@ -328,14 +340,20 @@ async def reconcile(
         decision.status.message = rec.app_problem
     await rec.execute(decision, status, obs)
     wire = rt.redactor.tree(decision.status.model_dump(by_alias=True, mode="json"))
-    for key, value in wire.items():
-        if raw_status.get(key) != value:
-            patch.status[key] = value
+    changes = {key: value for key, value in wire.items() if raw_status.get(key) != value}
+    if changes:
+        await rt.kube.patch_deployment_status(rec.namespace, rec.name, {"status": changes})
     for event in decision.events:
         post_event(event.type, event.reason, rt.redactor.text(event.message))
     _record(rec, status, decision)
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-    return decision.requeue_after
+    return Round(
+        progressed=bool(changes),
+        acted=bool(decision.actions),
+        requeue_after=decision.requeue_after,
+        finished=decision.status.phase in ("Succeeded", "RolledBack", "Aborted")
+        and not decision.actions,
+    )
 
 
 def _record(rec: Reconciler, before: DeploymentStatus, decision: Decision) -> None:

@@ -1,14 +1,14 @@
 """kopf handlers. Thin: each one hands the body to a reconcile function.
 
-Event handlers react at once to spec and annotation changes; a timer per in-flight
-Deployment drives waits and analysis intervals (never a sleep inside a handler). kopf runs
-event handlers and timers of one object concurrently, so a per-object lock keeps reconciles
-of the same Deployment one at a time.
+Each Deployment has one driver (a kopf daemon), so reconciles of one Deployment never
+overlap; watch events wake it at once, and waits are timeouts on that wake-up, never a sleep
+inside a handler. Applications are reconciled on change and every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -21,12 +21,11 @@ from .deployments import reconcile
 from .runtime import runtime
 
 GROUP, VERSION = "lockgate.dev", "v1alpha1"
-FINISHED = ("Succeeded", "RolledBack", "Aborted")
-_locks: dict[str, asyncio.Lock] = {}
-
-
-def _lock(body: kopf.Body) -> asyncio.Lock:
-    return _locks.setdefault(str(body.metadata.uid), asyncio.Lock())
+_wakers: dict[str, asyncio.Event] = {}
+IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
+ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
+FINISHED_WAIT = 30.0  # a finished rollout wakes on changes only
+ERROR_WAIT = 2.0
 
 
 @kopf.on.startup()
@@ -37,46 +36,85 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.persistence.finalizer = "lockgate.dev/finalizer"
     settings.posting.level = logging.WARNING
+    # Every Traefik/API request and every wake-up would otherwise be an INFO line; what a
+    # rollout does is in its status, Events and the operator's own warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     rt = runtime()
     start_http_server(rt.settings.metrics_port)
 
 
-async def _reconcile_deployment(body: kopf.Body, patch: kopf.Patch, logger: Any) -> None:
-    async with _lock(body):
-        try:
-            await reconcile(
-                runtime(),
-                dict(body),
-                patch,
-                lambda kind, reason, message: kopf.event(
-                    body, type=kind, reason=reason, message=message
-                ),
-            )
-        except Exception as err:
-            metrics.RECONCILE_ERRORS.labels("Deployment").inc()
-            logger.exception("reconcile failed")
-            raise kopf.TemporaryError(f"reconcile failed: {err}", delay=2) from err
+def _wake(uid: str) -> asyncio.Event:
+    return _wakers.setdefault(uid, asyncio.Event())
 
 
-@kopf.on.resume(GROUP, VERSION, "deployments")
-@kopf.on.create(GROUP, VERSION, "deployments")
-@kopf.on.update(GROUP, VERSION, "deployments")
-async def deployment_changed(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-    await _reconcile_deployment(body, patch, logger)
+@kopf.on.event(GROUP, VERSION, "deployments")
+def deployment_event(uid: str, **_: Any) -> None:
+    """Any change (spec, annotations, status) wakes the Deployment's driver at once."""
+    _wake(uid).set()
 
 
-@kopf.timer(
-    GROUP,
-    VERSION,
-    "deployments",
-    interval=1.0,
-    sharp=False,
-    when=lambda status, **_: status.get("phase") not in FINISHED,
-)
-async def deployment_tick(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-    await _reconcile_deployment(body, patch, logger)
+@kopf.daemon(GROUP, VERSION, "deployments", cancellation_timeout=5.0)
+async def deployment_driver(
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    logger: Any,
+    **_: Any,
+) -> None:
+    """Drives one Deployment: reconciles again at once while the rollout moves, so a rollout
+    never waits for a timer between two steps; backs off to every 2 s while it waits for the
+    world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished. The
+    status is persisted after every round, so one round completes at most one step."""
+    assert namespace is not None  # Deployments are namespaced
+    rt = runtime()
+    wake = _wake(uid)
+    idle = IDLE_MIN
+    try:
+        while not stopped:
+            wake.clear()
+            delay = await _drive_once(rt, namespace, name, logger)
+            if delay is None:
+                idle = min(idle * 2, IDLE_MAX)
+                delay = idle
+            else:
+                idle = IDLE_MIN
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        _wakers.pop(uid, None)
+
+
+async def _drive_once(rt: Any, namespace: str, name: str, logger: Any) -> float | None:
+    """One round; returns how long to wait before the next (None: back off)."""
+    try:
+        obj = await rt.kube.get_deployment(namespace, name)
+        if obj is None:
+            return FINISHED_WAIT
+        body = kopf.Body(obj)
+        result = await reconcile(
+            rt,
+            obj,
+            lambda kind, reason, message: kopf.event(
+                body, type=kind, reason=reason, message=message
+            ),
+        )
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels("Deployment").inc()
+        logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
+        return ERROR_WAIT
+    if result.progressed:
+        return 0.0
+    if result.finished:
+        return FINISHED_WAIT
+    wait = ACTED_WAIT if result.acted else None
+    if result.requeue_after is not None:
+        wait = min(wait if wait is not None else IDLE_MAX, max(result.requeue_after, 0.0))
+    return wait
 
 
 @kopf.on.delete(GROUP, VERSION, "deployments")
