@@ -16,16 +16,6 @@ KUBECONFIG_ADMIN="$LOCKGATE_RUN/kubeconfig"
 APISERVER_URL="https://127.0.0.1:$LOCKGATE_APISERVER_PORT"
 BUILD_TOOLS="$LOCKGATE_ROOT/hack/build-tools"
 
-# Installs a Debian package when its command is missing (a fresh CI machine may lack it).
-ensure_cmd() { # command package
-  command -v "$1" >/dev/null 2>&1 && return 0
-  log "installing $2 (for $1)"
-  if [[ ! -f /tmp/.lockgate-apt-updated ]]; then
-    apt-get update -qq >&2 && touch /tmp/.lockgate-apt-updated
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
-}
-
 # A zombie counts as gone: our processes are reparented to PID 1, which may reap them late.
 pid_running() { # pid
   local state

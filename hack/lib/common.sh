@@ -7,3 +7,13 @@ export LOCKGATE_ROOT LOCKGATE_CACHE LOCKGATE_RUN
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# Installs a Debian package when its command is missing (a fresh CI machine may lack it).
+ensure_cmd() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2 (for $1)"
+  if [[ ! -f /tmp/.lockgate-apt-updated ]]; then
+    apt-get update -qq >&2 && touch /tmp/.lockgate-apt-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
+}
