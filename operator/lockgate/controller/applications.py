@@ -15,7 +15,11 @@ from lockgate.traffic.traefik_crd import TraefikCrdRouter
 from .runtime import Runtime
 
 
-async def reconcile_application(rt: Runtime, body: dict[str, Any], patch: Any) -> None:
+async def reconcile_application(
+    rt: Runtime, body: dict[str, Any], patch: Any, *, ensure_owned: bool = True
+) -> None:
+    """`ensure_owned`: (re)create the Services and routes lockgate owns; the periodic status
+    refresh skips it, changes to the Application and operator restarts do it."""
     meta = body["metadata"]
     try:
         app = ApplicationSpec.model_validate(body.get("spec") or {})
@@ -29,8 +33,11 @@ async def reconcile_application(rt: Runtime, body: dict[str, Any], patch: Any) -
         patch.status["observedGeneration"] = meta.get("generation")
         return
     target = KubernetesTarget(rt.kube)
-    await target.ensure_services(body, app)
-    await TraefikCrdRouter(rt.kube, body, app, rt.settings.traefik_api_url, rt.http).ensure_route()
+    if ensure_owned:
+        await target.ensure_services(body, app)
+        await TraefikCrdRouter(
+            rt.kube, body, app, rt.settings.traefik_api_url, rt.http
+        ).ensure_route()
     stable, canary = await target.observe(meta["namespace"], meta["name"], app.units())
     desired = len(app.units())
     active = status.get("activeDeployment")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -43,6 +44,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     rt = runtime()
+    # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
+    # in-flight rollouts queue behind background reconciles.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     start_http_server(rt.settings.metrics_port)
 
 
@@ -89,11 +93,24 @@ async def deployment_driver(
         _wakers.pop(uid, None)
 
 
+def _settled(obj: dict[str, Any]) -> bool:
+    """A finished rollout with nothing new to act on needs no observation at all (with many
+    finished Deployments, observing each would crowd out the ones in flight)."""
+    status = obj.get("status") or {}
+    meta = obj.get("metadata") or {}
+    return (
+        status.get("phase") in ("Succeeded", "RolledBack", "Aborted")
+        and status.get("observedGeneration") == meta.get("generation")
+        and "lockgate.dev/action" not in (meta.get("annotations") or {})
+        and "lockgate.dev/superseded-by" not in (meta.get("annotations") or {})
+    )
+
+
 async def _drive_once(rt: Any, namespace: str, name: str, logger: Any) -> float | None:
     """One round; returns how long to wait before the next (None: back off)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
-        if obj is None:
+        if obj is None or _settled(obj):
             return FINISHED_WAIT
         body = kopf.Body(obj)
         result = await reconcile(
@@ -150,7 +167,7 @@ async def application_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> N
 @kopf.timer(GROUP, VERSION, "applications", interval=5.0, sharp=False)
 async def application_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     try:
-        await reconcile_application(runtime(), dict(body), patch)
+        await reconcile_application(runtime(), dict(body), patch, ensure_owned=False)
     except Exception as err:
         metrics.RECONCILE_ERRORS.labels("Application").inc()
         raise kopf.TemporaryError(f"application reconcile failed: {err}", delay=5) from err
