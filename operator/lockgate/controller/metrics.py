@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from lockgate.api.deployment import Phase
 
 ROLLOUTS = Gauge("lockgate_rollouts", "Deployments by phase", ["phase"])
 STEP_SECONDS = Histogram(
@@ -31,15 +35,5 @@ def record_phase(namespace: str, name: str, phase: str | None) -> None:
     counts: dict[str, int] = {}
     for value in _phases.values():
         counts[value] = counts.get(value, 0) + 1
-    for value in (
-        "Pending",
-        "Queued",
-        "Progressing",
-        "Paused",
-        "Succeeded",
-        "RollingBack",
-        "RolledBack",
-        "Failed",
-        "Aborted",
-    ):
+    for value in get_args(Phase):
         ROLLOUTS.labels(value).set(counts.get(value, 0))
