@@ -14,3 +14,12 @@ class Router(Protocol):
 
     async def live_weights(self) -> tuple[int, int] | None:
         """The split the proxy is serving now, or None when it cannot be confirmed."""
+
+
+def split(weights: dict[str, int]) -> tuple[int, int] | None:
+    """(stable, canary) percent from the summed child weights of each role; None if empty."""
+    total = weights.get("stable", 0) + weights.get("canary", 0)
+    if total == 0:
+        return None
+    canary = round(100 * weights.get("canary", 0) / total)
+    return (100 - canary, canary)

@@ -23,6 +23,7 @@ from lockgate.api.application import ApplicationSpec
 from lockgate.targets.kubernetes import owner_reference, service_name
 
 from ..kube import Kube
+from .base import split
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -46,11 +47,7 @@ def parse_live_weights(
         for role in weights:
             if name.startswith(f"{namespace}-{service_name(app_name, role)}-"):
                 weights[role] += int(child.get("weight", 1))
-    total = weights["stable"] + weights["canary"]
-    if total == 0:
-        return None
-    canary = round(100 * weights["canary"] / total)
-    return (100 - canary, canary)
+    return split(weights)
 
 
 class TraefikCrdRouter:
@@ -195,11 +192,7 @@ class TraefikCrdRouter:
             for role in weights:
                 if child.get("name") == service_name(self.name, role):
                     weights[role] += int(child.get("weight", 1))
-        total = sum(weights.values())
-        if total == 0:
-            return None
-        canary = round(100 * weights["canary"] / total)
-        return (100 - canary, canary)
+        return split(weights)
 
     async def live_weights(self) -> tuple[int, int] | None:
         declared = await self.declared_weights()

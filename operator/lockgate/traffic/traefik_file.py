@@ -34,6 +34,7 @@ import yaml
 
 from lockgate.api.application import ApplicationSpec
 from lockgate.targets.docker import DockerTargetError, HostSpec, ssh_connect, translate_error
+from lockgate.traffic.base import split
 
 log = logging.getLogger("lockgate.traefik_file")
 
@@ -407,11 +408,7 @@ def parse_live_weights(service: Mapping[str, Any], app: str) -> tuple[int, int] 
         for role in ROLES:
             if name == service_name(app, role):
                 weights[role] += int(child.get("weight", 1))
-    total = sum(weights.values())
-    if total == 0:
-        return None
-    canary = round(100 * weights["canary"] / total)
-    return (100 - canary, canary)
+    return split(weights)
 
 
 class TraefikFileRouter:
