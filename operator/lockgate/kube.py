@@ -4,6 +4,7 @@ controller's event loop never blocks on the network."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,6 +56,16 @@ class Kube:
             "applications",
             name,
         )
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data, decoded; None when it does not exist."""
+        secret = await self.get_or_none(self.core.read_namespaced_secret, name, namespace)
+        if secret is None:
+            return None
+        return {
+            key: base64.b64decode(value).decode("utf-8", "replace")
+            for key, value in (secret.data or {}).items()
+        }
 
     async def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
         result = await self.call(

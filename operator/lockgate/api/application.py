@@ -103,6 +103,9 @@ class DockerTarget(ApiModel):
     """Containers of the application on each host."""
     container: DockerContainer = Field(default_factory=DockerContainer)
     """Container settings."""
+    drain_seconds: int = Field(default=2, ge=0, le=300)
+    """Seconds a container keeps running after Traefik stopped routing to it, before it is
+    stopped (SIGTERM, then SIGKILL after 10 s)."""
 
     @model_validator(mode="after")
     def _hosts_valid(self) -> DockerTarget:
@@ -248,6 +251,8 @@ class StableVersion(ApiModel):
     """Its image."""
     deployment: str | None = None
     """The Deployment that made it stable."""
+    release: str | None = None
+    """Its release (`<deployment>/<revision>`): Docker hosts find its containers by this label."""
     since: datetime | None = None
     """When it became stable."""
 

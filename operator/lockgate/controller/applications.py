@@ -12,6 +12,7 @@ from lockgate.engine.conditions import conditions_for
 from lockgate.targets.kubernetes import KubernetesTarget
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
+from .docker_fleet import DockerFleet, FleetConfigError
 from .runtime import Runtime
 
 
@@ -28,37 +29,46 @@ async def reconcile_application(
         patch.status["message"] = f"invalid Application: {err.errors()[0]['msg']}"
         return
     status = dict(body.get("status") or {})
-    if app.kubernetes is None:
-        # Docker hosts are driven by the Docker target; its status comes from there.
-        patch.status["observedGeneration"] = meta.get("generation")
-        return
-    target = KubernetesTarget(rt.kube)
-    if ensure_owned:
-        await target.ensure_services(body, app)
-        await TraefikCrdRouter(
-            rt.kube, body, app, rt.settings.traefik_api_url, rt.http
-        ).ensure_route()
-    stable, canary = await target.observe(meta["namespace"], meta["name"], app.units())
-    desired = len(app.units())
     active = status.get("activeDeployment")
-    ready = len(stable.ready)
+    problem = None
+    if app.docker is not None:
+        # Docker hosts: the route file is written by rollouts (one writer per file), so
+        # this only counts; instances are counted per host, as rollouts move them.
+        stable_image = (status.get("stable") or {}).get("image")
+        fleet = DockerFleet(rt, body, app, None)
+        try:
+            await fleet.prepare()
+            ready_hosts, problem = await fleet.census()
+        except FleetConfigError as err:
+            ready_hosts, problem = 0, str(err)
+        per_host = app.docker.instances_per_host
+        desired, ready, updated = len(app.units()) * per_host, ready_hosts * per_host, 0
+    else:
+        target = KubernetesTarget(rt.kube)
+        if ensure_owned:
+            await target.ensure_services(body, app)
+            await TraefikCrdRouter(
+                rt.kube, body, app, rt.settings.traefik_api_url, rt.http
+            ).ensure_route()
+        stable, canary = await target.observe(meta["namespace"], meta["name"], app.units())
+        stable_image = stable.image
+        desired = len(app.units())
+        ready = len(stable.ready) + (len(canary.ready) if active else 0)
+        updated = len(canary.units) if active else len(stable.units)
     if active:
         phase, message = "Progressing", f"rolling out with {active}"
-    elif stable.image is None:
+    elif stable_image is None:
         phase, message = "Unknown", "no version deployed yet: create a Deployment"
     elif ready < desired:
         phase, message = "Degraded", f"{ready}/{desired} instances ready"
+        if problem:
+            message += f" ({problem})"
     else:
-        phase, message = "Healthy", f"{ready}/{desired} instances of {stable.image} ready"
-    updated = len(canary.units) if active else len(stable.units)
+        phase, message = "Healthy", f"{ready}/{desired} instances of {stable_image} ready"
     new: dict[str, Any] = {
         "phase": phase,
         "message": message,
-        "instances": {
-            "desired": desired,
-            "ready": ready + (len(canary.ready) if active else 0),
-            "updated": updated,
-        },
+        "instances": {"desired": desired, "ready": ready, "updated": updated},
         "observedGeneration": meta.get("generation"),
     }
     # Conditions share the Deployment's vocabulary: Ready when Healthy, Progressing while a
@@ -82,8 +92,8 @@ async def reconcile_application(
     new["conditions"] = [
         c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions
     ]
-    if stable.image and not (status.get("stable") or {}).get("image"):
-        new["stable"] = {"image": stable.image}
+    if stable_image and not (status.get("stable") or {}).get("image"):
+        new["stable"] = {"image": stable_image}
     for key, value in new.items():
         if status.get(key) != value:
             patch.status[key] = value

@@ -30,11 +30,13 @@ from lockgate.engine import (
     analysis_window_start,
     decide,
 )
+from lockgate.engine.decide import release_of
 from lockgate.probes import traefik_metrics
 from lockgate.targets.kubernetes import KubernetesTarget, service_name
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from . import metrics
+from .docker_fleet import DockerFleet, FleetConfigError
 from .runtime import Runtime
 
 SUPERSEDED_ANNOTATION = "lockgate.dev/superseded-by"
@@ -59,6 +61,7 @@ class Reconciler:
         self.app_obj: dict[str, Any] | None = None
         self.app: ApplicationSpec | None = None
         self.app_problem: str | None = None
+        self.fleet: DockerFleet | None = None
 
     async def load_application(self, app_name: str) -> None:
         self.app_obj = await self.rt.kube.get_application(self.namespace, app_name)
@@ -123,8 +126,12 @@ class Reconciler:
         history.add(at, snapshot)
         if baseline is None:
             return MetricsSample(error="first scrape: collecting a baseline")
+        # Traefik names the leaf services: `<ns>-<service>-<port>` from Kubernetes,
+        # `<app>-<role>@file` from the file provider (the weighted parent has no counts).
         prefix = {
-            role: f"{self.namespace}-{service_name(self.name_of_app(), role)}-"
+            role: f"{service_name(self.name_of_app(), role)}@file"
+            if self.app.docker is not None
+            else f"{self.namespace}-{service_name(self.name_of_app(), role)}-"
             for role in ("stable", "canary")
         }
         return MetricsSample(
@@ -165,11 +172,35 @@ class Reconciler:
         superseded_by = self.annotations.get(SUPERSEDED_ANNOTATION)
         if self.app is None or self.app_obj is None:
             return Observation(action=action, superseded_by=superseded_by)
-        stable, canary = await self.target().observe(
-            self.namespace, self.name_of_app(), self.app.units()
-        )
-        live = await self.router().live_weights()
         holder, ahead = await self.lock_state(spec)
+        unit_errors: dict[str, str] = {}
+        refusal = None
+        if self.app.docker is not None:
+            own = release_of(self.name, status.revision) if status.revision else None
+            self.fleet = DockerFleet(self.rt, self.app_obj, self.app, own)
+            try:
+                await self.fleet.prepare()
+            except FleetConfigError as err:
+                self.fleet = None
+                return Observation(
+                    lock_holder=holder,
+                    queued_ahead=ahead,
+                    superseded_by=superseded_by,
+                    action=action,
+                    unit_errors=dict.fromkeys(self.app.units(), str(err)),
+                    refusal=str(err),
+                )
+            stable, canary, live, unit_errors = await self.fleet.observe()
+            starting = status.phase in (None, "Pending", "Queued") and (
+                holder == self.name or (holder is None and ahead == 0)
+            )
+            if starting:
+                refusal = await self.fleet.preflight(spec, stable.image is not None)
+        else:
+            stable, canary = await self.target().observe(
+                self.namespace, self.name_of_app(), self.app.units()
+            )
+            live = await self.router().live_weights()
         sample = None
         start = analysis_window_start(spec, status, at)
         if start is not None:
@@ -185,6 +216,8 @@ class Reconciler:
             queued_ahead=ahead,
             superseded_by=superseded_by,
             action=action,
+            unit_errors=unit_errors,
+            refusal=refusal,
         )
 
     # ------------------------------------------------------------------ execute
@@ -210,6 +243,9 @@ class Reconciler:
                 continue
             if self.app is None or self.app_obj is None:
                 continue  # nothing can be acted on without the application
+            if self.app.docker is not None:
+                await self.execute_docker(action, decision)
+                continue
             if isinstance(action, EnsureInstances):
                 await self.target().ensure(
                     self.app_obj,
@@ -240,6 +276,20 @@ class Reconciler:
                 await self.acquire_lock()
             elif isinstance(action, ReleaseLock):
                 await self.release_lock(decision.status)
+
+    async def execute_docker(self, action: Any, decision: Decision) -> None:
+        if isinstance(action, AcquireLock):
+            await self.acquire_lock()
+        elif isinstance(action, ReleaseLock):
+            await self.release_lock(decision.status)
+        elif self.fleet is None:
+            return  # the hosts cannot be used (the observation says why)
+        elif isinstance(action, EnsureInstances):
+            await self.fleet.ensure(action.role, action.image, action.units, action.release)
+        elif isinstance(action, SetWeights):
+            await self.fleet.set_weights(action.stable, action.canary)
+        elif isinstance(action, Promote):
+            await self.fleet.promote(action.release, action.image, self.name)
 
     async def acquire_lock(self) -> None:
         assert self.app_obj is not None

@@ -16,9 +16,13 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from lockgate.api import ApplicationSpec
+from lockgate.engine.decide import release_of
+
 from . import metrics
 from .applications import reconcile_application
 from .deployments import reconcile
+from .docker_fleet import DockerFleet, FleetConfigError
 from .runtime import runtime
 
 GROUP, VERSION = "lockgate.dev", "v1alpha1"
@@ -146,6 +150,17 @@ async def deployment_deleted(body: kopf.Body, **_: Any) -> None:
         return
     if (rec.app_obj.get("status") or {}).get("activeDeployment") != rec.name:
         return
+    if rec.app.docker is not None:
+        revision = int((body.get("status") or {}).get("revision") or 0)
+        fleet = DockerFleet(rt, rec.app_obj, rec.app, release_of(rec.name, revision))
+        with contextlib.suppress(FleetConfigError):
+            await fleet.prepare()
+            await fleet.remove_rollout(release_of(rec.name, revision))
+        await rt.kube.patch_application_status(
+            rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
+        )
+        metrics.record_phase(rec.namespace, rec.name, None)
+        return
     stable, canary = await rec.target().observe(rec.namespace, rec.name_of_app(), rec.app.units())
     if stable.ready:
         await rec.router().set_weights(100, 0)
@@ -155,6 +170,23 @@ async def deployment_deleted(body: kopf.Body, **_: Any) -> None:
         rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
     )
     metrics.record_phase(rec.namespace, rec.name, None)
+
+
+@kopf.on.delete(GROUP, VERSION, "applications")
+async def application_deleted(body: kopf.Body, **_: Any) -> None:
+    """Docker hosts have no owner references: their containers and route file go here."""
+    try:
+        app = ApplicationSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        return
+    if app.docker is None:
+        return  # Kubernetes objects carry owner references; the garbage collector removes them
+    fleet = DockerFleet(runtime(), dict(body), app, None)
+    try:
+        await fleet.prepare()
+    except FleetConfigError:
+        return  # without credentials nothing can be removed; deletion must not hang on it
+    await fleet.remove_all()
 
 
 @kopf.on.resume(GROUP, VERSION, "applications")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -35,6 +36,7 @@ class Runtime:
     settings: Settings
     redactor: Redactor = field(default_factory=Redactor)
     scrapes: dict[str, History] = field(default_factory=dict)  # metrics URL -> history
+    fleets: dict[tuple[str, str], Any] = field(default_factory=dict)  # (ns, app) -> FleetState
 
 
 _runtime: Runtime | None = None

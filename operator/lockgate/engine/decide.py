@@ -323,6 +323,12 @@ class _Run:
             self.say("paused by spec.paused before it started", reason="Paused")
             return
         holder = obs.lock_holder
+        if obs.refusal and (holder == self.dep.name or holder is None):
+            if holder == self.dep.name:
+                self.emit(ReleaseLock())
+            s.finished_at = self.now
+            self.enter("Failed", f"refused before start: {obs.refusal}", warning=True)
+            return
         if holder == self.dep.name:
             self.start()
         elif holder is None and obs.queued_ahead == 0:
@@ -419,10 +425,25 @@ class _Run:
         if s.step.restoring:
             self.restore_batch(plan, step)
             return
+        broken = self.broken_units(step)
+        if broken:
+            self.step_failed(plan, step, broken)
+            return
         if self.execute(plan, step):
             self.advance(plan, index)
         else:
             self.check_deadline(plan, step)
+
+    def broken_units(self, step: Step) -> str | None:
+        """Why the step cannot complete: a unit it still has to change is unreachable or
+        failed its last action (a host's daemon stopped, an image that cannot be pulled)."""
+        errors = self.obs.unit_errors
+        if not errors:
+            return None
+        pending = set(step.canary_units) - self.canary_ready()
+        pending |= set(self.obs.stable.units) - set(step.stable_units)
+        named = [f"host {u}: {errors[u]}" for u in sorted(pending) if u in errors]
+        return "; ".join(named) or None
 
     def canary_ready(self) -> set[str]:
         obs = self.obs
@@ -778,16 +799,20 @@ class _Run:
             weights = (0, 100)  # nothing stable is healthy yet: keep serving what answers
         if obs.live_weights != weights:
             self.emit(SetWeights(*weights))
-        missing = set(target.stable_units) - set(obs.stable.units)
+        # An unreachable unit cannot be restored now; it keeps whatever it runs and the
+        # rollback completes on the others (the outcome names it).
+        unreachable = set(obs.unit_errors)
+        missing = set(target.stable_units) - set(obs.stable.units) - unreachable
         if missing:
             self.emit(
                 EnsureInstances(
                     "stable", self.s.previous_image, target.stable_units, obs.stable.release
                 )
             )
-        if not set(target.stable_units) <= set(obs.stable.ready) or obs.live_weights != weights:
+        wanted = set(target.stable_units) - unreachable
+        if not wanted <= set(obs.stable.ready) or obs.live_weights != weights:
             return False
-        extra = set(obs.canary.units) - set(target.canary_units)
+        extra = set(obs.canary.units) - set(target.canary_units) - unreachable
         if extra:
             keep = target.canary_units if obs.canary.release == self.release else ()
             self.emit(
@@ -812,7 +837,9 @@ class _Run:
             self.emit(ReleaseLock())
         target = s.previous_image or "no previous version"
         outcome: Phase = "Aborted" if s.aborted else "RolledBack"
-        self.enter(outcome, f"{s.failure}; rolled back to {target}", warning=not s.aborted)
+        unreachable = ", ".join(sorted(self.obs.unit_errors))
+        left = f" (not restored, unreachable: {unreachable})" if unreachable else ""
+        self.enter(outcome, f"{s.failure}; rolled back to {target}{left}", warning=not s.aborted)
 
     # ----------------------------------------------------------------- finished
 

@@ -59,6 +59,10 @@ class Observation:
     queued_ahead: int = 0  # Deployments of the application queued before this one
     superseded_by: str | None = None  # a Deployment with concurrencyPolicy Replace
     action: str | None = None  # the lockgate.dev/action annotation, verbatim
+    # Units (Docker hosts) that cannot be reached or failed their last action, with why.
+    unit_errors: Mapping[str, str] = field(default_factory=dict)
+    # Why the rollout cannot start at all (e.g. a host lacks capacity); checked before start.
+    refusal: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -792,6 +792,32 @@ async def remove_instances(
     )
 
 
+def _stop_sync(
+    client: docker.DockerClient, spec: HostSpec, app: str, release: str, grace: int
+) -> list[str]:
+    stopped = []
+    for instance in _list_sync(client, spec, app, release):
+        if instance.state in ("running", "restarting", "paused"):
+            log.info("docker host %s: stopping %s (grace %d s)", spec.name, instance.name, grace)
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.stop(instance.id, timeout=grace)
+            stopped.append(instance.name)
+    return stopped
+
+
+async def stop_instances(
+    conns: HostConnections, host: str, app: str, release: str, *, grace: int = 10
+) -> list[str]:
+    """Stop the release's containers on host but keep them: a rollback starts them again
+    without a pull or a create. Returns stopped names."""
+    spec = conns.spec(host)
+    return await conns.run(
+        host,
+        lambda c: _stop_sync(c, spec, app, release, grace),
+        seconds=conns.timeout + grace,
+    )
+
+
 async def remove_other_releases(
     conns: HostConnections, host: str, app: str, keep: Iterable[str | None], *, grace: int = 10
 ) -> list[str]:

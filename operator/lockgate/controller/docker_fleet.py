@@ -1,0 +1,533 @@
+"""An Application on Docker hosts, as one reconcile of a Deployment drives it.
+
+The record of what runs is the hosts themselves (containers labelled with their release) plus
+one field of the Application's status, `stable.release`, moved by promotion. The traffic
+record is the file-provider configuration. Each observation brings the configuration's server
+lists in line with the healthy containers of the stable release and of the rolling-out release
+(the part Kubernetes' EndpointSlices play for the Kubernetes target), and never gives weight
+to a side without servers; actions change containers and, before a container leaves, take it
+out of Traefik and wait for Traefik to confirm.
+
+Host failures never raise out of a round: a host that cannot be listed, or whose last action
+failed, is reported to the engine in `Observation.unit_errors`, which fails the step naming
+the host and leaves the other hosts serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from lockgate.api import ApplicationSpec
+from lockgate.api.deployment import DeploymentSpec
+from lockgate.engine import InstanceSet
+from lockgate.targets.docker import (
+    DockerTargetError,
+    HostConnections,
+    Instance,
+    Resources,
+    check_capacity,
+    check_health,
+    ensure_instances,
+    extra_instances,
+    host_spec_from_api,
+    list_instances,
+    remove_instances,
+    stop_instances,
+)
+from lockgate.traffic.traefik_file import ConfigStore, TraefikFileRouter, store_for
+
+from .runtime import Runtime
+
+log = logging.getLogger("lockgate.docker")
+
+LIVE_STATES = ("running", "restarting", "created", "paused")
+CONFIRM_SECONDS = 5.0  # how long to wait for Traefik to drop a server before stopping it
+STOP_GRACE = 10
+
+
+class FleetConfigError(Exception):
+    """The Application's docker settings cannot be used as they are (a Secret is missing)."""
+
+
+@dataclass
+class FleetState:
+    """What outlives one reconcile: connections, the config store, and per-release action
+    errors (a failed pull is not visible in a listing, so it is remembered here)."""
+
+    conns: HostConnections
+    store_key: Any = None
+    store: ConfigStore | None = None
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)  # release -> host -> why
+
+
+def _guard(weights: tuple[int, int], servers: dict[str, tuple[str, ...]]) -> tuple[int, int]:
+    """No weight to a side without servers (it would answer 503), if the other has some."""
+    stable, canary = weights
+    if canary and not servers["canary"] and servers["stable"]:
+        return (100, 0)
+    if stable and not servers["stable"] and servers["canary"]:
+        return (0, 100)
+    return weights
+
+
+class DockerFleet:
+    """One Application's containers on its Docker hosts, and its file-provider route."""
+
+    def __init__(
+        self, rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec, own_release: str | None
+    ) -> None:
+        assert app.docker is not None
+        self.rt = rt
+        self.app_obj = app_obj
+        self.app = app
+        self.docker = app.docker
+        meta = app_obj["metadata"]
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
+        stable = (app_obj.get("status") or {}).get("stable") or {}
+        self.stable_release: str | None = stable.get("release")
+        self.stable_image: str | None = stable.get("image")
+        self.own_release = own_release if own_release != self.stable_release else None
+        self.hosts = app.units()
+        self.env: dict[str, str] = {}
+        self.state: FleetState | None = None
+        self.router: TraefikFileRouter | None = None
+
+    # ------------------------------------------------------------------ set-up
+
+    async def prepare(self) -> None:
+        """Resolve Secrets, update the host connections and the config store. Raises
+        FleetConfigError naming the field when a Secret or key is missing."""
+        secrets: dict[str, dict[str, str]] = {}
+
+        async def read(name: str, key: str, where: str) -> str:
+            if name not in secrets:
+                data = await self.rt.kube.read_secret(self.namespace, name)
+                if data is None:
+                    raise FleetConfigError(f"{where}: Secret {name!r} not found")
+                secrets[name] = data
+            if key not in secrets[name]:
+                raise FleetConfigError(f"{where}: Secret {name!r} has no key {key!r}")
+            value = secrets[name][key]
+            self.rt.redactor.add(value)
+            return value
+
+        values: dict[tuple[str, str], str] = {}
+        for i, host in enumerate(self.docker.hosts):
+            refs = [
+                (host.ssh_key_secret_ref, "sshKeySecretRef"),
+                (host.known_hosts_secret_ref, "knownHostsSecretRef"),
+            ]
+            for ref, field_name in refs:
+                if ref is not None:
+                    where = f"spec.docker.hosts[{i}].{field_name}"
+                    values[(ref.name, ref.key)] = await read(ref.name, ref.key, where)
+            if host.tls_secret_ref is not None:
+                for key in ("ca.pem", "cert.pem", "key.pem"):
+                    where = f"spec.docker.hosts[{i}].tlsSecretRef"
+                    values[(host.tls_secret_ref.name, key)] = await read(
+                        host.tls_secret_ref.name, key, where
+                    )
+        for i, var in enumerate(self.docker.container.env):
+            if var.value_from is not None:
+                ref = var.value_from.secret_key_ref
+                where = f"spec.docker.container.env[{i}].valueFrom.secretKeyRef"
+                self.env[var.name] = await read(ref.name, ref.key, where)
+            else:
+                self.env[var.name] = var.value or ""
+        specs = [
+            host_spec_from_api(h, lambda name, key: values[(name, key)]) for h in self.docker.hosts
+        ]
+        fleet_key = (self.namespace, self.name)
+        state = self.rt.fleets.get(fleet_key)
+        if state is None:
+            state = self.rt.fleets[fleet_key] = FleetState(HostConnections(specs))
+        else:
+            state.conns.update(specs)
+        self.state = state
+        fp = self.app.traffic.traefik.file_provider
+        if fp is None:
+            raise FleetConfigError(
+                "spec.traffic.traefik.fileProvider: required for Docker hosts (lockgate writes "
+                "the application's routing there)"
+            )
+        store_key = (fp.host, fp.path, next((s for s in specs if s.name == fp.host), None))
+        if state.store is None or state.store_key != store_key:
+            close = getattr(state.store, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+            try:
+                state.store = store_for(self.app, {s.name: s for s in specs})
+            except ValueError as err:
+                raise FleetConfigError(str(err)) from err
+            state.store_key = store_key
+        self.router = TraefikFileRouter.for_application(
+            self.name,
+            self.app,
+            state.store,
+            http=self.rt.http,
+            api_url=self.rt.settings.traefik_api_url,
+        )
+
+    @property
+    def conns(self) -> HostConnections:
+        assert self.state is not None
+        return self.state.conns
+
+    def _router(self) -> TraefikFileRouter:
+        assert self.router is not None
+        return self.router
+
+    # ------------------------------------------------------------------ observe
+
+    async def _listing(self) -> tuple[list[Instance], dict[str, str]]:
+        listed = await self.conns.each(
+            self.hosts, lambda h: list_instances(self.conns, h, self.name)
+        )
+        instances: list[Instance] = []
+        errors: dict[str, str] = {}
+        for host, result in listed.items():
+            if isinstance(result, DockerTargetError):
+                errors[host] = result.reason
+            else:
+                instances += result
+        return instances, errors
+
+    def _declared_as_instances(
+        self, host: str, servers: dict[str, tuple[str, ...]]
+    ) -> list[Instance]:
+        """For a host that cannot be listed: the servers the configuration gives it, as
+        instances of their role's release (a direct health check still judges them)."""
+        address = next(h.address for h in self.docker.hosts if h.name == host)
+        out = []
+        for role, release, image in (
+            ("stable", self.stable_release, self.stable_image),
+            ("canary", self.own_release, None),
+        ):
+            for index, url in enumerate(servers.get(role, ())):
+                parsed = urlparse(url)
+                if release and parsed.hostname == address and parsed.port:
+                    out.append(
+                        Instance(
+                            host,
+                            url,
+                            url,
+                            release,
+                            role,
+                            index,
+                            image or "",
+                            "running",
+                            address,
+                            parsed.port,
+                        )
+                    )
+        return out
+
+    async def observe(
+        self,
+    ) -> tuple[InstanceSet, InstanceSet, tuple[int, int] | None, dict[str, str]]:
+        """(stable, canary, live weights, unit errors), after bringing the configuration's
+        server lists in line with the healthy containers."""
+        router = self._router()
+        instances, errors = await self._listing()
+        declared = await router.declared()
+        declared_servers = dict(declared.servers) if declared else {}
+        for host in errors:
+            instances += self._declared_as_instances(host, declared_servers)
+        serving = [
+            i
+            for i in instances
+            if i.state in LIVE_STATES
+            and i.release
+            and i.release in (self.stable_release, self.own_release)
+        ]
+        checks = await asyncio.gather(
+            *(
+                check_health(
+                    self.rt.http,
+                    i,
+                    self.app.health_check.http.path,
+                    self.app.health_check.timeout_seconds,
+                )
+                for i in serving
+            )
+        )
+        healthy = {i.id for i, ok in zip(serving, checks, strict=True) if ok}
+        servers = {
+            role: tuple(
+                sorted(i.url for i in serving if i.release == release and i.id in healthy and i.url)
+            )
+            for role, release in (("stable", self.stable_release), ("canary", self.own_release))
+        }
+        weights = _guard(declared.weights if declared else (100, 0), servers)
+        await router.apply(weights, servers)
+        live = await router.live_servers()
+        stable = self._set(serving, healthy, live, self.stable_release, "stable")
+        if stable.release and stable.image is None:
+            stable = InstanceSet(stable.release, self.stable_image, stable.units, stable.ready)
+        canary = self._set(serving, healthy, live, self.own_release, "canary")
+        if not canary.units:
+            leftovers = [
+                i
+                for i in instances
+                if i.release
+                and i.release not in (self.stable_release, self.own_release)
+                and i.id != i.name  # not a declared-server stand-in
+            ]
+            if leftovers:
+                canary = InstanceSet(
+                    release=leftovers[0].release,
+                    image=leftovers[0].image,
+                    units=tuple(h for h in self.hosts if any(i.host == h for i in leftovers)),
+                )
+        errors.update(self._action_errors())
+        return stable, canary, await router.live_weights(), errors
+
+    def _set(
+        self,
+        serving: list[Instance],
+        healthy: set[str],
+        live: dict[str, tuple[str, ...]] | None,
+        release: str | None,
+        role: str,
+    ) -> InstanceSet:
+        if not release:
+            return InstanceSet()
+        mine = [i for i in serving if i.release == release]
+        if not mine:
+            return InstanceSet(release=release)
+        units = tuple(h for h in self.hosts if any(i.host == h for i in mine))
+        per_host = self.docker.instances_per_host
+        in_proxy = set(live[role]) if live is not None else None
+
+        def ready(host: str) -> bool:
+            on = [i for i in mine if i.host == host]
+            return len(on) >= per_host and all(
+                i.id in healthy and (in_proxy is None or i.url in in_proxy) for i in on
+            )
+
+        return InstanceSet(release, mine[0].image, units, tuple(h for h in units if ready(h)))
+
+    def _action_errors(self) -> dict[str, str]:
+        assert self.state is not None
+        return dict(self.state.errors.get(self.own_release or "", {}))
+
+    async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
+        """Why the rollout must not start: a host that cannot be reached, or one without room
+        for the instances the strategy adds (before anything is started)."""
+        pings = await self.conns.each(self.hosts, self.conns.ping)
+        for host in self.hosts:
+            result = pings[host]
+            if isinstance(result, DockerTargetError):
+                return f"host {host}: {result.reason}"
+        instances, errors = await self._listing()
+        if errors:
+            host = sorted(errors)[0]
+            return f"host {host}: {errors[host]}"
+        existing = {
+            h: sum(
+                1
+                for i in instances
+                if i.host == h and i.state in LIVE_STATES and i.release == self.stable_release
+            )
+            for h in self.hosts
+        }
+        canary = spec.strategy.canary
+        extra = extra_instances(
+            spec.strategy.type if has_stable else "Recreate",
+            self.hosts,
+            self.docker.instances_per_host,
+            canary_hosts=canary.canary_hosts if canary else None,
+            existing=existing,
+        )
+        resources = self.docker.container.resources
+        try:
+            short = await check_capacity(
+                self.conns, extra, Resources.parse(resources.cpus, resources.memory)
+            )
+        except DockerTargetError as err:
+            return f"host {err.host}: {err.reason}"
+        if short:
+            return "insufficient capacity: " + "; ".join(str(s) for s in short)
+        return None
+
+    # ------------------------------------------------------------------ act
+
+    async def _take_out(self, role: str, urls: set[str]) -> None:
+        """Remove servers from a role and wait until Traefik no longer routes to them, then
+        for the drain period (requests already on their way finish)."""
+        router = self._router()
+        declared = await router.declared()
+        if declared is None or not urls & set(declared.servers_of(role)):
+            return
+        servers = {r: tuple(declared.servers_of(r)) for r in ("stable", "canary")}
+        servers[role] = tuple(u for u in servers[role] if u not in urls)
+        await router.apply(_guard(declared.weights, servers), servers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONFIRM_SECONDS
+        while loop.time() < deadline:
+            live = await router.live_servers()
+            if live is None or not urls & set(live.get(role, ())):
+                break
+            await asyncio.sleep(0.1)
+        if self.docker.drain_seconds:
+            await asyncio.sleep(self.docker.drain_seconds)
+
+    def _record(self, release: str | None, results: dict[str, Any]) -> None:
+        assert self.state is not None
+        errors = self.state.errors.setdefault(release or "", {})
+        for host, result in results.items():
+            if isinstance(result, DockerTargetError):
+                errors[host] = result.reason
+                log.warning("%s", result)
+            else:
+                errors.pop(host, None)
+
+    async def ensure(
+        self, role: str, image: str | None, units: tuple[str, ...], release: str | None
+    ) -> None:
+        """The role's containers run `release` on exactly `units` (stable: the others are
+        stopped and kept for a rollback; canary: the others, and every release that is
+        neither stable nor this one, are removed)."""
+        instances, _ = await self._listing()
+        live = [i for i in instances if i.state in LIVE_STATES]
+        if role == "stable":
+            rel = release or self.stable_release
+            leaving = [i for i in live if rel and i.release == rel and i.host not in units]
+            await self._take_out("stable", {i.url for i in leaving if i.url})
+            stop_hosts = sorted({i.host for i in leaving})
+            assert rel is not None or not stop_hosts
+            self._record(
+                self.own_release,
+                await self.conns.each(
+                    stop_hosts,
+                    lambda h: stop_instances(self.conns, h, self.name, rel or "", grace=STOP_GRACE),
+                ),
+            )
+            have = {i.host for i in live if i.release == rel}
+            start = [h for h in units if h not in have]
+            if start and rel and image:
+                self._record(self.own_release, await self._start(start, rel, image, "stable"))
+            return
+        keep = release if units else None
+        leaving = [
+            i
+            for i in instances
+            if i.release
+            and i.release != self.stable_release
+            and (i.release != keep or i.host not in units)
+        ]
+        await self._take_out("canary", {i.url for i in leaving if i.url and i.state in LIVE_STATES})
+        by_host: dict[str, set[str]] = {}
+        for i in leaving:
+            by_host.setdefault(i.host, set()).add(i.release)
+
+        async def remove(host: str) -> None:
+            for rel in sorted(by_host[host]):
+                await remove_instances(self.conns, host, self.name, rel, grace=STOP_GRACE)
+
+        removed = await self.conns.each(sorted(by_host), remove)
+        for rel in {r for rels in by_host.values() for r in rels}:
+            self._record(rel, removed)
+        self._record(self.own_release, removed)
+        if keep and image:
+            self._record(keep, await self._start(list(units), keep, image, "canary"))
+
+    async def _start(self, hosts: list[str], release: str, image: str, role: str) -> dict[str, Any]:
+        container = self.docker.container
+        resources = Resources.parse(container.resources.cpus, container.resources.memory)
+        return await self.conns.each(
+            hosts,
+            lambda h: ensure_instances(
+                self.conns,
+                h,
+                self.name,
+                release,
+                image,
+                self.docker.instances_per_host,
+                self.env,
+                resources,
+                container.port,
+                role="stable" if role == "stable" else "canary",
+                restart_policy=container.restart_policy,
+                command=container.command,
+            ),
+        )
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        router = self._router()
+        declared = await router.declared()
+        servers = {
+            r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
+        }
+        await router.apply(_guard((stable, canary), servers), servers)
+
+    async def promote(self, release: str, image: str, deployment: str) -> None:
+        """The status record moves first: whatever happens next, the next observation
+        declares the new release's servers as stable and nothing as canary."""
+        await self.rt.kube.patch_application_status(
+            self.namespace,
+            self.name,
+            {
+                "status": {
+                    "stable": {
+                        "image": image,
+                        "deployment": deployment,
+                        "release": release,
+                        "since": datetime.now(UTC).isoformat(),
+                    }
+                }
+            },
+        )
+        router = self._router()
+        declared = await router.declared()
+        if declared is not None:
+            await router.apply((100, 0), {"stable": declared.servers_of("canary"), "canary": ()})
+
+    async def census(self) -> tuple[int, str | None]:
+        """(hosts whose stable containers all pass their check, why some host could not be
+        listed) for the Application's status; reads only, never writes."""
+        instances, errors = await self._listing()
+        stable = [
+            i for i in instances if i.state in LIVE_STATES and i.release == self.stable_release
+        ]
+        path, timeout = self.app.health_check.http.path, self.app.health_check.timeout_seconds
+        checks = await asyncio.gather(
+            *(check_health(self.rt.http, i, path, timeout) for i in stable)
+        )
+        bad = {i.host for i, ok in zip(stable, checks, strict=True) if not ok}
+        per_host = self.docker.instances_per_host
+        ready = sum(
+            1
+            for h in self.hosts
+            if h not in bad and sum(1 for i in stable if i.host == h) >= per_host
+        )
+        problem = next((f"host {h}: {errors[h]}" for h in sorted(errors)), None)
+        return ready, problem
+
+    async def remove_all(self) -> None:
+        """Every container of the application on every host, and its route file."""
+
+        async def remove(host: str) -> None:
+            for rel in sorted(
+                {i.release for i in await list_instances(self.conns, host, self.name)}
+            ):
+                await remove_instances(self.conns, host, self.name, rel, grace=STOP_GRACE)
+
+        await self.conns.each(self.hosts, remove)
+        await self._router().remove_route()
+        state = self.rt.fleets.pop((self.namespace, self.name), None)
+        if state is not None:
+            await state.conns.aclose()
+
+    async def remove_rollout(self, release: str) -> None:
+        """A deleted Deployment's containers go, after traffic is back on stable."""
+        await self.set_weights(100, 0)
+        self.own_release = release if release != self.stable_release else None
+        if self.own_release:
+            await self.ensure("canary", None, (), None)
