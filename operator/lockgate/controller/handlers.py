@@ -172,7 +172,12 @@ async def deployment_deleted(body: kopf.Body, **_: Any) -> None:
     metrics.record_phase(rec.namespace, rec.name, None)
 
 
-@kopf.on.delete(GROUP, VERSION, "applications")
+def _on_docker(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("docker") is not None
+
+
+# Only Docker Applications get a finalizer: deleting a Kubernetes one never waits on lockgate.
+@kopf.on.delete(GROUP, VERSION, "applications", when=_on_docker)
 async def application_deleted(body: kopf.Body, **_: Any) -> None:
     """Docker hosts have no owner references: their containers and route file go here."""
     try:

@@ -1,0 +1,388 @@
+"""lockgate on Docker hosts, end to end: Deployments applied to the real control plane, the
+operator (`lockgate operator`) driving three real dockerd hosts — host1 over a unix socket,
+host2 over tcp with mutual TLS, host3 over ssh with a pinned host key — and real Traefik
+routing real HTTP through the file-provider configuration lockgate writes over SFTP to host3.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.cluster import Traefik
+from tests.support.dockerhosts import DockerHost, local_client
+from tests.support.operator_fixtures import Operator
+from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
+from tests.support.socket_relay import SocketRelay
+
+pytestmark = pytest.mark.integration
+
+APP = "web"
+ANALYSIS = {"intervalSeconds": 2, "minRequests": 10, "maxConsecutiveFailures": 2}
+
+
+def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+
+
+def create_secrets(
+    lg: Lockgate, hosts: dict[str, DockerHost], known_hosts: str | None = None
+) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(lg.api)
+    h2, h3 = hosts["host2"], hosts["host3"]
+    assert h2.tls_ca and h2.tls_cert and h2.tls_key and h3.ssh_key and h3.known_hosts
+    tls = {"ca.pem": h2.tls_ca, "cert.pem": h2.tls_cert, "key.pem": h2.tls_key}
+    core.create_namespaced_secret(
+        lg.namespace, secret("host2-tls", {k: p.read_text() for k, p in tls.items()})
+    )
+    ssh = {
+        "id_ed25519": h3.ssh_key.read_text(),
+        "known_hosts": known_hosts if known_hosts is not None else h3.known_hosts.read_text(),
+    }
+    core.create_namespaced_secret(lg.namespace, secret("host3-ssh", ssh))
+
+
+def docker_application(
+    lg: Lockgate,
+    hosts: dict[str, DockerHost],
+    traefik: Traefik,
+    *,
+    order: tuple[str, ...] = ("host1", "host2", "host3"),
+    urls: dict[str, str] | None = None,
+    memory: str = "32Mi",
+) -> dict[str, Any]:
+    entries = {
+        "host1": {"name": "host1", "url": hosts["host1"].url, "address": hosts["host1"].address},
+        "host2": {
+            "name": "host2",
+            "url": hosts["host2"].url,
+            "address": hosts["host2"].address,
+            "tlsSecretRef": {"name": "host2-tls"},
+        },
+        "host3": {
+            "name": "host3",
+            "url": hosts["host3"].url,
+            "address": hosts["host3"].address,
+            "sshKeySecretRef": {"name": "host3-ssh", "key": "id_ed25519"},
+            "knownHostsSecretRef": {"name": "host3-ssh", "key": "known_hosts"},
+        },
+    }
+    for name, url in (urls or {}).items():
+        entries[name]["url"] = url
+    return {
+        "kind": "Application",
+        "metadata": {"name": APP},
+        "spec": {
+            "docker": {
+                "hosts": [entries[h] for h in order],
+                "container": {"port": 8080, "resources": {"cpus": "0.1", "memory": memory}},
+                "drainSeconds": 1,
+            },
+            "port": 8080,
+            "healthCheck": {"http": {"path": "/health"}, "intervalSeconds": 1},
+            "traffic": {
+                "traefik": {
+                    "route": {"match": f"Host(`{host_of(APP, lg.namespace)}`)"},
+                    # Written over SFTP on host3; Traefik reads the same directory.
+                    "fileProvider": {
+                        "host": "host3",
+                        "path": str(traefik.dynamic_dir / f"{lg.namespace}-{APP}.yaml"),
+                    },
+                }
+            },
+        },
+    }
+
+
+def containers(hosts: dict[str, DockerHost]) -> dict[str, list[tuple[str, str, str]]]:
+    """(name, image label, state) of the app's containers per host, read over unix sockets."""
+    out = {}
+    for name, host in hosts.items():
+        c = local_client(host)
+        try:
+            found = c.containers.list(
+                all=True, filters={"label": f"lockgate.dev/application={APP}"}
+            )
+            out[name] = sorted(
+                (x.name, x.labels.get("lockgate.dev/image", ""), x.status) for x in found
+            )
+        finally:
+            c.close()
+    return out
+
+
+def running_images(hosts: dict[str, DockerHost]) -> dict[str, list[str]]:
+    return {
+        h: sorted(image for _, image, state in found if state == "running")
+        for h, found in containers(hosts).items()
+    }
+
+
+def remove_all(hosts: dict[str, DockerHost]) -> None:
+    for host in hosts.values():
+        c = local_client(host)
+        try:
+            for x in c.containers.list(
+                all=True, filters={"label": f"lockgate.dev/application={APP}"}
+            ):
+                x.remove(force=True)
+        finally:
+            c.close()
+
+
+@pytest.fixture
+def fleet(
+    lockgate: Lockgate, docker_hosts_by_name: dict[str, DockerHost], traefik: Traefik
+) -> Iterator[dict[str, DockerHost]]:
+    """The three hosts, clean of this test's application before and after."""
+    remove_all(docker_hosts_by_name)
+    yield docker_hosts_by_name
+    remove_all(docker_hosts_by_name)
+    (traefik.dynamic_dir / f"{lockgate.namespace}-{APP}.yaml").unlink(missing_ok=True)
+
+
+def deploy_v1(lg: Lockgate, hosts: dict[str, DockerHost], traefik: Traefik, **app: Any) -> None:
+    create_secrets(lg, hosts)
+    lg.create(docker_application(lg, hosts, traefik, **app))
+    lg.create(deployment(f"{APP}-v1", APP, "demo:v1"))
+    status = lg.wait_phase(f"{APP}-v1", {"Succeeded", "RolledBack", "Failed"})
+    assert status["phase"] == "Succeeded", status.get("message")
+
+
+def load_for(traefik: Traefik, lg: Lockgate) -> Load:
+    return Load(traefik.web_url, host_of(APP, lg.namespace))
+
+
+def served(responses: list[Any], version: str) -> int:
+    return sum(1 for r in responses if r.version == version)
+
+
+@pytest.mark.parametrize("batch", [1, "50%"])
+def test_rolling_update_host_by_host_loses_no_request(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, batch: int | str
+) -> None:
+    deploy_v1(lockgate, fleet, traefik)
+    assert running_images(fleet) == {h: ["demo:v1"] for h in fleet}
+    rolling = {"type": "Rolling", "rolling": {"batchSize": batch, "minHealthy": 1}}
+    with load_for(traefik, lockgate) as load:
+        time.sleep(1)
+        lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", rolling))
+        status = lockgate.wait_phase(f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"})
+        time.sleep(1)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert len(responses) > 200
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert served(responses[-50:], "v2") == 50
+    expected_batches = (
+        [["host1"], ["host2"], ["host3"]]
+        if batch == 1
+        else [
+            ["host1", "host2"],
+            ["host3"],
+        ]
+    )
+    assert [b["targets"] for b in status["batches"]] == expected_batches
+    assert {b["state"] for b in status["batches"]} == {"Succeeded"}
+    # The previous version's containers are gone once the rollout succeeded.
+    wait_for(
+        "only v2 containers",
+        lambda: all(
+            [image for _, image, _ in found] == ["demo:v2"] for found in containers(fleet).values()
+        ),
+        timeout=30,
+    )
+    app = lockgate.get(APP, "applications")["status"]
+    assert app["stable"]["release"] == f"{APP}-v2/1"
+    wait_for(
+        "application Healthy",
+        lambda: lockgate.get(APP, "applications")["status"].get("phase") == "Healthy",
+        timeout=30,
+    )
+
+
+def test_good_canary_is_promoted_to_every_host(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    deploy_v1(lockgate, fleet, traefik)
+    canary = {
+        "type": "Canary",
+        "canary": {"canaryHosts": 1, "steps": [20, 50, 100], "stepSeconds": 4},
+    }
+    with load_for(traefik, lockgate) as load:
+        time.sleep(1)
+        lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", canary, analysis=ANALYSIS))
+        wait_for(
+            "canary on exactly one host",
+            lambda: (
+                running_images(fleet)["host1"] == ["demo:v1", "demo:v2"]
+                and running_images(fleet)["host2"] == ["demo:v1"]
+            ),
+        )
+        status = lockgate.wait_phase(f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"})
+        time.sleep(1)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert served(responses[-50:], "v2") == 50
+    assert any(run["verdict"] == "Passed" for run in status["analysis"])
+    wait_for(
+        "v2 alone on every host",
+        lambda: (
+            running_images(fleet) == {h: ["demo:v2"] for h in fleet}
+            and all(len(found) == 1 for found in containers(fleet).values())
+        ),
+        timeout=30,
+    )
+
+
+def test_canary_failing_30_percent_is_rolled_back_and_removed(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    deploy_v1(lockgate, fleet, traefik)
+    canary = {
+        "type": "Canary",
+        "canary": {"canaryHosts": 1, "steps": [20, 50, 100], "stepSeconds": 8},
+    }
+    with load_for(traefik, lockgate) as load:
+        time.sleep(1)
+        lockgate.create(
+            deployment(f"{APP}-bad", APP, "demo:v2-errors30", canary, analysis=ANALYSIS)
+        )
+        status = lockgate.wait_phase(f"{APP}-bad", {"Succeeded", "RolledBack", "Failed"})
+        time.sleep(2)
+    responses = load.stop()
+    assert status["phase"] == "RolledBack", status.get("message")
+    assert "canary 5xx ratio" in status["message"] and "maxErrorRate" in status["message"]
+    assert "rolled back to demo:v1" in status["message"]
+    assert served(responses, "v2") / len(responses) < 0.10
+    assert served(responses[-100:], "v1") == 100
+    assert [r for r in failed(responses) if r.version != "v2"] == [], "only the canary failed"
+    wait_for(
+        "canary containers removed, v1 serving everywhere",
+        lambda: (
+            running_images(fleet) == {h: ["demo:v1"] for h in fleet}
+            and all(len(found) == 1 for found in containers(fleet).values())
+        ),
+        timeout=30,
+    )
+    reasons = {e.reason for e in lockgate.events(f"{APP}-bad")}
+    assert {"RollingBack", "RolledBack", "AnalysisFailed"} <= reasons
+
+
+def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
+) -> None:
+    """host1's daemon sits behind a relay the test cuts as the new container is created on
+    it (the second batch): to lockgate the daemon is gone; its running containers, like a
+    daemon with live-restore, keep serving."""
+    relay = SocketRelay(tmp_path / "host1.sock", fleet["host1"].socket)
+    relay.start()
+    try:
+        deploy_v1(
+            lockgate,
+            fleet,
+            traefik,
+            order=("host2", "host1", "host3"),
+            urls={"host1": f"unix://{relay.path}"},
+        )
+        rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
+        with load_for(traefik, lockgate) as load:
+            time.sleep(1)
+            relay.trip = b"/containers/create"
+            lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", rolling))
+            status = lockgate.wait_phase(f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"})
+            time.sleep(1)
+        responses = load.stop()
+        assert relay.tripped.is_set()
+        assert status["phase"] == "RolledBack", status.get("message")
+        assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
+        assert "daemon unreachable" in status["message"]
+        assert [b["state"] for b in status["batches"]] == ["Succeeded", "Failed", "Pending"]
+        assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+        assert served(responses[-50:], "v1") == 50
+        images = running_images(fleet)
+        assert images["host2"] == ["demo:v1"], "the first batch is back on v1"
+        assert images["host1"] == ["demo:v1"] and images["host3"] == ["demo:v1"]
+    finally:
+        relay.stop()
+
+
+def test_unknown_ssh_host_key_is_refused_and_nothing_is_deployed(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
+) -> None:
+    key = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    public = " ".join(key.with_suffix(".pub").read_text().split()[:2])
+    create_secrets(lockgate, fleet, known_hosts=f"{fleet['host3'].address} {public}\n")
+    lockgate.create(docker_application(lockgate, fleet, traefik))
+    lockgate.create(deployment(f"{APP}-v1", APP, "demo:v1"))
+    status = lockgate.wait_phase(f"{APP}-v1", {"Succeeded", "RolledBack", "Failed"})
+    assert status["phase"] == "Failed"
+    assert status["message"].startswith("refused before start: host host3: SSH host key")
+    assert "changed" in status["message"]
+    assert containers(fleet) == {h: [] for h in fleet}
+    assert not (traefik.dynamic_dir / f"{lockgate.namespace}-{APP}.yaml").exists()
+    assert "Failed" in {e.reason for e in lockgate.events(f"{APP}-v1")}
+
+
+def test_insufficient_capacity_is_refused_before_anything_starts(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    create_secrets(lockgate, fleet)
+    lockgate.create(docker_application(lockgate, fleet, traefik, memory="4096Gi"))
+    lockgate.create(deployment(f"{APP}-v1", APP, "demo:v1"))
+    status = lockgate.wait_phase(f"{APP}-v1", {"Succeeded", "RolledBack", "Failed"})
+    assert status["phase"] == "Failed"
+    assert (
+        "refused before start: insufficient capacity: host host1: not enough memory"
+        in (status["message"])
+    )
+    assert containers(fleet) == {h: [] for h in fleet}
+    app = lockgate.get(APP, "applications")["status"]
+    assert not app.get("activeDeployment"), "the rollout lock is released"
+
+
+def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
+    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
+) -> None:
+    deploy_v1(lockgate, fleet, traefik)
+    rolling = {"type": "Rolling", "rolling": {"batchSize": 1, "batchWaitSeconds": 1}}
+    with load_for(traefik, lockgate) as load:
+        lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", rolling))
+        for delay in (1.5, 2.5, 2.0):
+            time.sleep(delay)
+            operator.kill()
+            operator.start()
+        status = lockgate.wait_phase(
+            f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=300
+        )
+        time.sleep(1)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    done = [e["message"] for e in status["log"] if " done: " in e["message"]]
+    numbers = [int(m.split()[1].split("/")[0]) for m in done]
+    assert numbers == list(range(1, status["step"]["total"] + 1)), f"steps completed: {numbers}"
+    assert [b["attempts"] for b in status["batches"]] == [1, 1, 1]
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    wait_for(
+        "exactly one v2 container per host",
+        lambda: (
+            {h: [(n, i) for n, i, _ in found] for h, found in containers(fleet).items()}
+            == {h: [(f"{APP}-v2-r1-0", "demo:v2")] for h in fleet}
+        ),
+        timeout=30,
+    )
