@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import Traefik
 from tests.support.dockerhosts import DockerHost, local_client
@@ -23,7 +24,6 @@ from tests.support.socket_relay import SocketRelay
 
 pytestmark = pytest.mark.integration
 
-APP = "web"
 ANALYSIS = {"intervalSeconds": 2, "minRequests": 10, "maxConsecutiveFailures": 2}
 
 
@@ -57,6 +57,7 @@ def create_secrets(
 
 def docker_application(
     lg: Lockgate,
+    app: str,
     hosts: dict[str, DockerHost],
     traefik: Traefik,
     *,
@@ -84,7 +85,7 @@ def docker_application(
         entries[name]["url"] = url
     return {
         "kind": "Application",
-        "metadata": {"name": APP},
+        "metadata": {"name": app},
         "spec": {
             "docker": {
                 "hosts": [entries[h] for h in order],
@@ -95,11 +96,11 @@ def docker_application(
             "healthCheck": {"http": {"path": "/health"}, "intervalSeconds": 1},
             "traffic": {
                 "traefik": {
-                    "route": {"match": f"Host(`{host_of(APP, lg.namespace)}`)"},
+                    "route": {"match": f"Host(`{host_of(app, lg.namespace)}`)"},
                     # Written over SFTP on host3; Traefik reads the same directory.
                     "fileProvider": {
                         "host": "host3",
-                        "path": str(traefik.dynamic_dir / f"{lg.namespace}-{APP}.yaml"),
+                        "path": str(traefik.dynamic_dir / f"{app}.yaml"),
                     },
                 }
             },
@@ -107,14 +108,14 @@ def docker_application(
     }
 
 
-def containers(hosts: dict[str, DockerHost]) -> dict[str, list[tuple[str, str, str]]]:
+def containers(hosts: dict[str, DockerHost], app: str) -> dict[str, list[tuple[str, str, str]]]:
     """(name, image label, state) of the app's containers per host, read over unix sockets."""
     out = {}
     for name, host in hosts.items():
         c = local_client(host)
         try:
             found = c.containers.list(
-                all=True, filters={"label": f"lockgate.dev/application={APP}"}
+                all=True, filters={"label": f"lockgate.dev/application={app}"}
             )
             out[name] = sorted(
                 (x.name, x.labels.get("lockgate.dev/image", ""), x.status) for x in found
@@ -124,46 +125,78 @@ def containers(hosts: dict[str, DockerHost]) -> dict[str, list[tuple[str, str, s
     return out
 
 
-def running_images(hosts: dict[str, DockerHost]) -> dict[str, list[str]]:
+def running_images(hosts: dict[str, DockerHost], app: str) -> dict[str, list[str]]:
     return {
         h: sorted(image for _, image, state in found if state == "running")
-        for h, found in containers(hosts).items()
+        for h, found in containers(hosts, app).items()
     }
 
 
-def remove_all(hosts: dict[str, DockerHost]) -> None:
+def remove_all(hosts: dict[str, DockerHost], app: str) -> None:
     for host in hosts.values():
         c = local_client(host)
         try:
             for x in c.containers.list(
-                all=True, filters={"label": f"lockgate.dev/application={APP}"}
+                all=True, filters={"label": f"lockgate.dev/application={app}"}
             ):
                 x.remove(force=True)
         finally:
             c.close()
 
 
+def delete_application(lg: Lockgate, app: str) -> bool:
+    """Delete it and wait until the operator's finalizer let it go; False if it did not."""
+    try:
+        lg.custom.delete_namespaced_custom_object(
+            "lockgate.dev", "v1alpha1", lg.namespace, "applications", app
+        )
+    except ApiException as err:
+        if err.status == 404:
+            return True
+        raise
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            lg.get(app, "applications")
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture
+def app(lockgate: Lockgate) -> str:
+    """Unique per test: Traefik's file provider has one namespace of names for all files,
+    and the hosts are shared."""
+    return f"web-{lockgate.namespace[-8:]}"
+
+
 @pytest.fixture
 def fleet(
-    lockgate: Lockgate, docker_hosts_by_name: dict[str, DockerHost], traefik: Traefik
+    lockgate: Lockgate, app: str, docker_hosts_by_name: dict[str, DockerHost], traefik: Traefik
 ) -> Iterator[dict[str, DockerHost]]:
     """The three hosts, clean of this test's application before and after."""
-    remove_all(docker_hosts_by_name)
+    remove_all(docker_hosts_by_name, app)
     yield docker_hosts_by_name
-    remove_all(docker_hosts_by_name)
-    (traefik.dynamic_dir / f"{lockgate.namespace}-{APP}.yaml").unlink(missing_ok=True)
+    delete_application(lockgate, app)
+    remove_all(docker_hosts_by_name, app)
+    (traefik.dynamic_dir / f"{app}.yaml").unlink(missing_ok=True)
 
 
-def deploy_v1(lg: Lockgate, hosts: dict[str, DockerHost], traefik: Traefik, **app: Any) -> None:
+def deploy_v1(
+    lg: Lockgate, app: str, hosts: dict[str, DockerHost], traefik: Traefik, **extra: Any
+) -> None:
     create_secrets(lg, hosts)
-    lg.create(docker_application(lg, hosts, traefik, **app))
-    lg.create(deployment(f"{APP}-v1", APP, "demo:v1"))
-    status = lg.wait_phase(f"{APP}-v1", {"Succeeded", "RolledBack", "Failed"})
+    lg.create(docker_application(lg, app, hosts, traefik, **extra))
+    lg.create(deployment(f"{app}-v1", app, "demo:v1"))
+    status = lg.wait_phase(f"{app}-v1", {"Succeeded", "RolledBack", "Failed"})
     assert status["phase"] == "Succeeded", status.get("message")
 
 
-def load_for(traefik: Traefik, lg: Lockgate) -> Load:
-    return Load(traefik.web_url, host_of(APP, lg.namespace))
+def load_for(traefik: Traefik, lg: Lockgate, app: str) -> Load:
+    return Load(traefik.web_url, host_of(app, lg.namespace))
 
 
 def served(responses: list[Any], version: str) -> int:
@@ -172,15 +205,15 @@ def served(responses: list[Any], version: str) -> int:
 
 @pytest.mark.parametrize("batch", [1, "50%"])
 def test_rolling_update_host_by_host_loses_no_request(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, batch: int | str
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, batch: int | str
 ) -> None:
-    deploy_v1(lockgate, fleet, traefik)
-    assert running_images(fleet) == {h: ["demo:v1"] for h in fleet}
+    deploy_v1(lockgate, app, fleet, traefik)
+    assert running_images(fleet, app) == {h: ["demo:v1"] for h in fleet}
     rolling = {"type": "Rolling", "rolling": {"batchSize": batch, "minHealthy": 1}}
-    with load_for(traefik, lockgate) as load:
+    with load_for(traefik, lockgate, app) as load:
         time.sleep(1)
-        lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", rolling))
-        status = lockgate.wait_phase(f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"})
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
+        status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -201,38 +234,43 @@ def test_rolling_update_host_by_host_loses_no_request(
     wait_for(
         "only v2 containers",
         lambda: all(
-            [image for _, image, _ in found] == ["demo:v2"] for found in containers(fleet).values()
+            [image for _, image, _ in found] == ["demo:v2"]
+            for found in containers(fleet, app).values()
         ),
         timeout=30,
     )
-    app = lockgate.get(APP, "applications")["status"]
-    assert app["stable"]["release"] == f"{APP}-v2/1"
+    app_status = lockgate.get(app, "applications")["status"]
+    assert app_status["stable"]["release"] == f"{app}-v2/1"
     wait_for(
         "application Healthy",
-        lambda: lockgate.get(APP, "applications")["status"].get("phase") == "Healthy",
+        lambda: lockgate.get(app, "applications")["status"].get("phase") == "Healthy",
         timeout=30,
     )
+    # Deleting the Application removes its containers and its route.
+    assert delete_application(lockgate, app)
+    assert containers(fleet, app) == {h: [] for h in fleet}
+    assert not (traefik.dynamic_dir / f"{app}.yaml").exists()
 
 
 def test_good_canary_is_promoted_to_every_host(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
-    deploy_v1(lockgate, fleet, traefik)
+    deploy_v1(lockgate, app, fleet, traefik)
     canary = {
         "type": "Canary",
         "canary": {"canaryHosts": 1, "steps": [20, 50, 100], "stepSeconds": 4},
     }
-    with load_for(traefik, lockgate) as load:
+    with load_for(traefik, lockgate, app) as load:
         time.sleep(1)
-        lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", canary, analysis=ANALYSIS))
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", canary, analysis=ANALYSIS))
         wait_for(
             "canary on exactly one host",
             lambda: (
-                running_images(fleet)["host1"] == ["demo:v1", "demo:v2"]
-                and running_images(fleet)["host2"] == ["demo:v1"]
+                running_images(fleet, app)["host1"] == ["demo:v1", "demo:v2"]
+                and running_images(fleet, app)["host2"] == ["demo:v1"]
             ),
         )
-        status = lockgate.wait_phase(f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -242,27 +280,27 @@ def test_good_canary_is_promoted_to_every_host(
     wait_for(
         "v2 alone on every host",
         lambda: (
-            running_images(fleet) == {h: ["demo:v2"] for h in fleet}
-            and all(len(found) == 1 for found in containers(fleet).values())
+            running_images(fleet, app) == {h: ["demo:v2"] for h in fleet}
+            and all(len(found) == 1 for found in containers(fleet, app).values())
         ),
         timeout=30,
     )
 
 
 def test_canary_failing_30_percent_is_rolled_back_and_removed(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
-    deploy_v1(lockgate, fleet, traefik)
+    deploy_v1(lockgate, app, fleet, traefik)
     canary = {
         "type": "Canary",
         "canary": {"canaryHosts": 1, "steps": [20, 50, 100], "stepSeconds": 8},
     }
-    with load_for(traefik, lockgate) as load:
+    with load_for(traefik, lockgate, app) as load:
         time.sleep(1)
         lockgate.create(
-            deployment(f"{APP}-bad", APP, "demo:v2-errors30", canary, analysis=ANALYSIS)
+            deployment(f"{app}-bad", app, "demo:v2-errors30", canary, analysis=ANALYSIS)
         )
-        status = lockgate.wait_phase(f"{APP}-bad", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_phase(f"{app}-bad", {"Succeeded", "RolledBack", "Failed"})
         time.sleep(2)
     responses = load.stop()
     assert status["phase"] == "RolledBack", status.get("message")
@@ -274,17 +312,17 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
     wait_for(
         "canary containers removed, v1 serving everywhere",
         lambda: (
-            running_images(fleet) == {h: ["demo:v1"] for h in fleet}
-            and all(len(found) == 1 for found in containers(fleet).values())
+            running_images(fleet, app) == {h: ["demo:v1"] for h in fleet}
+            and all(len(found) == 1 for found in containers(fleet, app).values())
         ),
         timeout=30,
     )
-    reasons = {e.reason for e in lockgate.events(f"{APP}-bad")}
+    reasons = {e.reason for e in lockgate.events(f"{app}-bad")}
     assert {"RollingBack", "RolledBack", "AnalysisFailed"} <= reasons
 
 
 def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
 ) -> None:
     """host1's daemon sits behind a relay the test cuts as the new container is created on
     it (the second batch): to lockgate the daemon is gone; its running containers, like a
@@ -294,17 +332,18 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
     try:
         deploy_v1(
             lockgate,
+            app,
             fleet,
             traefik,
             order=("host2", "host1", "host3"),
             urls={"host1": f"unix://{relay.path}"},
         )
         rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
-        with load_for(traefik, lockgate) as load:
+        with load_for(traefik, lockgate, app) as load:
             time.sleep(1)
             relay.trip = b"/containers/create"
-            lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", rolling))
-            status = lockgate.wait_phase(f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"})
+            lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
+            status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
             time.sleep(1)
         responses = load.stop()
         assert relay.tripped.is_set()
@@ -314,7 +353,7 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
         assert [b["state"] for b in status["batches"]] == ["Succeeded", "Failed", "Pending"]
         assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
         assert served(responses[-50:], "v1") == 50
-        images = running_images(fleet)
+        images = running_images(fleet, app)
         assert images["host2"] == ["demo:v1"], "the first batch is back on v1"
         assert images["host1"] == ["demo:v1"] and images["host3"] == ["demo:v1"]
     finally:
@@ -322,53 +361,53 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
 
 
 def test_unknown_ssh_host_key_is_refused_and_nothing_is_deployed(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
 ) -> None:
     key = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     public = " ".join(key.with_suffix(".pub").read_text().split()[:2])
     create_secrets(lockgate, fleet, known_hosts=f"{fleet['host3'].address} {public}\n")
-    lockgate.create(docker_application(lockgate, fleet, traefik))
-    lockgate.create(deployment(f"{APP}-v1", APP, "demo:v1"))
-    status = lockgate.wait_phase(f"{APP}-v1", {"Succeeded", "RolledBack", "Failed"})
+    lockgate.create(docker_application(lockgate, app, fleet, traefik))
+    lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
+    status = lockgate.wait_phase(f"{app}-v1", {"Succeeded", "RolledBack", "Failed"})
     assert status["phase"] == "Failed"
     assert status["message"].startswith("refused before start: host host3: SSH host key")
     assert "changed" in status["message"]
-    assert containers(fleet) == {h: [] for h in fleet}
-    assert not (traefik.dynamic_dir / f"{lockgate.namespace}-{APP}.yaml").exists()
-    assert "Failed" in {e.reason for e in lockgate.events(f"{APP}-v1")}
+    assert containers(fleet, app) == {h: [] for h in fleet}
+    assert not (traefik.dynamic_dir / f"{app}.yaml").exists()
+    assert "Failed" in {e.reason for e in lockgate.events(f"{app}-v1")}
 
 
 def test_insufficient_capacity_is_refused_before_anything_starts(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
     create_secrets(lockgate, fleet)
-    lockgate.create(docker_application(lockgate, fleet, traefik, memory="4096Gi"))
-    lockgate.create(deployment(f"{APP}-v1", APP, "demo:v1"))
-    status = lockgate.wait_phase(f"{APP}-v1", {"Succeeded", "RolledBack", "Failed"})
+    lockgate.create(docker_application(lockgate, app, fleet, traefik, memory="4096Gi"))
+    lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
+    status = lockgate.wait_phase(f"{app}-v1", {"Succeeded", "RolledBack", "Failed"})
     assert status["phase"] == "Failed"
     assert (
         "refused before start: insufficient capacity: host host1: not enough memory"
         in (status["message"])
     )
-    assert containers(fleet) == {h: [] for h in fleet}
-    app = lockgate.get(APP, "applications")["status"]
-    assert not app.get("activeDeployment"), "the rollout lock is released"
+    assert containers(fleet, app) == {h: [] for h in fleet}
+    app_status = lockgate.get(app, "applications")["status"]
+    assert not app_status.get("activeDeployment"), "the rollout lock is released"
 
 
 def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
-    lockgate: Lockgate, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
 ) -> None:
-    deploy_v1(lockgate, fleet, traefik)
+    deploy_v1(lockgate, app, fleet, traefik)
     rolling = {"type": "Rolling", "rolling": {"batchSize": 1, "batchWaitSeconds": 1}}
-    with load_for(traefik, lockgate) as load:
-        lockgate.create(deployment(f"{APP}-v2", APP, "demo:v2", rolling))
+    with load_for(traefik, lockgate, app) as load:
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
         for delay in (1.5, 2.5, 2.0):
             time.sleep(delay)
             operator.kill()
             operator.start()
         status = lockgate.wait_phase(
-            f"{APP}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=300
+            f"{app}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=300
         )
         time.sleep(1)
     responses = load.stop()
@@ -381,8 +420,8 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
     wait_for(
         "exactly one v2 container per host",
         lambda: (
-            {h: [(n, i) for n, i, _ in found] for h, found in containers(fleet).items()}
-            == {h: [(f"{APP}-v2-r1-0", "demo:v2")] for h in fleet}
+            {h: [(n, i) for n, i, _ in found] for h, found in containers(fleet, app).items()}
+            == {h: [(f"{app}-v2-r1-0", "demo:v2")] for h in fleet}
         ),
         timeout=30,
     )

@@ -63,6 +63,8 @@ class FakeWorld:
     canary: FakeSet = field(default_factory=FakeSet)
     weights: tuple[int, int] = (100, 0)
     applied: list[Action] = field(default_factory=list)
+    unit_errors: dict[str, str] = field(default_factory=dict)
+    refusal: str | None = None
 
     def __post_init__(self) -> None:
         if self.stable_image is not None and not self.stable.started:
@@ -80,6 +82,8 @@ class FakeWorld:
             queued_ahead=self.queued_ahead,
             superseded_by=self.superseded_by,
             action=self.action,
+            unit_errors=dict(self.unit_errors),
+            refusal=self.refusal,
         )
 
     def metrics(self) -> MetricsSample:

@@ -391,3 +391,50 @@ def test_status_records_history_for_users() -> None:
     assert phases == ["Pending", "Progressing", "Succeeded"]
     assert status.analysis and all(run.verdict == "Passed" for run in status.analysis)
     assert status.observed_generation == driver.generation
+
+
+# ---------------------------------------------------------------- Docker hosts that fail
+
+
+def test_host_failing_mid_batch_fails_it_by_name_and_restores_the_others() -> None:
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units())
+    driver = Driver(app, dep_spec(strategy=ROLLING_1), world)
+    for _ in range(200):
+        driver.step()
+        if driver.status.step and driver.status.step.index >= 3:  # batch 2 starts
+            break
+        world.now += timedelta(seconds=1)
+    world.unit_errors = {"h2": "daemon unreachable: connection refused"}
+    status = driver.run()
+    assert status.phase == "RolledBack"
+    assert "batch 2 failed" in (status.message or "")
+    assert "host h2: daemon unreachable: connection refused" in (status.message or "")
+    assert "unreachable, left as found: h2" in (status.message or "")
+    assert [b.state for b in status.batches] == ["Succeeded", "Failed", "Pending"]
+    assert world.stable.image == "app:1" and "h1" in world.stable.started
+    assert world.canary.release is None, "the new instances on reachable hosts are removed"
+    assert world.weights == (100, 0)
+
+
+def test_unit_errors_outside_the_current_step_do_not_fail_it() -> None:
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units(), unit_errors={"h3": "no answer within 30 s"})
+    driver = Driver(app, dep_spec(strategy=ROLLING_1), world)
+    for _ in range(200):
+        driver.step()
+        if driver.status.step and driver.status.step.index >= 3:
+            break
+        world.now += timedelta(seconds=1)
+    assert driver.status.phase == "Progressing"
+    assert driver.status.batches[0].state == "Succeeded"
+
+
+def test_refusal_before_start_fails_without_acting_and_frees_the_lock() -> None:
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units(), refusal="insufficient capacity: host h1: not enough")
+    status = Driver(app, dep_spec(strategy=ROLLING_1), world).run()
+    assert status.phase == "Failed"
+    assert status.message == "refused before start: insufficient capacity: host h1: not enough"
+    assert not [a for a in world.applied if isinstance(a, EnsureInstances | SetWeights)]
+    assert world.lock_holder is None

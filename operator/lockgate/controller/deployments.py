@@ -32,6 +32,7 @@ from lockgate.engine import (
 )
 from lockgate.engine.decide import release_of
 from lockgate.probes import traefik_metrics
+from lockgate.targets.docker import DockerTargetError
 from lockgate.targets.kubernetes import KubernetesTarget, service_name
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
@@ -180,17 +181,23 @@ class Reconciler:
             self.fleet = DockerFleet(self.rt, self.app_obj, self.app, own)
             try:
                 await self.fleet.prepare()
-            except FleetConfigError as err:
+                stable, canary, live, unit_errors = await self.fleet.observe()
+            except (FleetConfigError, DockerTargetError) as err:
+                # Without its credentials or its route file no host can be used.
                 self.fleet = None
+                why = (
+                    f"host {err.host}: {err.reason}"
+                    if isinstance(err, DockerTargetError)
+                    else str(err)
+                )
                 return Observation(
                     lock_holder=holder,
                     queued_ahead=ahead,
                     superseded_by=superseded_by,
                     action=action,
-                    unit_errors=dict.fromkeys(self.app.units(), str(err)),
-                    refusal=str(err),
+                    unit_errors=dict.fromkeys(self.app.units(), why),
+                    refusal=why,
                 )
-            stable, canary, live, unit_errors = await self.fleet.observe()
             starting = status.phase in (None, "Pending", "Queued") and (
                 holder == self.name or (holder is None and ahead == 0)
             )

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
@@ -156,19 +157,21 @@ async def deployment_deleted(body: kopf.Body, **_: Any) -> None:
         with contextlib.suppress(FleetConfigError):
             await fleet.prepare()
             await fleet.remove_rollout(release_of(rec.name, revision))
+    else:
+        stable, canary = await rec.target().observe(
+            rec.namespace, rec.name_of_app(), rec.app.units()
+        )
+        if stable.ready:
+            await rec.router().set_weights(100, 0)
+        if canary.release and canary.release.startswith(f"{rec.name}/"):
+            await rec.target().ensure(rec.app_obj, rec.app, "canary", None, 0, None)
+    try:
         await rt.kube.patch_application_status(
             rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
         )
-        metrics.record_phase(rec.namespace, rec.name, None)
-        return
-    stable, canary = await rec.target().observe(rec.namespace, rec.name_of_app(), rec.app.units())
-    if stable.ready:
-        await rec.router().set_weights(100, 0)
-    if canary.release and canary.release.startswith(f"{rec.name}/"):
-        await rec.target().ensure(rec.app_obj, rec.app, "canary", None, 0, None)
-    await rt.kube.patch_application_status(
-        rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
-    )
+    except ApiException as err:
+        if err.status != 404:  # the Application went first (a namespace being deleted)
+            raise
     metrics.record_phase(rec.namespace, rec.name, None)
 
 

@@ -838,7 +838,7 @@ class _Run:
         target = s.previous_image or "no previous version"
         outcome: Phase = "Aborted" if s.aborted else "RolledBack"
         unreachable = ", ".join(sorted(self.obs.unit_errors))
-        left = f" (not restored, unreachable: {unreachable})" if unreachable else ""
+        left = f" (unreachable, left as found: {unreachable})" if unreachable else ""
         self.enter(outcome, f"{s.failure}; rolled back to {target}{left}", warning=not s.aborted)
 
     # ----------------------------------------------------------------- finished
