@@ -127,10 +127,11 @@ class Reconciler:
         history.add(at, snapshot)
         if baseline is None:
             return MetricsSample(error="first scrape: collecting a baseline")
-        # Traefik names the leaf services: `<ns>-<service>-<port>` from Kubernetes,
-        # `<app>-<role>@file` from the file provider (the weighted parent has no counts).
+        # Traefik names the leaf services (the weighted parent has no counts):
+        # `<ns>-<service>-<port>` from Kubernetes, `<app>-<role>` from the file provider
+        # (the parser drops `@file`).
         prefix = {
-            role: f"{service_name(self.name_of_app(), role)}@file"
+            role: service_name(self.name_of_app(), role)
             if self.app.docker is not None
             else f"{self.namespace}-{service_name(self.name_of_app(), role)}-"
             for role in ("stable", "canary")
