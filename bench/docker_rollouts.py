@@ -1,0 +1,129 @@
+"""Benchmarks of the Docker-hosts target driven by the operator (figures, never asserted).
+
+Needs hack/cluster, hack/traefik and hack/dockerhosts up. Runs the operator as a subprocess,
+as the integration tests do, against the three local hosts (unix, tcp+TLS, ssh), and
+measures:
+  rollback  analysis Failed (phase RollingBack) -> Traefik serving 100% stable, read from
+            Traefik's API (bounded below by the file provider noticing the rewrite; the local
+            Traefik runs with throttleDuration 0s, Traefik's default is 2 s)
+  rolling   a Rolling update one host at a time over the three hosts, applied -> Succeeded,
+            under load (failed requests counted), to set beside Docker Swarm's start-first
+            update (python -m bench.docker_swarm)
+Usage: python -m bench.docker_rollouts [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from kubernetes import client
+
+from tests.support.cluster import cluster_info, traefik_info
+from tests.support.docker_apps import create_secrets, delete_application, docker_application
+from tests.support.dockerhosts import load_hosts
+from tests.support.operator_fixtures import Operator, free_port
+from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
+
+
+def live_canary_weight(api_url: str, app: str) -> int | None:
+    try:
+        data = httpx.get(f"{api_url}/api/http/services/{app}@file", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    children = (data.get("weighted") or {}).get("services") or []
+    return sum(int(c.get("weight", 1)) for c in children if c["name"].startswith(f"{app}-canary"))
+
+
+def spread(values: list[float]) -> str:
+    return (
+        f"median {statistics.median(values):.2f} s [{min(values):.2f}-{max(values):.2f}] "
+        f"({len(values)} runs)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    cluster, traefik = cluster_info(), traefik_info()
+    hosts = {h.name: h for h in load_hosts()}
+    env = {
+        **os.environ,
+        **cluster.env(),
+        "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
+        "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
+        "LOCKGATE_METRICS_PORT": str(free_port()),
+    }
+    op = Operator(env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port())
+    op.start()
+    api = cluster.api_client()
+    core = client.CoreV1Api(api)
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    lg = Lockgate(api, namespace)
+    app = f"bench-{namespace[-6:]}"
+    try:
+        create_secrets(lg, hosts)
+        lg.create(docker_application(lg, app, hosts, traefik))
+        lg.create(deployment(f"{app}-v1", app, "demo:v1"))
+        lg.wait_phase(f"{app}-v1", {"Succeeded"})
+        rollbacks: list[float] = []
+        rolling: list[float] = []
+        failures: list[str] = []
+        with Load(traefik.web_url, host_of(app, namespace), threads=2) as load:
+            for i in range(args.runs):
+                name = f"{app}-bad{i}"
+                steps = {
+                    "type": "Canary",
+                    "canary": {"canaryHosts": 1, "steps": [50, 100], "stepSeconds": 60},
+                }
+                analysis = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
+                lg.create(deployment(name, app, "demo:v2-errors30", steps, analysis=analysis))
+                wait_for(
+                    "RollingBack",
+                    lambda name=name: lg.phase(name) in ("RollingBack", "RolledBack"),
+                    timeout=120,
+                    every=0.01,
+                )
+                start = time.monotonic()
+                wait_for(
+                    "stable 100% in Traefik",
+                    lambda: live_canary_weight(traefik.api_url, app) == 0,
+                    timeout=30,
+                    every=0.005,
+                )
+                rollbacks.append(time.monotonic() - start)
+                lg.wait_phase(name, {"RolledBack"})
+            for i in range(args.runs):
+                name = f"{app}-r{i}"
+                image = "demo:v2" if i % 2 == 0 else "demo:v1"
+                before = len(load.responses)
+                start = time.monotonic()
+                lg.create(
+                    deployment(name, app, image, {"type": "Rolling", "rolling": {"batchSize": 1}})
+                )
+                status = lg.wait_phase(name, {"Succeeded", "RolledBack", "Failed"}, timeout=300)
+                rolling.append(time.monotonic() - start)
+                if status["phase"] != "Succeeded":
+                    failures.append(f"{name}: {status.get('message')}")
+                bad = failed(load.responses[before:])
+                failures += [f"{name}: request failed ({r.status})" for r in bad]
+        print(f"rollback: RollingBack -> 100% stable in Traefik: {spread(rollbacks)}")
+        print(f"rolling: 3 hosts one at a time, drainSeconds 1: {spread(rolling)}")
+        print(f"requests under load: {len(load.responses)}, problems: {len(failures)}")
+        for problem in failures[:10]:
+            print("  ", problem)
+    finally:
+        delete_application(lg, app)
+        op.stop()
+        core.delete_namespace(namespace)
+
+
+if __name__ == "__main__":
+    main()
