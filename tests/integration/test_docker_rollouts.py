@@ -119,6 +119,39 @@ def test_rolling_update_host_by_host_loses_no_request(
     assert not (traefik.dynamic_dir / f"{app}.yaml").exists()
 
 
+def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    deploy_v1(lockgate, app, fleet, traefik)
+    blue_green = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 3}}
+    with load_for(traefik, lockgate, app) as load:
+        time.sleep(1)
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", blue_green))
+        wait_for(
+            "both sets on every host",
+            lambda: running_images(fleet, app) == {h: ["demo:v1", "demo:v2"] for h in fleet},
+            every=0.1,
+        )
+        status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+        time.sleep(1)
+    responses = load.stop()
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert served(responses[-50:], "v2") == 50
+    switched = [r.at for r in responses if r.version == "v2"]
+    assert not [r for r in responses if r.at > switched[0] and r.version == "v1"][20:], (
+        "one switch, not a host-by-host mix"
+    )
+    wait_for(
+        "only v2 containers",
+        lambda: (
+            running_images(fleet, app) == {h: ["demo:v2"] for h in fleet}
+            and all(len(found) == 1 for found in containers(fleet, app).values())
+        ),
+        timeout=30,
+    )
+
+
 def test_good_canary_is_promoted_to_every_host(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
