@@ -41,6 +41,8 @@ from .docker_fleet import DockerFleet, FleetConfigError
 from .runtime import Runtime
 
 SUPERSEDED_ANNOTATION = "lockgate.dev/superseded-by"
+DOCKER_POLL = 0.25  # seconds between observations of a moving rollout on Docker hosts
+MOVING = ("Progressing", "RollingBack")
 log = logging.getLogger("lockgate.deployments")
 
 
@@ -405,10 +407,15 @@ async def reconcile(rt: Runtime, body: dict[str, Any], post_event: PostEvent) ->
         post_event(event.type, event.reason, rt.redactor.text(event.message))
     _record(rec, status, decision)
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+    requeue = decision.requeue_after
+    if rec.app is not None and rec.app.docker is not None and decision.status.phase in MOVING:
+        # Nothing wakes the driver when a container turns healthy (no watch, unlike Pods):
+        # poll while the rollout moves instead of backing off to seconds.
+        requeue = DOCKER_POLL if requeue is None else min(requeue, DOCKER_POLL)
     return Round(
         progressed=bool(changes),
         acted=bool(decision.actions),
-        requeue_after=decision.requeue_after,
+        requeue_after=requeue,
         finished=decision.status.phase in ("Succeeded", "RolledBack", "Aborted")
         and not decision.actions,
     )

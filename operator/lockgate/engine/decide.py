@@ -768,6 +768,9 @@ class _Run:
         s.aborted = aborted
         s.pending_action = None
         target = s.previous_image or "no previous version"
+        if self.obs.stable.ready and self.obs.live_weights != (100, 0):
+            # Traffic leaves the new version in this very decision, not one round later.
+            self.emit(SetWeights(100, 0))
         if aborted or self.spec.rollback.automatic:
             self.enter("RollingBack", f"{reason}; rolling back to {target}", warning=True)
         else:
