@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
+from kubernetes.client.exceptions import ApiException
+
 from lockgate.api import ApplicationSpec
 from lockgate.api.deployment import DeploymentSpec
 from lockgate.engine import InstanceSet
@@ -107,7 +109,15 @@ class DockerFleet:
 
         async def read(name: str, key: str, where: str) -> str:
             if name not in secrets:
-                data = await self.rt.kube.read_secret(self.namespace, name)
+                try:
+                    data = await self.rt.kube.read_secret(self.namespace, name)
+                except ApiException as err:
+                    if err.status != 403:
+                        raise
+                    raise FleetConfigError(
+                        f"{where}: the operator may not read Secret {name!r} (the Helm chart "
+                        "grants it with rbac.readSecrets=true)"
+                    ) from err
                 if data is None:
                     raise FleetConfigError(f"{where}: Secret {name!r} not found")
                 secrets[name] = data
