@@ -493,3 +493,15 @@ def test_host_spec_from_the_application_api() -> None:
     spec = host_spec_from_api(tcp, read)
     assert (spec.tls_ca, spec.tls_cert, spec.tls_key, spec.tls) == ("CA", "CERT", "TLSKEY", True)
     assert "TLSKEY" not in repr(spec)
+
+
+def test_the_route_never_weights_a_side_without_servers() -> None:
+    from lockgate.controller.docker_fleet import guard_weights
+
+    both = {"stable": ("http://a:1",), "canary": ("http://b:1",)}
+    assert guard_weights((80, 20), both) == (80, 20)
+    assert guard_weights((80, 20), {**both, "canary": ()}) == (100, 0)
+    assert guard_weights((0, 100), {**both, "stable": ()}) == (0, 100)
+    assert guard_weights((50, 50), {**both, "stable": ()}) == (0, 100)
+    # nothing healthy anywhere: keep what is declared rather than invent a split
+    assert guard_weights((80, 20), {"stable": (), "canary": ()}) == (80, 20)

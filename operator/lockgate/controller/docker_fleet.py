@@ -67,7 +67,7 @@ class FleetState:
     errors: dict[str, dict[str, str]] = field(default_factory=dict)  # release -> host -> why
 
 
-def _guard(weights: tuple[int, int], servers: dict[str, tuple[str, ...]]) -> tuple[int, int]:
+def guard_weights(weights: tuple[int, int], servers: dict[str, tuple[str, ...]]) -> tuple[int, int]:
     """No weight to a side without servers (it would answer 503), if the other has some."""
     stable, canary = weights
     if canary and not servers["canary"] and servers["stable"]:
@@ -274,7 +274,7 @@ class DockerFleet:
             )
             for role, release in (("stable", self.stable_release), ("canary", self.own_release))
         }
-        weights = _guard(declared.weights if declared else (100, 0), servers)
+        weights = guard_weights(declared.weights if declared else (100, 0), servers)
         await router.apply(weights, servers)
         live = await router.live_servers()
         stable = self._set(serving, healthy, live, self.stable_release, "stable")
@@ -377,7 +377,7 @@ class DockerFleet:
             return
         servers = {r: tuple(declared.servers_of(r)) for r in ("stable", "canary")}
         servers[role] = tuple(u for u in servers[role] if u not in urls)
-        await router.apply(_guard(declared.weights, servers), servers)
+        await router.apply(guard_weights(declared.weights, servers), servers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_SECONDS
         while loop.time() < deadline:
@@ -475,7 +475,7 @@ class DockerFleet:
         servers = {
             r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
         }
-        await router.apply(_guard((stable, canary), servers), servers)
+        await router.apply(guard_weights((stable, canary), servers), servers)
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
