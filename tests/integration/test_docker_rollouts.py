@@ -108,11 +108,14 @@ def test_rolling_update_host_by_host_loses_no_request(
     )
     app_status = lockgate.get(app, "applications")["status"]
     assert app_status["stable"]["release"] == f"{app}-v2/1"
-    wait_for(
-        "application Healthy",
-        lambda: lockgate.get(app, "applications")["status"].get("phase") == "Healthy",
-        timeout=30,
-    )
+    try:
+        wait_for(
+            "application Healthy",
+            lambda: lockgate.get(app, "applications")["status"].get("phase") == "Healthy",
+            timeout=30,
+        )
+    except AssertionError as err:
+        raise AssertionError(f"{err}: {lockgate.get(app, 'applications')['status']}") from None
     # Deleting the Application removes its containers and its route.
     assert delete_application(lockgate, app)
     assert containers(fleet, app) == {h: [] for h in fleet}

@@ -224,16 +224,16 @@ class DockerFleet:
                 if release and parsed.hostname == address and parsed.port:
                     out.append(
                         Instance(
-                            host,
-                            url,
-                            url,
-                            release,
-                            role,
-                            index,
-                            image or "",
-                            "running",
-                            address,
-                            parsed.port,
+                            host=host,
+                            name=url,
+                            id=url,
+                            release=release,
+                            role=role,
+                            index=index,
+                            image=image or "",
+                            state="running",
+                            address=address,
+                            port=parsed.port,
                         )
                     )
         return out
@@ -285,9 +285,7 @@ class DockerFleet:
             leftovers = [
                 i
                 for i in instances
-                if i.release
-                and i.release not in (self.stable_release, self.own_release)
-                and i.id != i.name  # not a declared-server stand-in
+                if i.release and i.release not in (self.stable_release, self.own_release)
             ]
             if leftovers:
                 canary = InstanceSet(
@@ -330,11 +328,6 @@ class DockerFleet:
     async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
         """Why the rollout must not start: a host that cannot be reached, or one without room
         for the instances the strategy adds (before anything is started)."""
-        pings = await self.conns.each(self.hosts, self.conns.ping)
-        for host in self.hosts:
-            result = pings[host]
-            if isinstance(result, DockerTargetError):
-                return f"host {host}: {result.reason}"
         instances, errors = await self._listing()
         if errors:
             host = sorted(errors)[0]
@@ -529,8 +522,15 @@ class DockerFleet:
             ):
                 await remove_instances(self.conns, host, self.name, rel, grace=STOP_GRACE)
 
-        await self.conns.each(self.hosts, remove)
-        await self._router().remove_route()
+        left = await self.conns.each(self.hosts, remove)
+        try:
+            await self._router().remove_route()
+        except DockerTargetError as err:
+            left["route"] = err
+        for problem in left.values():
+            if isinstance(problem, DockerTargetError):
+                # Deletion must not hang on a host that is gone; what is left is logged.
+                log.warning("application %s deleted, left behind: %s", self.name, problem)
         state = self.rt.fleets.pop((self.namespace, self.name), None)
         if state is not None:
             await state.conns.aclose()
