@@ -315,6 +315,22 @@ class Reconciler:
                 raise
 
     async def release_lock(self, status: DeploymentStatus) -> None:
+        """Record the outcome in the Application's history and free its lock. A conflict
+        (the Application's status timer wrote meanwhile) is retried on a fresh read: a
+        finished rollout is not reconciled again, so a lost release would stay held."""
+        for _ in range(5):
+            try:
+                await self._release_lock_once(status)
+                return
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+            self.app_obj = await self.rt.kube.get_application(self.namespace, self.name_of_app())
+            if self.app_obj is None:
+                return
+        raise RuntimeError("rollout lock not released: the Application kept changing; retrying")
+
+    async def _release_lock_once(self, status: DeploymentStatus) -> None:
         assert self.app_obj is not None and self.app is not None
         app_status = self.app_obj.get("status") or {}
         history = list(app_status.get("history") or [])
@@ -338,11 +354,7 @@ class Reconciler:
         }
         if app_status.get("activeDeployment") == self.name:
             body["status"]["activeDeployment"] = None
-        try:
-            await self.rt.kube.patch_application_status(self.namespace, self.name_of_app(), body)
-        except ApiException as err:
-            if err.status != 409:
-                raise
+        await self.rt.kube.patch_application_status(self.namespace, self.name_of_app(), body)
 
 
 def cap_ready(instances: InstanceSet, in_proxy: int, *, from_end: bool) -> InstanceSet:
