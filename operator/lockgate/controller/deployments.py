@@ -253,10 +253,13 @@ class Reconciler:
                 continue
             if self.app is None or self.app_obj is None:
                 continue  # nothing can be acted on without the application
-            if self.app.docker is not None:
-                await self.execute_docker(action, decision)
-                continue
-            if isinstance(action, EnsureInstances):
+            if isinstance(action, AcquireLock):
+                await self.acquire_lock()
+            elif isinstance(action, ReleaseLock):
+                await self.release_lock(decision.status)
+            elif self.app.docker is not None:
+                await self.execute_docker(action)
+            elif isinstance(action, EnsureInstances):
                 await self.target().ensure(
                     self.app_obj,
                     self.app,
@@ -282,17 +285,9 @@ class Reconciler:
                         }
                     },
                 )
-            elif isinstance(action, AcquireLock):
-                await self.acquire_lock()
-            elif isinstance(action, ReleaseLock):
-                await self.release_lock(decision.status)
 
-    async def execute_docker(self, action: Any, decision: Decision) -> None:
-        if isinstance(action, AcquireLock):
-            await self.acquire_lock()
-        elif isinstance(action, ReleaseLock):
-            await self.release_lock(decision.status)
-        elif self.fleet is None:
+    async def execute_docker(self, action: Any) -> None:
+        if self.fleet is None:
             return  # the hosts cannot be used (the observation says why)
         elif isinstance(action, EnsureInstances):
             await self.fleet.ensure(action.role, action.image, action.units, action.release)
