@@ -328,3 +328,32 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
         ),
         timeout=30,
     )
+
+
+def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_containers(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    deploy_v1(lockgate, app, fleet, traefik)
+    manual = {
+        "type": "Canary",
+        "canary": {"canaryHosts": 1, "steps": [{"setWeight": 50}, {"pause": {}}, 100]},
+    }
+    with load_for(traefik, lockgate, app) as load:
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", manual))
+        lockgate.wait_phase(f"{app}-v2", {"Paused"})
+        wait_for("the canary serves", lambda: served(load.responses[-50:], "v2") > 0)
+        lockgate.custom.delete_namespaced_custom_object(
+            "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments", f"{app}-v2"
+        )
+        wait_for(
+            "v1 alone on every host",
+            lambda: running_images(fleet, app) == {h: ["demo:v1"] for h in fleet},
+            timeout=60,
+        )
+        time.sleep(1)
+    responses = load.stop()
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert served(responses[-100:], "v1") == 100
+    app_status = lockgate.get(app, "applications")["status"]
+    assert not app_status.get("activeDeployment")
+    assert app_status["stable"]["image"] == "demo:v1"
