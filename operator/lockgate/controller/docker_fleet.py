@@ -98,6 +98,7 @@ class DockerFleet:
         self.hosts = app.units()
         self.env: dict[str, str] = {}
         self.state: FleetState | None = None
+        self._listed: tuple[list[Instance], dict[str, str]] | None = None
         self.router: TraefikFileRouter | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -244,7 +245,7 @@ class DockerFleet:
         """(stable, canary, live weights, unit errors), after bringing the configuration's
         server lists in line with the healthy containers."""
         router = self._router()
-        instances, errors = await self._listing()
+        instances, errors = self._listed = await self._listing()
         declared = await router.declared()
         declared_servers = dict(declared.servers) if declared else {}
         for host in errors:
@@ -256,18 +257,7 @@ class DockerFleet:
             and i.release
             and i.release in (self.stable_release, self.own_release)
         ]
-        checks = await asyncio.gather(
-            *(
-                check_health(
-                    self.rt.http,
-                    i,
-                    self.app.health_check.http.path,
-                    self.app.health_check.timeout_seconds,
-                )
-                for i in serving
-            )
-        )
-        healthy = {i.id for i, ok in zip(serving, checks, strict=True) if ok}
+        healthy = await self._healthy(serving)
         servers = {
             role: tuple(
                 sorted(i.url for i in serving if i.release == release and i.id in healthy and i.url)
@@ -275,7 +265,7 @@ class DockerFleet:
             for role, release in (("stable", self.stable_release), ("canary", self.own_release))
         }
         weights = guard_weights(declared.weights if declared else (100, 0), servers)
-        await router.apply(weights, servers)
+        config = await router.apply(weights, servers, current=declared)
         live = await router.live_servers()
         stable = self._set(serving, healthy, live, self.stable_release, "stable")
         if stable.release and stable.image is None:
@@ -294,7 +284,18 @@ class DockerFleet:
                     units=tuple(h for h in self.hosts if any(i.host == h for i in leftovers)),
                 )
         errors.update(self._action_errors())
-        return stable, canary, await router.live_weights(), errors
+        return stable, canary, await router.live_weights_of(config, live), errors
+
+    async def _healthy(self, instances: list[Instance]) -> set[str]:
+        """Ids of the instances that pass their health check now (checked in parallel)."""
+        check = self.app.health_check
+        results = await asyncio.gather(
+            *(
+                check_health(self.rt.http, i, check.http.path, check.timeout_seconds)
+                for i in instances
+            )
+        )
+        return {i.id for i, ok in zip(instances, results, strict=True) if ok}
 
     def _set(
         self,
@@ -327,8 +328,10 @@ class DockerFleet:
 
     async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
         """Why the rollout must not start: a host that cannot be reached, or one without room
-        for the instances the strategy adds (before anything is started)."""
-        instances, errors = await self._listing()
+        for the instances the strategy adds (before anything is started). Uses the listing
+        of this round's observation."""
+        assert self._listed is not None, "observe first"
+        instances, errors = self._listed
         if errors:
             host = sorted(errors)[0]
             return f"host {host}: {errors[host]}"
@@ -499,17 +502,8 @@ class DockerFleet:
         stable = [
             i for i in instances if i.state in LIVE_STATES and i.release == self.stable_release
         ]
-        path, timeout = self.app.health_check.http.path, self.app.health_check.timeout_seconds
-        checks = await asyncio.gather(
-            *(check_health(self.rt.http, i, path, timeout) for i in stable)
-        )
-        bad = {i.host for i, ok in zip(stable, checks, strict=True) if not ok}
-        per_host = self.docker.instances_per_host
-        ready = sum(
-            1
-            for h in self.hosts
-            if h not in bad and sum(1 for i in stable if i.host == h) >= per_host
-        )
+        found = self._set(stable, await self._healthy(stable), None, self.stable_release, "stable")
+        ready = len(found.ready)
         problem = next((f"host {h}: {errors[h]}" for h in sorted(errors)), None)
         return ready, problem
 

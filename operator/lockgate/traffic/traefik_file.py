@@ -462,9 +462,14 @@ class TraefikFileRouter:
         return parse(self.app, text) if text is not None else None
 
     async def apply(
-        self, weights: tuple[int, int], servers: Mapping[str, Sequence[str]]
+        self,
+        weights: tuple[int, int],
+        servers: Mapping[str, Sequence[str]],
+        *,
+        current: FileConfig | None = None,
     ) -> FileConfig:
-        """Write the whole declared state (skipped when the file already says it)."""
+        """Write the whole declared state (skipped when the file already says it). `current`:
+        what the caller has just read with `declared()`, saving a second read."""
         config = FileConfig(
             app=self.app,
             weights=weights,
@@ -472,6 +477,8 @@ class TraefikFileRouter:
             route=self.route,
             health=self.health,
         )
+        if current is not None and current == config:
+            return config
         text = dump(config)
         if await self.store.read() != text:
             await self.store.write(text)
@@ -552,12 +559,18 @@ class TraefikFileRouter:
         declared = await self.declared()
         if declared is None:
             return None
+        return await self.live_weights_of(declared)
+
+    async def live_weights_of(
+        self, declared: FileConfig, live: Mapping[str, tuple[str, ...]] | None = None
+    ) -> tuple[int, int] | None:
+        """`live_weights` for a config already read (and live servers already asked for)."""
         if not self.api_url:
             return declared.weights  # without Traefik's API the declared split is all we know
         body = await self._api(self.app)
         if body is None or parse_live_weights(body, self.app) != declared.weights:
             return None
-        live = await self.live_servers()
+        live = live if live is not None else await self.live_servers()
         if live is None:
             return None
         for role, weight in zip(ROLES, declared.weights, strict=True):
