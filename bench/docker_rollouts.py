@@ -15,7 +15,6 @@ Usage: python -m bench.docker_rollouts [--runs 5]
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 import uuid
@@ -27,7 +26,7 @@ from kubernetes import client
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.docker_apps import create_secrets, delete_application, docker_application
 from tests.support.dockerhosts import load_hosts
-from tests.support.operator_fixtures import Operator, free_port
+from tests.support.operator_fixtures import Operator, free_port, operator_env
 from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
 
 
@@ -53,13 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     cluster, traefik = cluster_info(), traefik_info()
     hosts = {h.name: h for h in load_hosts()}
-    env = {
-        **os.environ,
-        **cluster.env(),
-        "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
-        "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
-        "LOCKGATE_METRICS_PORT": str(free_port()),
-    }
+    env = operator_env(cluster, traefik)
     op = Operator(env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port())
     op.start()
     api = cluster.api_client()

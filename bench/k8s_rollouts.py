@@ -24,7 +24,7 @@ import httpx
 from kubernetes import client
 
 from tests.support.cluster import cluster_info, traefik_info
-from tests.support.operator_fixtures import Operator, free_port
+from tests.support.operator_fixtures import Operator, free_port, operator_env
 from tests.support.rollouts import Load, Lockgate, application, deployment, host_of, wait_for
 
 
@@ -203,13 +203,7 @@ def main() -> None:
     parser.add_argument("--only", default="reaction,rollback,overhead,load")
     args = parser.parse_args()
     cluster, traefik = cluster_info(), traefik_info()
-    env = {
-        **os.environ,
-        **cluster.env(),
-        "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
-        "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
-        "LOCKGATE_METRICS_PORT": str(free_port()),
-    }
+    env = operator_env(cluster, traefik)
     from pathlib import Path
 
     op = Operator(env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port())

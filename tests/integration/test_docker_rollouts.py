@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
+    alone_everywhere,
     containers,
     create_secrets,
     delete_application,
@@ -147,10 +148,7 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
     )
     wait_for(
         "only v2 containers",
-        lambda: (
-            running_images(fleet, app) == {h: ["demo:v2"] for h in fleet}
-            and all(len(found) == 1 for found in containers(fleet, app).values())
-        ),
+        lambda: alone_everywhere(fleet, app, "demo:v2"),
         timeout=30,
     )
 
@@ -182,10 +180,7 @@ def test_good_canary_is_promoted_to_every_host(
     assert any(run["verdict"] == "Passed" for run in status["analysis"])
     wait_for(
         "v2 alone on every host",
-        lambda: (
-            running_images(fleet, app) == {h: ["demo:v2"] for h in fleet}
-            and all(len(found) == 1 for found in containers(fleet, app).values())
-        ),
+        lambda: alone_everywhere(fleet, app, "demo:v2"),
         timeout=30,
     )
 
@@ -214,10 +209,7 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
     assert [r for r in failed(responses) if r.version != "v2"] == [], "only the canary failed"
     wait_for(
         "canary containers removed, v1 serving everywhere",
-        lambda: (
-            running_images(fleet, app) == {h: ["demo:v1"] for h in fleet}
-            and all(len(found) == 1 for found in containers(fleet, app).values())
-        ),
+        lambda: alone_everywhere(fleet, app, "demo:v1"),
         timeout=30,
     )
     reasons = {e.reason for e in lockgate.events(f"{app}-bad")}
@@ -347,7 +339,7 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
         )
         wait_for(
             "v1 alone on every host",
-            lambda: running_images(fleet, app) == {h: ["demo:v1"] for h in fleet},
+            lambda: alone_everywhere(fleet, app, "demo:v1"),
             timeout=60,
         )
         time.sleep(1)

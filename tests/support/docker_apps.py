@@ -151,3 +151,11 @@ def delete_application(lg: Lockgate, app: str) -> bool:
             raise
         time.sleep(0.5)
     return False
+
+
+def alone_everywhere(hosts: dict[str, DockerHost], app: str, image: str) -> bool:
+    """Every host runs exactly one container of the app, of `image`, and nothing else of it."""
+    return all(
+        [(found_image, state) for _, found_image, state in found] == [(image, "running")]
+        for found in containers(hosts, app).values()
+    )

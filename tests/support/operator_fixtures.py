@@ -88,17 +88,22 @@ class Operator:
         return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
 
 
-@pytest.fixture(scope="session")
-def operator(
-    cluster: Cluster, traefik: Traefik, kubelet: object, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
-    env = {
+def operator_env(cluster: Cluster, traefik: Traefik) -> dict[str, str]:
+    """The environment `lockgate operator` runs with against the local cluster and Traefik."""
+    return {
         **os.environ,
         **cluster.env(),
         "LOCKGATE_TRAEFIK_API_URL": traefik.api_url,
         "LOCKGATE_TRAEFIK_METRICS_URL": traefik.metrics_url,
         "LOCKGATE_METRICS_PORT": str(free_port()),
     }
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, traefik: Traefik, kubelet: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    env = operator_env(cluster, traefik)
     op = Operator(env, tmp_path_factory.mktemp("operator") / "operator", free_port())
     op.start()
     yield op
