@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from lockgate.targets.docker import container_labels, container_name
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
     alone_everywhere,
@@ -24,7 +25,7 @@ from tests.support.docker_apps import (
     remove_all,
     running_images,
 )
-from tests.support.dockerhosts import DockerHost
+from tests.support.dockerhosts import DockerHost, local_client
 from tests.support.operator_fixtures import Operator
 from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
 from tests.support.socket_relay import SocketRelay
@@ -320,6 +321,33 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
         ),
         timeout=30,
     )
+
+
+def test_container_left_created_by_a_killed_operator_is_started_on_resume(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    """An operator killed between creating a container and starting it leaves it `created`:
+    the resumed rollout starts it instead of waiting for it until the deadline."""
+    deploy_v1(lockgate, app, fleet, traefik)
+    release = f"{app}-v2/1"
+    client = local_client(fleet["host1"])
+    try:
+        client.api.create_container(
+            "demo:v2",
+            name=container_name(app, release, 0),
+            labels=container_labels(app, release, "canary", 0, 8080, "demo:v2"),
+            ports=[8080],
+            host_config=client.api.create_host_config(
+                port_bindings={8080: (fleet["host1"].address, None)}
+            ),
+        )
+    finally:
+        client.close()
+    rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
+    lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling, progressDeadlineSeconds=30))
+    status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=120)
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert alone_everywhere(fleet, app, "demo:v2")
 
 
 def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_containers(

@@ -35,15 +35,19 @@ class FakeSet:
     release: str | None = None
     image: str | None = None
     started: dict[str, datetime] = field(default_factory=dict)  # unit -> start time
+    # units whose instances exist but were never started (an operator killed in between)
+    created: set[str] = field(default_factory=set)
 
     def observe(self, now: datetime, ready_after: float, unready: set[str]) -> InstanceSet:
         units = tuple(sorted(self.started))
         ready = tuple(
             u
             for u in units
-            if self.image not in unready and now - self.started[u] >= timedelta(seconds=ready_after)
+            if self.image not in unready
+            and u not in self.created
+            and now - self.started[u] >= timedelta(seconds=ready_after)
         )
-        return InstanceSet(self.release, self.image, units, ready)
+        return InstanceSet(self.release, self.image, units, ready, tuple(sorted(self.created)))
 
 
 @dataclass
@@ -104,7 +108,11 @@ class FakeWorld:
                 if target.release != action.release or target.image != action.image:
                     target.started = {}
                     target.release, target.image = action.release, action.image
-                target.started = {u: target.started.get(u, self.now) for u in action.units}
+                target.started = {
+                    u: self.now if u in target.created else target.started.get(u, self.now)
+                    for u in action.units
+                }
+                target.created = set()
                 if not action.units:
                     target.release = target.image = None
             elif isinstance(action, SetWeights):

@@ -438,3 +438,30 @@ def test_refusal_before_start_fails_without_acting_and_frees_the_lock() -> None:
     assert status.message == "refused before start: insufficient capacity: host h1: not enough"
     assert not [a for a in world.applied if isinstance(a, EnsureInstances | SetWeights)]
     assert world.lock_holder is None
+
+
+def test_instances_left_created_by_a_killed_operator_are_asked_for_again() -> None:
+    """The canary container on h1 exists but was never started: only the engine asking
+    again gets it started; waiting for it would run into the progress deadline."""
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units())
+    driver = Driver(app, dep_spec(strategy=ROLLING_1), world)
+    while "h1" not in world.canary.started:
+        driver.step()
+        world.now += timedelta(seconds=1)
+    world.canary.created = {"h1"}
+    status = driver.run()
+    assert status.phase == "Succeeded", status.message
+    assert [b.attempts for b in status.batches] == [1, 1, 1]
+
+
+def test_stable_instances_left_created_are_started_again() -> None:
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units())
+    world.stable.created = {"h2"}
+    driver = Driver(app, dep_spec(strategy=ROLLING_1), world)
+    for _ in range(5):
+        driver.step()
+    asked = [a for a in world.applied if isinstance(a, EnsureInstances) and a.role == "stable"]
+    assert asked and "h2" in asked[0].units
+    assert not world.stable.created

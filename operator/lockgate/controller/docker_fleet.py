@@ -48,6 +48,7 @@ from .runtime import Runtime
 log = logging.getLogger("lockgate.docker")
 
 LIVE_STATES = ("running", "restarting", "created", "paused")
+STARTED_STATES = ("running", "restarting")  # what ensure_instances leaves behind
 CONFIRM_SECONDS = 5.0  # how long to wait for Traefik to drop a server before stopping it
 STOP_GRACE = 10
 
@@ -320,7 +321,19 @@ class DockerFleet:
                 i.id in healthy and (in_proxy is None or i.url in in_proxy) for i in on
             )
 
-        return InstanceSet(release, mine[0].image, units, tuple(h for h in units if ready(h)))
+        return InstanceSet(
+            release,
+            mine[0].image,
+            units,
+            tuple(h for h in units if ready(h)),
+            tuple(h for h in units if not self._complete(mine, h)),
+        )
+
+    def _complete(self, instances: list[Instance], host: str) -> bool:
+        """The host runs the wanted number of these instances, all started."""
+        on = [i for i in instances if i.host == host]
+        started = sum(1 for i in on if i.state in STARTED_STATES)
+        return started >= self.docker.instances_per_host
 
     def _action_errors(self) -> dict[str, str]:
         assert self.state is not None
@@ -415,8 +428,8 @@ class DockerFleet:
                     lambda h: stop_instances(self.conns, h, self.name, rel or "", grace=STOP_GRACE),
                 ),
             )
-            have = {i.host for i in live if i.release == rel}
-            start = [h for h in units if h not in have]
+            mine = [i for i in live if i.release == rel]
+            start = [h for h in units if not self._complete(mine, h)]
             if start and rel and image:
                 self._record(self.own_release, await self._start(start, rel, image, "stable"))
             return

@@ -470,7 +470,11 @@ class _Run:
 
     def ensure_canary(self, units: tuple[str, ...]) -> None:
         obs = self.obs
-        differs = obs.canary.release != self.release or set(obs.canary.units) != set(units)
+        differs = (
+            obs.canary.release != self.release
+            or set(obs.canary.units) != set(units)
+            or bool(set(obs.canary.incomplete) & set(units))
+        )
         if differs and (obs.canary.release == self.release or obs.canary.units or units):
             self.emit(EnsureInstances("canary", self.s.image, units, self.release))
 
@@ -479,7 +483,7 @@ class _Run:
         leave fewer than minHealthy healthy instances serving. True when already so."""
         obs = self.obs
         current = set(obs.stable.units)
-        if current == set(units):
+        if current == set(units) and not set(obs.stable.incomplete) & current:
             return True
         removing = current - set(units)
         if removing:

@@ -15,13 +15,16 @@ class InstanceSet:
 
     ``release`` names the rollout that created them (``<deployment>/<revision>``); ``units``
     are the replicas or hosts that have instances of the set, ``ready`` those whose instances
-    all pass their health check.
+    all pass their health check. ``incomplete`` are units whose instances exist but are not
+    all started (e.g. created by an operator killed before it started them): nothing else
+    will start them, so the engine asks for them again.
     """
 
     release: str | None = None
     image: str | None = None
     units: tuple[str, ...] = ()
     ready: tuple[str, ...] = ()
+    incomplete: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
