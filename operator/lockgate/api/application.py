@@ -19,6 +19,10 @@ MSG_FILE_PROVIDER_HOST = (
 )
 MSG_HOST_NAMES_UNIQUE = "spec.docker.hosts: host names must be unique"
 MSG_SSH_KEY = "spec.docker.hosts: an ssh:// host needs sshKeySecretRef and knownHostsSecretRef"
+MSG_DOCKER_HEALTH_PORT = (
+    "spec.healthCheck.http.port: on Docker hosts the check reaches the published "
+    "spec.docker.container.port; a different port is not supported"
+)
 
 
 class KubernetesTarget(ApiModel):
@@ -226,6 +230,11 @@ class ApplicationSpec(MemoModel):
                 raise ValueError(MSG_FILE_PROVIDER_DOCKER)
             if fp.host != "local" and fp.host not in {h.name for h in self.docker.hosts}:
                 raise ValueError(MSG_FILE_PROVIDER_HOST)
+        # Only the container port is published, and Traefik's check of a load balancer
+        # uses one port for all its servers: a separate health port cannot be reached.
+        health_port = self.health_check.http.port
+        if self.docker is not None and health_port not in (None, self.docker.container.port):
+            raise ValueError(MSG_DOCKER_HEALTH_PORT)
         return self
 
     @property

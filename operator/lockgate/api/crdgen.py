@@ -40,6 +40,14 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
             "message": app.MSG_FILE_PROVIDER_HOST,
             "fieldPath": ".traffic.traefik.fileProvider.host",
         },
+        {
+            "rule": "!has(self.docker) || !has(self.healthCheck)"
+            " || !has(self.healthCheck.http) || !has(self.healthCheck.http.port)"
+            " || self.healthCheck.http.port == (has(self.docker.container)"
+            " && has(self.docker.container.port) ? self.docker.container.port : 8080)",
+            "message": app.MSG_DOCKER_HEALTH_PORT,
+            "fieldPath": ".healthCheck.http.port",
+        },
     ],
     "DockerTarget": [
         {
