@@ -112,8 +112,11 @@ def test_rolling_update_host_by_host_loses_no_request(
     assert app_status["stable"]["release"] == f"{app}-v2/1"
     try:
         wait_for(
-            "application Healthy",
-            lambda: lockgate.get(app, "applications")["status"].get("phase") == "Healthy",
+            "application Healthy, every instance updated",
+            lambda: (
+                (st := lockgate.get(app, "applications")["status"]).get("phase") == "Healthy"
+                and st.get("instances") == {"desired": 3, "ready": 3, "updated": 3}
+            ),
             timeout=30,
         )
     except AssertionError as err:
@@ -362,6 +365,13 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", manual))
         lockgate.wait_phase(f"{app}-v2", {"Paused"})
         wait_for("the canary serves", lambda: served(load.responses[-50:], "v2") > 0)
+        wait_for(
+            "the application counts one updated instance",
+            lambda: (
+                lockgate.get(app, "applications")["status"].get("instances", {}).get("updated") == 1
+            ),
+            timeout=15,
+        )
         lockgate.custom.delete_namespaced_custom_object(
             "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments", f"{app}-v2"
         )

@@ -38,11 +38,11 @@ async def reconcile_application(
         fleet = DockerFleet(rt, body, app, None)
         try:
             await fleet.prepare()
-            ready_hosts, problem = await fleet.census()
+            ready_hosts, updated, problem = await fleet.census(rolling_out=bool(active))
         except FleetConfigError as err:
-            ready_hosts, problem = 0, str(err)
+            ready_hosts, updated, problem = 0, 0, str(err)
         per_host = app.docker.instances_per_host
-        desired, ready, updated = len(app.units()) * per_host, ready_hosts * per_host, 0
+        desired, ready = len(app.units()) * per_host, ready_hosts * per_host
     else:
         target = KubernetesTarget(rt.kube)
         if ensure_owned:

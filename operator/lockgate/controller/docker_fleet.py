@@ -508,17 +508,24 @@ class DockerFleet:
         if declared is not None:
             await router.apply((100, 0), {"stable": declared.servers_of("canary"), "canary": ()})
 
-    async def census(self) -> tuple[int, str | None]:
-        """(hosts whose stable containers all pass their check, why some host could not be
+    async def census(self, rolling_out: bool) -> tuple[int, int, str | None]:
+        """(hosts whose stable containers all pass their check, started containers of the
+        version being rolled out — of stable when none is —, why some host could not be
         listed) for the Application's status; reads only, never writes."""
         instances, errors = await self._listing()
         stable = [
             i for i in instances if i.state in LIVE_STATES and i.release == self.stable_release
         ]
         found = self._set(stable, await self._healthy(stable), None, self.stable_release, "stable")
-        ready = len(found.ready)
+        updated = sum(
+            1
+            for i in instances
+            if i.state in STARTED_STATES
+            and i.release
+            and (i.release != self.stable_release) == rolling_out
+        )
         problem = next((f"host {h}: {errors[h]}" for h in sorted(errors)), None)
-        return ready, problem
+        return len(found.ready), updated, problem
 
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""
