@@ -294,6 +294,39 @@ def test_insufficient_capacity_is_refused_before_anything_starts(
     assert not app_status.get("activeDeployment"), "the rollout lock is released"
 
 
+def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_back(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    """The preflight checks a canary's canary hosts only; when promotion starts the new
+    version on the others, a host that filled up since is found before anything starts
+    there, and the rollout rolls back naming it."""
+    client = local_client(fleet["host2"])
+    total = int(client.info()["MemTotal"])
+    deploy_v1(lockgate, app, fleet, traefik, memory=f"{total // 4 // 2**20}Mi")
+    filler = client.containers.run(
+        "demo:v1", name=f"{app}-filler", detach=True, mem_limit=total * 6 // 10
+    )
+    try:
+        canary = {"type": "Canary", "canary": {"canaryHosts": 1, "steps": [50, 100]}}
+        with load_for(traefik, lockgate, app) as load:
+            lockgate.create(deployment(f"{app}-v2", app, "demo:v2", canary))
+            status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+            time.sleep(1)
+        responses = load.stop()
+    finally:
+        filler.remove(force=True)
+        client.close()
+    assert status["phase"] == "RolledBack", status.get("message")
+    assert "host host2: not enough memory" in status["message"]
+    assert any(run.version == "v2" for run in responses), "the canary served before"
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    wait_for(
+        "v1 alone on every host",
+        lambda: alone_everywhere(fleet, app, "demo:v1"),
+        timeout=30,
+    )
+
+
 def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
 ) -> None:

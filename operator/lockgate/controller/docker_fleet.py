@@ -364,11 +364,8 @@ class DockerFleet:
             canary_hosts=canary.canary_hosts if canary else None,
             existing=existing,
         )
-        resources = self.docker.container.resources
         try:
-            short = await check_capacity(
-                self.conns, extra, Resources.parse(resources.cpus, resources.memory)
-            )
+            short = await check_capacity(self.conns, extra, self._per_instance())
         except DockerTargetError as err:
             return f"host {err.host}: {err.reason}"
         if short:
@@ -455,11 +452,39 @@ class DockerFleet:
             self._record(rel, removed)
         self._record(self.own_release, removed)
         if keep and image:
-            self._record(keep, await self._start(list(units), keep, image, "canary"))
+            present = {i.host for i in instances if i.release == keep}
+            full = await self._without_room([h for h in units if h not in present])
+            started = await self._start([h for h in units if h not in full], keep, image, "canary")
+            self._record(keep, {**started, **full})
+
+    def _per_instance(self) -> Resources:
+        resources = self.docker.container.resources
+        return Resources.parse(resources.cpus, resources.memory)
+
+    async def _without_room(self, hosts: list[str]) -> dict[str, DockerTargetError]:
+        """Hosts that cannot hold a new set beside what runs there now. The preflight checks
+        the hosts a rollout begins on; this checks every host when its new set is first
+        started (a canary's remaining hosts, later batches), as capacity may have changed."""
+        per_instance = self._per_instance()
+        if not hosts or not (per_instance.nano_cpus or per_instance.memory):
+            return {}
+        try:
+            short = await check_capacity(
+                self.conns, dict.fromkeys(hosts, self.docker.instances_per_host), per_instance
+            )
+        except DockerTargetError as err:
+            return {err.host: err}
+        out: dict[str, DockerTargetError] = {}
+        for shortfall in short:
+            reason = str(shortfall).removeprefix(f"host {shortfall.host}: ")
+            if shortfall.host in out:
+                reason = f"{out[shortfall.host].reason}; {reason}"
+            out[shortfall.host] = DockerTargetError(shortfall.host, reason)
+        return out
 
     async def _start(self, hosts: list[str], release: str, image: str, role: str) -> dict[str, Any]:
         container = self.docker.container
-        resources = Resources.parse(container.resources.cpus, container.resources.memory)
+        resources = self._per_instance()
         return await self.conns.each(
             hosts,
             lambda h: ensure_instances(

@@ -1006,9 +1006,10 @@ def extra_instances(
 
     Every host gets a new set beside the old one at some point (blue-green all at once,
     rolling one batch at a time, start-first), so each needs room for `instances_per_host`
-    more; a canary needs that only on its canary hosts before promotion (the rest is checked
-    again when promotion rolls them). Recreate stops the old set first: a host needs room
-    only for what it does not already run (`existing`, the application's instances there).
+    more; a canary needs that only on its canary hosts before promotion (the operator checks
+    each host again when it first starts the new set there). Recreate stops the old set
+    first: a host needs room only for what it does not already run (`existing`, the
+    application's instances there).
     """
     if strategy == "Recreate":
         have = existing or {}
