@@ -307,7 +307,10 @@ def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_bac
         "demo:v1", name=f"{app}-filler", detach=True, mem_limit=total * 6 // 10
     )
     try:
-        canary = {"type": "Canary", "canary": {"canaryHosts": 1, "steps": [50, 100]}}
+        canary = {
+            "type": "Canary",
+            "canary": {"canaryHosts": 1, "steps": [50, 100], "stepSeconds": 3},
+        }
         with load_for(traefik, lockgate, app) as load:
             lockgate.create(deployment(f"{app}-v2", app, "demo:v2", canary))
             status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
