@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from lockgate.targets.docker import container_labels, container_name
@@ -387,6 +388,42 @@ def test_container_left_created_by_a_killed_operator_is_started_on_resume(
     status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=120)
     assert status["phase"] == "Succeeded", status.get("message")
     assert alone_everywhere(fleet, app, "demo:v2")
+
+
+def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    """`docker restart` (or a host reboot) publishes the container on a new port; between
+    rollouts the operator points the route at it, or that host would never serve again."""
+    deploy_v1(lockgate, app, fleet, traefik)
+    client = local_client(fleet["host1"])
+    try:
+        container = client.containers.get(f"{app}-v1-r1-0")
+        old_port = container.ports["8080/tcp"][0]["HostPort"]
+        container.restart(timeout=1)
+        container.reload()
+        new_port = container.ports["8080/tcp"][0]["HostPort"]
+    finally:
+        client.close()
+    assert new_port != old_port, "docker kept the port: the test shows nothing"
+    address = fleet["host1"].address
+    service = f"{traefik.api_url}/api/http/services/{app}-stable@file"
+
+    def routed() -> dict[str, str]:
+        return httpx.get(service, timeout=2).json().get("serverStatus") or {}
+
+    wait_for(
+        "Traefik routes to the new port, not the old one",
+        lambda: (
+            routed().get(f"http://{address}:{new_port}") == "UP"
+            and f"http://{address}:{old_port}" not in routed()
+        ),
+        timeout=30,
+    )
+    with load_for(traefik, lockgate, app) as load:
+        time.sleep(2)
+    responses = load.stop()
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
 
 
 def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_containers(

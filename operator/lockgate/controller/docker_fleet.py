@@ -536,12 +536,18 @@ class DockerFleet:
     async def census(self, rolling_out: bool) -> tuple[int, int, str | None]:
         """(hosts whose stable containers all pass their check, started containers of the
         version being rolled out — of stable when none is —, why some host could not be
-        listed) for the Application's status; reads only, never writes."""
+        listed) for the Application's status. Outside a rollout it also keeps the route's
+        stable servers on the healthy stable containers."""
         instances, errors = await self._listing()
         stable = [
             i for i in instances if i.state in LIVE_STATES and i.release == self.stable_release
         ]
-        found = self._set(stable, await self._healthy(stable), None, self.stable_release, "stable")
+        healthy = await self._healthy(stable)
+        found = self._set(stable, healthy, None, self.stable_release, "stable")
+        if not rolling_out and not errors:
+            await self._serve_healthy_stable(
+                tuple(i.url for i in stable if i.id in healthy and i.url)
+            )
         updated = sum(
             1
             for i in instances
@@ -551,6 +557,28 @@ class DockerFleet:
         )
         problem = next((f"host {h}: {errors[h]}" for h in sorted(errors)), None)
         return len(found.ready), updated, problem
+
+    async def _serve_healthy_stable(self, servers: tuple[str, ...]) -> None:
+        """Between rollouts nothing else writes the route: a container restarted by its
+        daemon (a host reboot, `docker restart`) comes back on a new published port, and the
+        route must follow it, or that host never serves again until the next rollout. Only
+        an idle route (all traffic on stable, no canary servers) is rewritten, and only
+        while no rollout holds the Application's lock; a changed `traffic.traefik.route`
+        reaches the file the same way."""
+        if not servers or not self.stable_release:
+            return  # nothing healthy to route to: leave the route to Traefik's own checks
+        router = self._router()
+        declared = await router.declared()
+        if declared is not None and (declared.weights != (100, 0) or declared.servers_of("canary")):
+            return  # a rollout's route, left for it to finish or roll back
+        want = router.desired((100, 0), {"stable": servers})
+        if declared == want:
+            return
+        fresh = await self.rt.kube.get_application(self.namespace, self.name)
+        if fresh is None or (fresh.get("status") or {}).get("activeDeployment"):
+            return
+        log.info("application %s: stable servers now %s", self.name, ", ".join(sorted(servers)))
+        await router.apply(want.weights, want.servers, current=declared)
 
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""

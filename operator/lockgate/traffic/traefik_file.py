@@ -461,6 +461,16 @@ class TraefikFileRouter:
         text = await self.store.read()
         return parse(self.app, text) if text is not None else None
 
+    def desired(self, weights: tuple[int, int], servers: Mapping[str, Sequence[str]]) -> FileConfig:
+        """The whole configuration for these weights and servers, with this route."""
+        return FileConfig(
+            app=self.app,
+            weights=weights,
+            servers={role: tuple(sorted(servers.get(role, ()))) for role in ROLES},
+            route=self.route,
+            health=self.health,
+        )
+
     async def apply(
         self,
         weights: tuple[int, int],
@@ -470,13 +480,7 @@ class TraefikFileRouter:
     ) -> FileConfig:
         """Write the whole declared state (skipped when the file already says it). `current`:
         what the caller has just read with `declared()`, saving a second read."""
-        config = FileConfig(
-            app=self.app,
-            weights=weights,
-            servers={role: tuple(sorted(servers.get(role, ()))) for role in ROLES},
-            route=self.route,
-            health=self.health,
-        )
+        config = self.desired(weights, servers)
         if current is not None and current == config:
             return config
         text = dump(config)
