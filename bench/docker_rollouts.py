@@ -20,23 +20,14 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 from kubernetes import client
 
+from bench.rollback import seconds_to_stable
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.docker_apps import create_secrets, delete_application, docker_application
 from tests.support.dockerhosts import load_hosts
 from tests.support.operator_fixtures import Operator, free_port, operator_env
-from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
-
-
-def live_canary_weight(api_url: str, app: str) -> int | None:
-    try:
-        data = httpx.get(f"{api_url}/api/http/services/{app}@file", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    children = (data.get("weighted") or {}).get("services") or []
-    return sum(int(c.get("weight", 1)) for c in children if c["name"].startswith(f"{app}-canary"))
+from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of
 
 
 def spread(values: list[float]) -> str:
@@ -71,28 +62,11 @@ def main() -> None:
         failures: list[str] = []
         with Load(traefik.web_url, host_of(app, namespace), threads=2) as load:
             for i in range(args.runs):
-                name = f"{app}-bad{i}"
-                steps = {
-                    "type": "Canary",
-                    "canary": {"canaryHosts": 1, "steps": [50, 100], "stepSeconds": 60},
-                }
-                analysis = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
-                lg.create(deployment(name, app, "demo:v2-errors30", steps, analysis=analysis))
-                wait_for(
-                    "RollingBack",
-                    lambda name=name: lg.phase(name) in ("RollingBack", "RolledBack"),
-                    timeout=120,
-                    every=0.01,
+                rollbacks.append(
+                    seconds_to_stable(
+                        lg, f"{app}-bad{i}", app, {"canaryHosts": 1}, traefik.api_url, f"{app}@file"
+                    )
                 )
-                start = time.monotonic()
-                wait_for(
-                    "stable 100% in Traefik",
-                    lambda: live_canary_weight(traefik.api_url, app) == 0,
-                    timeout=30,
-                    every=0.005,
-                )
-                rollbacks.append(time.monotonic() - start)
-                lg.wait_phase(name, {"RolledBack"})
             for i in range(args.runs):
                 name = f"{app}-r{i}"
                 image = "demo:v2" if i % 2 == 0 else "demo:v1"
@@ -101,7 +75,7 @@ def main() -> None:
                 lg.create(
                     deployment(name, app, image, {"type": "Rolling", "rolling": {"batchSize": 1}})
                 )
-                status = lg.wait_phase(name, {"Succeeded", "RolledBack", "Failed"}, timeout=300)
+                status = lg.wait_finished(name, timeout=300)
                 rolling.append(time.monotonic() - start)
                 if status["phase"] != "Succeeded":
                     failures.append(f"{name}: {status.get('message')}")

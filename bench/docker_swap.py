@@ -42,7 +42,8 @@ from lockgate.targets.docker import (
 )
 from lockgate.traffic.traefik_file import LocalStore, RouteConfig, TraefikFileRouter
 from tests.support.cluster import traefik_info
-from tests.support.dockerhosts import load_hosts, local_client
+from tests.support.docker_apps import remove_all
+from tests.support.dockerhosts import load_hosts
 
 PHASES = ("start", "healthy", "traffic", "removed")
 
@@ -176,15 +177,7 @@ class Bench:
 
     def cleanup(self) -> None:
         self.path.unlink(missing_ok=True)
-        for host in self.hosts:
-            client = local_client(host)
-            try:
-                for c in client.containers.list(
-                    all=True, filters={"label": f"lockgate.dev/application={self.app}"}
-                ):
-                    c.remove(force=True)
-            finally:
-                client.close()
+        remove_all({h.name: h for h in self.hosts}, self.app)
         self.conns.close()
 
 

@@ -20,9 +20,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import httpx
 from kubernetes import client
 
+from bench.rollback import live_canary_weight, seconds_to_stable
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.operator_fixtures import Operator, free_port, operator_env
 from tests.support.rollouts import Load, Lockgate, application, deployment, host_of, wait_for
@@ -31,15 +31,6 @@ from tests.support.rollouts import Load, Lockgate, application, deployment, host
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def live_canary_weight(api_url: str, service: str) -> int | None:
-    try:
-        data = httpx.get(f"{api_url}/api/http/services/{service}", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    children = (data.get("weighted") or {}).get("services") or []
-    return sum(int(c.get("weight", 1)) for c in children if "-canary-" in c["name"])
 
 
 def reaction(lg: Lockgate, api_url: str, runs: int) -> tuple[list[float], list[float]]:
@@ -101,25 +92,7 @@ def rollback(lg: Lockgate, api_url: str, web_url: str, runs: int) -> list[float]
     out: list[float] = []
     with Load(web_url, host_of("bad", lg.namespace), threads=2):
         for i in range(runs):
-            name = f"bad-{i}"
-            steps = {"type": "Canary", "canary": {"steps": [50, 100], "stepSeconds": 60}}
-            analysis = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
-            lg.create(deployment(name, "bad", "demo:v2-errors30", steps, analysis=analysis))
-            wait_for(
-                "RollingBack",
-                lambda name=name: lg.phase(name) in ("RollingBack", "RolledBack"),
-                timeout=120,
-                every=0.01,
-            )
-            start = time.monotonic()
-            wait_for(
-                "stable 100% in Traefik",
-                lambda: live_canary_weight(api_url, service) == 0,
-                timeout=30,
-                every=0.005,
-            )
-            out.append(time.monotonic() - start)
-            lg.wait_phase(name, {"RolledBack"})
+            out.append(seconds_to_stable(lg, f"bad-{i}", "bad", {}, api_url, service))
     return out
 
 

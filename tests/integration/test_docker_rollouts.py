@@ -18,13 +18,13 @@ import pytest
 from lockgate.targets.docker import container_labels, container_name
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
-    alone_everywhere,
     containers,
     create_secrets,
     delete_application,
     docker_application,
     remove_all,
     running_images,
+    wait_alone_everywhere,
 )
 from tests.support.dockerhosts import DockerHost, local_client
 from tests.support.operator_fixtures import Operator
@@ -61,7 +61,7 @@ def deploy_v1(
     create_secrets(lg, hosts)
     lg.create(docker_application(lg, app, hosts, traefik, **extra))
     lg.create(deployment(f"{app}-v1", app, "demo:v1"))
-    status = lg.wait_phase(f"{app}-v1", {"Succeeded", "RolledBack", "Failed"})
+    status = lg.wait_finished(f"{app}-v1")
     assert status["phase"] == "Succeeded", status.get("message")
 
 
@@ -83,7 +83,7 @@ def test_rolling_update_host_by_host_loses_no_request(
     with load_for(traefik, lockgate, app) as load:
         time.sleep(1)
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
-        status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished(f"{app}-v2")
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -141,7 +141,7 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
             lambda: running_images(fleet, app) == {h: ["demo:v1", "demo:v2"] for h in fleet},
             every=0.1,
         )
-        status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished(f"{app}-v2")
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -151,11 +151,7 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
     assert not [r for r in responses if r.at > switched[0] and r.version == "v1"][20:], (
         "one switch, not a host-by-host mix"
     )
-    wait_for(
-        "only v2 containers",
-        lambda: alone_everywhere(fleet, app, "demo:v2"),
-        timeout=30,
-    )
+    wait_alone_everywhere(fleet, app, "demo:v2")
 
 
 def test_good_canary_is_promoted_to_every_host(
@@ -176,18 +172,14 @@ def test_good_canary_is_promoted_to_every_host(
                 and running_images(fleet, app)["host2"] == ["demo:v1"]
             ),
         )
-        status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished(f"{app}-v2")
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
     assert served(responses[-50:], "v2") == 50
     assert any(run["verdict"] == "Passed" for run in status["analysis"])
-    wait_for(
-        "v2 alone on every host",
-        lambda: alone_everywhere(fleet, app, "demo:v2"),
-        timeout=30,
-    )
+    wait_alone_everywhere(fleet, app, "demo:v2")
 
 
 def test_canary_failing_30_percent_is_rolled_back_and_removed(
@@ -203,7 +195,7 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
         lockgate.create(
             deployment(f"{app}-bad", app, "demo:v2-errors30", canary, analysis=ANALYSIS)
         )
-        status = lockgate.wait_phase(f"{app}-bad", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished(f"{app}-bad")
         time.sleep(2)
     responses = load.stop()
     assert status["phase"] == "RolledBack", status.get("message")
@@ -212,11 +204,7 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
     assert served(responses, "v2") / len(responses) < 0.10
     assert served(responses[-100:], "v1") == 100
     assert [r for r in failed(responses) if r.version != "v2"] == [], "only the canary failed"
-    wait_for(
-        "canary containers removed, v1 serving everywhere",
-        lambda: alone_everywhere(fleet, app, "demo:v1"),
-        timeout=30,
-    )
+    wait_alone_everywhere(fleet, app, "demo:v1")
     reasons = {e.reason for e in lockgate.events(f"{app}-bad")}
     assert {"RollingBack", "RolledBack", "AnalysisFailed"} <= reasons
 
@@ -243,7 +231,7 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
             time.sleep(1)
             relay.trip = b"/containers/create"
             lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
-            status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+            status = lockgate.wait_finished(f"{app}-v2")
             time.sleep(1)
         responses = load.stop()
         assert relay.tripped.is_set()
@@ -269,7 +257,7 @@ def test_unknown_ssh_host_key_is_refused_and_nothing_is_deployed(
     create_secrets(lockgate, fleet, known_hosts=f"{fleet['host3'].address} {public}\n")
     lockgate.create(docker_application(lockgate, app, fleet, traefik))
     lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
-    status = lockgate.wait_phase(f"{app}-v1", {"Succeeded", "RolledBack", "Failed"})
+    status = lockgate.wait_finished(f"{app}-v1")
     assert status["phase"] == "Failed"
     assert status["message"].startswith("refused before start: host host3: SSH host key")
     assert "changed" in status["message"]
@@ -284,7 +272,7 @@ def test_insufficient_capacity_is_refused_before_anything_starts(
     create_secrets(lockgate, fleet)
     lockgate.create(docker_application(lockgate, app, fleet, traefik, memory="4096Gi"))
     lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
-    status = lockgate.wait_phase(f"{app}-v1", {"Succeeded", "RolledBack", "Failed"})
+    status = lockgate.wait_finished(f"{app}-v1")
     assert status["phase"] == "Failed"
     assert (
         "refused before start: insufficient capacity: host host1: not enough memory"
@@ -314,7 +302,7 @@ def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_bac
         }
         with load_for(traefik, lockgate, app) as load:
             lockgate.create(deployment(f"{app}-v2", app, "demo:v2", canary))
-            status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"})
+            status = lockgate.wait_finished(f"{app}-v2")
             time.sleep(1)
         responses = load.stop()
     finally:
@@ -324,11 +312,7 @@ def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_bac
     assert "host host2: not enough memory" in status["message"]
     assert any(run.version == "v2" for run in responses), "the canary served before"
     assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
-    wait_for(
-        "v1 alone on every host",
-        lambda: alone_everywhere(fleet, app, "demo:v1"),
-        timeout=30,
-    )
+    wait_alone_everywhere(fleet, app, "demo:v1")
 
 
 def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
@@ -342,9 +326,7 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
             time.sleep(delay)
             operator.kill()
             operator.start()
-        status = lockgate.wait_phase(
-            f"{app}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=300
-        )
+        status = lockgate.wait_finished(f"{app}-v2", timeout=300)
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -385,9 +367,9 @@ def test_container_left_created_by_a_killed_operator_is_started_on_resume(
         client.close()
     rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
     lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling, progressDeadlineSeconds=30))
-    status = lockgate.wait_phase(f"{app}-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=120)
+    status = lockgate.wait_finished(f"{app}-v2", timeout=120)
     assert status["phase"] == "Succeeded", status.get("message")
-    assert alone_everywhere(fleet, app, "demo:v2")
+    wait_alone_everywhere(fleet, app, "demo:v2")
 
 
 def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
@@ -448,11 +430,7 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
         lockgate.custom.delete_namespaced_custom_object(
             "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments", f"{app}-v2"
         )
-        wait_for(
-            "v1 alone on every host",
-            lambda: alone_everywhere(fleet, app, "demo:v1"),
-            timeout=60,
-        )
+        wait_alone_everywhere(fleet, app, "demo:v1", timeout=60)
         time.sleep(1)
     responses = load.stop()
     assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"

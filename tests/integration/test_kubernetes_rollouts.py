@@ -61,7 +61,7 @@ def test_healthy_canary_shifts_real_traffic_step_by_step_with_no_failed_request(
     with WeightRecorder(traefik.api_url, service) as weights, load_for(traefik, lockgate) as load:
         time.sleep(2)
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
-        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished("shop-v2")
         wait_for("enough requests", lambda: len(load.responses) >= 5000, timeout=120)
         time.sleep(2)
     responses = load.stop()
@@ -88,7 +88,7 @@ def test_failing_canary_is_rolled_back_automatically(lockgate: Lockgate, traefik
         lockgate.create(
             deployment("shop-bad", "shop", "demo:v2-errors30", canary, analysis=ANALYSIS)
         )
-        status = lockgate.wait_phase("shop-bad", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished("shop-bad")
         time.sleep(3)
     responses = load.stop()
     assert status["phase"] == "RolledBack"
@@ -114,7 +114,7 @@ def test_canary_that_never_becomes_ready_times_out_without_traffic(
                 "shop-unready", "shop", "demo:v2-unready", canary, progressDeadlineSeconds=15
             )
         )
-        status = lockgate.wait_phase("shop-unready", {"RolledBack", "Failed", "Succeeded"})
+        status = lockgate.wait_finished("shop-unready")
     responses = load.stop()
     assert status["phase"] == "RolledBack"
     assert "new instance(s) ready after progressDeadlineSeconds 15" in status["message"]
@@ -139,7 +139,7 @@ def test_rolling_and_blue_green_complete_with_no_failed_request(
     with load_for(traefik, lockgate) as load:
         time.sleep(2)
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", strategy))
-        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
+        status = lockgate.wait_finished("shop-v2")
         time.sleep(2)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -168,7 +168,7 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
             time.sleep(rng.uniform(1.0, 5.0))
             operator.kill()
             operator.start()
-        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"}, timeout=300)
+        status = lockgate.wait_finished("shop-v2", timeout=300)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     done = [e["message"] for e in status["log"] if " done: " in e["message"]]

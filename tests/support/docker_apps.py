@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import Traefik
 from tests.support.dockerhosts import DockerHost, local_client
-from tests.support.rollouts import Lockgate, host_of
+from tests.support.rollouts import Lockgate, host_of, wait_for
 
 
 def secret(name: str, data: dict[str, str]) -> dict[str, Any]:
@@ -159,3 +159,10 @@ def alone_everywhere(hosts: dict[str, DockerHost], app: str, image: str) -> bool
         [(found_image, state) for _, found_image, state in found] == [(image, "running")]
         for found in containers(hosts, app).values()
     )
+
+
+def wait_alone_everywhere(
+    hosts: dict[str, DockerHost], app: str, image: str, timeout: float = 30
+) -> None:
+    """Wait until `alone_everywhere`: old containers go after the phase is reached."""
+    wait_for(f"{image} alone on every host", lambda: alone_everywhere(hosts, app, image), timeout)

@@ -69,6 +69,10 @@ class Lockgate:
     def annotate(self, name: str, action: str) -> None:
         self.patch(name, {"metadata": {"annotations": {"lockgate.dev/action": action}}})
 
+    def wait_finished(self, name: str, timeout: float = 180.0) -> dict[str, Any]:
+        """The status once the Deployment has ended, whichever way."""
+        return self.wait_phase(name, {"Succeeded", "RolledBack", "Failed"}, timeout)
+
     def wait_phase(self, name: str, phases: set[str], timeout: float = 180.0) -> dict[str, Any]:
         seen: dict[str, Any] = {}
 

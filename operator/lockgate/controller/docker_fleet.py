@@ -28,6 +28,7 @@ from lockgate.api import ApplicationSpec
 from lockgate.api.deployment import DeploymentSpec
 from lockgate.engine import InstanceSet
 from lockgate.targets.docker import (
+    STARTED_STATES,
     DockerTargetError,
     HostConnections,
     Instance,
@@ -37,6 +38,7 @@ from lockgate.targets.docker import (
     ensure_instances,
     extra_instances,
     host_spec_from_api,
+    instance_set,
     list_instances,
     remove_instances,
     stop_instances,
@@ -48,7 +50,6 @@ from .runtime import Runtime
 log = logging.getLogger("lockgate.docker")
 
 LIVE_STATES = ("running", "restarting", "created", "paused")
-STARTED_STATES = ("running", "restarting")  # what ensure_instances leaves behind
 CONFIRM_SECONDS = 5.0  # how long to wait for Traefik to drop a server before stopping it
 STOP_GRACE = 10
 
@@ -306,34 +307,9 @@ class DockerFleet:
         release: str | None,
         role: str,
     ) -> InstanceSet:
-        if not release:
-            return InstanceSet()
-        mine = [i for i in serving if i.release == release]
-        if not mine:
-            return InstanceSet(release=release)
-        units = tuple(h for h in self.hosts if any(i.host == h for i in mine))
+        in_proxy = live[role] if live is not None else None
         per_host = self.docker.instances_per_host
-        in_proxy = set(live[role]) if live is not None else None
-
-        def ready(host: str) -> bool:
-            on = [i for i in mine if i.host == host]
-            return len(on) >= per_host and all(
-                i.id in healthy and (in_proxy is None or i.url in in_proxy) for i in on
-            )
-
-        return InstanceSet(
-            release,
-            mine[0].image,
-            units,
-            tuple(h for h in units if ready(h)),
-            tuple(h for h in units if not self._complete(mine, h)),
-        )
-
-    def _complete(self, instances: list[Instance], host: str) -> bool:
-        """The host runs the wanted number of these instances, all started."""
-        on = [i for i in instances if i.host == host]
-        started = sum(1 for i in on if i.state in STARTED_STATES)
-        return started >= self.docker.instances_per_host
+        return instance_set(release, self.hosts, serving, healthy, per_host, in_proxy)
 
     def _action_errors(self) -> dict[str, str]:
         assert self.state is not None
@@ -425,8 +401,8 @@ class DockerFleet:
                     lambda h: stop_instances(self.conns, h, self.name, rel or "", grace=STOP_GRACE),
                 ),
             )
-            mine = [i for i in live if i.release == rel]
-            start = [h for h in units if not self._complete(mine, h)]
+            have = instance_set(rel, self.hosts, live, (), self.docker.instances_per_host)
+            start = [h for h in units if h not in have.units or h in have.incomplete]
             if start and rel and image:
                 self._record(self.own_release, await self._start(start, rel, image, "stable"))
             return

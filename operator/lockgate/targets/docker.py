@@ -29,7 +29,7 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from ipaddress import ip_address
@@ -885,27 +885,35 @@ class DockerObservation:
     errors: Mapping[str, DockerTargetError]  # hosts that could not be listed
 
 
-def _instance_set(
+STARTED_STATES = ("running", "restarting")  # what ensure_instances leaves behind
+
+
+def instance_set(
     release: str | None,
     hosts: Sequence[str],
     instances: Sequence[Instance],
-    healthy: frozenset[str],
-    expected: int,
+    healthy: Collection[str],
+    per_host: int,
+    in_proxy: Collection[str] | None = None,
 ) -> InstanceSet:
+    """The release's instances as the engine sees them: `units` the hosts that have any,
+    `ready` those whose `per_host` instances all pass their check (and are in the proxy's
+    servers, when known), `incomplete` those where fewer than `per_host` are started."""
     if not release:
         return InstanceSet()
     mine = [i for i in instances if i.release == release]
     if not mine:
         return InstanceSet(release=release)
     units = tuple(h for h in hosts if any(i.host == h for i in mine))
+    on = {h: [i for i in mine if i.host == h] for h in units}
     ready = tuple(
         h
         for h in units
-        if (on := [i for i in mine if i.host == h])
-        and len(on) >= expected
-        and all(i.id in healthy for i in on)
+        if len(on[h]) >= per_host
+        and all(i.id in healthy and (in_proxy is None or i.url in in_proxy) for i in on[h])
     )
-    return InstanceSet(release=release, image=mine[0].image, units=units, ready=ready)
+    incomplete = tuple(h for h in units if sum(i.state in STARTED_STATES for i in on[h]) < per_host)
+    return InstanceSet(release, mine[0].image, units, ready, incomplete)
 
 
 async def observe(
@@ -935,7 +943,7 @@ async def observe(
     sets: dict[Role, InstanceSet] = {}
     for role, release in (("stable", stable_release), ("canary", canary_release)):
         r: Role = role  # type: ignore[assignment]
-        sets[r] = _instance_set(release, hosts, instances, healthy, instances_per_host)
+        sets[r] = instance_set(release, hosts, instances, healthy, instances_per_host)
         servers[r] = tuple(
             i.url
             for i in instances
