@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import threading
 import time
 import uuid
 from collections import Counter
@@ -44,6 +43,7 @@ from lockgate.traffic.traefik_file import LocalStore, RouteConfig, TraefikFileRo
 from tests.support.cluster import traefik_info
 from tests.support.docker_apps import remove_all
 from tests.support.dockerhosts import load_hosts
+from tests.support.rollouts import Load, failed
 
 PHASES = ("start", "healthy", "traffic", "removed")
 
@@ -56,33 +56,6 @@ def read(path: Path | None) -> str | None:
 class Swap:
     hosts: tuple[str, ...]
     phases: dict[str, float]  # cumulative seconds since the swap began
-
-
-class Load:
-    """Requests through Traefik in a thread; counts answers by status."""
-
-    def __init__(self, url: str, host_header: str) -> None:
-        self.url = url
-        self.headers = {"Host": host_header}
-        self.counts: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5) as http:
-            while not self._stop.is_set():
-                try:
-                    self.counts[str(http.get(self.url, headers=self.headers).status_code)] += 1
-                except httpx.HTTPError as exc:
-                    self.counts[type(exc).__name__] += 1
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class Bench:
@@ -191,7 +164,7 @@ async def run(runs: int, instances: int, drain: float) -> None:
     try:
         async with httpx.AsyncClient() as http:
             router = await bench.setup(http)
-            load = Load(bench.traefik.web_url, f"{bench.app}.bench")
+            load = Load(bench.traefik.web_url, f"{bench.app}.bench", threads=1)
             with load:
                 for n in range(runs):
                     image = "demo:v2" if n % 2 == 0 else "demo:v1"
@@ -200,7 +173,7 @@ async def run(runs: int, instances: int, drain: float) -> None:
                         results.setdefault(host, []).append(swap)
                     swap = await bench.swap(http, router, list(bench.conns.names), image)
                     results.setdefault("batch of 3", []).append(swap)
-            failed = {k: v for k, v in load.counts.items() if k != "200"}
+            bad = Counter(str(r.status) for r in failed(load.responses))
     finally:
         bench.cleanup()
 
@@ -220,9 +193,7 @@ async def run(runs: int, instances: int, drain: float) -> None:
         f"one-host swap ({slowest}, {singles[slowest]:.3f} s), {batch / one:.2f}x the median "
         f"one-host swap ({one:.3f} s), {batch / sum(singles.values()):.2f}x the three in a row"
     )
-    print(
-        f"requests through Traefik during the swaps: {sum(load.counts.values())}, failed: {failed}"
-    )
+    print(f"requests through Traefik during the swaps: {len(load.responses)}, failed: {dict(bad)}")
 
 
 def main() -> None:
