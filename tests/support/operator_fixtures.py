@@ -33,6 +33,7 @@ class Operator:
     env: dict[str, str]
     log_path: Path
     health_port: int
+    scope: tuple[str, ...] = ("--all-namespaces",)  # or ("--namespace", NAME, ...)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     _logs: list[Path] = field(default_factory=list)
@@ -46,7 +47,7 @@ class Operator:
             [
                 str(REPO_ROOT / ".venv/bin/lockgate"),
                 "operator",
-                "--all-namespaces",
+                *self.scope,
                 "--liveness",
                 f"http://127.0.0.1:{self.health_port}/healthz",
             ],

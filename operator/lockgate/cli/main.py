@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
 from lockgate import __version__
+
+
+def exact_namespace(value: str) -> str:
+    """The operator serves exact namespace names (see run_operator), never kopf's patterns."""
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a namespace name")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scope = operator.add_mutually_exclusive_group()
     scope.add_argument(
-        "-n", "--namespace", action="append", default=[], help="watch this namespace"
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        type=exact_namespace,
+        help="watch this namespace (an exact name; repeatable)",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     operator.add_argument(
@@ -53,15 +66,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def wait_for_crds() -> None:
+    """Until the API serves lockgate's Applications and Deployments (the CRDs may be applied
+    in the same breath as the operator)."""
+    import time
+
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from lockgate.kube import GROUP, VERSION, load_config
+
+    custom = client.CustomObjectsApi(load_config())
+    waited = 0
+    while True:
+        try:
+            found = custom.get_api_resources(GROUP, VERSION)
+            if {"applications", "deployments"} <= {r.name for r in found.resources or []}:
+                return
+        except ApiException as err:
+            if err.status != 404:
+                raise
+        if waited % 10 == 0:
+            print(
+                f"waiting for the API to serve {GROUP}/{VERSION} (lockgate's CRDs)", file=sys.stderr
+            )
+        time.sleep(1)
+        waited += 1
+
+
 def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import lockgate.controller  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=False)
+    settings = kopf.OperatorSettings()
+    clusterwide = args.all_namespaces or not args.namespace
+    if not clusterwide:
+        # kopf drops a namespace from its watches as soon as the namespace is terminating
+        # and none of its conditions blocks (and never adds one that is terminating when the
+        # operator starts), so the finalizers on lockgate objects in it would never be
+        # removed and the namespace would hang in Terminating. The namespaces named here are
+        # exact names: serve them for as long as the operator runs, whatever their state.
+        # Without scanning, kopf serves only the resources it finds at start: wait for them.
+        settings.scanning.disabled = True
+        wait_for_crds()
     kopf.run(
-        clusterwide=args.all_namespaces or not args.namespace,
+        clusterwide=clusterwide,
         namespaces=args.namespace,
+        settings=settings,
         liveness_endpoint=args.liveness,
         standalone=args.peering is None,
         peering_name=args.peering,

@@ -1,0 +1,113 @@
+"""Deleting a namespace that holds a rollout in flight never hangs when the operator watches
+only that namespace (the demo's mode and the chart's `watchNamespaces`): lockgate's
+finalizers in it are released, whether the operator was running when the deletion began or
+started while the namespace was already terminating."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from tests.support.cluster import Cluster
+from tests.support.operator_fixtures import Operator, free_port
+from tests.support.rollouts import Lockgate, application, deployment, wait_for
+
+pytestmark = pytest.mark.integration
+
+PAUSED_CANARY = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+
+
+@pytest.fixture
+def watched(cluster: Cluster, operator: Operator) -> Iterator[tuple[Lockgate, Operator]]:
+    """A fresh namespace served by an operator that watches only it. The session's
+    cluster-wide operator is stopped meanwhile: it would release the finalizers itself."""
+    name = f"t-ns-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(cluster.api_client())
+    core.create_namespace({"metadata": {"name": name}})
+    operator.stop()
+    namespaced = Operator(
+        operator.env,
+        operator.log_path.with_name(f"namespaced-{name}"),
+        free_port(),
+        scope=("--namespace", name),
+    )
+    namespaced.start()
+    try:
+        yield Lockgate(cluster.api_client(), name), namespaced
+    finally:
+        namespaced.stop()
+        operator.start()
+        try:
+            core.delete_namespace(name)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+
+
+def canary_paused_mid_rollout(lg: Lockgate) -> None:
+    lg.create(application("shop", 2, namespace=lg.namespace))
+    lg.create(deployment("shop-v1", "shop", "demo:v1"))
+    lg.wait_phase("shop-v1", {"Succeeded"})
+    lg.create(deployment("shop-v2", "shop", "demo:v2", PAUSED_CANARY))
+    status = lg.wait_phase("shop-v2", {"Paused"})
+    assert status["weights"] == {"stable": 50, "canary": 50}, status
+
+
+def namespace_gone(core: client.CoreV1Api, name: str) -> bool:
+    try:
+        core.read_namespace(name)
+    except client.ApiException as err:
+        if err.status == 404:
+            return True
+        raise
+    return False
+
+
+def test_deleting_a_watched_namespace_mid_canary_finishes(
+    cluster: Cluster, watched: tuple[Lockgate, Operator]
+) -> None:
+    lg, namespaced = watched
+    canary_paused_mid_rollout(lg)
+    core = client.CoreV1Api(cluster.api_client())
+
+    core.delete_namespace(lg.namespace)
+
+    wait_for(
+        f"namespace {lg.namespace} gone",
+        lambda: namespace_gone(core, lg.namespace),
+        timeout=30,
+    )
+    assert namespaced.process is not None and namespaced.process.poll() is None, (
+        "the operator kept running"
+    )
+
+
+def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
+    cluster: Cluster, watched: tuple[Lockgate, Operator]
+) -> None:
+    """The second `hack/demo` hung here: its new operator started while the previous demo's
+    namespace was already terminating."""
+    lg, namespaced = watched
+    canary_paused_mid_rollout(lg)
+    core = client.CoreV1Api(cluster.api_client())
+    namespaced.kill()
+
+    core.delete_namespace(lg.namespace)
+    # The namespace controller has reported what blocks it: lockgate's finalizers.
+    wait_for(
+        "the namespace to report its remaining finalizers",
+        lambda: any(
+            c.type == "NamespaceFinalizersRemaining" and c.status == "True"
+            for c in core.read_namespace(lg.namespace).status.conditions or []
+        ),
+    )
+    namespaced.start()
+
+    wait_for(
+        f"namespace {lg.namespace} gone",
+        lambda: namespace_gone(core, lg.namespace),
+        timeout=30,
+    )
