@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-T = TypeVar("T")
+from lockgate.names import API_VERSION, GROUP, VERSION
 
-GROUP = "lockgate.dev"
-VERSION = "v1alpha1"
+T = TypeVar("T")
 
 
 def load_config() -> client.ApiClient:
@@ -24,6 +23,19 @@ def load_config() -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config()
     return client.ApiClient()
+
+
+def owner_reference(app_obj: dict[str, Any]) -> dict[str, Any]:
+    """What makes an object lockgate creates go when its Application goes."""
+    meta = app_obj["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Application",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 class Kube:

@@ -15,9 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from lockgate.names import GROUP, VERSION
+
 from . import application as app
 from . import deployment as dep
-from .common import GROUP, PERCENT_CEL, VERSION
+from .common import PERCENT_CEL
 
 Schema = dict[str, Any]
 

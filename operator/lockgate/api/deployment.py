@@ -25,7 +25,6 @@ Phase = Literal[
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "RolledBack", "Failed", "Aborted"})
 ACTIONS = ("promote", "promote-full", "abort", "retry")
-ACTION_ANNOTATION = "lockgate.dev/action"
 
 MSG_WEIGHT_RANGE = "spec.strategy.canary.steps: every weight must be an integer from 0 to 100"
 MSG_WEIGHT_ORDER = "spec.strategy.canary.steps: weights must be non-decreasing"

@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lockgate.names import API_VERSION
+
 from .application import ApplicationSpec, ApplicationStatus
-from .common import API_VERSION
 from .deployment import DeploymentSpec, DeploymentStatus
 
 
