@@ -80,6 +80,20 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
     "AnalysisQuery": [
         {"rule": "has(self.max) || has(self.min)", "message": dep.MSG_QUERY_BOUND},
     ],
+    "Analysis": [
+        {
+            "rule": "!has(self.queries) || size(self.queries) == 0",
+            "message": dep.MSG_QUERIES_REFUSED,
+            "fieldPath": ".queries",
+        },
+    ],
+    "MetricsSource": [
+        {
+            "rule": "!has(self.prometheus)",
+            "message": app.MSG_PROMETHEUS_REFUSED,
+            "fieldPath": ".prometheus",
+        },
+    ],
 }
 
 # Rules on single fields: (model name, field alias) -> rules.
