@@ -37,6 +37,7 @@ from lockgate.targets.docker.containers import (
     split_release,
 )
 from lockgate.targets.docker.resources import Resources, parse_cpus, parse_memory
+from lockgate.traffic.traefik_api import parse_live_weights
 from lockgate.traffic.traefik_crd import live_leaves
 from lockgate.traffic.traefik_file import (
     FileConfig,
@@ -48,7 +49,6 @@ from lockgate.traffic.traefik_file import (
     parse,
     render,
 )
-from lockgate.traffic.weights import parse_live_weights
 from tests.support.fakeworld import dep_spec, docker_app_spec
 
 GiB = 2**30

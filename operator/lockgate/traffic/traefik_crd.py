@@ -23,7 +23,7 @@ from lockgate.api.application import ApplicationSpec
 from lockgate.kube import Kube, owner_reference
 from lockgate.names import LABEL_APP, ROLES, service_name
 
-from .weights import parse_live_weights, role_weights, split
+from .traefik_api import parse_live_weights, role_weights, service_answer, split
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -57,15 +57,19 @@ class TraefikCrdRouter:
         self.api_url = app.traffic.traefik.api_url or api_url
         self.http = http
 
+    def _metadata(self, name: str) -> dict[str, Any]:
+        """Every object lockgate owns here goes with the Application and says whose it is."""
+        return {
+            "name": name,
+            "labels": {LABEL_APP: self.name},
+            "ownerReferences": [owner_reference(self.app_obj)],
+        }
+
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         return {
             "apiVersion": self.api_version,
             "kind": "TraefikService",
-            "metadata": {
-                "name": self.name,
-                "labels": {LABEL_APP: self.name},
-                "ownerReferences": [owner_reference(self.app_obj)],
-            },
+            "metadata": self._metadata(self.name),
             "spec": {
                 "weighted": {
                     "services": weighted_services(self.name, self.app.port, stable, canary)
@@ -98,11 +102,7 @@ class TraefikCrdRouter:
             body = {
                 "apiVersion": self.api_version,
                 "kind": "IngressRoute",
-                "metadata": {
-                    "name": self.name,
-                    "labels": {LABEL_APP: self.name},
-                    "ownerReferences": [owner_reference(self.app_obj)],
-                },
+                "metadata": self._metadata(self.name),
                 "spec": {
                     "entryPoints": route.entry_points,
                     "routes": [
@@ -121,11 +121,7 @@ class TraefikCrdRouter:
         return {
             "apiVersion": self.api_version,
             "kind": "IngressRoute",
-            "metadata": {
-                "name": f"{self.name}-lockgate-probe",
-                "labels": {LABEL_APP: self.name},
-                "ownerReferences": [owner_reference(self.app_obj)],
-            },
+            "metadata": self._metadata(f"{self.name}-lockgate-probe"),
             "spec": {
                 "routes": [
                     {
@@ -159,13 +155,9 @@ class TraefikCrdRouter:
         declared = await self.declared_weights()
         if declared is None or not self.api_url:
             return declared  # without Traefik's API the declared split is all we can know
-        service = f"{self.namespace}-{self.name}@kubernetescrd"
-        url = f"{self.api_url.rstrip('/')}/api/http/services/{service}"
-        try:
-            answer = await self.http.get(url, timeout=2.0)
-        except httpx.HTTPError:
+        service = f"{self.namespace}-{self.name}"
+        body = await service_answer(self.http, self.api_url, service, "kubernetescrd")
+        if body is None:
             return None
-        if answer.status_code != 200:
-            return None
-        live = parse_live_weights(answer.json(), live_leaves(self.namespace, self.name))
+        live = parse_live_weights(body, live_leaves(self.namespace, self.name))
         return live if live == declared else None

@@ -26,7 +26,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import httpx
 import paramiko
@@ -38,7 +37,7 @@ from lockgate.hosts.spec import HostSpec
 from lockgate.hosts.ssh import ssh_connect
 from lockgate.names import MANAGED_BY, ROLES, service_name
 
-from .weights import parse_live_weights, role_weights
+from .traefik_api import parse_live_weights, role_weights, service_answer
 
 log = logging.getLogger("lockgate.traefik_file")
 
@@ -496,15 +495,7 @@ class TraefikFileRouter:
         cannot be read."""
         if not self.api_url:
             return None
-        url = f"{self.api_url}/api/http/services/{quote(name)}@file"
-        try:
-            answer = await self.http.get(url, timeout=2.0)
-        except httpx.HTTPError:
-            return None
-        if answer.status_code != 200:
-            return None
-        body: dict[str, Any] = answer.json()
-        return body
+        return await service_answer(self.http, self.api_url, name, "file")
 
     async def live_servers(self) -> dict[str, tuple[str, ...]] | None:
         """Server URLs Traefik has loaded per role (a role Traefik does not know: none);

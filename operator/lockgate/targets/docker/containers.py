@@ -275,18 +275,26 @@ async def ensure_instances(
     )
 
 
-def _remove_sync(
-    client: docker.DockerClient, spec: HostSpec, app: str, release: str, grace: int
+def _stop_sync(
+    client: docker.DockerClient, spec: HostSpec, app: str, release: str, grace: int, remove: bool
 ) -> list[str]:
-    removed = []
+    """Stop the release's containers (SIGTERM, SIGKILL after `grace` s) and, with `remove`,
+    remove them; the names acted on."""
+    done = []
     for instance in _list_sync(client, spec, app, release):
-        log.info("docker host %s: stopping %s (grace %d s)", spec.name, instance.name, grace)
+        running = instance.state in ("running", "restarting", "paused")
+        if not (running or remove):
+            continue
         with contextlib.suppress(docker.errors.NotFound):
-            if instance.state in ("running", "restarting", "paused"):
-                client.api.stop(instance.id, timeout=grace)  # SIGTERM, SIGKILL after grace
-            client.api.remove_container(instance.id, force=True)
-        removed.append(instance.name)
-    return removed
+            if running:
+                log.info(
+                    "docker host %s: stopping %s (grace %d s)", spec.name, instance.name, grace
+                )
+                client.api.stop(instance.id, timeout=grace)
+            if remove:
+                client.api.remove_container(instance.id, force=True)
+        done.append(instance.name)
+    return done
 
 
 async def remove_instances(
@@ -305,22 +313,9 @@ async def remove_instances(
     spec = conns.spec(host)
     return await conns.run(
         host,
-        lambda c: _remove_sync(c, spec, app, release, grace),
+        lambda c: _stop_sync(c, spec, app, release, grace, remove=True),
         seconds=conns.timeout + grace,
     )
-
-
-def _stop_sync(
-    client: docker.DockerClient, spec: HostSpec, app: str, release: str, grace: int
-) -> list[str]:
-    stopped = []
-    for instance in _list_sync(client, spec, app, release):
-        if instance.state in ("running", "restarting", "paused"):
-            log.info("docker host %s: stopping %s (grace %d s)", spec.name, instance.name, grace)
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.stop(instance.id, timeout=grace)
-            stopped.append(instance.name)
-    return stopped
 
 
 async def stop_instances(
@@ -331,7 +326,7 @@ async def stop_instances(
     spec = conns.spec(host)
     return await conns.run(
         host,
-        lambda c: _stop_sync(c, spec, app, release, grace),
+        lambda c: _stop_sync(c, spec, app, release, grace, remove=False),
         seconds=conns.timeout + grace,
     )
 

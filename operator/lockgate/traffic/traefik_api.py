@@ -1,5 +1,5 @@
-"""Weights of Traefik's weighted services, read back from what lockgate declared or from
-Traefik's API, for both providers.
+"""What both routers read from Traefik: its API's answer for one service, and the weights
+of a weighted service, from that answer or from what lockgate declared.
 
 Both routers give each role one child service (Traefik calls them leaves): the file
 provider's load balancer `<app>-<role>`, or the Kubernetes Service, which Traefik names
@@ -11,8 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from lockgate.names import ROLES
+
+
+async def service_answer(
+    http: httpx.AsyncClient, api_url: str, name: str, provider: str
+) -> dict[str, Any] | None:
+    """Traefik's /api/http/services/<name>@<provider> answer; None when the service is not
+    there or the API cannot be read (a change is then not confirmed, never assumed)."""
+    url = f"{api_url.rstrip('/')}/api/http/services/{quote(name)}@{provider}"
+    try:
+        answer = await http.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    body: dict[str, Any] = answer.json()
+    return body
 
 
 def role_weights(
