@@ -30,18 +30,14 @@ from pathlib import Path
 
 import httpx
 
-from lockgate.targets.docker import (
-    HostConnections,
-    HostSpec,
-    Instance,
-    Resources,
-    ensure_instances,
-    remove_instances,
-    wait_healthy,
-)
+from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.spec import HostSpec
+from lockgate.targets.docker.containers import Instance, ensure_instances, remove_instances
+from lockgate.targets.docker.resources import Resources
 from lockgate.traffic.traefik_file import LocalStore, RouteConfig, TraefikFileRouter
 from tests.support.cluster import traefik_info
 from tests.support.docker_apps import remove_all
+from tests.support.docker_listing import wait_healthy
 from tests.support.dockerhosts import load_hosts
 from tests.support.rollouts import Load, failed
 

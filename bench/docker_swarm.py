@@ -32,7 +32,7 @@ Health gating on a FROM scratch image: the demo image has no shell and no curl, 
 `--health-cmd "curl ..."` (CMD-SHELL) cannot run in it. An exec-form healthcheck can: a static
 probe (a few lines of Go, built once into $LOCKGATE_CACHE/tools) is bind-mounted read-only at
 /probe and run as ["CMD", "/probe", "http://127.0.0.1:8080/health"] every --health-interval
-(0.2 s, the interval lockgate's wait_healthy polls at). Without Go, or with --no-health, the
+(0.2 s, the interval the tests' wait_healthy polls at). Without Go, or with --no-health, the
 services have no healthcheck and swarm counts a task running as soon as its process started.
 
 Ports, and why the table has two kinds of service: start-first on one node needs the old and

@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-T = TypeVar("T")
+from lockgate.names import API_VERSION, GROUP, VERSION
 
-GROUP = "lockgate.dev"
-VERSION = "v1alpha1"
+T = TypeVar("T")
 
 
 def load_config() -> client.ApiClient:
@@ -24,6 +23,19 @@ def load_config() -> client.ApiClient:
     except config.ConfigException:
         config.load_kube_config()
     return client.ApiClient()
+
+
+def owner_reference(app_obj: dict[str, Any]) -> dict[str, Any]:
+    """What makes an object lockgate creates go when its Application goes."""
+    meta = app_obj["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Application",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 class Kube:
@@ -47,15 +59,26 @@ class Kube:
             raise
 
     # lockgate's own resources, as plain dicts
-    async def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get_own(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get_or_none(
-            self.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "applications",
-            name,
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
         )
+
+    async def _patch_own(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any], *, status: bool
+    ) -> dict[str, Any]:
+        patch = (
+            self.custom.patch_namespaced_custom_object_status
+            if status
+            else self.custom.patch_namespaced_custom_object
+        )
+        result: dict[str, Any] = await self.call(
+            patch, GROUP, VERSION, namespace, plural, name, body
+        )
+        return result
+
+    async def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_own("applications", namespace, name)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         """A Secret's data, decoded; None when it does not exist."""
@@ -77,48 +100,20 @@ class Kube:
     async def patch_application_status(
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            "applications",
-            name,
-            body,
-        )
-        return result
+        return await self._patch_own("applications", namespace, name, body, status=True)
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.get_or_none(
-            self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, "deployments", name
-        )
+        return await self._get_own("deployments", namespace, name)
 
     async def patch_deployment_status(
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> None:
-        await self.call(
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            "deployments",
-            name,
-            body,
-        )
+        await self._patch_own("deployments", namespace, name, body, status=True)
 
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call(
-            self.custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            "deployments",
-            name,
-            body,
-        )
-        return result
+        return await self._patch_own("deployments", namespace, name, body, status=False)
 
     async def apply(
         self, group_version: str, plural: str, namespace: str, body: dict[str, Any]

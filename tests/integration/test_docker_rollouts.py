@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lockgate.targets.docker import container_labels, container_name
+from lockgate.targets.docker.containers import container_labels, container_name
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
     containers,

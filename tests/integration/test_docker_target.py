@@ -1,6 +1,6 @@
-"""lockgate.targets.docker and lockgate.traffic.traefik_file against the real thing: three
-dockerd hosts (unix socket, tcp + mutual TLS, ssh through paramiko) and Traefik's file
-provider routing real HTTP to the containers.
+"""lockgate.hosts, lockgate.targets.docker and lockgate.traffic.traefik_file against the real
+thing: three dockerd hosts (unix socket, tcp + mutual TLS, ssh through paramiko) and
+Traefik's file provider routing real HTTP to the containers.
 
 A daemon "stopped mid-operation" is host1's daemon behind a unix-socket relay that this test
 cuts at a chosen request: the client sees exactly what a dying daemon shows it (the
@@ -28,26 +28,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lockgate.targets.docker import (
-    LABEL_APP,
-    LABEL_RELEASE,
-    DockerObservation,
-    HostConnections,
-    HostKeyError,
-    HostSpec,
-    HostUnavailable,
-    ImageUnavailable,
+from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable
+from lockgate.hosts.spec import HostSpec
+from lockgate.names import LABEL_APP, LABEL_RELEASE
+from lockgate.targets.docker.capacity import check_capacity, extra_instances, host_capacity
+from lockgate.targets.docker.containers import (
     Instance,
-    Resources,
-    check_capacity,
     ensure_instances,
-    extra_instances,
-    host_capacity,
     list_instances,
-    observe,
     remove_instances,
-    wait_healthy,
 )
+from lockgate.targets.docker.resources import Resources
 from lockgate.traffic.traefik_file import (
     LocalStore,
     RouteConfig,
@@ -56,6 +48,7 @@ from lockgate.traffic.traefik_file import (
     parse,
 )
 from tests.support.cluster import Traefik
+from tests.support.docker_listing import Listing, listing, wait_healthy
 from tests.support.dockerhosts import DockerHost, local_client
 from tests.support.socket_relay import SocketRelay
 
@@ -347,27 +340,18 @@ def test_ensure_is_idempotent_and_a_restarted_operator_finds_containers_by_label
             client.close()
         assert asyncio.run(ensure_all(second, 2)) == ids
 
-        async def observed() -> DockerObservation:
+        async def observed() -> Listing:
             async with httpx.AsyncClient() as http:
                 listed_now = await list_instances(second, "host2", app)
                 assert await wait_healthy(http, listed_now, "/health", within=20)
-                seen = await observe(
-                    second,
-                    ("host1", "host2", "host3"),
-                    app,
-                    stable_release="none/1",
-                    canary_release=release,
-                    instances_per_host=2,
-                    health_path="/health",
-                    http=http,
-                )
-                return seen
+                return await listing(second, ("host1", "host2", "host3"), app, http)
 
         seen = asyncio.run(observed())
-        assert seen.canary.units == hosts and seen.canary.ready == hosts, seen.canary
-        assert seen.canary.image == "demo:v2"
-        assert len(seen.servers["canary"]) == 4
-        assert seen.stable.units == () and seen.servers["stable"] == ()
+        canary, stable = seen.instance_set(release, 2), seen.instance_set("none/1", 2)
+        assert canary.units == hosts and canary.ready == hosts, canary
+        assert canary.image == "demo:v2"
+        assert len(seen.servers(release)) == 4
+        assert stable.units == () and seen.servers("none/1") == ()
 
         # Scaling down removes the highest index only.
         smaller = asyncio.run(ensure_all(second, 1))
@@ -451,21 +435,15 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
         )
         await ensure_instances(conns, "host3", app, f"{app}-b/1", "demo:v2", 2, {}, NO_LIMITS, 8080)
         async with httpx.AsyncClient() as http:
+            stable_release, canary_release = f"{app}-a/1", f"{app}-b/1"
             for _ in range(100):
-                seen = await observe(
-                    conns,
-                    conns.names,
-                    app,
-                    stable_release=f"{app}-a/1",
-                    canary_release=f"{app}-b/1",
-                    instances_per_host=2,
-                    health_path="/health",
-                    http=http,
-                )
-                if seen.stable.ready == ("host1",) and seen.canary.ready == ("host3",):
+                seen = await listing(conns, conns.names, app, http)
+                stable = seen.instance_set(stable_release, 2)
+                canary = seen.instance_set(canary_release, 2)
+                if stable.ready == ("host1",) and canary.ready == ("host3",):
                     break
                 await asyncio.sleep(0.2)
-            assert seen.stable.ready == ("host1",) and seen.canary.ready == ("host3",), seen
+            assert stable.ready == ("host1",) and canary.ready == ("host3",), seen
             router = TraefikFileRouter(
                 app,
                 LocalStore(str(path)),
@@ -475,7 +453,11 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
             )
             assert await router.live_weights() is None  # nothing declared yet
             await router.ensure_route()
-            await router.set_servers(seen.servers["stable"], seen.servers["canary"])
+            servers = {
+                "stable": seen.servers(stable_release),
+                "canary": seen.servers(canary_release),
+            }
+            await router.apply((100, 0), servers)
             for weights in ((100, 0), (50, 50), (0, 100)):
                 started = time.monotonic()
                 await router.set_weights(*weights)
@@ -495,7 +477,9 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
                     assert counts == {"v2": 40}
                 else:
                     assert set(counts) == {"v1", "v2"} and abs(counts["v2"] - 20) <= 4, counts
-                assert await router.servers_in_proxy() == {"stable": 2, "canary": 2}
+                live_servers = await router.live_servers()
+                assert live_servers is not None
+                assert {r: len(s) for r, s in live_servers.items()} == {"stable": 2, "canary": 2}
             declared = parse(app, path.read_text())
             assert declared is not None and declared.weights == (0, 100)
             await router.remove_route()

@@ -17,8 +17,8 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
+from hack.tools.kubelet import is_demo_image
 from tests.support.cluster import Cluster, Traefik
-from tests.support.kubelet import is_demo_image
 from tests.support.kubelet_fixtures import ProcessKubelet
 
 pytestmark = pytest.mark.integration

@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from lockgate.names import GROUP, LABEL_APP, LABEL_IMAGE, VERSION
 from tests.support.cluster import Traefik
 from tests.support.dockerhosts import DockerHost, local_client
 from tests.support.rollouts import Lockgate, host_of, wait_for
@@ -101,12 +102,8 @@ def containers(hosts: dict[str, DockerHost], app: str) -> dict[str, list[tuple[s
     for name, host in hosts.items():
         c = local_client(host)
         try:
-            found = c.containers.list(
-                all=True, filters={"label": f"lockgate.dev/application={app}"}
-            )
-            out[name] = sorted(
-                (x.name, x.labels.get("lockgate.dev/image", ""), x.status) for x in found
-            )
+            found = c.containers.list(all=True, filters={"label": f"{LABEL_APP}={app}"})
+            out[name] = sorted((x.name, x.labels.get(LABEL_IMAGE, ""), x.status) for x in found)
         finally:
             c.close()
     return out
@@ -123,9 +120,7 @@ def remove_all(hosts: dict[str, DockerHost], app: str) -> None:
     for host in hosts.values():
         c = local_client(host)
         try:
-            for x in c.containers.list(
-                all=True, filters={"label": f"lockgate.dev/application={app}"}
-            ):
+            for x in c.containers.list(all=True, filters={"label": f"{LABEL_APP}={app}"}):
                 x.remove(force=True)
         finally:
             c.close()
@@ -134,9 +129,7 @@ def remove_all(hosts: dict[str, DockerHost], app: str) -> None:
 def delete_application(lg: Lockgate, app: str) -> bool:
     """Delete it and wait until the operator's finalizer let it go; False if it did not."""
     try:
-        lg.custom.delete_namespaced_custom_object(
-            "lockgate.dev", "v1alpha1", lg.namespace, "applications", app
-        )
+        lg.custom.delete_namespaced_custom_object(GROUP, VERSION, lg.namespace, "applications", app)
     except ApiException as err:
         if err.status == 404:
             return True

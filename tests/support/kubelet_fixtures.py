@@ -1,4 +1,4 @@
-"""Session fixture `kubelet`: the process kubelet (tests/support/kubelet.py) via hack/kubelet.
+"""Session fixture `kubelet`: the process kubelet (hack/tools/kubelet.py) via hack/kubelet.
 
 A kubelet already running (a developer's environment) is reused and left running; one that
 this session started is stopped at the end. One that cannot start fails the run with its log

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from kubernetes import client
 
-GROUP, VERSION = "lockgate.dev", "v1alpha1"
+from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 
 
 def wait_for(
@@ -67,7 +67,7 @@ class Lockgate:
         )
 
     def annotate(self, name: str, action: str) -> None:
-        self.patch(name, {"metadata": {"annotations": {"lockgate.dev/action": action}}})
+        self.patch(name, {"metadata": {"annotations": {ACTION_ANNOTATION: action}}})
 
     def wait_finished(self, name: str, timeout: float = 180.0) -> dict[str, Any]:
         """The status once the Deployment has ended, whichever way."""

@@ -76,3 +76,22 @@ def test_wire_form_round_trips() -> None:
 def test_wrong_kind_is_named() -> None:
     with pytest.raises(InvalidManifest, match="kind"):
         parse_resource({"apiVersion": "lockgate.dev/v1alpha1", "kind": "Rollout"})
+
+
+def test_prometheus_sources_are_refused_until_lockgate_queries_prometheus() -> None:
+    from pydantic import ValidationError
+
+    from lockgate.api import ApplicationSpec
+
+    query = {"name": "saturation", "promql": "up", "max": 0.9}
+    with pytest.raises(ValidationError, match=r"spec\.analysis\.queries: not supported yet"):
+        DeploymentSpec.model_validate(
+            {"application": "shop", "image": "shop:2", "analysis": {"queries": [query]}}
+        )
+    with pytest.raises(ValidationError, match=r"spec\.metrics\.prometheus: not supported yet"):
+        ApplicationSpec.model_validate(
+            {"kubernetes": {"replicas": 1}, "metrics": {"prometheus": {"url": "http://p:9090"}}}
+        )
+    # An empty list and an empty metrics block say nothing unsupported.
+    DeploymentSpec.model_validate({"application": "shop", "image": "shop:2", "analysis": {}})
+    ApplicationSpec.model_validate({"kubernetes": {"replicas": 1}, "metrics": {}})

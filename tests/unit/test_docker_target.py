@@ -15,7 +15,12 @@ import pytest
 import requests
 import yaml
 
-from lockgate.targets.docker import (
+from lockgate.engine import compile_plan
+from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable, translate_error
+from lockgate.hosts.spec import HostSpec, host_spec_from_api
+from lockgate.hosts.ssh import strict_ssh_client
+from lockgate.names import (
     LABEL_APP,
     LABEL_DEPLOYMENT,
     LABEL_IMAGE,
@@ -23,36 +28,28 @@ from lockgate.targets.docker import (
     LABEL_RELEASE,
     LABEL_REVISION,
     LABEL_ROLE,
+)
+from lockgate.targets.docker.capacity import HostCapacity, Shortfall, extra_instances, shortfalls
+from lockgate.targets.docker.containers import (
     ContainerSettings,
-    HostCapacity,
-    HostConnections,
-    HostKeyError,
-    HostSpec,
-    HostUnavailable,
-    ImageUnavailable,
-    Resources,
-    Shortfall,
     container_labels,
     container_name,
-    extra_instances,
-    host_spec_from_api,
-    parse_cpus,
-    parse_memory,
-    shortfalls,
     split_release,
-    strict_ssh_client,
-    translate_error,
 )
+from lockgate.targets.docker.resources import Resources, parse_cpus, parse_memory
+from lockgate.traffic.traefik_api import parse_live_weights
+from lockgate.traffic.traefik_crd import live_leaves
 from lockgate.traffic.traefik_file import (
     FileConfig,
     HealthCheckConfig,
     LocalStore,
     RouteConfig,
     dump,
+    leaves,
     parse,
-    parse_live_weights,
     render,
 )
+from tests.support.fakeworld import dep_spec, docker_app_spec
 
 GiB = 2**30
 MiB = 2**20
@@ -162,14 +159,32 @@ def test_parse_live_weights_from_traefiks_api_answer() -> None:
             ]
         },
     }
-    assert parse_live_weights(body, "shop") == (75, 25)
-    assert parse_live_weights({"weighted": {"services": [{"name": "shop-canary"}]}}, "shop") == (
+    assert parse_live_weights(body, leaves("shop")) == (75, 25)
+    assert parse_live_weights(
+        {"weighted": {"services": [{"name": "shop-canary"}]}}, leaves("shop")
+    ) == (
         0,
         100,
     )
-    assert parse_live_weights({**body, "status": "disabled"}, "shop") is None
-    assert parse_live_weights({"weighted": {"services": []}}, "shop") is None
-    assert parse_live_weights({"weighted": {"services": [{"name": "other"}]}}, "shop") is None
+    assert parse_live_weights({**body, "status": "disabled"}, leaves("shop")) is None
+    assert parse_live_weights({"weighted": {"services": []}}, leaves("shop")) is None
+    assert (
+        parse_live_weights({"weighted": {"services": [{"name": "other"}]}}, leaves("shop")) is None
+    )
+
+
+def test_parse_live_weights_of_a_traefik_service_over_kubernetes_services() -> None:
+    body = {
+        "status": "enabled",
+        "weighted": {
+            "services": [
+                {"name": "prod-shop-stable-8080@kubernetescrd", "weight": 90},
+                {"name": "prod-shop-canary-8080@kubernetescrd", "weight": 10},
+            ]
+        },
+    }
+    assert parse_live_weights(body, live_leaves("prod", "shop")) == (90, 10)
+    assert parse_live_weights(body, live_leaves("other", "shop")) is None
 
 
 # --- atomic local writes ---------------------------------------------------------------------
@@ -301,9 +316,29 @@ def test_canary_needs_room_on_its_canary_hosts_only() -> None:
         "h4": 0,
         "h5": 0,
     }
-    assert extra_instances("Canary", HOSTS, 1)["h1"] == 1  # default 20%: one host
+    assert extra_instances("Canary", HOSTS, 1)["h1"] == 1  # default: one host
     assert sum(extra_instances("Canary", HOSTS, 1, canary_hosts=0).values()) == 1
     assert sum(extra_instances("Canary", HOSTS, 1, canary_hosts=9).values()) == 5
+
+
+@pytest.mark.parametrize("share", [None, 2, "30%", "100%"])
+def test_the_preflight_checks_the_hosts_the_plan_starts_the_canary_on(
+    share: int | str | None,
+) -> None:
+    app = docker_app_spec(hosts=10)
+    canary: dict[str, object] = {"steps": [{"setWeight": 10}, {"setWeight": 100}]}
+    if share is not None:
+        canary["canaryHosts"] = share
+    spec = dep_spec(strategy={"type": "Canary", "canary": canary})
+    plan = compile_plan(app, spec, has_stable=True)
+    first_canary = next(s for s in plan.steps if s.kind == "start").canary_units
+    extra = extra_instances(
+        "Canary",
+        app.units(),
+        2,
+        canary_hosts=canary.get("canaryHosts"),  # type: ignore[arg-type]
+    )
+    assert tuple(h for h, n in extra.items() if n) == first_canary
 
 
 def test_recreate_needs_only_what_is_not_running_already() -> None:

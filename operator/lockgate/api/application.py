@@ -17,6 +17,11 @@ MSG_FILE_PROVIDER_DOCKER = (
 MSG_FILE_PROVIDER_HOST = (
     "spec.traffic.traefik.fileProvider.host: must name one of spec.docker.hosts or be 'local'"
 )
+# Accepted but ignored, it would let a user believe analysis reads their Prometheus.
+MSG_PROMETHEUS_REFUSED = (
+    "spec.metrics.prometheus: not supported yet (lockgate does not query Prometheus yet); "
+    "remove it: analysis reads Traefik's metrics (traffic.traefik.metricsURL)"
+)
 MSG_HOST_NAMES_UNIQUE = "spec.docker.hosts: host names must be unique"
 MSG_SSH_KEY = "spec.docker.hosts: an ssh:// host needs sshKeySecretRef and knownHostsSecretRef"
 MSG_DOCKER_HEALTH_PORT = (
@@ -199,7 +204,13 @@ class MetricsSource(ApiModel):
     """Where analysis reads metrics from."""
 
     prometheus: PrometheusSource | None = None
-    """When set, analysis uses PromQL instead of Traefik's /metrics."""
+    """Refused until lockgate queries Prometheus; analysis reads Traefik's /metrics."""
+
+    @model_validator(mode="after")
+    def _no_prometheus_yet(self) -> MetricsSource:
+        if self.prometheus is not None:
+            raise ValueError(MSG_PROMETHEUS_REFUSED)
+        return self
 
 
 class ApplicationSpec(MemoModel):

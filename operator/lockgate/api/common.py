@@ -13,10 +13,6 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr
 from pydantic.alias_generators import to_camel
 
-GROUP = "lockgate.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-
 PERCENT_RE = re.compile(r"^(100|[1-9][0-9]?|0)%$")
 # The same pattern in the CRDs' CEL rules, so admission and the models agree.
 PERCENT_CEL = "^(100|[1-9][0-9]?|0)%$"

@@ -15,9 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from lockgate.names import GROUP, VERSION
+
 from . import application as app
 from . import deployment as dep
-from .common import GROUP, PERCENT_CEL, VERSION
+from .common import PERCENT_CEL
 
 Schema = dict[str, Any]
 
@@ -77,6 +79,20 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
     ],
     "AnalysisQuery": [
         {"rule": "has(self.max) || has(self.min)", "message": dep.MSG_QUERY_BOUND},
+    ],
+    "Analysis": [
+        {
+            "rule": "!has(self.queries) || size(self.queries) == 0",
+            "message": dep.MSG_QUERIES_REFUSED,
+            "fieldPath": ".queries",
+        },
+    ],
+    "MetricsSource": [
+        {
+            "rule": "!has(self.prometheus)",
+            "message": app.MSG_PROMETHEUS_REFUSED,
+            "fieldPath": ".prometheus",
+        },
     ],
 }
 

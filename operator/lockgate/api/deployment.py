@@ -25,7 +25,6 @@ Phase = Literal[
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "RolledBack", "Failed", "Aborted"})
 ACTIONS = ("promote", "promote-full", "abort", "retry")
-ACTION_ANNOTATION = "lockgate.dev/action"
 
 MSG_WEIGHT_RANGE = "spec.strategy.canary.steps: every weight must be an integer from 0 to 100"
 MSG_WEIGHT_ORDER = "spec.strategy.canary.steps: weights must be non-decreasing"
@@ -40,6 +39,12 @@ MSG_BATCH_SIZE = (
     "spec.strategy.rolling.batchSize: must be > 0 (an integer >= 1 or a percentage 1% to 100%)"
 )
 MSG_QUERY_BOUND = "spec.analysis.queries: each query needs max or min"
+# Accepted but never evaluated, a query would hold its step Inconclusive until the progress
+# deadline; refused until the Prometheus provider is wired.
+MSG_QUERIES_REFUSED = (
+    "spec.analysis.queries: not supported yet (lockgate does not query Prometheus yet); "
+    "remove it: analysis is judged on Traefik's metrics"
+)
 
 
 class RollingStrategy(ApiModel):
@@ -212,7 +217,13 @@ class Analysis(ApiModel):
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     """Failed health or analysis runs in a row before the verdict is Failed."""
     queries: list[AnalysisQuery] = Field(default_factory=list, max_length=20)
-    """Extra PromQL gates."""
+    """Extra PromQL gates. Refused until lockgate queries Prometheus."""
+
+    @model_validator(mode="after")
+    def _no_queries_yet(self) -> Analysis:
+        if self.queries:
+            raise ValueError(MSG_QUERIES_REFUSED)
+        return self
 
 
 class Rollback(ApiModel):

@@ -6,8 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lockgate.names import API_VERSION
+
 from .application import ApplicationSpec, ApplicationStatus
-from .common import API_VERSION
 from .deployment import DeploymentSpec, DeploymentStatus
 
 
@@ -22,26 +23,25 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class Application(BaseModel):
+class _Resource(BaseModel):
+    """What every lockgate object has besides its spec and status."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     api_version: Literal["lockgate.dev/v1alpha1"] = Field(
         "lockgate.dev/v1alpha1", alias="apiVersion"
     )
-    kind: Literal["Application"] = "Application"
     metadata: ObjectMeta
+
+
+class Application(_Resource):
+    kind: Literal["Application"] = "Application"
     spec: ApplicationSpec
     status: ApplicationStatus | None = None
 
 
-class Deployment(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    api_version: Literal["lockgate.dev/v1alpha1"] = Field(
-        "lockgate.dev/v1alpha1", alias="apiVersion"
-    )
+class Deployment(_Resource):
     kind: Literal["Deployment"] = "Deployment"
-    metadata: ObjectMeta
     spec: DeploymentSpec
     status: DeploymentStatus | None = None
 

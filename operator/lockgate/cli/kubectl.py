@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
+
 from .kubectl_view import TERMINAL, refusal, render_history, render_status
 
 T = TypeVar("T")
 
-GROUP, VERSION = "lockgate.dev", "v1alpha1"
-ACTION_ANNOTATION = "lockgate.dev/action"
 REQUEST_TIMEOUT = 15.0
 SERVICE_ACCOUNT_NS = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from lockgate.names import ACTION_ANNOTATION
+
 TERMINAL = frozenset({"Succeeded", "RolledBack", "Failed", "Aborted"})
 NOT_STARTED = frozenset({"Pending", "Queued"})
 RUNNING = frozenset({"Progressing", "Paused"})
@@ -83,7 +85,7 @@ def refusal(
         if not paused:
             return f"{name} is not paused (spec.paused is false)"
         return None
-    pending = (obj.get("metadata", {}).get("annotations") or {}).get("lockgate.dev/action")
+    pending = (obj.get("metadata", {}).get("annotations") or {}).get(ACTION_ANNOTATION)
     if pending:
         return (
             f"{name} already has action {pending!r} waiting for the operator "
@@ -164,7 +166,7 @@ def render_status(
     flags = []
     if spec.get("paused"):
         flags.append("spec.paused")
-    pending = (meta.get("annotations") or {}).get("lockgate.dev/action")
+    pending = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
     if pending:
         flags.append(f"action {pending} pending")
     started = status.get("startedAt")

@@ -74,7 +74,8 @@ def wait_for_crds() -> None:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from lockgate.kube import GROUP, VERSION, load_config
+    from lockgate.kube import load_config
+    from lockgate.names import GROUP, VERSION
 
     custom = client.CustomObjectsApi(load_config())
     waited = 0

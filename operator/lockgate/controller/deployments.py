@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
-from lockgate.api.deployment import ACTION_ANNOTATION, ACTIONS
+from lockgate.api.deployment import ACTIONS
 from lockgate.engine import (
     AcquireLock,
     ClearAction,
@@ -31,16 +31,16 @@ from lockgate.engine import (
     decide,
 )
 from lockgate.engine.decide import release_of
+from lockgate.hosts.errors import DockerTargetError
+from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION, service_name
 from lockgate.probes import traefik_metrics
-from lockgate.targets.docker import DockerTargetError
-from lockgate.targets.kubernetes import KubernetesTarget, service_name
+from lockgate.targets.kubernetes import KubernetesTarget
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from . import metrics
 from .docker_fleet import DockerFleet, FleetConfigError
 from .runtime import Runtime
 
-SUPERSEDED_ANNOTATION = "lockgate.dev/superseded-by"
 DOCKER_POLL = 0.25  # seconds between observations of a moving rollout on Docker hosts
 MOVING = ("Progressing", "RollingBack")
 log = logging.getLogger("lockgate.deployments")

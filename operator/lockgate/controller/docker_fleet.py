@@ -27,22 +27,21 @@ from kubernetes.client.exceptions import ApiException
 from lockgate.api import ApplicationSpec
 from lockgate.api.deployment import DeploymentSpec
 from lockgate.engine import InstanceSet
-from lockgate.targets.docker import (
+from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.errors import DockerTargetError
+from lockgate.hosts.spec import host_spec_from_api
+from lockgate.probes.health import check_health
+from lockgate.targets.docker.capacity import check_capacity, extra_instances
+from lockgate.targets.docker.containers import (
     STARTED_STATES,
-    DockerTargetError,
-    HostConnections,
     Instance,
-    Resources,
-    check_capacity,
-    check_health,
     ensure_instances,
-    extra_instances,
-    host_spec_from_api,
     instance_set,
     list_instances,
     remove_instances,
     stop_instances,
 )
+from lockgate.targets.docker.resources import Resources
 from lockgate.traffic.traefik_file import ConfigStore, TraefikFileRouter, store_for
 
 from .runtime import Runtime
@@ -293,7 +292,7 @@ class DockerFleet:
         check = self.app.health_check
         results = await asyncio.gather(
             *(
-                check_health(self.rt.http, i, check.http.path, check.timeout_seconds)
+                check_health(self.rt.http, i.running_url, check.http.path, check.timeout_seconds)
                 for i in instances
             )
         )

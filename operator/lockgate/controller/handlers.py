@@ -19,6 +19,7 @@ from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
 from lockgate.engine.decide import release_of
+from lockgate.names import GROUP, VERSION
 
 from . import metrics
 from .applications import reconcile_application
@@ -26,7 +27,6 @@ from .deployments import reconcile
 from .docker_fleet import DockerFleet, FleetConfigError
 from .runtime import runtime
 
-GROUP, VERSION = "lockgate.dev", "v1alpha1"
 _wakers: dict[str, asyncio.Event] = {}
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again

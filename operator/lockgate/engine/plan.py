@@ -127,6 +127,14 @@ def _blue_green(units: tuple[str, ...], spec: DeploymentSpec) -> tuple[Step, ...
     return tuple(steps)
 
 
+def canary_host_count(share: int | str | None, hosts: int) -> int:
+    """How many Docker hosts run a canary while its weight is below 100: the canaryHosts
+    share (an integer or a percentage, rounded up), one host when it is not set, never
+    fewer than one nor more than there are."""
+    count = 1 if share is None else resolve_int_or_percent(share, hosts, round_up=True)
+    return max(1, min(hosts, count))
+
+
 def canary_units_for(
     app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec, weight: int
 ) -> tuple[str, ...]:
@@ -139,9 +147,8 @@ def canary_units_for(
         return units
     if app.docker is not None:
         share = spec.strategy.canary.canary_hosts if spec.strategy.canary else None
-        count = 1 if share is None else resolve_int_or_percent(share, len(units), round_up=True)
-    else:
-        count = math.ceil(len(units) * weight / 100)
+        return units[: canary_host_count(share, len(units))]
+    count = math.ceil(len(units) * weight / 100)
     return units[: max(1, min(len(units), count))]
 
 

@@ -1,1 +1,1 @@
-"""Health checks and metrics for analysis."""
+"""Health checks, and the metric providers analysis reads through (`metrics.MetricsProvider`)."""

@@ -1,11 +1,19 @@
-"""Analysis figures from a Prometheus server (PromQL over HTTP)."""
+"""Analysis figures from a Prometheus server (PromQL over HTTP).
+
+Not chosen by the controller yet: admission refuses `metrics.prometheus` and
+`analysis.queries` until it is (the next analysis issue wires it through `MetricsProvider`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
 
 import httpx
 
 from lockgate.api.deployment import AnalysisQuery
-from lockgate.engine import VersionMetrics
+from lockgate.engine import MetricsSample, VersionMetrics
+from lockgate.engine.model import Role
 
 
 class PrometheusError(RuntimeError):
@@ -59,3 +67,36 @@ async def custom_queries(
         promql = query.promql.replace("$canary", canary).replace("$stable", stable)
         out[query.name] = await query_scalar(http, base_url, promql)
     return out
+
+
+def _regex_literal(text: str) -> str:
+    """`text` matched literally by a regex inside a PromQL double-quoted string (re.escape
+    would write `\\-`, which PromQL's Go-style string escapes refuse)."""
+    return "".join("\\\\" + c if c in ".*+?^$()[]{}|\\" else c for c in text)
+
+
+class PrometheusMetrics:
+    """The MetricsProvider over PromQL: Traefik's counters as a Prometheus server scraped
+    them, so no history is kept here."""
+
+    def __init__(self, http: httpx.AsyncClient, base_url: str) -> None:
+        self.http = http
+        self.base_url = base_url
+
+    async def window(
+        self, sources: Mapping[Role, str], start: datetime, at: datetime
+    ) -> MetricsSample:
+        seconds = round((at - start).total_seconds())
+        try:
+            figures = {
+                role: await version_metrics(
+                    self.http, self.base_url, _regex_literal(prefix) + ".*", seconds
+                )
+                for role, prefix in sources.items()
+            }
+        except PrometheusError as err:
+            return MetricsSample(error=str(err))
+        return MetricsSample(canary=figures.get("canary"), stable=figures.get("stable"))
+
+    async def keep(self, at: datetime) -> None:
+        return None  # Prometheus keeps the history itself

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from lockgate.engine import VersionMetrics
+from lockgate.engine import MetricsSample, VersionMetrics
+from lockgate.engine.model import Role
 
 REQUESTS = "traefik_service_requests"  # the parser drops the _total suffix
 DURATION = "traefik_service_request_duration_seconds"
@@ -116,3 +119,47 @@ class History:
             if at >= start:
                 return snapshot
         return self.scrapes[0][1] if self.scrapes else None
+
+
+class TraefikMetrics:
+    """The MetricsProvider over Traefik's own /metrics: a window's figures are the counters
+    now minus those of the first scrape at or after its start. `history` outlives one
+    reconcile (one per metrics URL), so the next window finds its baseline."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str | None, history: History) -> None:
+        self.http = http
+        self.url = url
+        self.history = history
+
+    async def _scrape(self) -> Snapshot | str:
+        """The counters now, or why they could not be read."""
+        if not self.url:
+            return "no Traefik metricsURL configured"
+        try:
+            answer = await self.http.get(self.url, timeout=3.0)
+            answer.raise_for_status()
+        except Exception as err:
+            return f"Traefik metrics at {self.url}: {err}"
+        return parse(answer.text)
+
+    async def window(
+        self, sources: Mapping[Role, str], start: datetime, at: datetime
+    ) -> MetricsSample:
+        snapshot = await self._scrape()
+        if isinstance(snapshot, str):
+            return MetricsSample(error=snapshot)
+        baseline = self.history.baseline(start)
+        self.history.add(at, snapshot)
+        if baseline is None:
+            return MetricsSample(error="first scrape: collecting a baseline")
+        # Traefik counts requests on the leaf services (the weighted parent has none).
+        figures = {
+            role: delta(matching(snapshot, prefix), matching(baseline, prefix))
+            for role, prefix in sources.items()
+        }
+        return MetricsSample(canary=figures.get("canary"), stable=figures.get("stable"))
+
+    async def keep(self, at: datetime) -> None:
+        snapshot = await self._scrape()
+        if not isinstance(snapshot, str):
+            self.history.add(at, snapshot)

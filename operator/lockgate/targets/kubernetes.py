@@ -16,13 +16,16 @@ from typing import Any
 
 from lockgate.api.application import ApplicationSpec
 from lockgate.engine import InstanceSet
+from lockgate.kube import Kube, owner_reference
+from lockgate.names import (
+    ANNOTATION_RELEASE,
+    LABEL_APP,
+    LABEL_RELEASE_HASH,
+    LABEL_ROLE,
+    LABEL_SLOT,
+    service_name,
+)
 
-from ..kube import Kube
-
-LABEL_APP = "lockgate.dev/application"
-LABEL_SLOT = "lockgate.dev/slot"
-LABEL_RELEASE_HASH = "lockgate.dev/release-hash"
-ANNOTATION_RELEASE = "lockgate.dev/release"
 SLOTS = ("a", "b")
 
 
@@ -30,24 +33,8 @@ def slot_name(app: str, slot: str) -> str:
     return f"{app}-{slot}"
 
 
-def service_name(app: str, role: str) -> str:
-    return f"{app}-{role}"
-
-
 def release_hash(release: str) -> str:
     return hashlib.sha256(release.encode()).hexdigest()[:10]
-
-
-def owner_reference(app_obj: dict[str, Any]) -> dict[str, Any]:
-    meta = app_obj["metadata"]
-    return {
-        "apiVersion": "lockgate.dev/v1alpha1",
-        "kind": "Application",
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def pod_template(
@@ -128,7 +115,7 @@ class KubernetesTarget:
             "kind": "Service",
             "metadata": {
                 "name": service_name(name, role),
-                "labels": {LABEL_APP: name, "lockgate.dev/role": role},
+                "labels": {LABEL_APP: name, LABEL_ROLE: role},
                 "ownerReferences": [owner_reference(app_obj)],
             },
             "spec": {

@@ -1,1 +1,2 @@
-"""How traffic moves: one small interface, one router per file."""
+"""How traffic moves: one router per Traefik provider (CRD, file), both reading Traefik's API
+through `traefik_api`."""

@@ -20,10 +20,10 @@ from typing import Any
 import httpx
 
 from lockgate.api.application import ApplicationSpec
-from lockgate.targets.kubernetes import owner_reference, service_name
+from lockgate.kube import Kube, owner_reference
+from lockgate.names import LABEL_APP, ROLES, service_name
 
-from ..kube import Kube
-from .base import split
+from .traefik_api import parse_live_weights, role_weights, service_answer, split
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -34,20 +34,9 @@ def weighted_services(app_name: str, port: int, stable: int, canary: int) -> lis
     return out
 
 
-def parse_live_weights(
-    service: dict[str, Any], namespace: str, app_name: str
-) -> tuple[int, int] | None:
-    """Weights from Traefik's /api/http/services/<name> answer for the TraefikService."""
-    if service.get("status") not in (None, "enabled"):
-        return None
-    children = (service.get("weighted") or {}).get("services") or []
-    weights = {"stable": 0, "canary": 0}
-    for child in children:
-        name = str(child.get("name", "")).split("@")[0]
-        for role in weights:
-            if name.startswith(f"{namespace}-{service_name(app_name, role)}-"):
-                weights[role] += int(child.get("weight", 1))
-    return split(weights)
+def live_leaves(namespace: str, app_name: str) -> dict[str, str]:
+    """Per role, how Traefik names the Service's leaf (`<namespace>-<service>-<port>`)."""
+    return {role: f"{namespace}-{service_name(app_name, role)}-" for role in ROLES}
 
 
 class TraefikCrdRouter:
@@ -68,15 +57,19 @@ class TraefikCrdRouter:
         self.api_url = app.traffic.traefik.api_url or api_url
         self.http = http
 
+    def _metadata(self, name: str) -> dict[str, Any]:
+        """Every object lockgate owns here goes with the Application and says whose it is."""
+        return {
+            "name": name,
+            "labels": {LABEL_APP: self.name},
+            "ownerReferences": [owner_reference(self.app_obj)],
+        }
+
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         return {
             "apiVersion": self.api_version,
             "kind": "TraefikService",
-            "metadata": {
-                "name": self.name,
-                "labels": {"lockgate.dev/application": self.name},
-                "ownerReferences": [owner_reference(self.app_obj)],
-            },
+            "metadata": self._metadata(self.name),
             "spec": {
                 "weighted": {
                     "services": weighted_services(self.name, self.app.port, stable, canary)
@@ -109,11 +102,7 @@ class TraefikCrdRouter:
             body = {
                 "apiVersion": self.api_version,
                 "kind": "IngressRoute",
-                "metadata": {
-                    "name": self.name,
-                    "labels": {"lockgate.dev/application": self.name},
-                    "ownerReferences": [owner_reference(self.app_obj)],
-                },
+                "metadata": self._metadata(self.name),
                 "spec": {
                     "entryPoints": route.entry_points,
                     "routes": [
@@ -132,11 +121,7 @@ class TraefikCrdRouter:
         return {
             "apiVersion": self.api_version,
             "kind": "IngressRoute",
-            "metadata": {
-                "name": f"{self.name}-lockgate-probe",
-                "labels": {"lockgate.dev/application": self.name},
-                "ownerReferences": [owner_reference(self.app_obj)],
-            },
+            "metadata": self._metadata(f"{self.name}-lockgate-probe"),
             "spec": {
                 "routes": [
                     {
@@ -144,35 +129,12 @@ class TraefikCrdRouter:
                         "match": f"Header(`X-Lockgate-Probe`, `{uid}`)",
                         "services": [
                             {"name": service_name(self.name, role), "port": self.app.port}
-                            for role in ("stable", "canary")
+                            for role in ROLES
                         ],
                     }
                 ],
             },
         }
-
-    async def servers_in_proxy(self) -> dict[str, int] | None:
-        """Servers Traefik has loaded for each role's Service; None without Traefik's API."""
-        if not self.api_url:
-            return None
-        out: dict[str, int] = {}
-        for role in ("stable", "canary"):
-            child = (
-                f"{self.namespace}-{service_name(self.name, role)}-{self.app.port}@kubernetescrd"
-            )
-            try:
-                answer = await self.http.get(
-                    f"{self.api_url.rstrip('/')}/api/http/services/{child}", timeout=2.0
-                )
-            except httpx.HTTPError:
-                return None
-            servers = (
-                (answer.json().get("loadBalancer") or {}).get("servers") or []
-                if (answer.status_code == 200)
-                else []
-            )
-            out[role] = len(servers)
-        return out
 
     async def set_weights(self, stable: int, canary: int) -> None:
         await self.kube.apply(
@@ -187,24 +149,15 @@ class TraefikCrdRouter:
         if obj is None:
             return None
         services = ((obj.get("spec") or {}).get("weighted") or {}).get("services") or []
-        weights = {"stable": 0, "canary": 0}
-        for child in services:
-            for role in weights:
-                if child.get("name") == service_name(self.name, role):
-                    weights[role] += int(child.get("weight", 1))
-        return split(weights)
+        return split(role_weights(services, {r: service_name(self.name, r) for r in ROLES}))
 
     async def live_weights(self) -> tuple[int, int] | None:
         declared = await self.declared_weights()
         if declared is None or not self.api_url:
             return declared  # without Traefik's API the declared split is all we can know
-        service = f"{self.namespace}-{self.name}@kubernetescrd"
-        url = f"{self.api_url.rstrip('/')}/api/http/services/{service}"
-        try:
-            answer = await self.http.get(url, timeout=2.0)
-        except httpx.HTTPError:
+        service = f"{self.namespace}-{self.name}"
+        body = await service_answer(self.http, self.api_url, service, "kubernetescrd")
+        if body is None:
             return None
-        if answer.status_code != 200:
-            return None
-        live = parse_live_weights(answer.json(), self.namespace, self.name)
+        live = parse_live_weights(body, live_leaves(self.namespace, self.name))
         return live if live == declared else None

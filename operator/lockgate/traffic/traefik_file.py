@@ -4,7 +4,7 @@ The file holds a router `<app>` (when a route is set) to a weighted service `<ap
 load balancers `<app>-stable` and `<app>-canary`, each listing the server URLs of healthy
 instances with an active health check. A side with weight 0 is left out of the weighted
 list (its load balancer stays defined while it has servers, so Traefik keeps checking them
-and `servers_in_proxy` can count them before they get traffic).
+and `live_servers` lists them before they get traffic).
 
 The file is the declared state: every change reads it, changes weights or servers, and
 writes it whole and atomically (a temp file in the same directory, renamed over the old
@@ -26,24 +26,25 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import quote
 
 import httpx
 import paramiko
 import yaml
 
 from lockgate.api.application import ApplicationSpec
-from lockgate.targets.docker import DockerTargetError, HostSpec, ssh_connect, translate_error
-from lockgate.traffic.base import split
+from lockgate.hosts.errors import DockerTargetError, translate_error
+from lockgate.hosts.spec import HostSpec
+from lockgate.hosts.ssh import ssh_connect
+from lockgate.names import MANAGED_BY, ROLES, service_name
+
+from .traefik_api import parse_live_weights, role_weights, service_answer
 
 log = logging.getLogger("lockgate.traefik_file")
 
-ROLES = ("stable", "canary")
-MANAGED_BY = "lockgate"
 
-
-def service_name(app: str, role: str) -> str:
-    return f"{app}-{role}"
+def leaves(app: str) -> dict[str, str]:
+    """Per role, the file provider's load balancer (Traefik's API adds `@file`)."""
+    return {role: service_name(app, role) for role in ROLES}
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -142,11 +143,7 @@ def parse(app: str, text: str) -> FileConfig | None:
     weighted = ((services.get(app) or {}).get("weighted") or {}).get("services")
     if weighted is None:
         return None
-    weights = dict.fromkeys(ROLES, 0)
-    for child in weighted:
-        for role in ROLES:
-            if child.get("name") == service_name(app, role):
-                weights[role] += int(child.get("weight", 1))
+    weights = role_weights(weighted, leaves(app))
     if sum(weights.values()) != 100:
         return None
     servers: dict[str, tuple[str, ...]] = {}
@@ -398,21 +395,8 @@ def store_for(
 # --- the router ------------------------------------------------------------------------------
 
 
-def parse_live_weights(service: Mapping[str, Any], app: str) -> tuple[int, int] | None:
-    """(stable, canary) from Traefik's /api/http/services/<app>@file answer."""
-    if service.get("status") not in (None, "enabled"):
-        return None
-    weights = dict.fromkeys(ROLES, 0)
-    for child in (service.get("weighted") or {}).get("services") or []:
-        name = str(child.get("name", "")).split("@")[0]
-        for role in ROLES:
-            if name == service_name(app, role):
-                weights[role] += int(child.get("weight", 1))
-    return split(weights)
-
-
 class TraefikFileRouter:
-    """The Router for Docker targets: weights and servers in a file-provider config."""
+    """Traffic of Docker targets: weights and servers in a file-provider config."""
 
     def __init__(
         self,
@@ -499,18 +483,6 @@ class TraefikFileRouter:
         current = await self.declared()
         await self.apply((stable, canary), current.servers if current else {})
 
-    async def set_servers(
-        self, stable: Sequence[str] | None = None, canary: Sequence[str] | None = None
-    ) -> None:
-        """Replace the server lists (None keeps a role's list); weights stay."""
-        current = await self.declared()
-        servers = dict(current.servers) if current else {}
-        if stable is not None:
-            servers["stable"] = tuple(stable)
-        if canary is not None:
-            servers["canary"] = tuple(canary)
-        await self.apply(current.weights if current else (100, 0), servers)
-
     async def remove_route(self) -> None:
         await self.store.remove()
 
@@ -523,15 +495,7 @@ class TraefikFileRouter:
         cannot be read."""
         if not self.api_url:
             return None
-        url = f"{self.api_url}/api/http/services/{quote(name)}@file"
-        try:
-            answer = await self.http.get(url, timeout=2.0)
-        except httpx.HTTPError:
-            return None
-        if answer.status_code != 200:
-            return None
-        body: dict[str, Any] = answer.json()
-        return body
+        return await service_answer(self.http, self.api_url, name, "file")
 
     async def live_servers(self) -> dict[str, tuple[str, ...]] | None:
         """Server URLs Traefik has loaded per role (a role Traefik does not know: none);
@@ -543,18 +507,6 @@ class TraefikFileRouter:
             body = await self._api(service_name(self.app, role))
             servers = ((body or {}).get("loadBalancer") or {}).get("servers") or []
             out[role] = tuple(sorted(str(s.get("url")) for s in servers))
-        return out
-
-    async def servers_in_proxy(self) -> dict[str, int] | None:
-        """How many servers Traefik has loaded (and not marked down) per role."""
-        if not self.api_url:
-            return None
-        out: dict[str, int] = {}
-        for role in ROLES:
-            body = await self._api(service_name(self.app, role)) or {}
-            servers = (body.get("loadBalancer") or {}).get("servers") or []
-            status = body.get("serverStatus") or {}
-            out[role] = sum(1 for s in servers if status.get(s.get("url"), "UP") == "UP")
         return out
 
     async def live_weights(self) -> tuple[int, int] | None:
@@ -572,7 +524,7 @@ class TraefikFileRouter:
         if not self.api_url:
             return declared.weights  # without Traefik's API the declared split is all we know
         body = await self._api(self.app)
-        if body is None or parse_live_weights(body, self.app) != declared.weights:
+        if body is None or parse_live_weights(body, leaves(self.app)) != declared.weights:
             return None
         live = live if live is not None else await self.live_servers()
         if live is None:

@@ -17,7 +17,7 @@ each Pod's first container as a process:
 - a Lease in kube-node-lease and Node status heartbeats, so the node-lifecycle controller
   keeps the Node Ready.
 
-    python -m tests.support.kubelet --kubeconfig KUBECONFIG --node NAME [--demo-app PATH]
+    python -m hack.tools.kubelet --kubeconfig KUBECONFIG --node NAME [--demo-app PATH]
 
 hack/kubelet starts and stops it in the background; tests use tests/support/kubelet_fixtures.
 Needs root (network namespaces) and iproute2.
@@ -1217,7 +1217,7 @@ class Kubelet:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.support.kubelet",
+        prog="python -m hack.tools.kubelet",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

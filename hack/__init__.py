@@ -1,0 +1,1 @@
+"""Development helpers run from the repository root; not part of the operator."""

@@ -1,0 +1,265 @@
+"""One docker-py client per host, reused, over a unix socket, tcp (mutual TLS from PEM
+strings) or ssh (our own paramiko connection, see `ssh`). docker-py is blocking, so every
+call runs in a worker thread (`asyncio.to_thread`), bounded by one semaphore across hosts
+and by a per-host timeout; a failed host drops its client so the next call reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.tls
+from docker.transport import SSHHTTPAdapter
+
+from .errors import DockerTargetError, HostKeyError, HostUnavailable, translate_error
+from .spec import HostSpec
+from .ssh import ssh_connect
+
+T = TypeVar("T")
+
+# docker-py's newest API version; a daemon answering a lower one is spoken to in its own.
+_CLIENT_API_VERSION = "1.45"
+_MIN_API_VERSION = "1.24"
+
+
+class _PinnedSSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
+    """docker-py's paramiko transport (`docker system dial-stdio` on the host) on an SSH
+    connection we opened ourselves, with our key and host keys, never ~/.ssh."""
+
+    def __init__(
+        self, spec: HostSpec, connect_timeout: float, read_timeout: float, max_pool_size: int
+    ) -> None:
+        self._spec = spec
+        self._connect_timeout = connect_timeout
+        super().__init__(spec.url, timeout=read_timeout, max_pool_size=max_pool_size)
+
+    def _create_paramiko_client(self, base_url: str) -> None:
+        self.ssh_client = None
+        self.ssh_params: dict[str, Any] = {}
+
+    def _connect(self) -> None:
+        if self.ssh_client is not None:
+            self.ssh_client.close()
+        self.ssh_client = ssh_connect(self._spec, self._connect_timeout)
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        # docker-py keys its pools by the full request URL, so every container-specific
+        # path opened a new SSH channel and a new `docker system dial-stdio` on the host
+        # (~0.1 s each here). One pool per host reuses the channels.
+        return super().get_connection("http+docker://ssh/", proxies)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+class HostConnections:
+    """One docker-py client per host, created on first use and reused.
+
+    `run(host, fn)` calls the blocking `fn(client)` in a worker thread with the host's
+    timeout, at most `max_parallel` at once across all hosts, and turns transport failures
+    into HostUnavailable / HostKeyError naming the host.
+    """
+
+    def __init__(
+        self,
+        hosts: Iterable[HostSpec],
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        max_parallel: int = 8,
+    ) -> None:
+        self._specs: dict[str, HostSpec] = {h.name: h for h in hosts}
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_parallel = max_parallel
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._clients: dict[str, docker.DockerClient] = {}
+        self._tls_dirs: dict[str, str] = {}
+        self._lock = threading.Lock()  # guards the dicts between worker threads
+        self._connecting: dict[str, threading.Lock] = {}  # one connect at a time per host
+
+    # hosts
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._specs)
+
+    def spec(self, host: str) -> HostSpec:
+        try:
+            return self._specs[host]
+        except KeyError:
+            raise DockerTargetError(host, "not a configured host") from None
+
+    def update(self, hosts: Iterable[HostSpec]) -> None:
+        """Replace the host list; a host whose URL or credentials changed reconnects."""
+        new = {h.name: h for h in hosts}
+        for name, old in list(self._specs.items()):
+            if new.get(name) != old:
+                self._drop(name)
+        self._specs = new
+
+    # clients
+
+    def _client_sync(self, host: str) -> docker.DockerClient:
+        with self._lock:
+            client = self._clients.get(host)
+            connecting = self._connecting.setdefault(host, threading.Lock())
+        if client is not None:
+            return client
+        with connecting:  # a second thread waits for the first one's client
+            with self._lock:
+                client = self._clients.get(host)
+            if client is None:
+                client = self._connect(self.spec(host))
+                with self._lock:
+                    self._clients[host] = client
+            return client
+
+    def _connect(self, spec: HostSpec) -> docker.DockerClient:
+        timeout = int(max(1, self.timeout))
+        client: docker.DockerClient | None = None
+        try:
+            if spec.transport == "ssh":
+                # Channel reads wait as long as a stop with its grace period may take; the
+                # caller's own deadline (run) comes first.
+                adapter = _PinnedSSHAdapter(
+                    spec, self.connect_timeout, self.timeout * 4, max_pool_size=8
+                )
+                client = docker.DockerClient(
+                    base_url=spec.url,
+                    use_ssh_client=True,  # skips docker-py's own paramiko client (~/.ssh)
+                    version=_MIN_API_VERSION,
+                    timeout=timeout,
+                )
+                client.api.mount("http+docker://ssh", adapter)
+                client.api._custom_adapter = adapter  # close() closes the SSH connection
+            elif spec.transport == "tcp" and spec.tls:
+                tls = docker.tls.TLSConfig(
+                    client_cert=(self._tls_file(spec, "cert.pem"), self._tls_file(spec, "key.pem")),
+                    ca_cert=self._tls_file(spec, "ca.pem"),
+                    verify=True,
+                )
+                client = docker.DockerClient(
+                    base_url=spec.url, tls=tls, version=_MIN_API_VERSION, timeout=timeout
+                )
+            else:
+                client = docker.DockerClient(
+                    base_url=spec.url, version=_MIN_API_VERSION, timeout=timeout
+                )
+            # REQUESTS_CA_BUNDLE / proxies from the environment would replace the host's CA
+            # (TLS fails) or send the daemon's traffic elsewhere: never read them.
+            client.api.trust_env = False
+            server = client.api.version(api_version=False)["ApiVersion"]
+            negotiated = min(server, _CLIENT_API_VERSION, key=_version_tuple)
+            client.api._version = negotiated  # docker-py 7: the version used in every URL
+            return client
+        except Exception as exc:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()  # an SSH connection may be open already
+            self._remove_tls(spec.name)
+            raise translate_error(spec.name, exc) from exc
+
+    def _tls_file(self, spec: HostSpec, name: str) -> str:
+        """Write one PEM to the host's private directory (0700, files 0600)."""
+        content = {"ca.pem": spec.tls_ca, "cert.pem": spec.tls_cert, "key.pem": spec.tls_key}[name]
+        if not content:
+            raise DockerTargetError(spec.name, f"TLS needs ca.pem, cert.pem and key.pem ({name})")
+        directory = self._tls_dirs.get(spec.name)
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix=f"lockgate-tls-{spec.name}-")
+            self._tls_dirs[spec.name] = directory
+        path = os.path.join(directory, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(content)
+        return path
+
+    def _remove_tls(self, host: str) -> None:
+        directory = self._tls_dirs.pop(host, None)
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _drop(self, host: str) -> None:
+        with self._lock:
+            client = self._clients.pop(host, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._remove_tls(host)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        """The bound on worker threads, one per event loop (tests run several loops)."""
+        loop = asyncio.get_running_loop()
+        semaphore = self._semaphores.get(loop)
+        if semaphore is None:
+            for old in [k for k in self._semaphores if k.is_closed()]:
+                del self._semaphores[old]
+            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_parallel)
+        return semaphore
+
+    async def run(
+        self, host: str, fn: Callable[[docker.DockerClient], T], *, seconds: float | None = None
+    ) -> T:
+        """`fn(client)` for host in a worker thread; errors name the host."""
+        limit = self.timeout if seconds is None else seconds
+        self.spec(host)
+
+        def call() -> T:
+            return fn(self._client_sync(host))
+
+        async with self._semaphore():
+            try:
+                return await asyncio.wait_for(asyncio.to_thread(call), limit)
+            except DockerTargetError as exc:
+                if isinstance(exc, HostUnavailable | HostKeyError):
+                    self._drop(host)
+                raise
+            except TimeoutError as exc:
+                self._drop(host)
+                raise HostUnavailable(host, f"no answer within {limit:g} s") from exc
+            except Exception as exc:
+                error = translate_error(host, exc)
+                if isinstance(error, HostUnavailable | HostKeyError):
+                    self._drop(host)
+                raise error from exc
+
+    async def each(
+        self,
+        hosts: Iterable[str],
+        action: Callable[[str], Awaitable[T]],
+    ) -> dict[str, T | DockerTargetError]:
+        """`action(host)` for every host at once (bounded by `run`'s semaphore); the result
+        or the DockerTargetError of each host. Other exceptions propagate."""
+        names = list(hosts)
+        results = await asyncio.gather(*(action(h) for h in names), return_exceptions=True)
+        out: dict[str, T | DockerTargetError] = {}
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, DockerTargetError):
+                out[name] = result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                out[name] = result
+        return out
+
+    async def ping(self, host: str) -> None:
+        await self.run(host, lambda c: c.ping())
+
+    def close(self) -> None:
+        for host in list(self._clients):
+            self._drop(host)
+        for host in list(self._tls_dirs):
+            self._remove_tls(host)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

@@ -1,0 +1,77 @@
+"""Errors that name the host they happened on, and the translation of docker-py, requests
+and paramiko exceptions into them."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import docker.errors
+import paramiko
+import requests
+
+
+class DockerTargetError(RuntimeError):
+    """Something failed on a named host; the message starts with the host's name."""
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        self.reason = message
+        super().__init__(f"docker host {host}: {message}")
+
+
+class HostUnavailable(DockerTargetError):
+    """The host's daemon (or its SSH server) refused, did not answer, or went away."""
+
+
+class HostKeyError(DockerTargetError):
+    """The SSH host key is not in known_hosts, or differs from it: nothing was sent."""
+
+
+class ImageUnavailable(DockerTargetError):
+    """The image is neither on the host nor pullable there."""
+
+
+def translate_error(host: str, exc: BaseException) -> DockerTargetError:
+    """A DockerTargetError naming host for an exception from docker-py, requests or paramiko."""
+    if isinstance(exc, DockerTargetError):
+        return exc
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyError(
+            host,
+            f"SSH host key of {exc.hostname} changed: got {exc.key.get_name()} "
+            f"{exc.key.get_base64()[:16]}…, known_hosts has a different key; refusing",
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return HostUnavailable(host, f"SSH authentication failed: {exc}")
+    if isinstance(exc, paramiko.SSHException):
+        text = str(exc)
+        if "known_hosts" in text:
+            return HostKeyError(host, f"SSH host key unknown, refusing ({text})")
+        return HostUnavailable(host, f"SSH failed: {text}")
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageUnavailable(host, explain(exc))
+    if isinstance(exc, docker.errors.APIError):
+        return DockerTargetError(host, f"the daemon refused: {explain(exc)}")
+    if isinstance(
+        exc,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | docker.errors.DockerException
+        | OSError
+        | socket.timeout
+        | EOFError,
+    ):
+        return HostUnavailable(host, f"daemon unreachable: {_short(exc)}")
+    return DockerTargetError(host, f"{type(exc).__name__}: {exc}")
+
+
+def explain(exc: docker.errors.APIError) -> str:
+    return str(exc.explanation or exc)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    # requests nests the cause in long reprs; the innermost reason is what a human needs.
+    match = re.search(r"(\[Errno [^\]]+\][^'\")]*|Connection refused|timed out)", text)
+    return match.group(0) if match else text[:300]

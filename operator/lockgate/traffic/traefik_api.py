@@ -1,0 +1,67 @@
+"""What both routers read from Traefik: its API's answer for one service, and the weights
+of a weighted service, from that answer or from what lockgate declared.
+
+Both routers give each role one child service (Traefik calls them leaves): the file
+provider's load balancer `<app>-<role>`, or the Kubernetes Service, which Traefik names
+`<namespace>-<app>-<role>-<port>`. So a child belongs to the role whose leaf name its own
+name starts with, and the caller says what those names are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from lockgate.names import ROLES
+
+
+async def service_answer(
+    http: httpx.AsyncClient, api_url: str, name: str, provider: str
+) -> dict[str, Any] | None:
+    """Traefik's /api/http/services/<name>@<provider> answer; None when the service is not
+    there or the API cannot be read (a change is then not confirmed, never assumed)."""
+    url = f"{api_url.rstrip('/')}/api/http/services/{quote(name)}@{provider}"
+    try:
+        answer = await http.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def role_weights(
+    children: Iterable[Mapping[str, Any]], leaves: Mapping[str, str]
+) -> dict[str, int]:
+    """Summed weight per role (a child without a weight counts 1, as in Traefik); a child's
+    name may carry Traefik's `@provider` suffix."""
+    weights = dict.fromkeys(ROLES, 0)
+    for child in children:
+        name = str(child.get("name", "")).split("@")[0]
+        for role in ROLES:
+            if name.startswith(leaves[role]):
+                weights[role] += int(child.get("weight", 1))
+    return weights
+
+
+def split(weights: Mapping[str, int]) -> tuple[int, int] | None:
+    """(stable, canary) percent from the summed child weights of each role; None if empty."""
+    total = weights.get("stable", 0) + weights.get("canary", 0)
+    if total == 0:
+        return None
+    canary = round(100 * weights.get("canary", 0) / total)
+    return (100 - canary, canary)
+
+
+def parse_live_weights(
+    service: Mapping[str, Any], leaves: Mapping[str, str]
+) -> tuple[int, int] | None:
+    """(stable, canary) from Traefik's /api/http/services/<name> answer for a weighted
+    service; None while Traefik does not serve it."""
+    if service.get("status") not in (None, "enabled"):
+        return None
+    return split(role_weights((service.get("weighted") or {}).get("services") or [], leaves))

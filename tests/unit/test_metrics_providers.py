@@ -1,0 +1,107 @@
+"""Both metric providers behind probes.metrics.MetricsProvider, against an in-process
+stand-in for their backend (httpx.MockTransport: no port, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+
+from lockgate.engine import VersionMetrics
+from lockgate.probes.metrics import MetricsProvider
+from lockgate.probes.prometheus import PrometheusMetrics
+from lockgate.probes.traefik_metrics import History, TraefikMetrics
+
+T0 = datetime(2025, 1, 1, 12, 0, 0)
+SOURCES = {"stable": "prod-shop-stable-", "canary": "prod-shop-canary-"}
+
+
+def traefik_text(stable: int, canary: int, canary_errors: int) -> str:
+    def line(service: str, code: int, n: int) -> str:
+        return (
+            f'traefik_service_requests_total{{code="{code}",method="GET",protocol="http",'
+            f'service="{service}@kubernetescrd"}} {n}'
+        )
+
+    return "\n".join(
+        [
+            "# TYPE traefik_service_requests_total counter",
+            line("prod-shop-stable-8080", 200, stable),
+            line("prod-shop-canary-8080", 200, canary - canary_errors),
+            line("prod-shop-canary-8080", 500, canary_errors),
+            line("other-app-stable-8080", 200, 999),
+            "",
+        ]
+    )
+
+
+def test_traefik_provider_measures_a_window_from_its_baseline() -> None:
+    answers = iter([traefik_text(100, 10, 0), traefik_text(190, 20, 2)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert str(request.url) == "http://traefik:9100/metrics"
+        return httpx.Response(200, text=next(answers))
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            provider: MetricsProvider = TraefikMetrics(
+                http, "http://traefik:9100/metrics", History()
+            )
+            await provider.keep(T0)
+            sample = await provider.window(SOURCES, T0, T0 + timedelta(seconds=30))
+        assert sample.error is None
+        assert sample.stable == VersionMetrics(90, 0, None)
+        assert sample.canary == VersionMetrics(10, 2, None)
+
+    asyncio.run(scenario())
+
+
+def test_traefik_provider_says_why_it_has_no_figures() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as http:
+            none = await TraefikMetrics(http, None, History()).window(SOURCES, T0, T0)
+            down = await TraefikMetrics(http, "http://t/metrics", History()).window(SOURCES, T0, T0)
+        assert none.error == "no Traefik metricsURL configured"
+        assert down.error is not None and down.error.startswith("Traefik metrics at http://t/")
+
+    asyncio.run(scenario())
+
+
+def test_traefik_provider_first_window_collects_a_baseline() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=traefik_text(1, 1, 0))
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            provider = TraefikMetrics(http, "http://t/metrics", History())
+            first = await provider.window(SOURCES, T0, T0)
+            second = await provider.window(SOURCES, T0, T0 + timedelta(seconds=5))
+        assert first.error == "first scrape: collecting a baseline"
+        assert second.error is None and second.canary == VersionMetrics(0, 0, None)
+
+    asyncio.run(scenario())
+
+
+def test_prometheus_provider_asks_per_role_over_the_window() -> None:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        query = parse_qs(urlparse(str(request.url)).query)["query"][0]
+        asked.append(query)
+        value = "0.25" if "histogram_quantile" in query else ("3" if "5.." in query else "40")
+        return httpx.Response(200, json={"data": {"result": [{"value": [0, value]}]}})
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            provider: MetricsProvider = PrometheusMetrics(http, "http://prom:9090")
+            sample = await provider.window(SOURCES, T0, T0 + timedelta(seconds=60))
+        assert sample.canary == VersionMetrics(40, 3, 0.25) == sample.stable
+        assert all("[60s]" in q for q in asked) and len(asked) == 6
+        assert any('service=~"prod-shop-canary-.*"' in q for q in asked), asked
+
+    asyncio.run(scenario())
