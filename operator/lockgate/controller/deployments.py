@@ -47,7 +47,9 @@ log = logging.getLogger("lockgate.deployments")
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=(datetime.now(UTC).microsecond // 1000) * 1000)
+    """The clock read once, to milliseconds (what the status keeps)."""
+    at = datetime.now(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 class Reconciler:
