@@ -43,6 +43,7 @@ IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
 FINISHED_WAIT = 30.0  # a finished rollout wakes on changes only
 ERROR_WAIT = 2.0
+DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
 
 
 @kopf.on.startup()
@@ -73,7 +74,7 @@ async def close_clients(memo: kopf.Memo, **_: Any) -> None:
         await runtime.aclose()
 
 
-@kopf.index(GROUP, VERSION, "deployments")
+@kopf.index(GROUP, VERSION, "deployments", id=DEPLOYMENT_INDEX)
 async def deployments_by_application(
     body: kopf.Body, **_: Any
 ) -> dict[ApplicationKey, DeploymentSummary]:
@@ -107,8 +108,8 @@ async def deployment_driver(
     world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished. The
     status is persisted after every round, so one round completes at most one step."""
     assert namespace is not None  # Deployments are namespaced
-    # kopf passes each index by its function's name (a live view, current with the watch).
-    deployments: DeploymentIndex = kwargs["deployments_by_application"]
+    # kopf passes each index by its id (a live view, current with the watch).
+    deployments: DeploymentIndex = kwargs[DEPLOYMENT_INDEX]
     wake = _wake(memo)
     idle = IDLE_MIN
     while not stopped:

@@ -263,8 +263,8 @@ class DockerFleet:
     async def observe(self) -> FleetView:
         """After bringing the configuration's server lists in line with the healthy
         containers. Without its credentials or its route file no host can be used."""
-        await self._prepare()
         try:
+            await self._prepare()
             return await self._observe()
         except DockerTargetError as err:
             raise FleetUnusable(f"host {err.host}: {err.reason}") from err
