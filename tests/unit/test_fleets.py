@@ -13,7 +13,7 @@ import pytest
 
 from lockgate.api import ApplicationSpec
 from lockgate.controller.deployments import Reconciler
-from lockgate.controller.fleets import FleetUnusable, fleet_for, removes_on_deletion
+from lockgate.controller.fleets import Fleet, FleetUnusable, fleet_for, removes_on_deletion
 from lockgate.controller.fleets.docker import DockerFleet
 from lockgate.controller.fleets.kubernetes import KubernetesFleet
 from lockgate.controller.runtime import Runtime
@@ -107,15 +107,21 @@ def test_the_kubernetes_fleet_observes_its_slots_and_weights() -> None:
     assert (stable["image"], stable["deployment"]) == ("app:2", "dep")
 
 
-def test_the_kubernetes_fleet_removes_a_deleted_rollout() -> None:
-    kube = FakeKube()
+def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:
+    """A canary of Deployment `dep` (revision 1) at 20%; the fleet of the `deleted` release."""
     rt, app_obj, app = kubernetes_app(kube)
-    fleet = fleet_for(rt, app_obj, app, "dep/2")
+    fleet = fleet_for(rt, app_obj, app, deleted)
     run(fleet.ensure_owned())
     run(fleet.ensure("stable", "app:1", UNITS, "old/1"))
-    run(fleet.ensure("canary", "app:2", UNITS[:1], "dep/1"))  # an earlier revision's canary
+    run(fleet.ensure("canary", "app:2", UNITS[:1], "dep/1"))
     kubelet(kube, {"shop-a": 3, "shop-b": 1})
     run(fleet.set_weights(80, 20))
+    return fleet
+
+
+def test_the_kubernetes_fleet_removes_a_deleted_rollout() -> None:
+    kube = FakeKube()
+    fleet = canary_of_dep_1(kube, deleted="dep/2")  # any revision of the Deployment
     run(fleet.remove_rollout())
     assert run(fleet.observe()).live_weights == (100, 0)
     assert kube.store[("deployments.apps", NS, "shop-b")]["spec"]["replicas"] == 0
@@ -123,12 +129,7 @@ def test_the_kubernetes_fleet_removes_a_deleted_rollout() -> None:
 
 def test_the_kubernetes_fleet_leaves_another_rollouts_canary() -> None:
     kube = FakeKube()
-    rt, app_obj, app = kubernetes_app(kube)
-    fleet = fleet_for(rt, app_obj, app, "gone/1")
-    run(fleet.ensure_owned())
-    run(fleet.ensure("stable", "app:1", UNITS, "old/1"))
-    run(fleet.ensure("canary", "app:2", UNITS[:1], "dep/1"))
-    kubelet(kube, {"shop-a": 3, "shop-b": 1})
+    fleet = canary_of_dep_1(kube, deleted="gone/1")
     run(fleet.remove_rollout())
     assert kube.store[("deployments.apps", NS, "shop-b")]["spec"]["replicas"] == 1
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from lockgate.api import DeploymentSpec
 from lockgate.engine import InstanceSet
 from lockgate.engine.model import Role
+from lockgate.kube import Kube
 
 
 class FleetUnusable(Exception):
@@ -86,3 +88,18 @@ class Fleet(Protocol):
     async def remove_all(self) -> None:
         """The Application is deleted: everything the garbage collector cannot see goes.
         Raises FleetUnusable."""
+
+
+async def record_stable(
+    kube: Kube, app_obj: dict[str, Any], image: str, deployment: str, release: str | None = None
+) -> None:
+    """The Application's status names the version now stable (with its release where that
+    is the fleet's record of which instances are stable)."""
+    meta = app_obj["metadata"]
+    stable = {"image": image, "deployment": deployment}
+    if release is not None:
+        stable["release"] = release
+    stable["since"] = datetime.now(UTC).isoformat()
+    await kube.patch_application_status(
+        meta["namespace"], meta["name"], {"status": {"stable": stable}}
+    )

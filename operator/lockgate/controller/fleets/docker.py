@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -46,7 +45,7 @@ from lockgate.targets.docker import (
 from lockgate.traffic.traefik_file import ConfigStore, TraefikFileRouter, service_name, store_for
 
 from ..runtime import Runtime
-from .base import Census, FleetUnusable, FleetView
+from .base import Census, FleetUnusable, FleetView, record_stable
 
 log = logging.getLogger("lockgate.docker")
 
@@ -514,20 +513,7 @@ class DockerFleet:
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
-        await self.rt.kube.patch_application_status(
-            self.namespace,
-            self.name,
-            {
-                "status": {
-                    "stable": {
-                        "image": image,
-                        "deployment": deployment,
-                        "release": release,
-                        "since": datetime.now(UTC).isoformat(),
-                    }
-                }
-            },
-        )
+        await record_stable(self.rt.kube, self.app_obj, image, deployment, release)
         router = self._router()
         declared = await router.declared()
         if declared is not None:

@@ -3,7 +3,6 @@ CRD provider (TraefikCrdRouter). Every record is in the cluster, so nothing outl
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
@@ -13,7 +12,7 @@ from lockgate.targets.kubernetes import KubernetesTarget, service_name
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from ..runtime import Runtime
-from .base import Census, FleetView
+from .base import Census, FleetView, record_stable
 
 
 def deployment_of(release: str) -> str:
@@ -64,19 +63,7 @@ class KubernetesFleet:
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         await self.target.promote(self.app_obj, self.app)
-        await self.kube.patch_application_status(
-            self.namespace,
-            self.name,
-            {
-                "status": {
-                    "stable": {
-                        "image": image,
-                        "deployment": deployment,
-                        "since": datetime.now(UTC).isoformat(),
-                    }
-                }
-            },
-        )
+        await record_stable(self.kube, self.app_obj, image, deployment)
 
     async def ensure_owned(self) -> None:
         await self.target.ensure_services(self.app_obj, self.app)
