@@ -90,13 +90,6 @@ class Kube:
             for key, value in (secret.data or {}).items()
         }
 
-    async def list_deployments(self, namespace: str) -> list[dict[str, Any]]:
-        result = await self.call(
-            self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "deployments"
-        )
-        items: list[dict[str, Any]] = result.get("items", [])
-        return items
-
     async def patch_application_status(
         self, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:

@@ -531,7 +531,7 @@ def test_host_spec_from_the_application_api() -> None:
 
 
 def test_the_route_never_weights_a_side_without_servers() -> None:
-    from lockgate.controller.docker_fleet import guard_weights
+    from lockgate.controller.fleets.docker import guard_weights
 
     both = {"stable": ("http://a:1",), "canary": ("http://b:1",)}
     assert guard_weights((80, 20), both) == (80, 20)

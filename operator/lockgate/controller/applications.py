@@ -8,11 +8,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from lockgate.api import ApplicationSpec
+from lockgate.api.common import Condition
 from lockgate.engine.conditions import conditions_for
-from lockgate.targets.kubernetes import KubernetesTarget
-from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
-from .docker_fleet import DockerFleet, FleetConfigError
+from .fleets import fleet_for
 from .runtime import Runtime
 
 
@@ -30,45 +29,25 @@ async def reconcile_application(
         return
     status = dict(body.get("status") or {})
     active = status.get("activeDeployment")
-    problem = None
-    if app.docker is not None:
-        # Docker hosts: the route file is written by rollouts (one writer per file), so
-        # this only counts; instances are counted per host, as rollouts move them.
-        stable_image = (status.get("stable") or {}).get("image")
-        fleet = DockerFleet(rt, body, app, None)
-        try:
-            await fleet.prepare()
-            ready_hosts, updated, problem = await fleet.census(rolling_out=bool(active))
-        except FleetConfigError as err:
-            ready_hosts, updated, problem = 0, 0, str(err)
-        per_host = app.docker.instances_per_host
-        desired, ready = len(app.units()) * per_host, ready_hosts * per_host
-    else:
-        target = KubernetesTarget(rt.kube)
-        if ensure_owned:
-            await target.ensure_services(body, app)
-            await TraefikCrdRouter(
-                rt.kube, body, app, rt.settings.traefik_api_url, rt.http
-            ).ensure_route()
-        stable, canary = await target.observe(meta["namespace"], meta["name"], app.units())
-        stable_image = stable.image
-        desired = len(app.units())
-        ready = len(stable.ready) + (len(canary.ready) if active else 0)
-        updated = len(canary.units) if active else len(stable.units)
+    fleet = fleet_for(rt, body, app, None)
+    if ensure_owned:
+        await fleet.ensure_owned()
+    census = await fleet.census(rolling_out=bool(active))
+    stable_image, desired, ready = census.stable_image, census.desired, census.ready
     if active:
         phase, message = "Progressing", f"rolling out with {active}"
     elif stable_image is None:
         phase, message = "Unknown", "no version deployed yet: create a Deployment"
     elif ready < desired:
         phase, message = "Degraded", f"{ready}/{desired} instances ready"
-        if problem:
-            message += f" ({problem})"
+        if census.problem:
+            message += f" ({census.problem})"
     else:
         phase, message = "Healthy", f"{ready}/{desired} instances of {stable_image} ready"
     new: dict[str, Any] = {
         "phase": phase,
         "message": message,
-        "instances": {"desired": desired, "ready": ready, "updated": updated},
+        "instances": {"desired": desired, "ready": ready, "updated": census.updated},
         "observedGeneration": meta.get("generation"),
     }
     # Conditions share the Deployment's vocabulary: Ready when Healthy, Progressing while a
@@ -80,8 +59,6 @@ async def reconcile_application(
         "Unknown": "Pending",
     }[phase]
     previous = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
-    from lockgate.api.common import Condition
-
     conditions = conditions_for(
         kstatus_phase,
         message,

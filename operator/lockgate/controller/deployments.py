@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,6 @@ from lockgate.engine import (
     Decision,
     DeploymentRef,
     EnsureInstances,
-    InstanceSet,
     MetricsSample,
     Observation,
     Promote,
@@ -31,31 +31,59 @@ from lockgate.engine import (
     decide,
 )
 from lockgate.engine.decide import release_of
-from lockgate.hosts.errors import DockerTargetError
-from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION, service_name
+from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION
 from lockgate.probes import traefik_metrics
-from lockgate.targets.kubernetes import KubernetesTarget
-from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from . import metrics
-from .docker_fleet import DockerFleet, FleetConfigError
+from .fleets import Fleet, FleetUnusable, fleet_for
 from .runtime import Runtime
 
-DOCKER_POLL = 0.25  # seconds between observations of a moving rollout on Docker hosts
 MOVING = ("Progressing", "RollingBack")
+FINISHED = ("Succeeded", "RolledBack", "Aborted")  # nothing left to do (Failed can be retried)
 log = logging.getLogger("lockgate.deployments")
 
 
 def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=(datetime.now(UTC).microsecond // 1000) * 1000)
+    """The clock read once, to milliseconds (what the status keeps)."""
+    at = datetime.now(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class DeploymentSummary:
+    """What the rollout lock needs to know of another Deployment of the same Application."""
+
+    name: str
+    phase: str | None
+    created: str  # metadata.creationTimestamp (RFC 3339 in UTC: orders as a string)
+
+
+ApplicationKey = tuple[str, str]  # (namespace, application)
+# The Deployments of each Application: kopf's index in the operator, a dict in tests.
+DeploymentIndex = Mapping[ApplicationKey, Collection[DeploymentSummary]]
+
+
+def index_entry(body: Mapping[str, Any]) -> dict[ApplicationKey, DeploymentSummary]:
+    """A Deployment's entry in the index of Deployments by Application."""
+    meta = body["metadata"]
+    application = (body.get("spec") or {}).get("application")
+    if not application:
+        return {}
+    summary = DeploymentSummary(
+        meta["name"], (body.get("status") or {}).get("phase"), meta.get("creationTimestamp", "")
+    )
+    return {(meta["namespace"], application): summary}
 
 
 class Reconciler:
     """Everything one reconcile of one Deployment needs, built per call."""
 
-    def __init__(self, rt: Runtime, body: dict[str, Any]) -> None:
+    def __init__(
+        self, rt: Runtime, body: dict[str, Any], deployments: DeploymentIndex | None = None
+    ) -> None:
         self.rt = rt
         self.body = body
+        self.deployments: DeploymentIndex = deployments or {}
         meta = body["metadata"]
         self.name: str = meta["name"]
         self.namespace: str = meta["namespace"]
@@ -64,7 +92,8 @@ class Reconciler:
         self.app_obj: dict[str, Any] | None = None
         self.app: ApplicationSpec | None = None
         self.app_problem: str | None = None
-        self.fleet: DockerFleet | None = None
+        self.fleet: Fleet | None = None
+        self.fleet_problem: str | None = None  # why the fleet cannot be acted on this round
 
     async def load_application(self, app_name: str) -> None:
         self.app_obj = await self.rt.kube.get_application(self.namespace, app_name)
@@ -75,39 +104,21 @@ class Reconciler:
         except ValidationError as err:
             self.app_problem = f"application {app_name!r} is invalid: {err.errors()[0]['msg']}"
 
-    def target(self) -> KubernetesTarget:
-        return KubernetesTarget(self.rt.kube)
-
-    def router(self) -> TraefikCrdRouter:
-        assert self.app_obj is not None and self.app is not None
-        return TraefikCrdRouter(
-            self.rt.kube, self.app_obj, self.app, self.rt.settings.traefik_api_url, self.rt.http
-        )
-
     # ------------------------------------------------------------------ observe
 
-    async def lock_state(self, spec: DeploymentSpec) -> tuple[str | None, int]:
+    def lock_state(self, spec: DeploymentSpec) -> tuple[str | None, int]:
         """(holder of the application's rollout lock, Deployments queued ahead of this one)."""
         assert self.app_obj is not None
         holder = (self.app_obj.get("status") or {}).get("activeDeployment")
         mine = self.body["metadata"].get("creationTimestamp", "")
         ahead = 0
-        others = await self.rt.kube.list_deployments(self.namespace)
         alive = False
-        for other in others:
-            other_name = other["metadata"]["name"]
-            if (
-                other_name == self.name
-                or (other.get("spec") or {}).get("application") != spec.application
-            ):
+        for other in self.deployments.get((self.namespace, spec.application), ()):
+            if other.name == self.name:
                 continue
-            phase = (other.get("status") or {}).get("phase")
-            if other_name == holder:
-                alive = phase not in ("Succeeded", "RolledBack", "Aborted")
-            elif (
-                phase in (None, "Pending", "Queued")
-                and other["metadata"].get("creationTimestamp", "") < mine
-            ):
+            if other.name == holder:
+                alive = other.phase not in FINISHED
+            elif other.phase in (None, "Pending", "Queued") and other.created < mine:
                 ahead += 1
         if holder and holder != self.name and not alive:
             holder = None  # the holder is gone or finished without releasing: the lock is free
@@ -129,15 +140,9 @@ class Reconciler:
         history.add(at, snapshot)
         if baseline is None:
             return MetricsSample(error="first scrape: collecting a baseline")
-        # Traefik names the leaf services (the weighted parent has no counts):
-        # `<ns>-<service>-<port>` from Kubernetes, `<app>-<role>` from the file provider
-        # (the parser drops `@file`).
-        prefix = {
-            role: service_name(self.name_of_app(), role)
-            if self.app.docker is not None
-            else f"{self.namespace}-{service_name(self.name_of_app(), role)}-"
-            for role in ("stable", "canary")
-        }
+        # Traefik counts requests on the leaf services (the weighted parent has no counts).
+        assert self.fleet is not None
+        prefix = self.fleet.metric_sources()
         return MetricsSample(
             canary=traefik_metrics.delta(
                 traefik_metrics.matching(snapshot, prefix["canary"]),
@@ -176,41 +181,27 @@ class Reconciler:
         superseded_by = self.annotations.get(SUPERSEDED_ANNOTATION)
         if self.app is None or self.app_obj is None:
             return Observation(action=action, superseded_by=superseded_by)
-        holder, ahead = await self.lock_state(spec)
-        unit_errors: dict[str, str] = {}
+        holder, ahead = self.lock_state(spec)
+        own = release_of(self.name, status.revision) if status.revision else None
+        self.fleet = fleet = fleet_for(self.rt, self.app_obj, self.app, own)
+        try:
+            view = await fleet.observe()
+        except FleetUnusable as err:
+            self.fleet_problem = err.reason
+            return Observation(
+                lock_holder=holder,
+                queued_ahead=ahead,
+                superseded_by=superseded_by,
+                action=action,
+                unit_errors=dict.fromkeys(self.app.units(), err.reason),
+                refusal=err.reason,
+            )
         refusal = None
-        if self.app.docker is not None:
-            own = release_of(self.name, status.revision) if status.revision else None
-            self.fleet = DockerFleet(self.rt, self.app_obj, self.app, own)
-            try:
-                await self.fleet.prepare()
-                stable, canary, live, unit_errors = await self.fleet.observe()
-            except (FleetConfigError, DockerTargetError) as err:
-                # Without its credentials or its route file no host can be used.
-                self.fleet = None
-                why = (
-                    f"host {err.host}: {err.reason}"
-                    if isinstance(err, DockerTargetError)
-                    else str(err)
-                )
-                return Observation(
-                    lock_holder=holder,
-                    queued_ahead=ahead,
-                    superseded_by=superseded_by,
-                    action=action,
-                    unit_errors=dict.fromkeys(self.app.units(), why),
-                    refusal=why,
-                )
-            starting = status.phase in (None, "Pending", "Queued") and (
-                holder == self.name or (holder is None and ahead == 0)
-            )
-            if starting:
-                refusal = await self.fleet.preflight(spec, stable.image is not None)
-        else:
-            stable, canary = await self.target().observe(
-                self.namespace, self.name_of_app(), self.app.units()
-            )
-            live = await self.router().live_weights()
+        starting = status.phase in (None, "Pending", "Queued") and (
+            holder == self.name or (holder is None and ahead == 0)
+        )
+        if starting:
+            refusal = await fleet.preflight(spec, view.stable.image is not None)
         sample = None
         start = analysis_window_start(spec, status, at)
         if start is not None:
@@ -218,15 +209,15 @@ class Reconciler:
         elif status.phase in ("Progressing", "Paused") and spec.analysis is not None:
             await self.scrape_for_history(at)
         return Observation(
-            stable=stable,
-            canary=canary,
-            live_weights=live,
+            stable=view.stable,
+            canary=view.canary,
+            live_weights=view.live_weights,
             metrics=sample,
             lock_holder=holder,
             queued_ahead=ahead,
             superseded_by=superseded_by,
             action=action,
-            unit_errors=unit_errors,
+            unit_errors=view.unit_errors,
             refusal=refusal,
         )
 
@@ -257,44 +248,14 @@ class Reconciler:
                 await self.acquire_lock()
             elif isinstance(action, ReleaseLock):
                 await self.release_lock(decision.status)
-            elif self.app.docker is not None:
-                await self.execute_docker(action)
+            elif self.fleet is None or self.fleet_problem is not None:
+                continue  # the fleet cannot be used (the observation says why)
             elif isinstance(action, EnsureInstances):
-                await self.target().ensure(
-                    self.app_obj,
-                    self.app,
-                    action.role,
-                    action.image,
-                    len(action.units),
-                    action.release,
-                )
+                await self.fleet.ensure(action.role, action.image, action.units, action.release)
             elif isinstance(action, SetWeights):
-                await self.router().set_weights(action.stable, action.canary)
+                await self.fleet.set_weights(action.stable, action.canary)
             elif isinstance(action, Promote):
-                await self.target().promote(self.app_obj, self.app)
-                await self.rt.kube.patch_application_status(
-                    self.namespace,
-                    self.name_of_app(),
-                    {
-                        "status": {
-                            "stable": {
-                                "image": action.image,
-                                "deployment": self.name,
-                                "since": datetime.now(UTC).isoformat(),
-                            }
-                        }
-                    },
-                )
-
-    async def execute_docker(self, action: Any) -> None:
-        if self.fleet is None:
-            return  # the hosts cannot be used (the observation says why)
-        elif isinstance(action, EnsureInstances):
-            await self.fleet.ensure(action.role, action.image, action.units, action.release)
-        elif isinstance(action, SetWeights):
-            await self.fleet.set_weights(action.stable, action.canary)
-        elif isinstance(action, Promote):
-            await self.fleet.promote(action.release, action.image, self.name)
+                await self.fleet.promote(action.release, action.image, self.name)
 
     async def acquire_lock(self) -> None:
         assert self.app_obj is not None
@@ -352,19 +313,6 @@ class Reconciler:
         await self.rt.kube.patch_application_status(self.namespace, self.name_of_app(), body)
 
 
-def cap_ready(instances: InstanceSet, in_proxy: int, *, from_end: bool) -> InstanceSet:
-    """Count only as many instances ready as the proxy has servers for: a Pod that is Ready
-    but not yet loaded by Traefik must not receive a weight."""
-    if len(instances.ready) <= in_proxy:
-        return instances
-    ready = (
-        instances.ready[len(instances.ready) - in_proxy :]
-        if from_end
-        else instances.ready[:in_proxy]
-    )
-    return InstanceSet(instances.release, instances.image, instances.units, ready)
-
-
 PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
 
 
@@ -379,10 +327,12 @@ class Round:
     finished: bool
 
 
-async def reconcile(rt: Runtime, body: dict[str, Any], post_event: PostEvent) -> Round:
+async def reconcile(
+    rt: Runtime, body: dict[str, Any], post_event: PostEvent, deployments: DeploymentIndex
+) -> Round:
     """One round: observe -> decide -> execute -> persist status (before the next round)."""
     started = time.monotonic()
-    rec = Reconciler(rt, body)
+    rec = Reconciler(rt, body, deployments)
     raw_status = body.get("status") or {}
     try:
         spec = DeploymentSpec.model_validate(body.get("spec") or {})
@@ -415,16 +365,14 @@ async def reconcile(rt: Runtime, body: dict[str, Any], post_event: PostEvent) ->
     _record(rec, status, decision)
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
     requeue = decision.requeue_after
-    if rec.app is not None and rec.app.docker is not None and decision.status.phase in MOVING:
-        # Nothing wakes the driver when a container turns healthy (no watch, unlike Pods):
-        # poll while the rollout moves instead of backing off to seconds.
-        requeue = DOCKER_POLL if requeue is None else min(requeue, DOCKER_POLL)
+    poll = rec.fleet.poll_while_moving if rec.fleet is not None else None
+    if poll is not None and decision.status.phase in MOVING:
+        requeue = poll if requeue is None else min(requeue, poll)
     return Round(
         progressed=bool(changes),
         acted=bool(decision.actions),
         requeue_after=requeue,
-        finished=decision.status.phase in ("Succeeded", "RolledBack", "Aborted")
-        and not decision.actions,
+        finished=decision.status.phase in FINISHED and not decision.actions,
     )
 
 
@@ -446,3 +394,25 @@ def _record(rec: Reconciler, before: DeploymentStatus, decision: Decision) -> No
         and before.step.started_at
     ):
         metrics.STEP_SECONDS.observe((datetime.now(UTC) - before.step.started_at).total_seconds())
+
+
+async def deployment_removed(rt: Runtime, body: dict[str, Any]) -> None:
+    """A Deployment deleted mid-rollout puts the previous version back before it goes."""
+    rec = Reconciler(rt, body)
+    await rec.load_application((body.get("spec") or {}).get("application", ""))
+    if rec.app is None or rec.app_obj is None:
+        return
+    if (rec.app_obj.get("status") or {}).get("activeDeployment") != rec.name:
+        return
+    revision = int((body.get("status") or {}).get("revision") or 0)
+    fleet = fleet_for(rt, rec.app_obj, rec.app, release_of(rec.name, revision))
+    with contextlib.suppress(FleetUnusable):  # without credentials nothing can be restored
+        await fleet.remove_rollout()
+    try:
+        await rt.kube.patch_application_status(
+            rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
+        )
+    except ApiException as err:
+        if err.status != 404:  # the Application went first (a namespace being deleted)
+            raise
+    metrics.record_phase(rec.namespace, rec.name, None)

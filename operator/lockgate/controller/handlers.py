@@ -3,6 +3,10 @@
 Each Deployment has one driver (a kopf daemon), so reconciles of one Deployment never
 overlap; watch events wake it at once, and waits are timeouts on that wake-up, never a sleep
 inside a handler. Applications are reconciled on change and every few seconds.
+
+State lives where kopf keeps it: the Runtime (clients, caches) in the operator memo, set up
+at startup and closed at cleanup; each Deployment's wake-up Event in its own memo; the
+Deployments of each Application in an index kept current by the watch.
 """
 
 from __future__ import annotations
@@ -11,36 +15,42 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
-from lockgate.engine.decide import release_of
-from lockgate.names import GROUP, VERSION
+from lockgate.names import ACTION_ANNOTATION, GROUP, SUPERSEDED_ANNOTATION, VERSION
 
 from . import metrics
 from .applications import reconcile_application
-from .deployments import reconcile
-from .docker_fleet import DockerFleet, FleetConfigError
-from .runtime import runtime
+from .deployments import (
+    FINISHED,
+    ApplicationKey,
+    DeploymentIndex,
+    DeploymentSummary,
+    deployment_removed,
+    index_entry,
+    reconcile,
+)
+from .fleets import FleetUnusable, fleet_for, removes_on_deletion
+from .runtime import Runtime
 
-_wakers: dict[str, asyncio.Event] = {}
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
 FINISHED_WAIT = 30.0  # a finished rollout wakes on changes only
 ERROR_WAIT = 2.0
+DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lockgate.dev")
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="lockgate.dev", key="last-handled-configuration"
+        prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = "lockgate.dev/finalizer"
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     # Every Traefik/API request and every wake-up would otherwise be an INFO line; what a
     # rollout does is in its status, Events and the operator's own warnings.
@@ -48,21 +58,38 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
-    rt = runtime()
     # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
     # in-flight rollouts queue behind background reconciles.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
-    start_http_server(rt.settings.metrics_port)
+    memo.runtime = Runtime.from_env()
+    start_http_server(memo.runtime.settings.metrics_port)
 
 
-def _wake(uid: str) -> asyncio.Event:
-    return _wakers.setdefault(uid, asyncio.Event())
+@kopf.on.cleanup()
+async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    runtime: Runtime | None = memo.get("runtime")
+    if runtime is not None:
+        await runtime.aclose()
+
+
+@kopf.index(GROUP, VERSION, "deployments", id=DEPLOYMENT_INDEX)
+async def deployments_by_application(
+    body: kopf.Body, **_: Any
+) -> dict[ApplicationKey, DeploymentSummary]:
+    """What the rollout lock reads of each Deployment, without listing them every round."""
+    return index_entry(body)
+
+
+def _wake(memo: kopf.Memo) -> asyncio.Event:
+    """The Deployment's wake-up, in its own memo (shared by its handlers and its daemon)."""
+    wake: asyncio.Event = memo.setdefault("wake", asyncio.Event())
+    return wake
 
 
 @kopf.on.event(GROUP, VERSION, "deployments")
-def deployment_event(uid: str, **_: Any) -> None:
+async def deployment_event(memo: kopf.Memo, **_: Any) -> None:
     """Any change (spec, annotations, status) wakes the Deployment's driver at once."""
-    _wake(uid).set()
+    _wake(memo).set()
 
 
 @kopf.daemon(GROUP, VERSION, "deployments", cancellation_timeout=5.0)
@@ -70,32 +97,30 @@ async def deployment_driver(
     stopped: kopf.DaemonStopped,
     name: str,
     namespace: str | None,
-    uid: str,
+    memo: kopf.Memo,
     logger: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Drives one Deployment: reconciles again at once while the rollout moves, so a rollout
     never waits for a timer between two steps; backs off to every 2 s while it waits for the
     world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished. The
     status is persisted after every round, so one round completes at most one step."""
     assert namespace is not None  # Deployments are namespaced
-    rt = runtime()
-    wake = _wake(uid)
+    # kopf passes each index by its id (a live view, current with the watch).
+    deployments: DeploymentIndex = kwargs[DEPLOYMENT_INDEX]
+    wake = _wake(memo)
     idle = IDLE_MIN
-    try:
-        while not stopped:
-            wake.clear()
-            delay = await _drive_once(rt, namespace, name, logger)
-            if delay is None:
-                idle = min(idle * 2, IDLE_MAX)
-                delay = idle
-            else:
-                idle = IDLE_MIN
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=delay)
-    finally:
-        _wakers.pop(uid, None)
+    while not stopped:
+        wake.clear()
+        delay = await _drive_once(memo.runtime, namespace, name, deployments, logger)
+        if delay is None:
+            idle = min(idle * 2, IDLE_MAX)
+            delay = idle
+        else:
+            idle = IDLE_MIN
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
 
 
 def _settled(obj: dict[str, Any]) -> bool:
@@ -103,27 +128,31 @@ def _settled(obj: dict[str, Any]) -> bool:
     finished Deployments, observing each would crowd out the ones in flight)."""
     status = obj.get("status") or {}
     meta = obj.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
     return (
-        status.get("phase") in ("Succeeded", "RolledBack", "Aborted")
+        status.get("phase") in FINISHED
         and status.get("observedGeneration") == meta.get("generation")
-        and "lockgate.dev/action" not in (meta.get("annotations") or {})
-        and "lockgate.dev/superseded-by" not in (meta.get("annotations") or {})
+        and ACTION_ANNOTATION not in annotations
+        and SUPERSEDED_ANNOTATION not in annotations
     )
 
 
-async def _drive_once(rt: Any, namespace: str, name: str, logger: Any) -> float | None:
+async def _drive_once(
+    rt: Runtime, namespace: str, name: str, deployments: DeploymentIndex, logger: Any
+) -> float | None:
     """One round; returns how long to wait before the next (None: back off)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
         if obj is None or _settled(obj):
             return FINISHED_WAIT
-        body = kopf.Body(obj)
+        body = kopf.Body(cast(kopf.RawBody, obj))
         result = await reconcile(
             rt,
             obj,
             lambda kind, reason, message: kopf.event(
                 body, type=kind, reason=reason, message=message
             ),
+            deployments,
         )
     except Exception:
         metrics.RECONCILE_ERRORS.labels("Deployment").inc()
@@ -140,74 +169,41 @@ async def _drive_once(rt: Any, namespace: str, name: str, logger: Any) -> float 
 
 
 @kopf.on.delete(GROUP, VERSION, "deployments")
-async def deployment_deleted(body: kopf.Body, **_: Any) -> None:
+async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Deleting a Deployment mid-rollout puts the previous version back before it goes."""
-    from .deployments import Reconciler
-
-    rt = runtime()
-    rec = Reconciler(rt, dict(body))
-    await rec.load_application((body.get("spec") or {}).get("application", ""))
-    if rec.app is None or rec.app_obj is None:
-        return
-    if (rec.app_obj.get("status") or {}).get("activeDeployment") != rec.name:
-        return
-    if rec.app.docker is not None:
-        revision = int((body.get("status") or {}).get("revision") or 0)
-        fleet = DockerFleet(rt, rec.app_obj, rec.app, release_of(rec.name, revision))
-        with contextlib.suppress(FleetConfigError):
-            await fleet.prepare()
-            await fleet.remove_rollout(release_of(rec.name, revision))
-    else:
-        stable, canary = await rec.target().observe(
-            rec.namespace, rec.name_of_app(), rec.app.units()
-        )
-        if stable.ready:
-            await rec.router().set_weights(100, 0)
-        if canary.release and canary.release.startswith(f"{rec.name}/"):
-            await rec.target().ensure(rec.app_obj, rec.app, "canary", None, 0, None)
-    try:
-        await rt.kube.patch_application_status(
-            rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
-        )
-    except ApiException as err:
-        if err.status != 404:  # the Application went first (a namespace being deleted)
-            raise
-    metrics.record_phase(rec.namespace, rec.name, None)
+    await deployment_removed(memo.runtime, dict(body))
 
 
-def _on_docker(spec: kopf.Spec, **_: Any) -> bool:
-    return spec.get("docker") is not None
+def _removes_on_deletion(spec: kopf.Spec, **_: Any) -> bool:
+    return removes_on_deletion(spec)
 
 
-# Only Docker Applications get a finalizer: deleting a Kubernetes one never waits on lockgate.
-@kopf.on.delete(GROUP, VERSION, "applications", when=_on_docker)
-async def application_deleted(body: kopf.Body, **_: Any) -> None:
-    """Docker hosts have no owner references: their containers and route file go here."""
+# Only Applications whose fleet is not garbage-collected get a finalizer: deleting a
+# Kubernetes one never waits on lockgate.
+@kopf.on.delete(GROUP, VERSION, "applications", when=_removes_on_deletion)
+async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """What no owner reference covers (containers on Docker hosts, their route file) goes."""
     try:
         app = ApplicationSpec.model_validate(body.get("spec") or {})
     except ValueError:
         return
-    if app.docker is None:
-        return  # Kubernetes objects carry owner references; the garbage collector removes them
-    fleet = DockerFleet(runtime(), dict(body), app, None)
-    try:
-        await fleet.prepare()
-    except FleetConfigError:
-        return  # without credentials nothing can be removed; deletion must not hang on it
-    await fleet.remove_all()
+    with contextlib.suppress(FleetUnusable):  # deletion must not hang on missing credentials
+        await fleet_for(memo.runtime, dict(body), app, None).remove_all()
 
 
 @kopf.on.resume(GROUP, VERSION, "applications")
 @kopf.on.create(GROUP, VERSION, "applications")
 @kopf.on.update(GROUP, VERSION, "applications")
-async def application_changed(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    await reconcile_application(runtime(), dict(body), patch)
+async def application_changed(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    await reconcile_application(memo.runtime, dict(body), patch)
 
 
 @kopf.timer(GROUP, VERSION, "applications", interval=5.0, sharp=False)
-async def application_tick(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+async def application_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     try:
-        await reconcile_application(runtime(), dict(body), patch, ensure_owned=False)
+        await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
     except Exception as err:
         metrics.RECONCILE_ERRORS.labels("Application").inc()
         raise kopf.TemporaryError(f"application reconcile failed: {err}", delay=5) from err

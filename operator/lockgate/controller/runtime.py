@@ -1,10 +1,11 @@
-"""What every handler shares: API clients, HTTP client, scrape history, settings."""
+"""What every handler shares: API clients, HTTP client, scrape history, settings. One
+Runtime lives in kopf's operator memo, from the startup handler to the cleanup handler."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -12,6 +13,9 @@ from lockgate.kube import Kube, load_config
 from lockgate.probes.traefik_metrics import History
 
 from .redact import Redactor
+
+if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
+    from .fleets.docker import FleetState
 
 
 @dataclass
@@ -36,14 +40,16 @@ class Runtime:
     settings: Settings
     redactor: Redactor = field(default_factory=Redactor)
     scrapes: dict[str, History] = field(default_factory=dict)  # metrics URL -> history
-    fleets: dict[tuple[str, str], Any] = field(default_factory=dict)  # (ns, app) -> FleetState
+    # (namespace, application) -> host connections and route store of a Docker fleet
+    fleets: dict[tuple[str, str], FleetState] = field(default_factory=dict)
 
+    @classmethod
+    def from_env(cls) -> Runtime:
+        return cls(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
 
-_runtime: Runtime | None = None
-
-
-def runtime() -> Runtime:
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
-    return _runtime
+    async def aclose(self) -> None:
+        """Close the clients this runtime opened (HTTP, and the fleets' host connections)."""
+        while self.fleets:
+            _, state = self.fleets.popitem()
+            await state.aclose()
+        await self.http.aclose()

@@ -18,18 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
 from kubernetes.client.exceptions import ApiException
 
-from lockgate.api import ApplicationSpec
-from lockgate.api.deployment import DeploymentSpec
+from lockgate.api import ApplicationSpec, DeploymentSpec
 from lockgate.engine import InstanceSet
+from lockgate.engine.model import Role
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
 from lockgate.hosts.spec import host_spec_from_api
+from lockgate.names import service_name
 from lockgate.probes.health import check_health
 from lockgate.targets.docker.capacity import check_capacity, extra_instances
 from lockgate.targets.docker.containers import (
@@ -44,17 +44,14 @@ from lockgate.targets.docker.containers import (
 from lockgate.targets.docker.resources import Resources
 from lockgate.traffic.traefik_file import ConfigStore, TraefikFileRouter, store_for
 
-from .runtime import Runtime
+from ..runtime import Runtime
+from .base import Census, FleetUnusable, FleetView, record_stable
 
 log = logging.getLogger("lockgate.docker")
 
 LIVE_STATES = ("running", "restarting", "created", "paused")
 CONFIRM_SECONDS = 5.0  # how long to wait for Traefik to drop a server before stopping it
 STOP_GRACE = 10
-
-
-class FleetConfigError(Exception):
-    """The Application's docker settings cannot be used as they are (a Secret is missing)."""
 
 
 @dataclass
@@ -66,6 +63,15 @@ class FleetState:
     store_key: Any = None
     store: ConfigStore | None = None
     errors: dict[str, dict[str, str]] = field(default_factory=dict)  # release -> host -> why
+
+    async def aclose(self) -> None:
+        await self.conns.aclose()
+        await self.close_store()
+
+    async def close_store(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
 
 def guard_weights(weights: tuple[int, int], servers: dict[str, tuple[str, ...]]) -> tuple[int, int]:
@@ -81,14 +87,21 @@ def guard_weights(weights: tuple[int, int], servers: dict[str, tuple[str, ...]])
 class DockerFleet:
     """One Application's containers on its Docker hosts, and its file-provider route."""
 
+    # Nothing wakes the driver when a container turns healthy (no watch, unlike Pods):
+    # poll while the rollout moves instead of backing off to seconds.
+    poll_while_moving: float | None = 0.25
+    # Docker hosts have no owner references: deleting the Application must wait for lockgate.
+    removes_on_deletion = True
+
     def __init__(
         self, rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec, own_release: str | None
     ) -> None:
-        assert app.docker is not None
+        docker = app.docker
+        assert docker, "the factory makes a DockerFleet only for Applications on Docker hosts"
         self.rt = rt
         self.app_obj = app_obj
         self.app = app
-        self.docker = app.docker
+        self.docker = docker
         meta = app_obj["metadata"]
         self.namespace: str = meta["namespace"]
         self.name: str = meta["name"]
@@ -99,14 +112,17 @@ class DockerFleet:
         self.hosts = app.units()
         self.env: dict[str, str] = {}
         self.state: FleetState | None = None
+        self._prepared = False
         self._listed: tuple[list[Instance], dict[str, str]] | None = None
         self.router: TraefikFileRouter | None = None
 
     # ------------------------------------------------------------------ set-up
 
-    async def prepare(self) -> None:
-        """Resolve Secrets, update the host connections and the config store. Raises
-        FleetConfigError naming the field when a Secret or key is missing."""
+    async def _prepare(self) -> None:
+        """Resolve Secrets, update the host connections and the config store, once per
+        fleet. Raises FleetUnusable naming the field when a Secret or key is missing."""
+        if self._prepared:
+            return
         secrets: dict[str, dict[str, str]] = {}
 
         async def read(name: str, key: str, where: str) -> str:
@@ -116,15 +132,15 @@ class DockerFleet:
                 except ApiException as err:
                     if err.status != 403:
                         raise
-                    raise FleetConfigError(
+                    raise FleetUnusable(
                         f"{where}: the operator may not read Secret {name!r} (the Helm chart "
                         "grants it with rbac.readSecrets=true)"
                     ) from err
                 if data is None:
-                    raise FleetConfigError(f"{where}: Secret {name!r} not found")
+                    raise FleetUnusable(f"{where}: Secret {name!r} not found")
                 secrets[name] = data
             if key not in secrets[name]:
-                raise FleetConfigError(f"{where}: Secret {name!r} has no key {key!r}")
+                raise FleetUnusable(f"{where}: Secret {name!r} has no key {key!r}")
             value = secrets[name][key]
             self.rt.redactor.add(value)
             return value
@@ -164,19 +180,17 @@ class DockerFleet:
         self.state = state
         fp = self.app.traffic.traefik.file_provider
         if fp is None:
-            raise FleetConfigError(
+            raise FleetUnusable(
                 "spec.traffic.traefik.fileProvider: required for Docker hosts (lockgate writes "
                 "the application's routing there)"
             )
         store_key = (fp.host, fp.path, next((s for s in specs if s.name == fp.host), None))
         if state.store is None or state.store_key != store_key:
-            close = getattr(state.store, "close", None)
-            if close is not None:
-                await asyncio.to_thread(close)
+            await state.close_store()
             try:
                 state.store = store_for(self.app, {s.name: s for s in specs})
             except ValueError as err:
-                raise FleetConfigError(str(err)) from err
+                raise FleetUnusable(str(err)) from err
             state.store_key = store_key
         self.router = TraefikFileRouter.for_application(
             self.name,
@@ -185,6 +199,7 @@ class DockerFleet:
             http=self.rt.http,
             api_url=self.rt.settings.traefik_api_url,
         )
+        self._prepared = True
 
     @property
     def conns(self) -> HostConnections:
@@ -194,6 +209,10 @@ class DockerFleet:
     def _router(self) -> TraefikFileRouter:
         assert self.router is not None
         return self.router
+
+    def metric_sources(self) -> dict[Role, str]:
+        # The file provider's leaf services are `<app>-<role>` (the parser drops `@file`).
+        return {role: service_name(self.name, role) for role in ("stable", "canary")}
 
     # ------------------------------------------------------------------ observe
 
@@ -240,11 +259,16 @@ class DockerFleet:
                     )
         return out
 
-    async def observe(
-        self,
-    ) -> tuple[InstanceSet, InstanceSet, tuple[int, int] | None, dict[str, str]]:
-        """(stable, canary, live weights, unit errors), after bringing the configuration's
-        server lists in line with the healthy containers."""
+    async def observe(self) -> FleetView:
+        """After bringing the configuration's server lists in line with the healthy
+        containers. Without its credentials or its route file no host can be used."""
+        try:
+            await self._prepare()
+            return await self._observe()
+        except DockerTargetError as err:
+            raise FleetUnusable(f"host {err.host}: {err.reason}") from err
+
+    async def _observe(self) -> FleetView:
         router = self._router()
         instances, errors = self._listed = await self._listing()
         declared = await router.declared()
@@ -285,7 +309,7 @@ class DockerFleet:
                     units=tuple(h for h in self.hosts if any(i.host == h for i in leftovers)),
                 )
         errors.update(self._action_errors())
-        return stable, canary, await router.live_weights_of(config, live), errors
+        return FleetView(stable, canary, await router.live_weights_of(config, live), errors)
 
     async def _healthy(self, instances: list[Instance]) -> set[str]:
         """Ids of the instances that pass their health check now (checked in parallel)."""
@@ -380,7 +404,7 @@ class DockerFleet:
                 errors.pop(host, None)
 
     async def ensure(
-        self, role: str, image: str | None, units: tuple[str, ...], release: str | None
+        self, role: Role, image: str | None, units: tuple[str, ...], release: str | None
     ) -> None:
         """The role's containers run `release` on exactly `units` (stable: the others are
         stopped and kept for a rollback; canary: the others, and every release that is
@@ -489,30 +513,37 @@ class DockerFleet:
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
-        await self.rt.kube.patch_application_status(
-            self.namespace,
-            self.name,
-            {
-                "status": {
-                    "stable": {
-                        "image": image,
-                        "deployment": deployment,
-                        "release": release,
-                        "since": datetime.now(UTC).isoformat(),
-                    }
-                }
-            },
-        )
+        await record_stable(self.rt.kube, self.app_obj, image, deployment, release)
         router = self._router()
         declared = await router.declared()
         if declared is not None:
             await router.apply((100, 0), {"stable": declared.servers_of("canary"), "canary": ()})
 
-    async def census(self, rolling_out: bool) -> tuple[int, int, str | None]:
+    async def ensure_owned(self) -> None:
+        return None  # the route file is written by rollouts (one writer per file)
+
+    async def census(self, rolling_out: bool) -> Census:
+        """Instances are counted per host: a host is ready when all its stable containers
+        pass their check. Outside a rollout this also keeps the route's stable servers on
+        the healthy stable containers."""
+        per_host = self.docker.instances_per_host
+        try:
+            await self._prepare()
+            ready_hosts, updated, problem = await self._census(rolling_out)
+        except FleetUnusable as err:
+            ready_hosts, updated, problem = 0, 0, err.reason
+        return Census(
+            stable_image=self.stable_image,
+            desired=len(self.hosts) * per_host,
+            ready=ready_hosts * per_host,
+            updated=updated,
+            problem=problem,
+        )
+
+    async def _census(self, rolling_out: bool) -> tuple[int, int, str | None]:
         """(hosts whose stable containers all pass their check, started containers of the
         version being rolled out — of stable when none is —, why some host could not be
-        listed) for the Application's status. Outside a rollout it also keeps the route's
-        stable servers on the healthy stable containers."""
+        listed)."""
         instances, errors = await self._listing()
         stable = [
             i for i in instances if i.state in LIVE_STATES and i.release == self.stable_release
@@ -557,6 +588,7 @@ class DockerFleet:
 
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""
+        await self._prepare()
 
         async def remove(host: str) -> None:
             for rel in sorted(
@@ -575,11 +607,11 @@ class DockerFleet:
                 log.warning("application %s deleted, left behind: %s", self.name, problem)
         state = self.rt.fleets.pop((self.namespace, self.name), None)
         if state is not None:
-            await state.conns.aclose()
+            await state.aclose()
 
-    async def remove_rollout(self, release: str) -> None:
+    async def remove_rollout(self) -> None:
         """A deleted Deployment's containers go, after traffic is back on stable."""
+        await self._prepare()
         await self.set_weights(100, 0)
-        self.own_release = release if release != self.stable_release else None
         if self.own_release:
             await self.ensure("canary", None, (), None)

@@ -1,0 +1,105 @@
+"""The one interface through which the controller runs an Application's instances and routes
+its traffic, whatever the target: Kubernetes slots behind Traefik's CRD provider, or
+containers on Docker hosts behind its file provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from lockgate.api import DeploymentSpec
+from lockgate.engine import InstanceSet
+from lockgate.engine.model import Role
+from lockgate.kube import Kube
+
+
+class FleetUnusable(Exception):
+    """Nothing of the fleet can be used as configured (a Secret is missing, the route file
+    cannot be read); `reason` says why, naming the field or the host."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """One observation of the fleet, as the engine needs it."""
+
+    stable: InstanceSet
+    canary: InstanceSet
+    live_weights: tuple[int, int] | None  # (stable, canary) confirmed in the proxy
+    unit_errors: Mapping[str, str] = field(default_factory=dict)  # unit -> why it fails
+
+
+@dataclass(frozen=True)
+class Census:
+    """The Application's instances, for its status."""
+
+    stable_image: str | None
+    desired: int
+    ready: int
+    updated: int  # of the version being rolled out, or of stable outside a rollout
+    problem: str | None = None  # why some instances could not be counted
+
+
+class Fleet(Protocol):
+    """One Application's instances and route, as seen by one rollout (the release the fleet
+    was made for; None outside a rollout)."""
+
+    @property
+    def poll_while_moving(self) -> float | None:
+        """Seconds between observations while a rollout moves, when nothing else (a watch)
+        wakes the controller as instances turn ready; None: watch events suffice."""
+
+    def metric_sources(self) -> dict[Role, str]:
+        """Per role, the prefix of the proxy's leaf-service names its traffic metrics carry."""
+
+    async def observe(self) -> FleetView:
+        """Stable and canary instances, live weights, per-unit errors. Raises FleetUnusable."""
+
+    async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
+        """Why a rollout with `spec` must not start (checked before anything starts), from
+        this round's observation; None: it may."""
+
+    async def ensure(
+        self, role: Role, image: str | None, units: tuple[str, ...], release: str | None
+    ) -> None:
+        """The role's instances run `release` on exactly `units`."""
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        """Declare the split of traffic."""
+
+    async def promote(self, release: str, image: str, deployment: str) -> None:
+        """The canary instances become stable, and the Application's status records it."""
+
+    async def ensure_owned(self) -> None:
+        """(Re)create what the Application owns outside rollouts (Services, routes)."""
+
+    async def census(self, rolling_out: bool) -> Census:
+        """Count the instances for the Application's status; never raises FleetUnusable."""
+
+    async def remove_rollout(self) -> None:
+        """The rollout's Deployment is deleted: traffic back on stable, its instances gone.
+        Raises FleetUnusable."""
+
+    async def remove_all(self) -> None:
+        """The Application is deleted: everything the garbage collector cannot see goes.
+        Raises FleetUnusable."""
+
+
+async def record_stable(
+    kube: Kube, app_obj: dict[str, Any], image: str, deployment: str, release: str | None = None
+) -> None:
+    """The Application's status names the version now stable (with its release where that
+    is the fleet's record of which instances are stable)."""
+    meta = app_obj["metadata"]
+    stable = {"image": image, "deployment": deployment}
+    if release is not None:
+        stable["release"] = release
+    stable["since"] = datetime.now(UTC).isoformat()
+    await kube.patch_application_status(
+        meta["namespace"], meta["name"], {"status": {"stable": stable}}
+    )

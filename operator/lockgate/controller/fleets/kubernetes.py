@@ -1,0 +1,94 @@
+"""An Application on Kubernetes: two slots of Pods (KubernetesTarget) weighted by Traefik's
+CRD provider (TraefikCrdRouter). Every record is in the cluster, so nothing outlives a round."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lockgate.api import ApplicationSpec, DeploymentSpec
+from lockgate.engine import InstanceSet
+from lockgate.engine.model import Role
+from lockgate.names import service_name
+from lockgate.targets.kubernetes import KubernetesTarget
+from lockgate.traffic.traefik_crd import TraefikCrdRouter
+
+from ..runtime import Runtime
+from .base import Census, FleetView, record_stable
+
+
+def deployment_of(release: str) -> str:
+    """The Deployment a release (`<deployment>/<revision>`) belongs to."""
+    return release.rpartition("/")[0]
+
+
+class KubernetesFleet:
+    poll_while_moving: float | None = None  # Pods are watched: their changes wake the driver
+    removes_on_deletion = False  # owner references: the garbage collector removes everything
+
+    def __init__(
+        self, rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec, release: str | None
+    ) -> None:
+        self.kube = rt.kube
+        self.app_obj = app_obj
+        self.app = app
+        self.namespace: str = app_obj["metadata"]["namespace"]
+        self.name: str = app_obj["metadata"]["name"]
+        self.release = release
+        self.target = KubernetesTarget(rt.kube)
+        self.router = TraefikCrdRouter(rt.kube, app_obj, app, rt.settings.traefik_api_url, rt.http)
+
+    def metric_sources(self) -> dict[Role, str]:
+        # Traefik names a Kubernetes Service's leaf `<namespace>-<service>-<port>`.
+        return {
+            role: f"{self.namespace}-{service_name(self.name, role)}-"
+            for role in ("stable", "canary")
+        }
+
+    async def _sets(self) -> tuple[InstanceSet, InstanceSet]:
+        return await self.target.observe(self.namespace, self.name, self.app.units())
+
+    async def observe(self) -> FleetView:
+        stable, canary = await self._sets()
+        return FleetView(stable, canary, await self.router.live_weights())
+
+    async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
+        return None  # the scheduler places Pods; a Pod that cannot start shows as not ready
+
+    async def ensure(
+        self, role: Role, image: str | None, units: tuple[str, ...], release: str | None
+    ) -> None:
+        await self.target.ensure(self.app_obj, self.app, role, image, len(units), release)
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        await self.router.set_weights(stable, canary)
+
+    async def promote(self, release: str, image: str, deployment: str) -> None:
+        await self.target.promote(self.app_obj, self.app)
+        await record_stable(self.kube, self.app_obj, image, deployment)
+
+    async def ensure_owned(self) -> None:
+        await self.target.ensure_services(self.app_obj, self.app)
+        await self.router.ensure_route()
+
+    async def census(self, rolling_out: bool) -> Census:
+        stable, canary = await self._sets()
+        return Census(
+            stable_image=stable.image,
+            desired=len(self.app.units()),
+            ready=len(stable.ready) + (len(canary.ready) if rolling_out else 0),
+            updated=len(canary.units) if rolling_out else len(stable.units),
+        )
+
+    async def remove_rollout(self) -> None:
+        stable, canary = await self._sets()
+        if stable.ready:
+            await self.router.set_weights(100, 0)
+        if (
+            self.release is not None
+            and canary.release
+            and deployment_of(canary.release) == deployment_of(self.release)
+        ):
+            await self.target.ensure(self.app_obj, self.app, "canary", None, 0, None)
+
+    async def remove_all(self) -> None:
+        return None  # everything carries an owner reference to the Application

@@ -1,0 +1,349 @@
+"""Fakes of lockgate's own interfaces, so the controller is tested in milliseconds:
+
+- `FakeKube`: lockgate's `Kube` over an in-memory API server. lockgate's own resources
+  (Applications, Deployments) go through Kube's named methods; the Kubernetes target and the
+  Traefik CRD router call the client's API groups (`core`, `apps`, `custom`) through
+  `Kube.call`, so those are faked too, answering objects with the client's attribute names.
+- `FakeFleet`: a `Fleet` over the engine tests' `FakeWorld`, which applies the engine's
+  actions the way a target and a router would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar, cast
+
+import httpx
+from kubernetes.client.exceptions import ApiException
+
+from lockgate.api import DeploymentSpec
+from lockgate.controller.deployments import (
+    ApplicationKey,
+    DeploymentSummary,
+    Round,
+    index_entry,
+    reconcile,
+)
+from lockgate.controller.fleets import Census, FleetUnusable, FleetView
+from lockgate.controller.runtime import Runtime, Settings
+from lockgate.engine import EnsureInstances, Promote, SetWeights
+from lockgate.kube import Kube
+from tests.support.fakeworld import FakeWorld
+
+T = TypeVar("T")
+NS = "default"
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """RFC 7386: None deletes a key, dicts merge, anything else replaces."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+STRING_MAPS = ("labels", "annotations", "selector", "match_labels")
+
+
+class Model:
+    """A JSON object as the kubernetes client's models show it: snake_case attributes, None
+    for a field that is not set, string maps (labels, selectors) as dicts."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        for key, value in self._data.items():
+            if snake(key) == name:
+                return dict(value) if name in STRING_MAPS else as_model(value)
+        return None
+
+
+def as_model(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Model(value)
+    if isinstance(value, list):
+        return [as_model(v) for v in value]
+    return value
+
+
+def not_found() -> ApiException:
+    return ApiException(status=404, reason="Not Found")
+
+
+class FakeApiGroups:
+    """The few client calls of CoreV1Api, AppsV1Api and CustomObjectsApi lockgate makes."""
+
+    def __init__(self, store: dict[tuple[str, str, str], dict[str, Any]]) -> None:
+        self.store = store  # (plural, namespace, name) -> object
+
+    def _get(self, plural: str, name: str, namespace: str) -> dict[str, Any]:
+        try:
+            return self.store[(plural, namespace, name)]
+        except KeyError:
+            raise not_found() from None
+
+    def read_namespaced_service(self, name: str, namespace: str) -> Model:
+        return Model(copy.deepcopy(self._get("services", name, namespace)))
+
+    def read_namespaced_deployment(self, name: str, namespace: str) -> Model:
+        return Model(copy.deepcopy(self._get("deployments.apps", name, namespace)))
+
+    def patch_namespaced_deployment_scale(
+        self, name: str, namespace: str, body: dict[str, Any]
+    ) -> None:
+        self._get("deployments.apps", name, namespace)["spec"]["replicas"] = body["spec"][
+            "replicas"
+        ]
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Model:
+        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+        pods = [
+            copy.deepcopy(obj)
+            for (plural, ns, _), obj in sorted(self.store.items())
+            if plural == "pods"
+            and ns == namespace
+            and wanted.items() <= obj["metadata"].get("labels", {}).items()
+        ]
+        return Model({"items": pods})
+
+    def get_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any]:
+        return copy.deepcopy(self._get(plural, name, namespace))
+
+
+class FakeKube:
+    """lockgate's `Kube` over an in-memory store. A status patch carrying a resourceVersion
+    that is not the current one answers 409, as the API server does."""
+
+    def __init__(self) -> None:
+        self.store: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.core = self.apps = self.custom = FakeApiGroups(self.store)
+        self.secrets: dict[str, dict[str, str]] = {}
+        self.version = 0
+        self.clock = 0  # seconds, for creationTimestamps
+
+    # ---------------------------------------------------------------- Kube's interface
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return fn(*args, **kwargs)
+
+    async def get_or_none(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.store.get(("applications", namespace, name)))
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.store.get(("deployments", namespace, name)))
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        return self.secrets.get(name)
+
+    async def patch_application_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._patch("applications", namespace, name, body)
+
+    async def patch_deployment_status(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> None:
+        self._patch("deployments", namespace, name, body)
+
+    async def patch_deployment(
+        self, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return self._patch("deployments", namespace, name, body)
+
+    async def apply(
+        self, group_version: str, plural: str, namespace: str, body: dict[str, Any]
+    ) -> None:
+        key = "deployments.apps" if group_version == "apps/v1" else plural
+        self.put(key, namespace, body)
+
+    # ---------------------------------------------------------------- the test's hands
+
+    def put(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("namespace", namespace)
+        meta.setdefault("uid", f"uid-{meta['name']}")
+        meta.setdefault("generation", 1)
+        meta.setdefault("creationTimestamp", f"2026-01-01T00:00:{self.clock:02d}Z")
+        self.clock += 1
+        self.version += 1
+        meta["resourceVersion"] = str(self.version)
+        self.store[(plural, namespace, meta["name"])] = obj
+        return obj
+
+    def _patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> Any:
+        obj = self.store.get((plural, namespace, name))
+        if obj is None:
+            raise not_found()
+        body = copy.deepcopy(body)
+        wanted = (body.get("metadata") or {}).pop("resourceVersion", None)
+        if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        merge_patch(obj, body)
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        return copy.deepcopy(obj)
+
+    def add_application(self, name: str, spec: dict[str, Any], **status: Any) -> dict[str, Any]:
+        return self.put(
+            "applications", NS, {"metadata": {"name": name}, "spec": spec, "status": status}
+        )
+
+    def add_deployment(self, name: str, spec: DeploymentSpec) -> dict[str, Any]:
+        return self.put("deployments", NS, {"metadata": {"name": name}, "spec": spec.wire()})
+
+    def application(self, name: str) -> dict[str, Any]:
+        return self.store[("applications", NS, name)]
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        return self.store[("deployments", NS, name)]
+
+    def index(self) -> dict[ApplicationKey, list[DeploymentSummary]]:
+        """What kopf's index of Deployments by Application holds now."""
+        out: dict[ApplicationKey, list[DeploymentSummary]] = {}
+        for (plural, _, _), obj in self.store.items():
+            if plural == "deployments":
+                for key, summary in index_entry(obj).items():
+                    out.setdefault(key, []).append(summary)
+        return out
+
+
+def runtime_over(kube: FakeKube, metrics: Callable[[], str] | None = None) -> Runtime:
+    """A Runtime on the fake Kube; Traefik's metrics endpoint answers `metrics()`."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if metrics is None:
+            return httpx.Response(404)
+        return httpx.Response(200, text=metrics())
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    settings = Settings(traefik_metrics_url="http://traefik:8082/metrics" if metrics else None)
+    return Runtime(cast(Kube, kube), http, settings)
+
+
+@dataclass
+class FakeFleet:
+    """A Fleet over a FakeWorld; it records what it was asked to do."""
+
+    kube: FakeKube
+    world: FakeWorld
+    poll_while_moving: float | None = None
+    unusable: str | None = None
+    calls: list[str] = field(default_factory=list)
+    releases: list[str | None] = field(default_factory=list)  # as made by fleet_for
+
+    def made_for(self, rt: Any, app_obj: Any, app: Any, release: str | None) -> FakeFleet:
+        """Stands in for `fleet_for`."""
+        self.releases.append(release)
+        return self
+
+    def metric_sources(self) -> dict[str, str]:
+        return {"stable": "fake-stable", "canary": "fake-canary"}
+
+    async def observe(self) -> FleetView:
+        if self.unusable:
+            raise FleetUnusable(self.unusable)
+        seen = self.world.observe()
+        return FleetView(seen.stable, seen.canary, seen.live_weights, dict(seen.unit_errors))
+
+    async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
+        self.calls.append("preflight")
+        return self.world.refusal
+
+    async def ensure(
+        self, role: Any, image: str | None, units: tuple[str, ...], release: str | None
+    ) -> None:
+        self.calls.append(f"ensure {role} {image} {len(units)}")
+        self.world.apply("fleet", [EnsureInstances(role, image, units, release)])
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        self.calls.append(f"weights {stable}/{canary}")
+        self.world.apply("fleet", [SetWeights(stable, canary)])
+
+    async def promote(self, release: str, image: str, deployment: str) -> None:
+        self.calls.append(f"promote {image}")
+        self.world.apply("fleet", [Promote(release, image)])
+        await self.kube.patch_application_status(
+            NS, "shop", {"status": {"stable": {"image": image, "deployment": deployment}}}
+        )
+
+    async def ensure_owned(self) -> None:
+        self.calls.append("ensure_owned")
+
+    async def census(self, rolling_out: bool) -> Census:
+        seen = self.world.observe()
+        return Census(
+            seen.stable.image, len(self.world.units), len(seen.stable.ready), len(seen.stable.units)
+        )
+
+    async def remove_rollout(self) -> None:
+        if self.unusable:
+            raise FleetUnusable(self.unusable)
+        await self.set_weights(100, 0)
+        await self.ensure("canary", None, (), None)
+
+    async def remove_all(self) -> None:
+        self.calls.append("remove_all")
+
+
+@dataclass
+class Operator:
+    """Runs `reconcile` rounds as the Deployment drivers do, on a fake clock that moves one
+    second per round; the Events posted are kept."""
+
+    rt: Runtime
+    kube: FakeKube
+    world: FakeWorld
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def round(self, name: str) -> Round:
+        body = copy.deepcopy(self.kube.deployment(name))
+        result = asyncio.run(reconcile(self.rt, body, self.post, self.kube.index()))
+        self.world.now += timedelta(seconds=1)
+        return result
+
+    def post(self, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    def phase(self, name: str) -> str | None:
+        phase: str | None = (self.kube.deployment(name).get("status") or {}).get("phase")
+        return phase
+
+    def run(self, *names: str, limit: int = 300) -> dict[str, list[str | None]]:
+        """Rounds of each Deployment in turn until all are finished; the phases each went
+        through."""
+        seen: dict[str, list[str | None]] = {name: [] for name in names}
+        for _ in range(limit):
+            for name in names:
+                self.round(name)
+                if not seen[name] or seen[name][-1] != self.phase(name):
+                    seen[name].append(self.phase(name))
+            if all(self.phase(n) in FINAL for n in names):
+                return seen
+        raise AssertionError(f"not finished: {[(n, self.phase(n)) for n in names]}")
+
+
+FINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")

@@ -1,0 +1,118 @@
+"""The kopf handlers as kopf calls them (memo, index, patch), and the Application's status,
+against the fake Kube and fake fleet."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import kopf
+import pytest
+
+from lockgate.controller import applications, handlers
+from lockgate.controller.applications import reconcile_application
+from lockgate.controller.deployments import DeploymentSummary
+from tests.support.fakeworld import FakeWorld, dep_spec
+from tests.unit.controller_fakes import FakeFleet, FakeKube, runtime_over
+from tests.unit.test_fleets import DOCKER
+
+
+def test_a_watch_event_wakes_the_deployments_driver() -> None:
+    assert inspect.iscoroutinefunction(handlers.deployment_event)  # set on the event loop
+    memo = kopf.Memo()
+    wake = handlers._wake(memo)  # what the driver waits on
+    asyncio.run(handlers.deployment_event(memo=memo))
+    assert wake.is_set()
+    assert handlers._wake(kopf.Memo()) is not wake  # each Deployment has its own
+
+
+def test_the_index_holds_what_the_lock_needs() -> None:
+    kube = FakeKube()
+    body = kube.add_deployment("dep", dep_spec())
+    body["status"] = {"phase": "Queued"}
+    entry = asyncio.run(handlers.deployments_by_application(body=kopf.Body(body)))
+    assert entry == {
+        ("default", "shop"): DeploymentSummary("dep", "Queued", "2026-01-01T00:00:00Z")
+    }
+
+
+def test_cleanup_closes_the_clients() -> None:
+    closed: list[str] = []
+
+    class HostConnections:
+        async def aclose(self) -> None:
+            closed.append("hosts")
+
+    rt = runtime_over(FakeKube())
+    rt.fleets[("default", "shop")] = HostConnections()  # type: ignore[assignment]
+    memo = kopf.Memo(runtime=rt)
+    asyncio.run(handlers.close_clients(memo=memo))
+    assert closed == ["hosts"]
+    assert rt.http.is_closed
+    asyncio.run(handlers.close_clients(memo=kopf.Memo()))  # startup never ran: nothing to close
+
+
+@pytest.mark.parametrize(
+    ("annotations", "settled"),
+    [
+        ({}, True),
+        ({"lockgate.dev/action": "retry"}, False),
+        ({"lockgate.dev/superseded-by": "b"}, False),
+    ],
+)
+def test_a_finished_deployment_is_settled_unless_asked_to_act(
+    annotations: dict[str, str], settled: bool
+) -> None:
+    obj = {
+        "metadata": {"generation": 2, "annotations": annotations},
+        "status": {"phase": "Succeeded", "observedGeneration": 2},
+    }
+    assert handlers._settled(obj) is settled
+
+
+def test_deleting_an_application_does_not_hang_on_missing_credentials() -> None:
+    kube = FakeKube()
+    body = kube.add_application("shop", DOCKER)
+    memo = kopf.Memo(runtime=runtime_over(kube))
+    asyncio.run(handlers.application_deleted(body=kopf.Body(body), memo=memo))
+
+
+def application_status(
+    monkeypatch: pytest.MonkeyPatch, world: FakeWorld, ensure_owned: bool, **status: Any
+) -> tuple[dict[str, Any], FakeFleet]:
+    kube = FakeKube()
+    body = kube.add_application("shop", {"kubernetes": {"replicas": 4}}, **status)
+    fleet = FakeFleet(kube, world)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    patch = kopf.Patch()
+    asyncio.run(reconcile_application(runtime_over(kube), body, patch, ensure_owned=ensure_owned))
+    return dict(patch.status), fleet
+
+
+def test_the_application_status_counts_the_fleet(monkeypatch: pytest.MonkeyPatch) -> None:
+    world = FakeWorld(units=("replica-1", "replica-2", "replica-3", "replica-4"))
+    status, fleet = application_status(monkeypatch, world, ensure_owned=True)
+    assert status["phase"] == "Healthy"
+    assert status["instances"] == {"desired": 4, "ready": 4, "updated": 4}
+    assert status["stable"] == {"image": "app:1"}
+    assert fleet.calls == ["ensure_owned"]
+
+    world.unready_images.add("app:1")
+    status, fleet = application_status(monkeypatch, world, ensure_owned=False)
+    assert (status["phase"], status["message"]) == ("Degraded", "0/4 instances ready")
+    assert fleet.calls == []  # the periodic refresh only counts
+
+    status, _ = application_status(monkeypatch, world, ensure_owned=False, activeDeployment="dep")
+    assert (status["phase"], status["message"]) == ("Progressing", "rolling out with dep")
+
+
+def test_the_application_status_says_why_hosts_cannot_be_counted() -> None:
+    kube = FakeKube()
+    body = kube.add_application("shop", DOCKER, stable={"image": "app:1"})
+    patch = kopf.Patch()
+    asyncio.run(reconcile_application(runtime_over(kube), body, patch))
+    assert patch.status["phase"] == "Degraded"
+    assert patch.status["message"] == (
+        "0/1 instances ready (spec.docker.hosts[0].sshKeySecretRef: Secret 'ssh' not found)"
+    )

@@ -1,0 +1,174 @@
+"""The controller's rounds (reconcile -> engine -> fleet -> status) against a fake Kube and a
+fake fleet: what the integration suite checks through real components, in milliseconds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from lockgate.controller import applications, deployments
+from tests.support.fakeworld import FakeWorld, dep_spec
+from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, Operator, runtime_over
+
+CANARY = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 2}}
+RECREATE = {"type": "Recreate"}
+
+
+@dataclass
+class Env:
+    kube: FakeKube
+    world: FakeWorld
+    fleet: FakeFleet
+    op: Operator
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    kube = FakeKube()
+    kube.add_application("shop", {"kubernetes": {"replicas": 4}}, stable={"image": "app:1"})
+    world = FakeWorld(units=("replica-1", "replica-2", "replica-3", "replica-4"), ready_after=2)
+    fleet = FakeFleet(kube, world)
+    monkeypatch.setattr(deployments, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(deployments, "now", lambda: world.now)
+    rt = runtime_over(kube)
+    yield Env(kube, world, fleet, Operator(rt, kube, world))
+    asyncio.run(rt.aclose())
+
+
+def test_a_canary_goes_from_pending_to_succeeded(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    phases = env.op.run("dep")["dep"]
+    assert phases == ["Pending", "Progressing", "Succeeded"]
+    assert env.world.stable.image == "app:2"
+    assert env.world.weights == (100, 0)
+    assert not env.world.canary.started, "the old version is gone"
+    weights = [c for c in env.fleet.calls if c.startswith("weights")]
+    assert weights[:3] == ["weights 90/10", "weights 50/50", "weights 0/100"]
+    assert "promote app:2" in env.fleet.calls
+    assert "dep/1" in env.fleet.releases  # the fleet is made for the rollout's release
+    app_status = env.kube.application("shop")["status"]
+    assert app_status.get("activeDeployment") is None  # the lock is released
+    assert app_status["stable"]["image"] == "app:2"
+    assert app_status["history"][0]["result"] == "Succeeded"
+    assert ("Normal", "Succeeded") in [(kind, reason) for kind, reason, _ in env.op.events]
+
+
+def test_the_second_deployment_queues_behind_the_first(env: Env) -> None:
+    env.kube.add_deployment("first", dep_spec("app:2", strategy=RECREATE))
+    env.kube.add_deployment("second", dep_spec("app:3", strategy=RECREATE))
+    env.op.round("second")  # the younger one looks first: the older one is ahead of it
+    assert env.op.phase("second") == "Queued"
+    assert env.kube.application("shop")["status"].get("activeDeployment") is None
+    env.op.round("first")
+    env.op.round("first")
+    assert env.kube.application("shop")["status"]["activeDeployment"] == "first"
+    phases = env.op.run("first", "second")
+    assert phases["second"][:2] == ["Queued", "Progressing"]
+    assert env.op.phase("first") == env.op.phase("second") == "Succeeded"
+    assert env.world.stable.image == "app:3"
+    history = env.kube.application("shop")["status"]["history"]
+    assert [h["deployment"] for h in history] == ["second", "first"]
+
+
+def test_a_finished_holder_does_not_hold_the_lock(env: Env) -> None:
+    """A holder that finished without releasing (an operator killed in between) frees it."""
+    env.kube.add_deployment("old", dep_spec("app:1"))
+    env.kube.deployment("old")["status"] = {"phase": "Succeeded"}
+    env.kube.application("shop")["status"]["activeDeployment"] = "old"
+    env.kube.add_deployment("dep", dep_spec(strategy=RECREATE))
+    env.op.run("dep")
+    assert env.op.phase("dep") == "Succeeded"
+
+
+def test_an_invalid_spec_fails_naming_the_field(env: Env) -> None:
+    env.kube.put(
+        "deployments",
+        NS,
+        {
+            "metadata": {"name": "dep"},
+            "spec": {"application": "shop", "image": "app:2", "progressDeadlineSeconds": "soon"},
+        },
+    )
+    result = env.op.round("dep")
+    status = env.kube.deployment("dep")["status"]
+    assert status["phase"] == "Failed"
+    assert "progressDeadlineSeconds" in status["message"]
+    assert result.finished
+    assert env.fleet.calls == []
+
+
+def test_a_spec_the_engine_refuses_fails_naming_the_field(env: Env) -> None:
+    strategy = {"type": "Canary", "canary": {"steps": [100], "canaryHosts": 1}}
+    env.kube.add_deployment("dep", dep_spec(strategy=strategy))
+    env.op.run("dep")
+    assert env.op.phase("dep") == "Failed"
+    assert "spec.strategy.canary.canaryHosts" in env.kube.deployment("dep")["status"]["message"]
+
+
+def test_an_unusable_fleet_refuses_the_rollout_and_is_not_acted_on(env: Env) -> None:
+    env.fleet.unusable = "spec.docker.hosts[0].sshKeySecretRef: Secret 'key' not found"
+    env.kube.add_deployment("dep", dep_spec(strategy=RECREATE))
+    env.op.run("dep")
+    status = env.kube.deployment("dep")["status"]
+    assert status["phase"] == "Failed"
+    assert "Secret 'key' not found" in status["message"]
+    assert not [c for c in env.fleet.calls if c.startswith(("ensure", "weights", "promote"))]
+
+
+def test_the_fleet_polls_while_the_rollout_moves(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    env.op.round("dep")
+    moving = env.op.round("dep")
+    assert env.op.phase("dep") == "Progressing"
+    assert moving.requeue_after is None or moving.requeue_after > 0.25
+    env.fleet.poll_while_moving = 0.25
+    assert env.op.round("dep").requeue_after == 0.25
+
+
+def test_deleting_the_active_deployment_restores_stable_through_the_fleet(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    for _ in range(8):
+        env.op.round("dep")
+    assert env.world.weights != (100, 0) and env.world.canary.started
+    body = env.kube.deployment("dep")
+    asyncio.run(deployments.deployment_removed(env.op.rt, body))
+    assert env.world.weights == (100, 0)
+    assert not env.world.canary.started
+    assert env.fleet.releases[-1] == "dep/1"
+    assert env.kube.application("shop")["status"].get("activeDeployment") is None
+
+
+def test_deleting_another_deployment_leaves_the_rollout_alone(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    for _ in range(8):
+        env.op.round("dep")
+    env.kube.add_deployment("other", dep_spec("app:3"))
+    asyncio.run(deployments.deployment_removed(env.op.rt, env.kube.deployment("other")))
+    assert env.world.weights != (100, 0)
+    assert env.kube.application("shop")["status"]["activeDeployment"] == "dep"
+
+
+def test_the_clock_is_read_once() -> None:
+    """At a second boundary two reads would pair one second's value with the next one's
+    microseconds."""
+    from datetime import UTC, datetime
+
+    reads = iter(
+        [
+            datetime(2026, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC),
+            datetime(2026, 1, 1, 0, 0, 1, 1_000, tzinfo=UTC),
+        ]
+    )
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Clock:  # type: ignore[override]
+            return next(reads)  # type: ignore[return-value]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(deployments, "datetime", Clock)
+        assert deployments.now() == datetime(2026, 1, 1, 0, 0, 0, 999_000, tzinfo=UTC)

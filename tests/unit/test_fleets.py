@@ -1,0 +1,225 @@
+"""Both fleets at their seams: the Kubernetes fleet against a fake Kube (its Services, slots,
+Pods and TraefikService in memory), the Docker fleet's refusals, the factory, and the metric
+source names each fleet gives the analysis."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from lockgate.api import ApplicationSpec
+from lockgate.controller.deployments import Reconciler
+from lockgate.controller.fleets import Fleet, FleetUnusable, fleet_for, removes_on_deletion
+from lockgate.controller.fleets.docker import DockerFleet
+from lockgate.controller.fleets.kubernetes import KubernetesFleet
+from lockgate.controller.runtime import Runtime
+from lockgate.engine import InstanceSet
+from tests.support.fakeworld import dep_spec
+from tests.unit.controller_fakes import NS, FakeKube, runtime_over
+
+KUBERNETES = {"kubernetes": {"replicas": 3}}
+DOCKER = {
+    "docker": {
+        "hosts": [
+            {
+                "name": "h1",
+                "url": "ssh://deploy@h1",
+                "address": "h1",
+                "sshKeySecretRef": {"name": "ssh", "key": "id"},
+                "knownHostsSecretRef": {"name": "ssh", "key": "known_hosts"},
+            }
+        ]
+    },
+    "traffic": {"traefik": {"fileProvider": {"host": "local", "path": "/tmp/unused.yml"}}},
+}
+UNITS = ("replica-1", "replica-2", "replica-3")
+
+
+def kubelet(kube: FakeKube, ready: dict[str, int]) -> None:
+    """Pods for every slot as its ReplicaSet and kubelet would make them (Recreate: Pods of
+    another template go first); `ready[slot]` of them pass their readiness probe."""
+    for (plural, ns, name), workload in list(kube.store.items()):
+        if plural != "deployments.apps":
+            continue
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        for key in [k for k in kube.store if k[0] == "pods" and k[2].startswith(f"{name}-")]:
+            del kube.store[key]
+        for i in range(workload["spec"]["replicas"]):
+            condition = {"type": "Ready", "status": "True" if i < ready.get(name, 0) else "False"}
+            kube.put(
+                "pods",
+                ns,
+                {
+                    "metadata": {"name": f"{name}-{i}", "labels": labels},
+                    "status": {"conditions": [condition]},
+                },
+            )
+
+
+def kubernetes_app(kube: FakeKube) -> tuple[Runtime, dict[str, Any], ApplicationSpec]:
+    app_obj = kube.add_application("shop", KUBERNETES)
+    return runtime_over(kube), app_obj, ApplicationSpec.model_validate(KUBERNETES)
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def test_the_kubernetes_fleet_observes_its_slots_and_weights() -> None:
+    kube = FakeKube()
+    rt, app_obj, app = kubernetes_app(kube)
+    between_rollouts = fleet_for(rt, app_obj, app, None)
+    run(between_rollouts.ensure_owned())
+    run(between_rollouts.ensure("stable", "app:1", UNITS, "old/1"))
+    kubelet(kube, {"shop-a": 3})
+
+    fleet = fleet_for(rt, app_obj, app, "dep/1")
+    view = run(fleet.observe())
+    assert view.stable == InstanceSet("old/1", "app:1", UNITS, UNITS)
+    assert view.canary == InstanceSet()
+    assert view.live_weights == (100, 0)  # without Traefik's API: the declared split
+
+    run(fleet.ensure("canary", "app:2", UNITS[:1], "dep/1"))
+    kubelet(kube, {"shop-a": 3, "shop-b": 0})
+    assert run(fleet.observe()).canary == InstanceSet("dep/1", "app:2", ("replica-1",), ())
+    kubelet(kube, {"shop-a": 3, "shop-b": 1})
+    run(fleet.set_weights(80, 20))
+    view = run(fleet.observe())
+    assert view.canary.ready == ("replica-1",)
+    assert view.live_weights == (80, 20)
+    census = run(fleet.census(rolling_out=True))
+    assert (census.stable_image, census.desired, census.ready, census.updated) == (
+        "app:1",
+        3,
+        4,
+        1,
+    )
+
+    run(fleet.promote("dep/1", "app:2", "dep"))
+    view = run(fleet.observe())
+    assert (view.stable.release, view.stable.image) == ("dep/1", "app:2")
+    assert (view.canary.release, view.canary.image) == ("old/1", "app:1")
+    stable = kube.application("shop")["status"]["stable"]
+    assert (stable["image"], stable["deployment"]) == ("app:2", "dep")
+
+
+def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:
+    """A canary of Deployment `dep` (revision 1) at 20%; the fleet of the `deleted` release."""
+    rt, app_obj, app = kubernetes_app(kube)
+    fleet = fleet_for(rt, app_obj, app, deleted)
+    run(fleet.ensure_owned())
+    run(fleet.ensure("stable", "app:1", UNITS, "old/1"))
+    run(fleet.ensure("canary", "app:2", UNITS[:1], "dep/1"))
+    kubelet(kube, {"shop-a": 3, "shop-b": 1})
+    run(fleet.set_weights(80, 20))
+    return fleet
+
+
+def test_the_kubernetes_fleet_removes_a_deleted_rollout() -> None:
+    kube = FakeKube()
+    fleet = canary_of_dep_1(kube, deleted="dep/2")  # any revision of the Deployment
+    run(fleet.remove_rollout())
+    assert run(fleet.observe()).live_weights == (100, 0)
+    assert kube.store[("deployments.apps", NS, "shop-b")]["spec"]["replicas"] == 0
+
+
+def test_the_kubernetes_fleet_leaves_another_rollouts_canary() -> None:
+    kube = FakeKube()
+    fleet = canary_of_dep_1(kube, deleted="gone/1")
+    run(fleet.remove_rollout())
+    assert kube.store[("deployments.apps", NS, "shop-b")]["spec"]["replicas"] == 1
+
+
+def test_each_target_gets_its_own_fleet_and_finalizer_rule() -> None:
+    kube = FakeKube()
+    rt = runtime_over(kube)
+    app_obj = kube.add_application("shop", DOCKER)
+    assert isinstance(
+        fleet_for(rt, app_obj, ApplicationSpec.model_validate(DOCKER), None), DockerFleet
+    )
+    app = ApplicationSpec.model_validate(KUBERNETES)
+    assert isinstance(fleet_for(rt, app_obj, app, None), KubernetesFleet)
+    assert removes_on_deletion(DOCKER)
+    assert not removes_on_deletion(KUBERNETES)
+
+
+def test_metric_source_names_are_the_proxys_leaf_services() -> None:
+    kube = FakeKube()
+    rt = runtime_over(kube)
+    app_obj = kube.add_application("shop", KUBERNETES)
+    kubernetes = fleet_for(rt, app_obj, ApplicationSpec.model_validate(KUBERNETES), None)
+    docker = fleet_for(rt, app_obj, ApplicationSpec.model_validate(DOCKER), None)
+    # Traefik's Kubernetes provider names a leaf `<namespace>-<service>-<port>`; its file
+    # provider `<service>` (the parser drops `@file`).
+    assert kubernetes.metric_sources() == {
+        "stable": "default-shop-stable-",
+        "canary": "default-shop-canary-",
+    }
+    assert docker.metric_sources() == {"stable": "shop-stable", "canary": "shop-canary"}
+
+
+SCRAPE = """\
+# TYPE traefik_service_requests_total counter
+traefik_service_requests_total{{code="200",service="{stable}@{provider}"}} {ok}
+traefik_service_requests_total{{code="200",service="{canary}@{provider}"}} {ok}
+traefik_service_requests_total{{code="500",service="{canary}@{provider}"}} {errors}
+"""
+
+
+@pytest.mark.parametrize(
+    ("spec", "stable", "canary", "provider"),
+    [
+        (KUBERNETES, "default-shop-stable-8080", "default-shop-canary-8080", "kubernetescrd"),
+        (DOCKER, "shop-stable", "shop-canary", "file"),
+    ],
+    ids=["kubernetes", "docker"],
+)
+def test_the_analysis_counts_the_fleets_leaf_services(
+    spec: dict[str, Any], stable: str, canary: str, provider: str
+) -> None:
+    scrapes = iter([(100, 0), (200, 10)])
+
+    def metrics() -> str:
+        ok, errors = next(scrapes)
+        return SCRAPE.format(stable=stable, canary=canary, provider=provider, ok=ok, errors=errors)
+
+    kube = FakeKube()
+    rt = runtime_over(kube, metrics)
+    app_obj = kube.add_application("shop", spec)
+    rec = Reconciler(rt, kube.add_deployment("dep", dep_spec()))
+    rec.app_obj, rec.app = app_obj, ApplicationSpec.model_validate(spec)
+    rec.fleet = fleet_for(rt, app_obj, rec.app, "dep/1")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    first = run(rec.collect_metrics(start, start))
+    assert first.error == "first scrape: collecting a baseline"
+    sample = run(rec.collect_metrics(start, start + timedelta(seconds=10)))
+    assert sample.error is None
+    assert sample.stable is not None and sample.canary is not None
+    assert (sample.stable.requests, sample.stable.errors) == (100, 0)
+    assert (sample.canary.requests, sample.canary.errors) == (110, 10)
+
+
+def test_a_docker_fleet_without_its_secret_names_the_field() -> None:
+    kube = FakeKube()
+    rt = runtime_over(kube)
+    app_obj = kube.add_application("shop", DOCKER, stable={"image": "app:1"})
+    app = ApplicationSpec.model_validate(DOCKER)
+    why = "spec.docker.hosts[0].sshKeySecretRef: Secret 'ssh' not found"
+    with pytest.raises(FleetUnusable, match=re.escape(why)):
+        run(fleet_for(rt, app_obj, app, "dep/1").observe())
+    census = run(fleet_for(rt, app_obj, app, None).census(rolling_out=False))
+    assert (census.stable_image, census.desired, census.ready, census.problem) == (
+        "app:1",
+        1,
+        0,
+        why,
+    )
+    kube.secrets["ssh"] = {"id": "KEY"}
+    with pytest.raises(
+        FleetUnusable, match=re.escape("knownHostsSecretRef: Secret 'ssh' has no key")
+    ):
+        run(fleet_for(rt, app_obj, app, None).remove_all())
