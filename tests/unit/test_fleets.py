@@ -192,11 +192,11 @@ def test_the_analysis_counts_the_fleets_leaf_services(
     app_obj = kube.add_application("shop", spec)
     rec = Reconciler(rt, kube.add_deployment("dep", dep_spec()))
     rec.app_obj, rec.app = app_obj, ApplicationSpec.model_validate(spec)
-    rec.fleet = fleet_for(rt, app_obj, rec.app, "dep/1")
+    sources = fleet_for(rt, app_obj, rec.app, "dep/1").metric_sources()
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    first = run(rec.collect_metrics(start, start))
+    first = run(rec.metrics_provider().window(sources, start, start))
     assert first.error == "first scrape: collecting a baseline"
-    sample = run(rec.collect_metrics(start, start + timedelta(seconds=10)))
+    sample = run(rec.metrics_provider().window(sources, start, start + timedelta(seconds=10)))
     assert sample.error is None
     assert sample.stable is not None and sample.canary is not None
     assert (sample.stable.requests, sample.stable.errors) == (100, 0)

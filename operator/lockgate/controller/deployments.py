@@ -21,7 +21,6 @@ from lockgate.engine import (
     Decision,
     DeploymentRef,
     EnsureInstances,
-    MetricsSample,
     Observation,
     Promote,
     ReleaseLock,
@@ -32,7 +31,7 @@ from lockgate.engine import (
 )
 from lockgate.engine.decide import release_of
 from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION
-from lockgate.probes import traefik_metrics
+from lockgate.probes.metrics import MetricsProvider
 
 from . import metrics
 from .fleets import Fleet, FleetUnusable, fleet_for
@@ -124,55 +123,15 @@ class Reconciler:
             holder = None  # the holder is gone or finished without releasing: the lock is free
         return holder, ahead
 
-    async def collect_metrics(self, start: datetime, at: datetime) -> MetricsSample:
+    def metrics_provider(self) -> MetricsProvider:
+        """Where this Application's analysis reads its figures (one provider per source)."""
         assert self.app is not None
-        url = self.app.traffic.traefik.metrics_url or self.rt.settings.traefik_metrics_url
-        if not url:
-            return MetricsSample(error="no Traefik metricsURL configured")
-        history = self.rt.scrapes.setdefault(url, traefik_metrics.History())
-        try:
-            answer = await self.rt.http.get(url, timeout=3.0)
-            answer.raise_for_status()
-        except Exception as err:
-            return MetricsSample(error=f"Traefik metrics at {url}: {err}")
-        snapshot = traefik_metrics.parse(answer.text)
-        baseline = history.baseline(start)
-        history.add(at, snapshot)
-        if baseline is None:
-            return MetricsSample(error="first scrape: collecting a baseline")
-        # Traefik counts requests on the leaf services (the weighted parent has no counts).
-        assert self.fleet is not None
-        prefix = self.fleet.metric_sources()
-        return MetricsSample(
-            canary=traefik_metrics.delta(
-                traefik_metrics.matching(snapshot, prefix["canary"]),
-                traefik_metrics.matching(baseline, prefix["canary"]),
-            ),
-            stable=traefik_metrics.delta(
-                traefik_metrics.matching(snapshot, prefix["stable"]),
-                traefik_metrics.matching(baseline, prefix["stable"]),
-            ),
-        )
+        return self.rt.metrics_provider(self.app)
 
     def name_of_app(self) -> str:
         assert self.app_obj is not None
         name: str = self.app_obj["metadata"]["name"]
         return name
-
-    async def scrape_for_history(self, at: datetime) -> None:
-        """Keep recent scrapes so the next analysis window has a baseline at its start."""
-        assert self.app is not None
-        url = self.app.traffic.traefik.metrics_url or self.rt.settings.traefik_metrics_url
-        if not url:
-            return
-        try:
-            answer = await self.rt.http.get(url, timeout=3.0)
-            answer.raise_for_status()
-        except Exception:
-            return
-        self.rt.scrapes.setdefault(url, traefik_metrics.History()).add(
-            at, traefik_metrics.parse(answer.text)
-        )
 
     async def observe(
         self, spec: DeploymentSpec, status: DeploymentStatus, at: datetime
@@ -205,9 +164,10 @@ class Reconciler:
         sample = None
         start = analysis_window_start(spec, status, at)
         if start is not None:
-            sample = await self.collect_metrics(start, at)
+            sample = await self.metrics_provider().window(fleet.metric_sources(), start, at)
         elif status.phase in ("Progressing", "Paused") and spec.analysis is not None:
-            await self.scrape_for_history(at)
+            # The next analysis window needs what the counters were when it starts.
+            await self.metrics_provider().keep(at)
         return Observation(
             stable=view.stable,
             canary=view.canary,

@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from lockgate.api import ApplicationSpec
 from lockgate.kube import Kube, load_config
-from lockgate.probes.traefik_metrics import History
+from lockgate.probes.metrics import MetricsProvider
+from lockgate.probes.traefik_metrics import History, TraefikMetrics
 
 from .redact import Redactor
 
@@ -46,6 +48,13 @@ class Runtime:
     @classmethod
     def from_env(cls) -> Runtime:
         return cls(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
+
+    def metrics_provider(self, app: ApplicationSpec) -> MetricsProvider:
+        """Traefik's own counters, from the Application's metricsURL or the operator's
+        default; the scrape history is per URL, so windows of every rollout share it."""
+        url = app.traffic.traefik.metrics_url or self.settings.traefik_metrics_url
+        history = self.scrapes.setdefault(url or "", History())
+        return TraefikMetrics(self.http, url, history)
 
     async def aclose(self) -> None:
         """Close the clients this runtime opened (HTTP, and the fleets' host connections)."""
