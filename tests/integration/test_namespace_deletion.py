@@ -17,7 +17,10 @@ from tests.support.rollouts import Lockgate, application, deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
-PAUSED_CANARY = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}
+PAUSED_CANARY = {
+    "type": "Canary",
+    "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]},
+}
 
 
 @pytest.fixture
