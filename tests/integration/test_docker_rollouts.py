@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hack.tools.load import Load, failed
 from lockgate.targets.docker.containers import container_labels, container_name
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
@@ -28,7 +29,7 @@ from tests.support.docker_apps import (
 )
 from tests.support.dockerhosts import DockerHost, local_client
 from tests.support.operator_fixtures import Operator
-from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
+from tests.support.rollouts import Lockgate, deployment, host_of, wait_for
 from tests.support.socket_relay import SocketRelay
 
 pytestmark = pytest.mark.integration

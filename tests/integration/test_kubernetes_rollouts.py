@@ -12,15 +12,14 @@ import pytest
 import yaml
 from kubernetes import client
 
+from hack.tools.load import Load, failed
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator
 from tests.support.rollouts import (
-    Load,
     Lockgate,
     WeightRecorder,
     application,
     deployment,
-    failed,
     host_of,
     wait_for,
 )
