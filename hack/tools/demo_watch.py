@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client, config
 
-from hack.tools.load import Load, failed
+from hack.tools.load import Load, by_version, failed
 from lockgate.names import GROUP, VERSION
 
 TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
@@ -52,7 +51,7 @@ def watch(lg: Lockgate, name: str, load: Load | None, limit: float = 900.0) -> d
         if load is not None:
             recent = load.responses[seen:]
             seen += len(recent)
-            counts = Counter(r.version or f"error {r.status}" for r in recent)
+            counts = by_version(recent)
             versions = "  ".join(f"{v}: {n:4d}" for v, n in sorted(counts.items()))
         position = f"{step.get('index', 0) + 1}/{step.get('total', '?')}"
         print(

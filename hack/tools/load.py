@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
@@ -72,5 +73,21 @@ class Load:
 
 
 def failed(responses: list[Response]) -> list[Response]:
-    """Answers a user would call failures: no answer, or a proxy/app 5xx."""
-    return [r for r in responses if r.status is None or r.status >= 500]
+    """Requests a user would call failed: every one not answered by the application itself
+    (its X-Version header missing: a proxy's 404 from a dropped router, its 502/503, a
+    reset, a timeout) or answered with an error status (4xx, 5xx)."""
+    return [r for r in responses if r.status is None or r.version is None or r.status >= 400]
+
+
+def by_version(responses: list[Response]) -> Counter[str]:
+    """How many requests each version answered, and how many each kind of failure took
+    (`no answer`, `proxy 404`, `v2 500`, ...): what a failed assertion should show."""
+
+    def kind(r: Response) -> str:
+        if r.status is None:
+            return "no answer"
+        if r.version is None:
+            return f"proxy {r.status}"
+        return r.version if r.status < 400 else f"{r.version} {r.status}"
+
+    return Counter(kind(r) for r in responses)
