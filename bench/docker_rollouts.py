@@ -23,11 +23,12 @@ from pathlib import Path
 from kubernetes import client
 
 from bench.rollback import seconds_to_stable
+from hack.tools.load import Load, failed
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.docker_apps import create_secrets, delete_application, docker_application
 from tests.support.dockerhosts import load_hosts
 from tests.support.operator_fixtures import Operator, free_port, operator_env
-from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of
+from tests.support.rollouts import Lockgate, deployment, host_of
 
 
 def spread(values: list[float]) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from hack.tools.load import Load, failed
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.spec import HostSpec
 from lockgate.targets.docker.containers import Instance, ensure_instances, remove_instances
@@ -39,7 +40,6 @@ from tests.support.cluster import traefik_info
 from tests.support.docker_apps import remove_all
 from tests.support.docker_listing import wait_healthy
 from tests.support.dockerhosts import load_hosts
-from tests.support.rollouts import Load, failed
 
 PHASES = ("start", "healthy", "traffic", "removed")
 

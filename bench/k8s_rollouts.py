@@ -23,9 +23,10 @@ from typing import Any
 from kubernetes import client
 
 from bench.rollback import live_canary_weight, seconds_to_stable
+from hack.tools.load import Load
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.operator_fixtures import Operator, free_port, operator_env
-from tests.support.rollouts import Load, Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -5,16 +5,38 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import client, config
 
-from tests.support.cluster import cluster_info
-from tests.support.rollouts import Load, Lockgate, failed
+from hack.tools.load import Load, by_version, failed
+from lockgate.names import GROUP, VERSION
 
 TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
+PLURALS = {"Application": "applications", "Deployment": "deployments"}
+
+
+class Lockgate:
+    """lockgate objects in the demo's namespace, with the kubeconfig `hack/cluster env` set."""
+
+    def __init__(self, namespace: str) -> None:
+        config.load_kube_config()
+        self.custom = client.CustomObjectsApi()
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> None:
+        self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURALS[body["kind"]], body
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "deployments", name
+        )
+        status: dict[str, Any] = obj.get("status") or {}
+        return status
 
 
 def watch(lg: Lockgate, name: str, load: Load | None, limit: float = 900.0) -> dict[str, Any]:
@@ -29,7 +51,7 @@ def watch(lg: Lockgate, name: str, load: Load | None, limit: float = 900.0) -> d
         if load is not None:
             recent = load.responses[seen:]
             seen += len(recent)
-            counts = Counter(r.version or f"error {r.status}" for r in recent)
+            counts = by_version(recent)
             versions = "  ".join(f"{v}: {n:4d}" for v, n in sorted(counts.items()))
         position = f"{step.get('index', 0) + 1}/{step.get('total', '?')}"
         print(
@@ -51,7 +73,7 @@ def main() -> None:
     parser.add_argument("--application", type=Path, required=True)
     parser.add_argument("--canary", type=Path, required=True)
     args = parser.parse_args()
-    lg = Lockgate(cluster_info().api_client(), args.namespace)
+    lg = Lockgate(args.namespace)
     app = yaml.safe_load(args.application.read_text())
     canary = yaml.safe_load(args.canary.read_text())
     host = app["spec"]["traffic"]["traefik"]["route"]["match"].split("`")[1]

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from hack.tools.load import Load, by_version, failed
 from lockgate.targets.docker.containers import container_labels, container_name
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
@@ -28,7 +29,7 @@ from tests.support.docker_apps import (
 )
 from tests.support.dockerhosts import DockerHost, local_client
 from tests.support.operator_fixtures import Operator
-from tests.support.rollouts import Load, Lockgate, deployment, failed, host_of, wait_for
+from tests.support.rollouts import Lockgate, deployment, host_of, wait_for
 from tests.support.socket_relay import SocketRelay
 
 pytestmark = pytest.mark.integration
@@ -88,7 +89,9 @@ def test_rolling_update_host_by_host_loses_no_request(
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert len(responses) > 200
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     assert served(responses[-50:], "v2") == 50
     expected_batches = (
         [["host1"], ["host2"], ["host3"]]
@@ -145,7 +148,9 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     assert served(responses[-50:], "v2") == 50
     switched = [r.at for r in responses if r.version == "v2"]
     assert not [r for r in responses if r.at > switched[0] and r.version == "v1"][20:], (
@@ -176,7 +181,9 @@ def test_good_canary_is_promoted_to_every_host(
         time.sleep(1)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     assert served(responses[-50:], "v2") == 50
     assert any(run["verdict"] == "Passed" for run in status["analysis"])
     wait_alone_everywhere(fleet, app, "demo:v2")
@@ -239,7 +246,9 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
         assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
         assert "daemon unreachable" in status["message"]
         assert [b["state"] for b in status["batches"]] == ["Succeeded", "Failed", "Pending"]
-        assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+        assert failed(responses) == [], (
+            f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+        )
         assert served(responses[-50:], "v1") == 50
         images = running_images(fleet, app)
         assert images["host2"] == ["demo:v1"], "the first batch is back on v1"
@@ -311,7 +320,9 @@ def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_bac
     assert status["phase"] == "RolledBack", status.get("message")
     assert "host host2: not enough memory" in status["message"]
     assert any(run.version == "v2" for run in responses), "the canary served before"
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     wait_alone_everywhere(fleet, app, "demo:v1")
 
 
@@ -334,7 +345,9 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
     assert numbers == list(range(1, status["step"]["total"] + 1)), f"steps completed: {numbers}"
     assert [b["attempts"] for b in status["batches"]] == [1, 1, 1]
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     wait_for(
         "exactly one v2 container per host",
         lambda: (
@@ -405,7 +418,9 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
     with load_for(traefik, lockgate, app) as load:
         time.sleep(2)
     responses = load.stop()
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
 
 
 def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_containers(
@@ -433,7 +448,9 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
         wait_alone_everywhere(fleet, app, "demo:v1", timeout=60)
         time.sleep(1)
     responses = load.stop()
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     assert served(responses[-100:], "v1") == 100
     app_status = lockgate.get(app, "applications")["status"]
     assert not app_status.get("activeDeployment")

@@ -452,7 +452,6 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
                 route=RouteConfig(f"Host(`{app}.test`)", ("web",)),
             )
             assert await router.live_weights() is None  # nothing declared yet
-            await router.ensure_route()
             servers = {
                 "stable": seen.servers(stable_release),
                 "canary": seen.servers(canary_release),
@@ -460,7 +459,7 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
             await router.apply((100, 0), servers)
             for weights in ((100, 0), (50, 50), (0, 100)):
                 started = time.monotonic()
-                await router.set_weights(*weights)
+                await router.apply(weights, servers)
                 await until_live(router, weights)
                 timings[weights] = time.monotonic() - started
                 live = await http.get(f"{traefik.api_url}/api/http/services/{app}@file")

@@ -19,9 +19,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from hack.tools.load import Load
 from tests.support.cluster import HACK, REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator, free_port
-from tests.support.rollouts import Load, Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from kubernetes import client
 
+from hack.tools.load import Load
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
-from tests.support.rollouts import Load, Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
 
 pytestmark = pytest.mark.integration
 

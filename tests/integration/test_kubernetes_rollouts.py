@@ -12,15 +12,14 @@ import pytest
 import yaml
 from kubernetes import client
 
+from hack.tools.load import Load, by_version, failed
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator
 from tests.support.rollouts import (
-    Load,
     Lockgate,
     WeightRecorder,
     application,
     deployment,
-    failed,
     host_of,
     wait_for,
 )
@@ -67,7 +66,9 @@ def test_healthy_canary_shifts_real_traffic_step_by_step_with_no_failed_request(
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert len(responses) >= 5000
-    assert failed(responses) == [], f"{len(failed(responses))} failed requests"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} failed requests: {by_version(responses)}"
+    )
     checked = set()
     for start, end, weight in weights.windows():
         window = [r for r in responses if start <= r.at <= end]
@@ -119,7 +120,7 @@ def test_canary_that_never_becomes_ready_times_out_without_traffic(
     assert status["phase"] == "RolledBack"
     assert "new instance(s) ready after progressDeadlineSeconds 15" in status["message"]
     assert all(weight == 0 for _, weight in weights.samples), "the canary must never get weight"
-    assert failed(responses) == []
+    assert failed(responses) == [], by_version(responses)
     wait_for("no canary pods left", lambda: not canary_pods_left(lockgate, "demo:v2-unready"))
 
 
@@ -143,7 +144,9 @@ def test_rolling_and_blue_green_complete_with_no_failed_request(
         time.sleep(2)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
-    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
     assert served(responses[-100:], "v2") == 100
 
 
@@ -175,7 +178,7 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
     total = status["step"]["total"]
     assert numbers == list(range(1, total + 1)), f"steps completed: {numbers}"
-    assert failed(responses) == []
+    assert failed(responses) == [], by_version(responses)
 
 
 def test_invalid_manifests_are_refused_naming_the_field(

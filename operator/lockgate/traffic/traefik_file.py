@@ -472,23 +472,8 @@ class TraefikFileRouter:
             await self.store.write(text)
         return config
 
-    async def ensure_route(self) -> None:
-        current = await self.declared()
-        if current is None:
-            await self.apply((100, 0), {})
-        else:
-            await self.apply(current.weights, current.servers)
-
-    async def set_weights(self, stable: int, canary: int) -> None:
-        current = await self.declared()
-        await self.apply((stable, canary), current.servers if current else {})
-
     async def remove_route(self) -> None:
         await self.store.remove()
-
-    async def declared_weights(self) -> tuple[int, int] | None:
-        current = await self.declared()
-        return current.weights if current else None
 
     async def _api(self, name: str) -> dict[str, Any] | None:
         """Traefik's answer for one service of the file provider; None if absent or the API

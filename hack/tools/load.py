@@ -1,0 +1,93 @@
+"""Steady HTTP load through Traefik, as the demo, the tests and the benchmarks send it, and
+what counts as a failed request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class Response:
+    at: float
+    status: int | None  # None: no HTTP answer at all
+    version: str | None
+
+
+@dataclass
+class Load:
+    """Steady HTTP load through Traefik from a few threads, bounded in time and count."""
+
+    url: str
+    host: str
+    threads: int = 4
+    max_requests: int = 200_000
+    responses: list[Response] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _run(self, deadline: float) -> None:
+        with httpx.Client(timeout=3.0) as http:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                with self._lock:
+                    if len(self.responses) >= self.max_requests:
+                        return
+                try:
+                    answer = http.get(self.url, headers={"Host": self.host})
+                    item = Response(
+                        time.monotonic(), answer.status_code, answer.headers.get("x-version")
+                    )
+                except httpx.HTTPError:
+                    item = Response(time.monotonic(), None, None)
+                with self._lock:
+                    self.responses.append(item)
+                time.sleep(0.002)
+
+    def start(self, max_seconds: float = 600.0) -> Load:
+        deadline = time.monotonic() + max_seconds
+        self._workers = [
+            threading.Thread(target=self._run, args=(deadline,), daemon=True)
+            for _ in range(self.threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+        return self
+
+    def stop(self) -> list[Response]:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=10)
+        with self._lock:
+            return list(self.responses)
+
+    def __enter__(self) -> Load:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def failed(responses: list[Response]) -> list[Response]:
+    """Requests a user would call failed: every one not answered by the application itself
+    (its X-Version header missing: a proxy's 404 from a dropped router, its 502/503, a
+    reset, a timeout) or answered with an error status (4xx, 5xx)."""
+    return [r for r in responses if r.status is None or r.version is None or r.status >= 400]
+
+
+def by_version(responses: list[Response]) -> Counter[str]:
+    """How many requests each version answered, and how many each kind of failure took
+    (`no answer`, `proxy 404`, `v2 500`, ...): what a failed assertion should show."""
+
+    def kind(r: Response) -> str:
+        if r.status is None:
+            return "no answer"
+        if r.version is None:
+            return f"proxy {r.status}"
+        return r.version if r.status < 400 else f"{r.version} {r.status}"
+
+    return Counter(kind(r) for r in responses)
