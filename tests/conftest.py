@@ -1,9 +1,12 @@
 """Fixtures of the real local environment, registered once for the whole suite (pytest only
-accepts pytest_plugins in the top-level conftest). Unit tests never request them."""
+accepts pytest_plugins in the top-level conftest). Unit tests never request them.
+
+And the skip policy: a skipped test fails the run unless tests/skips.txt lists it."""
 
 pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
     "tests.support.kubelet_fixtures",
     "tests.support.dockerhosts_fixtures",
     "tests.support.operator_fixtures",
+    "tests.support.skip_policy",
 ]

@@ -177,16 +177,30 @@ def test_tls_material_lives_in_a_private_directory_removed_on_close(
 def test_remove_stops_with_sigterm_and_removes(
     docker_hosts_by_name: dict[str, DockerHost], conns: HostConnections, app: str
 ) -> None:
-    async def scenario() -> float:
-        await ensure_instances(conns, "host3", app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080)
-        started = time.monotonic()
-        removed = await remove_instances(conns, "host3", app, f"{app}/1", grace=20)
-        assert removed == [f"{app}-r1-0", f"{app}-r1-1"]
-        return time.monotonic() - started
-
-    seconds = asyncio.run(scenario())
-    assert labelled(docker_hosts_by_name["host3"], app) == []
-    assert seconds < 10, "the demo app exits on SIGTERM; nothing should wait for SIGKILL"
+    host = docker_hosts_by_name["host3"]
+    asyncio.run(
+        ensure_instances(conns, "host3", app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080)
+    )
+    since = int(time.time())  # the daemon shares this kernel's clock
+    removed = asyncio.run(remove_instances(conns, "host3", app, f"{app}/1", grace=20))
+    assert removed == [f"{app}-r1-0", f"{app}-r1-1"]
+    assert labelled(host, app) == []
+    # How each container ended, from the daemon's own events: exit code 0, not 137, so the
+    # demo app exited on SIGTERM and nothing waited for SIGKILL.
+    client = local_client(host)
+    try:
+        deaths = client.events(
+            since=since,
+            until=int(time.time()) + 1,
+            filters={"type": "container", "event": "die", "label": f"{LABEL_APP}={app}"},
+            decode=True,
+        )
+        exit_codes = {
+            e["Actor"]["Attributes"]["name"]: e["Actor"]["Attributes"]["exitCode"] for e in deaths
+        }
+    finally:
+        client.close()
+    assert exit_codes == {name: "0" for name in removed}, exit_codes
 
 
 def test_missing_image_is_an_error_naming_the_host(conns: HostConnections, app: str) -> None:
@@ -267,11 +281,9 @@ def test_daemon_stopping_mid_operation_fails_that_host_by_name_and_others_carry_
         assert not isinstance(results["host3"], Exception)
         assert labelled(host1, app) == []
 
-        # While it is down: refused at once, by name.
-        started = time.monotonic()
+        # While it is down: refused, by name.
         with pytest.raises(HostUnavailable, match=r"^docker host host1: daemon unreachable"):
             asyncio.run(ensure("host1"))
-        assert time.monotonic() - started < 5
 
         # Back up: the same HostConnections reconnects and the batch completes.
         relay.restore()
@@ -427,7 +439,6 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
     conns: HostConnections, app: str, traefik: Traefik
 ) -> None:
     path = traefik.dynamic_dir / f"{app}.yaml"
-    timings: dict[tuple[int, int], float] = {}
 
     async def scenario() -> None:
         await ensure_instances(
@@ -458,10 +469,8 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
             }
             await router.apply((100, 0), servers)
             for weights in ((100, 0), (50, 50), (0, 100)):
-                started = time.monotonic()
                 await router.apply(weights, servers)
-                await until_live(router, weights)
-                timings[weights] = time.monotonic() - started
+                await until_live(router, weights)  # how fast: bench/, not a test's business
                 live = await http.get(f"{traefik.api_url}/api/http/services/{app}@file")
                 names = [s["name"] for s in live.json()["weighted"]["services"]]
                 assert names == [
@@ -487,7 +496,6 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
         asyncio.run(scenario())
     finally:
         path.unlink(missing_ok=True)
-    assert all(t < 5 for t in timings.values()), timings
 
 
 def test_rewrites_are_atomic_while_traefik_and_a_reader_read(

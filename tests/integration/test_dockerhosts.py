@@ -274,17 +274,15 @@ def test_docker_stop_lets_in_flight_request_finish(
             inflight = threading.Thread(target=_slow_get, args=(url, result))
             inflight.start()
             time.sleep(0.5)  # the request is now inside its 3 s of latency
-            started = time.monotonic()
             container.stop(timeout=20)  # SIGTERM, SIGKILL only after 20 s
-            stop_seconds = time.monotonic() - started
             inflight.join(timeout=10)
             container.reload()
+            # 0, not 137: the app drained and exited on SIGTERM, nothing waited for SIGKILL.
             assert container.attrs["State"]["ExitCode"] == 0
     finally:
         client.close()
     assert result.get("status") == 200, result
     assert result["seconds"] >= 2.9
-    assert stop_seconds < 10, "the app should exit right after draining, not wait for SIGKILL"
 
 
 # --- Traefik's file provider in front of docker hosts ---------------------------------------

@@ -76,10 +76,7 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "[WARNING]" not in lint.stdout and "[ERROR]" not in lint.stdout, lint.stdout
 
-    started = time.monotonic()
     default = template(helm)
-    elapsed = time.monotonic() - started
-    assert elapsed < 5, f"helm template took {elapsed:.1f}s"
     assert kinds(default) == [
         "ClusterKopfPeering",
         "ClusterRole",

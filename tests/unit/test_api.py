@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lockgate.api import Deployment, DeploymentSpec, InvalidManifest, parse_resource
+from lockgate.api import Application, Deployment, DeploymentSpec, InvalidManifest, parse_resource
+from lockgate.engine import compile_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 INVALID = sorted((ROOT / "tests/data/invalid").glob("*.yaml"))
@@ -31,10 +33,54 @@ def test_invalid_manifest_is_refused_naming_the_field(path: Path) -> None:
     assert expected_field(path) in str(err.value)
 
 
+# An example's file name starts with its strategy (canary-short.yaml: a Canary).
+STRATEGY_OF_FILE = {
+    "canary": "Canary",
+    "bluegreen": "BlueGreen",
+    "rolling": "Rolling",
+    "recreate": "Recreate",
+}
+
+
+def example(path: Path) -> list[Application | Deployment]:
+    return [parse_resource(doc, path.name) for doc in yaml.safe_load_all(path.read_text("utf-8"))]
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_examples_are_valid(path: Path) -> None:
-    for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
-        parse_resource(doc, path.name)
+    """What a user copying the file gets: the Application of its target directory, or one
+    Deployment of the strategy its name says, for that Application, whose plan has steps."""
+    resources = example(path)
+    (app,) = example(path.parent / "application.yaml")
+    assert isinstance(app, Application)
+    assert app.spec.docker is not None if path.parent.name == "docker" else app.spec.docker is None
+    if path.stem == "application":
+        assert resources == [app]
+        return
+    (dep,) = resources
+    assert isinstance(dep, Deployment), f"{path.name} holds a {dep.kind}"
+    assert dep.spec.application == app.metadata.name, "names the example Application"
+    assert dep.spec.strategy.type == STRATEGY_OF_FILE[path.stem.split("-")[0]]
+    for has_stable in (False, True):
+        assert compile_plan(app.spec, dep.spec, has_stable=has_stable).steps
+
+
+def test_every_example_is_in_the_docs_and_every_strategy_has_one_per_target() -> None:
+    """docs/api.md lists the examples and says each strategy runs on both targets."""
+    listed = re.findall(r"\(\.\./manifests/examples/([\w/-]+\.yaml)\)", read_doc("docs/api.md"))
+    on_disk = [str(p.relative_to(ROOT / "manifests/examples")) for p in EXAMPLES]
+    assert sorted(set(listed)) == on_disk
+    for target in ("kubernetes", "docker"):
+        strategies = {
+            STRATEGY_OF_FILE[p.stem.split("-")[0]]
+            for p in EXAMPLES
+            if p.parent.name == target and p.stem != "application"
+        }
+        assert strategies == set(STRATEGY_OF_FILE.values()), target
+
+
+def read_doc(name: str) -> str:
+    return (ROOT / name).read_text(encoding="utf-8")
 
 
 def test_defaults_are_what_a_user_expects() -> None:

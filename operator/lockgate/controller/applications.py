@@ -25,7 +25,7 @@ async def reconcile_application(
         app = ApplicationSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         patch.status["phase"] = "Unknown"
-        patch.status["message"] = f"invalid Application: {err.errors()[0]['msg']}"
+        patch.status["message"] = rt.redactor.text(f"invalid Application: {err.errors()[0]['msg']}")
         return
     status = dict(body.get("status") or {})
     active = status.get("activeDeployment")
@@ -44,6 +44,8 @@ async def reconcile_application(
             message += f" ({census.problem})"
     else:
         phase, message = "Healthy", f"{ready}/{desired} instances of {stable_image} ready"
+    # A host's error (an SSH or TLS library's words) can quote what it was given.
+    message = rt.redactor.text(message)
     new: dict[str, Any] = {
         "phase": phase,
         "message": message,

@@ -303,7 +303,9 @@ async def reconcile(
         )
     except ValidationError as err:
         # Admission should have refused this; say so instead of crash-looping.
-        message = f"invalid Deployment: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
+        message = rt.redactor.text(
+            f"invalid Deployment: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
+        )
         if raw_status.get("message") != message:
             await rt.kube.patch_deployment_status(
                 rec.namespace, rec.name, {"status": {"phase": "Failed", "message": message}}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -35,12 +36,14 @@ from .deployments import (
     reconcile,
 )
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
+from .redact import install_log_redaction
 from .runtime import Runtime
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
 FINISHED_WAIT = 30.0  # a finished rollout wakes on changes only
 ERROR_WAIT = 2.0
+RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
 
 
@@ -62,6 +65,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # in-flight rollouts queue behind background reconciles.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     memo.runtime = Runtime.from_env()
+    # Before anything can read a Secret: from here on every log line, and every Event kopf
+    # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
+    install_log_redaction(memo.runtime.redactor)
     start_http_server(memo.runtime.settings.metrics_port)
 
 
@@ -168,10 +174,25 @@ async def _drive_once(
     return wait
 
 
+@contextlib.contextmanager
+def _failures_redacted(rt: Runtime, delay: float = RETRY_DELAY) -> Iterator[None]:
+    """A failed handler's message goes into kopf's log (so an Event on the object) and into
+    the object's progress annotation: it says what failed, minus any secret value."""
+    try:
+        yield
+    except kopf.PermanentError as err:
+        raise kopf.PermanentError(rt.redactor.text(str(err))) from err
+    except Exception as err:
+        if isinstance(err, kopf.TemporaryError) and err.delay is not None:
+            delay = err.delay
+        raise kopf.TemporaryError(rt.redactor.text(str(err)), delay=delay) from err
+
+
 @kopf.on.delete(GROUP, VERSION, "deployments")
 async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Deleting a Deployment mid-rollout puts the previous version back before it goes."""
-    await deployment_removed(memo.runtime, dict(body))
+    with _failures_redacted(memo.runtime):
+        await deployment_removed(memo.runtime, dict(body))
 
 
 def _removes_on_deletion(spec: kopf.Spec, **_: Any) -> bool:
@@ -187,7 +208,10 @@ async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
         app = ApplicationSpec.model_validate(body.get("spec") or {})
     except ValueError:
         return
-    with contextlib.suppress(FleetUnusable):  # deletion must not hang on missing credentials
+    with (
+        _failures_redacted(memo.runtime),
+        contextlib.suppress(FleetUnusable),  # deletion must not hang on missing credentials
+    ):
         await fleet_for(memo.runtime, dict(body), app, None).remove_all()
 
 
@@ -197,13 +221,15 @@ async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
 async def application_changed(
     body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
-    await reconcile_application(memo.runtime, dict(body), patch)
+    with _failures_redacted(memo.runtime):
+        await reconcile_application(memo.runtime, dict(body), patch)
 
 
 @kopf.timer(GROUP, VERSION, "applications", interval=5.0, sharp=False)
 async def application_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
-    except Exception as err:
-        metrics.RECONCILE_ERRORS.labels("Application").inc()
-        raise kopf.TemporaryError(f"application reconcile failed: {err}", delay=5) from err
+    with _failures_redacted(memo.runtime):
+        try:
+            await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
+        except Exception as err:
+            metrics.RECONCILE_ERRORS.labels("Application").inc()
+            raise kopf.TemporaryError(f"application reconcile failed: {err}", delay=5) from err
