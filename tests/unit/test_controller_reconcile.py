@@ -172,3 +172,18 @@ def test_the_clock_is_read_once() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deployments, "datetime", Clock)
         assert deployments.now() == datetime(2026, 1, 1, 0, 0, 0, 999_000, tzinfo=UTC)
+
+
+def test_a_paused_rollout_stops_writing_its_status(env: Env) -> None:
+    """A rollout that waits (here for a manual promote) rewrites nothing: each write is a
+    watch event that wakes it for another round, so a needless write makes a busy loop (and
+    starved kopf of the quiet it needs to process a deletion)."""
+    paused = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, 100]}}
+    env.kube.add_deployment("dep", dep_spec(strategy=paused))
+    for _ in range(30):
+        env.op.round("dep")
+        if env.op.phase("dep") == "Paused":
+            break
+    assert env.op.phase("dep") == "Paused"
+    env.op.round("dep")  # the round that notices nothing moves
+    assert [env.op.round("dep").progressed for _ in range(3)] == [False, False, False]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -319,7 +318,11 @@ async def reconcile(
         decision.status.message = rec.app_problem
     await rec.execute(decision, status, obs)
     wire = rt.redactor.tree(decision.status.model_dump(by_alias=True, mode="json"))
-    changes = {key: value for key, value in wire.items() if raw_status.get(key) != value}
+    changes = {
+        key: value
+        for key, value in wire.items()
+        if without_nulls(raw_status.get(key)) != without_nulls(value)
+    }
     if changes:
         await rt.kube.patch_deployment_status(rec.namespace, rec.name, {"status": changes})
     for event in decision.events:
@@ -358,6 +361,22 @@ def _record(rec: Reconciler, before: DeploymentStatus, decision: Decision) -> No
         metrics.STEP_SECONDS.observe((datetime.now(UTC) - before.step.started_at).total_seconds())
 
 
+def without_nulls(value: Any) -> Any:
+    """A status as the API stores it: a merge patch deletes the fields it sets to null, so a
+    null is the same as an absent field (comparing them as different wrote the same status
+    again every round, and every write woke the rollout for another round)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def namespace_terminating(err: ApiException) -> bool:
+    """The API refused to create an object because its namespace is being deleted."""
+    return err.status == 403 and "NamespaceTerminating" in str(err.body or "")
+
+
 async def deployment_removed(rt: Runtime, body: dict[str, Any]) -> None:
     """A Deployment deleted mid-rollout puts the previous version back before it goes."""
     rec = Reconciler(rt, body)
@@ -368,8 +387,16 @@ async def deployment_removed(rt: Runtime, body: dict[str, Any]) -> None:
         return
     revision = int((body.get("status") or {}).get("revision") or 0)
     fleet = fleet_for(rt, rec.app_obj, rec.app, release_of(rec.name, revision))
-    with contextlib.suppress(FleetUnusable):  # without credentials nothing can be restored
+    try:
         await fleet.remove_rollout()
+    except FleetUnusable:
+        pass  # without credentials nothing can be restored; deletion must not hang on it
+    except ApiException as err:
+        # In a namespace being deleted, what remove_rollout would restore (a route, a
+        # Service) may be gone already and can no longer be created: everything goes.
+        if not namespace_terminating(err):
+            raise
+        return
     try:
         await rt.kube.patch_application_status(
             rec.namespace, rec.name_of_app(), {"status": {"activeDeployment": None}}
