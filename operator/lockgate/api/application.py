@@ -40,7 +40,8 @@ class KubernetesTarget(ApiModel):
     the first container (or the one named `app`)."""
     drain_seconds: int = Field(default=5, ge=0, le=300)
     """Seconds a terminating Pod keeps serving while the proxy drops it, as a preStop sleep
-    (added only when the container has no preStop hook of its own)."""
+    (added only when the container has no preStop hook of its own). The Pod's
+    terminationGracePeriodSeconds becomes at least this plus 10."""
 
 
 class SecretEnvSource(ApiModel):

@@ -27,6 +27,8 @@ from lockgate.names import (
 )
 
 SLOTS = ("a", "b")
+STOP_SECONDS = 10
+"""How long a container has between SIGTERM and SIGKILL once its drain is over."""
 
 
 def slot_name(app: str, slot: str) -> str:
@@ -62,8 +64,10 @@ def pod_template(
         # Endpoint removal reaches the proxy a moment after the Pod starts terminating; the
         # sleep keeps it answering meanwhile, so draining loses no request.
         container.setdefault("lifecycle", {})["preStop"] = {"sleep": {"seconds": drain}}
-        grace = spec.get("terminationGracePeriodSeconds", 30)
-        spec["terminationGracePeriodSeconds"] = max(grace, drain + 10)
+        # The grace covers the drain plus 10 s to stop, as on Docker hosts. Not Kubernetes'
+        # 30 s default: a deleted namespace waits out its Pods' grace before it is gone.
+        grace = spec.get("terminationGracePeriodSeconds") or 0
+        spec["terminationGracePeriodSeconds"] = max(grace, drain + STOP_SECONDS)
     if "readinessProbe" not in container:
         check = app.health_check
         container["readinessProbe"] = {

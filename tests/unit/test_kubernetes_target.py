@@ -1,0 +1,63 @@
+"""The Pod template lockgate derives from an Application: drain and grace as documented."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lockgate.api.application import ApplicationSpec
+from lockgate.targets.kubernetes import pod_template
+
+
+def spec(drain: int | None = None, template: dict[str, Any] | None = None) -> ApplicationSpec:
+    kubernetes: dict[str, Any] = {"replicas": 1, "template": template or {}}
+    if drain is not None:
+        kubernetes["drainSeconds"] = drain
+    return ApplicationSpec.model_validate(
+        {
+            "kubernetes": kubernetes,
+            "port": 8080,
+            "healthCheck": {"http": {"path": "/health"}},
+            "traffic": {"traefik": {"route": {"match": "Host(`shop.example`)"}}},
+        }
+    )
+
+
+def grace_and_pre_stop(app: ApplicationSpec) -> tuple[int | None, Any]:
+    template = pod_template("shop", app, "a", "shop:v2", "v2")
+    container = template["spec"]["containers"][0]
+    return (
+        template["spec"].get("terminationGracePeriodSeconds"),
+        container.get("lifecycle", {}).get("preStop"),
+    )
+
+
+def test_the_default_drain_gets_a_grace_of_drain_plus_ten_not_thirty() -> None:
+    # Kubernetes' 30 s default would keep a deleted namespace waiting for 30 s.
+    assert grace_and_pre_stop(spec()) == (15, {"sleep": {"seconds": 5}})
+
+
+@pytest.mark.parametrize(("drain", "grace"), [(1, 11), (40, 50), (300, 310)])
+def test_the_grace_always_covers_the_drain(drain: int, grace: int) -> None:
+    assert grace_and_pre_stop(spec(drain)) == (grace, {"sleep": {"seconds": drain}})
+
+
+def test_a_longer_grace_of_the_users_template_is_kept() -> None:
+    template = {"spec": {"terminationGracePeriodSeconds": 120}}
+    assert grace_and_pre_stop(spec(5, template))[0] == 120
+
+
+def test_a_grace_too_short_for_the_drain_is_raised() -> None:
+    template = {"spec": {"terminationGracePeriodSeconds": 3}}
+    assert grace_and_pre_stop(spec(5, template))[0] == 15
+
+
+def test_without_a_drain_the_template_is_left_to_kubernetes() -> None:
+    assert grace_and_pre_stop(spec(0)) == (None, None)
+
+
+def test_the_users_own_pre_stop_hook_is_kept_with_its_grace() -> None:
+    hook = {"exec": {"command": ["/bin/drain"]}}
+    template = {"spec": {"containers": [{"name": "app", "lifecycle": {"preStop": hook}}]}}
+    assert grace_and_pre_stop(spec(5, template)) == (None, hook)
