@@ -4,8 +4,8 @@ Needs hack/cluster, hack/traefik and hack/dockerhosts up. Runs the operator as a
 as the integration tests do, against the three local hosts (unix, tcp+TLS, ssh), and
 measures:
   rollback  analysis Failed (phase RollingBack) -> Traefik serving 100% stable, read from
-            Traefik's API (bounded below by the file provider noticing the rewrite; the local
-            Traefik runs with throttleDuration 0s, Traefik's default is 2 s)
+            Traefik's API (bounded below by the file provider noticing the rewrite and by
+            Traefik's default 2 s providersThrottleDuration, which the local Traefik keeps)
   rolling   a Rolling update one host at a time over the three hosts, applied -> Succeeded,
             under load (failed requests counted), to set beside Docker Swarm's start-first
             update (python -m bench.docker_swarm)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 from lockgate.api.application import ApplicationSpec
@@ -129,20 +130,41 @@ class KubernetesTarget:
         }
 
     async def observe(
-        self, namespace: str, app_name: str, units: tuple[str, ...]
+        self,
+        namespace: str,
+        app_name: str,
+        units: tuple[str, ...],
+        serving: Mapping[str, frozenset[str]] | None = None,
     ) -> tuple[InstanceSet, InstanceSet]:
         """Stable and canary sets. The engine names units replica-1..N; the canary set
         grows from the front of that list and the stable set shrinks from the front, so
-        counts are mapped to names that way."""
+        counts are mapped to names that way. With `serving` (per role, the Pod IPs the
+        proxy has loaded as servers), a Ready Pod counts as ready only once the proxy
+        lists it: a weight given earlier would be answered 503."""
+        serving = serving or {}
         stable_slot = await self.stable_slot(namespace, app_name)
-        stable = await self._observe_slot(namespace, app_name, stable_slot, units, from_end=True)
+        stable = await self._observe_slot(
+            namespace, app_name, stable_slot, units, serving.get("stable"), from_end=True
+        )
         canary = await self._observe_slot(
-            namespace, app_name, self.other(stable_slot), units, from_end=False
+            namespace,
+            app_name,
+            self.other(stable_slot),
+            units,
+            serving.get("canary"),
+            from_end=False,
         )
         return stable, canary
 
     async def _observe_slot(
-        self, namespace: str, app: str, slot: str, units: tuple[str, ...], *, from_end: bool
+        self,
+        namespace: str,
+        app: str,
+        slot: str,
+        units: tuple[str, ...],
+        serving: frozenset[str] | None,
+        *,
+        from_end: bool,
     ) -> InstanceSet:
         workload = await self.kube.get_or_none(
             self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
@@ -166,7 +188,9 @@ class KubernetesTarget:
                 continue
             existing += 1
             conditions = pod.status.conditions or [] if pod.status else []
-            if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            if any(c.type == "Ready" and c.status == "True" for c in conditions) and (
+                serving is None or (pod.status.pod_ip or "") in serving
+            ):
                 ready += 1
         n = len(units)
         existing, ready = min(existing, n), min(ready, n)

@@ -7,15 +7,17 @@ endpoints in the list makes Traefik stop serving the whole TraefikService.
 A change counts as live only when Traefik's API shows it.
 
 Traefik loads a Service's endpoints only while something routes to it, and it loads them a
-moment after the Pods turn Ready. So lockgate also owns IngressRoute `<app>-lockgate-probe`,
-matching only a header carrying the Application's UID, over both Services: Traefik then
-always knows their servers, and lockgate counts an instance as ready for traffic only once
-Traefik lists it (no 503 from a weight that moved too early).
+moment after the Pods turn Ready (seconds later after a control-plane restart). So lockgate
+also owns IngressRoute `<app>-lockgate-probe`, one rule per Service matching only a header
+carrying the Application's UID: Traefik then always knows their servers, and lockgate
+counts a Pod as ready for traffic only once Traefik lists its IP (no 503 from a weight that
+moved too early).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -117,6 +119,8 @@ class TraefikCrdRouter:
             await self.kube.apply(self.api_version, "ingressroutes", self.namespace, body)
 
     def _probe_route(self) -> dict[str, Any]:
+        """One rule per Service: Traefik drops a rule whose Service has no endpoints (unless
+        its allowEmptyServices is set), and an empty canary must not hide the stable one."""
         uid = self.app_obj["metadata"]["uid"]
         return {
             "apiVersion": self.api_version,
@@ -126,15 +130,29 @@ class TraefikCrdRouter:
                 "routes": [
                     {
                         "kind": "Rule",
-                        "match": f"Header(`X-Lockgate-Probe`, `{uid}`)",
+                        "match": f"Header(`X-Lockgate-Probe`, `{uid}-{role}`)",
                         "services": [
                             {"name": service_name(self.name, role), "port": self.app.port}
-                            for role in ROLES
                         ],
                     }
+                    for role in ROLES
                 ],
             },
         }
+
+    async def serving(self) -> dict[str, frozenset[str]] | None:
+        """Per role, the IPs Traefik has loaded as servers of the role's Service; None
+        without Traefik's API (readiness then rests on the Pods alone)."""
+        if not self.api_url:
+            return None
+        out: dict[str, frozenset[str]] = {}
+        for role, leaf in live_leaves(self.namespace, self.name).items():
+            body = await service_answer(
+                self.http, self.api_url, f"{leaf}{self.app.port}", "kubernetescrd"
+            )
+            servers = ((body or {}).get("loadBalancer") or {}).get("servers") or []
+            out[role] = frozenset(urlsplit(str(s.get("url", ""))).hostname or "" for s in servers)
+        return out
 
     async def set_weights(self, stable: int, canary: int) -> None:
         await self.kube.apply(

@@ -44,8 +44,9 @@ class KubernetesFleet:
             for role in ("stable", "canary")
         }
 
-    async def _sets(self) -> tuple[InstanceSet, InstanceSet]:
-        return await self.target.observe(self.namespace, self.name, self.app.units())
+    async def _sets(self, *, in_proxy: bool = True) -> tuple[InstanceSet, InstanceSet]:
+        serving = await self.router.serving() if in_proxy else None
+        return await self.target.observe(self.namespace, self.name, self.app.units(), serving)
 
     async def observe(self) -> FleetView:
         stable, canary = await self._sets()
@@ -80,7 +81,8 @@ class KubernetesFleet:
         )
 
     async def remove_rollout(self) -> None:
-        stable, canary = await self._sets()
+        # The canary goes: back to stable even before Traefik has loaded all its servers.
+        stable, canary = await self._sets(in_proxy=False)
         if stable.ready:
             await self.router.set_weights(100, 0)
         if (
