@@ -29,7 +29,7 @@ class Load:
     responses: list[Response] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def _run(self, deadline: float) -> None:
         with httpx.Client(timeout=3.0) as http:
@@ -46,6 +46,7 @@ class Load:
                     item = Response(time.monotonic(), None, None)
                 with self._lock:
                     self.responses.append(item)
+                    self._lock.notify_all()
                 time.sleep(0.002)
 
     def start(self, max_seconds: float = 600.0) -> Load:
@@ -57,6 +58,12 @@ class Load:
         for worker in self._workers:
             worker.start()
         return self
+
+    def wait_answered(self, count: int, timeout: float = 120.0) -> None:
+        """Until `count` requests have been answered or failed: load observed, not slept on."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self.responses) >= count, timeout):
+                raise TimeoutError(f"{len(self.responses)} of {count} requests after {timeout}s")
 
     def stop(self) -> list[Response]:
         self._stop.set()

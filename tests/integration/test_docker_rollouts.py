@@ -6,6 +6,8 @@ routing real HTTP through the file-provider configuration lockgate writes over S
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from tests.support.docker_apps import (
     running_images,
     wait_alone_everywhere,
 )
-from tests.support.dockerhosts import DockerHost, local_client
+from tests.support.dockerhosts import DockerHost, local_client, start_docker_hosts
 from tests.support.operator_fixtures import Operator
 from tests.support.rollouts import Lockgate, deployment, host_of, wait_for
 from tests.support.socket_relay import SocketRelay
@@ -255,6 +257,101 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
         assert images["host1"] == ["demo:v1"] and images["host3"] == ["demo:v1"]
     finally:
         relay.stop()
+
+
+def stop_daemon(host: DockerHost) -> None:
+    """Stops a host's dockerd the way a shutdown or crash of the host would: no live-restore,
+    so its containers stop with it. Returns once the daemon has exited."""
+    pid = int((host.socket.parent / "dockerd.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    wait_for(f"{host.name}'s dockerd to exit", lambda: not Path(f"/proc/{pid}").exists())
+
+
+@pytest.fixture
+def host1_restored(fleet: dict[str, DockerHost]) -> Iterator[DockerHost]:
+    """host1, started again after the test (empty: a fresh start removes its containers)."""
+    yield fleet["host1"]
+    start_docker_hosts()
+
+
+def test_host_lost_mid_batch_fails_naming_it_and_no_request_fails(
+    lockgate: Lockgate,
+    app: str,
+    fleet: dict[str, DockerHost],
+    host1_restored: DockerHost,
+    traefik: Traefik,
+    tmp_path: Path,
+) -> None:
+    """host1's daemon stops as lockgate creates the new container on it (the second batch),
+    and takes its running v1 container with it. Requests Traefik had sent to host1 are sent
+    again to the other hosts (retry middleware); the rollout fails naming host1 and the rest
+    goes back to v1."""
+    relay = SocketRelay(tmp_path / "host1.sock", host1_restored.socket)
+    relay.start()
+    try:
+        deploy_v1(
+            lockgate,
+            app,
+            fleet,
+            traefik,
+            order=("host2", "host1", "host3"),
+            urls={"host1": f"unix://{relay.path}"},
+        )
+        rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
+        states_at_loss: list[list[str]] = []
+
+        def lose_host1() -> None:
+            states_at_loss.append([b["state"] for b in lockgate.status(f"{app}-v2")["batches"]])
+            stop_daemon(host1_restored)
+
+        with load_for(traefik, lockgate, app) as load:
+            load.wait_answered(20)
+            relay.trip = b"/containers/create"
+            relay.on_trip = lose_host1
+            lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
+            status = lockgate.wait_finished(f"{app}-v2")
+            load.wait_answered(50)
+        responses = load.stop()
+        assert relay.tripped.is_set()
+        assert states_at_loss == [["Succeeded", "Running", "Pending"]], "lost inside batch 2"
+        assert status["phase"] == "RolledBack", status.get("message")
+        assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
+        assert failed(responses) == [], (
+            f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+        )
+        assert served(responses[-50:], "v1") == 50
+        images = running_images({h: fleet[h] for h in ("host2", "host3")}, app)
+        assert images == {"host2": ["demo:v1"], "host3": ["demo:v1"]}
+    finally:
+        relay.stop()
+
+
+def test_host_lost_between_rollouts_costs_no_request_and_is_reported(
+    lockgate: Lockgate,
+    app: str,
+    fleet: dict[str, DockerHost],
+    host1_restored: DockerHost,
+    traefik: Traefik,
+) -> None:
+    deploy_v1(lockgate, app, fleet, traefik)
+    with load_for(traefik, lockgate, app) as load:
+        load.wait_answered(20)
+        stop_daemon(host1_restored)
+        application = wait_for(
+            "the Application to report host1",
+            lambda: (
+                a
+                if "host1"
+                in ((a := lockgate.get(app, "applications")).get("status") or {}).get("message", "")
+                else None
+            ),
+        )
+        load.wait_answered(len(load.responses) + 200)
+    responses = load.stop()
+    assert application["status"]["phase"] == "Degraded", application["status"]
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
 
 
 def test_unknown_ssh_host_key_is_refused_and_nothing_is_deployed(

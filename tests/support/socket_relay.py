@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -17,6 +18,7 @@ class SocketRelay:
         self.path = path
         self.upstream = upstream
         self.trip: bytes | None = None
+        self.on_trip: Callable[[], None] | None = None  # runs as the relay is cut
         self.tripped = threading.Event()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -54,6 +56,8 @@ class SocketRelay:
                     dst.shutdown(socket.SHUT_WR)
                 return
             if to_daemon and self.trip and self.trip in data:
+                if self.on_trip is not None:
+                    self.on_trip()
                 self.stop()
                 return
             try:

@@ -74,7 +74,12 @@ def test_render_weighted_service_over_two_load_balancers_with_router() -> None:
             "rule": "Host(`shop.test`)",
             "entryPoints": ["web", "websecure"],
             "service": "shop",
+            "middlewares": ["shop-retry"],
         }
+    }
+    # Requests to a host that just died are sent again instead of failing.
+    assert http["middlewares"] == {
+        "shop-retry": {"retry": {"attempts": 3, "initialInterval": "50ms"}}
     }
     assert http["services"]["shop"]["weighted"]["services"] == [
         {"name": "shop-stable", "weight": 90},

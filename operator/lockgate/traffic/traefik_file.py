@@ -115,9 +115,21 @@ def render(config: FileConfig) -> dict[str, Any]:
                 "rule": config.route.rule,
                 "entryPoints": list(config.route.entry_points),
                 "service": app,
+                "middlewares": [retry_middleware(app)],
             }
         }
+        # A host that dies takes its servers with it until the health check (or lockgate)
+        # drops them; a request that reached no server is sent again, so no client sees it.
+        http["middlewares"] = {retry_middleware(app): {"retry": RETRY}}
     return {"http": http}
+
+
+RETRY = {"attempts": 3, "initialInterval": "50ms"}
+"""Traefik retries only requests no server answered (refused or reset connections)."""
+
+
+def retry_middleware(app: str) -> str:
+    return f"{app}-retry"
 
 
 def dump(config: FileConfig) -> str:
