@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -390,7 +391,7 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [
-                    str(REPO_ROOT / ".venv/bin/lockgate"),
+                    str(Path(sys.executable).with_name("lockgate")),
                     "operator",
                     f"--namespace={namespace}",
                     f"--liveness=http://127.0.0.1:{health}/healthz",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 from kubernetes import client
 
 from hack.tools.load import Load
-from tests.support.cluster import REPO_ROOT, Cluster, Traefik
+from tests.support.cluster import Cluster, Traefik
 from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,7 +31,7 @@ def plugin(
     cluster: Cluster, *args: str, kubeconfig: Path | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     env = cluster.env()
-    env["PATH"] = f"{REPO_ROOT / '.venv/bin'}:{env['PATH']}"
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
     return subprocess.run(

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +46,7 @@ class Operator:
         handle = log.open("wb")
         self.process = subprocess.Popen(
             [
-                str(REPO_ROOT / ".venv/bin/lockgate"),
+                str(Path(sys.executable).with_name("lockgate")),  # the virtualenv running the tests
                 "operator",
                 *self.scope,
                 "--liveness",
