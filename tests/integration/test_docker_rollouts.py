@@ -31,7 +31,15 @@ from tests.support.docker_apps import (
 )
 from tests.support.dockerhosts import DockerHost, local_client, start_docker_hosts
 from tests.support.operator_fixtures import Operator
-from tests.support.rollouts import Lockgate, deployment, host_of, wait_for
+from tests.support.rollouts import (
+    Kill,
+    Lockgate,
+    deployment,
+    host_of,
+    interruption,
+    seeded_random,
+    wait_for,
+)
 from tests.support.socket_relay import SocketRelay
 
 pytestmark = pytest.mark.integration
@@ -84,10 +92,10 @@ def test_rolling_update_host_by_host_loses_no_request(
     assert running_images(fleet, app) == {h: ["demo:v1"] for h in fleet}
     rolling = {"type": "Rolling", "rolling": {"batchSize": batch, "minHealthy": 1}}
     with load_for(traefik, lockgate, app) as load:
-        time.sleep(1)
+        load.wait_answered(20)
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
         status = lockgate.wait_finished(f"{app}-v2")
-        time.sleep(1)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert len(responses) > 200
@@ -139,7 +147,7 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
     deploy_v1(lockgate, app, fleet, traefik)
     blue_green = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 3}}
     with load_for(traefik, lockgate, app) as load:
-        time.sleep(1)
+        load.wait_answered(20)
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", blue_green))
         wait_for(
             "both sets on every host",
@@ -147,7 +155,7 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
             every=0.1,
         )
         status = lockgate.wait_finished(f"{app}-v2")
-        time.sleep(1)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert failed(responses) == [], (
@@ -170,7 +178,7 @@ def test_good_canary_is_promoted_to_every_host(
         "canary": {"canaryHosts": 1, "steps": [20, 50, 100], "stepSeconds": 4},
     }
     with load_for(traefik, lockgate, app) as load:
-        time.sleep(1)
+        load.wait_answered(20)
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", canary, analysis=ANALYSIS))
         wait_for(
             "canary on exactly one host",
@@ -180,7 +188,7 @@ def test_good_canary_is_promoted_to_every_host(
             ),
         )
         status = lockgate.wait_finished(f"{app}-v2")
-        time.sleep(1)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert failed(responses) == [], (
@@ -200,12 +208,12 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
         "canary": {"canaryHosts": 1, "steps": [20, 50, 100], "stepSeconds": 8},
     }
     with load_for(traefik, lockgate, app) as load:
-        time.sleep(1)
+        load.wait_answered(20)
         lockgate.create(
             deployment(f"{app}-bad", app, "demo:v2-errors30", canary, analysis=ANALYSIS)
         )
         status = lockgate.wait_finished(f"{app}-bad")
-        time.sleep(2)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "RolledBack", status.get("message")
     assert "canary 5xx ratio" in status["message"] and "maxErrorRate" in status["message"]
@@ -237,11 +245,11 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
         )
         rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
         with load_for(traefik, lockgate, app) as load:
-            time.sleep(1)
+            load.wait_answered(20)
             relay.trip = b"/containers/create"
             lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
             status = lockgate.wait_finished(f"{app}-v2")
-            time.sleep(1)
+            load.wait_answered(len(load.responses) + 200)
         responses = load.stop()
         assert relay.tripped.is_set()
         assert status["phase"] == "RolledBack", status.get("message")
@@ -409,7 +417,7 @@ def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_bac
         with load_for(traefik, lockgate, app) as load:
             lockgate.create(deployment(f"{app}-v2", app, "demo:v2", canary))
             status = lockgate.wait_finished(f"{app}-v2")
-            time.sleep(1)
+            load.wait_answered(len(load.responses) + 200)
         responses = load.stop()
     finally:
         filler.remove(force=True)
@@ -423,21 +431,33 @@ def test_canary_promotion_onto_a_host_without_room_fails_naming_it_and_rolls_bac
     wait_alone_everywhere(fleet, app, "demo:v1")
 
 
+def batch_started(lg: Lockgate, app: str, index: int) -> bool:
+    status = lg.status(f"{app}-v2")
+    batches = status.get("batches") or []
+    return len(batches) > index and batches[index]["state"] != "Pending"
+
+
 def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
 ) -> None:
     deploy_v1(lockgate, app, fleet, traefik)
     rolling = {"type": "Rolling", "rolling": {"batchSize": 1, "batchWaitSeconds": 1}}
+    rng, seed = seeded_random()
+    kills: list[Kill] = []
     with load_for(traefik, lockgate, app) as load:
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
-        for delay in (1.5, 2.5, 2.0):
-            time.sleep(delay)
+        for batch in range(3):
+            wait_for(f"batch {batch + 1} to start", lambda b=batch: batch_started(lockgate, app, b))
+            time.sleep(rng.uniform(0.0, 0.5))  # the seeded moment inside the batch
             operator.kill()
+            kills.append(interruption(lockgate, f"{app}-v2"))
             operator.start()
         status = lockgate.wait_finished(f"{app}-v2", timeout=300)
-        time.sleep(1)
+        load.wait_answered(len(load.responses) + 100)
     responses = load.stop()
-    assert status["phase"] == "Succeeded", status.get("message")
+    where = f"seed {seed}, kills at {kills}"
+    assert all(k.inside for k in kills), f"a kill landed outside the rollout: {where}"
+    assert status["phase"] == "Succeeded", f"{status.get('message')}; {where}"
     done = [e["message"] for e in status["log"] if " done: " in e["message"]]
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
     assert numbers == list(range(1, status["step"]["total"] + 1)), f"steps completed: {numbers}"
@@ -513,7 +533,7 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
         timeout=30,
     )
     with load_for(traefik, lockgate, app) as load:
-        time.sleep(2)
+        load.wait_answered(20)
     responses = load.stop()
     assert failed(responses) == [], (
         f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
@@ -543,7 +563,7 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
             "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments", f"{app}-v2"
         )
         wait_alone_everywhere(fleet, app, "demo:v1", timeout=60)
-        time.sleep(1)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert failed(responses) == [], (
         f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"

@@ -410,10 +410,10 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         lg.wait_phase("shop-v1", {"Succeeded"})
         canary = {"type": "Canary", "canary": {"steps": [20, 50, 100], "stepSeconds": 4}}
         with Load(traefik.web_url, host_of("shop", namespace)) as load:
-            time.sleep(1)
+            load.wait_answered(20)
             lg.create(deployment("shop-v2", "shop", "demo:v2", canary))
             status = lg.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
-            time.sleep(2)
+            load.wait_answered(len(load.responses) + 200)
         responses = load.stop()
         assert status["phase"] == "Succeeded", status.get("message")
         # Zero failed requests during a canary is the rollout tests' claim (and the operator's

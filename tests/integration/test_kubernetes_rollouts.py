@@ -4,7 +4,6 @@ Traefik routing real HTTP, and the operator running as `lockgate operator` (kopf
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Any
 
@@ -16,11 +15,14 @@ from hack.tools.load import Load, by_version, failed
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator
 from tests.support.rollouts import (
+    Kill,
     Lockgate,
     WeightRecorder,
     application,
     deployment,
     host_of,
+    interruption,
+    seeded_random,
     wait_for,
 )
 
@@ -58,11 +60,11 @@ def test_healthy_canary_shifts_real_traffic_step_by_step_with_no_failed_request(
     canary = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 12}}
     service = f"{lockgate.namespace}-shop@kubernetescrd"
     with WeightRecorder(traefik.api_url, service) as weights, load_for(traefik, lockgate) as load:
-        time.sleep(2)
+        load.wait_answered(20)
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
         status = lockgate.wait_finished("shop-v2")
         wait_for("enough requests", lambda: len(load.responses) >= 5000, timeout=120)
-        time.sleep(2)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert len(responses) >= 5000
@@ -85,12 +87,12 @@ def test_failing_canary_is_rolled_back_automatically(lockgate: Lockgate, traefik
     deploy_v1(lockgate)
     canary = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 10}}
     with load_for(traefik, lockgate) as load:
-        time.sleep(2)
+        load.wait_answered(20)
         lockgate.create(
             deployment("shop-bad", "shop", "demo:v2-errors30", canary, analysis=ANALYSIS)
         )
         status = lockgate.wait_finished("shop-bad")
-        time.sleep(3)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "RolledBack"
     assert "canary 5xx ratio" in status["message"] and "maxErrorRate" in status["message"]
@@ -138,10 +140,10 @@ def test_rolling_and_blue_green_complete_with_no_failed_request(
 ) -> None:
     deploy_v1(lockgate)
     with load_for(traefik, lockgate) as load:
-        time.sleep(2)
+        load.wait_answered(20)
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", strategy))
         status = lockgate.wait_finished("shop-v2")
-        time.sleep(2)
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
     assert failed(responses) == [], (
@@ -162,23 +164,31 @@ def test_recreate_replaces_every_instance(lockgate: Lockgate, traefik: Traefik) 
 def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
     lockgate: Lockgate, traefik: Traefik, operator: Operator
 ) -> None:
+    """One SIGKILL inside each of the first five steps, at a seeded random moment of it."""
     deploy_v1(lockgate)
-    canary = {"type": "Canary", "canary": {"steps": [10, 25, 50, 75, 100], "stepSeconds": 3}}
-    rng = random.Random()
+    steps = [5, 10, 25, 50, 75, 100]
+    canary = {"type": "Canary", "canary": {"steps": steps, "stepSeconds": 3}}
+    rng, seed = seeded_random()
+    kills: list[Kill] = []
     with load_for(traefik, lockgate) as load:
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
-        for _ in range(5):
-            time.sleep(rng.uniform(1.0, 5.0))
+        for step in range(5):
+            lockgate.wait_step("shop-v2", step)
+            time.sleep(rng.uniform(0.0, 1.5))  # the seeded moment inside the step
             operator.kill()
+            kills.append(interruption(lockgate, "shop-v2"))
             operator.start()
         status = lockgate.wait_finished("shop-v2", timeout=300)
     responses = load.stop()
-    assert status["phase"] == "Succeeded", status.get("message")
+    where = f"seed {seed}, kills at {kills}"
+    assert all(k.inside for k in kills), f"a kill landed outside the rollout: {where}"
+    assert [k.step for k in kills] == list(range(5)), f"one kill per step: {where}"
+    assert status["phase"] == "Succeeded", f"{status.get('message')}; {where}"
     done = [e["message"] for e in status["log"] if " done: " in e["message"]]
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
     total = status["step"]["total"]
-    assert numbers == list(range(1, total + 1)), f"steps completed: {numbers}"
-    assert failed(responses) == [], by_version(responses)
+    assert numbers == list(range(1, total + 1)), f"steps completed: {numbers}; {where}"
+    assert failed(responses) == [], f"{by_version(responses)}; {where}"
 
 
 def test_invalid_manifests_are_refused_naming_the_field(
@@ -257,7 +267,7 @@ def test_promote_abort_and_pause_by_annotation_and_spec(
     }
     lockgate.create(deployment("shop-v2", "shop", "demo:v2", manual))
     lockgate.wait_phase("shop-v2", {"Paused"})
-    time.sleep(3)
+    time.sleep(3)  # an observation window: nothing may happen in it
     assert lockgate.phase("shop-v2") == "Paused", "an indefinite pause waits"
     lockgate.annotate("shop-v2", "promote")
     lockgate.wait_phase("shop-v2", {"Succeeded"})

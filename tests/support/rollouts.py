@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 from kubernetes import client
 
+from lockgate.api.deployment import TERMINAL_PHASES
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 
 
@@ -87,6 +90,17 @@ class Lockgate:
             raise AssertionError(
                 f"{err}; it is {seen.get('phase')}: {seen.get('message')}"
             ) from None
+        return status
+
+    def wait_step(self, name: str, index: int, timeout: float = 180.0) -> dict[str, Any]:
+        """The status once the rollout has reached step `index` (0-based) or ended."""
+
+        def reached() -> dict[str, Any] | None:
+            status = self.status(name)
+            at = (status.get("step") or {}).get("index", -1)
+            return status if at >= index or status.get("phase") in TERMINAL_PHASES else None
+
+        status: dict[str, Any] = wait_for(f"{name} to reach step {index + 1}", reached, timeout)
         return status
 
     def events(self, name: str) -> list[client.CoreV1Event]:
@@ -194,3 +208,33 @@ class WeightRecorder:
                 start, weight = at, value
         out.append((start + margin, self.samples[-1][0] - margin, weight))
         return [w for w in out if w[1] > w[0]]
+
+
+def seeded_random() -> tuple[random.Random, int]:
+    """A random source whose seed is printed in every failure, so a run can be repeated:
+    `LOCKGATE_SEED=<seed> hack/test <test>`."""
+    seed = int(os.environ.get("LOCKGATE_SEED") or random.SystemRandom().randrange(2**32))
+    return random.Random(seed), seed
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Where a rollout stood when the operator was killed (read after the kill, so exact:
+    a dead operator writes nothing)."""
+
+    phase: str | None
+    step: int
+    batches: tuple[str, ...]
+
+    @property
+    def inside(self) -> bool:
+        return self.phase not in {None, "Pending", *TERMINAL_PHASES}
+
+
+def interruption(lg: Lockgate, name: str) -> Kill:
+    status = lg.status(name)
+    return Kill(
+        status.get("phase"),
+        (status.get("step") or {}).get("index", 0),
+        tuple(b["state"] for b in status.get("batches") or []),
+    )
