@@ -3,13 +3,11 @@ Traefik routing real HTTP, and the operator running as `lockgate operator` (kopf
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from hack.tools.load import Load, by_version, failed
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
@@ -223,38 +221,6 @@ def test_missing_application_is_a_condition_and_an_event_not_a_crash(
         lambda: any(e.reason == "ApplicationNotFound" for e in lockgate.events("orphan")),
     )
     assert operator.process is not None and operator.process.poll() is None
-
-
-def test_secret_values_never_appear_in_status_events_or_logs(
-    lockgate: Lockgate, operator: Operator
-) -> None:
-    secret_value = "s3cr3t-" + lockgate.namespace
-    client.CoreV1Api(lockgate.api).create_namespaced_secret(
-        lockgate.namespace, {"metadata": {"name": "db"}, "stringData": {"password": secret_value}}
-    )
-    template = {
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "env": [
-                        {
-                            "name": "DB_PASSWORD",
-                            "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}},
-                        }
-                    ],
-                }
-            ]
-        }
-    }
-    deploy_v1(lockgate, template=template)
-    lockgate.create(deployment("shop-v2", "shop", "demo:v2", {"type": "Rolling"}))
-    lockgate.wait_phase("shop-v2", {"Succeeded"})
-    for name in ("shop-v1", "shop-v2"):
-        assert secret_value not in json.dumps(lockgate.get(name))
-        assert all(secret_value not in (e.message or "") for e in lockgate.events(name))
-    assert secret_value not in json.dumps(lockgate.get("shop", "applications"))
-    assert secret_value not in operator.log_text()
 
 
 def test_promote_abort_and_pause_by_annotation_and_spec(
