@@ -65,3 +65,15 @@ def parse_live_weights(
     if service.get("status") not in (None, "enabled"):
         return None
     return split(role_weights((service.get("weighted") or {}).get("services") or [], leaves))
+
+
+async def routes_to(http: httpx.AsyncClient, api_url: str, service: str, provider: str) -> bool:
+    """Whether Traefik serves an enabled router to `service`: a weighted service it has
+    loaded is no use to clients until the route to it is loaded too."""
+    url = f"{api_url.rstrip('/')}/api/http/routers"
+    params = {"serviceName": f"{service}@{provider}", "status": "enabled"}
+    try:
+        answer = await http.get(url, params=params, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return answer.status_code == 200 and bool(answer.json())

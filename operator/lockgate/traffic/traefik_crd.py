@@ -4,7 +4,7 @@
 lockgate owns both objects (a GitOps sync of the user's manifests never resets weights).
 A child Service with weight 0 is removed from the weighted list: a Service without ready
 endpoints in the list makes Traefik stop serving the whole TraefikService.
-A change counts as live only when Traefik's API shows it.
+A change counts as live only when Traefik's API shows it, and the route to it.
 
 Traefik loads a Service's endpoints only while something routes to it, and it loads them a
 moment after the Pods turn Ready (seconds later after a control-plane restart). So lockgate
@@ -25,7 +25,7 @@ from lockgate.api.application import ApplicationSpec
 from lockgate.kube import Kube, owner_reference
 from lockgate.names import LABEL_APP, ROLES, service_name
 
-from .traefik_api import parse_live_weights, role_weights, service_answer, split
+from .traefik_api import parse_live_weights, role_weights, routes_to, service_answer, split
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -178,4 +178,10 @@ class TraefikCrdRouter:
         if body is None:
             return None
         live = parse_live_weights(body, live_leaves(self.namespace, self.name))
-        return live if live == declared else None
+        if live != declared:
+            return None
+        if self.app.traffic.traefik.route is not None and not await routes_to(
+            self.http, self.api_url, service, "kubernetescrd"
+        ):
+            return None
+        return live
