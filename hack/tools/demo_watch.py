@@ -4,6 +4,7 @@ line per second with phase, step, weights and the versions that answered."""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,15 @@ def main() -> None:
     watch(lg, "shop-v1", None)
     print(f"\n$ kubectl apply -f {args.canary}   # demo:v2, under load through Traefik ({host})")
     with Load(args.web, host, threads=2) as load:
-        time.sleep(1)
+        load.wait_answered(20)
         lg.create(canary)
         status = watch(lg, canary["metadata"]["name"], load)
     responses = load.stop()
     print(f"\n{status.get('phase')}: {status.get('message')}")
     print(f"{len(responses)} requests through Traefik, {len(failed(responses))} failed.")
     print(f"See it yourself: kubectl -n {args.namespace} get lgd,lga   |   hack/demo down to stop.")
+    if status.get("phase") != "Succeeded" or failed(responses):
+        sys.exit(1)  # the demo shows what lockgate promises: anything else is a failure
 
 
 if __name__ == "__main__":
