@@ -1,7 +1,7 @@
-"""Deleting a namespace that holds a rollout in flight never hangs when the operator watches
-only that namespace (the demo's mode and the chart's `watchNamespaces`): lockgate's
-finalizers in it are released, whether the operator was running when the deletion began or
-started while the namespace was already terminating."""
+"""Deleting a namespace that holds a rollout in flight never hangs, in either watch mode the
+chart offers (`watchNamespaces`, the demo's mode, and cluster-wide): lockgate's finalizers
+in it are released, whether the operator was running when the deletion began or started
+while the namespace was already terminating."""
 
 from __future__ import annotations
 
@@ -26,26 +26,33 @@ PAUSED_CANARY = {
 }
 
 
-@pytest.fixture
-def watched(cluster: Cluster, operator: Operator) -> Iterator[tuple[Lockgate, Operator]]:
-    """A fresh namespace served by an operator that watches only it. The session's
-    cluster-wide operator is stopped meanwhile: it would release the finalizers itself."""
+@pytest.fixture(params=["watchNamespaces", "cluster-wide"])
+def watched(
+    request: pytest.FixtureRequest, cluster: Cluster, operator: Operator
+) -> Iterator[tuple[Lockgate, Operator]]:
+    """A fresh namespace served in each watch mode the chart offers: by an operator that
+    watches only it (the session's cluster-wide operator stops meanwhile, or it would
+    release the finalizers itself), or by the session's cluster-wide operator."""
     name = f"t-ns-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api_client())
     core.create_namespace({"metadata": {"name": name}})
-    operator.stop()
-    namespaced = Operator(
-        operator.env,
-        operator.log_path.with_name(f"namespaced-{name}"),
-        free_port(),
-        scope=("--namespace", name),
-    )
-    namespaced.start()
+    serving = operator
+    if request.param == "watchNamespaces":
+        operator.stop()
+        serving = Operator(
+            operator.env,
+            operator.log_path.with_name(f"namespaced-{name}"),
+            free_port(),
+            scope=("--namespace", name),
+        )
+        serving.start()
     try:
-        yield Lockgate(cluster.api_client(), name), namespaced
+        yield Lockgate(cluster.api_client(), name), serving
     finally:
-        namespaced.stop()
-        operator.start()
+        if serving is not operator:
+            serving.stop()
+        if operator.process is None or operator.process.poll() is not None:
+            operator.start()
         try:
             core.delete_namespace(name)
         except client.ApiException as err:
@@ -87,14 +94,14 @@ def wait_gone(core: client.CoreV1Api, name: str, timeout: float) -> None:
 def test_deleting_a_watched_namespace_mid_canary_finishes(
     cluster: Cluster, watched: tuple[Lockgate, Operator]
 ) -> None:
-    lg, namespaced = watched
+    lg, serving = watched
     canary_paused_mid_rollout(lg)
     core = client.CoreV1Api(cluster.api_client())
 
     core.delete_namespace(lg.namespace)
 
     wait_gone(core, lg.namespace, timeout=GONE_WITHIN)
-    assert namespaced.process is not None and namespaced.process.poll() is None, (
+    assert serving.process is not None and serving.process.poll() is None, (
         "the operator kept running"
     )
 
@@ -104,10 +111,10 @@ def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
 ) -> None:
     """The second `hack/demo` hung here: its new operator started while the previous demo's
     namespace was already terminating."""
-    lg, namespaced = watched
+    lg, serving = watched
     canary_paused_mid_rollout(lg)
     core = client.CoreV1Api(cluster.api_client())
-    namespaced.kill()
+    serving.kill()
 
     core.delete_namespace(lg.namespace)
     # The namespace controller has reported what blocks it: lockgate's finalizers.
@@ -118,6 +125,6 @@ def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
             for c in core.read_namespace(lg.namespace).status.conditions or []
         ),
     )
-    namespaced.start()
+    serving.start()
 
     wait_gone(core, lg.namespace, timeout=GONE_WITHIN)
