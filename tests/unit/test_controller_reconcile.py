@@ -187,3 +187,16 @@ def test_a_paused_rollout_stops_writing_its_status(env: Env) -> None:
     assert env.op.phase("dep") == "Paused"
     env.op.round("dep")  # the round that notices nothing moves
     assert [env.op.round("dep").progressed for _ in range(3)] == [False, False, False]
+
+
+def test_a_finished_rollout_with_a_leftover_superseded_annotation_reads_nothing(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    for _ in range(8):
+        env.op.round("dep")
+    env.kube.deployment("dep")["metadata"]["annotations"] = {"lockgate.dev/superseded-by": "b"}
+    env.op.run("dep")
+    assert env.op.phase("dep") == "Aborted"
+    reads = dict(env.fleet.reads)
+    for _ in range(20):
+        env.op.round("dep")
+    assert dict(env.fleet.reads) == reads
