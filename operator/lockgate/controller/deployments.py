@@ -40,6 +40,7 @@ MOVING = ("Progressing", "RollingBack")
 FINISHED = ("Succeeded", "RolledBack", "Aborted")  # nothing left to do (Failed can be retried)
 # Phases no round changes until the spec or an action does (a Failed rollout keeps the lock).
 TERMINAL = (*FINISHED, "Failed")
+WAITING = (None, "Pending", "Queued")  # not started
 log = logging.getLogger("lockgate.deployments")
 
 
@@ -161,6 +162,15 @@ class Reconciler:
         if self.app is None or self.app_obj is None:
             return Observation(action=action, superseded_by=superseded_by)
         holder, ahead = self.lock_state(spec)
+        starting = status.phase in WAITING and (
+            holder == self.name or (holder is None and ahead == 0)
+        )
+        if status.phase in WAITING and (spec.paused or not starting):
+            # Waiting for the lock or for spec.paused: nothing of the fleet is decided on
+            # (the engine looks at it when the rollout may start), so nothing reads it.
+            return Observation(
+                lock_holder=holder, queued_ahead=ahead, superseded_by=superseded_by, action=action
+            )
         own = release_of(self.name, status.revision) if status.revision else None
         self.fleet = fleet = fleet_for(self.rt, self.app_obj, self.app, own)
         try:
@@ -176,9 +186,6 @@ class Reconciler:
                 refusal=err.reason,
             )
         refusal = None
-        starting = status.phase in (None, "Pending", "Queued") and (
-            holder == self.name or (holder is None and ahead == 0)
-        )
         if starting:
             refusal = await fleet.preflight(spec, view.stable.image is not None)
         sample = None
