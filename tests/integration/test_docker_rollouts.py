@@ -6,7 +6,9 @@ routing real HTTP through the file-provider configuration lockgate writes over S
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import signal
 import subprocess
 import time
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kubernetes import client
 
 from hack.tools.load import Load, by_version, failed
 from lockgate.targets.docker.containers import container_labels, container_name
@@ -378,6 +381,89 @@ def test_unknown_ssh_host_key_is_refused_and_nothing_is_deployed(
     assert containers(fleet, app) == {h: [] for h in fleet}
     assert not (traefik.dynamic_dir / f"{app}.yaml").exists()
     assert "Failed" in {e.reason for e in lockgate.events(f"{app}-v1")}
+
+
+def failed_logins(host: DockerHost, fingerprint: str) -> int:
+    """Logins sshd refused to the key with this fingerprint (hack/dockerhosts runs it with
+    LogLevel VERBOSE: `Failed publickey for root from … ssh2: ED25519 SHA256:…`)."""
+    assert host.sshd_log is not None
+    text = host.sshd_log.read_text(errors="replace")
+    return sum(
+        1 for line in text.splitlines() if "Failed publickey" in line and fingerprint in line
+    )
+
+
+BACKOFF = re.compile(r"host host3: SSH authentication failed.*; next attempt in (\d+) s\)")
+
+
+def test_a_refused_rollout_stops_logging_in_and_the_application_backs_off(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
+) -> None:
+    """host3's SSH key is replaced by one it does not accept. The Deployment refused before
+    start makes no login attempt while it is Failed; the only ones are the Application's
+    status refresh, farther and farther apart; a retry tries again."""
+    deploy_v1(lockgate, app, fleet, traefik)
+    key = tmp_path / "wrong"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    listed = subprocess.run(
+        ["ssh-keygen", "-l", "-f", str(key.with_suffix(".pub"))],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    fingerprint = listed.stdout.split()[1]  # SHA256:…
+    assert fingerprint.startswith("SHA256:")
+    client.CoreV1Api(lockgate.api).patch_namespaced_secret(
+        "host3-ssh",
+        lockgate.namespace,
+        {"data": {"id_ed25519": base64.b64encode(key.read_bytes()).decode()}},
+    )
+    host3 = fleet["host3"]
+
+    def backoff(status: dict[str, Any]) -> int | None:
+        match = BACKOFF.search(status.get("message") or "")
+        return int(match.group(1)) if match else None
+
+    # A changed Secret is tried at once: the Application names host3 and its back-off.
+    lockgate.watch_status(app, "applications", backoff, "the Application to name host3")
+
+    lockgate.create(deployment(f"{app}-v2", app, "demo:v2"))
+    status = lockgate.wait_finished(f"{app}-v2")
+    assert status["phase"] == "Failed"
+    assert status["message"].startswith(
+        "refused before start: host host3: SSH authentication failed"
+    ), status["message"]
+    assert failed_logins(host3, fingerprint) > 0, "sshd logs the refused key (not vacuous)"
+
+    # Between two attempts of the Application's refresh (20 s or more apart), the failed
+    # Deployment logs in nowhere: only the refresh's next attempt adds to the count.
+    _, delay = lockgate.watch_status(
+        app,
+        "applications",
+        lambda s: (d := backoff(s)) is not None and d >= 20 and d,
+        "the refresh's back-off to reach 20 s",
+    )
+    before = failed_logins(host3, fingerprint)
+    lockgate.watch_status(
+        app,
+        "applications",
+        lambda s: (d := backoff(s)) is not None and d > delay,
+        "the refresh's next attempt",
+        timeout=delay * 2 + 60,
+    )
+    attempts = failed_logins(host3, fingerprint) - before
+    assert attempts <= 1, f"{attempts} failed logins between two attempts of the refresh"
+
+    # A retry drives it again: it logs in again, and is refused again.
+    before = failed_logins(host3, fingerprint)
+    lockgate.annotate(f"{app}-v2", "retry")
+    lockgate.watch_status(
+        f"{app}-v2",
+        "deployments",
+        lambda s: s.get("attempt") == 1 and s.get("phase") == "Failed",
+        "the retry to be refused again",
+    )
+    assert failed_logins(host3, fingerprint) > before
 
 
 def test_insufficient_capacity_is_refused_before_anything_starts(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from kubernetes import client
+from kubernetes import client, watch
 
 from lockgate.api.deployment import TERMINAL_PHASES
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
@@ -102,6 +102,44 @@ class Lockgate:
 
         status: dict[str, Any] = wait_for(f"{name} to reach step {index + 1}", reached, timeout)
         return status
+
+    def watch_status(
+        self,
+        name: str,
+        plural: str,
+        predicate: Callable[[dict[str, Any]], Any],
+        what: str,
+        timeout: float = 120.0,
+    ) -> tuple[dict[str, Any], Any]:
+        """Wait on the object's watch events (no polling) until `predicate(status)` is truthy;
+        (the object, what the predicate returned). Fails naming `what` and the last status."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        stream = watch.Watch()
+        try:
+            while (remaining := deadline - time.monotonic()) > 0:
+                # Without a resourceVersion the watch begins with the object as it is now.
+                for event in stream.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    plural,
+                    field_selector=f"metadata.name={name}",
+                    timeout_seconds=max(1, int(remaining)),
+                ):
+                    obj: dict[str, Any] = event["object"]
+                    last = obj.get("status") or {}
+                    found = predicate(last)
+                    if found:
+                        return obj, found
+                    if time.monotonic() >= deadline:
+                        break
+        finally:
+            stream.stop()
+        raise AssertionError(
+            f"timed out after {timeout:.0f}s waiting for {what} (last: {last.get('message')!r})"
+        )
 
     def events(self, name: str) -> list[client.CoreV1Event]:
         core = client.CoreV1Api(self.api)

@@ -6,6 +6,9 @@
   `Kube.call`, so those are faked too, answering objects with the client's attribute names.
 - `FakeFleet`: a `Fleet` over the engine tests' `FakeWorld`, which applies the engine's
   actions the way a target and a router would.
+- `FakeDockerHosts`: lockgate's own `HostConnections` whose daemons are in memory, for the
+  real Docker fleet: every connection is a login, counted per host, and a host can refuse it
+  (a wrong SSH key); every call to a host is counted too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -32,7 +36,18 @@ from lockgate.controller.deployments import (
 from lockgate.controller.fleets import Census, FleetUnusable, FleetView
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine import EnsureInstances, Promote, SetWeights
+from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.errors import HostUnavailable
+from lockgate.hosts.spec import HostSpec
 from lockgate.kube import Kube
+from lockgate.names import (
+    LABEL_APP,
+    LABEL_IMAGE,
+    LABEL_INDEX,
+    LABEL_PORT,
+    LABEL_RELEASE,
+    LABEL_ROLE,
+)
 from tests.support.fakeworld import FakeWorld
 
 T = TypeVar("T")
@@ -254,6 +269,7 @@ class FakeFleet:
     unusable: str | None = None
     calls: list[str] = field(default_factory=list)
     releases: list[str | None] = field(default_factory=list)  # as made by fleet_for
+    reads: Counter[str] = field(default_factory=Counter)  # observe, census: the fleet's reads
 
     def made_for(self, rt: Any, app_obj: Any, app: Any, release: str | None) -> FakeFleet:
         """Stands in for `fleet_for`."""
@@ -264,6 +280,7 @@ class FakeFleet:
         return {"stable": "fake-stable", "canary": "fake-canary"}
 
     async def observe(self) -> FleetView:
+        self.reads["observe"] += 1
         if self.unusable:
             raise FleetUnusable(self.unusable)
         seen = self.world.observe()
@@ -294,6 +311,7 @@ class FakeFleet:
         self.calls.append("ensure_owned")
 
     async def census(self, rolling_out: bool) -> Census:
+        self.reads["census"] += 1
         seen = self.world.observe()
         return Census(
             seen.stable.image, len(self.world.units), len(seen.stable.ready), len(seen.stable.units)
@@ -307,6 +325,89 @@ class FakeFleet:
 
     async def remove_all(self) -> None:
         self.calls.append("remove_all")
+
+
+class FakeDockerClient:
+    """What lockgate asks of a docker-py client to list and size a host."""
+
+    def __init__(self, hosts: FakeDockerHosts, host: str) -> None:
+        self.hosts = hosts
+        self.host = host
+        self.api = self
+
+    def containers(self, **query: Any) -> list[dict[str, Any]]:
+        """`containers(all=…, filters={"label": [...]} or {"status": "running"})`."""
+        filters = query.get("filters") or {}
+        wanted = set(filters.get("label") or [])
+        only_running = filters.get("status") == "running" or not query.get("all")
+        return [
+            copy.deepcopy(c)
+            for c in self.hosts.containers.get(self.host, [])
+            if wanted <= {f"{k}={v}" for k, v in c["Labels"].items()}
+            and (c["State"] == "running" or not only_running)
+        ]
+
+    def inspect_container(self, container_id: str) -> dict[str, Any]:
+        return {"HostConfig": {}}
+
+    def info(self) -> dict[str, Any]:
+        return {"NCPU": 64, "MemTotal": 2**40}
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def stable_container(app: str, host: str, release: str, image: str, port: int) -> dict[str, Any]:
+    """A running container of `release` as the Docker API lists it."""
+    labels = {
+        LABEL_APP: app,
+        LABEL_RELEASE: release,
+        LABEL_ROLE: "stable",
+        LABEL_INDEX: "0",
+        LABEL_PORT: "8080",
+        LABEL_IMAGE: image,
+    }
+    return {
+        "Id": f"{host}-{app}-{release}",
+        "Names": [f"/{app}-{host}"],
+        "Labels": labels,
+        "Image": image,
+        "State": "running",
+        "Ports": [{"PrivatePort": 8080, "PublicPort": port}],
+    }
+
+
+class FakeDockerHosts(HostConnections):
+    """HostConnections over in-memory daemons. `logins[host]` counts the connections opened
+    (over SSH, each a login in the host's auth log); `calls[host]` every call to the host.
+    A host in `refusing` refuses every login with its message, as sshd does a wrong key; the
+    connection is then dropped, so the next call logs in again (as the real one does)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.logins: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.refusing: dict[str, str] = {}
+        self.containers: dict[str, list[dict[str, Any]]] = {}
+
+    def _connect(self, spec: HostSpec) -> Any:
+        self.logins[spec.name] += 1
+        if spec.name in self.refusing:
+            raise HostUnavailable(spec.name, self.refusing[spec.name])
+        return FakeDockerClient(self, spec.name)
+
+    async def run(self, host: str, fn: Callable[[Any], T], *, seconds: float | None = None) -> T:
+        self.calls[host] += 1
+        return await super().run(host, fn, seconds=seconds)
+
+    def refuse(self, host: str, message: str) -> None:
+        """From now on `host` refuses logins, and closes the connection it had (as a
+        restarted sshd does): the next call logs in again."""
+        self.refusing[host] = message
+        self._drop(host)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 import pytest
 
-from lockgate.controller import applications, handlers
+from lockgate.controller import applications, deployments, handlers
 from lockgate.controller.applications import reconcile_application
 from lockgate.controller.deployments import DeploymentSummary
 from tests.support.fakeworld import FakeWorld, dep_spec
@@ -54,21 +54,27 @@ def test_cleanup_closes_the_clients() -> None:
 
 
 @pytest.mark.parametrize(
-    ("annotations", "settled"),
+    ("phase", "annotations", "status", "settled"),
     [
-        ({}, True),
-        ({"lockgate.dev/action": "retry"}, False),
-        ({"lockgate.dev/superseded-by": "b"}, False),
+        ("Succeeded", {}, {}, True),
+        ("Failed", {}, {}, True),  # refused before start included: retried only when asked
+        ("RolledBack", {}, {}, True),
+        ("Aborted", {"lockgate.dev/superseded-by": "b"}, {}, True),  # changes nothing now
+        ("Failed", {"lockgate.dev/action": "retry"}, {}, False),
+        ("Failed", {}, {"pendingAction": "retry"}, False),  # annotation gone, not yet applied
+        ("Failed", {}, {"observedGeneration": 1}, False),  # the spec changed
+        ("Progressing", {}, {}, False),
+        ("Queued", {}, {}, False),
     ],
 )
-def test_a_finished_deployment_is_settled_unless_asked_to_act(
-    annotations: dict[str, str], settled: bool
+def test_a_finished_or_failed_deployment_is_settled_unless_asked_to_act(
+    phase: str, annotations: dict[str, str], status: dict[str, Any], settled: bool
 ) -> None:
     obj = {
         "metadata": {"generation": 2, "annotations": annotations},
-        "status": {"phase": "Succeeded", "observedGeneration": 2},
+        "status": {"phase": phase, "observedGeneration": 2, **status},
     }
-    assert handlers._settled(obj) is settled
+    assert deployments.settled(obj) is settled
 
 
 def test_deleting_an_application_does_not_hang_on_missing_credentials() -> None:

@@ -187,3 +187,57 @@ def test_a_paused_rollout_stops_writing_its_status(env: Env) -> None:
     assert env.op.phase("dep") == "Paused"
     env.op.round("dep")  # the round that notices nothing moves
     assert [env.op.round("dep").progressed for _ in range(3)] == [False, False, False]
+
+
+def test_a_failed_rollout_and_one_queued_behind_it_read_nothing_until_asked(env: Env) -> None:
+    """A failed rollout without automatic rollback keeps the lock and its new instances; no
+    round reads the fleet for it, nor for a Deployment queued behind it, until a retry."""
+    env.world.unready_images.add("app:2")
+    manual = {"automatic": False}
+    env.kube.add_deployment(
+        "dep", dep_spec(strategy=CANARY, rollback=manual, progressDeadlineSeconds=10)
+    )
+    env.op.run("dep")
+    assert env.op.phase("dep") == "Failed"
+    assert env.kube.application("shop")["status"]["activeDeployment"] == "dep"
+    env.kube.add_deployment("next", dep_spec("app:3", strategy=RECREATE))
+    reads = dict(env.fleet.reads)
+    rounds = [(env.op.round("dep"), env.op.round("next")) for _ in range(50)]
+    assert (env.op.phase("dep"), env.op.phase("next")) == ("Failed", "Queued")
+    assert dict(env.fleet.reads) == reads
+    assert all(failed.finished for failed, _ in rounds), "its driver sleeps"
+
+    env.world.unready_images.clear()
+    env.kube.deployment("dep")["metadata"]["annotations"] = {"lockgate.dev/action": "retry"}
+    for _ in range(3):  # the action is recorded, its annotation removed, then it applies
+        env.op.round("dep")
+    assert env.op.phase("dep") != "Failed"
+    env.op.run("dep")
+    assert env.op.phase("dep") == "Succeeded"
+    assert env.fleet.reads["observe"] > reads["observe"]
+    env.op.run("next")
+    assert env.op.phase("next") == "Succeeded", "the queued one starts once the lock is free"
+
+
+def test_a_finished_rollout_with_a_leftover_superseded_annotation_reads_nothing(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    for _ in range(8):
+        env.op.round("dep")
+    env.kube.deployment("dep")["metadata"]["annotations"] = {"lockgate.dev/superseded-by": "b"}
+    env.op.run("dep")
+    assert env.op.phase("dep") == "Aborted"
+    reads = dict(env.fleet.reads)
+    for _ in range(20):
+        env.op.round("dep")
+    assert dict(env.fleet.reads) == reads
+
+
+def test_a_rollout_paused_before_it_starts_reads_nothing(env: Env) -> None:
+    env.kube.add_deployment("dep", dep_spec(strategy=RECREATE, paused=True))
+    for _ in range(10):
+        env.op.round("dep")
+    assert env.kube.deployment("dep")["status"]["message"] == (
+        "paused by spec.paused before it started"
+    )
+    assert env.fleet.reads["observe"] == 0
+    assert "preflight" not in env.fleet.calls

@@ -38,6 +38,9 @@ from .runtime import Runtime
 
 MOVING = ("Progressing", "RollingBack")
 FINISHED = ("Succeeded", "RolledBack", "Aborted")  # nothing left to do (Failed can be retried)
+# Phases no round changes until the spec or an action does (a Failed rollout keeps the lock).
+TERMINAL = (*FINISHED, "Failed")
+WAITING = (None, "Pending", "Queued")  # not started
 log = logging.getLogger("lockgate.deployments")
 
 
@@ -71,6 +74,25 @@ def index_entry(body: Mapping[str, Any]) -> dict[ApplicationKey, DeploymentSumma
         meta["name"], (body.get("status") or {}).get("phase"), meta.get("creationTimestamp", "")
     )
     return {(meta["namespace"], application): summary}
+
+
+def settled(body: Mapping[str, Any]) -> bool:
+    """A finished or failed rollout (refused before start included) with nothing new to act
+    on: it is not reconciled at all, so nothing reads its hosts, Pods or route, until its
+    spec changes (a new generation) or an action is annotated (a retry, an abort) and until
+    that action is applied (it waits in `status.pendingAction` once its annotation is gone).
+    Observing each one would crowd out the rollouts in flight, and would knock for ever on a
+    host that refuses lockgate (every round an SSH login that fails). A `superseded-by`
+    annotation left on one changes nothing in these phases, so it does not count."""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    return (
+        status.get("phase") in TERMINAL
+        and status.get("observedGeneration") == int(meta.get("generation") or 1)
+        and ACTION_ANNOTATION not in annotations
+        and not status.get("pendingAction")
+    )
 
 
 class Reconciler:
@@ -140,6 +162,15 @@ class Reconciler:
         if self.app is None or self.app_obj is None:
             return Observation(action=action, superseded_by=superseded_by)
         holder, ahead = self.lock_state(spec)
+        starting = status.phase in WAITING and (
+            holder == self.name or (holder is None and ahead == 0)
+        )
+        if status.phase in WAITING and (spec.paused or not starting):
+            # Waiting for the lock or for spec.paused: nothing of the fleet is decided on
+            # (the engine looks at it when the rollout may start), so nothing reads it.
+            return Observation(
+                lock_holder=holder, queued_ahead=ahead, superseded_by=superseded_by, action=action
+            )
         own = release_of(self.name, status.revision) if status.revision else None
         self.fleet = fleet = fleet_for(self.rt, self.app_obj, self.app, own)
         try:
@@ -155,9 +186,6 @@ class Reconciler:
                 refusal=err.reason,
             )
         refusal = None
-        starting = status.phase in (None, "Pending", "Queued") and (
-            holder == self.name or (holder is None and ahead == 0)
-        )
         if starting:
             refusal = await fleet.preflight(spec, view.stable.image is not None)
         sample = None
@@ -289,7 +317,10 @@ class Round:
 async def reconcile(
     rt: Runtime, body: dict[str, Any], post_event: PostEvent, deployments: DeploymentIndex
 ) -> Round:
-    """One round: observe -> decide -> execute -> persist status (before the next round)."""
+    """One round: observe -> decide -> execute -> persist status (before the next round).
+    A settled Deployment is left alone: nothing is read or written."""
+    if settled(body):
+        return Round(False, False, None, True)
     started = time.monotonic()
     rec = Reconciler(rt, body, deployments)
     raw_status = body.get("status") or {}
@@ -305,10 +336,10 @@ async def reconcile(
         message = rt.redactor.text(
             f"invalid Deployment: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}"
         )
-        if raw_status.get("message") != message:
-            await rt.kube.patch_deployment_status(
-                rec.namespace, rec.name, {"status": {"phase": "Failed", "message": message}}
-            )
+        # With observedGeneration it is settled until its spec changes.
+        failed = {"phase": "Failed", "message": message, "observedGeneration": rec.generation}
+        if any(raw_status.get(key) != value for key, value in failed.items()):
+            await rt.kube.patch_deployment_status(rec.namespace, rec.name, {"status": failed})
         return Round(False, False, None, True)
     await rec.load_application(spec.application)
     at = now()
@@ -337,7 +368,7 @@ async def reconcile(
         progressed=bool(changes),
         acted=bool(decision.actions),
         requeue_after=requeue,
-        finished=decision.status.phase in FINISHED and not decision.actions,
+        finished=decision.status.phase in TERMINAL and not decision.actions,
     )
 
 

@@ -22,18 +22,18 @@ import kopf
 from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
-from lockgate.names import ACTION_ANNOTATION, GROUP, SUPERSEDED_ANNOTATION, VERSION
+from lockgate.names import GROUP, VERSION
 
 from . import metrics
 from .applications import reconcile_application
 from .deployments import (
-    FINISHED,
     ApplicationKey,
     DeploymentIndex,
     DeploymentSummary,
     deployment_removed,
     index_entry,
     reconcile,
+    settled,
 )
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .redact import install_log_redaction
@@ -41,7 +41,7 @@ from .runtime import Runtime
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
-FINISHED_WAIT = 30.0  # a finished rollout wakes on changes only
+FINISHED_WAIT = 30.0  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
 RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
@@ -109,8 +109,9 @@ async def deployment_driver(
 ) -> None:
     """Drives one Deployment: reconciles again at once while the rollout moves, so a rollout
     never waits for a timer between two steps; backs off to every 2 s while it waits for the
-    world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished. The
-    status is persisted after every round, so one round completes at most one step."""
+    world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished or
+    failed (then it reads nothing but its own object). The status is persisted after every
+    round, so one round completes at most one step."""
     assert namespace is not None  # Deployments are namespaced
     # kopf passes each index by its id (a live view, current with the watch).
     deployments: DeploymentIndex = kwargs[DEPLOYMENT_INDEX]
@@ -129,27 +130,15 @@ async def deployment_driver(
                 await asyncio.wait_for(wake.wait(), timeout=delay)
 
 
-def _settled(obj: dict[str, Any]) -> bool:
-    """A finished rollout with nothing new to act on needs no observation at all (with many
-    finished Deployments, observing each would crowd out the ones in flight)."""
-    status = obj.get("status") or {}
-    meta = obj.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    return (
-        status.get("phase") in FINISHED
-        and status.get("observedGeneration") == meta.get("generation")
-        and ACTION_ANNOTATION not in annotations
-        and SUPERSEDED_ANNOTATION not in annotations
-    )
-
-
 async def _drive_once(
     rt: Runtime, namespace: str, name: str, deployments: DeploymentIndex, logger: Any
 ) -> float | None:
     """One round; returns how long to wait before the next (None: back off)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
-        if obj is None or _settled(obj):
+        if obj is None or settled(obj):
+            # Finished or failed with nothing to act on: no round, so nothing touches its
+            # hosts until its spec or an action changes (a watch event wakes it then).
             return FINISHED_WAIT
         body = kopf.Body(cast(kopf.RawBody, obj))
         result = await reconcile(

@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from lockgate.api import ApplicationSpec, DeploymentSpec
 from lockgate.engine import InstanceSet
 from lockgate.engine.model import Role
+from lockgate.hosts.backoff import HostBackoff
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
 from lockgate.hosts.spec import host_spec_from_api
@@ -56,13 +57,15 @@ STOP_GRACE = 10
 
 @dataclass
 class FleetState:
-    """What outlives one reconcile: connections, the config store, and per-release action
-    errors (a failed pull is not visible in a listing, so it is remembered here)."""
+    """What outlives one reconcile: connections, the config store, per-release action errors
+    (a failed pull is not visible in a listing, so it is remembered here), and the back-off
+    of the status refresh's reads of each host."""
 
     conns: HostConnections
     store_key: Any = None
     store: ConfigStore | None = None
     errors: dict[str, dict[str, str]] = field(default_factory=dict)  # release -> host -> why
+    backoff: HostBackoff = field(default_factory=HostBackoff)
 
     async def aclose(self) -> None:
         await self.conns.aclose()
@@ -216,9 +219,14 @@ class DockerFleet:
 
     # ------------------------------------------------------------------ observe
 
-    async def _listing(self) -> tuple[list[Instance], dict[str, str]]:
+    async def _listing(
+        self, hosts: tuple[str, ...] | None = None
+    ) -> tuple[list[Instance], dict[str, str]]:
+        """The application's containers on `hosts` (all by default), and per host why it
+        could not be listed."""
         listed = await self.conns.each(
-            self.hosts, lambda h: list_instances(self.conns, h, self.name)
+            self.hosts if hosts is None else hosts,
+            lambda h: list_instances(self.conns, h, self.name),
         )
         instances: list[Instance] = []
         errors: dict[str, str] = {}
@@ -525,7 +533,8 @@ class DockerFleet:
     async def census(self, rolling_out: bool) -> Census:
         """Instances are counted per host: a host is ready when all its stable containers
         pass their check. Outside a rollout this also keeps the route's stable servers on
-        the healthy stable containers."""
+        the healthy stable containers. A host whose last read failed is left alone for a
+        while (`HostBackoff`), and counted as not ready meanwhile."""
         per_host = self.docker.instances_per_host
         try:
             await self._prepare()
@@ -543,17 +552,29 @@ class DockerFleet:
     async def _census(self, rolling_out: bool) -> tuple[int, int, str | None]:
         """(hosts whose stable containers all pass their check, started containers of the
         version being rolled out — of stable when none is —, why some host could not be
-        listed)."""
-        instances, errors = await self._listing()
+        read: its error and when it is read next)."""
+        assert self.state is not None
+        backoff = self.state.backoff
+        backoff.keep_only(self.hosts)
+        specs = {h: self.conns.spec(h) for h in self.hosts}
+        waiting = {h: why for h in self.hosts if (why := backoff.waiting(h, specs[h])) is not None}
+        tried = tuple(h for h in self.hosts if h not in waiting)
+        instances, errors = await self._listing(tried)
         stable = [
             i for i in instances if i.state in LIVE_STATES and i.release == self.stable_release
         ]
         healthy = await self._healthy(stable)
         found = self._set(stable, healthy, None, self.stable_release, "stable")
-        if not rolling_out and not errors:
+        if not rolling_out and not errors and not waiting:
             await self._serve_healthy_stable(
                 tuple(i.url for i in stable if i.id in healthy and i.url)
             )
+        for host in tried:
+            if host in errors:
+                errors[host] = backoff.failed(host, specs[host], errors[host])
+            else:
+                backoff.succeeded(host)
+        errors.update(waiting)
         updated = sum(
             1
             for i in instances
