@@ -112,6 +112,10 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
     ],
 }
 
+MSG_MIN_HEALTHY = "spec.strategy.rolling.minHealthy: an integer >= 0 or a percentage 0%-100%"
+MSG_CANARY_HOSTS = "spec.strategy.canary.canaryHosts: an integer >= 1 or a percentage 1%-100%"
+MSG_LATENCY_INCREASE = "spec.analysis.maxLatencyP95Increase: a percentage like '50%' (0% to 9999%)"
+
 # Rules on single fields: (model name, field alias) -> rules.
 FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
     ("RollingStrategy", "batchSize"): [
@@ -123,19 +127,19 @@ FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
     ("RollingStrategy", "minHealthy"): [
         {
             "rule": f"type(self) == int ? self >= 0 : self.matches('{PERCENT_CEL}')",
-            "message": "spec.strategy.rolling.minHealthy: an integer >= 0 or a percentage 0%-100%",
+            "message": MSG_MIN_HEALTHY,
         }
     ],
     ("CanaryStrategy", "canaryHosts"): [
         {
             "rule": f"type(self) == int ? self > 0 : self.matches('{PERCENT_CEL}') && self != '0%'",
-            "message": "spec.strategy.canary.canaryHosts: an integer >= 1 or a percentage 1%-100%",
+            "message": MSG_CANARY_HOSTS,
         }
     ],
     ("Analysis", "maxLatencyP95Increase"): [
         {
             "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]{1,4}%$')",
-            "message": "spec.analysis.maxLatencyP95Increase: a percentage like '50%' (0% to 9999%)",
+            "message": MSG_LATENCY_INCREASE,
         }
     ],
 }
@@ -217,6 +221,37 @@ STEP_VALIDATIONS: list[dict[str, str]] = [
         "message": dep.MSG_PAUSE,
     },
 ]
+
+
+# Every check of the spec models that pydantic's JSON schema does not carry, and what
+# admission checks it with: a CEL message or the image pattern, each of which must appear in
+# the generated files. tests/unit/test_admission.py finds the checks by introspection (model
+# validators, AfterValidators, and the field constraints of the canary step models, which
+# are not in the CRD schema) and fails on one that is not listed here.
+ADMISSION_CHECKS: dict[str, list[str]] = {
+    "ApplicationSpec._one_target": [
+        app.MSG_ONE_TARGET,
+        app.MSG_FILE_PROVIDER_DOCKER,
+        app.MSG_FILE_PROVIDER_HOST,
+        app.MSG_DOCKER_HEALTH_PORT,
+    ],
+    "DockerTarget._hosts_valid": [app.MSG_HOST_NAMES_UNIQUE, app.MSG_SSH_KEY],
+    "MetricsSource._no_prometheus_yet": [app.MSG_PROMETHEUS_REFUSED],
+    "KubernetesTarget.template": [IMAGE_PATTERN],
+    "DeploymentSpec.image": [IMAGE_PATTERN],
+    "RollingStrategy._positive_batch": [dep.MSG_BATCH_SIZE],
+    "RollingStrategy.batch_size": [dep.MSG_BATCH_SIZE],
+    "RollingStrategy.min_healthy": [MSG_MIN_HEALTHY],
+    "CanaryStrategy.canary_hosts": [MSG_CANARY_HOSTS],
+    "CanaryStrategy._weights": [dep.MSG_WEIGHT_RANGE, dep.MSG_WEIGHT_ORDER, dep.MSG_WEIGHT_END],
+    "CanaryStep._one_of": [dep.MSG_STEP_ONE_OF],
+    "CanaryStep.set_weight": [dep.MSG_WEIGHT_RANGE],
+    "PauseStep.seconds": [dep.MSG_PAUSE],
+    "Strategy._matching_block": [dep.MSG_STRATEGY_BLOCK, dep.MSG_CANARY_NEEDS_STEPS],
+    "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND],
+    "Analysis._no_queries_yet": [dep.MSG_QUERIES_REFUSED],
+    "Analysis.max_latency_p95_increase": [MSG_LATENCY_INCREASE],
+}
 
 
 def admission_policy() -> list[dict[str, Any]]:
