@@ -351,3 +351,14 @@ def test_the_model_verdict_of_a_mutation_names_its_field() -> None:
     doc["spec"]["progressDeadlineSeconds"] = 30.0  # a whole number: the API server takes it
     assert model_verdict(doc).accepted
     assert schema_problems(doc) == []
+
+
+def test_python_field_names_are_unknown_fields_as_for_the_api_server() -> None:
+    doc = {
+        "apiVersion": "lockgate.dev/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {"application": "shop", "image": "shop:2", "progress_deadline_seconds": 30},
+    }
+    assert model_verdict(doc).fields == {"spec.progress_deadline_seconds"}
+    assert schema_problems(doc) == ["spec.progress_deadline_seconds: unknown field"]
