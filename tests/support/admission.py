@@ -511,9 +511,23 @@ def _schema_at(kind: str, path: tuple[Any, ...]) -> dict[str, Any]:
     return node
 
 
+# Values that a lax reader would take for the type: the API server refuses all but the
+# whole-number floats, which it takes for integers.
+NEAR_TYPES: dict[str, list[Any]] = {
+    "integer": ["3", 3.0, 2.5, True, "0"],
+    "number": ["0.5", True, 1],
+    "boolean": ["true", "false", 1, 0, "yes"],
+    "string": [5, 0.5, True],
+    "object": ["{}", []],
+    "array": ["a", {}],
+}
+
+
 def _values_against(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Values a field's schema refuses or sits at the edge of."""
-    edges: list[Any] = []
+    edges: list[Any] = list(NEAR_TYPES.get(schema.get("type", ""), []))
+    if schema.get("x-kubernetes-int-or-string"):
+        edges += [2.0, True, "2", "0%", "100%", "101%", "5 %", "5%\n"]
     for key, delta in (("minimum", -1), ("maximum", 1)):
         if key in schema:
             edges += [schema[key] + delta, schema[key], float(schema[key] + delta)]
@@ -522,7 +536,7 @@ def _values_against(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if "maxLength" in schema:
         edges.append("x" * (schema["maxLength"] + 1))
     if "pattern" in schema:
-        edges += ["", "has space", "/x", "Upper"]
+        edges += ["", "has space", "/x", "Upper", "x\n"]
     return st.sampled_from(edges) if edges else st.nothing()
 
 
@@ -579,7 +593,11 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Doc]) -> Doc:
     """A valid document with one thing made wrong (or merely different)."""
     doc = copy.deepcopy(draw(valid))
     spec = doc["spec"]
-    how = draw(st.sampled_from(["value", "edge", "unknown", "delete", "image", "steps", "spec"]))
+    how = draw(
+        st.sampled_from(
+            ["value", "edge", "edge", "edge", "unknown", "delete", "image", "steps", "spec"]
+        )
+    )
     if how == "image":
         if doc["kind"] == "Deployment":
             spec["image"] = draw(BAD_IMAGES)
@@ -609,6 +627,8 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Doc]) -> Doc:
     last = path[-1]
     if how == "unknown":
         target = parent[last] if isinstance(parent[last], dict) else parent
+        if not isinstance(target, dict):  # an item of a list of scalars
+            target = spec
         target[draw(st.sampled_from(["foo", "batch_size", "Image", "setweight"]))] = 1
     elif how == "delete":
         if isinstance(parent, dict):

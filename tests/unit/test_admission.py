@@ -277,6 +277,10 @@ def test_server_verdicts_name_the_fields_of_the_status() -> None:
     assert server_verdict(POLICY_REFUSAL).fields == {"spec.strategy.canary.steps"}
     assert server_verdict(UNKNOWN_FIELD).fields == {"spec.strategy.foo"}
     assert not server_verdict("not json at all").accepted
+    # A field that only a cause names (the message says "is invalid" and no more).
+    causes = [{"reason": "FieldValueRequired", "message": "Required value", "field": "spec.image"}]
+    only_cause = _status('Deployment.lockgate.dev "d" is invalid', causes)
+    assert server_verdict(only_cause).fields == {"spec.image"}
 
 
 class FakeObjects:
