@@ -540,6 +540,19 @@ def _values_against(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     return st.sampled_from(edges) if edges else st.nothing()
 
 
+def _near_value(value: Any) -> st.SearchStrategy[Any]:
+    """The same value in another JSON type: in range, so only the type can refuse it."""
+    if isinstance(value, bool):
+        return st.sampled_from([str(value).lower(), int(value)])
+    if isinstance(value, int):
+        return st.sampled_from([str(value), float(value), value + 0.5])
+    if isinstance(value, float):
+        return st.sampled_from([str(value), value > 0])
+    if isinstance(value, str) and value.isdigit():
+        return st.just(int(value))
+    return st.nothing()
+
+
 WRONG_TYPES = st.one_of(
     st.none(),
     st.booleans(),
@@ -636,7 +649,13 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Doc]) -> Doc:
         else:
             parent.pop(last)
     elif how == "edge":
-        parent[last] = draw(st.one_of(_values_against(_schema_at(doc["kind"], path)), WRONG_TYPES))
+        parent[last] = draw(
+            st.one_of(
+                _near_value(parent[last]),
+                _values_against(_schema_at(doc["kind"], path)),
+                WRONG_TYPES,
+            )
+        )
     else:
         parent[last] = draw(WRONG_TYPES)
     return doc
