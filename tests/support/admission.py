@@ -501,6 +501,12 @@ def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+def _at(node: Any, path: tuple[Any, ...]) -> Any:
+    for part in path:
+        node = node[part]
+    return node
+
+
 def _schema_at(kind: str, path: tuple[Any, ...]) -> dict[str, Any]:
     node = spec_schema(kind)
     for part in path:
@@ -601,16 +607,26 @@ BAD_STEPS = st.lists(
 )
 
 
+MUTATIONS = (
+    "value",
+    "edge",
+    "edge",
+    "retype",
+    "retype",
+    "unknown",
+    "delete",
+    "image",
+    "steps",
+    "spec",
+)
+
+
 @st.composite
 def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Doc]) -> Doc:
     """A valid document with one thing made wrong (or merely different)."""
     doc = copy.deepcopy(draw(valid))
     spec = doc["spec"]
-    how = draw(
-        st.sampled_from(
-            ["value", "edge", "edge", "edge", "unknown", "delete", "image", "steps", "spec"]
-        )
-    )
+    how = draw(st.sampled_from(MUTATIONS))
     if how == "image":
         if doc["kind"] == "Deployment":
             spec["image"] = draw(BAD_IMAGES)
@@ -631,6 +647,8 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Doc]) -> Doc:
         doc["spec"] = draw(WRONG_TYPES)
         return doc
     paths = _paths(spec)
+    if how == "retype":  # only where a value has a JSON type of its own
+        paths = [p for p in paths if isinstance(_at(spec, p), bool | int | float)]
     if not paths:
         return doc
     path = draw(st.sampled_from(paths))
@@ -648,6 +666,8 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[Doc]) -> Doc:
             del parent[last]
         else:
             parent.pop(last)
+    elif how == "retype":
+        parent[last] = draw(_near_value(parent[last]))
     elif how == "edge":
         parent[last] = draw(
             st.one_of(
