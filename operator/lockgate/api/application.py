@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from .common import ApiModel, Condition, LocalObjectReference, MemoModel, SecretKeyReference
+from .common import (
+    ApiModel,
+    Condition,
+    LocalObjectReference,
+    MemoModel,
+    SecretKeyReference,
+    SpecModel,
+    check_image,
+)
 
 MSG_ONE_TARGET = "spec: exactly one of spec.kubernetes or spec.docker must be set"
 MSG_FILE_PROVIDER_DOCKER = (
@@ -30,12 +39,51 @@ MSG_DOCKER_HEALTH_PORT = (
 )
 
 
-class KubernetesTarget(ApiModel):
+# The container lists of a PodTemplateSpec whose images the CRD schema checks (the template is
+# otherwise kept as written: the apps/v1 Deployment lockgate creates validates the rest).
+TEMPLATE_CONTAINER_LISTS = ("initContainers", "containers")
+TEMPLATE_PATH = "spec.kubernetes.template"
+
+
+def _template_error(path: str, problem: str) -> PydanticCustomError:
+    return PydanticCustomError("template", "{path}: {problem}", {"path": path, "problem": problem})
+
+
+def _check_template(template: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a PodTemplateSpec the CRD schema types: spec, its container lists and
+    their images. A null is an absent field, as for the API server."""
+    pod = template.get("spec")
+    if pod is None:
+        return template
+    if not isinstance(pod, dict):
+        raise _template_error(f"{TEMPLATE_PATH}.spec", "must be an object")
+    for key in TEMPLATE_CONTAINER_LISTS:
+        containers = pod.get(key)
+        if containers is None:
+            continue
+        path = f"{TEMPLATE_PATH}.spec.{key}"
+        if not isinstance(containers, list):
+            raise _template_error(path, "must be a list")
+        for i, container in enumerate(containers):
+            if not isinstance(container, dict):
+                raise _template_error(f"{path}[{i}]", "must be an object")
+            image = container.get("image")
+            if image is None:
+                continue
+            if not isinstance(image, str):
+                raise _template_error(f"{path}[{i}].image", "must be a string")
+            check_image(f"{path}[{i}].image", image)
+    return template
+
+
+class KubernetesTarget(SpecModel):
     """Run the application as Pods in this namespace."""
 
     replicas: int = Field(default=1, ge=0, le=1000)
     """Number of Pods serving the stable version."""
-    template: dict[str, Any] = Field(default_factory=dict)
+    template: Annotated[dict[str, Any], AfterValidator(_check_template)] = Field(
+        default_factory=dict
+    )
     """A PodTemplateSpec. The container image comes from the Deployment; lockgate sets it on
     the first container (or the one named `app`)."""
     drain_seconds: int = Field(default=5, ge=0, le=300)
@@ -44,14 +92,14 @@ class KubernetesTarget(ApiModel):
     terminationGracePeriodSeconds becomes at least this plus 10."""
 
 
-class SecretEnvSource(ApiModel):
+class SecretEnvSource(SpecModel):
     """Where an environment value comes from."""
 
     secret_key_ref: SecretKeyReference
     """A key of a Secret; the value is resolved at deploy time and never logged."""
 
 
-class EnvVar(ApiModel):
+class EnvVar(SpecModel):
     """An environment variable of the container."""
 
     name: str = Field(min_length=1)
@@ -62,7 +110,7 @@ class EnvVar(ApiModel):
     """Take the value from a Secret instead."""
 
 
-class ContainerResources(ApiModel):
+class ContainerResources(SpecModel):
     """Limits of each container; also used by the capacity check before a rollout."""
 
     cpus: str = Field(default="0.5", pattern=r"^[0-9]+(\.[0-9]+)?$")
@@ -71,7 +119,7 @@ class ContainerResources(ApiModel):
     """Memory limit, e.g. "512Mi"."""
 
 
-class DockerContainer(ApiModel):
+class DockerContainer(SpecModel):
     """How each container is created."""
 
     port: int = Field(default=8080, ge=1, le=65535)
@@ -86,7 +134,7 @@ class DockerContainer(ApiModel):
     """Overrides the image's command."""
 
 
-class DockerHost(ApiModel):
+class DockerHost(SpecModel):
     """One Docker Engine that runs instances of the application."""
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -104,7 +152,7 @@ class DockerHost(ApiModel):
     """Secret with ca.pem, cert.pem and key.pem for tcp:// hosts."""
 
 
-class DockerTarget(ApiModel):
+class DockerTarget(SpecModel):
     """Run the application as containers on plain Docker hosts."""
 
     hosts: list[DockerHost] = Field(min_length=1, max_length=200)
@@ -130,7 +178,7 @@ class DockerTarget(ApiModel):
         return self
 
 
-class HttpCheck(ApiModel):
+class HttpCheck(SpecModel):
     """An HTTP GET that must answer 2xx or 3xx."""
 
     path: str = Field(default="/health", pattern=r"^/")
@@ -139,7 +187,7 @@ class HttpCheck(ApiModel):
     """Port; defaults to spec.port."""
 
 
-class HealthCheck(ApiModel):
+class HealthCheck(SpecModel):
     """How an instance is judged healthy before it receives traffic."""
 
     http: HttpCheck = Field(default_factory=HttpCheck)
@@ -154,7 +202,7 @@ class HealthCheck(ApiModel):
     """Failures during this time after start do not count."""
 
 
-class TraefikRoute(ApiModel):
+class TraefikRoute(SpecModel):
     """The router in front of the application."""
 
     entry_points: list[str] = Field(default_factory=lambda: ["web"], min_length=1)
@@ -163,7 +211,7 @@ class TraefikRoute(ApiModel):
     """Traefik rule, e.g. Host(`shop.example.com`)."""
 
 
-class FileProvider(ApiModel):
+class FileProvider(SpecModel):
     """Where lockgate writes Traefik's file-provider dynamic configuration (docker only)."""
 
     host: str = Field(min_length=1)
@@ -172,7 +220,7 @@ class FileProvider(ApiModel):
     """Absolute path of the file (YAML); written atomically."""
 
 
-class TraefikTraffic(ApiModel):
+class TraefikTraffic(SpecModel):
     """Traffic through Traefik."""
 
     route: TraefikRoute | None = None
@@ -187,21 +235,21 @@ class TraefikTraffic(ApiModel):
     """API group/version of Traefik's CRDs (Kubernetes only)."""
 
 
-class Traffic(ApiModel):
+class Traffic(SpecModel):
     """How traffic reaches the application."""
 
     traefik: TraefikTraffic = Field(default_factory=TraefikTraffic)
     """Traefik settings."""
 
 
-class PrometheusSource(ApiModel):
+class PrometheusSource(SpecModel):
     """A Prometheus server answering PromQL over HTTP."""
 
     url: str = Field(pattern=r"^https?://")
     """Base URL, e.g. http://prometheus:9090."""
 
 
-class MetricsSource(ApiModel):
+class MetricsSource(SpecModel):
     """Where analysis reads metrics from."""
 
     prometheus: PrometheusSource | None = None

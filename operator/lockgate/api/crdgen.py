@@ -19,9 +19,25 @@ from lockgate.names import GROUP, VERSION
 
 from . import application as app
 from . import deployment as dep
-from .common import PERCENT_CEL
+from .common import IMAGE_PATTERN, PERCENT_CEL
 
 Schema = dict[str, Any]
+
+# Where each rule of the models is checked at admission
+# ------------------------------------------------------
+# Field constraints (types, ge/le, min/max length and items, pattern, Literal) become the
+# OpenAPI schema through pydantic's JSON schema. What pydantic cannot say in JSON schema is
+# added here, with the models' messages:
+#   - the models' validators (model_validator, AfterValidator) -> OBJECT_RULES / FIELD_RULES,
+#     CEL rules on the object or field they check;
+#   - image references (common.IMAGE_PATTERN) -> FIELD_SCHEMAS: the same regex as the
+#     OpenAPI `pattern` of spec.image and of the template's container images;
+#   - canary steps (an integer or an object: no structural schema types them, and CEL rules
+#     in a CRD cannot see inside x-kubernetes-preserve-unknown-fields) -> STEP_VALIDATIONS in
+#     the ValidatingAdmissionPolicy, which sees the object as sent.
+# The models' wire rules (strict types, null = absent, 3.0 is an integer) are the API
+# server's own (common.SpecModel). What admission cannot check, and why: docs/api.md,
+# "What admission does not check".
 
 # CEL rules attached to the object schema of a model. Each message names the field and the
 # allowed values, and matches the model validator's message.
@@ -96,6 +112,10 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
     ],
 }
 
+MSG_MIN_HEALTHY = "spec.strategy.rolling.minHealthy: an integer >= 0 or a percentage 0%-100%"
+MSG_CANARY_HOSTS = "spec.strategy.canary.canaryHosts: an integer >= 1 or a percentage 1%-100%"
+MSG_LATENCY_INCREASE = "spec.analysis.maxLatencyP95Increase: a percentage like '50%' (0% to 9999%)"
+
 # Rules on single fields: (model name, field alias) -> rules.
 FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
     ("RollingStrategy", "batchSize"): [
@@ -107,21 +127,61 @@ FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
     ("RollingStrategy", "minHealthy"): [
         {
             "rule": f"type(self) == int ? self >= 0 : self.matches('{PERCENT_CEL}')",
-            "message": "spec.strategy.rolling.minHealthy: an integer >= 0 or a percentage 0%-100%",
+            "message": MSG_MIN_HEALTHY,
         }
     ],
     ("CanaryStrategy", "canaryHosts"): [
         {
             "rule": f"type(self) == int ? self > 0 : self.matches('{PERCENT_CEL}') && self != '0%'",
-            "message": "spec.strategy.canary.canaryHosts: an integer >= 1 or a percentage 1%-100%",
+            "message": MSG_CANARY_HOSTS,
         }
     ],
     ("Analysis", "maxLatencyP95Increase"): [
         {
             "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]{1,4}%$')",
-            "message": "spec.analysis.maxLatencyP95Increase: a percentage like '50%' (0% to 9999%)",
+            "message": MSG_LATENCY_INCREASE,
         }
     ],
+}
+
+
+def _image_schema() -> Schema:
+    """An image field: the reference grammar as OpenAPI `pattern`, so the API server refuses
+    a bad reference naming the field. (Not a CEL rule: one over every container image of a
+    template exceeds the API server's cost budget for a CRD.)"""
+    return {"type": "string", "pattern": IMAGE_PATTERN}
+
+
+def _template_schema() -> Schema:
+    """The parts of a PodTemplateSpec the model checks; the rest is kept as written."""
+    lists = {
+        key: {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": {"image": _image_schema()},
+            },
+        }
+        for key in app.TEMPLATE_CONTAINER_LISTS
+    }
+    return {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "properties": {
+            "spec": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "properties": lists,
+            }
+        },
+    }
+
+
+# Schema added to (and replacing parts of) single fields: (model name, field alias) -> schema.
+FIELD_SCHEMAS: dict[tuple[str, str], Schema] = {
+    ("DeploymentSpec", "image"): _image_schema(),
+    ("KubernetesTarget", "template"): _template_schema(),
 }
 
 # Canary steps mix integers (the short form) and objects, so the CRD schema cannot type
@@ -135,6 +195,7 @@ _WEIGHTS = (
     "variables.steps.filter(s, type(s) == int || (type(s) == map && has(s.setWeight)))"
     ".map(s, type(s) == int ? s : s.setWeight)"
 )
+_PAUSES = "variables.steps.filter(s, type(s) == map && has(s.pause)).map(s, s.pause)"
 STEP_VALIDATIONS: list[dict[str, str]] = [
     {
         "expression": "variables.steps.all(s, type(s) == int || (type(s) == map"
@@ -151,7 +212,46 @@ STEP_VALIDATIONS: list[dict[str, str]] = [
         "expression": "size(variables.steps) == 0 || variables.weights.exists(w, w == 100)",
         "message": dep.MSG_WEIGHT_END,
     },
+    {
+        # PauseStep: only `seconds`, absent or an integer in range (a null is refused, as by
+        # the model: the API server keeps nulls inside steps).
+        "expression": "variables.pauses.all(p, type(p) == map && p.all(k, k == 'seconds')"
+        " && (!has(p.seconds) || (type(p.seconds) == int"
+        " && p.seconds >= 0 && p.seconds <= 604800)))",
+        "message": dep.MSG_PAUSE,
+    },
 ]
+
+
+# Every check of the spec models that pydantic's JSON schema does not carry, and what
+# admission checks it with: a CEL message or the image pattern, each of which must appear in
+# the generated files. tests/unit/test_admission.py finds the checks by introspection (model
+# validators, AfterValidators, and the field constraints of the canary step models, which
+# are not in the CRD schema) and fails on one that is not listed here.
+ADMISSION_CHECKS: dict[str, list[str]] = {
+    "ApplicationSpec._one_target": [
+        app.MSG_ONE_TARGET,
+        app.MSG_FILE_PROVIDER_DOCKER,
+        app.MSG_FILE_PROVIDER_HOST,
+        app.MSG_DOCKER_HEALTH_PORT,
+    ],
+    "DockerTarget._hosts_valid": [app.MSG_HOST_NAMES_UNIQUE, app.MSG_SSH_KEY],
+    "MetricsSource._no_prometheus_yet": [app.MSG_PROMETHEUS_REFUSED],
+    "KubernetesTarget.template": [IMAGE_PATTERN],
+    "DeploymentSpec.image": [IMAGE_PATTERN],
+    "RollingStrategy._positive_batch": [dep.MSG_BATCH_SIZE],
+    "RollingStrategy.batch_size": [dep.MSG_BATCH_SIZE],
+    "RollingStrategy.min_healthy": [MSG_MIN_HEALTHY],
+    "CanaryStrategy.canary_hosts": [MSG_CANARY_HOSTS],
+    "CanaryStrategy._weights": [dep.MSG_WEIGHT_RANGE, dep.MSG_WEIGHT_ORDER, dep.MSG_WEIGHT_END],
+    "CanaryStep._one_of": [dep.MSG_STEP_ONE_OF],
+    "CanaryStep.set_weight": [dep.MSG_WEIGHT_RANGE],
+    "PauseStep.seconds": [dep.MSG_PAUSE],
+    "Strategy._matching_block": [dep.MSG_STRATEGY_BLOCK, dep.MSG_CANARY_NEEDS_STEPS],
+    "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND],
+    "Analysis._no_queries_yet": [dep.MSG_QUERIES_REFUSED],
+    "Analysis.max_latency_p95_increase": [MSG_LATENCY_INCREASE],
+}
 
 
 def admission_policy() -> list[dict[str, Any]]:
@@ -176,6 +276,7 @@ def admission_policy() -> list[dict[str, Any]]:
                 "variables": [
                     {"name": "steps", "expression": _STEPS},
                     {"name": "weights", "expression": _WEIGHTS},
+                    {"name": "pauses", "expression": _PAUSES},
                 ],
                 "validations": STEP_VALIDATIONS,
             },
@@ -260,6 +361,11 @@ class _Converter:
 
     def _property(self, model_name: str | None, prop: str, sub: Schema) -> Schema:
         out = self.convert(sub)
+        extra = FIELD_SCHEMAS.get((model_name or "", prop))
+        if extra:
+            if "properties" in extra:  # a typed part of a free-form object
+                out.pop("x-kubernetes-preserve-unknown-fields", None)
+            out.update(extra)
         rules = FIELD_RULES.get((model_name or "", prop))
         if rules:
             out["x-kubernetes-validations"] = rules

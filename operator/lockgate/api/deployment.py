@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from .common import ApiModel, Condition, IntOrPercent, MemoModel
+from .common import ApiModel, Condition, IntOrPercent, MemoModel, SpecModel, check_image
 
 StrategyType = Literal["Recreate", "Rolling", "BlueGreen", "Canary"]
 Phase = Literal[
@@ -30,6 +30,10 @@ MSG_WEIGHT_RANGE = "spec.strategy.canary.steps: every weight must be an integer 
 MSG_WEIGHT_ORDER = "spec.strategy.canary.steps: weights must be non-decreasing"
 MSG_WEIGHT_END = "spec.strategy.canary.steps: the last weight must be 100"
 MSG_STEP_ONE_OF = "spec.strategy.canary.steps: each step sets exactly one of setWeight or pause"
+MSG_PAUSE = (
+    "spec.strategy.canary.steps: a pause is {} (wait for a promote) or {seconds: N}, "
+    "N an integer from 0 to 604800"
+)
 MSG_STRATEGY_BLOCK = (
     "spec.strategy: only the block of the chosen type may be set "
     "(type Rolling → rolling, BlueGreen → blueGreen, Canary → canary)"
@@ -47,7 +51,7 @@ MSG_QUERIES_REFUSED = (
 )
 
 
-class RollingStrategy(ApiModel):
+class RollingStrategy(SpecModel):
     """Replace instances batch by batch."""
 
     batch_size: IntOrPercent = "25%"
@@ -67,7 +71,7 @@ class RollingStrategy(ApiModel):
         return self
 
 
-class BlueGreenStrategy(ApiModel):
+class BlueGreenStrategy(SpecModel):
     """Bring up a full new set, then switch all traffic at once."""
 
     auto_promote: bool = True
@@ -78,15 +82,23 @@ class BlueGreenStrategy(ApiModel):
     """Seconds the old set stays up after the switch; a failure then switches back at once."""
 
 
-class PauseStep(ApiModel):
+class PauseStep(SpecModel):
     """Wait before the next step."""
+
+    # A step is not in the CRD schema (it is an integer or an object): the API server keeps
+    # its nulls and its `10.0`s as they are, and the admission policy refuses them.
+    wire_nulls_refused = MSG_PAUSE
+    wire_integer_floats = False
 
     seconds: int | None = Field(default=None, ge=0, le=604800)
     """Seconds to wait; absent waits for a promote action."""
 
 
-class CanaryStep(ApiModel):
+class CanaryStep(SpecModel):
     """One canary step: exactly one of setWeight or pause."""
+
+    wire_nulls_refused = MSG_STEP_ONE_OF
+    wire_integer_floats = False
 
     set_weight: int | None = Field(default=None, ge=0, le=100)
     """Percentage of traffic for the canary."""
@@ -100,7 +112,7 @@ class CanaryStep(ApiModel):
         return self
 
 
-class CanaryStrategy(ApiModel):
+class CanaryStrategy(SpecModel):
     """Shift traffic to the new version in weighted steps, with analysis."""
 
     steps: list[CanaryStep | int] = Field(min_length=1, max_length=50)
@@ -144,7 +156,7 @@ class CanaryStrategy(ApiModel):
         return out
 
 
-class Strategy(ApiModel):
+class Strategy(SpecModel):
     """How the new version replaces the old one."""
 
     type: StrategyType = "Rolling"
@@ -166,7 +178,7 @@ class Strategy(ApiModel):
         return self
 
 
-class AnalysisQuery(ApiModel):
+class AnalysisQuery(SpecModel):
     """An extra PromQL gate (needs spec.metrics.prometheus on the Application)."""
 
     name: str = Field(min_length=1, max_length=63)
@@ -201,7 +213,7 @@ def latency_increase_ratio(value: int | str) -> float:
     return (value if isinstance(value, int) else int(value.rstrip("%"))) / 100
 
 
-class Analysis(ApiModel):
+class Analysis(SpecModel):
     """Thresholds that decide whether the new version is healthy under real traffic."""
 
     interval_seconds: int = Field(default=30, ge=1, le=3600)
@@ -226,7 +238,7 @@ class Analysis(ApiModel):
         return self
 
 
-class Rollback(ApiModel):
+class Rollback(SpecModel):
     """What happens when the verdict is Failed."""
 
     automatic: bool = True
@@ -238,8 +250,11 @@ class DeploymentSpec(MemoModel):
 
     application: str = Field(min_length=1, max_length=253)
     """Name of the Application in this namespace."""
-    image: str = Field(min_length=1)
-    """Image to roll out."""
+    image: Annotated[str, AfterValidator(lambda v: check_image("spec.image", v))] = Field(
+        min_length=1
+    )
+    """Image to roll out: [registry[:port]/]name[:tag][@digest], e.g. shop:2 or
+    registry.example.com:5000/team/shop@sha256:<64 hex digits>."""
     strategy: Strategy = Field(default_factory=Strategy)
     """How to roll out."""
     analysis: Analysis | None = None

@@ -102,6 +102,8 @@ def parse_resource(doc: dict[str, Any], source: str = "manifest") -> Application
     if doc.get("apiVersion") != API_VERSION:
         raise InvalidManifest(source, [f"apiVersion: expected {API_VERSION}"])
     try:
-        return model.model_validate(doc)
+        # by_name=False: only the wire (camelCase) names, as the API server knows them; the
+        # Python names stay usable in code (populate_by_name).
+        return model.model_validate(doc, by_name=False)
     except ValidationError as err:
         raise InvalidManifest(source, describe_errors(err)) from None
