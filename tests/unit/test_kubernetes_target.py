@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from lockgate.api.application import ApplicationSpec
-from lockgate.targets.kubernetes import pod_template
+from lockgate.targets.kubernetes import KubernetesTarget, pod_template
 
 
 def spec(drain: int | None = None, template: dict[str, Any] | None = None) -> ApplicationSpec:
@@ -61,3 +64,26 @@ def test_the_users_own_pre_stop_hook_is_kept_with_its_grace() -> None:
     hook = {"exec": {"command": ["/bin/drain"]}}
     template = {"spec": {"containers": [{"name": "app", "lifecycle": {"preStop": hook}}]}}
     assert grace_and_pre_stop(spec(5, template)) == (None, hook)
+
+
+class SlotDeletedMeanwhile:
+    """A Kube whose slot Deployment is read, then gone when it is scaled: the namespace or
+    the Application is being deleted."""
+
+    def __init__(self) -> None:
+        self.apps = SimpleNamespace(
+            read_namespaced_deployment=object(), patch_namespaced_deployment_scale=object()
+        )
+
+    async def get_or_none(self, fn: object, *args: object) -> Any:
+        return SimpleNamespace(spec=SimpleNamespace(replicas=2))
+
+    async def call(self, fn: object, *args: object, **kwargs: object) -> Any:
+        raise ApiException(status=404, reason="Not Found")
+
+
+def test_scaling_a_slot_deleted_meanwhile_is_nothing_to_do() -> None:
+    # Raised, it failed the Deployment's deletion handler, which kopf retried a minute
+    # later: the namespace being deleted waited for it.
+    target = KubernetesTarget(SlotDeletedMeanwhile())  # type: ignore[arg-type]
+    assert asyncio.run(target._scale("ns", "shop-a", 0)) is False

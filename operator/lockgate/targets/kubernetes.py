@@ -15,6 +15,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from lockgate.api.application import ApplicationSpec
 from lockgate.engine import InstanceSet
 from lockgate.kube import Kube, owner_reference
@@ -256,12 +258,19 @@ class KubernetesTarget:
         if existing is None:
             return False
         if existing.spec.replicas != replicas:
-            await self.kube.call(
-                self.kube.apps.patch_namespaced_deployment_scale,
-                name,
-                namespace,
-                {"spec": {"replicas": replicas}},
-            )
+            try:
+                await self.kube.call(
+                    self.kube.apps.patch_namespaced_deployment_scale,
+                    name,
+                    namespace,
+                    {"spec": {"replicas": replicas}},
+                )
+            except ApiException as err:
+                # Deleted since it was read (its namespace or Application is going): a
+                # deletion handler retried for this would hold the namespace for a minute.
+                if err.status == 404:
+                    return False
+                raise
         return True
 
     async def promote(self, app_obj: dict[str, Any], app: ApplicationSpec) -> None:
