@@ -67,13 +67,26 @@ def parse_live_weights(
     return split(role_weights((service.get("weighted") or {}).get("services") or [], leaves))
 
 
+async def api_list(
+    http: httpx.AsyncClient, api_url: str, kind: str, **query: str
+) -> list[dict[str, Any]] | None:
+    """Traefik's /api/http/<kind> (routers, services) answer for a query; None when the API
+    cannot be read."""
+    url = f"{api_url.rstrip('/')}/api/http/{kind}"
+    try:
+        answer = await http.get(url, params=query, timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    if answer.status_code != 200:
+        return None
+    items: list[dict[str, Any]] = answer.json()
+    return items
+
+
 async def routes_to(http: httpx.AsyncClient, api_url: str, service: str, provider: str) -> bool:
     """Whether Traefik serves an enabled router to `service`: a weighted service it has
     loaded is no use to clients until the route to it is loaded too."""
-    url = f"{api_url.rstrip('/')}/api/http/routers"
-    params = {"serviceName": f"{service}@{provider}", "status": "enabled"}
-    try:
-        answer = await http.get(url, params=params, timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return answer.status_code == 200 and bool(answer.json())
+    routers = await api_list(
+        http, api_url, "routers", serviceName=f"{service}@{provider}", status="enabled"
+    )
+    return bool(routers)

@@ -25,7 +25,14 @@ from lockgate.api.application import ApplicationSpec
 from lockgate.kube import Kube, owner_reference
 from lockgate.names import LABEL_APP, ROLES, service_name
 
-from .traefik_api import parse_live_weights, role_weights, routes_to, service_answer, split
+from .traefik_api import (
+    api_list,
+    parse_live_weights,
+    role_weights,
+    routes_to,
+    service_answer,
+    split,
+)
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -142,16 +149,30 @@ class TraefikCrdRouter:
 
     async def serving(self) -> dict[str, frozenset[str]] | None:
         """Per role, the IPs Traefik has loaded as servers of the role's Service; None
-        without Traefik's API (readiness then rests on the Pods alone)."""
+        without Traefik's API (readiness then rests on the Pods alone). Traefik names a
+        one-Service rule's service after the rule, so the probe routers say whose it is."""
         if not self.api_url:
             return None
-        out: dict[str, frozenset[str]] = {}
-        for role, leaf in live_leaves(self.namespace, self.name).items():
-            body = await service_answer(
-                self.http, self.api_url, f"{leaf}{self.app.port}", "kubernetescrd"
-            )
-            servers = ((body or {}).get("loadBalancer") or {}).get("servers") or []
-            out[role] = frozenset(urlsplit(str(s.get("url", ""))).hostname or "" for s in servers)
+        out: dict[str, frozenset[str]] = dict.fromkeys(ROLES, frozenset())
+        uid = self.app_obj["metadata"]["uid"]
+        routers = await api_list(self.http, self.api_url, "routers", search=uid)
+        probe = f"{self.namespace}-{self.name}-lockgate-probe"
+        services = await api_list(self.http, self.api_url, "services", search=probe)
+        if routers is None or services is None:
+            return out  # not confirmed, so not ready: never assumed
+        role_of = {
+            str(r.get("service", "")).split("@")[0]: role
+            for r in routers
+            for role in ROLES
+            if f"`{uid}-{role}`" in str(r.get("rule", ""))
+        }
+        for service in services:
+            role = role_of.get(str(service.get("name", "")).split("@")[0])
+            if role is not None and service.get("status") == "enabled":
+                servers = (service.get("loadBalancer") or {}).get("servers") or []
+                out[role] = frozenset(
+                    urlsplit(str(s.get("url", ""))).hostname or "" for s in servers
+                )
         return out
 
     async def set_weights(self, stable: int, canary: int) -> None:
