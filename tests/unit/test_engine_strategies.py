@@ -167,6 +167,23 @@ def test_initial_rollout_skips_the_strategy() -> None:
     assert world.stable.image == "app:2"
 
 
+def test_canary_losing_its_ready_instances_at_promotion_gets_no_traffic() -> None:
+    """The promote step holds 100% on the new set until it swaps the roles; a new set that
+    goes unready meanwhile gives the traffic back to the old one until it recovers."""
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 0}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    assert world.weights == (0, 100)
+    world.unready_images = {"app:2"}
+    assert SetWeights(100, 0) in driver.step().actions
+    assert world.weights == (100, 0) and world.stable.image == "app:1"
+    world.unready_images = set()
+    assert driver.run().phase == "Succeeded"
+    assert world.stable.image == "app:2" and world.weights == (100, 0)
+
+
 def test_docker_canary_uses_canary_hosts_until_100() -> None:
     app = docker_app_spec(3)
     world = FakeWorld(units=app.units())

@@ -544,6 +544,10 @@ class _Run:
         if obs.stable.release != self.release:
             self.ensure_canary(step.canary_units)
             if not set(step.canary_units) <= self.canary_ready():
+                # A canary that lost every ready instance gets no traffic while it recovers
+                # (the split before the promotion gave it all).
+                if not self.canary_ready() and obs.stable.ready and obs.live_weights != (100, 0):
+                    self.emit(SetWeights(100, 0))
                 return False
             if obs.live_weights != (0, 100):
                 self.emit(SetWeights(0, 100))
