@@ -284,6 +284,23 @@ def test_abort_rolls_back_and_ends_aborted() -> None:
     assert driver.world.weights == (100, 0)
 
 
+def test_abort_once_the_new_version_is_stable_lets_the_promotion_complete() -> None:
+    """After the promote step swapped the roles, rolling back would remove the previous
+    version and call it restored: the abort is ignored, saying why, and the rollout ends."""
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 0}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    while world.stable.image != "app:2":
+        driver.step()
+    world.action = "abort"
+    status = driver.run()
+    assert status.phase == "Succeeded", status.message
+    assert world.stable.image == "app:2" and not world.canary.started
+    assert any("abort ignored: the new version is already stable" in e.message for e in status.log)
+
+
 def test_retry_after_rollback_starts_over() -> None:
     app = app_spec(2)
     world = FakeWorld(units=app.units(), error_rates={"app:2": 0.3})

@@ -379,14 +379,20 @@ class _Run:
         index = min(s.step.index, len(plan.steps) - 1)
         step = plan.steps[index]
 
+        # Once the promote step has swapped the roles, the new version is the stable one and
+        # the previous one is on its way out: a rollback would only remove it and report the
+        # previous version restored. What is left is to finish the promotion.
+        promoted = step.kind == "promote" and self.obs.stable.release == self.release
         action = self.take_action()
-        if action == "abort":
+        if action == "abort" and not promoted:
             self.fail("aborted by the lockgate.dev/action annotation", aborted=True)
             return
-        if self.obs.superseded_by:
+        if self.obs.superseded_by and not promoted:
             self.fail(f"superseded by {self.obs.superseded_by}", aborted=True)
             return
-        if action == "retry":
+        if action == "abort":
+            self.ignore(action, "the new version is already stable; the promotion completes")
+        elif action == "retry":
             self.ignore(action, "retry applies after a rollback or failure")
         elif action == "promote-full":
             s.skip_waits = True
