@@ -184,6 +184,31 @@ def test_canary_losing_its_ready_instances_at_promotion_gets_no_traffic() -> Non
     assert world.stable.image == "app:2" and world.weights == (100, 0)
 
 
+def test_rolling_drains_old_instances_only_once_traffic_has_left_them() -> None:
+    """A batch whose new instance was down while it shifted traffic confirmed a split that
+    still sends everything to the old one. When the drain comes, the new one is back: the
+    old instance leaves only once the split giving it nothing is live."""
+    app = app_spec(1)
+    world = FakeWorld(units=app.units(), ready_after=0, weight_delay=2)
+    strategy = {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": 0}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and ": shift" in s.step.description)
+    world.unready_images = {"app:2"}
+    driver.step()
+    assert driver.status.step is not None and ": drain" in driver.status.step.description
+    assert world.weights == (100, 0)
+    world.unready_images = set()
+    world.now += timedelta(seconds=1)
+    decision = driver.step()
+    assert SetWeights(0, 100) in decision.actions
+    assert not any(isinstance(a, EnsureInstances) and a.role == "stable" for a in decision.actions)
+    while world.weights != (0, 100):
+        assert world.stable.started, "the old instance still serves"
+        world.now += timedelta(seconds=1)
+        driver.step()
+    assert driver.run().phase == "Succeeded"
+
+
 def test_docker_canary_uses_canary_hosts_until_100() -> None:
     app = docker_app_spec(3)
     world = FakeWorld(units=app.units())

@@ -513,8 +513,9 @@ class _Run:
             return self.promote(step)
         self.ensure_canary(step.canary_units)
         if step.kind == "drain":
-            weights_live = self.hold_weights(step)
-            return self.ensure_stable(step.stable_units, plan) and weights_live
+            # Instances leave only once the split without them is live: the one the step
+            # before confirmed can be out of date (a canary that was down then is up now).
+            return self.hold_weights(step) and self.ensure_stable(step.stable_units, plan)
         self.ensure_stable(step.stable_units, plan)
         weights_live = self.hold_weights(step)
         if step.kind == "start":
