@@ -209,6 +209,25 @@ def test_rolling_drains_old_instances_only_once_traffic_has_left_them() -> None:
     assert driver.run().phase == "Succeeded"
 
 
+def test_promote_step_waits_no_longer_than_the_progress_deadline() -> None:
+    """The promote step waits for the new set and for 100% to it to be live, like any step
+    that waits for instances or traffic: a router that stopped applying weights fails the
+    rollout at the deadline instead of holding it Progressing for ever."""
+    app = app_spec(1)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "Canary", "canary": {"steps": [100]}}
+    driver = Driver(app, dep_spec(strategy=strategy, progressDeadlineSeconds=30), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("setWeight"))
+    world.unready_images = {"app:2"}  # down while its step routes: the split live is 100/0
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    world.unready_images = set()
+    world.weight_delay = None  # and from now on the router applies nothing
+    status = driver.run()
+    assert status.phase == "RolledBack", status.message
+    assert "new instance(s) ready, 100% to them not confirmed live" in (status.message or "")
+    assert world.stable.image == "app:1" and world.weights == (100, 0)
+
+
 def test_docker_canary_uses_canary_hosts_until_100() -> None:
     app = docker_app_spec(3)
     world = FakeWorld(units=app.units())

@@ -637,8 +637,10 @@ class _Run:
     def check_deadline(self, plan: Plan, step: Step) -> None:
         s = self.s
         assert s.step is not None
-        if step.kind in ("pause", "promote") or s.step.started_at is None:
+        if step.kind == "pause" or s.step.started_at is None:
             return
+        if step.kind == "promote" and self.obs.stable.release == self.release:
+            return  # the new version is the stable one: there is nothing left to go back to
         deadline = s.step.started_at + timedelta(seconds=self.spec.progress_deadline_seconds)
         if self.now < deadline:
             self.wakeups.append(deadline)
@@ -655,6 +657,13 @@ class _Run:
             reason = f"no passed analysis within progressDeadlineSeconds {limit} ({last})"
         elif step.kind == "shift":
             reason = f"traffic split not confirmed live within progressDeadlineSeconds {limit}"
+        elif step.kind == "promote":
+            ready = len(self.canary_ready() & set(step.canary_units))
+            reason = (
+                f"{ready}/{len(step.canary_units)} new instance(s) ready, 100% to them "
+                f"{'live' if self.obs.live_weights == (0, 100) else 'not confirmed live'} "
+                f"after progressDeadlineSeconds {limit}"
+            )
         else:
             reason = f"old instances not drained within progressDeadlineSeconds {limit}"
         self.step_failed(plan, step, f"step {s.step.index + 1} ({step.description}): {reason}")
