@@ -298,6 +298,21 @@ def test_action_is_recorded_first_and_applied_after_the_annotation_is_gone() -> 
     assert decision.status.step is not None and decision.status.step.index == index + 1
 
 
+def test_an_action_given_while_another_is_pending_is_ignored_with_a_reason() -> None:
+    """Actions are taken one at a time; one that arrives while another is recorded but not
+    yet applied is removed with the annotation, and says so instead of vanishing."""
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.world.action = "promote"
+    driver.step()
+    assert driver.status.pending_action == "promote"
+    driver.world.action = "abort"  # overwrites the annotation before it was removed
+    decision = driver.step()
+    assert any("action abort ignored: promote is pending" in e.message for e in decision.status.log)
+    assert any(e.reason == "ActionIgnored" for e in decision.events)
+    assert driver.run().phase == "Succeeded"
+
+
 def test_promote_while_instances_start_is_ignored_with_a_reason() -> None:
     driver = manual_driver()
     driver.step()

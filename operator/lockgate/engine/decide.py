@@ -292,6 +292,9 @@ class _Run:
         elif self.s.pending_action is None:
             self.s.pending_action = action  # type: ignore[assignment]
             self.log(f"action {action} received")
+        elif action != self.s.pending_action:
+            # The annotation is removed below: say so rather than lose the action unseen.
+            self.ignore(action, f"{self.s.pending_action} is pending")
         self.emit(ClearAction())
 
     # ----------------------------------------------------------------- Pending / Queued
