@@ -548,6 +548,24 @@ def test_instances_left_created_by_a_killed_operator_are_asked_for_again() -> No
     assert [b.attempts for b in status.batches] == [1, 1, 1]
 
 
+def test_a_rollback_starts_again_old_instances_left_created() -> None:
+    """An operator killed while it put the previous version back (instances created, not
+    started): the rollback asks for them again rather than wait for them for ever."""
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    driver = Driver(app, dep_spec(strategy=RECREATE), world)
+    run_until(driver, lambda s: s.step is not None and s.step.index == 1)  # old ones stopped
+    world.action = "abort"
+    run_until(driver, lambda s: s.phase == "RollingBack")
+    decision = driver.step(drop_actions=True)
+    stable = [a for a in decision.actions if isinstance(a, EnsureInstances) and a.role == "stable"]
+    assert stable, decision.actions
+    world.start_partially(stable[0])  # killed between creating and starting them
+    assert world.stable.created == {"replica-1", "replica-2"}
+    assert driver.run().phase == "Aborted"
+    assert world.stable.image == "app:1" and not world.stable.created
+
+
 def test_stable_instances_left_created_are_started_again() -> None:
     app = docker_app_spec(3)
     world = FakeWorld(units=app.units())

@@ -833,6 +833,7 @@ class _Run:
         # rollback completes on the others (the outcome names it).
         unreachable = set(obs.unit_errors)
         missing = set(target.stable_units) - set(obs.stable.units) - unreachable
+        missing |= set(target.stable_units) & set(obs.stable.incomplete)  # created, not started
         if missing:
             self.emit(
                 EnsureInstances(
