@@ -12,7 +12,6 @@ operator can have between its actions and its status write."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -66,13 +65,15 @@ class FakeSet:
         down: frozenset[str] = frozenset(),
     ) -> InstanceSet:
         units = tuple(sorted(self.started))
-        ready = tuple(
-            u
-            for u in units
-            if self.image not in unready
-            and u not in self.created
-            and u not in down
-            and now - self.started[u] >= timedelta(seconds=ready_after)
+        since = now - timedelta(seconds=ready_after)  # started by then: ready now
+        ready = (
+            ()
+            if self.image in unready
+            else tuple(
+                u
+                for u in units
+                if self.started[u] <= since and u not in self.created and u not in down
+            )
         )
         return InstanceSet(self.release, self.image, units, ready, tuple(sorted(self.created)))
 
@@ -124,6 +125,8 @@ class FakeWorld:
 
     def down(self, image: str | None) -> frozenset[str]:
         """Units whose instance of `image` is in an outage now."""
+        if not self.outages:
+            return frozenset()
         return frozenset(
             o.unit for o in self.outages if o.image == image and o.start <= self.now < o.end
         )
@@ -253,9 +256,11 @@ class Driver:
         action is removed only once the status recording it was written, as the controller
         does. Returns the observation the decision was made from, and the decision.
 
-        Faults a real operator can have: `applied` actions ran before a crash (None: all; the
-        next one is left half done) and `writes=0`: the status patch never landed; `writes=2`:
-        it landed twice. `self.patch` is the patch this round wrote (or would have)."""
+        Faults a real operator can have: `applied` actions ran (None: all), and `writes=0`:
+        it crashed before the status patch landed (an action cut short by the crash is left
+        half done); `writes=2`: the patch landed twice. `applied=0` with `writes=1` loses the
+        actions of a round whose status was written. `self.patch` is the patch this round
+        wrote (or would have)."""
         before = self.status
         ref = DeploymentRef(self.name, self.generation, self.spec)
         metrics = None
@@ -271,8 +276,12 @@ class Driver:
                     self.world.action = None
             else:
                 self.world.apply(self.name, [action])
-        if count < len(decision.actions):
+        if writes == 0 and count < len(decision.actions):  # the crash cut this one short
             self.world.start_partially(decision.actions[count])
+        if self.stored is None and writes == 1:
+            self.patch = {}
+            self.status = decision.status  # what landing the patch of changed fields gives
+            return obs, decision
         if self.stored is None:
             self.patch = {
                 name: value
@@ -285,10 +294,12 @@ class Driver:
             from lockgate.controller.deployments import without_nulls
 
             wire = decision.status.model_dump(by_alias=True, mode="json")
+            stored = self.stored
             self.patch = {
                 key: value
                 for key, value in wire.items()
-                if without_nulls(self.stored.get(key)) != without_nulls(value)
+                if stored.get(key) != value  # the same, or the same but for nulls
+                and without_nulls(stored.get(key)) != without_nulls(value)
             }
         for _ in range(writes):
             self.land(self.patch)
@@ -296,6 +307,8 @@ class Driver:
 
     def land(self, patch: dict[str, Any]) -> None:
         """A status patch landing on the stored status (a JSON merge patch when stored)."""
+        if not patch:
+            return
         if self.stored is None:
             self.status = self.status.model_copy(update=patch)
             return
@@ -323,14 +336,17 @@ class Driver:
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    """RFC 7386: None deletes a key, dicts merge, anything else replaces."""
+    """RFC 7386: None deletes a key, objects merge (a new one without its nulls), anything
+    else replaces. The patch is left as it was: it may land again."""
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge_patch(target[key], value)
+        elif isinstance(value, dict):
+            merged = target.get(key)
+            target[key] = merged = dict(merged) if isinstance(merged, dict) else {}
+            merge_patch(merged, value)
         else:
-            target[key] = copy.deepcopy(value)
+            target[key] = value  # never changed in place: later patches replace it
 
 
 def app_spec(replicas: int = 4, **extra: object) -> ApplicationSpec:
