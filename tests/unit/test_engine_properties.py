@@ -499,7 +499,9 @@ class Invariants:
         # The status says only what is live: its weights, and every "traffic live" line.
         live = obs.live_weights
         if after.phase not in ("Pending", "Queued") and live is not None:
-            assert after.weights == Weights(stable=live[0], canary=live[1]), (after.weights, live)
+            assert after.weights == Weights(stable=live[0], canary=live[1]), (
+                f"status.weights says {after.weights}, the split live is {live} ({where})"
+            )
         said = [
             m
             for e in after.log
@@ -626,11 +628,13 @@ def play(
     for round_no in range(limit):
         user.act(driver, round_no)
         before = driver.status
+        kept = before.model_copy(deep=True) if again else before
         obs, decision = fault(driver, round_no)
         invariants.decisions += 1
         if checked:
             invariants.check(driver, before, obs, decision)
         if again:
+            assert before == kept, "deciding changed the status it decided from"
             ref = DeploymentRef(driver.name, driver.generation, driver.spec)
             assert decide(scenario.app, ref, before, obs, driver.world.now) == decision
         if user.done(driver, round_no) and settled(driver, before, decision):
