@@ -167,6 +167,67 @@ def test_initial_rollout_skips_the_strategy() -> None:
     assert world.stable.image == "app:2"
 
 
+def test_canary_losing_its_ready_instances_at_promotion_gets_no_traffic() -> None:
+    """The promote step holds 100% on the new set until it swaps the roles; a new set that
+    goes unready meanwhile gives the traffic back to the old one until it recovers."""
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 0}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    assert world.weights == (0, 100)
+    world.unready_images = {"app:2"}
+    assert SetWeights(100, 0) in driver.step().actions
+    assert world.weights == (100, 0) and world.stable.image == "app:1"
+    world.unready_images = set()
+    assert driver.run().phase == "Succeeded"
+    assert world.stable.image == "app:2" and world.weights == (100, 0)
+
+
+def test_rolling_drains_old_instances_only_once_traffic_has_left_them() -> None:
+    """A batch whose new instance was down while it shifted traffic confirmed a split that
+    still sends everything to the old one. When the drain comes, the new one is back: the
+    old instance leaves only once the split giving it nothing is live."""
+    app = app_spec(1)
+    world = FakeWorld(units=app.units(), ready_after=0, weight_delay=2)
+    strategy = {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": 0}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and ": shift" in s.step.description)
+    world.unready_images = {"app:2"}
+    driver.step()
+    assert driver.status.step is not None and ": drain" in driver.status.step.description
+    assert world.weights == (100, 0)
+    world.unready_images = set()
+    world.now += timedelta(seconds=1)
+    decision = driver.step()
+    assert SetWeights(0, 100) in decision.actions
+    assert not any(isinstance(a, EnsureInstances) and a.role == "stable" for a in decision.actions)
+    while world.weights != (0, 100):
+        assert world.stable.started, "the old instance still serves"
+        world.now += timedelta(seconds=1)
+        driver.step()
+    assert driver.run().phase == "Succeeded"
+
+
+def test_promote_step_waits_no_longer_than_the_progress_deadline() -> None:
+    """The promote step waits for the new set and for 100% to it to be live, like any step
+    that waits for instances or traffic: a router that stopped applying weights fails the
+    rollout at the deadline instead of holding it Progressing for ever."""
+    app = app_spec(1)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "Canary", "canary": {"steps": [100]}}
+    driver = Driver(app, dep_spec(strategy=strategy, progressDeadlineSeconds=30), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("setWeight"))
+    world.unready_images = {"app:2"}  # down while its step routes: the split live is 100/0
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    world.unready_images = set()
+    world.weight_delay = None  # and from now on the router applies nothing
+    status = driver.run()
+    assert status.phase == "RolledBack", status.message
+    assert "new instance(s) ready, 100% to them not confirmed live" in (status.message or "")
+    assert world.stable.image == "app:1" and world.weights == (100, 0)
+
+
 def test_docker_canary_uses_canary_hosts_until_100() -> None:
     app = docker_app_spec(3)
     world = FakeWorld(units=app.units())
@@ -237,6 +298,21 @@ def test_action_is_recorded_first_and_applied_after_the_annotation_is_gone() -> 
     assert decision.status.step is not None and decision.status.step.index == index + 1
 
 
+def test_an_action_given_while_another_is_pending_is_ignored_with_a_reason() -> None:
+    """Actions are taken one at a time; one that arrives while another is recorded but not
+    yet applied is removed with the annotation, and says so instead of vanishing."""
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    driver.world.action = "promote"
+    driver.step()
+    assert driver.status.pending_action == "promote"
+    driver.world.action = "abort"  # overwrites the annotation before it was removed
+    decision = driver.step()
+    assert any("action abort ignored: promote is pending" in e.message for e in decision.status.log)
+    assert any(e.reason == "ActionIgnored" for e in decision.events)
+    assert driver.run().phase == "Succeeded"
+
+
 def test_promote_while_instances_start_is_ignored_with_a_reason() -> None:
     driver = manual_driver()
     driver.step()
@@ -265,6 +341,23 @@ def test_abort_rolls_back_and_ends_aborted() -> None:
     assert status.phase == "Aborted"
     assert driver.world.stable.image == "app:1" and not driver.world.canary.started
     assert driver.world.weights == (100, 0)
+
+
+def test_abort_once_the_new_version_is_stable_lets_the_promotion_complete() -> None:
+    """After the promote step swapped the roles, rolling back would remove the previous
+    version and call it restored: the abort is ignored, saying why, and the rollout ends."""
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 0}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    while world.stable.image != "app:2":
+        driver.step()
+    world.action = "abort"
+    status = driver.run()
+    assert status.phase == "Succeeded", status.message
+    assert world.stable.image == "app:2" and not world.canary.started
+    assert any("abort ignored: the new version is already stable" in e.message for e in status.log)
 
 
 def test_retry_after_rollback_starts_over() -> None:
@@ -453,6 +546,24 @@ def test_instances_left_created_by_a_killed_operator_are_asked_for_again() -> No
     status = driver.run()
     assert status.phase == "Succeeded", status.message
     assert [b.attempts for b in status.batches] == [1, 1, 1]
+
+
+def test_a_rollback_starts_again_old_instances_left_created() -> None:
+    """An operator killed while it put the previous version back (instances created, not
+    started): the rollback asks for them again rather than wait for them for ever."""
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    driver = Driver(app, dep_spec(strategy=RECREATE), world)
+    run_until(driver, lambda s: s.step is not None and s.step.index == 1)  # old ones stopped
+    world.action = "abort"
+    run_until(driver, lambda s: s.phase == "RollingBack")
+    decision = driver.step(drop_actions=True)
+    stable = [a for a in decision.actions if isinstance(a, EnsureInstances) and a.role == "stable"]
+    assert stable, decision.actions
+    world.start_partially(stable[0])  # killed between creating and starting them
+    assert world.stable.created == {"replica-1", "replica-2"}
+    assert driver.run().phase == "Aborted"
+    assert world.stable.image == "app:1" and not world.stable.created
 
 
 def test_stable_instances_left_created_are_started_again() -> None:

@@ -292,6 +292,9 @@ class _Run:
         elif self.s.pending_action is None:
             self.s.pending_action = action  # type: ignore[assignment]
             self.log(f"action {action} received")
+        elif action != self.s.pending_action:
+            # The annotation is removed below: say so rather than lose the action unseen.
+            self.ignore(action, f"{self.s.pending_action} is pending")
         self.emit(ClearAction())
 
     # ----------------------------------------------------------------- Pending / Queued
@@ -379,14 +382,20 @@ class _Run:
         index = min(s.step.index, len(plan.steps) - 1)
         step = plan.steps[index]
 
+        # Once the promote step has swapped the roles, the new version is the stable one and
+        # the previous one is on its way out: a rollback would only remove it and report the
+        # previous version restored. What is left is to finish the promotion.
+        promoted = step.kind == "promote" and self.obs.stable.release == self.release
         action = self.take_action()
-        if action == "abort":
+        if action == "abort" and not promoted:
             self.fail("aborted by the lockgate.dev/action annotation", aborted=True)
             return
-        if self.obs.superseded_by:
+        if self.obs.superseded_by and not promoted:
             self.fail(f"superseded by {self.obs.superseded_by}", aborted=True)
             return
-        if action == "retry":
+        if action == "abort":
+            self.ignore(action, "the new version is already stable; the promotion completes")
+        elif action == "retry":
             self.ignore(action, "retry applies after a rollback or failure")
         elif action == "promote-full":
             s.skip_waits = True
@@ -507,8 +516,9 @@ class _Run:
             return self.promote(step)
         self.ensure_canary(step.canary_units)
         if step.kind == "drain":
-            weights_live = self.hold_weights(step)
-            return self.ensure_stable(step.stable_units, plan) and weights_live
+            # Instances leave only once the split without them is live: the one the step
+            # before confirmed can be out of date (a canary that was down then is up now).
+            return self.hold_weights(step) and self.ensure_stable(step.stable_units, plan)
         self.ensure_stable(step.stable_units, plan)
         weights_live = self.hold_weights(step)
         if step.kind == "start":
@@ -544,6 +554,10 @@ class _Run:
         if obs.stable.release != self.release:
             self.ensure_canary(step.canary_units)
             if not set(step.canary_units) <= self.canary_ready():
+                # A canary that lost every ready instance gets no traffic while it recovers
+                # (the split before the promotion gave it all).
+                if not self.canary_ready() and obs.stable.ready and obs.live_weights != (100, 0):
+                    self.emit(SetWeights(100, 0))
                 return False
             if obs.live_weights != (0, 100):
                 self.emit(SetWeights(0, 100))
@@ -626,8 +640,10 @@ class _Run:
     def check_deadline(self, plan: Plan, step: Step) -> None:
         s = self.s
         assert s.step is not None
-        if step.kind in ("pause", "promote") or s.step.started_at is None:
+        if step.kind == "pause" or s.step.started_at is None:
             return
+        if step.kind == "promote" and self.obs.stable.release == self.release:
+            return  # the new version is the stable one: there is nothing left to go back to
         deadline = s.step.started_at + timedelta(seconds=self.spec.progress_deadline_seconds)
         if self.now < deadline:
             self.wakeups.append(deadline)
@@ -644,6 +660,13 @@ class _Run:
             reason = f"no passed analysis within progressDeadlineSeconds {limit} ({last})"
         elif step.kind == "shift":
             reason = f"traffic split not confirmed live within progressDeadlineSeconds {limit}"
+        elif step.kind == "promote":
+            ready = len(self.canary_ready() & set(step.canary_units))
+            reason = (
+                f"{ready}/{len(step.canary_units)} new instance(s) ready, 100% to them "
+                f"{'live' if self.obs.live_weights == (0, 100) else 'not confirmed live'} "
+                f"after progressDeadlineSeconds {limit}"
+            )
         else:
             reason = f"old instances not drained within progressDeadlineSeconds {limit}"
         self.step_failed(plan, step, f"step {s.step.index + 1} ({step.description}): {reason}")
@@ -810,6 +833,7 @@ class _Run:
         # rollback completes on the others (the outcome names it).
         unreachable = set(obs.unit_errors)
         missing = set(target.stable_units) - set(obs.stable.units) - unreachable
+        missing |= set(target.stable_units) & set(obs.stable.incomplete)  # created, not started
         if missing:
             self.emit(
                 EnsureInstances(
