@@ -270,6 +270,11 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
         relay.stop()
 
 
+# A request a lost host had already accepted dies with it (Traefik retries only requests
+# no server took); every later one goes to the other hosts. The load sends from 4 threads.
+IN_FLIGHT = 4
+
+
 def stop_daemon(host: DockerHost) -> None:
     """Stops a host's dockerd the way a shutdown or crash of the host would: no live-restore,
     so its containers stop with it. Returns once the daemon has exited."""
@@ -285,7 +290,7 @@ def host1_restored(fleet: dict[str, DockerHost]) -> Iterator[DockerHost]:
     start_docker_hosts()
 
 
-def test_host_lost_mid_batch_fails_naming_it_and_no_request_fails(
+def test_host_lost_mid_batch_fails_naming_it_and_only_requests_in_flight_fail(
     lockgate: Lockgate,
     app: str,
     fleet: dict[str, DockerHost],
@@ -294,9 +299,9 @@ def test_host_lost_mid_batch_fails_naming_it_and_no_request_fails(
     tmp_path: Path,
 ) -> None:
     """host1's daemon stops as lockgate creates the new container on it (the second batch),
-    and takes its running v1 container with it. Requests Traefik had sent to host1 are sent
-    again to the other hosts (retry middleware); the rollout fails naming host1 and the rest
-    goes back to v1."""
+    and takes its running v1 container with it. Requests that reach no server on host1 are
+    sent again to the other hosts (retry middleware); at most those already in flight on
+    host1 fail; the rollout fails naming host1 and the rest goes back to v1."""
     relay = SocketRelay(tmp_path / "host1.sock", host1_restored.socket)
     relay.start()
     try:
@@ -327,7 +332,7 @@ def test_host_lost_mid_batch_fails_naming_it_and_no_request_fails(
         assert states_at_loss == [["Succeeded", "Running", "Pending"]], "lost inside batch 2"
         assert status["phase"] == "RolledBack", status.get("message")
         assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
-        assert failed(responses) == [], (
+        assert len(failed(responses)) <= IN_FLIGHT, (
             f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
         )
         assert served(responses[-50:], "v1") == 50
@@ -337,7 +342,7 @@ def test_host_lost_mid_batch_fails_naming_it_and_no_request_fails(
         relay.stop()
 
 
-def test_host_lost_between_rollouts_costs_no_request_and_is_reported(
+def test_host_lost_between_rollouts_fails_only_requests_in_flight_and_is_reported(
     lockgate: Lockgate,
     app: str,
     fleet: dict[str, DockerHost],
@@ -360,7 +365,7 @@ def test_host_lost_between_rollouts_costs_no_request_and_is_reported(
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert application["status"]["phase"] == "Degraded", application["status"]
-    assert failed(responses) == [], (
+    assert len(failed(responses)) <= IN_FLIGHT, (
         f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
     )
 

@@ -108,8 +108,10 @@ def test_planted_secrets_never_appear_in_status_events_or_the_operator_log(
     lockgate.create(deployment(f"{apps['key']}-v1", apps["key"], "demo:v1"))
     assert lockgate.wait_finished(f"{apps['key']}-v1")["phase"] == "Failed"
 
-    # Error: a container that cannot start (its command does not exist), on the TLS host.
-    start_app = docker_application(lockgate, apps["start"], hosts, traefik, order=("host2",))
+    # Error: a container that cannot start (its command does not exist), on the TLS host first.
+    start_app = docker_application(
+        lockgate, apps["start"], hosts, traefik, order=("host2", "host3")
+    )
     lockgate.create(with_env(start_app, command=["/absent"]))
     lockgate.create(deployment(f"{apps['start']}-v1", apps["start"], "demo:v1"))
     assert lockgate.wait_finished(f"{apps['start']}-v1")["phase"] in {"RolledBack", "Failed"}
