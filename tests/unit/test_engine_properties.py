@@ -787,7 +787,7 @@ def test_crash_after_actions_before_status_write_converges(
             return driver.round()
         return driver.round(applied=applied if applied < 4 else None, writes=0)
 
-    clean, _ = play(scenario, _copy(user))
+    clean, _ = play(scenario, _copy(user), checked=False)  # the reference: checked elsewhere
     crashed, _ = play(scenario, user, fault=crash_before_write)
     assert outcome(crashed) == outcome(clean), crashed.status.message
     check_outcome(scenario, crashed, user.abort_sent)
@@ -809,7 +809,7 @@ def test_status_write_landing_twice_converges(kind: str, target: str, data: st.D
     def write_twice(driver: Driver, round_no: int) -> tuple[Observation, Decision]:
         return driver.round(writes=2 if round_no in twice else 1)
 
-    clean, _ = play(scenario, _copy(user))
+    clean, _ = play(scenario, _copy(user), checked=False)  # the reference: checked elsewhere
     doubled, _ = play(scenario, user, fault=write_twice, stored=True)
     assert outcome(doubled) == outcome(clean), doubled.status.message
     check_outcome(scenario, doubled, user.abort_sent)
