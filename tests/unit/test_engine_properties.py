@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
@@ -718,6 +718,10 @@ def test_weights_sum_to_100_and_go_only_to_healthy_instances(
     state only weights that are live; instances are drained only once no traffic reaches them
     and never below minHealthy."""
     scenario = data.draw(scenarios(kind, target))
+    for act in sorted({act for acts in scenario.user.values() for act in acts}):
+        event(f"user: {act}")
+    event(f"weights: {'never' if scenario.weights_never_apply else 'applied'}")
+    event(f"outages: {len(scenario.outages)}")
     _, invariants = play(scenario)
     assert invariants.decisions > 0
 
@@ -732,6 +736,7 @@ def test_failed_verdict_restores_everything(kind: str, target: str, data: st.Dat
     lets a rollout succeed."""
     scenario = data.draw(scenarios(kind, target))
     driver, _ = play(scenario, checked=False)  # the property above checks every decision
+    event(f"ended {driver.status.phase}")  # --hypothesis-show-statistics shows how often
     check_outcome(scenario, driver, any("abort" in acts for acts in scenario.user.values()))
 
 
@@ -787,7 +792,7 @@ def test_crash_after_actions_before_status_write_converges(
             return driver.round()
         return driver.round(applied=applied if applied < 4 else None, writes=0)
 
-    clean, _ = play(scenario, _copy(user))
+    clean, _ = play(scenario, _copy(user), checked=False)  # the reference: checked elsewhere
     crashed, _ = play(scenario, user, fault=crash_before_write)
     assert outcome(crashed) == outcome(clean), crashed.status.message
     check_outcome(scenario, crashed, user.abort_sent)
@@ -809,7 +814,7 @@ def test_status_write_landing_twice_converges(kind: str, target: str, data: st.D
     def write_twice(driver: Driver, round_no: int) -> tuple[Observation, Decision]:
         return driver.round(writes=2 if round_no in twice else 1)
 
-    clean, _ = play(scenario, _copy(user))
+    clean, _ = play(scenario, _copy(user), checked=False)  # the reference: checked elsewhere
     doubled, _ = play(scenario, user, fault=write_twice, stored=True)
     assert outcome(doubled) == outcome(clean), doubled.status.message
     check_outcome(scenario, doubled, user.abort_sent)
