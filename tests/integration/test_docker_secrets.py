@@ -39,9 +39,9 @@ def pem_lines(pem: str) -> list[str]:
 def apps(
     lockgate: Lockgate, docker_hosts_by_name: dict[str, DockerHost], traefik: Traefik
 ) -> Iterator[dict[str, str]]:
-    """Three Applications of this test, removed from the hosts and Traefik afterwards."""
+    """The Applications of this test, removed from the hosts and Traefik afterwards."""
     base = f"sec-{lockgate.namespace[-8:]}"
-    names = {"env": base, "key": f"{base}-key", "start": f"{base}-start"}
+    names = {"env": base, "key": f"{base}-key"}
     yield names
     for name in names.values():
         delete_application(lockgate, name)
@@ -108,19 +108,11 @@ def test_planted_secrets_never_appear_in_status_events_or_the_operator_log(
     lockgate.create(deployment(f"{apps['key']}-v1", apps["key"], "demo:v1"))
     assert lockgate.wait_finished(f"{apps['key']}-v1")["phase"] == "Failed"
 
-    # Error: a container that cannot start (its command does not exist), on the TLS host first.
-    start_app = docker_application(
-        lockgate, apps["start"], hosts, traefik, order=("host2", "host3")
-    )
-    lockgate.create(with_env(start_app, command=["/absent"]))
-    lockgate.create(deployment(f"{apps['start']}-v1", apps["start"], "demo:v1"))
-    assert lockgate.wait_finished(f"{apps['start']}-v1")["phase"] in {"RolledBack", "Failed"}
-
     texts: dict[str, str] = {"operator log": operator.log_text()}
     for name in apps.values():
         texts[f"Application {name}"] = json.dumps(lockgate.get(name, "applications"))
         texts[f"Events of Application {name}"] = events_text(lockgate, name)
-    for dep in (f"{env_app}-v1", f"{env_app}-v2", f"{apps['key']}-v1", f"{apps['start']}-v1"):
+    for dep in (f"{env_app}-v1", f"{env_app}-v2", f"{apps['key']}-v1"):
         texts[f"Deployment {dep}"] = json.dumps(lockgate.get(dep))
         texts[f"Events of Deployment {dep}"] = events_text(lockgate, dep)
     secrets = {
