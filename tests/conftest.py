@@ -1,7 +1,8 @@
 """Fixtures of the real local environment, registered once for the whole suite (pytest only
 accepts pytest_plugins in the top-level conftest). Unit tests never request them.
 
-And the skip policy: a skipped test fails the run unless tests/skips.txt lists it."""
+The hooks of a run shared by several workers (tests/support/shared_run.py). And the skip
+policy: a skipped test fails the run unless tests/skips.txt lists it."""
 
 pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
@@ -9,4 +10,5 @@ pytest_plugins: list[str] = [
     "tests.support.dockerhosts_fixtures",
     "tests.support.operator_fixtures",
     "tests.support.skip_policy",
+    "tests.support.shared_run",
 ]

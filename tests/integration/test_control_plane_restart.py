@@ -13,7 +13,10 @@ from hack.tools.load import Load, by_version, failed
 from tests.support.cluster import Cluster, Traefik, start_cluster, stop_cluster
 from tests.support.rollouts import Lockgate, application, deployment, host_of
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.serial,
+]  # restarts the control plane every test shares
 
 ANALYSIS = {"intervalSeconds": 2, "minRequests": 10, "maxConsecutiveFailures": 2}
 

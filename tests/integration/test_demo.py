@@ -13,7 +13,10 @@ import pytest
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.serial,
+]  # replaces the shared operator with the demo's
 
 CLOSING = re.compile(r"^(\d+) requests through Traefik, (\d+) failed\.$", re.MULTILINE)
 

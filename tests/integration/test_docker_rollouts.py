@@ -79,6 +79,29 @@ def deploy_v1(
     assert status["phase"] == "Succeeded", status.get("message")
 
 
+@pytest.fixture
+def relay(fleet: dict[str, DockerHost], tmp_path: Path) -> Iterator[SocketRelay]:
+    """A relay to host1's daemon socket, which a test cuts to take the daemon away."""
+    relay = SocketRelay(tmp_path / "host1.sock", fleet["host1"].socket)
+    relay.start()
+    yield relay
+    relay.stop()
+
+
+def deploy_v1_second_through(
+    relay: SocketRelay, lg: Lockgate, app: str, hosts: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    """v1 everywhere, with host1 second in the order and reached through the relay."""
+    deploy_v1(
+        lg,
+        app,
+        hosts,
+        traefik,
+        order=("host2", "host1", "host3"),
+        urls={"host1": f"unix://{relay.path}"},
+    )
+
+
 def load_for(traefik: Traefik, lg: Lockgate, app: str) -> Load:
     return Load(traefik.web_url, host_of(app, lg.namespace))
 
@@ -230,44 +253,32 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
 
 
 def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
-    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, tmp_path: Path
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, relay: SocketRelay
 ) -> None:
     """host1's daemon sits behind a relay the test cuts as the new container is created on
     it (the second batch): to lockgate the daemon is gone; its running containers, like a
     daemon with live-restore, keep serving."""
-    relay = SocketRelay(tmp_path / "host1.sock", fleet["host1"].socket)
-    relay.start()
-    try:
-        deploy_v1(
-            lockgate,
-            app,
-            fleet,
-            traefik,
-            order=("host2", "host1", "host3"),
-            urls={"host1": f"unix://{relay.path}"},
-        )
-        rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
-        with load_for(traefik, lockgate, app) as load:
-            load.wait_answered(20)
-            relay.trip = b"/containers/create"
-            lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
-            status = lockgate.wait_finished(f"{app}-v2")
-            load.wait_answered(len(load.responses) + 200)
-        responses = load.stop()
-        assert relay.tripped.is_set()
-        assert status["phase"] == "RolledBack", status.get("message")
-        assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
-        assert "daemon unreachable" in status["message"]
-        assert [b["state"] for b in status["batches"]] == ["Succeeded", "Failed", "Pending"]
-        assert failed(responses) == [], (
-            f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
-        )
-        assert served(responses[-50:], "v1") == 50
-        images = running_images(fleet, app)
-        assert images["host2"] == ["demo:v1"], "the first batch is back on v1"
-        assert images["host1"] == ["demo:v1"] and images["host3"] == ["demo:v1"]
-    finally:
-        relay.stop()
+    deploy_v1_second_through(relay, lockgate, app, fleet, traefik)
+    rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
+    with load_for(traefik, lockgate, app) as load:
+        load.wait_answered(20)
+        relay.trip = b"/containers/create"
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
+        status = lockgate.wait_finished(f"{app}-v2")
+        load.wait_answered(len(load.responses) + 200)
+    responses = load.stop()
+    assert relay.tripped.is_set()
+    assert status["phase"] == "RolledBack", status.get("message")
+    assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
+    assert "daemon unreachable" in status["message"]
+    assert [b["state"] for b in status["batches"]] == ["Succeeded", "Failed", "Pending"]
+    assert failed(responses) == [], (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
+    assert served(responses[-50:], "v1") == 50
+    images = running_images(fleet, app)
+    assert images["host2"] == ["demo:v1"], "the first batch is back on v1"
+    assert images["host1"] == ["demo:v1"] and images["host3"] == ["demo:v1"]
 
 
 # A request a lost host had already accepted dies with it (Traefik retries only requests
@@ -290,58 +301,48 @@ def host1_restored(fleet: dict[str, DockerHost]) -> Iterator[DockerHost]:
     start_docker_hosts()
 
 
+@pytest.mark.serial  # kills host1's daemon
 def test_host_lost_mid_batch_fails_naming_it_and_only_requests_in_flight_fail(
     lockgate: Lockgate,
     app: str,
     fleet: dict[str, DockerHost],
     host1_restored: DockerHost,
     traefik: Traefik,
-    tmp_path: Path,
+    relay: SocketRelay,
 ) -> None:
     """host1's daemon stops as lockgate creates the new container on it (the second batch),
     and takes its running v1 container with it. Requests that reach no server on host1 are
     sent again to the other hosts (retry middleware); at most those already in flight on
     host1 fail; the rollout fails naming host1 and the rest goes back to v1."""
-    relay = SocketRelay(tmp_path / "host1.sock", host1_restored.socket)
-    relay.start()
-    try:
-        deploy_v1(
-            lockgate,
-            app,
-            fleet,
-            traefik,
-            order=("host2", "host1", "host3"),
-            urls={"host1": f"unix://{relay.path}"},
-        )
-        rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
-        states_at_loss: list[list[str]] = []
+    deploy_v1_second_through(relay, lockgate, app, fleet, traefik)
+    rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
+    states_at_loss: list[list[str]] = []
 
-        def lose_host1() -> None:
-            states_at_loss.append([b["state"] for b in lockgate.status(f"{app}-v2")["batches"]])
-            stop_daemon(host1_restored)
+    def lose_host1() -> None:
+        states_at_loss.append([b["state"] for b in lockgate.status(f"{app}-v2")["batches"]])
+        stop_daemon(host1_restored)
 
-        with load_for(traefik, lockgate, app) as load:
-            load.wait_answered(20)
-            relay.trip = b"/containers/create"
-            relay.on_trip = lose_host1
-            lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
-            status = lockgate.wait_finished(f"{app}-v2")
-            load.wait_answered(50)
-        responses = load.stop()
-        assert relay.tripped.is_set()
-        assert states_at_loss == [["Succeeded", "Running", "Pending"]], "lost inside batch 2"
-        assert status["phase"] == "RolledBack", status.get("message")
-        assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
-        assert len(failed(responses)) <= IN_FLIGHT, (
-            f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
-        )
-        assert served(responses[-50:], "v1") == 50
-        images = running_images({h: fleet[h] for h in ("host2", "host3")}, app)
-        assert images == {"host2": ["demo:v1"], "host3": ["demo:v1"]}
-    finally:
-        relay.stop()
+    with load_for(traefik, lockgate, app) as load:
+        load.wait_answered(20)
+        relay.trip = b"/containers/create"
+        relay.on_trip = lose_host1
+        lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
+        status = lockgate.wait_finished(f"{app}-v2")
+        load.wait_answered(50)
+    responses = load.stop()
+    assert relay.tripped.is_set()
+    assert states_at_loss == [["Succeeded", "Running", "Pending"]], "lost inside batch 2"
+    assert status["phase"] == "RolledBack", status.get("message")
+    assert "batch 2 failed" in status["message"] and "host host1" in status["message"]
+    assert len(failed(responses)) <= IN_FLIGHT, (
+        f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
+    )
+    assert served(responses[-50:], "v1") == 50
+    images = running_images({h: fleet[h] for h in ("host2", "host3")}, app)
+    assert images == {"host2": ["demo:v1"], "host3": ["demo:v1"]}
 
 
+@pytest.mark.serial  # kills host1's daemon
 def test_host_lost_between_rollouts_fails_only_requests_in_flight_and_is_reported(
     lockgate: Lockgate,
     app: str,
@@ -528,6 +529,7 @@ def batch_started(lg: Lockgate, app: str, index: int) -> bool:
     return len(batches) > index and batches[index]["state"] != "Pending"
 
 
+@pytest.mark.serial  # kills the operator
 def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
 ) -> None:
@@ -597,34 +599,37 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
     """`docker restart` (or a host reboot) publishes the container on a new port; between
-    rollouts the operator points the route at it, or that host would never serve again."""
+    rollouts the operator points the route at it, or that host would never serve again. No
+    request fails meanwhile: until the route follows, Traefik's retry sends the requests the
+    old port refuses to the other hosts."""
     deploy_v1(lockgate, app, fleet, traefik)
-    client = local_client(fleet["host1"])
-    try:
-        container = client.containers.get(f"{app}-v1-r1-0")
-        old_port = container.ports["8080/tcp"][0]["HostPort"]
-        container.restart(timeout=1)
-        container.reload()
-        new_port = container.ports["8080/tcp"][0]["HostPort"]
-    finally:
-        client.close()
-    assert new_port != old_port, "docker kept the port: the test shows nothing"
     address = fleet["host1"].address
     service = f"{traefik.api_url}/api/http/services/{app}-stable@file"
 
     def routed() -> dict[str, str]:
         return httpx.get(service, timeout=2).json().get("serverStatus") or {}
 
-    wait_for(
-        "Traefik routes to the new port, not the old one",
-        lambda: (
-            routed().get(f"http://{address}:{new_port}") == "UP"
-            and f"http://{address}:{old_port}" not in routed()
-        ),
-        timeout=30,
-    )
+    client = local_client(fleet["host1"])
     with load_for(traefik, lockgate, app) as load:
         load.wait_answered(20)
+        try:
+            container = client.containers.get(f"{app}-v1-r1-0")
+            old_port = container.ports["8080/tcp"][0]["HostPort"]
+            container.restart(timeout=1)
+            container.reload()
+            new_port = container.ports["8080/tcp"][0]["HostPort"]
+        finally:
+            client.close()
+        assert new_port != old_port, "docker kept the port: the test shows nothing"
+        wait_for(
+            "Traefik routes to the new port, not the old one",
+            lambda: (
+                routed().get(f"http://{address}:{new_port}") == "UP"
+                and f"http://{address}:{old_port}" not in routed()
+            ),
+            timeout=30,
+        )
+        load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert failed(responses) == [], (
         f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"

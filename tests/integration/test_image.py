@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.cluster import HACK, REPO_ROOT, Cluster
 from tests.support.operator_fixtures import free_port
+from tests.support.shared_run import exclusive
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +46,10 @@ class Image:
 @pytest.fixture(scope="module")
 def image() -> Image:
     started = time.monotonic()
-    built = subprocess.run(
-        [str(HACK / "build-image")], capture_output=True, text=True, timeout=1800, check=False
-    )
+    with exclusive("image"):  # one build at a time in a run shared by several workers
+        built = subprocess.run(
+            [str(HACK / "build-image")], capture_output=True, text=True, timeout=1800, check=False
+        )
     assert built.returncode == 0, f"hack/build-image failed:\n{built.stderr[-4000:]}"
     print(f"hack/build-image: {time.monotonic() - started:.1f}s")
     engine = subprocess.run(

@@ -357,6 +357,7 @@ def test_helm_install_cluster_wide_grants_what_the_operator_uses_and_no_more(
     assert not can_i(cluster, kubeconfig, "patch", "clusterkopfpeerings.kopf.dev/another")
 
 
+@pytest.mark.serial  # stops the shared operator
 def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
     cluster: Cluster,
     traefik: Traefik,

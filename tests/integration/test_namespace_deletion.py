@@ -15,7 +15,10 @@ from tests.support.cluster import Cluster
 from tests.support.operator_fixtures import Operator, free_port
 from tests.support.rollouts import Lockgate, application, deployment, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.serial,
+]  # stops the shared operator to run a namespaced one
 
 # The namespace controller waits out its Pods' termination grace before it looks again;
 # lockgate gives its Pods drainSeconds + 10 (15 s here), and its finalizers hold nothing.
@@ -51,7 +54,7 @@ def watched(
     finally:
         if serving is not operator:
             serving.stop()
-        if operator.process is None or operator.process.poll() is not None:
+        if not operator.alive():
             operator.start()
         try:
             core.delete_namespace(name)

@@ -25,6 +25,7 @@ from tests.support.cluster import (
     traefik_info,
     traefik_running,
 )
+from tests.support.shared_run import exclusive, stops_at_session_end
 
 
 def _start(start: Callable[[], None], cleanup: Callable[[], None] | None) -> str | None:
@@ -40,28 +41,32 @@ def _start(start: Callable[[], None], cleanup: Callable[[], None] | None) -> str
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    reused = cluster_running()
-    # `up` also on a running cluster: it is idempotent and re-applies the CRDs from crds/,
-    # so a developer's long-running cluster tests the CRDs of the current work tree.
-    failure = _start(start_cluster, None if reused else stop_cluster)
-    if failure:
-        pytest.fail(failure, pytrace=False)
+    with exclusive():
+        reused = cluster_running()
+        # `up` also on a running cluster: it is idempotent and re-applies the CRDs from
+        # crds/, so a developer's long-running cluster tests the CRDs of the current work tree.
+        failure = _start(start_cluster, None if reused else stop_cluster)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        stop = stops_at_session_end("cluster", reused)
     try:
         yield cluster_info()
     finally:
-        if not reused:
+        if stop:
             stop_cluster()
 
 
 @pytest.fixture(scope="session")
 def traefik(cluster: Cluster) -> Iterator[Traefik]:
-    reused = traefik_running()
-    if not reused:
-        failure = _start(start_traefik, stop_traefik)
-        if failure:
-            pytest.fail(failure, pytrace=False)
+    with exclusive():
+        reused = traefik_running()
+        if not reused:
+            failure = _start(start_traefik, stop_traefik)
+            if failure:
+                pytest.fail(failure, pytrace=False)
+        stop = stops_at_session_end("traefik", reused)
     try:
         yield traefik_info()
     finally:
-        if not reused:
+        if stop:
             stop_traefik()

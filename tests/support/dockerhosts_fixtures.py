@@ -21,6 +21,7 @@ from tests.support.dockerhosts import (
     start_docker_hosts,
     stop_docker_hosts,
 )
+from tests.support.shared_run import exclusive, stops_at_session_end
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +29,8 @@ def demo_app_binary() -> Path:
     """Path of the static demo-app binary (hack/build-demo-app)."""
     failure = ""
     try:
-        return build_demo_app()
+        with exclusive():
+            return build_demo_app()
     except ComponentError as exc:
         failure = str(exc)
     pytest.fail(failure, pytrace=False)  # outside `except`: one message, no chained traceback
@@ -37,20 +39,22 @@ def demo_app_binary() -> Path:
 @pytest.fixture(scope="session")
 def docker_hosts(demo_app_binary: Path) -> Iterator[list[DockerHost]]:
     """host1 (unix), host2 (tcp + mutual TLS), host3 (ssh), each with the demo images."""
-    reused = docker_hosts_running()
-    failure = ""
-    try:
-        hosts = start_docker_hosts()
-    except ComponentError as exc:
-        failure = str(exc)
-        if not reused:
-            stop_docker_hosts()  # what `up` left half-started
-    if failure:
-        pytest.fail(failure, pytrace=False)
+    with exclusive():
+        reused = docker_hosts_running()
+        failure = ""
+        try:
+            hosts = start_docker_hosts()
+        except ComponentError as exc:
+            failure = str(exc)
+            if not reused:
+                stop_docker_hosts()  # what `up` left half-started
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        stop = stops_at_session_end("dockerhosts", reused)
     try:
         yield hosts
     finally:
-        if not reused:
+        if stop:
             stop_docker_hosts()
 
 

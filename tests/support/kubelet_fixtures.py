@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import Cluster, hack
+from tests.support.shared_run import exclusive, stops_at_session_end
 
 
 @dataclass(frozen=True)
@@ -64,32 +65,34 @@ def kubelet_info() -> ProcessKubelet:
 
 @pytest.fixture(scope="session")
 def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
-    status = kubelet_status()
-    reused = status != 1  # a kubelet runs already: a developer's, left running at the end
-    if not reused:
-        proc = hack("kubelet", "start", timeout=600.0)
-        if proc.returncode != 0:
-            hack("kubelet", "stop", timeout=60.0)  # nothing half-started stays behind
-            pytest.fail(
-                f"the process kubelet could not start (hack/kubelet start exited "
-                f"{proc.returncode}):\n{proc.stderr[-6000:]}{proc.stdout[-2000:]}",
-                pytrace=False,
-            )
-    elif status != 0:
-        # Running, Node not Ready: e.g. the control plane was just restarted; the kubelet
-        # re-registers within a heartbeat (10 s).
-        deadline = time.monotonic() + 60
-        while kubelet_status() != 0:
-            if time.monotonic() > deadline:
-                info = kubelet_info()
+    with exclusive():
+        status = kubelet_status()
+        reused = status != 1  # a kubelet runs already: a developer's, left running at the end
+        if not reused:
+            proc = hack("kubelet", "start", timeout=600.0)
+            if proc.returncode != 0:
+                hack("kubelet", "stop", timeout=60.0)  # nothing half-started stays behind
                 pytest.fail(
-                    f"the running process kubelet's node {info.node_name} is not Ready after "
-                    f"60s; its log ({info.log_path}) ends:\n{info.log_tail()}",
+                    f"the process kubelet could not start (hack/kubelet start exited "
+                    f"{proc.returncode}):\n{proc.stderr[-6000:]}{proc.stdout[-2000:]}",
                     pytrace=False,
                 )
-            time.sleep(0.5)
+        elif status != 0:
+            # Running, Node not Ready: e.g. the control plane was just restarted; the kubelet
+            # re-registers within a heartbeat (10 s).
+            deadline = time.monotonic() + 60
+            while kubelet_status() != 0:
+                if time.monotonic() > deadline:
+                    info = kubelet_info()
+                    pytest.fail(
+                        f"the running process kubelet's node {info.node_name} is not Ready "
+                        f"after 60s; its log ({info.log_path}) ends:\n{info.log_tail()}",
+                        pytrace=False,
+                    )
+                time.sleep(0.5)
+        stop = stops_at_session_end("kubelet", reused)
     try:
         yield kubelet_info()
     finally:
-        if not reused:
+        if stop:
             hack("kubelet", "stop", timeout=60.0)

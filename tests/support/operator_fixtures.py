@@ -1,9 +1,11 @@
 """Session fixture `operator`: lockgate's operator as it runs in production (`lockgate
 operator`, i.e. kopf) in a subprocess against the local control plane and Traefik; and a
-fresh namespace per test."""
+fresh namespace per test. In a run shared by several workers (tests/support/shared_run.py)
+the first worker starts the operator and the others attach to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +23,7 @@ from kubernetes import client
 
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
 from tests.support.rollouts import Lockgate
+from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
 
 def free_port() -> int:
@@ -37,9 +40,23 @@ class Operator:
     scope: tuple[str, ...] = ("--all-namespaces",)  # or ("--namespace", NAME, ...)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    shared_pid: int | None = None  # attached to the operator of a shared run: not ours to stop
     _logs: list[Path] = field(default_factory=list)
 
+    def _own(self, what: str) -> None:
+        if self.shared_pid is not None:
+            raise RuntimeError(
+                f"{what}: the operator is shared by every worker of this run; a test that "
+                "kills, stops or restarts it must be marked `serial`"
+            )
+
+    def alive(self) -> bool:
+        if self.shared_pid is not None:
+            return Path(f"/proc/{self.shared_pid}").exists()
+        return self.process is not None and self.process.poll() is None
+
     def start(self) -> None:
+        self._own("start")
         self.starts += 1
         log = self.log_path.with_suffix(f".{self.starts}.log")
         self._logs.append(log)
@@ -74,11 +91,13 @@ class Operator:
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as when a node dies."""
+        self._own("kill")
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
+        self._own("stop")
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -105,11 +124,47 @@ def operator_env(cluster: Cluster, traefik: Traefik) -> dict[str, str]:
 def operator(
     cluster: Cluster, traefik: Traefik, kubelet: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    env = operator_env(cluster, traefik)
-    op = Operator(env, tmp_path_factory.mktemp("operator") / "operator", free_port())
-    op.start()
-    yield op
-    op.stop()
+    shared = shared_dir()
+    if shared is None:
+        op = Operator(
+            operator_env(cluster, traefik),
+            tmp_path_factory.mktemp("operator") / "operator",
+            free_port(),
+        )
+        op.start()
+        yield op
+        op.stop()
+        return
+    with exclusive("operator"):
+        state = read_operator(shared)
+        if state is None:
+            first = Operator(operator_env(cluster, traefik), shared / "operator", free_port())
+            first.start()
+            assert first.process is not None
+            state = {
+                "pid": first.process.pid,
+                "env": first.env,
+                "health_port": first.health_port,
+                "log": str(first._logs[0]),
+            }
+            write_operator(shared, state)
+    op = Operator(state["env"], Path(state["log"]), state["health_port"], shared_pid=state["pid"])
+    op._logs.append(Path(state["log"]))
+    yield op  # the run's controller stops it after the last worker
+
+
+def stop_shared_operator(shared: Path) -> None:
+    """In the controller of a shared run, after every worker finished."""
+    state = read_operator(shared)
+    if state is None:
+        return
+    pid = state["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
