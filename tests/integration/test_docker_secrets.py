@@ -1,6 +1,7 @@
 """Secrets lockgate itself reads on Docker hosts — a container's env from a Secret, an SSH
 private key, a TLS key — planted with recognisable values and sought, on success and on
-every error path, in the status and Events of both kinds and in the operator's whole log."""
+every error path (an image no host has, a container that exits as it starts, a host that
+refuses the key), in the status and Events of both kinds and in the operator's whole log."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def apps(
 ) -> Iterator[dict[str, str]]:
     """The Applications of this test, removed from the hosts and Traefik afterwards."""
     base = f"sec-{lockgate.namespace[-8:]}"
-    names = {"env": base, "key": f"{base}-key"}
+    names = {"env": base, "key": f"{base}-key", "crash": f"{base}-crash"}
     yield names
     for name in names.values():
         delete_application(lockgate, name)
@@ -49,12 +50,11 @@ def apps(
         (traefik.dynamic_dir / f"{name}.yaml").unlink(missing_ok=True)
 
 
-def with_env(body: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    container = body["spec"]["docker"]["container"]
-    container["env"] = [
-        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "app-env", "key": "pw"}}}
+def with_env(body: dict[str, Any], name: str = "DB_PASSWORD") -> dict[str, Any]:
+    """The container's env `name` from the planted value of the Secret app-env."""
+    body["spec"]["docker"]["container"]["env"] = [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": "app-env", "key": "pw"}}}
     ]
-    container.update(extra)
     return body
 
 
@@ -100,6 +100,13 @@ def test_planted_secrets_never_appear_in_status_events_or_the_operator_log(
     lockgate.create(deployment(f"{env_app}-v2", env_app, "demo:absent"))
     assert lockgate.wait_finished(f"{env_app}-v2")["phase"] in {"RolledBack", "Failed"}
 
+    # Error: a container that exits as it starts (the demo app cannot listen on the port
+    # the planted value names), so the rollout runs into its deadline.
+    crash = apps["crash"]
+    lockgate.create(with_env(docker_application(lockgate, crash, hosts, traefik), "PORT"))
+    lockgate.create(deployment(f"{crash}-v1", crash, "demo:v1", progressDeadlineSeconds=15))
+    assert lockgate.wait_finished(f"{crash}-v1")["phase"] in {"RolledBack", "Failed"}
+
     # Error: host3 refuses the key lockgate was given.
     key_app = docker_application(lockgate, apps["key"], hosts, traefik, order=("host3",))
     key_app["spec"]["docker"]["hosts"][0]["sshKeySecretRef"]["name"] = "wrong-ssh"
@@ -112,7 +119,7 @@ def test_planted_secrets_never_appear_in_status_events_or_the_operator_log(
     for name in apps.values():
         texts[f"Application {name}"] = json.dumps(lockgate.get(name, "applications"))
         texts[f"Events of Application {name}"] = events_text(lockgate, name)
-    for dep in (f"{env_app}-v1", f"{env_app}-v2", f"{apps['key']}-v1"):
+    for dep in (f"{env_app}-v1", f"{env_app}-v2", f"{crash}-v1", f"{apps['key']}-v1"):
         texts[f"Deployment {dep}"] = json.dumps(lockgate.get(dep))
         texts[f"Events of Deployment {dep}"] = events_text(lockgate, dep)
     secrets = {
