@@ -104,6 +104,8 @@ class FakeWorld:
     # One per SetWeights, in order: True loses it (the engine must ask again).
     lost_weights: list[bool] = field(default_factory=list)
     in_flight: list[tuple[datetime, tuple[int, int]]] = field(default_factory=list)
+    # The metrics source cannot answer (e.g. "Prometheus at ... unreachable"); None: it can.
+    metrics_error: str | None = None
 
     def __post_init__(self) -> None:
         if self.stable_image is not None and not self.stable.started:
@@ -154,6 +156,8 @@ class FakeWorld:
             return VersionMetrics(n, round(n * self.error_rates.get(image or "", 0.0)), 0.05)
 
         self.settle()
+        if self.metrics_error is not None:
+            return MetricsSample(error=self.metrics_error, source="fake")
         stable, canary = self.weights
         return MetricsSample(
             canary=figures(self.canary.image, canary), stable=figures(self.stable.image, stable)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -13,11 +14,13 @@ from lockgate.engine import (
     ClearAction,
     DeploymentRef,
     EnsureInstances,
+    MetricsSample,
     Observation,
     SetWeights,
     Supersede,
     decide,
 )
+from lockgate.engine.analysis import query_results
 from tests.support.fakeworld import T0, Driver, FakeWorld, app_spec, dep_spec, docker_app_spec
 
 CANARY = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 10}}
@@ -226,6 +229,38 @@ def test_promote_step_waits_no_longer_than_the_progress_deadline() -> None:
     assert status.phase == "RolledBack", status.message
     assert "new instance(s) ready, 100% to them not confirmed live" in (status.message or "")
     assert world.stable.image == "app:1" and world.weights == (100, 0)
+
+
+def test_a_gate_inconclusive_until_the_deadline_fails_naming_the_last_reason() -> None:
+    """A metrics source that stops answering mid-rollout (Prometheus down) never passes a
+    gate: every run after is Inconclusive, and the progress deadline fails the step with the
+    last run's reason, so the rollback names what was missing."""
+    app = app_spec(4)
+    world = FakeWorld(units=app.units())
+    spec = dep_spec(strategy=CANARY, analysis=ANALYSIS, progressDeadlineSeconds=60)
+    driver = Driver(app, spec, world)
+    gate = "setWeight 50 (analysis gate)"
+    run_until(driver, lambda s: s.step is not None and s.step.description == gate)
+    before = len(driver.status.analysis)
+    world.metrics_error = "Prometheus at http://prom:9090 unreachable: connection refused"
+    status = driver.run()
+    assert status.phase == "RolledBack", status.message
+    runs = status.analysis[before:]
+    assert runs and {r.verdict for r in runs} == {"Inconclusive"}
+    assert runs[-1].source == "fake"
+    assert status.message is not None
+    assert (
+        f"step 5 ({gate}): no passed analysis within "
+        "progressDeadlineSeconds 60 (metrics unavailable: Prometheus at http://prom:9090 "
+        "unreachable: connection refused)"
+    ) in status.message
+    assert world.stable.image == "app:1" and world.weights == (100, 0)
+
+
+def test_query_results_keep_only_numbers_json_can_hold() -> None:
+    sample = MetricsSample(queries={"a": 0.5, "none": None, "nan": math.nan, "inf": math.inf})
+    assert query_results(sample) == {"a": 0.5}
+    assert query_results(MetricsSample(queries={"none": None})) is None
 
 
 def test_docker_canary_uses_canary_hosts_until_100() -> None:

@@ -43,6 +43,11 @@ MSG_BATCH_SIZE = (
     "spec.strategy.rolling.batchSize: must be > 0 (an integer >= 1 or a percentage 1% to 100%)"
 )
 MSG_QUERY_BOUND = "spec.analysis.queries: each query needs max or min"
+# Admission sees one object at a time: the engine's cross-check (and `lockgate plan`) says it.
+MSG_QUERIES_NEED_PROMETHEUS = (
+    "spec.analysis.queries: PromQL gates need spec.metrics.prometheus on the Application "
+    "(Traefik's own metrics cannot answer them)"
+)
 # Accepted but never evaluated, a query would hold its step Inconclusive until the progress
 # deadline; refused until the Prometheus provider is wired.
 MSG_QUERIES_REFUSED = (
@@ -347,6 +352,8 @@ class AnalysisRun(ApiModel):
     """Stable figures."""
     queries: dict[str, float] | None = None
     """Results of custom queries."""
+    source: str | None = None
+    """Where the figures came from: `prometheus <url>` or `traefik <metrics URL>`."""
     verdict: Verdict
     """Passed, Failed or Inconclusive."""
     reason: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lockgate.api.deployment import Analysis, MetricsFigures, Verdict, latency_increase_ratio
@@ -28,6 +29,17 @@ def _figures(m: VersionMetrics | None) -> MetricsFigures | None:
 
 def figures(sample: MetricsSample) -> tuple[MetricsFigures | None, MetricsFigures | None]:
     return _figures(sample.canary), _figures(sample.stable)
+
+
+def query_results(sample: MetricsSample) -> dict[str, float] | None:
+    """The custom queries' results as the status records them: those with a finite value
+    (a status is JSON, which has no NaN or infinity; the reason names the others)."""
+    kept = {
+        name: value
+        for name, value in sample.queries.items()
+        if value is not None and math.isfinite(value)
+    }
+    return kept or None
 
 
 def judge(
@@ -83,7 +95,11 @@ def judge(
         elif query.min is not None and value < query.min:
             failures.append(f"query {query.name} = {value:g} < min {query.min:g}")
     if failures:
-        return Judgement("Failed", "; ".join(failures))
+        origin = f" (from {sample.source})" if sample.source else ""
+        return Judgement("Failed", "; ".join(failures) + origin)
     if missing:
-        return Judgement("Inconclusive", f"no result for query {', '.join(missing)}")
+        # PromQL gates are answered by Prometheus only; no series (or NaN) is no verdict.
+        return Judgement(
+            "Inconclusive", f"no result from Prometheus for query {', '.join(missing)}"
+        )
     return Judgement("Passed", f"canary 5xx ratio {rate:.2f} over {canary.requests} requests")

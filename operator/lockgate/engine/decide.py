@@ -17,6 +17,7 @@ from typing import Literal
 from lockgate.api.application import ApplicationSpec
 from lockgate.api.deployment import (
     ACTIONS,
+    MSG_QUERIES_NEED_PROMETHEUS,
     AnalysisRun,
     BatchStatus,
     DeploymentSpec,
@@ -28,7 +29,7 @@ from lockgate.api.deployment import (
     Weights,
 )
 
-from .analysis import figures, judge
+from .analysis import figures, judge, query_results
 from .conditions import conditions_for
 from .model import (
     AcquireLock,
@@ -757,7 +758,8 @@ class _Run:
             at=self.now,
             canary=canary,
             stable=stable,
-            queries=dict(sample.queries) or None,
+            queries=query_results(sample),
+            source=sample.source,
             verdict=judgement.verdict,
             reason=judgement.reason,
         )
@@ -901,6 +903,8 @@ def cross_check(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
             "spec.strategy.canary.canaryHosts: only allowed when the Application runs on "
             "Docker hosts (spec.docker)"
         )
+    if spec.analysis is not None and spec.analysis.queries and app.metrics.prometheus is None:
+        return MSG_QUERIES_NEED_PROMETHEUS
     if not app.units():
         return "the Application has no instances to roll out (replicas 0 or no hosts)"
     return None

@@ -48,6 +48,7 @@ class MetricsSample:
     stable: VersionMetrics | None = None
     queries: Mapping[str, float | None] = field(default_factory=dict)
     error: str | None = None  # the metrics source could not be read
+    source: str | None = None  # where the figures come from, e.g. "prometheus http://..."
 
 
 @dataclass(frozen=True, slots=True)
