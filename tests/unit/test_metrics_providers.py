@@ -1,17 +1,17 @@
-"""Both metric providers behind probes.metrics.MetricsProvider, against an in-process
-stand-in for their backend (httpx.MockTransport: no port, no server)."""
+"""Traefik's own metrics behind probes.metrics.MetricsProvider, against an in-process
+stand-in for its endpoint (httpx.MockTransport: no port, no server). The Prometheus provider:
+test_prometheus_analysis.py."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from lockgate.api.deployment import AnalysisQuery
 from lockgate.engine import VersionMetrics
 from lockgate.probes.metrics import MetricsProvider
-from lockgate.probes.prometheus import PrometheusMetrics
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
@@ -87,21 +87,18 @@ def test_traefik_provider_first_window_collects_a_baseline() -> None:
     asyncio.run(scenario())
 
 
-def test_prometheus_provider_asks_per_role_over_the_window() -> None:
-    asked: list[str] = []
-
+def test_traefik_provider_names_its_source_and_cannot_answer_promql() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        query = parse_qs(urlparse(str(request.url)).query)["query"][0]
-        asked.append(query)
-        value = "0.25" if "histogram_quantile" in query else ("3" if "5.." in query else "40")
-        return httpx.Response(200, json={"data": {"result": [{"value": [0, value]}]}})
+        return httpx.Response(200, text=traefik_text(1, 1, 0))
+
+    query = AnalysisQuery(name="up", promql="up", max=1)
 
     async def scenario() -> None:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            provider: MetricsProvider = PrometheusMetrics(http, "http://prom:9090")
-            sample = await provider.window(SOURCES, T0, T0 + timedelta(seconds=60))
-        assert sample.canary == VersionMetrics(40, 3, 0.25) == sample.stable
-        assert all("[60s]" in q for q in asked) and len(asked) == 6
-        assert any('service=~"prod-shop-canary-.*"' in q for q in asked), asked
+            provider = TraefikMetrics(http, "http://t/metrics", History())
+            sample = await provider.window(SOURCES, T0, T0, [query])
+        assert sample.source == "traefik http://t/metrics"
+        assert sample.error is not None
+        assert sample.error.startswith("spec.analysis.queries: PromQL gates need spec.metrics")
 
     asyncio.run(scenario())

@@ -191,7 +191,10 @@ class Reconciler:
         sample = None
         start = analysis_window_start(spec, status, at)
         if start is not None:
-            sample = await self.metrics_provider().window(fleet.metric_sources(), start, at)
+            queries = spec.analysis.queries if spec.analysis is not None else []
+            sample = await self.metrics_provider().window(
+                fleet.metric_sources(), start, at, queries
+            )
         elif status.phase in ("Progressing", "Paused") and spec.analysis is not None:
             # The next analysis window needs what the counters were when it starts.
             await self.metrics_provider().keep(at)

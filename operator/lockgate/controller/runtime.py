@@ -12,6 +12,7 @@ import httpx
 from lockgate.api import ApplicationSpec
 from lockgate.kube import Kube, load_config
 from lockgate.probes.metrics import MetricsProvider
+from lockgate.probes.prometheus import PrometheusMetrics
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 
 from .redact import Redactor
@@ -50,8 +51,11 @@ class Runtime:
         return cls(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
 
     def metrics_provider(self, app: ApplicationSpec) -> MetricsProvider:
-        """Traefik's own counters, from the Application's metricsURL or the operator's
-        default; the scrape history is per URL, so windows of every rollout share it."""
+        """PromQL against the Application's `metrics.prometheus` when it sets one; otherwise
+        Traefik's own counters, from the Application's metricsURL or the operator's default
+        (the scrape history is per URL, so windows of every rollout share it)."""
+        if app.metrics.prometheus is not None:
+            return PrometheusMetrics(self.http, app.metrics.prometheus.url)
         url = app.traffic.traefik.metrics_url or self.settings.traefik_metrics_url
         history = self.scrapes.setdefault(url or "", History())
         return TraefikMetrics(self.http, url, history)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from lockgate.api.deployment import MSG_QUERIES_NEED_PROMETHEUS, AnalysisQuery
 from lockgate.engine import MetricsSample, VersionMetrics
 from lockgate.engine.model import Role
 
@@ -130,6 +131,7 @@ class TraefikMetrics:
         self.http = http
         self.url = url
         self.history = history
+        self.source = f"traefik {url}" if url else None
 
     async def _scrape(self) -> Snapshot | str:
         """The counters now, or why they could not be read."""
@@ -143,21 +145,31 @@ class TraefikMetrics:
         return parse(answer.text)
 
     async def window(
-        self, sources: Mapping[Role, str], start: datetime, at: datetime
+        self,
+        sources: Mapping[Role, str],
+        start: datetime,
+        at: datetime,
+        queries: Sequence[AnalysisQuery] = (),
     ) -> MetricsSample:
+        if queries:
+            # Admission cannot see both objects; the engine's cross-check refuses the pair
+            # before a rollout starts, and this keeps one edited mid-rollout from passing.
+            return MetricsSample(error=MSG_QUERIES_NEED_PROMETHEUS, source=self.source)
         snapshot = await self._scrape()
         if isinstance(snapshot, str):
-            return MetricsSample(error=snapshot)
+            return MetricsSample(error=snapshot, source=self.source)
         baseline = self.history.baseline(start)
         self.history.add(at, snapshot)
         if baseline is None:
-            return MetricsSample(error="first scrape: collecting a baseline")
+            return MetricsSample(error="first scrape: collecting a baseline", source=self.source)
         # Traefik counts requests on the leaf services (the weighted parent has none).
         figures = {
             role: delta(matching(snapshot, prefix), matching(baseline, prefix))
             for role, prefix in sources.items()
         }
-        return MetricsSample(canary=figures.get("canary"), stable=figures.get("stable"))
+        return MetricsSample(
+            canary=figures.get("canary"), stable=figures.get("stable"), source=self.source
+        )
 
     async def keep(self, at: datetime) -> None:
         snapshot = await self._scrape()

@@ -1,0 +1,185 @@
+"""Analysis through Prometheus: the PromQL lockgate asks for each role, the custom queries'
+substitutions and bounds, and never a pass without an answer (unreachable, refused, no
+series, NaN), against an in-process Prometheus (tests/unit/fake_prometheus.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lockgate.api.deployment import AnalysisQuery
+from lockgate.engine import MetricsSample, VersionMetrics
+from lockgate.engine.model import Role
+from lockgate.probes.prometheus import PrometheusMetrics
+from tests.unit.fake_prometheus import FakePrometheus, traffic
+
+URL = "http://prom:9090"
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+KUBERNETES: dict[Role, str] = {"stable": "prod-shop-stable-", "canary": "prod-shop-canary-"}
+DOCKER: dict[Role, str] = {"stable": "shop.eu-stable", "canary": "shop.eu-canary"}
+
+
+def sample_from(
+    prom: FakePrometheus,
+    sources: dict[Role, str] = KUBERNETES,
+    queries: Sequence[AnalysisQuery] = (),
+    seconds: int = 60,
+) -> MetricsSample:
+    async def scenario() -> MetricsSample:
+        async with prom.client() as http:
+            provider = PrometheusMetrics(http, URL)
+            return await provider.window(sources, T0, T0 + timedelta(seconds=seconds), queries)
+
+    return asyncio.run(scenario())
+
+
+# --- the PromQL of each role ------------------------------------------------------------------
+
+KUBERNETES_TRAFFIC = {
+    "prod-shop-stable-8080@kubernetescrd": traffic(900, 9, p95=0.05),
+    "prod-shop-canary-8080@kubernetescrd": traffic(70, 30, p95=0.2),
+    # Not the application's: another namespace, another application.
+    "staging-shop-canary-8080@kubernetescrd": traffic(5000, 5000, p95=9.0),
+    "prod-shopping-canary-8080@kubernetescrd": traffic(5000, 5000, p95=9.0),
+}
+
+
+def test_each_role_is_read_by_its_own_promql_over_the_window() -> None:
+    prom = FakePrometheus(KUBERNETES_TRAFFIC)
+    sample = sample_from(prom)
+    assert sample.error is None, sample.error
+    assert sample.canary == VersionMetrics(100, 30, 0.2)
+    assert sample.stable == VersionMetrics(909, 9, 0.05)
+    assert sample.source == f"prometheus {URL}"
+    assert prom.asked == [
+        'sum by (code) (increase(traefik_service_requests_total{service=~"prod-shop-stable-.*"}'
+        "[60s]))",
+        "histogram_quantile(0.95, sum by (le) (rate(traefik_service_request_duration_seconds"
+        '_bucket{service=~"prod-shop-stable-.*"}[60s])))',
+        'sum by (code) (increase(traefik_service_requests_total{service=~"prod-shop-canary-.*"}'
+        "[60s]))",
+        "histogram_quantile(0.95, sum by (le) (rate(traefik_service_request_duration_seconds"
+        '_bucket{service=~"prod-shop-canary-.*"}[60s])))',
+    ]
+    # Evaluated at the window's end, over a range as long as the window.
+    at = T0 + timedelta(seconds=60)
+    assert set(prom.times) == {f"{at.timestamp():.3f}"}
+
+
+def test_docker_roles_are_the_file_providers_load_balancers_matched_literally() -> None:
+    prom = FakePrometheus(
+        {
+            "shop.eu-stable@file": traffic(80),
+            "shop.eu-canary@file": traffic(20, 2),
+            "shopXeu-canary@file": traffic(999, 999),  # matched only if "." were a wildcard
+        }
+    )
+    sample = sample_from(prom, DOCKER, seconds=30)
+    assert sample.canary == VersionMetrics(22, 2, 0.05)
+    assert sample.stable == VersionMetrics(80, 0, 0.05)
+    assert 'service=~"shop\\\\.eu-canary.*"' in prom.asked[2]
+    assert set(prom.windows) == {30}
+
+
+def test_a_stable_without_traffic_counts_nothing_and_keeps_the_canary_figures() -> None:
+    prom = FakePrometheus({"prod-shop-canary-8080@kubernetescrd": traffic(50)})
+    sample = sample_from(prom)
+    assert sample.error is None
+    assert sample.stable == VersionMetrics(0)
+    assert sample.canary == VersionMetrics(50, 0, 0.05)
+
+
+# --- custom queries ---------------------------------------------------------------------------
+
+RATIO = (
+    'sum(rate(traefik_service_requests_total{service=~"$canary",code=~"5.."}[$window]))'
+    ' / sum(rate(traefik_service_requests_total{service=~"$stable"}[$window]))'
+)
+RATIO_ASKED = (
+    'sum(rate(traefik_service_requests_total{service=~"prod-shop-canary-.*",code=~"5.."}[60s]))'
+    ' / sum(rate(traefik_service_requests_total{service=~"prod-shop-stable-.*"}[60s]))'
+)
+
+
+def query(promql: str = RATIO, name: str = "ratio", **bounds: float) -> AnalysisQuery:
+    return AnalysisQuery.model_validate({"name": name, "promql": promql, **(bounds or {"max": 1})})
+
+
+def test_a_custom_query_gets_each_roles_services_and_the_window() -> None:
+    prom = FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: 0.03, "up": 1})
+    sample = sample_from(prom, queries=[query(), query("up", name="up")])
+    assert sample.error is None, sample.error
+    assert sample.queries == {"ratio": 0.03, "up": 1.0}
+    assert prom.asked[-2:] == [RATIO_ASKED, "up"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        (None, "no series"),
+        ("NaN", "NaN: 0/0, a rate of nothing"),
+    ],
+)
+def test_a_custom_query_without_a_number_has_no_result(answer: str | None, why: str) -> None:
+    prom = FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: answer})
+    sample = sample_from(prom, queries=[query()])
+    assert sample.error is None
+    assert sample.queries == {"ratio": None}, why
+
+
+def test_an_infinite_result_is_kept_for_the_bounds() -> None:
+    prom = FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: "+Inf"})
+    assert sample_from(prom, queries=[query()]).queries == {"ratio": math.inf}
+
+
+# --- no answer is never a figure -----------------------------------------------------------------
+
+
+def unanswered(prom: FakePrometheus, queries: Sequence[AnalysisQuery] = ()) -> str:
+    sample = sample_from(prom, queries=queries)
+    assert sample.error is not None, sample
+    assert sample.canary is None and sample.stable is None and not sample.queries
+    assert sample.source == f"prometheus {URL}"
+    return sample.error
+
+
+def test_unreachable_prometheus_is_named() -> None:
+    error = unanswered(FakePrometheus(KUBERNETES_TRAFFIC, down=True))
+    assert error.startswith(f"Prometheus at {URL} unreachable: "), error
+    assert "Connection refused" in error
+
+
+def test_a_failing_prometheus_is_named_with_its_status() -> None:
+    error = unanswered(FakePrometheus(KUBERNETES_TRAFFIC, status=503))
+    assert error == f"Prometheus at {URL} refused stable requests (HTTP 503): overloaded"
+
+
+def test_no_series_for_the_canary_is_named() -> None:
+    error = unanswered(FakePrometheus({"prod-shop-stable-8080@kubernetescrd": traffic(100)}))
+    assert error == (
+        f"Prometheus at {URL} has no series for the canary over 60s "
+        '(traefik_service_requests_total{service=~"prod-shop-canary-.*"})'
+    )
+
+
+def test_a_refused_custom_query_is_named() -> None:
+    error = unanswered(FakePrometheus(KUBERNETES_TRAFFIC), [query("sum(", name="broken")])
+    assert error.startswith(f"Prometheus at {URL} refused query broken (HTTP 400): 1:1: parse")
+
+
+def test_a_custom_query_of_several_series_is_no_number() -> None:
+    prom = FakePrometheus(KUBERNETES_TRAFFIC, answers={"up": [1.0, 0.0]})
+    error = unanswered(prom, [query("up", name="up")])
+    assert error == (
+        f"Prometheus at {URL}: query up returned 2 series, not one number "
+        "(aggregate it, e.g. sum(...) or max(...))"
+    )
+
+
+def test_an_answer_that_is_not_prometheus_is_named() -> None:
+    error = unanswered(FakePrometheus(KUBERNETES_TRAFFIC, garbage="<html>proxy</html>"))
+    assert error == f"Prometheus at {URL} refused stable requests (HTTP 200): <html>proxy</html>"
