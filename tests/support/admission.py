@@ -389,6 +389,38 @@ def _sorted_steps(steps: list[Any]) -> list[Any]:
 PERCENTS = st.integers(1, 100).map(lambda n: f"{n}%")
 
 
+def _bounds(low: float, high: float) -> dict[str, float]:
+    return {"min": min(low, high), "max": max(low, high)}
+
+
+QUERY_BOUNDS = st.one_of(
+    st.builds(lambda v: {"max": v}, st.floats(-1e6, 1e6)),
+    st.builds(lambda v: {"min": v}, st.integers(-100, 100)),
+    st.builds(_bounds, st.floats(-1e3, 1e3), st.floats(-1e3, 1e3)),
+)
+PROMQL = st.sampled_from(
+    [
+        "up",
+        'sum(rate(traefik_service_requests_total{service=~"$canary",code=~"5.."}[$window]))',
+        "histogram_quantile(0.99, sum by (le) (rate(x_bucket[$window])))",
+    ]
+)
+QUERIES = st.lists(
+    st.builds(
+        lambda name, promql, bounds: {"name": name, "promql": promql, **bounds},
+        NAMES,
+        PROMQL,
+        QUERY_BOUNDS,
+    ),
+    max_size=3,
+    unique_by=lambda q: q["name"],
+)
+"""Valid PromQL gates: unique names, a bound, min below max."""
+PROM_URLS = st.sampled_from(
+    ["http://prometheus:9090", "https://prom.example.com/prometheus", "http://127.0.0.1:19090/"]
+)
+
+
 @st.composite
 def deployments(draw: st.DrawFn) -> Doc:
     """Valid Deployments."""
@@ -423,6 +455,7 @@ def deployments(draw: st.DrawFn) -> Doc:
         _maybe(draw, analysis, "maxErrorRateIncrease", st.floats(0, 1))
         _maybe(draw, analysis, "maxLatencyP95Increase", st.integers(0, 9999).map(lambda n: f"{n}%"))
         _maybe(draw, analysis, "maxConsecutiveFailures", st.integers(1, 100))
+        _maybe(draw, analysis, "queries", QUERIES)
         spec["analysis"] = analysis
     _maybe(draw, spec, "rollback", st.builds(lambda a: {"automatic": a}, st.booleans()))
     _maybe(draw, spec, "concurrencyPolicy", st.sampled_from(["Queue", "Replace"]))
@@ -483,6 +516,7 @@ def applications(draw: st.DrawFn) -> Doc:
         if docker and draw(st.booleans()):
             traefik["fileProvider"] = {"host": "local", "path": "/etc/traefik/dyn.yaml"}
         spec["traffic"] = {"traefik": traefik}
+    _maybe(draw, spec, "metrics", st.builds(lambda url: {"prometheus": {"url": url}}, PROM_URLS))
     _maybe(draw, spec, "historyLimit", st.integers(1, 100))
     return {**_meta("Application", draw(NAMES)), "spec": spec}
 

@@ -124,20 +124,48 @@ def test_wrong_kind_is_named() -> None:
         parse_resource({"apiVersion": "lockgate.dev/v1alpha1", "kind": "Rollout"})
 
 
-def test_prometheus_sources_are_refused_until_lockgate_queries_prometheus() -> None:
+def test_prometheus_sources_and_queries_are_accepted_in_shape() -> None:
     from pydantic import ValidationError
 
     from lockgate.api import ApplicationSpec
 
-    query = {"name": "saturation", "promql": "up", "max": 0.9}
-    with pytest.raises(ValidationError, match=r"spec\.analysis\.queries: not supported yet"):
-        DeploymentSpec.model_validate(
-            {"application": "shop", "image": "shop:2", "analysis": {"queries": [query]}}
+    ratio = {"name": "error-ratio", "promql": 'sum(rate(x{service=~"$canary"}[$window]))'}
+    spec = DeploymentSpec.model_validate(
+        {
+            "application": "shop",
+            "image": "shop:2",
+            "analysis": {
+                "queries": [{**ratio, "max": 0.1}, {"name": "up", "promql": "up", "min": 1}]
+            },
+        }
+    )
+    assert spec.analysis is not None and [q.name for q in spec.analysis.queries] == [
+        "error-ratio",
+        "up",
+    ]
+    for url in (
+        "http://prometheus:9090",
+        "https://prom.example.com/prometheus/",
+        "http://[::1]:9090",
+    ):
+        app = ApplicationSpec.model_validate(
+            {"kubernetes": {"replicas": 1}, "metrics": {"prometheus": {"url": url}}}
         )
-    with pytest.raises(ValidationError, match=r"spec\.metrics\.prometheus: not supported yet"):
-        ApplicationSpec.model_validate(
-            {"kubernetes": {"replicas": 1}, "metrics": {"prometheus": {"url": "http://p:9090"}}}
-        )
-    # An empty list and an empty metrics block say nothing unsupported.
-    DeploymentSpec.model_validate({"application": "shop", "image": "shop:2", "analysis": {}})
-    ApplicationSpec.model_validate({"kubernetes": {"replicas": 1}, "metrics": {}})
+        assert app.metrics.prometheus is not None and app.metrics.prometheus.url == url
+    for url in ("prometheus:9090", "http://u:p@prom:9090", "http://prom:9090/?x=1", "http://p q"):
+        with pytest.raises(ValidationError, match=r"url"):
+            ApplicationSpec.model_validate(
+                {"kubernetes": {"replicas": 1}, "metrics": {"prometheus": {"url": url}}}
+            )
+    bad_queries = [
+        ([{"name": "x", "promql": "up"}], "each query needs max or min"),
+        ([{"name": "x", "promql": "up", "min": 2, "max": 1}], "min must not exceed its max"),
+        ([{"name": "x", "promql": "up", "max": 1}] * 2, "query names must be unique"),
+        ([{"name": "x y", "promql": "up", "max": 1}], "name"),
+        ([{"name": "x", "promql": "", "max": 1}], "promql"),
+    ]
+    for queries, message in bad_queries:
+        with pytest.raises(ValidationError, match=message):
+            DeploymentSpec.model_validate(
+                {"application": "shop", "image": "shop:2", "analysis": {"queries": queries}}
+            )

@@ -4,14 +4,19 @@ fake fleet: what the integration suite checks through real components, in millis
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 
+from lockgate.api import DeploymentSpec
 from lockgate.controller import applications, deployments
+from lockgate.controller.runtime import Runtime, Settings
+from lockgate.kube import Kube
 from tests.support.fakeworld import FakeWorld, dep_spec
 from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, Operator, runtime_over
+from tests.unit.fake_prometheus import FakePrometheus, Traffic, traffic
 
 CANARY = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 2}}
 RECREATE = {"type": "Recreate"}
@@ -241,3 +246,87 @@ def test_a_rollout_paused_before_it_starts_reads_nothing(env: Env) -> None:
     )
     assert env.fleet.reads["observe"] == 0
     assert "preflight" not in env.fleet.calls
+
+
+# --- analysis through Prometheus ------------------------------------------------------------
+
+PROM = "http://prom:9090"
+ERRORS = 'sum(rate(traefik_service_requests_total{service=~"$canary",code=~"5.."}[$window]))'
+ERRORS_ASKED = 'sum(rate(traefik_service_requests_total{service=~"fake-canary.*",code=~"5.."}[2s]))'
+
+
+def traefik_as_scraped(world: FakeWorld) -> Callable[[], dict[str, Traffic]]:
+    """What Prometheus holds of Traefik's counters over the window: the world's traffic."""
+
+    def now() -> dict[str, Traffic]:
+        sample = world.metrics()
+        out: dict[str, Traffic] = {}
+        for role, figures in (("stable", sample.stable), ("canary", sample.canary)):
+            if figures is not None and figures.requests:
+                out[f"fake-{role}@file"] = traffic(
+                    figures.requests - figures.errors, figures.errors, figures.p95
+                )
+        return out
+
+    return now
+
+
+@pytest.fixture
+def prom_env(env: Env) -> Iterator[tuple[Env, FakePrometheus]]:
+    """The same world, with an Application whose analysis reads Prometheus."""
+    prom = FakePrometheus(traefik_as_scraped(env.world))
+    spec = {"kubernetes": {"replicas": 4}, "metrics": {"prometheus": {"url": PROM}}}
+    env.kube.add_application("shop", spec, stable={"image": "app:1"})
+    rt = Runtime(cast(Kube, env.kube), prom.client(), Settings())
+    yield Env(env.kube, env.world, env.fleet, Operator(rt, env.kube, env.world)), prom
+    asyncio.run(rt.aclose())
+
+
+def prom_deployment(maximum: float) -> DeploymentSpec:
+    query = {"name": "canary-5xx", "promql": ERRORS, "max": maximum}
+    analysis = {"intervalSeconds": 2, "minRequests": 20, "queries": [query]}
+    return dep_spec(strategy=CANARY, analysis=analysis, progressDeadlineSeconds=30)
+
+
+def test_analysis_reads_prometheus_with_the_deployments_queries(
+    prom_env: tuple[Env, FakePrometheus],
+) -> None:
+    env, prom = prom_env
+    prom.answers[ERRORS_ASKED] = 0.0
+    env.kube.add_deployment("dep", prom_deployment(0.5))
+    assert env.op.run("dep")["dep"][-1] == "Succeeded"
+    runs = env.kube.deployment("dep")["status"]["analysis"]
+    assert runs and all(r["source"] == f"prometheus {PROM}" for r in runs)
+    assert {r["verdict"] for r in runs} == {"Passed"}
+    assert runs[-1]["queries"] == {"canary-5xx": 0.0}
+    assert ERRORS_ASKED in prom.asked
+
+
+def test_a_query_over_its_bound_rolls_back_naming_it(prom_env: tuple[Env, FakePrometheus]) -> None:
+    env, prom = prom_env
+    prom.answers[ERRORS_ASKED] = 0.9
+    env.kube.add_deployment("dep", prom_deployment(0.5))
+    assert env.op.run("dep")["dep"][-1] == "RolledBack"
+    message = env.kube.deployment("dep")["status"]["message"]
+    assert f"query canary-5xx = 0.9 > max 0.5 (from prometheus {PROM})" in message
+    assert env.world.stable.image == "app:1"
+
+
+def test_prometheus_stopped_mid_analysis_is_inconclusive_then_fails_at_the_deadline(
+    prom_env: tuple[Env, FakePrometheus],
+) -> None:
+    env, prom = prom_env
+    prom.answers[ERRORS_ASKED] = 0.0
+    env.kube.add_deployment("dep", prom_deployment(0.5))
+    for _ in range(300):
+        env.op.round("dep")
+        if any(r["verdict"] == "Passed" for r in env.kube.deployment("dep")["status"]["analysis"]):
+            break
+    seen = len(env.kube.deployment("dep")["status"]["analysis"])
+    prom.down = True
+    assert env.op.run("dep")["dep"][-1] == "RolledBack"
+    status = env.kube.deployment("dep")["status"]
+    after = status["analysis"][seen:]
+    assert after and {r["verdict"] for r in after} == {"Inconclusive"}
+    assert "no passed analysis within progressDeadlineSeconds 30" in status["message"]
+    assert f"Prometheus at {PROM} unreachable" in status["message"]

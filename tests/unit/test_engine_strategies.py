@@ -18,6 +18,7 @@ from lockgate.engine import (
     Observation,
     SetWeights,
     Supersede,
+    cross_check,
     decide,
 )
 from lockgate.engine.analysis import query_results
@@ -286,6 +287,22 @@ def test_canary_hosts_with_kubernetes_fails_naming_the_field() -> None:
     status = Driver(app, dep_spec(strategy=strategy), FakeWorld(units=app.units())).run()
     assert status.phase == "Failed"
     assert "spec.strategy.canary.canaryHosts" in (status.message or "")
+
+
+def test_queries_without_prometheus_on_the_application_fail_before_start() -> None:
+    """Only Prometheus answers PromQL: the pair is refused before anything starts, instead
+    of a gate waiting Inconclusive until the deadline."""
+    query = {"name": "up", "promql": "up", "min": 1}
+    spec = dep_spec(strategy=CANARY, analysis={**ANALYSIS, "queries": [query]})
+    world = FakeWorld(units=app_spec(3).units())
+    status = Driver(app_spec(3), spec, world).run()
+    assert status.phase == "Failed"
+    assert (status.message or "").startswith(
+        "spec.analysis.queries: PromQL gates need spec.metrics.prometheus on the Application"
+    )
+    assert not world.canary.started
+    with_prometheus = app_spec(3, metrics={"prometheus": {"url": "http://prom:9090"}})
+    assert cross_check(with_prometheus, spec) is None
 
 
 # ---------------------------------------------------------------- manual actions

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,10 +16,13 @@ from lockgate.controller.deployments import Reconciler
 from lockgate.controller.fleets import Fleet, FleetUnusable, fleet_for, removes_on_deletion
 from lockgate.controller.fleets.docker import DockerFleet
 from lockgate.controller.fleets.kubernetes import KubernetesFleet
-from lockgate.controller.runtime import Runtime
+from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine import InstanceSet
+from lockgate.kube import Kube
+from lockgate.probes.prometheus import PrometheusMetrics
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
+from tests.unit.fake_prometheus import FakePrometheus, traffic
 
 KUBERNETES = {"kubernetes": {"replicas": 3}}
 DOCKER = {
@@ -201,6 +204,43 @@ def test_the_analysis_counts_the_fleets_leaf_services(
     assert sample.stable is not None and sample.canary is not None
     assert (sample.stable.requests, sample.stable.errors) == (100, 0)
     assert (sample.canary.requests, sample.canary.errors) == (110, 10)
+
+
+@pytest.mark.parametrize(
+    ("spec", "stable", "canary", "provider"),
+    [
+        (KUBERNETES, "default-shop-stable-8080", "default-shop-canary-8080", "kubernetescrd"),
+        (DOCKER, "shop-stable", "shop-canary", "file"),
+    ],
+    ids=["kubernetes", "docker"],
+)
+def test_with_prometheus_the_analysis_asks_it_for_the_fleets_leaf_services(
+    spec: dict[str, Any], stable: str, canary: str, provider: str
+) -> None:
+    prom = FakePrometheus(
+        {
+            f"{stable}@{provider}": traffic(100),
+            f"{canary}@{provider}": traffic(100, 10),
+            f"other-{canary}@{provider}": traffic(999, 999),
+        }
+    )
+    kube = FakeKube()
+    rt = Runtime(cast(Kube, kube), prom.client(), Settings(traefik_metrics_url="http://t/metrics"))
+    spec = {**spec, "metrics": {"prometheus": {"url": "http://prom:9090"}}}
+    app_obj = kube.add_application("shop", spec)
+    rec = Reconciler(rt, kube.add_deployment("dep", dep_spec()))
+    rec.app_obj, rec.app = app_obj, ApplicationSpec.model_validate(spec)
+    source = rec.metrics_provider()
+    assert isinstance(source, PrometheusMetrics), "metrics.prometheus chooses Prometheus"
+    sources = fleet_for(rt, app_obj, rec.app, "dep/1").metric_sources()
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    sample = run(source.window(sources, start, start + timedelta(seconds=10)))
+    assert sample.error is None, sample.error
+    assert sample.source == "prometheus http://prom:9090"
+    assert sample.stable is not None and sample.canary is not None
+    assert (sample.stable.requests, sample.stable.errors) == (100, 0)
+    assert (sample.canary.requests, sample.canary.errors) == (110, 10)
+    run(rt.aclose())
 
 
 def test_a_docker_fleet_without_its_secret_names_the_field() -> None:

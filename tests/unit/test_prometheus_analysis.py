@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lockgate.api.deployment import AnalysisQuery
+from lockgate.api.deployment import Analysis, AnalysisQuery
 from lockgate.engine import MetricsSample, VersionMetrics
+from lockgate.engine.analysis import Judgement, judge
 from lockgate.engine.model import Role
 from lockgate.probes.prometheus import PrometheusMetrics
 from tests.unit.fake_prometheus import FakePrometheus, traffic
@@ -136,7 +137,7 @@ def test_an_infinite_result_is_kept_for_the_bounds() -> None:
     assert sample_from(prom, queries=[query()]).queries == {"ratio": math.inf}
 
 
-# --- no answer is never a figure -----------------------------------------------------------------
+# --- no answer is never a figure ---------------------------------------------------------
 
 
 def unanswered(prom: FakePrometheus, queries: Sequence[AnalysisQuery] = ()) -> str:
@@ -183,3 +184,87 @@ def test_a_custom_query_of_several_series_is_no_number() -> None:
 def test_an_answer_that_is_not_prometheus_is_named() -> None:
     error = unanswered(FakePrometheus(KUBERNETES_TRAFFIC, garbage="<html>proxy</html>"))
     assert error == f"Prometheus at {URL} refused stable requests (HTTP 200): <html>proxy</html>"
+
+
+# --- the verdicts on what Prometheus answers ---------------------------------------------
+
+
+def analysis(*queries: dict[str, object], min_requests: int = 10) -> Analysis:
+    return Analysis.model_validate(
+        {"minRequests": min_requests, "maxErrorRate": 0.5, "queries": list(queries)}
+    )
+
+
+def verdict(prom: FakePrometheus, spec: Analysis) -> Judgement:
+    sample = sample_from(prom, queries=spec.queries)
+    return judge(spec, sample, canary_ready=1, canary_wanted=1)
+
+
+@pytest.mark.parametrize(
+    ("value", "bounds", "failure"),
+    [
+        (0.03, {"max": 0.05}, None),
+        (0.08, {"max": 0.05}, "query ratio = 0.08 > max 0.05"),
+        (0.5, {"min": 0.9}, "query ratio = 0.5 < min 0.9"),
+        (0.9, {"min": 0.5, "max": 1}, None),
+        (0.5, {"min": 0.5, "max": 0.5}, None),
+        ("+Inf", {"max": 1}, "query ratio = inf > max 1"),
+    ],
+)
+def test_each_query_is_held_to_its_bounds(
+    value: float | str, bounds: dict[str, float], failure: str | None
+) -> None:
+    prom = FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: value})
+    judgement = verdict(prom, analysis({"name": "ratio", "promql": RATIO, **bounds}))
+    if failure is None:
+        assert judgement.verdict == "Passed", judgement.reason
+    else:
+        assert judgement.verdict == "Failed"
+        assert judgement.reason == f"{failure} (from prometheus {URL})"
+
+
+def test_the_builtin_figures_fail_naming_prometheus() -> None:
+    spec = Analysis.model_validate({"minRequests": 10, "maxErrorRate": 0.05})
+    judgement = verdict(FakePrometheus(KUBERNETES_TRAFFIC), spec)
+    assert judgement.verdict == "Failed"
+    assert judgement.reason == f"canary 5xx ratio 0.30 > maxErrorRate 0.05 (from prometheus {URL})"
+
+
+NO_ANSWER = [
+    pytest.param(FakePrometheus(KUBERNETES_TRAFFIC, down=True), "unreachable", id="down"),
+    pytest.param(FakePrometheus(KUBERNETES_TRAFFIC, status=503), "HTTP 503", id="http-503"),
+    pytest.param(
+        FakePrometheus({"prod-shop-stable-8080@kubernetescrd": traffic(100)}),
+        "no series for the canary",
+        id="no-canary-series",
+    ),
+    pytest.param(
+        FakePrometheus(KUBERNETES_TRAFFIC, garbage="<html>"), "HTTP 200", id="not-prometheus"
+    ),
+    pytest.param(
+        FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: None}),
+        "no result from Prometheus for query ratio",
+        id="query-no-series",
+    ),
+    pytest.param(
+        FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: "NaN"}),
+        "no result from Prometheus for query ratio",
+        id="query-nan",
+    ),
+    pytest.param(
+        FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: [0.01, 0.02]}),
+        "returned 2 series",
+        id="query-several-series",
+    ),
+]
+
+
+@pytest.mark.parametrize(("prom", "why"), NO_ANSWER)
+def test_no_answer_from_prometheus_is_inconclusive_naming_it(
+    prom: FakePrometheus, why: str
+) -> None:
+    """Never a pass, even with minRequests 0 and bounds any number would meet."""
+    spec = analysis({"name": "ratio", "promql": RATIO, "min": -1e9}, min_requests=0)
+    judgement = verdict(prom, spec)
+    assert judgement.verdict == "Inconclusive", judgement.reason
+    assert "Prometheus" in judgement.reason and why in judgement.reason, judgement.reason

@@ -26,11 +26,6 @@ MSG_FILE_PROVIDER_DOCKER = (
 MSG_FILE_PROVIDER_HOST = (
     "spec.traffic.traefik.fileProvider.host: must name one of spec.docker.hosts or be 'local'"
 )
-# Accepted but ignored, it would let a user believe analysis reads their Prometheus.
-MSG_PROMETHEUS_REFUSED = (
-    "spec.metrics.prometheus: not supported yet (lockgate does not query Prometheus yet); "
-    "remove it: analysis reads Traefik's metrics (traffic.traefik.metricsURL)"
-)
 MSG_HOST_NAMES_UNIQUE = "spec.docker.hosts: host names must be unique"
 MSG_SSH_KEY = "spec.docker.hosts: an ssh:// host needs sshKeySecretRef and knownHostsSecretRef"
 MSG_DOCKER_HEALTH_PORT = (
@@ -242,24 +237,27 @@ class Traffic(SpecModel):
     """Traefik settings."""
 
 
-class PrometheusSource(SpecModel):
-    """A Prometheus server answering PromQL over HTTP."""
+# An http(s) base URL: a host (and port), an optional path; no query or fragment (lockgate
+# appends /api/v1/query), no credentials (the URL is shown in status, Events and logs) and no
+# whitespace.
+PROMETHEUS_URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#@]*)?$"
 
-    url: str = Field(pattern=r"^https?://")
-    """Base URL, e.g. http://prometheus:9090."""
+
+class PrometheusSource(SpecModel):
+    """A Prometheus server answering PromQL over HTTP, which scrapes the Traefik that routes
+    the application."""
+
+    url: str = Field(pattern=PROMETHEUS_URL_PATTERN, max_length=2048)
+    """Base URL of its HTTP API, e.g. http://prometheus:9090 (no query, fragment or
+    credentials)."""
 
 
 class MetricsSource(SpecModel):
     """Where analysis reads metrics from."""
 
     prometheus: PrometheusSource | None = None
-    """Refused until lockgate queries Prometheus; analysis reads Traefik's /metrics."""
-
-    @model_validator(mode="after")
-    def _no_prometheus_yet(self) -> MetricsSource:
-        if self.prometheus is not None:
-            raise ValueError(MSG_PROMETHEUS_REFUSED)
-        return self
+    """Analysis reads Traefik's figures, and the Deployment's analysis.queries, through this
+    Prometheus; without it, from Traefik's own metrics endpoint."""
 
 
 class ApplicationSpec(MemoModel):

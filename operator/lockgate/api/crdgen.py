@@ -95,19 +95,17 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
     ],
     "AnalysisQuery": [
         {"rule": "has(self.max) || has(self.min)", "message": dep.MSG_QUERY_BOUND},
+        {
+            "rule": "!has(self.max) || !has(self.min) || self.min <= self.max",
+            "message": dep.MSG_QUERY_BOUNDS_ORDER,
+        },
     ],
     "Analysis": [
         {
-            "rule": "!has(self.queries) || size(self.queries) == 0",
-            "message": dep.MSG_QUERIES_REFUSED,
+            "rule": "!has(self.queries)"
+            " || self.queries.all(q, self.queries.exists_one(x, x.name == q.name))",
+            "message": dep.MSG_QUERY_NAMES_UNIQUE,
             "fieldPath": ".queries",
-        },
-    ],
-    "MetricsSource": [
-        {
-            "rule": "!has(self.prometheus)",
-            "message": app.MSG_PROMETHEUS_REFUSED,
-            "fieldPath": ".prometheus",
         },
     ],
 }
@@ -236,7 +234,6 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
         app.MSG_DOCKER_HEALTH_PORT,
     ],
     "DockerTarget._hosts_valid": [app.MSG_HOST_NAMES_UNIQUE, app.MSG_SSH_KEY],
-    "MetricsSource._no_prometheus_yet": [app.MSG_PROMETHEUS_REFUSED],
     "KubernetesTarget.template": [IMAGE_PATTERN],
     "DeploymentSpec.image": [IMAGE_PATTERN],
     "RollingStrategy._positive_batch": [dep.MSG_BATCH_SIZE],
@@ -248,8 +245,8 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
     "CanaryStep.set_weight": [dep.MSG_WEIGHT_RANGE],
     "PauseStep.seconds": [dep.MSG_PAUSE],
     "Strategy._matching_block": [dep.MSG_STRATEGY_BLOCK, dep.MSG_CANARY_NEEDS_STEPS],
-    "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND],
-    "Analysis._no_queries_yet": [dep.MSG_QUERIES_REFUSED],
+    "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND, dep.MSG_QUERY_BOUNDS_ORDER],
+    "Analysis._unique_query_names": [dep.MSG_QUERY_NAMES_UNIQUE],
     "Analysis.max_latency_p95_increase": [MSG_LATENCY_INCREASE],
 }
 

@@ -43,16 +43,12 @@ MSG_BATCH_SIZE = (
     "spec.strategy.rolling.batchSize: must be > 0 (an integer >= 1 or a percentage 1% to 100%)"
 )
 MSG_QUERY_BOUND = "spec.analysis.queries: each query needs max or min"
+MSG_QUERY_BOUNDS_ORDER = "spec.analysis.queries: a query's min must not exceed its max"
+MSG_QUERY_NAMES_UNIQUE = "spec.analysis.queries: query names must be unique"
 # Admission sees one object at a time: the engine's cross-check (and `lockgate plan`) says it.
 MSG_QUERIES_NEED_PROMETHEUS = (
     "spec.analysis.queries: PromQL gates need spec.metrics.prometheus on the Application "
     "(Traefik's own metrics cannot answer them)"
-)
-# Accepted but never evaluated, a query would hold its step Inconclusive until the progress
-# deadline; refused until the Prometheus provider is wired.
-MSG_QUERIES_REFUSED = (
-    "spec.analysis.queries: not supported yet (lockgate does not query Prometheus yet); "
-    "remove it: analysis is judged on Traefik's metrics"
 )
 
 
@@ -186,10 +182,13 @@ class Strategy(SpecModel):
 class AnalysisQuery(SpecModel):
     """An extra PromQL gate (needs spec.metrics.prometheus on the Application)."""
 
-    name: str = Field(min_length=1, max_length=63)
-    """Name shown in analysis results."""
-    promql: str = Field(min_length=1)
-    """Query returning one number; $canary and $stable are replaced by the services."""
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-_.A-Za-z0-9]*)?$")
+    """Name shown in analysis results and messages."""
+    promql: str = Field(min_length=1, max_length=4096)
+    """Query returning one number (a scalar or a single series), evaluated at the end of each
+    window. $canary and $stable are replaced by regular expressions matching each version's
+    Traefik services (use them as service=~"$canary"), $window by the window (e.g. 30s).
+    No series or NaN gives no verdict (Inconclusive)."""
     max: float | None = None
     """Fail when the result is above."""
     min: float | None = None
@@ -199,6 +198,8 @@ class AnalysisQuery(SpecModel):
     def _bounded(self) -> AnalysisQuery:
         if self.max is None and self.min is None:
             raise ValueError(MSG_QUERY_BOUND)
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(MSG_QUERY_BOUNDS_ORDER)
         return self
 
 
@@ -234,12 +235,13 @@ class Analysis(SpecModel):
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     """Failed health or analysis runs in a row before the verdict is Failed."""
     queries: list[AnalysisQuery] = Field(default_factory=list, max_length=20)
-    """Extra PromQL gates. Refused until lockgate queries Prometheus."""
+    """Extra PromQL gates, evaluated by the Application's spec.metrics.prometheus."""
 
     @model_validator(mode="after")
-    def _no_queries_yet(self) -> Analysis:
-        if self.queries:
-            raise ValueError(MSG_QUERIES_REFUSED)
+    def _unique_query_names(self) -> Analysis:
+        names = [q.name for q in self.queries]
+        if len(set(names)) != len(names):
+            raise ValueError(MSG_QUERY_NAMES_UNIQUE)
         return self
 
 
