@@ -72,6 +72,7 @@ RUNNING_CANARY = dep(
             "stable": {"requests": 1080, "errorRate": 0.001, "p95": 0.0104},
             "verdict": "Inconclusive",
             "reason": "canary served 12 requests < minRequests 20",
+            "source": "prometheus http://prometheus:9090",
         }
     ],
     consecutiveFailures=1,
@@ -98,6 +99,15 @@ def test_running_canary_shows_step_weights_analysis_and_recent_log() -> None:
     assert "Step:      3/9  setWeight 10 (analysis gate)  (for 30s)  [##.......]" in text
     assert "Weights:   stable  90%  canary  10%  [##..................]" in text
     assert "Analysis:  Inconclusive at 13:59:50 (10s ago, step 3), failures in a row 1/3" in text
+    header = next(line for line in lines if "requests" in line)
+    assert header.split() == [
+        "requests",
+        "5xx",
+        "p95",
+        "from",
+        "prometheus",
+        "http://prometheus:9090",
+    ]
     canary = next(line for line in lines if line.strip().startswith("canary "))
     stable = next(line for line in lines if line.strip().startswith("stable "))
     assert canary.split() == ["canary", "120", "0.83%", "12ms"]

@@ -219,7 +219,8 @@ def render_status(
             f"({age(last.get('at'), now)} ago, step {int(last.get('step', 0)) + 1}), "
             f"failures in a row {failures}/{limit}"
         )
-        lines.append(f"           {'':<8}{'requests':>10}{'5xx':>10}{'p95':>10}")
+        source = f"  from {last['source']}" if last.get("source") else ""
+        lines.append(f"           {'':<8}{'requests':>10}{'5xx':>10}{'p95':>10}{source}")
         for version in ("canary", "stable"):
             figures = last.get(version)
             if figures:
