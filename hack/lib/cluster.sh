@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared by hack/cluster and hack/traefik: ports, paths and process helpers. Source it after
-# common.sh. Every port is on 127.0.0.1 and can be moved by its environment variable.
+# Shared by hack/cluster, hack/traefik and hack/prometheus: ports, paths and process helpers.
+# Source it after common.sh. Every port is on 127.0.0.1 and can be moved by its environment
+# variable.
 LOCKGATE_ETCD_PORT="${LOCKGATE_ETCD_PORT:-23790}"
 LOCKGATE_ETCD_PEER_PORT="${LOCKGATE_ETCD_PEER_PORT:-23800}"
 LOCKGATE_APISERVER_PORT="${LOCKGATE_APISERVER_PORT:-16443}"
@@ -9,9 +10,11 @@ LOCKGATE_SCHEDULER_PORT="${LOCKGATE_SCHEDULER_PORT:-16259}"
 LOCKGATE_TRAEFIK_WEB_PORT="${LOCKGATE_TRAEFIK_WEB_PORT:-18080}"
 LOCKGATE_TRAEFIK_API_PORT="${LOCKGATE_TRAEFIK_API_PORT:-18081}"
 LOCKGATE_TRAEFIK_METRICS_PORT="${LOCKGATE_TRAEFIK_METRICS_PORT:-18082}"
+LOCKGATE_PROMETHEUS_PORT="${LOCKGATE_PROMETHEUS_PORT:-19090}"
 
 CLUSTER_DIR="$LOCKGATE_RUN/cluster"
 TRAEFIK_DIR="$LOCKGATE_RUN/traefik"
+PROMETHEUS_DIR="$LOCKGATE_RUN/prometheus"
 KUBECONFIG_ADMIN="$LOCKGATE_RUN/kubeconfig"
 APISERVER_URL="https://127.0.0.1:$LOCKGATE_APISERVER_PORT"
 BUILD_TOOLS="$LOCKGATE_ROOT/hack/build-tools"
