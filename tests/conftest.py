@@ -6,6 +6,7 @@ policy: a skipped test fails the run unless tests/skips.txt lists it."""
 
 pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
+    "tests.support.prometheus_fixtures",
     "tests.support.kubelet_fixtures",
     "tests.support.dockerhosts_fixtures",
     "tests.support.operator_fixtures",

@@ -1,4 +1,5 @@
-"""Start, stop and query the local control plane and Traefik through hack/cluster and hack/traefik.
+"""Start, stop and query the local control plane, Traefik and Prometheus through hack/cluster,
+hack/traefik and hack/prometheus.
 
 The shell scripts are the one implementation; this module only runs them and reads what they
 print, so a developer's shell (`eval "$(hack/cluster env)"`) and the tests see the same thing.
@@ -165,6 +166,37 @@ def traefik_info() -> Traefik:
         metrics_url=values["LOCKGATE_TRAEFIK_METRICS_URL"],
         dynamic_dir=Path(values["LOCKGATE_TRAEFIK_DYNAMIC_DIR"]),
     )
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """The local Prometheus (hack/prometheus), scraping the local Traefik every second."""
+
+    url: str
+
+    def stop(self) -> None:
+        stop_prometheus()
+
+    def start(self) -> None:
+        """Start it again (raises ComponentError)."""
+        start_prometheus()
+
+
+def prometheus_running() -> bool:
+    return hack("prometheus", "status").returncode == 0
+
+
+def start_prometheus() -> None:
+    """Start Prometheus (installing Debian's package if missing); raises ComponentError."""
+    _require_up("prometheus", "Prometheus")
+
+
+def stop_prometheus() -> None:
+    hack("prometheus", "down", timeout=60.0)
+
+
+def prometheus_info() -> Prometheus:
+    return Prometheus(url=_exports("prometheus")["LOCKGATE_PROMETHEUS_URL"])
 
 
 def tool_version(name: str) -> str:

@@ -121,13 +121,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if shared is None:
         return
     # Imported here: the fixture modules import this one.
-    from tests.support.cluster import hack, stop_cluster, stop_traefik
+    from tests.support.cluster import hack, stop_cluster, stop_prometheus, stop_traefik
     from tests.support.dockerhosts import stop_docker_hosts
     from tests.support.operator_fixtures import stop_shared_operator
 
     stops: dict[str, Callable[[], object]] = {
         "cluster": stop_cluster,
         "traefik": stop_traefik,
+        "prometheus": stop_prometheus,
         "kubelet": lambda: hack("kubelet", "stop", timeout=60.0),
         "dockerhosts": stop_docker_hosts,
     }
