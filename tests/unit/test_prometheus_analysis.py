@@ -8,16 +8,19 @@ import asyncio
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from lockgate.api.deployment import Analysis, AnalysisQuery
+from lockgate.cli.main import main
 from lockgate.engine import MetricsSample, VersionMetrics
 from lockgate.engine.analysis import Judgement, judge
 from lockgate.engine.model import Role
 from lockgate.probes.prometheus import PrometheusMetrics
 from tests.unit.fake_prometheus import FakePrometheus, traffic
 
+ROOT = Path(__file__).resolve().parents[2]
 URL = "http://prom:9090"
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 KUBERNETES: dict[Role, str] = {"stable": "prod-shop-stable-", "canary": "prod-shop-canary-"}
@@ -268,3 +271,35 @@ def test_no_answer_from_prometheus_is_inconclusive_naming_it(
     judgement = verdict(prom, spec)
     assert judgement.verdict == "Inconclusive", judgement.reason
     assert "Prometheus" in judgement.reason and why in judgement.reason, judgement.reason
+
+
+# --- lockgate plan --------------------------------------------------------------------------
+
+
+def test_plan_names_the_queries_and_where_the_figures_come_from(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = ROOT / "manifests/examples/kubernetes/prometheus/canary.yaml"
+    assert main(["plan", "-f", str(example)]) == 0
+    out = capsys.readouterr().out
+    assert "query canary-p99 (max 0.5), query canary-5xx-per-second (max 1)" in out
+    assert "figures:     from Prometheus at http://prometheus.monitoring:9090" in out
+    assert "INVALID" not in out
+
+
+def test_plan_refuses_queries_without_prometheus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "application.yaml").write_text(
+        "apiVersion: lockgate.dev/v1alpha1\nkind: Application\nmetadata: {name: shop}\n"
+        "spec: {kubernetes: {replicas: 2}}\n"
+    )
+    (tmp_path / "canary.yaml").write_text(
+        "apiVersion: lockgate.dev/v1alpha1\nkind: Deployment\nmetadata: {name: d}\n"
+        "spec: {application: shop, image: 'shop:2', strategy: {type: Canary, canary: "
+        "{steps: [50, 100]}}, analysis: {queries: [{name: up, promql: up, min: 1}]}}\n"
+    )
+    main(["plan", "-f", str(tmp_path / "canary.yaml")])
+    out = capsys.readouterr().out
+    assert "INVALID:     spec.analysis.queries: PromQL gates need spec.metrics.prometheus" in out
+    assert "figures:     from Traefik's metrics" in out

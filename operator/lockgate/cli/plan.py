@@ -140,8 +140,15 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
             gates.append(f"maxErrorRateIncrease {a.max_error_rate_increase}")
         if a.max_latency_p95_increase is not None:
             gates.append(f"maxLatencyP95Increase {a.max_latency_p95_increase}")
+        for q in a.queries:
+            bounds = [f"min {q.min:g}"] if q.min is not None else []
+            bounds += [f"max {q.max:g}"] if q.max is not None else []
+            gates.append(f"query {q.name} ({', '.join(bounds)})")
         gates.append(f"Failed after {a.max_consecutive_failures} failed runs in a row")
         lines.append(f"  analysis:    {', '.join(gates)}")
+        prometheus = app.metrics.prometheus
+        source = f"Prometheus at {prometheus.url}" if prometheus else "Traefik's metrics"
+        lines.append(f"  figures:     from {source}")
     else:
         lines.append("  analysis:    none (steps wait for health and timers only)")
     if problem:
