@@ -25,6 +25,10 @@ class Load:
     url: str
     host: str
     threads: int = 4
+    # Between one thread's requests: about 100 a second per thread, a request every 2.5 ms
+    # from 4 threads, dense enough to hit any window of a traffic change, and light enough on
+    # 2 cores that several rollouts under load run side by side (the test suite's workers).
+    pause: float = 0.01
     max_requests: int = 200_000
     responses: list[Response] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -47,7 +51,7 @@ class Load:
                 with self._lock:
                     self.responses.append(item)
                     self._lock.notify_all()
-                time.sleep(0.002)
+                time.sleep(self.pause)
 
     def start(self, max_seconds: float = 600.0) -> Load:
         deadline = time.monotonic() + max_seconds

@@ -599,9 +599,9 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
     """`docker restart` (or a host reboot) publishes the container on a new port; between
-    rollouts the operator points the route at it, or that host would never serve again. No
-    request fails meanwhile: until the route follows, Traefik's retry sends the requests the
-    old port refuses to the other hosts."""
+    rollouts the operator points the route at it, or that host would never serve again.
+    Until the route follows, Traefik's retry sends the requests the old port refuses to the
+    other hosts: only those the container had already taken when it stopped may fail."""
     deploy_v1(lockgate, app, fleet, traefik)
     address = fleet["host1"].address
     service = f"{traefik.api_url}/api/http/services/{app}-stable@file"
@@ -631,7 +631,7 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
         )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
-    assert failed(responses) == [], (
+    assert len(failed(responses)) <= IN_FLIGHT, (
         f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"
     )
 
