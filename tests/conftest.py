@@ -5,11 +5,11 @@ The hooks of a run shared by several workers (tests/support/shared_run.py). And 
 policy: a skipped test fails the run unless tests/skips.txt lists it."""
 
 pytest_plugins: list[str] = [
+    "tests.support.shared_run",  # first: the fixture modules import it
     "tests.support.cluster_fixtures",
     "tests.support.prometheus_fixtures",
     "tests.support.kubelet_fixtures",
     "tests.support.dockerhosts_fixtures",
     "tests.support.operator_fixtures",
     "tests.support.skip_policy",
-    "tests.support.shared_run",
 ]

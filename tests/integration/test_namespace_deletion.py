@@ -15,10 +15,7 @@ from tests.support.cluster import Cluster
 from tests.support.operator_fixtures import Operator, free_port
 from tests.support.rollouts import Lockgate, application, deployment, wait_for
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.serial,
-]  # stops the shared operator to run a namespaced one
+pytestmark = pytest.mark.integration
 
 # The namespace controller waits out its Pods' termination grace before it looks again;
 # lockgate gives its Pods drainSeconds + 10 (15 s here), and its finalizers hold nothing.
@@ -29,7 +26,13 @@ PAUSED_CANARY = {
 }
 
 
-@pytest.fixture(params=["watchNamespaces", "cluster-wide"])
+@pytest.fixture(
+    params=[
+        # Stops the shared operator: runs alone (tests/support/shared_run.py).
+        pytest.param("watchNamespaces", marks=pytest.mark.serial),
+        "cluster-wide",
+    ]
+)
 def watched(
     request: pytest.FixtureRequest, cluster: Cluster, operator: Operator
 ) -> Iterator[tuple[Lockgate, Operator]]:
@@ -104,11 +107,10 @@ def test_deleting_a_watched_namespace_mid_canary_finishes(
     core.delete_namespace(lg.namespace)
 
     wait_gone(core, lg.namespace, timeout=GONE_WITHIN)
-    assert serving.process is not None and serving.process.poll() is None, (
-        "the operator kept running"
-    )
+    assert serving.alive(), "the operator kept running"
 
 
+@pytest.mark.serial  # kills the operator, the shared one too in the cluster-wide case
 def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
     cluster: Cluster, watched: tuple[Lockgate, Operator]
 ) -> None:
