@@ -305,6 +305,21 @@ def test_queries_without_prometheus_on_the_application_fail_before_start() -> No
     assert cross_check(with_prometheus, spec) is None
 
 
+def test_min_healthy_above_the_instances_fails_before_start_naming_the_field() -> None:
+    """minHealthy 4 of 3 instances could never let one drain: refused at once, not after
+    a wait until the progress deadline."""
+    strategy = {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": 4}}
+    world = FakeWorld(units=app_spec(3).units())
+    status = Driver(app_spec(3), dep_spec(strategy=strategy), world).run()
+    assert status.phase == "Failed"
+    assert status.message == (
+        "spec.strategy.rolling.minHealthy: 4 is more than the Application's 3 instance(s)"
+    )
+    assert not world.canary.started
+    equal = {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": 3}}
+    assert cross_check(app_spec(3), dep_spec(strategy=equal)) is None
+
+
 # ---------------------------------------------------------------- manual actions
 
 

@@ -905,6 +905,14 @@ def cross_check(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
         )
     if spec.analysis is not None and spec.analysis.queries and app.metrics.prometheus is None:
         return MSG_QUERIES_NEED_PROMETHEUS
-    if not app.units():
+    units = len(app.units())
+    if not units:
         return "the Application has no instances to roll out (replicas 0 or no hosts)"
+    rolling = spec.strategy.rolling
+    if rolling is not None and isinstance(rolling.min_healthy, int) and rolling.min_healthy > units:
+        # Never drainable: the rollout would wait on it until its deadline.
+        return (
+            f"spec.strategy.rolling.minHealthy: {rolling.min_healthy} is more than the "
+            f"Application's {units} instance(s)"
+        )
     return None
