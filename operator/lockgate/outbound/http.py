@@ -1,0 +1,76 @@
+"""One signed JSON POST, answered or not: the only way lockgate calls a user's endpoint.
+
+The receiver checks `X-Lockgate-Signature: sha256=<hex>`, the HMAC-SHA256 of the exact body
+bytes under the shared signing secret, and may drop a repeated `X-Lockgate-Delivery` id (a
+delivery lockgate could not record as done is sent again after an operator restart)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+SIGNATURE_HEADER = "X-Lockgate-Signature"
+DELIVERY_HEADER = "X-Lockgate-Delivery"
+EVENT_HEADER = "X-Lockgate-Event"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """`status` is the HTTP status, None when no answer came (`error` says why)."""
+
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else f"no answer: {self.error}"
+
+
+def body_bytes(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def signature(key: bytes, payload: bytes) -> str:
+    return "sha256=" + hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def verify(key: bytes, payload: bytes, header: str | None) -> bool:
+    return header is not None and hmac.compare_digest(signature(key, payload), header)
+
+
+async def post_json(
+    http: httpx.AsyncClient,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    timeout_seconds: float,
+    headers: Mapping[str, str] | None = None,
+    signing_key: bytes | None = None,
+    delivery_id: str | None = None,
+    event: str | None = None,
+) -> Answer:
+    """POST `body` as JSON; never raises for what the network or receiver does."""
+    payload = body_bytes(body)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if signing_key:
+        sent[SIGNATURE_HEADER] = signature(signing_key, payload)
+    if delivery_id:
+        sent[DELIVERY_HEADER] = delivery_id
+    if event:
+        sent[EVENT_HEADER] = event
+    try:
+        response = await http.post(url, content=payload, headers=sent, timeout=timeout_seconds)
+    except httpx.TimeoutException:
+        return Answer(None, f"no answer within {timeout_seconds:g}s")
+    except httpx.HTTPError as err:
+        return Answer(None, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
+    return Answer(response.status_code)
