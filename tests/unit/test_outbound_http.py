@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Event, Thread
@@ -66,6 +68,9 @@ def test_a_signed_post_verifies_with_the_key_and_not_without(receiver: Receiver)
     headers, payload = receiver.received[0]
     assert json.loads(payload) == {"phase": "Progressing", "step": 1}
     assert headers[DELIVERY_HEADER] == "d-1"
+    # computed here as a receiver would, not with lockgate's own function
+    expected = hmac.new(b"s3cret-key", payload, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == f"sha256={expected}"
     assert verify(b"s3cret-key", payload, headers[SIGNATURE_HEADER])
     assert not verify(b"other-key", payload, headers[SIGNATURE_HEADER])
     assert not verify(b"s3cret-key", payload + b" ", headers[SIGNATURE_HEADER])
