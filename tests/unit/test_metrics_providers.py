@@ -102,3 +102,32 @@ def test_traefik_provider_names_its_source_and_cannot_answer_promql() -> None:
         assert sample.error.startswith("spec.analysis.queries: PromQL gates need spec.metrics")
 
     asyncio.run(scenario())
+
+
+def test_traefik_windows_asked_at_once_share_one_scrape() -> None:
+    """A hundred rollouts analysing in the same moment read Traefik's page once, not a
+    hundred times (with 100 canaries the page is 400 KiB: each read and parse costs 100+ ms
+    of CPU, and a hundred at once ran past the read timeout: bench.analysis_cost)."""
+    reads = 0
+    answers = iter([traefik_text(100, 10, 0), traefik_text(190, 20, 2)])
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.05)  # still in flight when the other windows ask
+        return httpx.Response(200, text=next(answers))
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            history = History()
+            await TraefikMetrics(http, "http://traefik:9100/metrics", history).keep(T0)
+            providers = [
+                TraefikMetrics(http, "http://traefik:9100/metrics", history) for _ in range(100)
+            ]
+            at = T0 + timedelta(seconds=30)
+            samples = await asyncio.gather(*(p.window(SOURCES, T0, at) for p in providers))
+        assert reads == 2
+        assert {s.canary for s in samples} == {VersionMetrics(10, 2, None)}
+        assert len(history.scrapes) == 2
+
+    asyncio.run(scenario())

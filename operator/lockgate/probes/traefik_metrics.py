@@ -8,9 +8,10 @@ told apart by the leaf service name.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -35,10 +36,17 @@ class ServiceCounters:
 Snapshot = dict[str, ServiceCounters]
 
 
+def wanted_lines(text: str) -> str:
+    """The lines of the two families analysis reads (and their # TYPE lines): with a
+    hundred services, the other families are most of the text and of the parsing time."""
+    keep = (f"{REQUESTS}_total", f"{DURATION}_bucket", "# TYPE traefik_service_request")
+    return "\n".join(line for line in text.splitlines() if line.startswith(keep)) + "\n"
+
+
 def parse(text: str) -> Snapshot:
     """Counters per Traefik service name (without the @provider suffix)."""
     out: Snapshot = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(wanted_lines(text)):
         if family.name not in (REQUESTS, DURATION):
             continue
         for sample in family.samples:
@@ -108,8 +116,23 @@ class History:
 
     keep_seconds: float = 900.0
     scrapes: deque[tuple[datetime, Snapshot]] = field(default_factory=deque)
+    # The scrape in flight: windows that ask meanwhile share it instead of each reading
+    # and parsing the whole page (100 canaries: 400 KiB, 100+ ms of CPU a parse).
+    pending: asyncio.Future[Snapshot | str] | None = None
+
+    async def shared(self, scrape: Callable[[], Awaitable[Snapshot | str]]) -> Snapshot | str:
+        if self.pending is None:
+            self.pending = asyncio.ensure_future(scrape())
+            self.pending.add_done_callback(self._done)
+        return await asyncio.shield(self.pending)
+
+    def _done(self, finished: asyncio.Future[Snapshot | str]) -> None:
+        if self.pending is finished:
+            self.pending = None
 
     def add(self, at: datetime, snapshot: Snapshot) -> None:
+        if self.scrapes and self.scrapes[-1][1] is snapshot:
+            return  # a shared scrape, already kept at its first window's time
         self.scrapes.append((at, snapshot))
         while self.scrapes and (at - self.scrapes[0][0]).total_seconds() > self.keep_seconds:
             self.scrapes.popleft()
@@ -137,12 +160,15 @@ class TraefikMetrics:
         """The counters now, or why they could not be read."""
         if not self.url:
             return "no Traefik metricsURL configured"
+        return await self.history.shared(self._read)
+
+    async def _read(self) -> Snapshot | str:
         try:
-            answer = await self.http.get(self.url, timeout=3.0)
+            answer = await self.http.get(self.url or "", timeout=3.0)
             answer.raise_for_status()
         except Exception as err:
-            return f"Traefik metrics at {self.url}: {err}"
-        return parse(answer.text)
+            return f"Traefik metrics at {self.url}: {str(err) or type(err).__name__}"
+        return await asyncio.to_thread(parse, answer.text)  # CPU-bound: off the event loop
 
     async def window(
         self,
