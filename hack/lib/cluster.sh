@@ -46,9 +46,10 @@ proc_start() { # dir name binary args... ; detached, so it outlives the calling 
   shift 3
   mkdir -p "$dir"
   echo "=== $(date -u +%FT%TZ) $bin $*" >>"$dir/$name.log"
-  # 8>&- 9>&-: the callers' lock descriptors must not live on in the component, or the
-  # lock would be held as long as the component runs.
-  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+  # 3>&- .. 9>&-: the callers' lock descriptors must not live on in the component, or the
+  # lock would be held as long as the component runs: ours (8, 9) and a caller's such as
+  # `flock FILE hack/cluster up`, whose lock is on descriptor 3.
+  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   echo $! >"$dir/$name.pid"
   readlink -f "$bin" >"$dir/$name.exe"
 }
