@@ -9,6 +9,7 @@ pytest_plugins: list[str] = [
     "tests.support.cluster_fixtures",
     "tests.support.prometheus_fixtures",
     "tests.support.kubelet_fixtures",
+    "tests.support.metrics_server_fixtures",
     "tests.support.dockerhosts_fixtures",
     "tests.support.operator_fixtures",
     "tests.support.skip_policy",

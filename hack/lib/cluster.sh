@@ -11,10 +11,15 @@ LOCKGATE_TRAEFIK_WEB_PORT="${LOCKGATE_TRAEFIK_WEB_PORT:-18080}"
 LOCKGATE_TRAEFIK_API_PORT="${LOCKGATE_TRAEFIK_API_PORT:-18081}"
 LOCKGATE_TRAEFIK_METRICS_PORT="${LOCKGATE_TRAEFIK_METRICS_PORT:-18082}"
 LOCKGATE_PROMETHEUS_PORT="${LOCKGATE_PROMETHEUS_PORT:-19090}"
+# These two listen on the bridge address (10.244.0.1), not on 127.0.0.1: metrics-server scrapes
+# the Node's InternalIP, and an EndpointSlice (for the aggregation layer) refuses loopback.
+LOCKGATE_KUBELET_PORT="${LOCKGATE_KUBELET_PORT:-16250}"
+LOCKGATE_METRICS_SERVER_PORT="${LOCKGATE_METRICS_SERVER_PORT:-16251}"
 
 CLUSTER_DIR="$LOCKGATE_RUN/cluster"
 TRAEFIK_DIR="$LOCKGATE_RUN/traefik"
 PROMETHEUS_DIR="$LOCKGATE_RUN/prometheus"
+METRICS_SERVER_DIR="$LOCKGATE_RUN/metrics-server"
 KUBECONFIG_ADMIN="$LOCKGATE_RUN/kubeconfig"
 APISERVER_URL="https://127.0.0.1:$LOCKGATE_APISERVER_PORT"
 BUILD_TOOLS="$LOCKGATE_ROOT/hack/build-tools"
@@ -41,9 +46,10 @@ proc_start() { # dir name binary args... ; detached, so it outlives the calling 
   shift 3
   mkdir -p "$dir"
   echo "=== $(date -u +%FT%TZ) $bin $*" >>"$dir/$name.log"
-  # 8>&- 9>&-: the callers' lock descriptors must not live on in the component, or the
-  # lock would be held as long as the component runs.
-  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+  # 3>&- .. 9>&-: the callers' lock descriptors must not live on in the component, or the
+  # lock would be held as long as the component runs: ours (8, 9) and a caller's such as
+  # `flock FILE hack/cluster up`, whose lock is on descriptor 3.
+  setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
   echo $! >"$dir/$name.pid"
   readlink -f "$bin" >"$dir/$name.exe"
 }

@@ -15,9 +15,14 @@ each Pod's first container as a process:
   graceful deletion (not ready at once, preStop sleep, SIGTERM, grace period, SIGKILL, then
   delete with grace 0), and a truthful Pod status;
 - a Lease in kube-node-lease and Node status heartbeats, so the node-lifecycle controller
-  keeps the Node Ready.
+  keeps the Node Ready;
+- the kubelet's resource metrics endpoint `/metrics/resource` over HTTPS on the bridge
+  address (`--metrics-port`, advertised as the Node's daemonEndpoints.kubeletEndpoint), with
+  each Pod's real CPU time and resident memory read from /proc (its whole process tree), as
+  metrics-server scrapes it.
 
     python -m hack.tools.kubelet --kubeconfig KUBECONFIG --node NAME [--demo-app PATH]
+        [--metrics-port PORT --tls-cert CRT --tls-key KEY]
 
 hack/kubelet starts and stops it in the background; tests use tests/support/kubelet_fixtures.
 Needs root (network namespaces) and iproute2.
@@ -29,6 +34,7 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import http.server
 import ipaddress
 import json
 import logging
@@ -405,6 +411,7 @@ class PodWorker(threading.Thread):
         self.sandbox: Sandbox | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
+        self.started_wall = 0.0  # time.time() of the start: container_start_time_seconds
         self.state: JSON = {"waiting": {"reason": "ContainerCreating"}}
         self.last_state: JSON = (
             {"terminated": old_state["terminated"]} if "terminated" in old_state else {}
@@ -615,6 +622,7 @@ class PodWorker(threading.Thread):
             out.close()
         now = time.monotonic()
         self.started_at = now
+        self.started_wall = time.time()
         self.ever_started = True
         self.state = {"running": {"startedAt": rfc3339()}}
         self.ready = False
@@ -924,6 +932,209 @@ class PodWorker(threading.Thread):
             self.sandbox = None
 
 
+# --- resource metrics -------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    ppid: int
+    cpu_s: float  # utime + stime, plus cutime + cstime: its reaped children count too
+    rss_bytes: int
+
+
+def read_proc_stat(pid: int) -> ProcStat | None:
+    """One process's CPU time and resident memory from /proc; None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        statm = Path(f"/proc/{pid}/statm").read_text().split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
+    ticks = sum(int(v) for v in fields[11:15])
+    return ProcStat(
+        ppid=int(fields[1]), cpu_s=ticks / CLOCK_TICKS, rss_bytes=int(statm[1]) * PAGE_SIZE
+    )
+
+
+def process_tree_usage(root: int) -> tuple[float, int] | None:
+    """(CPU seconds, resident bytes) of a process and all its descendants; None if it is gone."""
+    stats: dict[int, ProcStat] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = read_proc_stat(int(entry.name))
+            if stat is not None:
+                stats[int(entry.name)] = stat
+    if root not in stats:
+        return None
+    children: dict[int, list[int]] = {}
+    for pid, stat in stats.items():
+        children.setdefault(stat.ppid, []).append(pid)
+    cpu, rss, todo = 0.0, 0, [root]
+    while todo:
+        pid = todo.pop()
+        cpu += stats[pid].cpu_s
+        rss += stats[pid].rss_bytes
+        todo.extend(children.get(pid, []))
+    return cpu, rss
+
+
+def node_usage() -> tuple[float, int]:
+    """(CPU seconds busy since boot, working set bytes = MemTotal - MemAvailable)."""
+    cpu_line = Path("/proc/stat").read_text().splitlines()[0].split()
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    values = [int(v) for v in cpu_line[1:9]]
+    busy = sum(values) - values[3] - values[4]
+    mem: dict[str, int] = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        mem[name] = int(rest.split()[0]) * 1024
+    return busy / CLOCK_TICKS, mem["MemTotal"] - mem.get("MemAvailable", mem.get("MemFree", 0))
+
+
+@dataclass(frozen=True)
+class ContainerSample:
+    namespace: str
+    pod: str
+    container: str
+    start_time: float
+    cpu_s: float
+    memory_bytes: int
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_resource_metrics(
+    node_cpu_s: float, node_memory: int, samples: list[ContainerSample], now: float
+) -> str:
+    """The kubelet's /metrics/resource in the Prometheus text format, timestamps in ms."""
+    ts = int(now * 1000)
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str, lines: list[str]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} {kind}")
+        out.extend(lines)
+
+    def pod_labels(s: ContainerSample) -> str:
+        return f'namespace="{_label(s.namespace)}",pod="{_label(s.pod)}"'
+
+    def container_labels(s: ContainerSample) -> str:
+        return f'container="{_label(s.container)}",{pod_labels(s)}'
+
+    family(
+        "container_cpu_usage_seconds_total",
+        "counter",
+        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
+        [
+            f"container_cpu_usage_seconds_total{{{container_labels(s)}}} {s.cpu_s} {ts}"
+            for s in samples
+        ],
+    )
+    family(
+        "container_memory_working_set_bytes",
+        "gauge",
+        "[STABLE] Current working set of the container in bytes",
+        [
+            f"container_memory_working_set_bytes{{{container_labels(s)}}} {s.memory_bytes} {ts}"
+            for s in samples
+        ],
+    )
+    family(
+        "container_start_time_seconds",
+        "gauge",
+        "[STABLE] Start time of the container since unix epoch in seconds",
+        [
+            f"container_start_time_seconds{{{container_labels(s)}}} {s.start_time} {ts}"
+            for s in samples
+        ],
+    )
+    family(
+        "node_cpu_usage_seconds_total",
+        "counter",
+        "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
+        [f"node_cpu_usage_seconds_total {node_cpu_s} {ts}"],
+    )
+    family(
+        "node_memory_working_set_bytes",
+        "gauge",
+        "[STABLE] Current working set of the node in bytes",
+        [f"node_memory_working_set_bytes {node_memory} {ts}"],
+    )
+    family(
+        "pod_cpu_usage_seconds_total",
+        "counter",
+        "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
+        [f"pod_cpu_usage_seconds_total{{{pod_labels(s)}}} {s.cpu_s} {ts}" for s in samples],
+    )
+    family(
+        "pod_memory_working_set_bytes",
+        "gauge",
+        "[STABLE] Current working set of the pod in bytes",
+        [f"pod_memory_working_set_bytes{{{pod_labels(s)}}} {s.memory_bytes} {ts}" for s in samples],
+    )
+    family(
+        "scrape_error",
+        "gauge",
+        "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise",
+        ["scrape_error 0"],
+    )
+    return "\n".join(out) + "\n"
+
+
+class MetricsServer:
+    """HTTPS on the bridge address: GET /metrics/resource (and /healthz), as a kubelet serves
+    them on its port 10250. No authentication: the address is reachable only on this machine."""
+
+    def __init__(self, kubelet: Kubelet, port: int, cert: Path, key: Path) -> None:
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics/resource":
+                    body, ctype = (
+                        outer.kubelet.resource_metrics().encode(),
+                        "text/plain; version=0.0.4",
+                    )
+                elif path == "/healthz":
+                    body, ctype = b"ok", "text/plain"
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # a scrape every few seconds would drown the kubelet's log
+
+        self.kubelet = kubelet
+        self.server = http.server.ThreadingHTTPServer((kubelet.host_ip, port), Handler)
+        self.server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert), str(key))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="metrics", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 # --- the node ---------------------------------------------------------------------------------
 
 
@@ -943,6 +1154,8 @@ class Kubelet:
         demo_app: Path,
         run_dir: Path,
         max_pods: int = 110,
+        metrics_port: int = 0,
+        metrics_tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.api = api
         self.node = node
@@ -950,6 +1163,9 @@ class Kubelet:
         self.demo_digest = hashlib.sha256(demo_app.read_bytes()).hexdigest()
         self.run_dir = run_dir
         self.max_pods = max_pods
+        self.metrics_port = metrics_port  # 0: no resource metrics endpoint
+        self.metrics_tls = metrics_tls  # (certificate, key) of the endpoint
+        self.metrics: MetricsServer | None = None
         self.network = Network(node, ipaddress.IPv4Network(pod_cidr))
         # The Node's address: the bridge, which every Pod and the root namespace reach.
         self.host_ip = str(BRIDGE_ADDRESS.ip)
@@ -999,6 +1215,8 @@ class Kubelet:
                 {"type": "InternalIP", "address": self.host_ip},
                 {"type": "Hostname", "address": self.node},
             ],
+            # Where metrics-server scrapes /metrics/resource (--kubelet-use-node-status-port).
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.metrics_port}},
             "nodeInfo": {
                 "machineID": "",
                 "systemUUID": "",
@@ -1106,6 +1324,33 @@ class Kubelet:
                 log.warning("heartbeat failed: %s", exc)
             self.stop.wait(LEASE_RENEW_S)
 
+    # -- resource metrics --
+    def resource_metrics(self) -> str:
+        """The /metrics/resource page: each running Pod's first container (the one process
+        tree it runs) and the node, measured now."""
+        with self._lock:
+            workers = list(self.workers.values())
+        samples = []
+        for worker in workers:
+            proc, started = worker.proc, worker.started_wall
+            if proc is None or proc.poll() is not None:
+                continue
+            usage = process_tree_usage(proc.pid)
+            if usage is None:
+                continue
+            samples.append(
+                ContainerSample(
+                    namespace=worker.namespace,
+                    pod=worker.pod_name,
+                    container=worker.container["name"],
+                    start_time=started,
+                    cpu_s=usage[0],
+                    memory_bytes=usage[1],
+                )
+            )
+        node_cpu, node_memory = node_usage()
+        return render_resource_metrics(node_cpu, node_memory, samples, time.time())
+
     # -- pods --
     def handle(self, kind: str, pod: JSON) -> None:
         uid = pod["metadata"]["uid"]
@@ -1188,6 +1433,14 @@ class Kubelet:
         self.network.setup()
         self.register()
         self.network.setup()  # again, in case the Node's existing podCIDR replaced the network
+        if self.metrics_port and self.metrics_tls:  # on the bridge address, which exists now
+            self.metrics = MetricsServer(self, self.metrics_port, *self.metrics_tls)
+            self.metrics.start()
+            log.info(
+                "resource metrics on https://%s:%d/metrics/resource",
+                self.host_ip,
+                self.metrics_port,
+            )
         self._renew_lease()
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
         threading.Thread(target=self.watch_pods, name="pods", daemon=True).start()
@@ -1209,6 +1462,8 @@ class Kubelet:
             worker.wake.set()
         for worker in workers:
             worker.join(SHUTDOWN_GRACE_S + 10)
+        if self.metrics is not None:
+            self.metrics.stop()
         self.network.teardown()
         self.probe_http.close()
         self.api.close()
@@ -1228,6 +1483,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="pod logs (default $LOCKGATE_RUN/kubelet)")
     parser.add_argument("--ready-file", type=Path, help="written with our PID once serving")
     parser.add_argument("--log-file", type=Path, help="log here instead of stderr")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve /metrics/resource over HTTPS on the bridge address at this port (0: not)",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="serving certificate of --metrics-port")
+    parser.add_argument("--tls-key", type=Path, help="its private key")
     args = parser.parse_args(argv)
 
     handler: logging.Handler = (
@@ -1248,7 +1511,17 @@ def main(argv: list[str] | None = None) -> int:
         demo_app = Path(built.stdout.strip())
     run_dir = args.run_dir or Path(os.environ.get("LOCKGATE_RUN", "/tmp/lockgate-run")) / "kubelet"
 
-    kubelet = Kubelet(Api(args.kubeconfig), args.node, args.pod_cidr, demo_app, run_dir)
+    if args.metrics_port and not (args.tls_cert and args.tls_key):
+        parser.error("--metrics-port needs --tls-cert and --tls-key")
+    kubelet = Kubelet(
+        Api(args.kubeconfig),
+        args.node,
+        args.pod_cidr,
+        demo_app,
+        run_dir,
+        metrics_port=args.metrics_port,
+        metrics_tls=(args.tls_cert, args.tls_key) if args.metrics_port else None,
+    )
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)

@@ -130,6 +130,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "traefik": stop_traefik,
         "prometheus": stop_prometheus,
         "kubelet": lambda: hack("kubelet", "stop", timeout=60.0),
+        "metrics-server": lambda: hack("metrics-server", "down", timeout=60.0),
         "dockerhosts": stop_docker_hosts,
     }
     stop_shared_operator(shared)

@@ -1,0 +1,186 @@
+"""Real per-Pod CPU and memory: the process kubelet measures each Pod's processes, metrics-server
+scrapes it, the aggregation layer serves metrics.k8s.io, and lockgate's reader
+(lockgate.probes.kube_resources.pod_usage) and `kubectl top pod` see a busy Pod use clearly more
+CPU than an idle one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from lockgate.kube import Kube
+from lockgate.probes.kube_resources import PodUsage, pod_usage
+from tests.support.cluster import Cluster
+from tests.support.kubelet_fixtures import ProcessKubelet
+from tests.support.metrics_server_fixtures import MetricsServer
+
+pytestmark = pytest.mark.integration
+
+PORT = 8080
+# Busy: at least this many cores, and this many times the idle Pod's figure. The demo app
+# serving a stream of requests uses tens of millicores; an idle one well under one.
+BUSY_MIN_CORES = 0.02
+BUSY_OVER_IDLE = 5.0
+# metrics-server needs two scrapes of a Pod (10 s apart at its shortest resolution), and the
+# busy Pod's window must hold mostly load: generous, polled.
+WAIT_S = 120.0
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def api(cluster: Cluster) -> Iterator[ApiClient]:
+    with cluster.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def namespace(api: ApiClient, kubelet: ProcessKubelet) -> Iterator[str]:
+    core = k8s.CoreV1Api(api)
+    name = f"lgms-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    wait_until(
+        lambda: any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ),
+        30,
+        "the default ServiceAccount",
+        every=0.1,
+    )
+    yield name
+    core.delete_collection_namespaced_pod(name)
+    core.delete_namespace(name)
+    deadline = time.monotonic() + 30
+    while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def create_demo_pod(api: ApiClient, namespace: str, name: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "demo:v1",
+                    "ports": [{"name": "http", "containerPort": PORT}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/health", "port": "http"},
+                        "periodSeconds": 1,
+                    },
+                }
+            ]
+        },
+    }
+    k8s.CoreV1Api(api).create_namespaced_pod(namespace, body)
+
+
+def ready_ip(api: ApiClient, namespace: str, name: str) -> str | None:
+    try:
+        pod = k8s.CoreV1Api(api).read_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    return pod.status.pod_ip if ready else None
+
+
+class Load:
+    """Requests to one Pod from a few threads, as fast as they go, until stopped: the demo app
+    has no CPU burner, so the work it does is serving them."""
+
+    def __init__(self, url: str, threads: int = 3) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.served = 0
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def _run(self) -> None:
+        with httpx.Client(trust_env=False, timeout=5.0) as http:
+            while not self.stop.is_set():
+                try:
+                    if http.get(self.url).status_code == 200:
+                        self.served += 1
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def test_busy_pod_uses_more_cpu_than_idle_one(
+    api: ApiClient,
+    cluster: Cluster,
+    namespace: str,
+    metrics_server: MetricsServer,
+    kubelet: ProcessKubelet,
+) -> None:
+    create_demo_pod(api, namespace, "busy")
+    create_demo_pod(api, namespace, "idle")
+    busy_ip = wait_until(lambda: ready_ip(api, namespace, "busy"), 60, "pod busy Ready")
+    wait_until(lambda: ready_ip(api, namespace, "idle"), 60, "pod idle Ready")
+    kube = Kube(api)
+    seen: dict[str, PodUsage] = {}
+
+    def busy_clearly_busier() -> bool:
+        nonlocal seen
+        try:
+            seen = asyncio.run(pod_usage(kube, namespace, ["busy", "idle"]))
+        except ApiException as exc:  # 503 while metrics-server (re)starts
+            print(f"metrics.k8s.io: {exc.status} {exc.reason}")
+            return False
+        if set(seen) != {"busy", "idle"}:
+            return False
+        busy, idle = seen["busy"], seen["idle"]
+        return busy.cpu_cores >= max(BUSY_MIN_CORES, BUSY_OVER_IDLE * idle.cpu_cores)
+
+    with Load(f"http://{busy_ip}:{PORT}/") as load:
+        deadline = time.monotonic() + WAIT_S
+        while not busy_clearly_busier():
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"after {WAIT_S}s ({load.served} requests served by busy) the metrics API "
+                    f"says {seen}; expected busy >= max({BUSY_MIN_CORES}, {BUSY_OVER_IDLE} x "
+                    f"idle) cores.\nmetrics-server log:\n{metrics_server.log_tail(15)}",
+                    pytrace=False,
+                )
+            time.sleep(1.0)
+        print(f"{load.served} requests served; usage: {seen}")
+        assert seen["busy"].memory_bytes > 0
+        assert seen["idle"].memory_bytes > 0
+
+        # The same through kubectl: `kubectl top pod` reads metrics.k8s.io too.
+        top = cluster.kubectl("top", "pod", "-n", namespace, "--no-headers")
+    assert top.returncode == 0, top.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in top.stdout.splitlines() if line.strip()}
+    assert set(rows) == {"busy", "idle"}, top.stdout
+    print(top.stdout)
