@@ -97,8 +97,8 @@ def parse_stats(stats: Mapping[str, Any]) -> StatsPoint | None:
     memory = None
     if usage is not None:
         detail = memory_stats.get("stats") or {}
-        # cgroup v2 names it inactive_file, v1 total_inactive_file (what `docker stats` does).
-        inactive = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+        # cgroup v1: total_inactive_file (hierarchical); v2: inactive_file (`docker stats`).
+        inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
         memory = usage - inactive if inactive < usage else usage
     return StatsPoint(int(total), cpu.get("system_cpu_usage"), int(online or 1), memory)
 
