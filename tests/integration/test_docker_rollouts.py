@@ -673,7 +673,8 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
 # CPU and memory of the canary against stable (analysis.maxCpuIncrease, maxMemoryIncrease):
 # the demo images' -memN hold N resident MiB, -cpuN burn about N% of one core (hack/demo-app).
 # A canary on one host at 20% serves fewer requests per instance than each of three stable
-# instances, so serving does not make an equal canary look heavier.
+# instances, so serving does not make an equal canary look heavier. The containers' limits
+# leave room for what the tags use (the other tests' 0.1 CPU and 32Mi would cap or kill them).
 RESOURCE_CANARY = {"type": "Canary", "canary": {"canaryHosts": 1, "steps": [20, 100]}}
 
 
@@ -688,7 +689,7 @@ def resource_rollout(
 ) -> dict[str, Any]:
     """`stable` everywhere, then a canary of `canary` judged on `thresholds` under load."""
     create_secrets(lg, hosts)
-    lg.create(docker_application(lg, app, hosts, traefik))
+    lg.create(docker_application(lg, app, hosts, traefik, memory="512Mi", cpus="0.8"))
     lg.create(deployment(f"{app}-v1", app, stable))
     first = lg.wait_finished(f"{app}-v1")
     assert first["phase"] == "Succeeded", first.get("message")
