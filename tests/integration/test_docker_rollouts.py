@@ -708,7 +708,7 @@ def test_canary_using_twice_the_memory_is_rolled_back_naming_memory(
     status = resource_rollout(
         lockgate, app, fleet, traefik, "demo:v1-mem100", "demo:v2-mem200", maxMemoryIncrease="50%"
     )
-    assert status["phase"] == "RolledBack", status.get("message")
+    assert status["phase"] == "RolledBack", (status.get("message"), status["analysis"][-2:])
     message = status["message"]
     assert re.search(
         r"canary memory \d+MiB is \d+% over stable's \d+MiB > maxMemoryIncrease", message
@@ -748,7 +748,7 @@ def test_canary_using_what_stable_uses_passes_both_resource_gates(
         maxCpuIncrease="50%",
         maxMemoryIncrease="50%",
     )
-    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["phase"] == "Succeeded", (status.get("message"), status["analysis"][-2:])
     passed = [r for r in status["analysis"] if r["verdict"] == "Passed"]
     assert passed, status["analysis"]
     for role in ("canary", "stable"):
