@@ -725,7 +725,7 @@ def test_canary_burning_cpu_is_rolled_back_naming_cpu(
     status = resource_rollout(
         lockgate, app, fleet, traefik, "demo:v1", "demo:v2-cpu60", maxCpuIncrease="50%"
     )
-    assert status["phase"] == "RolledBack", status.get("message")
+    assert status["phase"] == "RolledBack", (status.get("message"), status["analysis"][-2:])
     assert re.search(
         r"canary CPU [0-9.]+ cores is (\d+% )?over stable's [0-9.]+ cores > maxCpuIncrease",
         status["message"],
