@@ -1,7 +1,7 @@
 package main
 
 import (
-	"runtime"
+	"syscall"
 	"time"
 )
 
@@ -35,23 +35,25 @@ func Burn(percent int) {
 	}()
 }
 
-// held keeps Hold's memory reachable for the process's life.
-var held []byte
-
 // PageSize is the stride at which Hold writes, so every page of the allocation is resident.
 const PageSize = 4096
 
-// Hold allocates mib MiB and writes to every page of it, so it counts as resident memory
-// (an untouched allocation would not), and keeps it until the process ends.
+// Hold maps mib MiB of anonymous memory outside Go's heap and writes to every page of it, so
+// it counts as resident memory (an untouched mapping would not), and keeps it until the
+// process ends. Outside the heap, it leaves the garbage collector's pacing alone: a heap of
+// that size would let garbage grow to twice as much before a collection, and the process's
+// memory would drift with its traffic.
 func Hold(mib int) []byte {
 	if mib <= 0 {
 		return nil
 	}
-	buf := make([]byte, mib<<20)
+	buf, err := syscall.Mmap(-1, 0, mib<<20, syscall.PROT_READ|syscall.PROT_WRITE,
+		syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		panic("demo-app: holding memory: " + err.Error())
+	}
 	for i := 0; i < len(buf); i += PageSize {
 		buf[i] = 1
 	}
-	held = buf
-	runtime.KeepAlive(held)
-	return buf
+	return buf // never unmapped: the process holds it until it ends
 }
