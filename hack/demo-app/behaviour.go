@@ -18,9 +18,15 @@ type Behaviour struct {
 	ErrorsPercent int           // share of "/" requests answered with 500, 0..100
 	Slow          time.Duration // latency added to every "/" request
 	Unready       bool          // /health never passes
+	CPUPercent    int           // share of one core burnt continuously, 0..100
+	MemoryMiB     int           // MiB allocated, touched and held for the process's life
 }
 
-// ParseImage reads `[registry/]name:<version>[-errorsNN][-slow[NNN]][-unready]`.
+// MaxMemoryMiB bounds "-memN": a typo must not take a test host's memory.
+const MaxMemoryMiB = 4096
+
+// ParseImage reads
+// `[registry/]name:<version>[-errorsNN][-slow[NNN]][-unready][-cpuNN][-memNNN]`.
 // Modifiers may come in any order; dash-separated parts that are not modifiers stay part of
 // the version (so "v1.2.0-rc1-slow" is version "v1.2.0-rc1"). No tag means version "latest".
 func ParseImage(image string) (Behaviour, error) {
@@ -50,6 +56,18 @@ func ParseImage(image string) (Behaviour, error) {
 			b.Slow = time.Duration(n) * time.Millisecond
 		case part == "unready":
 			b.Unready = true
+		case strings.HasPrefix(part, "cpu") && isDigits(part[len("cpu"):]):
+			n, _ := strconv.Atoi(part[len("cpu"):])
+			if n > 100 {
+				return b, fmt.Errorf("image %q: cpu%d is more than 100%% of one core", image, n)
+			}
+			b.CPUPercent = n
+		case strings.HasPrefix(part, "mem") && isDigits(part[len("mem"):]):
+			n, _ := strconv.Atoi(part[len("mem"):])
+			if n > MaxMemoryMiB {
+				return b, fmt.Errorf("image %q: mem%d is more than %d MiB", image, n, MaxMemoryMiB)
+			}
+			b.MemoryMiB = n
 		default:
 			version = append(version, part)
 		}

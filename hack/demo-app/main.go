@@ -1,5 +1,5 @@
 // Command demo-app is lockgate's test application: a tiny HTTP server whose behaviour
-// (version, error share, latency, readiness) comes from its image tag, so a rollout from
+// (version, error share, latency, readiness, CPU and memory use) comes from its image tag, so a rollout from
 // demo:v1 to demo:v2-errors30 can be observed and judged for real.
 //
 // Environment: DEMO_IMAGE (the image string; in Docker images it is baked in as ENV),
@@ -36,6 +36,9 @@ func main() {
 		addr = ":" + envOr("PORT", "8080")
 	}
 
+	Hold(b.MemoryMiB)
+	Burn(b.CPUPercent)
+
 	// Listen before announcing, so a bad address fails loudly and at once.
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -50,8 +53,9 @@ func main() {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Printf("serving %s (version %s, errors %d%%, slow %s, unready %t) on %s as %s",
-		b.Image, b.Version, b.ErrorsPercent, b.Slow, b.Unready, ln.Addr(), instance)
+	log.Printf("serving %s (version %s, errors %d%%, slow %s, unready %t, cpu %d%%, mem %d MiB) on %s as %s",
+		b.Image, b.Version, b.ErrorsPercent, b.Slow, b.Unready, b.CPUPercent, b.MemoryMiB,
+		ln.Addr(), instance)
 
 	select {
 	case err := <-served:

@@ -454,6 +454,8 @@ def deployments(draw: st.DrawFn) -> Doc:
         _maybe(draw, analysis, "maxErrorRate", st.floats(0, 1))
         _maybe(draw, analysis, "maxErrorRateIncrease", st.floats(0, 1))
         _maybe(draw, analysis, "maxLatencyP95Increase", st.integers(0, 9999).map(lambda n: f"{n}%"))
+        _maybe(draw, analysis, "maxCpuIncrease", st.integers(0, 9999).map(lambda n: f"{n}%"))
+        _maybe(draw, analysis, "maxMemoryIncrease", st.integers(0, 9999).map(lambda n: f"{n}%"))
         _maybe(draw, analysis, "maxConsecutiveFailures", st.integers(1, 100))
         _maybe(draw, analysis, "queries", QUERIES)
         spec["analysis"] = analysis

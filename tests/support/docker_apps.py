@@ -52,6 +52,7 @@ def docker_application(
     order: tuple[str, ...] = ("host1", "host2", "host3"),
     urls: dict[str, str] | None = None,
     memory: str = "32Mi",
+    cpus: str = "0.1",
 ) -> dict[str, Any]:
     entries = {
         "host1": {"name": "host1", "url": hosts["host1"].url, "address": hosts["host1"].address},
@@ -77,7 +78,7 @@ def docker_application(
         "spec": {
             "docker": {
                 "hosts": [entries[h] for h in order],
-                "container": {"port": 8080, "resources": {"cpus": "0.1", "memory": memory}},
+                "container": {"port": 8080, "resources": {"cpus": cpus, "memory": memory}},
                 "drainSeconds": 1,
             },
             "port": 8080,

@@ -286,6 +286,9 @@ class FakeFleet:
         seen = self.world.observe()
         return FleetView(seen.stable, seen.canary, seen.live_weights, dict(seen.unit_errors))
 
+    async def resource_instances(self) -> dict[str, tuple[str, ...]]:
+        return {"stable": ("fake/stable-0",), "canary": ("fake/canary-0",)}
+
     async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
         self.calls.append("preflight")
         return self.world.refusal

@@ -113,6 +113,9 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
 MSG_MIN_HEALTHY = "spec.strategy.rolling.minHealthy: an integer >= 0 or a percentage 0%-100%"
 MSG_CANARY_HOSTS = "spec.strategy.canary.canaryHosts: an integer >= 1 or a percentage 1%-100%"
 MSG_LATENCY_INCREASE = "spec.analysis.maxLatencyP95Increase: a percentage like '50%' (0% to 9999%)"
+MSG_CPU_INCREASE = "spec.analysis.maxCpuIncrease: a percentage like '50%' (0% to 9999%)"
+MSG_MEMORY_INCREASE = "spec.analysis.maxMemoryIncrease: a percentage like '50%' (0% to 9999%)"
+INCREASE_RULE = "type(self) == int ? self >= 0 : self.matches('^[0-9]{1,4}%$')"
 
 # Rules on single fields: (model name, field alias) -> rules.
 FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
@@ -135,11 +138,10 @@ FIELD_RULES: dict[tuple[str, str], list[dict[str, str]]] = {
         }
     ],
     ("Analysis", "maxLatencyP95Increase"): [
-        {
-            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]{1,4}%$')",
-            "message": MSG_LATENCY_INCREASE,
-        }
+        {"rule": INCREASE_RULE, "message": MSG_LATENCY_INCREASE}
     ],
+    ("Analysis", "maxCpuIncrease"): [{"rule": INCREASE_RULE, "message": MSG_CPU_INCREASE}],
+    ("Analysis", "maxMemoryIncrease"): [{"rule": INCREASE_RULE, "message": MSG_MEMORY_INCREASE}],
 }
 
 
@@ -248,6 +250,8 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
     "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND, dep.MSG_QUERY_BOUNDS_ORDER],
     "Analysis._unique_query_names": [dep.MSG_QUERY_NAMES_UNIQUE],
     "Analysis.max_latency_p95_increase": [MSG_LATENCY_INCREASE],
+    "Analysis.max_cpu_increase": [MSG_CPU_INCREASE],
+    "Analysis.max_memory_increase": [MSG_MEMORY_INCREASE],
 }
 
 

@@ -203,7 +203,7 @@ class AnalysisQuery(SpecModel):
         return self
 
 
-def _check_latency_increase(value: int | str) -> int | str:
+def _check_increase(value: int | str) -> int | str:
     if isinstance(value, int) and value >= 0:
         return value
     if isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}%", value):
@@ -211,12 +211,17 @@ def _check_latency_increase(value: int | str) -> int | str:
     raise ValueError(f"{value!r} is not a percentage like '50%' (0% to 9999%)")
 
 
-LatencyIncrease = Annotated[int | str, AfterValidator(_check_latency_increase)]
+# An increase over stable's figure: a percentage like "50%" (or the integer 50).
+Increase = Annotated[int | str, AfterValidator(_check_increase)]
+LatencyIncrease = Increase  # the name it was introduced under
 
 
-def latency_increase_ratio(value: int | str) -> float:
+def increase_ratio(value: int | str) -> float:
     """'50%' (or 50) -> 0.5."""
     return (value if isinstance(value, int) else int(value.rstrip("%"))) / 100
+
+
+latency_increase_ratio = increase_ratio  # the name it was introduced under
 
 
 class Analysis(SpecModel):
@@ -232,6 +237,14 @@ class Analysis(SpecModel):
     """Highest canary 5xx ratio minus stable's (0 to 1)."""
     max_latency_p95_increase: LatencyIncrease | None = None
     """Highest increase of canary p95 latency over stable's, as a percentage like "50%"."""
+    max_cpu_increase: Increase | None = None
+    """Highest increase of the canary's CPU use over stable's, as a percentage like "50%":
+    per instance, averaged over the analysis window. Docker hosts only for now (on
+    Kubernetes a set threshold makes every run Inconclusive)."""
+    max_memory_increase: Increase | None = None
+    """Highest increase of the canary's memory use (without the reclaimable file cache) over
+    stable's, as a percentage like "50%": per instance, averaged over the analysis window.
+    Docker hosts only for now (on Kubernetes a set threshold makes every run Inconclusive)."""
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     """Failed health or analysis runs in a row before the verdict is Failed."""
     queries: list[AnalysisQuery] = Field(default_factory=list, max_length=20)
@@ -336,6 +349,12 @@ class MetricsFigures(ApiModel):
     """Share of 5xx answers (0 to 1)."""
     p95: float | None = None
     """95th percentile latency in seconds."""
+    cpu: float | None = None
+    """CPU in use, in cores, per instance, averaged over the window (set when
+    maxCpuIncrease is)."""
+    memory: int | None = None
+    """Memory in use without the reclaimable file cache, in bytes, per instance, averaged
+    over the window (set when maxMemoryIncrease is)."""
 
 
 Verdict = Literal["Passed", "Failed", "Inconclusive"]

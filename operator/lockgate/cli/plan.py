@@ -140,6 +140,10 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
             gates.append(f"maxErrorRateIncrease {a.max_error_rate_increase}")
         if a.max_latency_p95_increase is not None:
             gates.append(f"maxLatencyP95Increase {a.max_latency_p95_increase}")
+        if a.max_cpu_increase is not None:
+            gates.append(f"maxCpuIncrease {a.max_cpu_increase}")
+        if a.max_memory_increase is not None:
+            gates.append(f"maxMemoryIncrease {a.max_memory_increase}")
         for q in a.queries:
             bounds = [f"min {q.min:g}"] if q.min is not None else []
             bounds += [f"max {q.max:g}"] if q.max is not None else []

@@ -28,9 +28,11 @@ from lockgate.engine import (
     analysis_window_start,
     decide,
 )
+from lockgate.engine.analysis import wants_resources
 from lockgate.engine.decide import release_of
 from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION
 from lockgate.probes.metrics import MetricsProvider
+from lockgate.probes.resources import ResourceSample, with_resources
 
 from . import metrics
 from .fleets import Fleet, FleetUnusable, fleet_for
@@ -149,6 +151,20 @@ class Reconciler:
         assert self.app is not None
         return self.rt.metrics_provider(self.app)
 
+    async def resource_usage(self, fleet: Fleet, start: datetime, at: datetime) -> ResourceSample:
+        """The instances' CPU and memory over [start, at], or why they are missing."""
+        assert self.app is not None
+        provider = self.rt.resource_provider(self.namespace, self.name_of_app(), self.app)
+        if isinstance(provider, str):
+            return ResourceSample(error=provider)
+        return await provider.usage(await fleet.resource_instances(), start, at)
+
+    async def keep_resource_usage(self, fleet: Fleet, at: datetime) -> None:
+        assert self.app is not None
+        provider = self.rt.resource_provider(self.namespace, self.name_of_app(), self.app)
+        if not isinstance(provider, str):
+            await provider.keep(await fleet.resource_instances(), at)
+
     def name_of_app(self) -> str:
         assert self.app_obj is not None
         name: str = self.app_obj["metadata"]["name"]
@@ -195,9 +211,13 @@ class Reconciler:
             sample = await self.metrics_provider().window(
                 fleet.metric_sources(), start, at, queries
             )
+            if wants_resources(spec.analysis):
+                sample = with_resources(sample, await self.resource_usage(fleet, start, at))
         elif status.phase in ("Progressing", "Paused") and spec.analysis is not None:
             # The next analysis window needs what the counters were when it starts.
             await self.metrics_provider().keep(at)
+            if wants_resources(spec.analysis):
+                await self.keep_resource_usage(fleet, at)
         return Observation(
             stable=view.stable,
             canary=view.canary,

@@ -13,12 +13,19 @@ from lockgate.api import ApplicationSpec
 from lockgate.kube import Kube, load_config
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
+from lockgate.probes.resources import DockerStats, ResourceUsageProvider, StatsHistory
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 
 from .redact import Redactor
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
+
+
+NO_KUBERNETES_RESOURCES = (
+    "resource metrics are not available for Applications on Kubernetes yet "
+    "(maxCpuIncrease and maxMemoryIncrease are measured on Docker hosts only)"
+)
 
 
 @dataclass
@@ -45,6 +52,8 @@ class Runtime:
     scrapes: dict[str, History] = field(default_factory=dict)  # metrics URL -> history
     # (namespace, application) -> host connections and route store of a Docker fleet
     fleets: dict[tuple[str, str], FleetState] = field(default_factory=dict)
+    # (namespace, application) -> recent Docker stats readings of its containers
+    stats: dict[tuple[str, str], StatsHistory] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -59,6 +68,20 @@ class Runtime:
         url = app.traffic.traefik.metrics_url or self.settings.traefik_metrics_url
         history = self.scrapes.setdefault(url or "", History())
         return TraefikMetrics(self.http, url, history)
+
+    def resource_provider(
+        self, namespace: str, name: str, app: ApplicationSpec
+    ) -> ResourceUsageProvider | str:
+        """Where the Application's instances' CPU and memory figures come from, or why there
+        are none: the Docker stats API through the fleet's host connections (after the
+        fleet's observation made them); Kubernetes has no provider yet."""
+        if app.docker is None:
+            return NO_KUBERNETES_RESOURCES
+        state = self.fleets.get((namespace, name))
+        if state is None:
+            return "the Docker hosts are not connected yet"
+        history = self.stats.setdefault((namespace, name), StatsHistory())
+        return DockerStats(state.conns, history)
 
     async def aclose(self) -> None:
         """Close the clients this runtime opened (HTTP, and the fleets' host connections)."""

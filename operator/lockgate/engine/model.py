@@ -34,6 +34,9 @@ class VersionMetrics:
     requests: int
     errors: int = 0
     p95: float | None = None  # seconds
+    # Resource use per instance, averaged over the window (None: not measured).
+    cpu: float | None = None  # cores
+    memory: float | None = None  # bytes, without the reclaimable file cache
 
     @property
     def error_rate(self) -> float | None:
@@ -49,6 +52,8 @@ class MetricsSample:
     queries: Mapping[str, float | None] = field(default_factory=dict)
     error: str | None = None  # the metrics source could not be read
     source: str | None = None  # where the figures come from, e.g. "prometheus http://..."
+    # Why the instances' CPU and memory figures could not be read (they are None then).
+    resource_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

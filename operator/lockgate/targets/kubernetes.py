@@ -202,6 +202,10 @@ class KubernetesTarget:
             names, ready_names = units[:existing], units[:ready]
         return InstanceSet(release, image, tuple(names), tuple(ready_names))
 
+    async def pods(self, namespace: str, app: str, slot: str) -> list[Any]:
+        """The Pods of one slot of the application."""
+        return await self._pods(namespace, app, slot)
+
     async def _pods(self, namespace: str, app: str, slot: str) -> list[Any]:
         selector = f"{LABEL_APP}={app},{LABEL_SLOT}={slot}"
         result = await self.kube.call(

@@ -60,6 +60,10 @@ class Fleet(Protocol):
     async def observe(self) -> FleetView:
         """Stable and canary instances, live weights, per-unit errors. Raises FleetUnusable."""
 
+    async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
+        """Per role, the ids of its running instances as the target's resource-usage provider
+        (`probes.resources`) names them; after `observe`."""
+
     async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
         """Why a rollout with `spec` must not start (checked before anything starts), from
         this round's observation; None: it may."""

@@ -319,6 +319,27 @@ class DockerFleet:
         errors.update(self._action_errors())
         return FleetView(stable, canary, await router.live_weights_of(config, live), errors)
 
+    async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
+        """`<host>/<container id>` of the running containers of each role's release, from
+        this round's listing (hosts that could not be listed have none)."""
+        assert self._listed is not None, "observe first"
+        instances, errors = self._listed
+        roles: tuple[tuple[Role, str | None], ...] = (
+            ("stable", self.stable_release),
+            ("canary", self.own_release),
+        )
+        return {
+            role: tuple(
+                f"{i.host}/{i.id}"
+                for i in instances
+                if release
+                and i.release == release
+                and i.state == "running"
+                and i.host not in errors
+            )
+            for role, release in roles
+        }
+
     async def _healthy(self, instances: list[Instance]) -> set[str]:
         """Ids of the instances that pass their health check now (checked in parallel)."""
         check = self.app.health_check

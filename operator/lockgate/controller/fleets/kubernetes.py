@@ -52,6 +52,24 @@ class KubernetesFleet:
         stable, canary = await self._sets()
         return FleetView(stable, canary, await self.router.live_weights())
 
+    async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
+        """`<namespace>/<pod>` of the running Pods of each role's slot (what metrics.k8s.io
+        reports per Pod)."""
+        stable_slot = await self.target.stable_slot(self.namespace, self.name)
+        out: dict[Role, tuple[str, ...]] = {}
+        slots: tuple[tuple[Role, str], ...] = (
+            ("stable", stable_slot),
+            ("canary", self.target.other(stable_slot)),
+        )
+        for role, slot in slots:
+            pods = await self.target.pods(self.namespace, self.name, slot)
+            out[role] = tuple(
+                f"{self.namespace}/{p.metadata.name}"
+                for p in pods
+                if p.status is not None and p.status.phase == "Running"
+            )
+        return out
+
     async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
         return None  # the scheduler places Pods; a Pod that cannot start shows as not ready
 
