@@ -335,7 +335,8 @@ class _Run:
                     self.wakeups.append(again)
             waiting.append((hook, call))
         if not waiting:
-            s.step = s.step.model_copy(update={"confirmed": True})
+            # The step's own waits get their whole deadline from here.
+            s.step = s.step.model_copy(update={"confirmed": True, "started_at": self.now})
             self.log(f"step {index + 1}: {kind} webhooks said yes")
             return True
         if index > 0:  # hold what the step before set up
