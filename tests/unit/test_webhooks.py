@@ -133,9 +133,17 @@ def test_a_promote_action_passes_a_waiting_confirm_gate() -> None:
 
 
 def test_promote_full_skips_the_confirm_gates() -> None:
-    d = driver(hook("approve", "confirmStep"), hook_status={"approve": 403})
+    strategy = {"type": "Canary", "canary": {"steps": [10, 30, 100], "stepSeconds": 2}}
+    d = driver(
+        hook("step", "confirmStep"),
+        hook("approve", "confirmPromotion"),
+        strategy=strategy,
+        hook_status={"step": 403, "approve": 403},
+    )
+    d.run(until={"Progressing"})
     d.world.action = "promote-full"
     assert d.run().phase == "Succeeded"
+    assert not d.world.hook_calls
 
 
 @pytest.mark.parametrize(
