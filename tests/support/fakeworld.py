@@ -21,6 +21,7 @@ from lockgate.api.deployment import ACTIONS
 from lockgate.engine import (
     AcquireLock,
     Action,
+    CallWebhook,
     ClearAction,
     Decision,
     DeploymentRef,
@@ -33,6 +34,7 @@ from lockgate.engine import (
     SetWeights,
     Supersede,
     VersionMetrics,
+    WebhookAnswer,
     analysis_window_start,
     decide,
 )
@@ -106,6 +108,11 @@ class FakeWorld:
     in_flight: list[tuple[datetime, tuple[int, int]]] = field(default_factory=list)
     # The metrics source cannot answer (e.g. "Prometheus at ... unreachable"); None: it can.
     metrics_error: str | None = None
+    # What each webhook (by name) answers: an HTTP status, None for no answer; absent: 200.
+    # A call is answered at the next observation.
+    hook_status: dict[str, int | None] = field(default_factory=dict)
+    hook_calls: list[tuple[datetime, CallWebhook]] = field(default_factory=list)
+    hook_answers: dict[str, WebhookAnswer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stable_image is not None and not self.stable.started:
@@ -148,7 +155,12 @@ class FakeWorld:
             action=self.action,
             unit_errors=dict(self.unit_errors),
             refusal=self.refusal,
+            webhooks=self.take_hook_answers(),
         )
+
+    def take_hook_answers(self) -> dict[str, WebhookAnswer]:
+        answers, self.hook_answers = self.hook_answers, {}
+        return answers
 
     def metrics(self) -> MetricsSample:
         def figures(image: str | None, share: int) -> VersionMetrics:
@@ -210,6 +222,12 @@ class FakeWorld:
                 self.action = None
             elif isinstance(action, Supersede):
                 pass
+            elif isinstance(action, CallWebhook):
+                self.hook_calls.append((self.now, action))
+                code = self.hook_status.get(action.name, 200)
+                self.hook_answers[action.call_id] = WebhookAnswer(
+                    code, None if code is not None else "no answer within 10s"
+                )
 
     def start_partially(self, action: Action) -> None:
         """An EnsureInstances cut short by a crash: the new instances exist, none started."""

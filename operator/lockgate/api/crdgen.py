@@ -100,6 +100,14 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
             "message": dep.MSG_QUERY_BOUNDS_ORDER,
         },
     ],
+    "DeploymentSpec": [
+        {
+            "rule": "!has(self.webhooks)"
+            " || self.webhooks.all(w, self.webhooks.exists_one(x, x.name == w.name))",
+            "message": dep.MSG_WEBHOOK_NAMES_UNIQUE,
+            "fieldPath": ".webhooks",
+        },
+    ],
     "Analysis": [
         {
             "rule": "!has(self.queries)"
@@ -249,6 +257,7 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
     "Strategy._matching_block": [dep.MSG_STRATEGY_BLOCK, dep.MSG_CANARY_NEEDS_STEPS],
     "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND, dep.MSG_QUERY_BOUNDS_ORDER],
     "Analysis._unique_query_names": [dep.MSG_QUERY_NAMES_UNIQUE],
+    "DeploymentSpec._unique_webhook_names": [dep.MSG_WEBHOOK_NAMES_UNIQUE],
     "Analysis.max_latency_p95_increase": [MSG_LATENCY_INCREASE],
     "Analysis.max_cpu_increase": [MSG_CPU_INCREASE],
     "Analysis.max_memory_increase": [MSG_MEMORY_INCREASE],

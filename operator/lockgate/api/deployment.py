@@ -9,7 +9,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from .common import ApiModel, Condition, IntOrPercent, MemoModel, SpecModel, check_image
+from .common import (
+    ApiModel,
+    Condition,
+    IntOrPercent,
+    LocalObjectReference,
+    MemoModel,
+    SecretKeyReference,
+    SpecModel,
+    check_image,
+)
 
 StrategyType = Literal["Recreate", "Rolling", "BlueGreen", "Canary"]
 Phase = Literal[
@@ -45,6 +54,7 @@ MSG_BATCH_SIZE = (
 MSG_QUERY_BOUND = "spec.analysis.queries: each query needs max or min"
 MSG_QUERY_BOUNDS_ORDER = "spec.analysis.queries: a query's min must not exceed its max"
 MSG_QUERY_NAMES_UNIQUE = "spec.analysis.queries: query names must be unique"
+MSG_WEBHOOK_NAMES_UNIQUE = "spec.webhooks: webhook names must be unique"
 # Admission sees one object at a time: the engine's cross-check (and `lockgate plan`) says it.
 MSG_QUERIES_NEED_PROMETHEUS = (
     "spec.analysis.queries: PromQL gates need spec.metrics.prometheus on the Application "
@@ -265,6 +275,40 @@ class Rollback(SpecModel):
     """Return all traffic to the previous version and remove the new instances."""
 
 
+WebhookType = Literal["preRollout", "confirmStep", "confirmPromotion", "postRollout", "rollback"]
+GATE_TYPES: frozenset[str] = frozenset({"preRollout", "confirmStep", "confirmPromotion"})
+# http(s), no credentials in the URL (headersSecretRef carries them); a query is allowed and
+# never shown in status or Events (it may hold a token).
+WEBHOOK_URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?(\?[^\s#]*)?$"
+
+
+class Webhook(SpecModel):
+    """An HTTP endpoint lockgate asks (gates) or tells (informational) during the rollout."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-_.A-Za-z0-9]*)?$")
+    """Unique within spec.webhooks; named in status, Events and the request body."""
+    type: WebhookType
+    """preRollout (before anything starts; a refusal fails the rollout), confirmStep (before
+    each canary weight after the first and each rolling batch after the first), confirmPromotion
+    (before the final switch), both waiting until a 2xx answer, re-asked every few seconds,
+    within progressDeadlineSeconds; postRollout (after Succeeded) and rollback (when a started
+    rollout fails), called once, informational."""
+    url: str = Field(pattern=WEBHOOK_URL_PATTERN, max_length=2048)
+    """http:// or https:// URL the JSON body is POSTed to (no user:password@; status and Events
+    show it without its query)."""
+    timeout_seconds: int = Field(default=10, ge=1, le=300)
+    """Longest wait for one answer; no answer in time counts as a refusal."""
+    headers_secret_ref: LocalObjectReference | None = None
+    """A Secret in this namespace whose every key is sent as a header (e.g. Authorization)."""
+    signing_secret_ref: SecretKeyReference | None = None
+    """A Secret key holding the HMAC-SHA256 key that signs the body (X-Lockgate-Signature)."""
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as status and Events show it: without its query (it may hold a token)."""
+        return self.url.split("?", 1)[0]
+
+
 class DeploymentSpec(MemoModel):
     """Move an Application to an image, step by step."""
 
@@ -289,6 +333,48 @@ class DeploymentSpec(MemoModel):
     progress_deadline_seconds: int = Field(default=600, ge=10, le=86400)
     """Longest a step may wait for health, traffic or a conclusive analysis before the
     rollout fails."""
+    webhooks: list[Webhook] = Field(default_factory=list, max_length=20)
+    """HTTP endpoints called at points of the rollout: gates that decide whether it goes on,
+    and informational calls after it (see docs/webhooks.md)."""
+
+    @model_validator(mode="after")
+    def _unique_webhook_names(self) -> DeploymentSpec:
+        names = [w.name for w in self.webhooks]
+        if len(set(names)) != len(names):
+            raise ValueError(MSG_WEBHOOK_NAMES_UNIQUE)
+        return self
+
+    def hooks(self, kind: str) -> list[Webhook]:
+        """The webhooks of one type, in spec order."""
+        return [w for w in self.webhooks if w.type == kind]
+
+
+class WebhookCall(ApiModel):
+    """One webhook asked at one point of the rollout: the last ask and its answer."""
+
+    name: str
+    """The webhook's name."""
+    type: WebhookType
+    """Its type."""
+    step: int | None = None
+    """The step a confirm gate is asked before (0-based); absent for the other types."""
+    calls: int = 1
+    """How often it was asked (a confirm gate is asked again until it says yes)."""
+    at: datetime
+    """When it was last asked."""
+    pending: bool = True
+    """The last ask has no answer yet."""
+    answer: str | None = None
+    """The last answer: `HTTP <code>` or `no answer: <why>`."""
+    passed: bool = False
+    """The last answer was a 2xx."""
+    answered_at: datetime | None = None
+    """When the last answer came."""
+
+    @property
+    def call_id(self) -> str:
+        """Identifies the ask within the rollout attempt (the controller's delivery id)."""
+        return f"{self.name}/{'-' if self.step is None else self.step}/{self.calls}"
 
 
 class StepStatus(ApiModel):
@@ -308,6 +394,8 @@ class StepStatus(ApiModel):
     """A Passed analysis was recorded at this step."""
     restoring: bool = False
     """A failed batch is being rolled back before it is retried."""
+    confirmed: bool = False
+    """The step's confirm webhooks said yes (or a promote action passed them)."""
 
 
 class Weights(ApiModel):
@@ -440,6 +528,8 @@ class DeploymentStatus(ApiModel):
     failure; it ends Aborted instead of RolledBack."""
     skip_waits: bool = False
     """promote-full was given: remaining pauses and analysis gates are skipped."""
+    webhooks: list[WebhookCall] = Field(default_factory=list)
+    """Webhooks asked in this attempt, with their last answers (bounded)."""
     transitions: list[Transition] = Field(default_factory=list)
     """Phase changes, newest last (bounded)."""
     log: list[LogEntry] = Field(default_factory=list)

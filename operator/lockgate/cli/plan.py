@@ -111,6 +111,11 @@ def rows(plan: Plan, deployment: Deployment) -> list[Row]:
             )
         else:
             waits, worst = "stable switched, old instances removed", 0.0
+        hooks = spec.hooks(step.confirm) if step.confirm else []
+        if hooks:
+            names = ", ".join(h.name for h in hooks)
+            waits = f"{step.confirm} webhook {names} says yes, then {waits}"
+            worst = None if worst is None else worst + float(deadline)  # each its own deadline
         out.append(Row(i + 1, step, waits, worst))
     return out
 
@@ -155,6 +160,19 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
         lines.append(f"  figures:     from {source}")
     else:
         lines.append("  analysis:    none (steps wait for health and timers only)")
+    for hook in spec.webhooks:
+        effect = {
+            "preRollout": "before anything starts; a refusal or no answer fails the rollout",
+            "confirmStep": "before each canary weight after the first and each rolling batch "
+            "after the first; waits until 2xx",
+            "confirmPromotion": "before the final switch; waits until 2xx",
+            "postRollout": "once after Succeeded; informational",
+            "rollback": "once when a started rollout fails; informational",
+        }[hook.type]
+        lines.append(
+            f"  webhook:     {hook.type} {hook.name} -> {hook.shown_url} "
+            f"(timeout {hook.timeout_seconds}s; {effect})"
+        )
     if problem:
         lines.append(f"  INVALID:     {problem}")
     lines.append("")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -16,6 +17,7 @@ from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
 from lockgate.api.deployment import ACTIONS
 from lockgate.engine import (
     AcquireLock,
+    CallWebhook,
     ClearAction,
     Decision,
     DeploymentRef,
@@ -37,6 +39,7 @@ from lockgate.probes.resources import ResourceSample, with_resources
 from . import metrics
 from .fleets import Fleet, FleetUnusable, fleet_for
 from .runtime import Runtime
+from .webhooks import Calls
 
 MOVING = ("Progressing", "RollingBack")
 FINISHED = ("Succeeded", "RolledBack", "Aborted")  # nothing left to do (Failed can be retried)
@@ -85,7 +88,9 @@ def settled(body: Mapping[str, Any]) -> bool:
     that action is applied (it waits in `status.pendingAction` once its annotation is gone).
     Observing each one would crowd out the rollouts in flight, and would knock for ever on a
     host that refuses lockgate (every round an SSH login that fails). A `superseded-by`
-    annotation left on one changes nothing in these phases, so it does not count."""
+    annotation left on one changes nothing in these phases, so it does not count. A webhook
+    call still waiting for its answer (postRollout, rollback) keeps it reconciled until the
+    answer is recorded."""
     status = body.get("status") or {}
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
@@ -94,6 +99,7 @@ def settled(body: Mapping[str, Any]) -> bool:
         and status.get("observedGeneration") == int(meta.get("generation") or 1)
         and ACTION_ANNOTATION not in annotations
         and not status.get("pendingAction")
+        and not any(call.get("pending") for call in status.get("webhooks") or [])
     )
 
 
@@ -181,6 +187,12 @@ class Reconciler:
         starting = status.phase in WAITING and (
             holder == self.name or (holder is None and ahead == 0)
         )
+        if status.phase in FINISHED:
+            # Nothing the engine decides in these phases reads the fleet (a Deployment is
+            # reconciled here only for an action or a webhook answer to record).
+            return Observation(
+                lock_holder=holder, queued_ahead=ahead, superseded_by=superseded_by, action=action
+            )
         if status.phase in WAITING and (spec.paused or not starting):
             # Waiting for the lock or for spec.paused: nothing of the fleet is decided on
             # (the engine looks at it when the rollout may start), so nothing reads it.
@@ -245,6 +257,8 @@ class Reconciler:
                         {"metadata": {"annotations": {ACTION_ANNOTATION: None}}},
                     )
                 continue
+            if isinstance(action, CallWebhook):
+                continue  # made once the status recording it is written (see reconcile)
             if isinstance(action, Supersede):
                 await self.rt.kube.patch_deployment(
                     self.namespace,
@@ -338,10 +352,15 @@ class Round:
 
 
 async def reconcile(
-    rt: Runtime, body: dict[str, Any], post_event: PostEvent, deployments: DeploymentIndex
+    rt: Runtime,
+    body: dict[str, Any],
+    post_event: PostEvent,
+    deployments: DeploymentIndex,
+    wake: Callable[[], None] | None = None,
 ) -> Round:
     """One round: observe -> decide -> execute -> persist status (before the next round).
-    A settled Deployment is left alone: nothing is read or written."""
+    A settled Deployment is left alone: nothing is read or written. `wake` is called when a
+    webhook call this round starts has its answer."""
     if settled(body):
         return Round(False, False, None, True)
     started = time.monotonic()
@@ -367,6 +386,10 @@ async def reconcile(
     await rec.load_application(spec.application)
     at = now()
     obs = await rec.observe(spec, status, at) if rec.app_problem is None else Observation()
+    calls = Calls(rt, rec.namespace, rec.name, body["metadata"].get("uid", ""), spec, wake)
+    answers = calls.answers(status)
+    if answers:
+        obs = dataclasses.replace(obs, webhooks=answers)
     decision = decide(rec.app, DeploymentRef(rec.name, rec.generation, spec), status, obs, at)
     if rec.app_problem:
         decision.status.message = rec.app_problem
@@ -379,6 +402,7 @@ async def reconcile(
     }
     if changes:
         await rt.kube.patch_deployment_status(rec.namespace, rec.name, {"status": changes})
+    calls.run([a for a in decision.actions if isinstance(a, CallWebhook)], decision.status)
     for event in decision.events:
         post_event(event.type, event.reason, rt.redactor.text(event.message))
     _record(rec, status, decision)
@@ -391,7 +415,9 @@ async def reconcile(
         progressed=bool(changes),
         acted=bool(decision.actions),
         requeue_after=requeue,
-        finished=decision.status.phase in TERMINAL and not decision.actions,
+        finished=decision.status.phase in TERMINAL
+        and not decision.actions
+        and not any(call.pending for call in decision.status.webhooks),
     )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -119,7 +119,7 @@ async def deployment_driver(
     idle = IDLE_MIN
     while not stopped:
         wake.clear()
-        delay = await _drive_once(memo.runtime, namespace, name, deployments, logger)
+        delay = await _drive_once(memo.runtime, namespace, name, deployments, logger, wake.set)
         if delay is None:
             idle = min(idle * 2, IDLE_MAX)
             delay = idle
@@ -131,7 +131,12 @@ async def deployment_driver(
 
 
 async def _drive_once(
-    rt: Runtime, namespace: str, name: str, deployments: DeploymentIndex, logger: Any
+    rt: Runtime,
+    namespace: str,
+    name: str,
+    deployments: DeploymentIndex,
+    logger: Any,
+    wake: Callable[[], None] | None = None,
 ) -> float | None:
     """One round; returns how long to wait before the next (None: back off)."""
     try:
@@ -148,6 +153,7 @@ async def _drive_once(
                 body, type=kind, reason=reason, message=message
             ),
             deployments,
+            wake,
         )
     except Exception:
         metrics.RECONCILE_ERRORS.labels("Deployment").inc()

@@ -3,6 +3,7 @@ Runtime lives in kopf's operator memo, from the startup handler to the cleanup h
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from lockgate.api import ApplicationSpec
+from lockgate.engine import WebhookAnswer
 from lockgate.kube import Kube, load_config
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
@@ -54,6 +56,8 @@ class Runtime:
     fleets: dict[tuple[str, str], FleetState] = field(default_factory=dict)
     # (namespace, application) -> recent Docker stats readings of its containers
     stats: dict[tuple[str, str], StatsHistory] = field(default_factory=dict)
+    # Webhook calls in flight or answered, by delivery id, until a round records the answer.
+    webhook_calls: dict[str, asyncio.Task[WebhookAnswer]] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -85,6 +89,9 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Close the clients this runtime opened (HTTP, and the fleets' host connections)."""
+        for task in self.webhook_calls.values():
+            task.cancel()
+        self.webhook_calls.clear()
         while self.fleets:
             _, state = self.fleets.popitem()
             await state.aclose()

@@ -13,6 +13,7 @@ from .decide import (
 from .model import (
     AcquireLock,
     Action,
+    CallWebhook,
     ClearAction,
     EnsureInstances,
     Event,
@@ -24,12 +25,14 @@ from .model import (
     SetWeights,
     Supersede,
     VersionMetrics,
+    WebhookAnswer,
 )
 from .plan import Plan, Step, compile_plan
 
 __all__ = [
     "AcquireLock",
     "Action",
+    "CallWebhook",
     "ClearAction",
     "Decision",
     "DeploymentRef",
@@ -45,6 +48,7 @@ __all__ = [
     "Step",
     "Supersede",
     "VersionMetrics",
+    "WebhookAnswer",
     "analysis_window_start",
     "compile_plan",
     "cross_check",

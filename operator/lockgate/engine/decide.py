@@ -17,6 +17,7 @@ from typing import Literal
 from lockgate.api.application import ApplicationSpec
 from lockgate.api.deployment import (
     ACTIONS,
+    GATE_TYPES,
     MSG_QUERIES_NEED_PROMETHEUS,
     AnalysisRun,
     BatchStatus,
@@ -26,6 +27,8 @@ from lockgate.api.deployment import (
     Phase,
     StepStatus,
     Transition,
+    Webhook,
+    WebhookCall,
     Weights,
 )
 
@@ -34,6 +37,7 @@ from .conditions import conditions_for
 from .model import (
     AcquireLock,
     Action,
+    CallWebhook,
     ClearAction,
     EnsureInstances,
     Event,
@@ -48,6 +52,8 @@ from .plan import Plan, Step, compile_plan
 MAX_TRANSITIONS = 50
 MAX_LOG = 100
 MAX_ANALYSIS = 30
+MAX_WEBHOOK_CALLS = 100
+REASK_SECONDS = 5  # a confirm webhook that did not say yes is asked again after this
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +190,10 @@ class _Run:
             ][-MAX_TRANSITIONS:]
             self.event(phase, message, warning)
             self.log(f"{phase}: {message}", "Warning" if warning else "Info")
+            if phase == "Succeeded":
+                self.tell("postRollout")
+            elif phase == "RollingBack" or (phase == "Failed" and self.s.started_at is not None):
+                self.tell("rollback")
         self.s.phase = phase
         self.s.message = message
 
@@ -197,6 +207,158 @@ class _Run:
     def emit(self, action: Action) -> None:
         if action not in self.actions:
             self.actions.append(action)
+
+    # ----------------------------------------------------------------- webhooks
+
+    def webhook_call(self, name: str, kind: str, step: int | None) -> WebhookCall | None:
+        for call in self.s.webhooks:
+            if call.name == name and call.type == kind and call.step == step:
+                return call
+        return None
+
+    def ask(self, hook: Webhook, step: int | None, before: WebhookCall | None) -> WebhookCall:
+        """Record a call of `hook` in status and ask the controller to make it (after the
+        status is written, so an operator restart never repeats a recorded call unasked)."""
+        call = WebhookCall(
+            name=hook.name,
+            type=hook.type,
+            step=step,
+            calls=before.calls + 1 if before else 1,
+            at=self.now,
+            answer=before.answer if before else None,
+        )
+        calls = [c for c in self.s.webhooks if c is not before]
+        if len(calls) >= MAX_WEBHOOK_CALLS:
+            done = [c for c in calls if not c.pending]
+            if done:
+                calls.remove(done[0])
+        self.s.webhooks = [*calls, call]
+        self.emit(CallWebhook(hook.name, call.call_id))
+        return call
+
+    def tell(self, kind: str) -> None:
+        """Call the informational webhooks of `kind` once in this attempt."""
+        for hook in self.spec.hooks(kind):
+            if self.webhook_call(hook.name, kind, None) is None:
+                self.ask(hook, None, None)
+
+    def intake_webhooks(self) -> None:
+        """Record the answers that came back for the calls waiting for one."""
+        answers = self.obs.webhooks
+        if not answers or not self.s.webhooks:
+            return
+        urls = {hook.name: hook.shown_url for hook in self.spec.webhooks}
+        calls = list(self.s.webhooks)
+        for i, call in enumerate(calls):
+            answer = answers.get(call.call_id) if call.pending else None
+            if answer is None:
+                continue
+            text = answer.describe()
+            where = f"{call.type} webhook {call.name} ({urls.get(call.name, 'removed')})"
+            if call.type not in GATE_TYPES and not answer.ok:
+                self.log(f"{where}: {text} (informational: the rollout goes on)", "Warning")
+                self.event("WebhookFailed", f"{where}: {text}", warning=True)
+            elif call.type not in GATE_TYPES:
+                self.log(f"{where}: {text}")
+            elif text != call.answer:
+                self.log(f"{where}: {text}", "Info" if answer.ok else "Warning")
+            calls[i] = call.model_copy(
+                update={
+                    "pending": False,
+                    "answer": text,
+                    "passed": answer.ok,
+                    "answered_at": self.now,
+                }
+            )
+        self.s.webhooks = calls
+
+    def pre_rollout(self) -> bool:
+        """True when every preRollout webhook said yes; a refusal fails the rollout before
+        anything started."""
+        waiting: Webhook | None = None
+        for hook in self.spec.hooks("preRollout"):
+            call = self.webhook_call(hook.name, "preRollout", None)
+            if call is None:
+                call = self.ask(hook, None, None)
+            if call.pending:
+                waiting = waiting or hook
+                continue
+            if not call.passed:
+                self.emit(ReleaseLock())
+                self.s.finished_at = self.now
+                self.enter(
+                    "Failed",
+                    f"refused before start: preRollout webhook {hook.name} "
+                    f"({hook.shown_url}): {call.answer}",
+                    warning=True,
+                )
+                return False
+        if waiting is not None:
+            self.say(f"waiting for preRollout webhook {waiting.name}", reason="WebhookWaiting")
+            return False
+        return True
+
+    def confirm_pending(self, step: Step) -> bool:
+        """The step waits for its confirm webhooks."""
+        assert self.s.step is not None
+        return (
+            step.confirm is not None
+            and not self.s.step.confirmed
+            and not self.s.skip_waits
+            and bool(self.spec.hooks(step.confirm))
+        )
+
+    def confirm(self, plan: Plan, index: int, step: Step) -> bool:
+        """True when the step may begin: its confirm webhooks all said yes. Until then the
+        rollout holds what the step before set up, asks again every REASK_SECONDS, and fails
+        at the step's progress deadline, naming the webhook."""
+        s = self.s
+        assert s.step is not None
+        if not self.confirm_pending(step):
+            return True
+        assert step.confirm is not None
+        kind = step.confirm
+        started = s.step.started_at or self.now
+        waiting: list[tuple[Webhook, WebhookCall]] = []
+        for hook in self.spec.hooks(kind):
+            call = self.webhook_call(hook.name, kind, index)
+            fresh = call is not None and call.at >= started  # asked in this visit of the step
+            if fresh and call is not None and call.passed and not call.pending:
+                continue
+            if call is None or not fresh:
+                call = self.ask(hook, index, call)
+            elif not call.pending:
+                again = (call.answered_at or call.at) + timedelta(seconds=REASK_SECONDS)
+                if self.now >= again:
+                    call = self.ask(hook, index, call)
+                else:
+                    self.wakeups.append(again)
+            waiting.append((hook, call))
+        if not waiting:
+            # The step's own waits get their whole deadline from here.
+            s.step = s.step.model_copy(update={"confirmed": True, "started_at": self.now})
+            self.log(f"step {index + 1}: {kind} webhooks said yes")
+            return True
+        if index > 0:  # hold what the step before set up
+            before = plan.steps[index - 1]
+            self.ensure_canary(before.canary_units)
+            self.hold_weights(before)
+        hook, call = waiting[0]
+        limit = self.spec.progress_deadline_seconds
+        deadline = started + timedelta(seconds=limit)
+        if self.now >= deadline:
+            self.fail(
+                f"step {index + 1} ({step.description}): {kind} webhook {hook.name} "
+                f"({hook.shown_url}) did not say yes within progressDeadlineSeconds {limit} "
+                f"(last answer: {call.answer or 'none'})"
+            )
+            return False
+        self.wakeups.append(deadline)
+        self.say(
+            f"waiting for {kind} webhook {hook.name}: {call.answer or 'asked, no answer yet'}",
+            reason="WebhookWaiting",
+        )
+        return False
 
     def plan(self) -> Plan:
         if self._plan is None:
@@ -237,6 +399,7 @@ class _Run:
     # ----------------------------------------------------------------- top level
 
     def decide(self) -> None:
+        self.intake_webhooks()
         self.revision()
         self.intake_action()
         phase = self.s.phase
@@ -282,6 +445,7 @@ class _Run:
         s.pending_action = None
         s.started_at = None
         s.finished_at = None
+        s.webhooks = []
 
     def intake_action(self) -> None:
         action = self.obs.action
@@ -334,7 +498,8 @@ class _Run:
             self.enter("Failed", f"refused before start: {obs.refusal}", warning=True)
             return
         if holder == self.dep.name:
-            self.start()
+            if self.pre_rollout():
+                self.start()
         elif holder is None and obs.queued_ahead == 0:
             self.emit(AcquireLock())
             self.say("starting", reason="Starting")
@@ -412,11 +577,17 @@ class _Run:
                 self.event("Promoted", f"promoted past step {index + 1}: {step.description}")
                 self.advance(plan, index)
                 return
-            self.ignore(
-                action,
-                f"step {index + 1} ({step.description}) waits for instances or "
-                "traffic, not for a promote",
-            )
+            if self.confirm_pending(step):
+                s.step = s.step.model_copy(update={"confirmed": True})
+                message = f"promote passed the {step.confirm} webhooks of step {index + 1}"
+                self.log(message)
+                self.event("Promoted", message)
+            else:
+                self.ignore(
+                    action,
+                    f"step {index + 1} ({step.description}) waits for instances or "
+                    "traffic, not for a promote",
+                )
 
         if self.spec.paused:
             if s.phase != "Paused" or s.message != "paused by spec.paused":
@@ -434,6 +605,8 @@ class _Run:
             return
         if s.step.restoring:
             self.restore_batch(plan, step)
+            return
+        if not self.confirm(plan, index, step):
             return
         broken = self.broken_units(step)
         if broken:

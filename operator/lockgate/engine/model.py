@@ -72,6 +72,23 @@ class Observation:
     unit_errors: Mapping[str, str] = field(default_factory=dict)
     # Why the rollout cannot start at all (e.g. a host lacks capacity); checked before start.
     refusal: str | None = None
+    # Answers of webhook calls asked for by CallWebhook, by call id (WebhookCall.call_id).
+    webhooks: Mapping[str, WebhookAnswer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    """What a webhook call came back with: an HTTP status, or None and why no answer came."""
+
+    status: int | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        return f"HTTP {self.status}" if self.status is not None else f"no answer: {self.error}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +140,24 @@ class ClearAction:
     """Remove the lockgate.dev/action annotation: its action is recorded in status."""
 
 
+@dataclass(frozen=True, slots=True)
+class CallWebhook:
+    """Call the webhook `name` once, after the status recording the call (`call_id`, in
+    status.webhooks) is written; its answer comes back in Observation.webhooks[call_id]."""
+
+    name: str
+    call_id: str
+
+
 Action = (
-    EnsureInstances | SetWeights | Promote | AcquireLock | ReleaseLock | Supersede | ClearAction
+    EnsureInstances
+    | SetWeights
+    | Promote
+    | AcquireLock
+    | ReleaseLock
+    | Supersede
+    | ClearAction
+    | CallWebhook
 )
 
 

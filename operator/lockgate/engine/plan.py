@@ -9,7 +9,7 @@ index alone after a restart, and a failed batch can be restored to the state bef
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from lockgate.api.application import ApplicationSpec
@@ -17,6 +17,10 @@ from lockgate.api.common import resolve_int_or_percent
 from lockgate.api.deployment import DeploymentSpec
 
 StepKind = Literal["start", "shift", "drain", "pause", "promote"]
+# The confirm webhooks asked before a step begins: confirmStep before each canary weight
+# after the first and each rolling batch after the first; confirmPromotion before the final
+# switch (the stage that gives the new version all traffic).
+Confirm = Literal["confirmStep", "confirmPromotion"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class Step:
     gate: bool = False  # needs a Passed analysis before it completes
     seconds: int | None = None  # pause length; None on a pause waits for promote
     batch: int | None = None  # rolling batch the step belongs to
+    confirm: Confirm | None = None  # confirm webhooks asked before the step begins
 
     @property
     def waits_for_promote(self) -> bool:
@@ -85,16 +90,20 @@ def _promote(units: tuple[str, ...]) -> Step:
 
 
 def _initial(units: tuple[str, ...]) -> tuple[Step, ...]:
+    # Nothing to switch from: the new instances serve as soon as they are healthy, so the
+    # promotion asked for is the one that makes them the stable version.
     return (
         Step("start", f"start {len(units)} new instance(s)", units, (), 0),
         Step("shift", "route 100% to the new version", units, (), 100),
-        _promote(units),
+        replace(_promote(units), confirm="confirmPromotion"),
     )
 
 
 def _recreate(units: tuple[str, ...]) -> tuple[Step, ...]:
     return (
-        Step("drain", f"stop all {len(units)} old instance(s)", (), (), 0),
+        Step(
+            "drain", f"stop all {len(units)} old instance(s)", (), (), 0, confirm="confirmPromotion"
+        ),
         Step("start", f"start {len(units)} new instance(s)", units, (), 0),
         Step("shift", "route 100% to the new version", units, (), 100),
         _promote(units),
@@ -111,7 +120,9 @@ def _blue_green(units: tuple[str, ...], spec: DeploymentSpec) -> tuple[Step, ...
         steps.append(Step("pause", f"preview {preview}s", units, units, 0, seconds=preview))
     if not auto_promote:
         steps.append(Step("pause", "wait for promote", units, units, 0))
-    steps.append(Step("shift", "switch 100% to the new set", units, units, 100))
+    steps.append(
+        Step("shift", "switch 100% to the new set", units, units, 100, confirm="confirmPromotion")
+    )
     if delay:
         steps.append(
             Step(
@@ -158,18 +169,33 @@ def _canary(app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec) 
     steps: list[Step] = []
     canary: tuple[str, ...] = ()
     weight = 0
+    first = True
     for item in spec.strategy.canary.expanded_steps():
         if item.set_weight is not None:
+            confirm: Confirm | None = None
+            if item.set_weight >= 100:
+                confirm = "confirmPromotion"
+            elif not first:
+                confirm = "confirmStep"
+            first = False
             wanted = canary_units_for(app, units, spec, item.set_weight)
             if wanted != canary:
                 canary = wanted
                 steps.append(
-                    Step("start", f"start {len(canary)} canary instance(s)", canary, units, weight)
+                    Step(
+                        "start",
+                        f"start {len(canary)} canary instance(s)",
+                        canary,
+                        units,
+                        weight,
+                        confirm=confirm,
+                    )
                 )
+                confirm = None  # asked once, before the stage's first step
             weight = item.set_weight
             gate = gated and 0 < weight < 100
             label = f"setWeight {weight}" + (" (analysis gate)" if gate else "")
-            steps.append(Step("shift", label, canary, units, weight, gate=gate))
+            steps.append(Step("shift", label, canary, units, weight, gate=gate, confirm=confirm))
         else:
             seconds = item.pause.seconds if item.pause else None
             label = "pause until promote" if seconds is None else f"pause {seconds}s"
@@ -203,6 +229,9 @@ def _rolling(units: tuple[str, ...], spec: DeploymentSpec) -> Plan:
                 traffic_canary=before,
                 traffic_stable=rest_before,
                 batch=b,
+                confirm="confirmPromotion"
+                if b == len(batches) - 1
+                else ("confirmStep" if b > 0 else None),
             ),
             Step(
                 "shift",
