@@ -361,6 +361,8 @@ async def reconcile(
         await rt.kube.patch_deployment_status(rec.namespace, rec.name, {"status": changes})
     for event in decision.events:
         post_event(event.type, event.reason, rt.redactor.text(event.message))
+    # Only once the transitions are persisted; the worker sends, this round never waits.
+    rt.notifier.enqueue_owed(body["metadata"], spec.application, decision.status, rec.app)
     _record(rec, status, decision)
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
     requeue = decision.requeue_after
