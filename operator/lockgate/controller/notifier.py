@@ -236,7 +236,8 @@ class Notifier:
                 answer = await post_json(
                     self.rt.http,
                     url,
-                    job.body,
+                    # Again at each send: a Secret read since (this target's own) is masked.
+                    self.rt.redactor.tree(job.body),
                     timeout_seconds=self.timeout_seconds,
                     signing_key=key,
                     delivery_id=job.delivery,
