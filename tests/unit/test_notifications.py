@@ -250,15 +250,16 @@ def test_a_failing_receiver_gets_each_notification_once_recorded_and_never_again
 
     stale = copy.deepcopy(body)  # as a reconcile read it before any record was written
     stale_status = DeploymentStatus.model_validate(stale["status"])
+    app = ApplicationSpec.model_validate(kube.application("shop")["spec"])
 
     async def run() -> None:
         rt.notifier.start()
         assert await rt.notifier.catch_up(stale) == 2
         # While they are queued or in flight, a reconcile queues them no second time...
-        assert rt.notifier.enqueue_owed(stale["metadata"], "shop", stale_status, None) == 0
+        assert rt.notifier.enqueue_owed(stale["metadata"], "shop", stale_status, app) == 0
         await until(lambda: len(records_of(kube)) == 2)
         # ... nor once they are recorded, from what it read before the records were written.
-        assert rt.notifier.enqueue_owed(stale["metadata"], "shop", stale_status, None) == 0
+        assert rt.notifier.enqueue_owed(stale["metadata"], "shop", stale_status, app) == 0
         await rt.aclose()
 
     asyncio.run(run())
