@@ -30,7 +30,9 @@ def app_with(lg: Lockgate, name: str, targets: list[dict[str, Any]]) -> None:
     lg.create(application(name, 1, namespace=lg.namespace, **extra))
 
 
-def roll_out(lg: Lockgate, name: str, image: str, strategy: dict[str, Any] | None = None) -> dict:
+def roll_out(
+    lg: Lockgate, name: str, image: str, strategy: dict[str, Any] | None = None
+) -> dict[str, Any]:
     lg.create(deployment(name, name.rsplit("-", 1)[0], image, strategy))
     status = lg.wait_finished(name)
     assert status["phase"] == "Succeeded", status.get("message")
@@ -82,12 +84,11 @@ def test_a_receiver_failing_three_times_gets_each_notification_exactly_once(
         app_with(lockgate, "shop", [target])
         roll_out(lockgate, "shop-v1", "demo:v1")
         roll_out(lockgate, "shop-v2", "demo:v2", CANARY)
-        records = {
-            name: wait_for(
+        records: dict[str, dict[int, dict[str, Any]]] = {}
+        for name in ("shop-v1", "shop-v2"):
+            records[name] = wait_for(
                 f"{name}'s notifications recorded", lambda n=name: delivered(lockgate, n)
             )
-            for name in ("shop-v1", "shop-v2")
-        }
         got = receiver.snapshot()
     expected = {
         name: owed(lockgate.status(name)) for name in ("shop-v1", "shop-v2")
