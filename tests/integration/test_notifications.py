@@ -4,6 +4,7 @@ plane and process kubelet, and tells a real HTTP receiver on 127.0.0.1 of each t
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import itertools
@@ -87,7 +88,7 @@ def test_a_receiver_failing_three_times_gets_each_notification_exactly_once(
         records: dict[str, dict[int, dict[str, Any]]] = {}
         for name in ("shop-v1", "shop-v2"):
             records[name] = wait_for(
-                f"{name}'s notifications recorded", lambda n=name: delivered(lockgate, n)
+                f"{name}'s notifications recorded", functools.partial(delivered, lockgate, name)
             )
         got = receiver.snapshot()
     expected = {
