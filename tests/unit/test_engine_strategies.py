@@ -547,8 +547,15 @@ def test_missing_application_is_a_message_not_a_crash() -> None:
 def test_status_records_history_for_users() -> None:
     driver = manual_driver(CANARY)
     status = driver.run()
-    phases = [t.phase for t in status.transitions]
-    assert phases == ["Pending", "Progressing", "Succeeded"]
+    changes = [t.phase for t in status.transitions if t.event not in ("StepCompleted", "Promoted")]
+    assert changes == ["Pending", "Progressing", "Succeeded"]
+    events = [t.event for t in status.transitions]
+    assert events[:2] == [None, "Started"] and events[-1] == "Succeeded"
+    assert set(events[2:-1]) == {"StepCompleted"}, events
+    assert [t.seq for t in status.transitions] == list(range(len(status.transitions)))
+    # Each stage transition after an analysis run carries its figures.
+    assert status.transitions[-1].metrics is not None
+    assert status.transitions[-1].metrics.canary is not None
     assert status.analysis and all(run.verdict == "Passed" for run in status.analysis)
     assert status.observed_generation == driver.generation
 

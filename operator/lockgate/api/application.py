@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -28,6 +28,21 @@ MSG_FILE_PROVIDER_HOST = (
 )
 MSG_HOST_NAMES_UNIQUE = "spec.docker.hosts: host names must be unique"
 MSG_SSH_KEY = "spec.docker.hosts: an ssh:// host needs sshKeySecretRef and knownHostsSecretRef"
+MSG_NOTIFICATION_URL = "spec.notifications: each target sets exactly one of url or urlSecretRef"
+MSG_NOTIFICATION_NAMES_UNIQUE = "spec.notifications: target names must be unique"
+NotificationEvent = Literal[
+    "Started",
+    "StepCompleted",
+    "Paused",
+    "Promoted",
+    "Succeeded",
+    "RollingBack",
+    "RolledBack",
+    "Failed",
+    "Aborted",
+]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = get_args(NotificationEvent)
+NOTIFICATION_URL_PATTERN = r"^https?://[^\s]+$"
 MSG_DOCKER_HEALTH_PORT = (
     "spec.healthCheck.http.port: on Docker hosts the check reaches the published "
     "spec.docker.container.port; a different port is not supported"
@@ -260,6 +275,35 @@ class MetricsSource(SpecModel):
     Prometheus; without it, from Traefik's own metrics endpoint."""
 
 
+class NotificationTarget(SpecModel):
+    """Where lockgate tells of a rollout's transitions (started, step completed, failed...)."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-_.A-Za-z0-9]*)?$")
+    """Unique in the list; deliveries are recorded per target name."""
+    kind: Literal["webhook", "slack", "teams"] = "webhook"
+    """webhook: generic JSON (signed when signingSecretRef is set); slack: a Slack
+    incoming-webhook message; teams: a Microsoft Teams MessageCard."""
+    url: str | None = Field(default=None, pattern=NOTIFICATION_URL_PATTERN, max_length=2048)
+    """Where to POST (http:// or https://). Slack and Teams URLs are secrets: prefer
+    urlSecretRef."""
+    url_secret_ref: SecretKeyReference | None = None
+    """A key of a Secret holding the URL (never shown in status, Events or logs)."""
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(NOTIFICATION_EVENTS), min_length=1, max_length=9
+    )
+    """Events sent: Started, StepCompleted, Paused, Promoted, Succeeded, RollingBack,
+    RolledBack, Failed, Aborted (default: all)."""
+    signing_secret_ref: SecretKeyReference | None = None
+    """A key of a Secret whose value signs each body: header X-Lockgate-Signature:
+    sha256=<HMAC-SHA256 of the body, hex>."""
+
+    @model_validator(mode="after")
+    def _one_url(self) -> NotificationTarget:
+        if (self.url is None) == (self.url_secret_ref is None):
+            raise ValueError(MSG_NOTIFICATION_URL)
+        return self
+
+
 class ApplicationSpec(MemoModel):
     """What runs, where, and how traffic reaches it."""
 
@@ -277,6 +321,16 @@ class ApplicationSpec(MemoModel):
     """Metrics source for analysis."""
     history_limit: int = Field(default=10, ge=1, le=100)
     """Finished Deployments kept per Application; older ones are pruned."""
+    notifications: list[NotificationTarget] = Field(default_factory=list, max_length=10)
+    """Targets told of every rollout's transitions, in addition to the operator's default
+    targets (see docs/notifications.md)."""
+
+    @model_validator(mode="after")
+    def _unique_notification_names(self) -> ApplicationSpec:
+        names = [n.name for n in self.notifications]
+        if len(set(names)) != len(names):
+            raise ValueError(MSG_NOTIFICATION_NAMES_UNIQUE)
+        return self
 
     @model_validator(mode="after")
     def _one_target(self) -> ApplicationSpec:

@@ -66,6 +66,15 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
             "message": app.MSG_DOCKER_HEALTH_PORT,
             "fieldPath": ".healthCheck.http.port",
         },
+        {
+            "rule": "!has(self.notifications)"
+            " || self.notifications.all(n, self.notifications.exists_one(x, x.name == n.name))",
+            "message": app.MSG_NOTIFICATION_NAMES_UNIQUE,
+            "fieldPath": ".notifications",
+        },
+    ],
+    "NotificationTarget": [
+        {"rule": "has(self.url) != has(self.urlSecretRef)", "message": app.MSG_NOTIFICATION_URL},
     ],
     "DockerTarget": [
         {
@@ -243,6 +252,8 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
         app.MSG_FILE_PROVIDER_HOST,
         app.MSG_DOCKER_HEALTH_PORT,
     ],
+    "ApplicationSpec._unique_notification_names": [app.MSG_NOTIFICATION_NAMES_UNIQUE],
+    "NotificationTarget._one_url": [app.MSG_NOTIFICATION_URL],
     "DockerTarget._hosts_valid": [app.MSG_HOST_NAMES_UNIQUE, app.MSG_SSH_KEY],
     "KubernetesTarget.template": [IMAGE_PATTERN],
     "DeploymentSpec.image": [IMAGE_PATTERN],

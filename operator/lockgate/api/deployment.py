@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from .application import NotificationEvent
 from .common import (
     ApiModel,
     Condition,
@@ -469,15 +470,59 @@ class AnalysisRun(ApiModel):
     """Why."""
 
 
+class MetricsSnapshot(ApiModel):
+    """The latest analysis figures when a transition happened."""
+
+    at: datetime
+    """When the analysis run they come from ended."""
+    step: int
+    """Step index (0-based) of that run."""
+    canary: MetricsFigures | None = None
+    """Canary figures: requests, errorRate, p95."""
+    stable: MetricsFigures | None = None
+    """Stable figures: requests, errorRate, p95."""
+    verdict: Verdict
+    """That run's verdict."""
+
+
 class Transition(ApiModel):
-    """A phase change."""
+    """A stage transition: a phase change, a completed step or a promote action."""
 
     phase: Phase
-    """The phase entered."""
+    """The phase after the transition."""
     at: datetime
     """When."""
     message: str = ""
     """Why."""
+    seq: int | None = None
+    """Sequence number among the Deployment's transitions (never reused, even once older
+    transitions are pruned); notifications are recorded per seq and target."""
+    event: NotificationEvent | None = None
+    """The notification event it is: Started, StepCompleted, Paused, Promoted, Succeeded,
+    RollingBack, RolledBack, Failed or Aborted (none for Pending, Queued and resuming)."""
+    step: int | None = None
+    """Step index (0-based): the completed step for StepCompleted, else the current one."""
+    weights: Weights | None = None
+    """Traffic split last confirmed live."""
+    metrics: MetricsSnapshot | None = None
+    """The latest analysis figures, when there are any."""
+
+
+class NotificationRecord(ApiModel):
+    """One notification of one transition to one target: delivered, or given up on."""
+
+    target: str
+    """Target name."""
+    event: str
+    """The event sent."""
+    transition: int
+    """The transition's seq."""
+    delivered_at: datetime | None = None
+    """When the receiver answered 2xx; absent when lockgate gave up."""
+    attempts: int = 0
+    """POSTs made."""
+    last_error: str | None = None
+    """The last failed attempt's answer (secrets redacted)."""
 
 
 class LogEntry(ApiModel):
@@ -531,7 +576,10 @@ class DeploymentStatus(ApiModel):
     webhooks: list[WebhookCall] = Field(default_factory=list)
     """Webhooks asked in this attempt, with their last answers (bounded)."""
     transitions: list[Transition] = Field(default_factory=list)
-    """Phase changes, newest last (bounded)."""
+    """Stage transitions (phase changes, completed steps, promote actions), each with the
+    traffic split and the latest analysis figures, newest last (bounded)."""
+    notifications: list[NotificationRecord] = Field(default_factory=list)
+    """Notifications delivered or given up on, per transition and target (bounded)."""
     log: list[LogEntry] = Field(default_factory=list)
     """Rollout log, newest last (bounded, secrets redacted)."""
     conditions: list[Condition] = Field(default_factory=list)

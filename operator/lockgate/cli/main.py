@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL"
     )
     operator.add_argument("--peering", default=None, help="kopf peering name (leader election)")
+    operator.add_argument(
+        "--notifications-file",
+        default=None,
+        help="YAML/JSON list of notification targets every Application gets "
+        "(sets LOCKGATE_NOTIFICATIONS_FILE)",
+    )
     from .kubectl import add_subcommands
 
     add_subcommands(sub)
@@ -100,6 +106,8 @@ def run_operator(args: argparse.Namespace) -> int:
 
     import lockgate.controller  # noqa: F401  (registers the handlers)
 
+    if args.notifications_file:
+        os.environ["LOCKGATE_NOTIFICATIONS_FILE"] = args.notifications_file
     kopf.configure(verbose=False)
     settings = kopf.OperatorSettings()
     clusterwide = args.all_namespaces or not args.namespace

@@ -405,6 +405,8 @@ async def reconcile(
     calls.run([a for a in decision.actions if isinstance(a, CallWebhook)], decision.status)
     for event in decision.events:
         post_event(event.type, event.reason, rt.redactor.text(event.message))
+    # Only once the transitions are persisted; the worker sends, this round never waits.
+    rt.notifier.enqueue_owed(body["metadata"], spec.application, decision.status, rec.app)
     _record(rec, status, decision)
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
     requeue = decision.requeue_after

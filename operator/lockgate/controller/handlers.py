@@ -65,6 +65,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # in-flight rollouts queue behind background reconciles.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
     memo.runtime = Runtime.from_env()
+    memo.runtime.notifier.start()  # the notifications worker
     # Before anything can read a Secret: from here on every log line, and every Event kopf
     # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
     install_log_redaction(memo.runtime.redactor)
@@ -141,6 +142,9 @@ async def _drive_once(
     """One round; returns how long to wait before the next (None: back off)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
+        if obj is not None and settled(obj):
+            # No reconcile looks at it: notifications it still owes are queued from here.
+            await rt.notifier.catch_up(obj)
         if obj is None or settled(obj):
             # Finished or failed with nothing to act on: no round, so nothing touches its
             # hosts until its spec or an action changes (a watch event wakes it then).

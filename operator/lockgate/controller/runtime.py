@@ -4,21 +4,28 @@ Runtime lives in kopf's operator memo, from the startup handler to the cleanup h
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
+import yaml
 
 from lockgate.api import ApplicationSpec
+from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
 from lockgate.kube import Kube, load_config
+from lockgate.outbound.notifications import load_defaults
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
 from lockgate.probes.resources import DockerStats, ResourceUsageProvider, StatsHistory
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 
+from .notifier import Notifier
 from .redact import Redactor
+
+log = logging.getLogger("lockgate.runtime")
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
@@ -35,6 +42,9 @@ class Settings:
     traefik_api_url: str | None = None
     traefik_metrics_url: str | None = None
     metrics_port: int = 9108
+    notifications_file: str | None = None
+    """A YAML or JSON list of notification targets every Application gets in addition to
+    its own (docs/notifications.md)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +52,7 @@ class Settings:
             traefik_api_url=os.environ.get("LOCKGATE_TRAEFIK_API_URL") or None,
             traefik_metrics_url=os.environ.get("LOCKGATE_TRAEFIK_METRICS_URL") or None,
             metrics_port=int(os.environ.get("LOCKGATE_METRICS_PORT", "9108")),
+            notifications_file=os.environ.get("LOCKGATE_NOTIFICATIONS_FILE") or None,
         )
 
 
@@ -58,10 +69,32 @@ class Runtime:
     stats: dict[tuple[str, str], StatsHistory] = field(default_factory=dict)
     # Webhook calls in flight or answered, by delivery id, until a round records the answer.
     webhook_calls: dict[str, asyncio.Task[WebhookAnswer]] = field(default_factory=dict)
+    notifier: Notifier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notifier = Notifier(self)
 
     @classmethod
     def from_env(cls) -> Runtime:
-        return cls(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
+        rt = cls(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
+        rt.notifier.defaults = rt.default_notifications()
+        return rt
+
+    def default_notifications(self) -> list[NotificationTarget]:
+        """The operator's default targets; their URLs are secrets like those of a Secret. A
+        file that cannot be read or parsed is logged and ignored (never a crash loop)."""
+        path = self.settings.notifications_file
+        if not path:
+            return []
+        try:
+            defaults = load_defaults(path)
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            log.error("notifications file %s ignored: %s", path, self.redactor.text(str(err)))
+            return []
+        for target in defaults:
+            if target.url:
+                self.redactor.add(target.url)
+        return defaults
 
     def metrics_provider(self, app: ApplicationSpec) -> MetricsProvider:
         """PromQL against the Application's `metrics.prometheus` when it sets one; otherwise
@@ -92,6 +125,7 @@ class Runtime:
         for task in self.webhook_calls.values():
             task.cancel()
         self.webhook_calls.clear()
+        await self.notifier.aclose()
         while self.fleets:
             _, state = self.fleets.popitem()
             await state.aclose()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from lockgate.api.application import ApplicationSpec
+from lockgate.api.application import ApplicationSpec, NotificationEvent
 from lockgate.api.deployment import (
     ACTIONS,
     GATE_TYPES,
@@ -24,6 +24,7 @@ from lockgate.api.deployment import (
     DeploymentSpec,
     DeploymentStatus,
     LogEntry,
+    MetricsSnapshot,
     Phase,
     StepStatus,
     Transition,
@@ -129,6 +130,25 @@ def analysis_window_start(
     return base if now >= due else None
 
 
+def phase_event(before: Phase, after: Phase) -> NotificationEvent | None:
+    """The notification event of a phase change: Progressing is Started when the rollout
+    starts (resuming from Paused is no event of its own: a promote records Promoted);
+    Pending and Queued are none."""
+    if after == "Progressing":
+        return "Started" if before in ("Pending", "Queued") else None
+    return PHASE_EVENTS.get(after)
+
+
+PHASE_EVENTS: dict[str, NotificationEvent] = {
+    "Paused": "Paused",
+    "Succeeded": "Succeeded",
+    "RollingBack": "RollingBack",
+    "RolledBack": "RolledBack",
+    "Failed": "Failed",
+    "Aborted": "Aborted",
+}
+
+
 def decide(
     app: ApplicationSpec | None,
     deployment: DeploymentRef,
@@ -182,12 +202,35 @@ class _Run:
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append(Event("Warning" if warning else "Normal", reason, message))
 
+    def transition(self, phase: Phase, message: str, event: NotificationEvent | None) -> None:
+        """Record a stage transition with the traffic split and the latest analysis figures
+        (the history logs each one with a metrics snapshot; notifications carry it)."""
+        s = self.s
+        last = s.transitions[-1] if s.transitions else None
+        seq = (last.seq + 1) if last is not None and last.seq is not None else len(s.transitions)
+        run = s.analysis[-1] if s.analysis else None
+        snapshot = (
+            MetricsSnapshot(
+                at=run.at, step=run.step, canary=run.canary, stable=run.stable, verdict=run.verdict
+            )
+            if run is not None and (run.canary is not None or run.stable is not None)
+            else None
+        )
+        entry = Transition(
+            phase=phase,
+            at=self.now,
+            message=message,
+            seq=seq,
+            event=event,
+            step=s.step.index if s.step is not None else None,
+            weights=s.weights,
+            metrics=snapshot,
+        )
+        s.transitions = [*s.transitions, entry][-MAX_TRANSITIONS:]
+
     def enter(self, phase: Phase, message: str, *, warning: bool = False) -> None:
         if self.s.phase != phase or not self.s.transitions:
-            self.s.transitions = [
-                *self.s.transitions,
-                Transition(phase=phase, at=self.now, message=message),
-            ][-MAX_TRANSITIONS:]
+            self.transition(phase, message, phase_event(self.s.phase, phase))
             self.event(phase, message, warning)
             self.log(f"{phase}: {message}", "Warning" if warning else "Info")
             if phase == "Succeeded":
@@ -568,6 +611,9 @@ class _Run:
             target = plan.full_promotion_index()
             self.log("promote-full: skipping remaining pauses and analysis gates")
             self.event("PromotedFull", "skipping remaining pauses and analysis gates")
+            self.transition(
+                s.phase, "promote-full: skipping remaining pauses and analysis gates", "Promoted"
+            )
             if target > index:
                 self.jump(plan, target)
                 return
@@ -575,6 +621,9 @@ class _Run:
             if step.kind == "pause" or (step.gate and s.step.weights_live_at is not None):
                 self.log(f"promoted past step {index + 1}: {step.description}")
                 self.event("Promoted", f"promoted past step {index + 1}: {step.description}")
+                self.transition(
+                    s.phase, f"promoted past step {index + 1}: {step.description}", "Promoted"
+                )
                 self.advance(plan, index)
                 return
             if self.confirm_pending(step):
@@ -779,6 +828,9 @@ class _Run:
         if index + 1 >= total:
             self.succeed()
             return
+        self.transition(
+            s.phase, f"step {index + 1}/{total} done: {step.description}", "StepCompleted"
+        )
         nxt = plan.steps[index + 1]
         if step.batch is not None and nxt.batch != step.batch:
             self.end_batch(step.batch, "Succeeded")
