@@ -110,7 +110,7 @@ def with_record(
 
 
 def _figures(f: MetricsFigures | None) -> dict[str, Any] | None:
-    return f.model_dump(by_alias=True, mode="json") if f is not None else None
+    return f.model_dump(by_alias=True, mode="json", exclude_none=True) if f is not None else None
 
 
 def webhook_body(info: DeploymentInfo, t: Transition) -> dict[str, Any]:
