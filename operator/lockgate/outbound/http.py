@@ -10,29 +10,16 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+# the engine judges gates on these answers, so it owns their type
+from lockgate.engine.model import WebhookAnswer as Answer
+
 SIGNATURE_HEADER = "X-Lockgate-Signature"
 DELIVERY_HEADER = "X-Lockgate-Delivery"
 EVENT_HEADER = "X-Lockgate-Event"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """`status` is the HTTP status, None when no answer came (`error` says why)."""
-
-    status: int | None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
-
-    def describe(self) -> str:
-        return f"HTTP {self.status}" if self.status is not None else f"no answer: {self.error}"
 
 
 def body_bytes(body: Mapping[str, Any]) -> bytes:
