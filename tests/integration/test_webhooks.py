@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
+from tests.support.receiver import Receiver
 from tests.support.rollouts import Lockgate, application, deployment, wait_for
-from tests.support.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -144,8 +144,8 @@ def test_confirm_promotion_holds_until_the_receiver_says_yes(lockgate: Lockgate)
     assert status["phase"] == "Succeeded", status.get("message")
     assert lockgate.get("shop", "applications")["status"]["stable"]["image"] == "demo:v2"
     last = rx.requests("/approve")[-1]
-    assert last.answered == 200
-    sent = last.json
+    assert last.answer == 200
+    sent = last.body
     assert (sent["type"], sent["name"], sent["deployment"], sent["image"]) == (
         "confirmPromotion",
         "approve",
@@ -198,12 +198,12 @@ def test_webhook_calls_are_signed_and_carry_the_headers_of_their_secret(
     assert recorded[0]["answer"] == "HTTP 200" and recorded[0]["passed"]
     for path, event in (("/pre", "preRollout"), ("/post", "postRollout")):
         (request,) = rx.requests(path)
-        expected = "sha256=" + hmac.new(key.encode(), request.raw, hashlib.sha256).hexdigest()
+        expected = "sha256=" + hmac.new(key.encode(), request.payload, hashlib.sha256).hexdigest()
         assert request.headers["x-lockgate-signature"] == expected, path
         assert request.headers["x-api-token"] == token, path
         assert request.headers["x-lockgate-event"] == event
         assert request.headers["x-lockgate-delivery"]
-        assert request.json["type"] == event
+        assert request.body["type"] == event
     everything = json.dumps(lockgate.get("shop-v1")) + " ".join(
         str(e.message) for e in lockgate.events("shop-v1")
     )

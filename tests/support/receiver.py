@@ -1,5 +1,6 @@
-"""A real HTTP receiver of lockgate's notifications on 127.0.0.1 (the operator runs on the
-host): it records every request and answers as the test's `policy` says: a status code, or
+"""A real HTTP receiver on 127.0.0.1 for what lockgate sends out, webhook calls and
+notifications (the operator runs on the host): it records every request and answers as the
+test's `policy` says, by default the status `answer()` set for its path: a status code, or
 HOLD (keep the request open, answering nothing, until `release()`)."""
 
 from __future__ import annotations
@@ -19,11 +20,22 @@ HOLD = -1
 
 @dataclass
 class Received:
-    delivery: str
-    event: str
-    signature: str | None
+    path: str  # without the query
+    headers: dict[str, str]  # names lower-cased
     payload: bytes
     answer: int | None = None  # None while held or when held until the test released it
+
+    @property
+    def delivery(self) -> str:
+        return self.headers.get(DELIVERY_HEADER.lower(), "")
+
+    @property
+    def event(self) -> str:
+        return self.headers.get(EVENT_HEADER.lower(), "")
+
+    @property
+    def signature(self) -> str | None:
+        return self.headers.get(SIGNATURE_HEADER.lower())
 
     @property
     def body(self) -> dict[str, Any]:
@@ -32,8 +44,11 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, policy: Callable[[int, Received], int]) -> None:
-        """`policy(n, request)`: the answer to the n-th request (0-based)."""
+    def __init__(self, policy: Callable[[int, Received], int] | None = None) -> None:
+        """`policy(n, request)`: the answer to the n-th request (0-based); without one, the
+        status `answer()` set for the request's path, 200 if none."""
+        self.answers: dict[str, int] = {}
+        self.policy = policy or (lambda _, got: self.answers.get(got.path, 200))
         self.received: list[Received] = []
         self.held = 0  # requests held open now
         self.lock = threading.Lock()
@@ -46,15 +61,14 @@ class Receiver:
             def do_POST(self) -> None:
                 payload = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 got = Received(
-                    self.headers.get(DELIVERY_HEADER, ""),
-                    self.headers.get(EVENT_HEADER, ""),
-                    self.headers.get(SIGNATURE_HEADER),
+                    self.path.split("?", 1)[0],
+                    {k.lower(): v for k, v in self.headers.items()},
                     payload,
                 )
                 with outer.lock:
                     n = len(outer.received)
                     outer.received.append(got)
-                    answer = policy(n, got)
+                    answer = outer.policy(n, got)
                     if answer == HOLD:
                         outer.held += 1
                 if answer == HOLD:
@@ -73,7 +87,7 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/lockgate"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> Receiver:
@@ -84,6 +98,13 @@ class Receiver:
         self.release()
         self.server.shutdown()
         self.server.server_close()
+
+    def answer(self, path: str, status: int) -> None:
+        with self.lock:
+            self.answers[path] = status
+
+    def requests(self, path: str) -> list[Received]:
+        return [r for r in self.snapshot() if r.path == path]
 
     def release(self) -> None:
         """Held requests end without an answer."""
