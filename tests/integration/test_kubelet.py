@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,29 +47,8 @@ def api(cluster: Cluster) -> Iterator[ApiClient]:
 
 
 @pytest.fixture
-def namespace(api: ApiClient, kubelet: ProcessKubelet) -> Iterator[str]:
-    """A fresh namespace; at the end it is deleted and its Pods are waited for (bounded), so
-    no test leaves processes behind for the next one."""
-    core = k8s.CoreV1Api(api)
-    name = f"lgkt-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-
-    # Pods are refused until the namespace's default ServiceAccount exists.
-    def has_default_account() -> bool:
-        accounts = core.list_namespaced_service_account(name).items
-        return any(sa.metadata.name == "default" for sa in accounts)
-
-    wait_until(has_default_account, 30, "the default ServiceAccount")
-    yield name
-    # The namespace controller takes seconds to get to the Pods: remove them first.
-    apps = k8s.AppsV1Api(api)
-    apps.delete_collection_namespaced_deployment(name)
-    apps.delete_collection_namespaced_replica_set(name)
-    core.delete_collection_namespaced_pod(name)
-    core.delete_namespace(name)
-    deadline = time.monotonic() + 30
-    while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
-        time.sleep(0.2)
+def namespace(pod_namespace: str) -> str:
+    return pod_namespace
 
 
 def demo_container(image: str, probe: bool = True, **extra: Any) -> dict[str, Any]:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -23,6 +21,7 @@ from lockgate.probes.kube_resources import PodUsage, pod_usage
 from tests.support.cluster import Cluster
 from tests.support.kubelet_fixtures import ProcessKubelet
 from tests.support.metrics_server_fixtures import MetricsServer
+from tests.support.rollouts import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +35,6 @@ BUSY_OVER_IDLE = 5.0
 WAIT_S = 120.0
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
 def api(cluster: Cluster) -> Iterator[ApiClient]:
     with cluster.api_client() as api_client:
@@ -54,24 +42,8 @@ def api(cluster: Cluster) -> Iterator[ApiClient]:
 
 
 @pytest.fixture
-def namespace(api: ApiClient, kubelet: ProcessKubelet) -> Iterator[str]:
-    core = k8s.CoreV1Api(api)
-    name = f"lgms-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    wait_until(
-        lambda: any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ),
-        30,
-        "the default ServiceAccount",
-        every=0.1,
-    )
-    yield name
-    core.delete_collection_namespaced_pod(name)
-    core.delete_namespace(name)
-    deadline = time.monotonic() + 30
-    while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
-        time.sleep(0.2)
+def namespace(pod_namespace: str) -> str:
+    return pod_namespace
 
 
 def create_demo_pod(api: ApiClient, namespace: str, name: str) -> None:
@@ -146,8 +118,8 @@ def test_busy_pod_uses_more_cpu_than_idle_one(
 ) -> None:
     create_demo_pod(api, namespace, "busy")
     create_demo_pod(api, namespace, "idle")
-    busy_ip = wait_until(lambda: ready_ip(api, namespace, "busy"), 60, "pod busy Ready")
-    wait_until(lambda: ready_ip(api, namespace, "idle"), 60, "pod idle Ready")
+    busy_ip = wait_for("pod busy Ready", lambda: ready_ip(api, namespace, "busy"), 60)
+    wait_for("pod idle Ready", lambda: ready_ip(api, namespace, "idle"), 60)
     kube = Kube(api)
     seen: dict[str, PodUsage] = {}
 

@@ -8,13 +8,16 @@ tail: an integration test never turns into a silent skip.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from tests.support.cluster import Cluster, hack
+from tests.support.rollouts import wait_for
 from tests.support.shared_run import exclusive, stops_at_session_end
 
 
@@ -96,3 +99,29 @@ def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
     finally:
         if stop:
             hack("kubelet", "stop", timeout=60.0)
+
+
+@pytest.fixture
+def pod_namespace(cluster: Cluster, kubelet: ProcessKubelet) -> Iterator[str]:
+    """A fresh namespace for Pods on the process kubelet; at the end it is deleted and its
+    Pods are waited for (bounded), so no test leaves processes behind for the next one."""
+    with cluster.api_client() as api:
+        core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+        name = f"lgkt-{uuid.uuid4().hex[:8]}"
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+
+        # Pods are refused until the namespace's default ServiceAccount exists.
+        def has_default_account() -> bool:
+            accounts = core.list_namespaced_service_account(name).items
+            return any(sa.metadata.name == "default" for sa in accounts)
+
+        wait_for("the default ServiceAccount", has_default_account, 30, every=0.1)
+        yield name
+        # The namespace controller takes seconds to get to the Pods: remove them first.
+        apps.delete_collection_namespaced_deployment(name)
+        apps.delete_collection_namespaced_replica_set(name)
+        core.delete_collection_namespaced_pod(name)
+        core.delete_namespace(name)
+        deadline = time.monotonic() + 30
+        while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
+            time.sleep(0.2)
