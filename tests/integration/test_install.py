@@ -310,6 +310,7 @@ def assert_not_wider_than_needed(cluster: Cluster, kubeconfig: Path, namespace: 
     assert can_i(cluster, kubeconfig, "create", "traefikservices.traefik.io", "-n", namespace)
     assert can_i(cluster, kubeconfig, "patch", "deployments.apps/scale", "-n", namespace)
     assert can_i(cluster, kubeconfig, "list", "pods", "-n", namespace)
+    assert can_i(cluster, kubeconfig, "list", "pods.metrics.k8s.io", "-n", namespace)
     assert can_i(cluster, kubeconfig, "list", "customresourcedefinitions")
 
 

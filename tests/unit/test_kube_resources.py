@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -78,10 +79,16 @@ LISTING = {
 
 def test_a_pod_is_the_sum_of_its_containers() -> None:
     usage = usage_from_list(LISTING, ["web-canary", "web-stable"])
+    at = datetime(2026, 12, 1, tzinfo=UTC)
     assert usage == {
-        "web-canary": PodUsage(cpu_cores=0.75, memory_bytes=21 * 2**20, window_s=10.5),
+        "web-canary": PodUsage(
+            cpu_cores=0.75, memory_bytes=21 * 2**20, window_s=10.5, measured_at=at
+        ),
         "web-stable": PodUsage(
-            cpu_cores=pytest.approx(1.234e-6), memory_bytes=8000 * 1024, window_s=60.0
+            cpu_cores=pytest.approx(1.234e-6),
+            memory_bytes=8000 * 1024,
+            window_s=60.0,
+            measured_at=at,
         ),
     }
 

@@ -1,7 +1,7 @@
 """CPU and memory of the canary against stable: the engine's judgement (maxCpuIncrease,
 maxMemoryIncrease), the Docker stats arithmetic behind probes.resources.DockerStats (from
-stats answers recorded from a dockerd of the test hosts), and the runtime's choice of
-provider."""
+stats answers recorded from a dockerd of the test hosts), the metrics.k8s.io windows behind
+probes.resources.PodMetrics, and the runtime's choice of provider."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Any, cast
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from lockgate.api import ApplicationSpec
 from lockgate.api.deployment import Analysis, MetricsFigures
-from lockgate.controller.runtime import NO_KUBERNETES_RESOURCES, Runtime, Settings
+from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine import MetricsSample, VersionMetrics
 from lockgate.engine.analysis import CPU_FLOOR, MEMORY_FLOOR, figures, judge
 from lockgate.hosts.connections import HostConnections
@@ -27,6 +28,8 @@ from lockgate.hosts.errors import HostUnavailable
 from lockgate.kube import Kube
 from lockgate.probes.resources import (
     DockerStats,
+    PodMetrics,
+    PodMetricsHistory,
     ResourceSample,
     StatsHistory,
     StatsPoint,
@@ -133,10 +136,10 @@ def test_missing_figures_are_inconclusive_never_passed(
 def test_an_unreadable_source_is_inconclusive_saying_why() -> None:
     v, reason = verdict(
         analysis(maxMemoryIncrease="50%"),
-        sample((0.1, 5 * MiB), (0.1, 5 * MiB), error=NO_KUBERNETES_RESOURCES),
+        sample((0.1, 5 * MiB), (0.1, 5 * MiB), error="metrics.k8s.io is unavailable"),
     )
     assert v == "Inconclusive"
-    assert reason == f"memory use not measured: {NO_KUBERNETES_RESOURCES}"
+    assert reason == "memory use not measured: metrics.k8s.io is unavailable"
 
 
 def test_without_thresholds_resource_figures_change_nothing() -> None:
@@ -347,7 +350,108 @@ def test_a_role_without_running_instances_is_no_figure() -> None:
 # ---------------------------------------------------------------------- the runtime
 
 
-def test_kubernetes_applications_have_no_resource_provider_yet() -> None:
+def test_kubernetes_applications_read_the_resource_metrics_api() -> None:
     rt = Runtime(cast(Kube, None), cast(Any, None), Settings())
     app = ApplicationSpec.model_validate({"kubernetes": {"template": {"spec": {"containers": []}}}})
-    assert rt.resource_provider("prod", "shop", app) == NO_KUBERNETES_RESOURCES
+    provider = rt.resource_provider("prod", "shop", app)
+    assert isinstance(provider, PodMetrics)
+    # One history per Application, kept across reconciles.
+    assert cast(PodMetrics, rt.resource_provider("prod", "shop", app)).history is provider.history
+
+
+# ------------------------------------------------------- Kubernetes: metrics.k8s.io windows
+
+
+def pod_item(name: str, cpu: str, memory: str, at: datetime) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "timestamp": at.isoformat(),
+        "window": "10s",
+        "containers": [{"name": "app", "usage": {"cpu": cpu, "memory": memory}}],
+    }
+
+
+class FakeMetricsApi:
+    """Kube's face that PodMetrics uses: list_namespaced_custom_object answers the listings
+    queued (or raises the ApiException queued), and each call is counted."""
+
+    def __init__(self, *answers: list[dict[str, Any]] | ApiException) -> None:
+        self.answers = list(answers)
+        self.custom = self
+        self.calls = 0
+
+    def list_namespaced_custom_object(self, *_: Any) -> dict[str, Any]:
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, ApiException):
+            raise answer
+        return {"items": answer}
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+PODS = {"canary": ["prod/c1"], "stable": ["prod/s1", "prod/s2"]}
+
+
+def test_pod_metrics_average_the_measurements_that_ended_in_the_window() -> None:
+    t = [T0 + timedelta(seconds=10 * i) for i in range(4)]
+    figures_of = {"c1": ("100m", "200Mi"), "s1": ("10m", "100Mi"), "s2": ("30m", "100Mi")}
+    listings = [[pod_item(n, *f, at) for n, f in figures_of.items()] for at in t]
+    listings[2][0] = pod_item("c1", "300m", "400Mi", t[2])
+    api = FakeMetricsApi(*listings)
+    provider = PodMetrics(cast(Kube, api), PodMetricsHistory())
+    for i in range(3):
+        asyncio.run(provider.keep(PODS, t[i] + timedelta(seconds=1)))
+    got = asyncio.run(provider.usage(PODS, t[1], t[3] + timedelta(seconds=1)))
+    assert got.error is None
+    # Canary: measurements at t1, t2, t3 (100m, 300m, 100m); stable: the mean of two Pods.
+    assert got.usage["canary"].cpu == pytest.approx(0.5 / 3)
+    assert got.usage["canary"].memory == pytest.approx((200 + 400 + 200) / 3 * MiB)
+    assert got.usage["stable"] == Usage(pytest.approx(0.02), pytest.approx(100 * MiB))
+
+
+def test_pod_metrics_list_once_per_namespace_and_not_more_often_than_due() -> None:
+    api = FakeMetricsApi([pod_item("c1", "1m", "1Mi", T0)])
+    provider = PodMetrics(cast(Kube, api), PodMetricsHistory(every_seconds=5))
+    asyncio.run(provider.keep(PODS, T0))
+    asyncio.run(provider.keep(PODS, T0 + timedelta(seconds=2)))
+    assert api.calls == 1
+    asyncio.run(provider.usage(PODS, T0, T0 + timedelta(seconds=3)))  # a window's end: always
+    assert api.calls == 2
+
+
+def test_a_window_shorter_than_the_resolution_takes_the_newest_measurement() -> None:
+    api = FakeMetricsApi(
+        [pod_item(n, "50m", "64Mi", T0) for n in ("c1", "s1", "s2")],
+    )
+    provider = PodMetrics(cast(Kube, api), PodMetricsHistory())
+    start = T0 + timedelta(seconds=4)
+    got = asyncio.run(provider.usage(PODS, start, start + timedelta(seconds=2)))
+    assert got.error is None and got.usage["canary"] == Usage(0.05, 64 * MiB)
+
+
+def test_a_pod_not_measured_yet_is_inconclusive_naming_it() -> None:
+    api = FakeMetricsApi([pod_item(n, "50m", "64Mi", T0) for n in ("s1", "s2")])
+    provider = PodMetrics(cast(Kube, api), PodMetricsHistory())
+    got = asyncio.run(provider.usage(PODS, T0, T0 + timedelta(seconds=2)))
+    assert got.error is not None and "no figures yet for Pod c1" in got.error
+    merged = with_resources(
+        MetricsSample(canary=VersionMetrics(100), stable=VersionMetrics(100)), got
+    )
+    assert verdict(analysis(maxMemoryIncrease="50%"), merged)[0] == "Inconclusive"
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [
+        (404, "not served by this cluster"),
+        (503, "unavailable (503"),
+        (403, "may not list pods.metrics.k8s.io in namespace prod"),
+    ],
+)
+def test_an_unanswering_metrics_api_is_an_error_naming_it(status: int, says: str) -> None:
+    api = FakeMetricsApi(ApiException(status=status, reason="x"))
+    provider = PodMetrics(cast(Kube, api), PodMetricsHistory())
+    got = asyncio.run(provider.usage(PODS, T0, T0 + timedelta(seconds=2)))
+    assert got.error is not None and says in got.error

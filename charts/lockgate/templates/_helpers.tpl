@@ -52,6 +52,8 @@ The rules the operator needs in every namespace it watches. Each one is traced t
     deployments/scale: scaled through the scale subresource.
   services: <app>-stable/-canary, read and server-side applied.
   pods: listed to tell ready instances.
+  metrics.k8s.io pods: listed for canary and stable CPU and memory (analysis.maxCpuIncrease,
+    maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
   traefik.io traefikservices, ingressroutes: read and server-side applied.
   kopf.dev kopfpeerings: a namespaced operator's peering (see values.peering).
@@ -73,6 +75,9 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   resources: [services]
   verbs: [get, create, patch]
 - apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+- apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [list]
 - apiGroups: [""]

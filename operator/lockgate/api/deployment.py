@@ -250,12 +250,12 @@ class Analysis(SpecModel):
     """Highest increase of canary p95 latency over stable's, as a percentage like "50%"."""
     max_cpu_increase: Increase | None = None
     """Highest increase of the canary's CPU use over stable's, as a percentage like "50%":
-    per instance, averaged over the analysis window. Docker hosts only for now (on
-    Kubernetes a set threshold makes every run Inconclusive)."""
+    per instance, averaged over the analysis window (Docker stats API on Docker hosts,
+    metrics.k8s.io on Kubernetes)."""
     max_memory_increase: Increase | None = None
     """Highest increase of the canary's memory use (without the reclaimable file cache) over
-    stable's, as a percentage like "50%": per instance, averaged over the analysis window.
-    Docker hosts only for now (on Kubernetes a set threshold makes every run Inconclusive)."""
+    stable's, as a percentage like "50%": per instance, averaged over the analysis window
+    (Docker stats API on Docker hosts, metrics.k8s.io on Kubernetes)."""
     max_consecutive_failures: int = Field(default=3, ge=1, le=100)
     """Failed health or analysis runs in a row before the verdict is Failed."""
     queries: list[AnalysisQuery] = Field(default_factory=list, max_length=20)

@@ -19,7 +19,13 @@ from lockgate.kube import Kube, load_config
 from lockgate.outbound.notifications import load_defaults
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
-from lockgate.probes.resources import DockerStats, ResourceUsageProvider, StatsHistory
+from lockgate.probes.resources import (
+    DockerStats,
+    PodMetrics,
+    PodMetricsHistory,
+    ResourceUsageProvider,
+    StatsHistory,
+)
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 
 from .notifier import Notifier
@@ -29,12 +35,6 @@ log = logging.getLogger("lockgate.runtime")
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
-
-
-NO_KUBERNETES_RESOURCES = (
-    "resource metrics are not available for Applications on Kubernetes yet "
-    "(maxCpuIncrease and maxMemoryIncrease are measured on Docker hosts only)"
-)
 
 
 @dataclass
@@ -67,6 +67,8 @@ class Runtime:
     fleets: dict[tuple[str, str], FleetState] = field(default_factory=dict)
     # (namespace, application) -> recent Docker stats readings of its containers
     stats: dict[tuple[str, str], StatsHistory] = field(default_factory=dict)
+    # (namespace, application) -> recent metrics.k8s.io measurements of its Pods
+    pod_metrics: dict[tuple[str, str], PodMetricsHistory] = field(default_factory=dict)
     # Webhook calls in flight or answered, by delivery id, until a round records the answer.
     webhook_calls: dict[str, asyncio.Task[WebhookAnswer]] = field(default_factory=dict)
     notifier: Notifier = field(init=False)
@@ -110,10 +112,11 @@ class Runtime:
         self, namespace: str, name: str, app: ApplicationSpec
     ) -> ResourceUsageProvider | str:
         """Where the Application's instances' CPU and memory figures come from, or why there
-        are none: the Docker stats API through the fleet's host connections (after the
-        fleet's observation made them); Kubernetes has no provider yet."""
+        are none: on Kubernetes the resource metrics API; on Docker hosts the Docker stats API
+        through the fleet's host connections (after the fleet's observation made them)."""
         if app.docker is None:
-            return NO_KUBERNETES_RESOURCES
+            pods = self.pod_metrics.setdefault((namespace, name), PodMetricsHistory())
+            return PodMetrics(self.kube, pods)
         state = self.fleets.get((namespace, name))
         if state is None:
             return "the Docker hosts are not connected yet"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -65,11 +66,13 @@ def parse_quantity(text: str) -> float:
 @dataclass(frozen=True)
 class PodUsage:
     """A Pod's CPU in cores (0.25 = a quarter of one core) and memory working set in bytes,
-    summed over its containers, as metrics-server measured them over `window_s` seconds."""
+    summed over its containers, as metrics-server measured them over the `window_s` seconds
+    ending at `measured_at`."""
 
     cpu_cores: float
     memory_bytes: float
     window_s: float = 0.0
+    measured_at: datetime | None = None
 
 
 def _window_seconds(text: str | None) -> float:
@@ -81,6 +84,16 @@ def _window_seconds(text: str | None) -> float:
         scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}
         total += float(number) * scale.get(unit, 1e-9)
     return total
+
+
+def _timestamp(text: str | None) -> datetime | None:
+    """An RFC 3339 time as metrics-server writes it ("2026-12-01T00:00:00Z"); None if absent."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def usage_from_list(
@@ -100,7 +113,10 @@ def usage_from_list(
             cpu += parse_quantity(str(usage.get("cpu", "0")))
             memory += parse_quantity(str(usage.get("memory", "0")))
         result[name] = PodUsage(
-            cpu_cores=cpu, memory_bytes=memory, window_s=_window_seconds(item.get("window"))
+            cpu_cores=cpu,
+            memory_bytes=memory,
+            window_s=_window_seconds(item.get("window")),
+            measured_at=_timestamp(item.get("timestamp")),
         )
     return result
 

@@ -3,11 +3,10 @@ instances of each role and a window into per-instance averages for the engine.
 
 One provider per target, chosen by `controller.runtime.Runtime.resource_provider`:
 `DockerStats` (the Docker stats API of each host, over the Docker target's own connections)
-for Applications on Docker hosts. Kubernetes has none yet: the runtime answers why instead,
-and a window with a CPU or memory threshold is Inconclusive saying so. A metrics.k8s.io
-provider is one more class here (its instances, `<namespace>/<pod>`, come from
-`KubernetesFleet.resource_instances`) and one more branch there. A provider never raises
-for a figure it cannot read: the sample says why in `error`.
+for Applications on Docker hosts; `PodMetrics` (the resource metrics API, metrics.k8s.io,
+served by metrics-server) for Applications on Kubernetes, whose instances are
+`<namespace>/<pod>` (`KubernetesFleet.resource_instances`). A provider never raises for a
+figure it cannot read: the sample says why in `error`.
 """
 
 from __future__ import annotations
@@ -15,15 +14,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from lockgate.engine import MetricsSample, VersionMetrics
 from lockgate.engine.model import Role
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
+from lockgate.kube import Kube
+
+from .kube_resources import PodUsage, QuantityError, pod_usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,15 +208,131 @@ class DockerStats:
         self, instances: Mapping[Role, Sequence[str]], start: datetime, at: datetime
     ) -> ResourceSample:
         errors = await self._sample([i for ids in instances.values() for i in ids], at, True)
-        usage: dict[Role, Usage] = {}
-        for role, ids in instances.items():
-            each = [self.history.window(i, start, at) for i in ids]
-            cpu = mean([u.cpu for u in each if u.cpu is not None])
-            memory = mean([u.memory for u in each if u.memory is not None])
-            usage[role] = Usage(cpu, memory)
-        if errors:
-            return ResourceSample(usage, "; ".join(sorted(set(errors))))
-        missing = [role for role in ("canary", "stable") if not instances.get(role)]
-        if missing:
-            return ResourceSample(usage, f"no running {' or '.join(missing)} instances")
-        return ResourceSample(usage)
+        return role_usage(instances, lambda i: self.history.window(i, start, at), errors)
+
+
+def role_usage(
+    instances: Mapping[Role, Sequence[str]],
+    window: Callable[[str], Usage],
+    errors: Sequence[str],
+) -> ResourceSample:
+    """Each role's per-instance mean of `window(instance)`, and why figures are missing."""
+    usage: dict[Role, Usage] = {}
+    for role, ids in instances.items():
+        each = [window(i) for i in ids]
+        cpu = mean([u.cpu for u in each if u.cpu is not None])
+        memory = mean([u.memory for u in each if u.memory is not None])
+        usage[role] = Usage(cpu, memory)
+    if errors:
+        return ResourceSample(usage, "; ".join(sorted(set(errors))))
+    missing = [role for role in ("canary", "stable") if not instances.get(role)]
+    if missing:
+        return ResourceSample(usage, f"no running {' or '.join(missing)} instances")
+    return ResourceSample(usage)
+
+
+# ------------------------------------------------------------- Kubernetes: metrics.k8s.io
+
+
+@dataclass
+class PodMetricsHistory:
+    """metrics-server's recent measurements per Pod (`namespace/pod`), each a CPU rate and a
+    memory working set over its own window (its resolution, 10 s or more), kept so a longer
+    analysis window averages every measurement that ended inside it."""
+
+    keep_seconds: float = 900.0
+    every_seconds: float = 5.0  # listings closer together than this add nothing new
+    readings: dict[str, deque[PodUsage]] = field(default_factory=dict)
+    listed_at: dict[str, datetime] = field(default_factory=dict)  # namespace -> last listing
+
+    def due(self, namespace: str, at: datetime) -> bool:
+        last = self.listed_at.get(namespace)
+        return last is None or (at - last).total_seconds() >= self.every_seconds
+
+    def add(self, key: str, usage: PodUsage, at: datetime) -> None:
+        if usage.measured_at is None:
+            usage = dataclasses.replace(usage, measured_at=at)
+        kept = self.readings.setdefault(key, deque())
+        if kept and kept[-1].measured_at == usage.measured_at:
+            return  # the same measurement, listed again
+        kept.append(usage)
+        horizon = at - timedelta(seconds=self.keep_seconds)
+        for name in list(self.readings):
+            old = self.readings[name]
+            while old and old[0].measured_at is not None and old[0].measured_at < horizon:
+                old.popleft()
+            if not old:
+                del self.readings[name]
+
+    def window(self, key: str, start: datetime, at: datetime) -> Usage:
+        """The mean of the measurements that ended in [start, at]; when the window is shorter
+        than metrics-server's resolution and none did, its newest one (what it serves now)."""
+        kept = [u for u in self.readings.get(key, ()) if u.measured_at and u.measured_at <= at]
+        inside = [u for u in kept if u.measured_at and u.measured_at >= start] or kept[-1:]
+        return Usage(mean([u.cpu_cores for u in inside]), mean([u.memory_bytes for u in inside]))
+
+
+def metrics_api_error(err: ApiException, namespace: str) -> str:
+    if err.status == 404:
+        return "metrics.k8s.io is not served by this cluster (is metrics-server installed?)"
+    if err.status == 403:
+        return f"the operator may not list pods.metrics.k8s.io in namespace {namespace} (RBAC)"
+    if err.status == 503:
+        return "metrics.k8s.io is unavailable (503: is metrics-server running?)"
+    return f"metrics.k8s.io answered {err.status} {err.reason}"
+
+
+class PodMetrics:
+    """The ResourceUsageProvider of Kubernetes: each Pod's CPU and memory from the resource
+    metrics API, one listing per namespace (at most every few seconds while a window runs,
+    and at its end). A Pod metrics-server has not measured twice yet has no figure."""
+
+    def __init__(self, kube: Kube, history: PodMetricsHistory) -> None:
+        self.kube = kube
+        self.history = history
+
+    async def _list(self, instances: Sequence[str], at: datetime, force: bool) -> list[str]:
+        """Read and keep the Pods' measurements, per namespace; the errors."""
+        by_namespace: dict[str, list[str]] = {}
+        for instance in instances:
+            namespace, _, pod = instance.partition("/")
+            by_namespace.setdefault(namespace, []).append(pod)
+        errors: list[str] = []
+        for namespace, pods in by_namespace.items():
+            if not (force or self.history.due(namespace, at)):
+                continue
+            self.history.listed_at[namespace] = at
+            try:
+                measured = await pod_usage(self.kube, namespace, pods)
+            except ApiException as err:
+                errors.append(metrics_api_error(err, namespace))
+                continue
+            except (HTTPError, OSError, QuantityError) as err:
+                errors.append(f"metrics.k8s.io: {err}")
+                continue
+            for pod, usage in measured.items():
+                self.history.add(f"{namespace}/{pod}", usage, at)
+        return errors
+
+    async def keep(self, instances: Mapping[Role, Sequence[str]], at: datetime) -> None:
+        await self._list([i for ids in instances.values() for i in ids], at, force=False)
+
+    async def usage(
+        self, instances: Mapping[Role, Sequence[str]], start: datetime, at: datetime
+    ) -> ResourceSample:
+        errors = await self._list([i for ids in instances.values() for i in ids], at, True)
+        sample = role_usage(instances, lambda i: self.history.window(i, start, at), errors)
+        if sample.error is None:
+            unmeasured = sorted(
+                i.partition("/")[2]
+                for ids in instances.values()
+                for i in ids
+                if self.history.window(i, start, at).cpu is None
+            )
+            if unmeasured:
+                return ResourceSample(
+                    sample.usage,
+                    f"metrics.k8s.io has no figures yet for Pod {', '.join(unmeasured)}"
+                    " (metrics-server measures a Pod from its second scrape)",
+                )
+        return sample
