@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,6 +25,7 @@ class Received:
     headers: dict[str, str]  # names lower-cased
     payload: bytes
     answer: int | None = None  # None while held or when held until the test released it
+    at: float = field(default_factory=time.time)  # when it arrived (wall clock, for benches)
 
     @property
     def delivery(self) -> str:
