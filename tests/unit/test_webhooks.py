@@ -3,17 +3,27 @@ fed, the body a receiver gets, the calls the controller makes (or does not make 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from lockgate.api import DeploymentStatus
 from lockgate.api.deployment import StepStatus, WebhookCall, Weights
 from lockgate.controller.deployments import settled
-from lockgate.controller.webhooks import LOST, Calls, body
-from lockgate.engine import CallWebhook, EnsureInstances, Promote, ReleaseLock, compile_plan
+from lockgate.controller.runtime import Runtime, Settings
+from lockgate.controller.webhooks import LOST, Calls, body, forget_calls
+from lockgate.engine import (
+    CallWebhook,
+    EnsureInstances,
+    Promote,
+    ReleaseLock,
+    WebhookAnswer,
+    compile_plan,
+)
+from lockgate.kube import Kube
 from tests.support.fakeworld import T0, Driver, FakeWorld, app_spec, dep_spec
 
 CANARY = {"type": "Canary", "canary": {"steps": [50, 100], "stepSeconds": 5}}
@@ -280,3 +290,25 @@ def test_lockgate_plan_shows_the_webhooks_and_the_steps_they_gate(tmp_path: Any)
     assert "t0k3n" not in out
     (row,) = [line for line in out.splitlines() if "confirmPromotion webhook approve says" in line]
     assert row.startswith("7  start 4 canary instance(s)")
+
+
+def test_calls_of_a_deleted_deployment_or_an_earlier_attempt_are_dropped() -> None:
+    async def scenario() -> dict[str, bool]:
+        rt = Runtime(cast(Kube, None), cast(Any, None), Settings())
+        hung = asyncio.create_task(asyncio.sleep(3600, WebhookAnswer(None)))
+        done = asyncio.create_task(asyncio.sleep(0, WebhookAnswer(200)))
+        current = asyncio.create_task(asyncio.sleep(0, WebhookAnswer(200)))
+        other = asyncio.create_task(asyncio.sleep(3600, WebhookAnswer(None)))
+        rt.webhook_calls.update(
+            {"u1/1.0/a": hung, "u1/1.0/b": done, "u1/2.0/c": current, "u2/1.0/a": other}
+        )
+        await asyncio.sleep(0.01)
+        forget_calls(rt, "u1", before=(2, 0))  # a retry: done calls of 1.0 go, not hung ones
+        assert set(rt.webhook_calls) == {"u1/1.0/a", "u1/2.0/c", "u2/1.0/a"}
+        forget_calls(rt, "u1")  # deleted: every call of u1 goes, cancelled
+        assert set(rt.webhook_calls) == {"u2/1.0/a"}
+        await asyncio.sleep(0)
+        other.cancel()
+        return {"hung cancelled": hung.cancelled()}
+
+    assert asyncio.run(scenario()) == {"hung cancelled": True}

@@ -39,7 +39,7 @@ from lockgate.probes.resources import ResourceSample, with_resources
 from . import metrics
 from .fleets import Fleet, FleetUnusable, fleet_for
 from .runtime import Runtime
-from .webhooks import Calls
+from .webhooks import Calls, forget_calls
 
 MOVING = ("Progressing", "RollingBack")
 FINISHED = ("Succeeded", "RolledBack", "Aborted")  # nothing left to do (Failed can be retried)
@@ -461,6 +461,7 @@ def namespace_terminating(err: ApiException) -> bool:
 
 async def deployment_removed(rt: Runtime, body: dict[str, Any]) -> None:
     """A Deployment deleted mid-rollout puts the previous version back before it goes."""
+    forget_calls(rt, body["metadata"].get("uid", ""))
     rec = Reconciler(rt, body)
     await rec.load_application((body.get("spec") or {}).get("application", ""))
     if rec.app is None or rec.app_obj is None:

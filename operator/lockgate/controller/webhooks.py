@@ -71,6 +71,23 @@ def delivery_id(uid: str, status: DeploymentStatus, call_id: str) -> str:
     return f"{uid}/{status.revision}.{status.attempt}/{call_id}"
 
 
+def forget_calls(rt: Runtime, uid: str, before: tuple[int, int] | None = None) -> None:
+    """Drop a Deployment's calls from the Runtime: all of them, cancelled (it was deleted),
+    or, given `before` (revision, attempt), the finished ones of earlier attempts, whose
+    answers no round will ask for again."""
+    if not uid:
+        return
+    prefix = f"{uid}/"
+    for key in [k for k in rt.webhook_calls if k.startswith(prefix)]:
+        task = rt.webhook_calls[key]
+        if before is not None:
+            revision, _, attempt = key[len(prefix) :].partition("/")[0].partition(".")
+            if not task.done() or (int(revision), int(attempt)) >= before:
+                continue
+        del rt.webhook_calls[key]
+        task.cancel()
+
+
 async def secrets_of(
     rt: Runtime, namespace: str, hook: Webhook, index: int
 ) -> tuple[dict[str, str], bytes | None]:
@@ -189,6 +206,7 @@ class Calls:
                 out[recorded.call_id] = (
                     task.result() if not task.cancelled() else WebhookAnswer(None, "cancelled")
                 )
+        forget_calls(self.rt, self.uid, before=(status.revision, status.attempt))
         return out
 
     def start(self, status: DeploymentStatus, name: str, call_id: str) -> None:
