@@ -21,6 +21,7 @@ import yaml
 from kubernetes import client
 
 from hack.tools.load import Load
+from lockgate.outbound.notifications import load_defaults
 from tests.support.cluster import HACK, REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator, free_port
 from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
@@ -139,6 +140,44 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
 
     refused = run([helm, "template", "x", CHART, "--set", "replicaCount=2"])
     assert refused.returncode != 0 and "no --priority option" in refused.stderr
+
+
+def test_chart_notification_defaults_reach_the_operator_as_its_file(
+    helm: Path, tmp_path: Path
+) -> None:
+    """values.notifications -> a Secret mounted where LOCKGATE_NOTIFICATIONS_FILE points, in
+    a form the operator's loader reads back as the same targets."""
+    targets = [
+        {"name": "chat", "kind": "slack", "url": "https://hooks.example.invalid/T1/B2/x"},
+        {
+            "name": "audit",
+            "kind": "webhook",
+            "url": "https://audit.invalid/in",
+            "events": ["Failed"],
+        },
+    ]
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"notifications": targets}), encoding="utf-8")
+    docs = template(helm, "-f", str(values))
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    path = Path(env["LOCKGATE_NOTIFICATIONS_FILE"])
+    (mount,) = [
+        m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == str(path.parent)
+    ]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    mounted = tmp_path / path.name
+    mounted.write_text(secret["stringData"][path.name], encoding="utf-8")
+    loaded = load_defaults(mounted)
+    assert [(t.name, t.kind, t.url) for t in loaded] == [
+        ("chat", "slack", targets[0]["url"]),
+        ("audit", "webhook", targets[1]["url"]),
+    ]
+    assert loaded[1].events == ["Failed"]
+    assert not [d for d in template(helm) if d["kind"] == "Secret"]  # none by default
 
 
 def test_packaged_chart_carries_the_crds_content_not_links(helm: Path, tmp_path: Path) -> None:
