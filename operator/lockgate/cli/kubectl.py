@@ -135,13 +135,11 @@ def explain(target: Target, verb: str, resource: str, name: str | None, err: Any
         if name is not None and f'"{name}" not found' in message:
             return PluginError(f'{resource} "{name}" not found {where}')
         return PluginError(
-            f"{resource} is not served by this cluster: are lockgate's CRDs installed? "
-            f"({message})"
+            f"{resource} is not served by this cluster: are lockgate's CRDs installed? ({message})"
         )
     if err.status == 403:
         return PluginError(
-            f"forbidden: no permission to {verb} {resource} {where}. "
-            f"The API server said: {message}"
+            f"forbidden: no permission to {verb} {resource} {where}. The API server said: {message}"
         )
     if err.status == 401:
         return PluginError(
@@ -464,6 +462,9 @@ def add_subcommands(sub: Any) -> None:
     history = sub.add_parser("history", help="finished and current Deployments of an Application")
     history.add_argument("app", help="Application name")
     add_connection_flags(history)
+    from .dashboard import add_subcommand
+
+    add_subcommand(sub, add_connection_flags)
 
 
 def _wait_flags(parser: argparse.ArgumentParser) -> None:
@@ -476,7 +477,9 @@ def _wait_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true", help="return once the request is set")
 
 
-COMMANDS = frozenset({"status", "promote", "abort", "retry", "pause", "resume", "history"})
+COMMANDS = frozenset(
+    {"status", "promote", "abort", "retry", "pause", "resume", "history", "dashboard"}
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -486,6 +489,10 @@ def run(args: argparse.Namespace) -> int:
             return status_command(args)
         if args.command == "history":
             return history_command(args)
+        if args.command == "dashboard":
+            from .dashboard import dashboard_command
+
+            return dashboard_command(args)
         if args.command in ("pause", "resume"):
             return pause_command(args, args.command == "pause")
         action = "promote-full" if args.command == "promote" and args.full else args.command
