@@ -564,7 +564,7 @@ def page(
         '<script src="/static/dashboard.js" defer></script></head><body>'
         '<a class="skip" href="#main">Skip to content</a>'
         f'<header><p class="brand"><a href="/">lockgate</a> {crumbs}</p>'
-        f'<p class="scope">{t(scope)} · <span id="live-state" role="status">'
+        f'<p class="scope">{t(scope)} · times in UTC · <span id="live-state" role="status">'
         f"{'connecting' if events else 'static'}</span></p></header>"
         f'<main id="main"{events_attr}><h1>{t(title)}</h1>'
         '<div id="result" role="status" aria-live="polite"></div>'

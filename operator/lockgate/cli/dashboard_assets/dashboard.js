@@ -81,7 +81,7 @@
     body.set("confirmed", "1");
     say("sending " + body.get("action") + "...", true);
     try {
-      const answer = await fetch(form.action, {
+      const answer = await fetch(form.getAttribute("action"), {
         method: "POST",
         body: body,
         headers: { Accept: "application/json" },
