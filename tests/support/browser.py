@@ -6,6 +6,7 @@ dependency)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -160,10 +161,8 @@ class Browser:
         return page
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(CDPError):
             self.send("Browser.close", timeout=5)
-        except CDPError:
-            pass
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
