@@ -92,7 +92,15 @@ def _table(caption: str, head: list[str], rows: list[list[str]], empty: str) -> 
     if not rows:
         return f'<p class="empty">{t(empty)}</p>'
     cols = "".join(f'<th scope="col">{t(h)}</th>' for h in head)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td data-label="{t(h)}"><span class="cell">{cell}</span></td>'
+            for h, cell in zip(head, row, strict=True)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return (
         f'<div class="scroll"><table><caption class="sr-only">{t(caption)}</caption>'
         f"<thead><tr>{cols}</tr></thead><tbody>{body}</tbody></table></div>"
