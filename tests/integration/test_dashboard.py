@@ -109,15 +109,27 @@ def shown(page: Page) -> tuple[str | None, str | None, str | None]:
     )
 
 
-def confirm(page: Page, action: str) -> str:
-    """Click the action's button, then Confirm in the dialog; the result line's text."""
+def confirm(page: Page, action: str, keyboard: bool = False) -> str:
+    """Click the action's button, then Confirm in the dialog (or, with `keyboard`, focus the
+    button, Enter, Tab from Cancel to Confirm, Enter); the result line's text."""
     page.evaluate("document.getElementById('result').textContent = ''")
-    page.click(f'button[data-action="{action}"]')
+    button = f'button[data-action="{action}"]'
+    if keyboard:
+        page.evaluate(f"document.querySelector('{button}').focus()")
+        page.press("Enter")
+    else:
+        page.click(button)
     dialog_open = "document.getElementById('confirm').open"
     wait_for("the confirmation dialog", lambda: page.evaluate(dialog_open), timeout=10)
     text = page.text("#confirm-text") or ""
     assert action.split("-")[0] in text.lower(), text
-    page.click("#confirm-yes")
+    if keyboard:
+        assert page.evaluate("document.activeElement.id") == "confirm-no"  # the safe choice
+        page.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "confirm-yes"
+        page.press("Enter")
+    else:
+        page.click("#confirm-yes")
 
     def answered() -> str | None:
         now = (page.text("#result") or "").strip()
@@ -227,7 +239,7 @@ def test_abort_rolls_back_and_forged_requests_change_nothing(
         assert "lockgate.dev/action" not in (obj["metadata"].get("annotations") or {})
         assert obj["status"]["phase"] == "Paused"
 
-        result = confirm(page, "abort")
+        result = confirm(page, "abort", keyboard=True)
         assert "abort requested for shop-v2 (it was Paused)" in result, result
         status = lockgate.wait_phase("shop-v2", {"Aborted", "RolledBack", "Succeeded"})
         assert status["phase"] == "Aborted", status.get("message")
