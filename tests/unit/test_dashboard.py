@@ -469,3 +469,39 @@ def test_the_list_updates_from_both_watches(served: tuple[FakeBackend, str]) -> 
     updates = [json.loads(e["data"]) for e in parse_sse(raw) if e.get("event") == "update"]
     merged = {k: v for u in updates for k, v in u.items()}
     assert "shop-v2" in merged["deployments"] and "Kubernetes, 4" in merged["applications"]
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+def test_only_loopback_addresses_count_as_loopback() -> None:
+    from lockgate.cli.dashboard import is_loopback
+
+    assert all(is_loopback(a) for a in ("127.0.0.1", "127.0.0.2", "::1", "localhost"))
+    assert not any(is_loopback(a) for a in ("0.0.0.0", "::", "10.0.0.5", "example.org"))
+
+
+@pytest.mark.parametrize(("address", "warned"), [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_a_non_loopback_address_is_served_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], address: str, warned: bool
+) -> None:
+    from lockgate.cli import dashboard, kubectl
+    from lockgate.cli.main import main
+
+    class Server:
+        def serve_forever(self) -> None:
+            raise KeyboardInterrupt
+
+        def server_close(self) -> None:
+            pass
+
+    def fake_server(settings: Settings) -> Server:
+        settings.port = 4321
+        return Server()
+
+    monkeypatch.setattr(dashboard, "connect", lambda args: kubectl.Target(None, "prod", "fake"))
+    monkeypatch.setattr(dashboard, "make_server", fake_server)
+    assert main(["dashboard", "--address", address, "--port", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert f"lockgate dashboard for namespace prod at http://{address}:4321/" in out
+    assert ("warning: serving on 0.0.0.0, not loopback" in err) is warned
