@@ -150,68 +150,70 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
     ns = lockgate.namespace
     deploy_v1(lockgate)
     page = browser.new_page()
-    with (
-        dashboard(cluster, ns, tmp_path) as url,
-        Load(traefik.web_url, host_of("shop", ns)) as load,
-    ):
-        load.wait_answered(20)
-        lockgate.create(deployment("shop-v2", "shop", "demo:v2", LIVE, analysis=ANALYSIS))
-        live_url = f"{url}ns/{ns}/deployments/shop-v2"
-        page.open(live_url)
-        page.evaluate("window.lockgateMarker = 'loaded once'")
-        navigations = page.navigations()
-        requests_before = len(page.events("Network.requestWillBeSent"))
-        seen: list[tuple[str | None, str | None, str | None]] = []
+    with dashboard(cluster, ns, tmp_path) as url:
+        with Load(traefik.web_url, host_of("shop", ns)) as load:
+            load.wait_answered(20)
+            lockgate.create(deployment("shop-v2", "shop", "demo:v2", LIVE, analysis=ANALYSIS))
+            live_url = f"{url}ns/{ns}/deployments/shop-v2"
+            page.open(live_url)
+            page.evaluate("window.lockgateMarker = 'loaded once'")
+            navigations = page.navigations()
+            requests_before = len(page.events("Network.requestWillBeSent"))
+            seen: list[tuple[str | None, str | None, str | None]] = []
 
-        def at_the_manual_pause() -> bool:
-            now = shown(page)
-            if not seen or seen[-1] != now:
-                seen.append(now)
-            return (
-                now[0] == "Paused" and now[2] == "50%" and "pause until promote" in (now[1] or "")
+            def at_the_manual_pause() -> bool:
+                now = shown(page)
+                if not seen or seen[-1] != now:
+                    seen.append(now)
+                return (
+                    now[0] == "Paused"
+                    and now[2] == "50%"
+                    and "pause until promote" in (now[1] or "")
+                )
+
+            wait_for("the page to show the manual pause at 50%", at_the_manual_pause, timeout=240)
+            weights = [w for _, _, w in seen]
+            steps = {s for _, s, _ in seen if s}
+            assert "20%" in weights and weights.index("20%") < weights.index("50%"), seen
+            assert len(steps) >= 3, seen
+            # no reload: the same document, one navigation, and nothing asked of the server
+            # but the event stream
+            assert page.evaluate("window.lockgateMarker") == "loaded once"
+            assert page.navigations() == navigations
+            assert int(page.evaluate("document.body.dataset.updates || 0")) >= 3
+            asked = set(page.requests_since(requests_before)) - {f"{url}favicon.ico"}
+            assert asked <= {f"{live_url}/events"}, asked
+            assert page.text("#live-state") == "live"
+            current = page.text('.timeline [aria-current="step"] .desc')
+            assert current == "pause until promote", current
+            wait_for(
+                "an analysis chart",
+                lambda: page.evaluate("document.querySelectorAll('figure.chart').length") >= 2,
+                timeout=30,
             )
+            live_shot = page.screenshot(screenshots / "dashboard-live.png")
 
-        wait_for("the page to show the manual pause at 50%", at_the_manual_pause, timeout=240)
-        weights = [w for _, _, w in seen]
-        steps = {s for _, s, _ in seen if s}
-        assert "20%" in weights and weights.index("20%") < weights.index("50%"), seen
-        assert len(steps) >= 3, seen
-        # no reload: the same document, one navigation, and nothing asked of the server
-        # but the event stream
-        assert page.evaluate("window.lockgateMarker") == "loaded once"
-        assert page.navigations() == navigations
-        assert int(page.evaluate("document.body.dataset.updates || 0")) >= 3
-        asked = set(page.requests_since(requests_before)) - {f"{url}favicon.ico"}
-        assert asked <= {f"{live_url}/events"}, asked
-        assert page.text("#live-state") == "live"
-        current = page.text('.timeline [aria-current="step"] .desc')
-        assert current == "pause until promote", current
-        wait_for(
-            "an analysis chart",
-            lambda: page.evaluate("document.querySelectorAll('figure.chart').length") >= 2,
-            timeout=30,
-        )
-        live_shot = page.screenshot(screenshots / "dashboard-live.png")
+            result = confirm(page, "promote")
+            assert "promote requested for shop-v2 (it was Paused)" in result, result
+            status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
+            assert status["phase"] == "Succeeded", status.get("message")
+            wait_for(
+                "the page to show Succeeded", lambda: shown(page)[0] == "Succeeded", timeout=30
+            )
+            assert shown(page)[2] == "0%"
+            assert page.navigations() == navigations
+            log = page.text('[data-live="log"]') or ""
+            assert "promoted past step 5: pause until promote" in log, log
+            responses = load.stop()
+            assert failed(responses) == []
 
-        result = confirm(page, "promote")
-        assert "promote requested for shop-v2 (it was Paused)" in result, result
-        status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
-        assert status["phase"] == "Succeeded", status.get("message")
-        wait_for("the page to show Succeeded", lambda: shown(page)[0] == "Succeeded", timeout=30)
-        assert shown(page)[2] == "0%"
-        assert page.navigations() == navigations
-        log = page.text('[data-live="log"]') or ""
-        assert "promoted past step 5: pause until promote" in log, log
-    responses = load.stop()
-    assert failed(responses) == []
-
-    page.open(url)
-    row = page.text("#s-applications tbody tr") or ""
-    assert "shop" in row and "demo:v2" in row and "Kubernetes, 2 replica(s)" in row, row
-    assert "shop-v2" in (page.text("#s-deployments") or "")
-    list_shot = page.screenshot(screenshots / "dashboard-list.png")
-    assert page.console_errors() == []
-    assert live_shot.stat().st_size > 10_000 and list_shot.stat().st_size > 5_000
+        page.open(url)
+        row = page.text("#s-applications tbody tr") or ""
+        assert "shop" in row and "demo:v2" in row and "Kubernetes, 2 replica(s)" in row, row
+        assert "shop-v2" in (page.text("#s-deployments") or "")
+        list_shot = page.screenshot(screenshots / "dashboard-list.png")
+        assert page.console_errors() == []
+        assert live_shot.stat().st_size > 10_000 and list_shot.stat().st_size > 5_000
 
 
 def test_abort_rolls_back_and_forged_requests_change_nothing(
