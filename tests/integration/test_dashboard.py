@@ -192,6 +192,15 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
                 timeout=30,
             )
             live_shot = page.screenshot(screenshots / "dashboard-live.png")
+            # the list, in another tab, while the rollout waits
+            listing = browser.new_page()
+            listing.open(url)
+            listing_navigations = listing.navigations()
+            row = listing.text("#s-applications tbody tr") or ""
+            assert "Kubernetes, 2 replica(s)" in row and "demo:v1 from shop-v1" in row, row
+            assert "shop-v2 Paused step 5/8 pause until promote, canary 50%" in row, row
+            list_shot = listing.screenshot(screenshots / "dashboard-list.png")
+            assert listing.console_errors() == []
 
             result = confirm(page, "promote")
             assert "promote requested for shop-v2 (it was Paused)" in result, result
@@ -207,12 +216,17 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
             responses = load.stop()
             assert failed(responses) == []
 
-        page.open(url)
-        row = page.text("#s-applications tbody tr") or ""
-        assert "shop" in row and "demo:v2" in row and "Kubernetes, 2 replica(s)" in row, row
-        assert "shop-v2" in (page.text("#s-deployments") or "")
-        list_shot = page.screenshot(screenshots / "dashboard-list.png")
-        assert page.console_errors() == []
+        # the list, live in its tab: the new version is stable, no rollout is active
+        wait_for(
+            "the list to show demo:v2 stable and no active rollout",
+            lambda: (
+                "demo:v2 from shop-v2" in (row := listing.text("#s-applications tbody tr") or "")
+                and "none" in row
+            ),
+            timeout=60,
+        )
+        assert listing.navigations() == listing_navigations  # updated live, not reloaded
+        assert page.console_errors() == [] and listing.console_errors() == []
         assert live_shot.stat().st_size > 10_000 and list_shot.stat().st_size > 5_000
 
 

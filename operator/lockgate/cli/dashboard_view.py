@@ -388,8 +388,8 @@ def chart(
     """A small line chart of one metric over the analysis runs, canary against stable."""
     width, height, pad = 240.0, 64.0, 4.0
     values = [v for v in canary + stable if v is not None]
-    top = max(values) if values else 0.0
-    top = top if top > 0 else 1.0
+    highest = max(values) if values else 0.0
+    top = highest if highest > 0 else 1.0
     n = max(len(canary), len(stable))
 
     def x(i: int) -> float:
@@ -411,11 +411,12 @@ def chart(
         return fmt(shown[-1]) if shown else "-"
 
     summary = f"{title}, latest run: canary {last(canary)}, stable {last(stable)}"
+    scale = f"scale 0 to {t(fmt(top))}" if highest > 0 else "all zero"
     return (
         f'<figure class="chart" data-metric="{key}"><figcaption>{t(title)}: '
         f'<span class="canary-text">canary {t(last(canary))}</span>, '
         f'<span class="stable-text">stable {t(last(stable))}</span> '
-        f'<span class="muted">(scale 0 to {t(fmt(top))})</span></figcaption>'
+        f'<span class="muted">({scale})</span></figcaption>'
         f'<svg viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{t(summary)}">'
         f'<line class="axis" x1="{pad}" y1="{height - pad}" x2="{width - pad}" '
         f'y2="{height - pad}"/>'
