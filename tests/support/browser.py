@@ -227,6 +227,7 @@ class Page:
         )
         if not box or not box["w"]:
             raise CDPError(f"nothing to click at {selector}")
+        self.send("Page.bringToFront")  # input goes to the tab in front
         for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
             self.send(
                 "Input.dispatchMouseEvent",
@@ -236,6 +237,7 @@ class Page:
     def press(self, key: str) -> None:
         """A key press (Enter, Tab, Escape ...) where the focus is."""
         codes = {"Enter": 13, "Tab": 9, "Escape": 27}
+        self.send("Page.bringToFront")  # input goes to the tab in front
         for kind in ("keyDown", "keyUp"):
             self.send(
                 "Input.dispatchKeyEvent",
