@@ -505,3 +505,18 @@ def test_a_non_loopback_address_is_served_with_a_warning(
     out, err = capsys.readouterr()
     assert f"lockgate dashboard for namespace prod at http://{address}:4321/" in out
     assert ("warning: serving on 0.0.0.0, not loopback" in err) is warned
+
+
+def test_without_javascript_a_confirmed_form_answers_with_a_page(
+    served: tuple[FakeBackend, str],
+) -> None:
+    backend, base = served
+    answer = httpx.post(
+        f"{base}/ns/prod/deployments/shop-v2/actions",
+        data={"csrf": CSRF, "action": "pause", "confirmed": "1"},
+        headers={"Origin": base},
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    assert "pause requested for shop-v2" in answer.text
+    assert '<a href="/ns/prod/deployments/shop-v2">Back</a>' in answer.text
+    assert backend.acted == [("prod", "shop-v2", "pause")]
