@@ -13,4 +13,5 @@ pytest_plugins: list[str] = [
     "tests.support.dockerhosts_fixtures",
     "tests.support.operator_fixtures",
     "tests.support.skip_policy",
+    "tests.support.browser",  # `browser`: headless chromium over the DevTools protocol
 ]

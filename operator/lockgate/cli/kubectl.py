@@ -116,33 +116,37 @@ def call(
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    where = f'in namespace "{target.namespace}"'
     try:
         return fn(*a, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as err:
-        message = _server_message(err)
-        if err.status == 404:
-            if name is not None and f'"{name}" not found' in message:
-                raise PluginError(f'{resource} "{name}" not found {where}') from None
-            raise PluginError(
-                f"{resource} is not served by this cluster: are lockgate's CRDs installed? "
-                f"({message})"
-            ) from None
-        if err.status == 403:
-            raise PluginError(
-                f"forbidden: no permission to {verb} {resource} {where}. "
-                f"The API server said: {message}"
-            ) from None
-        if err.status == 401:
-            raise PluginError(
-                f"unauthorized: the cluster at {target.server} did not accept the credentials "
-                "of the current context (expired token?)"
-            ) from None
         if err.status == 409:
             raise
-        raise PluginError(f"{verb} {resource} failed ({err.status}): {message}") from None
+        raise explain(target, verb, resource, name, err) from None
     except (HTTPError, OSError) as err:
         raise PluginError(f"cannot reach the cluster at {target.server}: {err}") from None
+
+
+def explain(target: Target, verb: str, resource: str, name: str | None, err: Any) -> PluginError:
+    """The PluginError for an ApiException of `verb` on `resource`: not found, forbidden
+    (naming the verb, the resource and what the API server said), unauthorized, other."""
+    message = _server_message(err)
+    where = f'in namespace "{target.namespace}"' if target.namespace else "in all namespaces"
+    if err.status == 404:
+        if name is not None and f'"{name}" not found' in message:
+            return PluginError(f'{resource} "{name}" not found {where}')
+        return PluginError(
+            f"{resource} is not served by this cluster: are lockgate's CRDs installed? ({message})"
+        )
+    if err.status == 403:
+        return PluginError(
+            f"forbidden: no permission to {verb} {resource} {where}. The API server said: {message}"
+        )
+    if err.status == 401:
+        return PluginError(
+            f"unauthorized: the cluster at {target.server} did not accept the credentials "
+            "of the current context (expired token?)"
+        )
+    return PluginError(f"{verb} {resource} failed ({err.status}): {message}")
 
 
 def get_deployment(target: Target, name: str) -> dict[str, Any]:
@@ -210,9 +214,10 @@ def _log_after(before: dict[str, Any], now: dict[str, Any]) -> list[dict[str, An
     return list(new)
 
 
-def action_command(args: argparse.Namespace, action: str) -> int:
-    target = connect(args)
-    name = args.name
+def request_action(target: Target, name: str, action: str) -> dict[str, Any]:
+    """Set the one-shot action annotation (promote, promote-full, abort, retry) once
+    `refusal` passes on the object as it is now; the object as it was before. Used by the
+    plugin's commands and by the dashboard."""
     app_spec: dict[str, Any] | None = None
     if action == "promote":
         current = get_deployment(target, name)
@@ -223,6 +228,24 @@ def action_command(args: argparse.Namespace, action: str) -> int:
         lambda obj: refusal(action, obj, step_kinds(app_spec, obj)),
         {"metadata": {"annotations": {ACTION_ANNOTATION: action}}},
     )
+    return before
+
+
+def request_pause(target: Target, name: str, pause: bool) -> dict[str, Any]:
+    """Set spec.paused (pause) or clear it (resume) once `refusal` passes; the object after."""
+    _, after = patch_deployment(
+        target,
+        name,
+        lambda obj: refusal("pause" if pause else "resume", obj),
+        {"spec": {"paused": pause}},
+    )
+    return after
+
+
+def action_command(args: argparse.Namespace, action: str) -> int:
+    target = connect(args)
+    name = args.name
+    before = request_action(target, name, action)
     shown = "promote --full" if action == "promote-full" else action
     phase = (before.get("status") or {}).get("phase") or "Pending"
     print(f"{shown} requested for {name} (it was {phase})")
@@ -252,12 +275,7 @@ def action_command(args: argparse.Namespace, action: str) -> int:
 def pause_command(args: argparse.Namespace, pause: bool) -> int:
     target = connect(args)
     name = args.name
-    _, after = patch_deployment(
-        target,
-        name,
-        lambda obj: refusal("pause" if pause else "resume", obj),
-        {"spec": {"paused": pause}},
-    )
+    after = request_pause(target, name, pause)
     print(f"{name}: spec.paused set to {str(pause).lower()}")
     if args.no_wait:
         return 0
@@ -444,6 +462,9 @@ def add_subcommands(sub: Any) -> None:
     history = sub.add_parser("history", help="finished and current Deployments of an Application")
     history.add_argument("app", help="Application name")
     add_connection_flags(history)
+    from .dashboard import add_subcommand
+
+    add_subcommand(sub, add_connection_flags)
 
 
 def _wait_flags(parser: argparse.ArgumentParser) -> None:
@@ -456,7 +477,9 @@ def _wait_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true", help="return once the request is set")
 
 
-COMMANDS = frozenset({"status", "promote", "abort", "retry", "pause", "resume", "history"})
+COMMANDS = frozenset(
+    {"status", "promote", "abort", "retry", "pause", "resume", "history", "dashboard"}
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -466,6 +489,10 @@ def run(args: argparse.Namespace) -> int:
             return status_command(args)
         if args.command == "history":
             return history_command(args)
+        if args.command == "dashboard":
+            from .dashboard import dashboard_command
+
+            return dashboard_command(args)
         if args.command in ("pause", "resume"):
             return pause_command(args, args.command == "pause")
         action = "promote-full" if args.command == "promote" and args.full else args.command
