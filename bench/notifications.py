@@ -75,11 +75,11 @@ def main() -> None:
         Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"),
         free_port(),
     )
-    op.start()
     api = cluster.api_client()
     core = client.CoreV1Api(api)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
+    op.start()
     try:
         with Receiver() as receiver:
             latency = run(Lockgate(api, namespace), receiver, args.rounds, args.parallel)
