@@ -196,9 +196,19 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
             listing = browser.new_page()
             listing.open(url)
             listing_navigations = listing.navigations()
-            row = listing.text("#s-applications tbody tr") or ""
+            # The list's own watch replays every object when it starts; until the Deployment's
+            # event has come, its row may show the rollout as Pending for a moment.
+            row = wait_for(
+                "the list to show the paused rollout",
+                lambda: (
+                    text
+                    if "shop-v2 Paused step 5/8 pause until promote, canary 50%"
+                    in (text := listing.text("#s-applications tbody tr") or "")
+                    else None
+                ),
+                timeout=30,
+            )
             assert "Kubernetes, 2 replica(s)" in row and "demo:v1 from shop-v1" in row, row
-            assert "shop-v2 Paused step 5/8 pause until promote, canary 50%" in row, row
             list_shot = listing.screenshot(screenshots / "dashboard-list.png")
             assert listing.console_errors() == []
 
