@@ -19,9 +19,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from lockgate.names import ACTION_ANNOTATION
-
-from .kubectl_view import TERMINAL, clock
+from .kubectl_view import TERMINAL, clock, held_by
 
 MASK = "[redacted]"  # what the operator's redactor writes in place of a secret
 _URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
@@ -217,16 +215,10 @@ def render_list(
 
 
 def _summary(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     phase = status.get("phase") or "Pending"
-    flags = []
-    if spec.get("paused"):
-        flags.append("spec.paused")
-    pending = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
-    if pending:
-        flags.append(f"action {pending} pending")
+    flags = held_by(obj)
     if status.get("pendingAction"):
         flags.append(f"action {status['pendingAction']} being applied")
     revision = f"{t(status.get('revision', 0))}"

@@ -121,6 +121,17 @@ def _bar(canary: int, width: int = 20) -> str:
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
+def held_by(obj: dict[str, Any]) -> list[str]:
+    """What the user asked that has not taken effect yet: spec.paused, an action annotation."""
+    flags = []
+    if (obj.get("spec") or {}).get("paused"):
+        flags.append("spec.paused")
+    pending = ((obj.get("metadata") or {}).get("annotations") or {}).get(ACTION_ANNOTATION)
+    if pending:
+        flags.append(f"action {pending} pending")
+    return flags
+
+
 def hint(obj: dict[str, Any]) -> str | None:
     """The next thing a user may want to type, if any."""
     name = obj.get("metadata", {}).get("name", "?")
@@ -163,12 +174,7 @@ def render_status(
     img = f"{image}" + (f"  (previous {previous})" if previous else "")
     rev = f"revision {revision}" + (f", retry {attempt}" if attempt else "")
     lines.append(f"Image:     {img}  {rev}")
-    flags = []
-    if spec.get("paused"):
-        flags.append("spec.paused")
-    pending = (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
-    if pending:
-        flags.append(f"action {pending} pending")
+    flags = held_by(obj)
     started = status.get("startedAt")
     timing = ""
     if status.get("finishedAt"):

@@ -320,15 +320,12 @@ class PodMetrics:
     async def usage(
         self, instances: Mapping[Role, Sequence[str]], start: datetime, at: datetime
     ) -> ResourceSample:
-        errors = await self._list([i for ids in instances.values() for i in ids], at, True)
-        sample = role_usage(instances, lambda i: self.history.window(i, start, at), errors)
+        pods = [i for ids in instances.values() for i in ids]
+        errors = await self._list(pods, at, True)
+        windows = {i: self.history.window(i, start, at) for i in pods}
+        sample = role_usage(instances, windows.__getitem__, errors)
         if sample.error is None:
-            unmeasured = sorted(
-                i.partition("/")[2]
-                for ids in instances.values()
-                for i in ids
-                if self.history.window(i, start, at).cpu is None
-            )
+            unmeasured = sorted(i.partition("/")[2] for i in pods if windows[i].cpu is None)
             if unmeasured:
                 return ResourceSample(
                     sample.usage,
