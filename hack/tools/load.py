@@ -30,6 +30,8 @@ class Load:
     # 2 cores that several rollouts under load run side by side (the test suite's workers).
     pause: float = 0.01
     max_requests: int = 200_000
+    # Sent with every request beside Host (e.g. a header route's header, a Cookie).
+    headers: dict[str, str] = field(default_factory=dict)
     responses: list[Response] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -42,7 +44,7 @@ class Load:
                     if len(self.responses) >= self.max_requests:
                         return
                 try:
-                    answer = http.get(self.url, headers={"Host": self.host})
+                    answer = http.get(self.url, headers={**self.headers, "Host": self.host})
                     item = Response(
                         time.monotonic(), answer.status_code, answer.headers.get("x-version")
                     )

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
 from lockgate.api.deployment import ACTIONS
 from lockgate.engine import (
+    NO_ROUTES,
     AcquireLock,
     Action,
     CallWebhook,
@@ -31,6 +32,8 @@ from lockgate.engine import (
     Observation,
     Promote,
     ReleaseLock,
+    Routes,
+    SetRoutes,
     SetWeights,
     Supersede,
     VersionMetrics,
@@ -113,6 +116,12 @@ class FakeWorld:
     hook_status: dict[str, int | None] = field(default_factory=dict)
     hook_calls: list[tuple[datetime, CallWebhook]] = field(default_factory=list)
     hook_answers: dict[str, WebhookAnswer] = field(default_factory=dict)
+    # The header route and mirror the router serves; `header_share` percent of the requests
+    # carry the header (they reach the canary while the route is live).
+    routes: Routes = NO_ROUTES
+    header_share: int = 0
+    # (time, routes, canary instances ready) at every routes change the router serves.
+    route_log: list[tuple[datetime, Routes, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.stable_image is not None and not self.stable.started:
@@ -148,6 +157,7 @@ class FakeWorld:
             stable=stable.observe(self.now, ready_after, unready, self.down(stable.image)),
             canary=canary.observe(self.now, ready_after, unready, self.down(canary.image)),
             live_weights=self.live_weights,
+            live_routes=self.routes,
             metrics=metrics,
             lock_holder=self.lock_holder,
             queued_ahead=self.queued_ahead,
@@ -171,8 +181,22 @@ class FakeWorld:
         if self.metrics_error is not None:
             return MetricsSample(error=self.metrics_error, source="fake")
         stable, canary = self.weights
+        if not self.routes:
+            return MetricsSample(
+                canary=figures(self.canary.image, canary),
+                stable=figures(self.stable.image, stable),
+            )
+        # Header requests reach the canary whatever the weights; mirrored copies of stable's
+        # requests reach it beside them (stable's count is unchanged by copies).
+        headers = self.header_share if self.routes.header else 0
+        canary_share = canary + (100 - canary) * headers // 100
+        copies = figures(self.canary.image, (100 - canary_share) * self.routes.mirror // 100)
+        mine = figures(self.canary.image, canary_share)
         return MetricsSample(
-            canary=figures(self.canary.image, canary), stable=figures(self.stable.image, stable)
+            canary=VersionMetrics(
+                mine.requests + copies.requests, mine.errors + copies.errors, 0.05
+            ),
+            stable=figures(self.stable.image, 100 - canary_share),
         )
 
     def apply(self, name: str, actions: list[Action]) -> None:
@@ -204,6 +228,10 @@ class FakeWorld:
                 else:
                     at = self.now + timedelta(seconds=self.weight_delay)
                     self.in_flight.append((at, (action.stable, action.canary)))
+            elif isinstance(action, SetRoutes):
+                self.routes = action.routes
+                ready = self.canary.observe(self.now, self.ready_after, self.unready_images)
+                self.route_log.append((self.now, action.routes, len(ready.ready)))
             elif isinstance(action, Promote):
                 self.stable, self.canary = self.canary, self.stable
                 self.weights = (self.weights[1], self.weights[0])

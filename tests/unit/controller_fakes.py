@@ -35,7 +35,7 @@ from lockgate.controller.deployments import (
 )
 from lockgate.controller.fleets import Census, FleetUnusable, FleetView
 from lockgate.controller.runtime import Runtime, Settings
-from lockgate.engine import EnsureInstances, Promote, SetWeights
+from lockgate.engine import EnsureInstances, Promote, SetRoutes, SetWeights
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import HostUnavailable
 from lockgate.hosts.spec import HostSpec
@@ -138,6 +138,12 @@ class FakeApiGroups:
         self, group: str, version: str, namespace: str, plural: str, name: str
     ) -> dict[str, Any]:
         return copy.deepcopy(self._get(plural, name, namespace))
+
+    def delete_namespaced_custom_object(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> None:
+        self._get(plural, name, namespace)
+        del self.store[(plural, namespace, name)]
 
 
 class FakeKube:
@@ -284,7 +290,13 @@ class FakeFleet:
         if self.unusable:
             raise FleetUnusable(self.unusable)
         seen = self.world.observe()
-        return FleetView(seen.stable, seen.canary, seen.live_weights, dict(seen.unit_errors))
+        return FleetView(
+            seen.stable,
+            seen.canary,
+            seen.live_weights,
+            dict(seen.unit_errors),
+            live_routes=seen.live_routes,
+        )
 
     async def resource_instances(self) -> dict[str, tuple[str, ...]]:
         return {"stable": ("fake/stable-0",), "canary": ("fake/canary-0",)}
@@ -302,6 +314,10 @@ class FakeFleet:
     async def set_weights(self, stable: int, canary: int) -> None:
         self.calls.append(f"weights {stable}/{canary}")
         self.world.apply("fleet", [SetWeights(stable, canary)])
+
+    async def set_routes(self, routes: Any) -> None:
+        self.calls.append(f"routes {routes.describe()}")
+        self.world.apply("fleet", [SetRoutes(routes)])
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         self.calls.append(f"promote {image}")

@@ -168,7 +168,13 @@ def test_the_schema_and_the_models_refuse_the_same_fields(doc: dict[str, Any]) -
 
 # --- every other check of the models has its rule at admission -------------------------------
 
-STEP_MODELS: tuple[type[BaseModel], ...] = (dep.CanaryStep, dep.PauseStep)
+STEP_MODELS: tuple[type[BaseModel], ...] = (
+    dep.CanaryStep,
+    dep.PauseStep,
+    dep.HeaderRouteStep,
+    dep.HeaderMatch,
+    dep.MirrorStep,
+)
 """Models inside canary steps, which the CRD schema does not type: their field constraints
 are the admission policy's too."""
 

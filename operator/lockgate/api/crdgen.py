@@ -213,11 +213,38 @@ _WEIGHTS = (
     ".map(s, type(s) == int ? s : s.setWeight)"
 )
 _PAUSES = "variables.steps.filter(s, type(s) == map && has(s.pause)).map(s, s.pause)"
+_HEADER_ROUTES = (
+    "variables.steps.filter(s, type(s) == map && has(s.setHeaderRoute)).map(s, s.setHeaderRoute)"
+)
+_MIRRORS = "variables.steps.filter(s, type(s) == map && has(s.setMirror)).map(s, s.setMirror)"
+_STEP_KEYS = ("setWeight", "pause", "setHeaderRoute", "setMirror")
+_NAME = f'"{dep.HEADER_NAME_PATTERN}"'
+_VALUE = f'"{dep.HEADER_VALUE_PATTERN}"'
+_HEADER_MATCH = (
+    "type(m) == map && m.all(k, k == 'header' || k == 'cookie' || k == 'exact' || k == 'regex')"
+    " && has(m.header) != has(m.cookie) && has(m.exact) != has(m.regex)"
+    f" && (has(m.header) ? type(m.header) == string && m.header.matches({_NAME})"
+    f" : type(m.cookie) == string && m.cookie.matches({_NAME}))"
+    f" && (has(m.exact) ? type(m.exact) == string && m.exact.matches({_VALUE})"
+    f" : type(m.regex) == string && m.regex.matches({_VALUE}))"
+)
 STEP_VALIDATIONS: list[dict[str, str]] = [
     {
         "expression": "variables.steps.all(s, type(s) == int || (type(s) == map"
-        " && s.all(k, k == 'setWeight' || k == 'pause') && (has(s.setWeight) != has(s.pause))))",
+        " && s.all(k, " + " || ".join(f"k == '{k}'" for k in _STEP_KEYS) + ") && size(s) == 1))",
         "message": dep.MSG_STEP_ONE_OF,
+    },
+    {
+        # HeaderRouteStep and HeaderMatch (their nulls are refused, as by the models).
+        "expression": "variables.headerRoutes.all(r, type(r) == map && r.all(k, k == 'match')"
+        " && (!has(r.match) || (type(r.match) == list"
+        f" && size(r.match) <= {dep.MAX_HEADER_MATCHES} && r.match.all(m, {_HEADER_MATCH}))))",
+        "message": dep.MSG_HEADER_ROUTE,
+    },
+    {
+        "expression": "variables.mirrors.all(p, type(p) == map && p.all(k, k == 'percent')"
+        " && has(p.percent) && type(p.percent) == int && p.percent >= 0 && p.percent <= 100)",
+        "message": dep.MSG_MIRROR,
     },
     {
         "expression": "variables.weights.all(w, type(w) == int && w >= 0 && w <= 100)",
@@ -265,6 +292,9 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
     "CanaryStep._one_of": [dep.MSG_STEP_ONE_OF],
     "CanaryStep.set_weight": [dep.MSG_WEIGHT_RANGE],
     "PauseStep.seconds": [dep.MSG_PAUSE],
+    "HeaderMatch._valid": [dep.MSG_HEADER_ROUTE],
+    "HeaderRouteStep._bounded": [dep.MSG_HEADER_ROUTE],
+    "MirrorStep._in_range": [dep.MSG_MIRROR],
     "Strategy._matching_block": [dep.MSG_STRATEGY_BLOCK, dep.MSG_CANARY_NEEDS_STEPS],
     "AnalysisQuery._bounded": [dep.MSG_QUERY_BOUND, dep.MSG_QUERY_BOUNDS_ORDER],
     "Analysis._unique_query_names": [dep.MSG_QUERY_NAMES_UNIQUE],
@@ -298,6 +328,8 @@ def admission_policy() -> list[dict[str, Any]]:
                     {"name": "steps", "expression": _STEPS},
                     {"name": "weights", "expression": _WEIGHTS},
                     {"name": "pauses", "expression": _PAUSES},
+                    {"name": "headerRoutes", "expression": _HEADER_ROUTES},
+                    {"name": "mirrors", "expression": _MIRRORS},
                 ],
                 "validations": STEP_VALIDATIONS,
             },

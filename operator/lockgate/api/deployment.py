@@ -39,7 +39,16 @@ ACTIONS = ("promote", "promote-full", "abort", "retry")
 MSG_WEIGHT_RANGE = "spec.strategy.canary.steps: every weight must be an integer from 0 to 100"
 MSG_WEIGHT_ORDER = "spec.strategy.canary.steps: weights must be non-decreasing"
 MSG_WEIGHT_END = "spec.strategy.canary.steps: the last weight must be 100"
-MSG_STEP_ONE_OF = "spec.strategy.canary.steps: each step sets exactly one of setWeight or pause"
+MSG_STEP_ONE_OF = (
+    "spec.strategy.canary.steps: each step sets exactly one of setWeight, pause, "
+    "setHeaderRoute or setMirror"
+)
+MSG_HEADER_ROUTE = (
+    "spec.strategy.canary.steps: setHeaderRoute is {match: [...]} with at most 10 matches, "
+    "each exactly one of header or cookie (a name of letters, digits and !#$%&'*+.^_|~-) and "
+    "exactly one of exact or regex (at most 256 characters, no backquote); {} removes the route"
+)
+MSG_MIRROR = "spec.strategy.canary.steps: setMirror is {percent: N}, N an integer from 0 to 100"
 MSG_PAUSE = (
     "spec.strategy.canary.steps: a pause is {} (wait for a promote) or {seconds: N}, "
     "N an integer from 0 to 604800"
@@ -106,8 +115,86 @@ class PauseStep(SpecModel):
     """Seconds to wait; absent waits for a promote action."""
 
 
+# A header or cookie name: an HTTP token (RFC 9110) without the backquote, which ends a
+# string in Traefik's rule syntax.
+HEADER_NAME_PATTERN = "^[A-Za-z0-9!#$%&'*+.^_|~-]{1,100}$"
+HEADER_NAME_RE = re.compile(HEADER_NAME_PATTERN)
+HEADER_VALUE_PATTERN = "^[^`]{0,256}$"
+HEADER_VALUE_RE = re.compile(HEADER_VALUE_PATTERN)
+MAX_HEADER_MATCHES = 10
+
+
+class HeaderMatch(SpecModel):
+    """One condition of a header route: a header, or a cookie, with an exact value or a
+    regular expression (Go RE2 syntax, as Traefik's HeaderRegexp). A request matching any
+    condition of the route goes to the canary."""
+
+    wire_nulls_refused = MSG_HEADER_ROUTE
+    wire_integer_floats = False
+
+    header: str | None = None
+    """Header name, e.g. X-Canary (case-insensitive, as HTTP headers are)."""
+    cookie: str | None = None
+    """Cookie name, e.g. canary: the route matches that cookie's value."""
+    exact: str | None = None
+    """The whole value must be exactly this."""
+    regex: str | None = None
+    """The value must match this regular expression (RE2; a header's regex searches, add
+    ^...$ to match the whole value; a cookie's regex matches the whole cookie value)."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> HeaderMatch:
+        names = [n for n in (self.header, self.cookie) if n is not None]
+        values = [v for v in (self.exact, self.regex) if v is not None]
+        if len(names) != 1 or len(values) != 1:
+            raise ValueError(MSG_HEADER_ROUTE)
+        if not HEADER_NAME_RE.fullmatch(names[0]) or not HEADER_VALUE_RE.fullmatch(values[0]):
+            raise ValueError(MSG_HEADER_ROUTE)
+        return self
+
+    def describe(self) -> str:
+        """e.g. `header X-Canary = always`, `cookie canary ~ ^(a|b)$`."""
+        kind, name = ("header", self.header) if self.header is not None else ("cookie", self.cookie)
+        op, value = ("=", self.exact) if self.exact is not None else ("~", self.regex)
+        return f"{kind} {name} {op} {value}"
+
+
+class HeaderRouteStep(SpecModel):
+    """Send requests that match to the canary whatever the weights, until the rollout ends
+    (promotion or rollback remove the route) or another setHeaderRoute replaces it."""
+
+    wire_nulls_refused = MSG_HEADER_ROUTE
+    wire_integer_floats = False
+
+    match: list[HeaderMatch] = Field(default_factory=list)
+    """Conditions, any of which sends a request to the canary; empty ({}) removes the
+    route."""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> HeaderRouteStep:
+        if len(self.match) > MAX_HEADER_MATCHES:
+            raise ValueError(MSG_HEADER_ROUTE)
+        return self
+
+
+class MirrorStep(SpecModel):
+    """Copy a share of stable's requests to the canary; clients get stable's answers only."""
+
+    wire_nulls_refused = MSG_MIRROR
+    wire_integer_floats = False
+
+    percent: int
+    """Share of requests copied to the canary, 0 to 100 (0 stops mirroring)."""
+
+    @model_validator(mode="after")
+    def _in_range(self) -> MirrorStep:
+        if not 0 <= self.percent <= 100:
+            raise ValueError(MSG_MIRROR)
+        return self
+
+
 class CanaryStep(SpecModel):
-    """One canary step: exactly one of setWeight or pause."""
+    """One canary step: exactly one of setWeight, pause, setHeaderRoute or setMirror."""
 
     wire_nulls_refused = MSG_STEP_ONE_OF
     wire_integer_floats = False
@@ -116,10 +203,17 @@ class CanaryStep(SpecModel):
     """Percentage of traffic for the canary."""
     pause: PauseStep | None = None
     """Wait; {} waits for a manual promote."""
+    set_header_route: HeaderRouteStep | None = None
+    """Route requests with a header or cookie to the canary whatever the weights (needs
+    spec.traffic.traefik.route on the Application); {} removes the route."""
+    set_mirror: MirrorStep | None = None
+    """Copy percent of the requests to the canary, answers from stable only (needs
+    spec.traffic.traefik.route); ends at {percent: 0} or at the first setWeight above 0."""
 
     @model_validator(mode="after")
     def _one_of(self) -> CanaryStep:
-        if (self.set_weight is None) == (self.pause is None):
+        chosen = (self.set_weight, self.pause, self.set_header_route, self.set_mirror)
+        if sum(x is not None for x in chosen) != 1:
             raise ValueError(MSG_STEP_ONE_OF)
         return self
 
@@ -414,6 +508,16 @@ class Weights(ApiModel):
     """Share of the new version."""
 
 
+class RoutesStatus(ApiModel):
+    """Traffic beyond the weights, as last confirmed live: a header route, a mirror."""
+
+    header_route: list[str] = Field(default_factory=list)
+    """The header route's conditions (any sends a request to the canary), e.g.
+    `header X-Canary = always`; empty: no header route."""
+    mirror_percent: int = 0
+    """Share of requests copied to the canary (0: no mirroring)."""
+
+
 class BatchStatus(ApiModel):
     """One batch of a rolling rollout."""
 
@@ -562,6 +666,8 @@ class DeploymentStatus(ApiModel):
     """The current step."""
     weights: Weights | None = None
     """Traffic split last confirmed live."""
+    routes: RoutesStatus | None = None
+    """Header route and mirroring last confirmed live (set once a step used them)."""
     batches: list[BatchStatus] = Field(default_factory=list)
     """Batches (Rolling strategy)."""
     analysis: list[AnalysisRun] = Field(default_factory=list)

@@ -203,6 +203,15 @@ def render_status(
     if weights:
         stable, canary = int(weights.get("stable", 100)), int(weights.get("canary", 0))
         lines.append(f"Weights:   stable {stable:3d}%  canary {canary:3d}%  {_bar(canary)}")
+    routes = status.get("routes") or {}
+    header_route = routes.get("headerRoute") or []
+    if header_route:
+        lines.append(f"Header:    to canary whatever the weights: {' or '.join(header_route)}")
+    if routes.get("mirrorPercent"):
+        lines.append(
+            f"Mirror:    {int(routes['mirrorPercent'])}% of requests copied to the canary "
+            "(answers from stable only)"
+        )
     batches = status.get("batches") or []
     if batches:
         lines.append("Batches:")

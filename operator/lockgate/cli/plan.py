@@ -82,7 +82,12 @@ def _weights(step: Step, previous: str) -> str:
         c, s = len(step.traffic_canary), len(step.traffic_stable)
         weight = round(100 * c / (c + s)) if c + s else 0
         return f"{100 - weight}/{weight}" if step.kind != "start" else previous
-    return f"{100 - step.weight}/{step.weight}"
+    extra = ""
+    if step.routes.header:
+        extra += " +header"
+    if step.routes.mirror:
+        extra += f" +mirror {step.routes.mirror}%"
+    return f"{100 - step.weight}/{step.weight}{extra}"
 
 
 def rows(plan: Plan, deployment: Deployment) -> list[Row]:
@@ -97,6 +102,9 @@ def rows(plan: Plan, deployment: Deployment) -> list[Row]:
             waits = (
                 f"weights live, then a passed analysis (every {interval}s, deadline {deadline}s)"
             )
+            worst = float(deadline)
+        elif step.kind == "shift" and step.routes and not step.gate:
+            waits = f"weights and routes confirmed live (deadline {deadline}s)"
             worst = float(deadline)
         elif step.kind == "shift":
             waits, worst = f"weights confirmed live (deadline {deadline}s)", float(deadline)
@@ -231,6 +239,11 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
         else "returns traffic to the previous version and keeps the new instances for inspection"
     )
     lines.append(f"On a Failed verdict or a missed deadline lockgate {rollback}.")
+    if any(step.routes for step in plan.steps):
+        lines.append(
+            "Header route and mirror (+header, +mirror N%) point at the canary until the "
+            "promotion or a rollback removes them, before anything else changes."
+        )
     lines.append(
         "A first rollout (no previous version) skips the strategy: start, switch, promote."
     )

@@ -25,6 +25,7 @@ from lockgate.engine import (
     Observation,
     Promote,
     ReleaseLock,
+    SetRoutes,
     SetWeights,
     Supersede,
     analysis_window_start,
@@ -234,6 +235,7 @@ class Reconciler:
             stable=view.stable,
             canary=view.canary,
             live_weights=view.live_weights,
+            live_routes=view.live_routes,
             metrics=sample,
             lock_holder=holder,
             queued_ahead=ahead,
@@ -278,6 +280,8 @@ class Reconciler:
                 await self.fleet.ensure(action.role, action.image, action.units, action.release)
             elif isinstance(action, SetWeights):
                 await self.fleet.set_weights(action.stable, action.canary)
+            elif isinstance(action, SetRoutes):
+                await self.fleet.set_routes(action.routes)
             elif isinstance(action, Promote):
                 await self.fleet.promote(action.release, action.image, self.name)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -26,6 +27,7 @@ from lockgate.api.deployment import (
     LogEntry,
     MetricsSnapshot,
     Phase,
+    RoutesStatus,
     StepStatus,
     Transition,
     Webhook,
@@ -36,6 +38,7 @@ from lockgate.api.deployment import (
 from .analysis import figures, judge, query_results
 from .conditions import conditions_for
 from .model import (
+    NO_ROUTES,
     AcquireLock,
     Action,
     CallWebhook,
@@ -45,6 +48,8 @@ from .model import (
     Observation,
     Promote,
     ReleaseLock,
+    Routes,
+    SetRoutes,
     SetWeights,
     Supersede,
 )
@@ -113,7 +118,7 @@ def analysis_window_start(
         return None
     if status.step is None or status.step.restoring or not status.weights:
         return None
-    if status.weights.canary <= 0:
+    if status.weights.canary <= 0 and not routed_to_canary(status):
         return None
     base = (
         max(
@@ -128,6 +133,18 @@ def analysis_window_start(
         return None
     due = base + timedelta(seconds=spec.analysis.interval_seconds)
     return base if now >= due else None
+
+
+def routed_to_canary(status: DeploymentStatus) -> bool:
+    """Requests reach the canary beside the weights: a header route or a mirror is live."""
+    routes = status.routes
+    return routes is not None and (bool(routes.header_route) or routes.mirror_percent > 0)
+
+
+def routes_status(routes: Routes) -> RoutesStatus:
+    return RoutesStatus(
+        header_route=[r.describe() for r in routes.header], mirror_percent=routes.mirror
+    )
 
 
 def phase_event(before: Phase, after: Phase) -> NotificationEvent | None:
@@ -385,7 +402,7 @@ class _Run:
         if index > 0:  # hold what the step before set up
             before = plan.steps[index - 1]
             self.ensure_canary(before.canary_units)
-            self.hold_weights(before)
+            self.hold_traffic(before)
         hook, call = waiting[0]
         limit = self.spec.progress_deadline_seconds
         deadline = started + timedelta(seconds=limit)
@@ -431,6 +448,16 @@ class _Run:
             stable, canary = self.obs.live_weights
             if s.weights is None or (s.weights.stable, s.weights.canary) != (stable, canary):
                 s.weights = Weights(stable=stable, canary=canary)
+        live_routes = self.obs.live_routes
+        # Only once a rollout used them: a weights-only status stays as it was.
+        if (
+            live_routes is not None
+            and s.phase not in ("Pending", "Queued")
+            and (live_routes != NO_ROUTES or s.routes is not None)
+        ):
+            wanted = routes_status(live_routes)
+            if s.routes != wanted:
+                s.routes = wanted
         s.conditions = conditions_for(
             s.phase, s.message or "", self.dep.generation, s.conditions, self.now
         )
@@ -641,7 +668,7 @@ class _Run:
         if self.spec.paused:
             if s.phase != "Paused" or s.message != "paused by spec.paused":
                 self.enter("Paused", "paused by spec.paused")
-            self.hold_weights(step)
+            self.hold_traffic(step)
             self.analyse(plan, step)
             return
         if s.phase == "Paused" and not step.waits_for_promote:
@@ -700,6 +727,30 @@ class _Run:
             return False
         return True
 
+    def target_routes(self, step: Step) -> Routes:
+        """The step's header route and mirror, once a canary instance of the step is ready
+        to receive them (never a route to instances that have not passed their check)."""
+        if not step.routes or not self.canary_ready() & set(step.canary_units):
+            return NO_ROUTES
+        return step.routes
+
+    def hold_routes(self, step: Step) -> bool:
+        """Ask for the step's header route and mirror; True when they are live."""
+        return self.routes_to(self.target_routes(step))
+
+    def routes_to(self, target: Routes) -> bool:
+        live = self.obs.live_routes
+        if live != target:
+            self.emit(SetRoutes(target))
+            return False
+        return True
+
+    def hold_traffic(self, step: Step) -> bool:
+        """Weights and routes of the step; True when both are live."""
+        weights = self.hold_weights(step)
+        routes = self.hold_routes(step)
+        return weights and routes
+
     def ensure_canary(self, units: tuple[str, ...]) -> None:
         obs = self.obs
         differs = (
@@ -743,7 +794,7 @@ class _Run:
             # before confirmed can be out of date (a canary that was down then is up now).
             return self.hold_weights(step) and self.ensure_stable(step.stable_units, plan)
         self.ensure_stable(step.stable_units, plan)
-        weights_live = self.hold_weights(step)
+        weights_live = self.hold_traffic(step)
         if step.kind == "start":
             return set(step.canary_units) <= self.canary_ready()
         if step.kind == "shift":
@@ -752,7 +803,8 @@ class _Run:
             if s.step.weights_live_at is None:
                 s.step = s.step.model_copy(update={"weights_live_at": self.now})
                 stable, canary = self.target_weights(step)
-                self.log(f"traffic live: stable {stable}% / canary {canary}%")
+                extra = f", {step.routes.describe()}" if step.routes else ""
+                self.log(f"traffic live: stable {stable}% / canary {canary}%{extra}")
             if step.gate and not (s.step.analysis_passed or s.skip_waits):
                 if self.spec.analysis:
                     self.say(
@@ -774,6 +826,10 @@ class _Run:
 
     def promote(self, step: Step) -> bool:
         obs = self.obs
+        if not self.routes_to(NO_ROUTES):
+            # The header route and the mirror go first: they point at the canary's own
+            # backend, which the promotion re-purposes.
+            return False
         if obs.stable.release != self.release:
             self.ensure_canary(step.canary_units)
             if not set(step.canary_units) <= self.canary_ready():
@@ -1025,6 +1081,8 @@ class _Run:
         if self.obs.stable.ready and self.obs.live_weights != (100, 0):
             # Traffic leaves the new version in this very decision, not one round later.
             self.emit(SetWeights(100, 0))
+        if self.obs.live_routes != NO_ROUTES:
+            self.emit(SetRoutes(NO_ROUTES))
         if aborted or self.spec.rollback.automatic:
             self.enter("RollingBack", f"{reason}; rolling back to {target}", warning=True)
         else:
@@ -1056,6 +1114,7 @@ class _Run:
             weights = (0, 100)  # nothing stable is healthy yet: keep serving what answers
         if obs.live_weights != weights:
             self.emit(SetWeights(*weights))
+        routes_live = self.routes_to(self.target_routes(target))
         # An unreachable unit cannot be restored now; it keeps whatever it runs and the
         # rollback completes on the others (the outcome names it).
         unreachable = set(obs.unit_errors)
@@ -1070,6 +1129,8 @@ class _Run:
         wanted = set(target.stable_units) - unreachable
         if not wanted <= set(obs.stable.ready) or obs.live_weights != weights:
             return False
+        if not routes_live:
+            return False  # no instance leaves while a route may still point at it
         extra = set(obs.canary.units) - set(target.canary_units) - unreachable
         if extra:
             keep = target.canary_units if obs.canary.release == self.release else ()
@@ -1106,6 +1167,8 @@ class _Run:
         action = self.take_action()
         if s.phase == "Failed" and obs.stable.ready and obs.live_weights not in (None, (100, 0)):
             self.emit(SetWeights(100, 0))  # a failed rollout never keeps traffic
+        if s.phase == "Failed" and obs.live_routes not in (None, NO_ROUTES):
+            self.emit(SetRoutes(NO_ROUTES))
         if action == "retry" and s.phase in ("RolledBack", "Aborted", "Failed"):
             s.attempt += 1
             self.reset()
@@ -1130,6 +1193,9 @@ def cross_check(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
         )
     if spec.analysis is not None and spec.analysis.queries and app.metrics.prometheus is None:
         return MSG_QUERIES_NEED_PROMETHEUS
+    problem = _routes_problem(app, spec)
+    if problem:
+        return problem
     units = len(app.units())
     if not units:
         return "the Application has no instances to roll out (replicas 0 or no hosts)"
@@ -1153,4 +1219,37 @@ def cross_check(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
             f"spec.strategy.rolling.minHealthy: {rolling.min_healthy} is more than the "
             f"Application's {units} instance(s)"
         )
+    return None
+
+
+def _routes_problem(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
+    canary = spec.strategy.canary
+    if canary is None:
+        return None
+    for i, step in enumerate(canary.steps):
+        if isinstance(step, int):
+            continue
+        kind = (
+            "setHeaderRoute"
+            if step.set_header_route is not None
+            else "setMirror"
+            if step.set_mirror is not None
+            else None
+        )
+        if kind is None:
+            continue
+        if app.traffic.traefik.route is None:
+            return (
+                f"spec.strategy.canary.steps[{i}].{kind}: needs spec.traffic.traefik.route on "
+                "the Application (the route it adds to or mirrors)"
+            )
+        for j, match in enumerate(step.set_header_route.match if step.set_header_route else []):
+            if match.regex is not None:
+                try:
+                    re.compile(match.regex)
+                except re.error as err:
+                    return (
+                        f"spec.strategy.canary.steps[{i}].setHeaderRoute.match[{j}].regex: "
+                        f"not a regular expression: {err}"
+                    )
     return None

@@ -57,12 +57,53 @@ class MetricsSample:
 
 
 @dataclass(frozen=True, slots=True)
+class HeaderRule:
+    """One condition of a header route: a header (or a cookie) with an exact value or a
+    regular expression (RE2)."""
+
+    header: str | None = None
+    cookie: str | None = None
+    exact: str | None = None
+    regex: str | None = None
+
+    def describe(self) -> str:
+        kind, name = ("header", self.header) if self.header is not None else ("cookie", self.cookie)
+        op, value = ("=", self.exact) if self.exact is not None else ("~", self.regex)
+        return f"{kind} {name} {op} {value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """Traffic beyond the weights: requests matching `header` (any of its rules) go to the
+    canary whatever the weights; `mirror` percent of the requests are copied to it."""
+
+    header: tuple[HeaderRule, ...] = ()
+    mirror: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.header) or self.mirror > 0
+
+    def describe(self) -> str:
+        parts = []
+        if self.header:
+            parts.append("header route " + " or ".join(r.describe() for r in self.header))
+        if self.mirror:
+            parts.append(f"mirror {self.mirror}%")
+        return ", ".join(parts) or "no header route, no mirror"
+
+
+NO_ROUTES = Routes()
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
     """Everything the engine knows about the world for one decision."""
 
     stable: InstanceSet = InstanceSet()
     canary: InstanceSet = InstanceSet()
     live_weights: tuple[int, int] | None = None  # (stable, canary) confirmed in the proxy
+    # Header route and mirror confirmed in the proxy; None: not confirmed either way.
+    live_routes: Routes | None = NO_ROUTES
     metrics: MetricsSample | None = None
     lock_holder: str | None = None  # the Deployment holding the application's rollout lock
     queued_ahead: int = 0  # Deployments of the application queued before this one
@@ -110,6 +151,14 @@ class SetWeights:
 
 
 @dataclass(frozen=True, slots=True)
+class SetRoutes:
+    """Route matching requests to the canary and mirror a share of requests to it (or
+    neither, with NO_ROUTES)."""
+
+    routes: Routes
+
+
+@dataclass(frozen=True, slots=True)
 class Promote:
     """Make the canary instances the stable ones (the old stable set becomes the canary
     role, to be removed)."""
@@ -152,6 +201,7 @@ class CallWebhook:
 Action = (
     EnsureInstances
     | SetWeights
+    | SetRoutes
     | Promote
     | AcquireLock
     | ReleaseLock

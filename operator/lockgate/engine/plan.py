@@ -14,7 +14,9 @@ from typing import Literal
 
 from lockgate.api.application import ApplicationSpec
 from lockgate.api.common import resolve_int_or_percent
-from lockgate.api.deployment import DeploymentSpec
+from lockgate.api.deployment import DeploymentSpec, HeaderRouteStep
+
+from .model import NO_ROUTES, HeaderRule, Routes
 
 StepKind = Literal["start", "shift", "drain", "pause", "promote"]
 # The confirm webhooks asked before a step begins: confirmStep before each canary weight
@@ -36,6 +38,7 @@ class Step:
     seconds: int | None = None  # pause length; None on a pause waits for promote
     batch: int | None = None  # rolling batch the step belongs to
     confirm: Confirm | None = None  # confirm webhooks asked before the step begins
+    routes: Routes = NO_ROUTES  # header route and mirror to hold during the step
 
     @property
     def waits_for_promote(self) -> bool:
@@ -178,6 +181,10 @@ def first_canary_units(
     return canary_units_for(app, units, spec, weights[0])
 
 
+def header_rules(step: HeaderRouteStep) -> tuple[HeaderRule, ...]:
+    return tuple(HeaderRule(m.header, m.cookie, m.exact, m.regex) for m in step.match)
+
+
 def _canary(app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec) -> tuple[Step, ...]:
     assert spec.strategy.canary is not None
     gated = spec.analysis is not None
@@ -185,7 +192,42 @@ def _canary(app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec) 
     canary: tuple[str, ...] = ()
     weight = 0
     first = True
+    routes = NO_ROUTES
     for item in spec.strategy.canary.expanded_steps():
+        if item.set_header_route is not None or item.set_mirror is not None:
+            before = routes
+            if item.set_header_route is not None:
+                routes = replace(routes, header=header_rules(item.set_header_route))
+                label = (
+                    "setHeaderRoute " + " or ".join(r.describe() for r in routes.header)
+                    if routes.header
+                    else "remove the header route"
+                )
+                gate = False  # testers' requests are too few to judge on; a pause follows
+            else:
+                assert item.set_mirror is not None
+                routes = replace(routes, mirror=item.set_mirror.percent)
+                gate = gated and routes.mirror > 0
+                label = (
+                    f"setMirror {routes.mirror}%" + (" (analysis gate)" if gate else "")
+                    if routes.mirror
+                    else "stop mirroring"
+                )
+            if routes and not canary:
+                # The route's backend first: canary instances, healthy, before any route.
+                canary = canary_units_for(app, units, spec, weight)
+                steps.append(
+                    Step(
+                        "start",
+                        f"start {len(canary)} canary instance(s)",
+                        canary,
+                        units,
+                        weight,
+                        routes=before,
+                    )
+                )
+            steps.append(Step("shift", label, canary, units, weight, gate=gate, routes=routes))
+            continue
         if item.set_weight is not None:
             confirm: Confirm | None = None
             if item.set_weight >= 100:
@@ -204,17 +246,26 @@ def _canary(app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec) 
                         units,
                         weight,
                         confirm=confirm,
+                        routes=routes,
                     )
                 )
                 confirm = None  # asked once, before the stage's first step
             weight = item.set_weight
+            if weight > 0 and routes.mirror:
+                routes = replace(routes, mirror=0)  # clients reach the canary: copies end
             gate = gated and 0 < weight < 100
             label = f"setWeight {weight}" + (" (analysis gate)" if gate else "")
-            steps.append(Step("shift", label, canary, units, weight, gate=gate, confirm=confirm))
+            steps.append(
+                Step(
+                    "shift", label, canary, units, weight, gate=gate, confirm=confirm, routes=routes
+                )
+            )
         else:
             seconds = item.pause.seconds if item.pause else None
             label = "pause until promote" if seconds is None else f"pause {seconds}s"
-            steps.append(Step("pause", label, canary, units, weight, seconds=seconds))
+            steps.append(
+                Step("pause", label, canary, units, weight, seconds=seconds, routes=routes)
+            )
     steps.append(_promote(units))
     return tuple(steps)
 

@@ -12,6 +12,14 @@ also owns IngressRoute `<app>-lockgate-probe`, one rule per Service matching onl
 carrying the Application's UID: Traefik then always knows their servers, and lockgate
 counts a Pod as ready for traffic only once Traefik lists its IP (no 503 from a weight that
 moved too early).
+
+Header routes: the IngressRoute `<app>` gets a second route, the Application's rule AND the
+route's header conditions at a higher priority, to TraefikService `<app>-headers` (weighted
+over `<app>-canary` alone, so Traefik counts its requests under the canary Service's leaf,
+where analysis reads them). The conditions are recorded in the IngressRoute's annotation
+`lockgate.dev/header-route`. Written in an order that never leaves a route pointing at
+nothing: `<app>-headers` exists (and Traefik has loaded it) before the route to it, and is
+deleted only once Traefik no longer routes to it.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from lockgate.api.application import ApplicationSpec
+from lockgate.engine.model import NO_ROUTES, Routes
 from lockgate.kube import Kube, owner_reference
-from lockgate.names import LABEL_APP, ROLES, service_name
+from lockgate.names import GROUP, LABEL_APP, ROLES, service_name
 
 from .traefik_api import (
     api_list,
@@ -33,6 +42,14 @@ from .traefik_api import (
     service_answer,
     split,
 )
+from .traefik_rules import decode, encode, header_priority, header_rule
+
+HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
+
+
+def headers_service_name(app_name: str) -> str:
+    """The TraefikService a header route sends its requests to."""
+    return f"{app_name}-headers"
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -106,24 +123,147 @@ class TraefikCrdRouter:
         await self.kube.apply(
             self.api_version, "ingressroutes", self.namespace, self._probe_route()
         )
+        if self.app.traffic.traefik.route is not None:
+            # A rollout's header route stays as it is (only the rollout changes it).
+            routes = await self.declared_routes()
+            await self.kube.apply(
+                self.api_version, "ingressroutes", self.namespace, self._ingress_route(routes)
+            )
+
+    def _ingress_route(self, routes: Routes) -> dict[str, Any]:
         route = self.app.traffic.traefik.route
-        if route is not None:
-            body = {
-                "apiVersion": self.api_version,
-                "kind": "IngressRoute",
-                "metadata": self._metadata(self.name),
-                "spec": {
-                    "entryPoints": route.entry_points,
-                    "routes": [
-                        {
-                            "kind": "Rule",
-                            "match": route.match,
-                            "services": [{"name": self.name, "kind": "TraefikService"}],
-                        }
-                    ],
-                },
+        assert route is not None
+        rules: list[dict[str, Any]] = [
+            {
+                "kind": "Rule",
+                "match": route.match,
+                "services": [{"name": self.name, "kind": "TraefikService"}],
             }
-            await self.kube.apply(self.api_version, "ingressroutes", self.namespace, body)
+        ]
+        metadata = self._metadata(self.name)
+        if routes.header:
+            rules.append(
+                {
+                    "kind": "Rule",
+                    "match": header_rule(route.match, routes.header),
+                    "priority": header_priority(route.match, routes.header),
+                    "services": [
+                        {"name": headers_service_name(self.name), "kind": "TraefikService"}
+                    ],
+                }
+            )
+            metadata["annotations"] = {HEADER_ROUTE_ANNOTATION: encode(routes.header)}
+        return {
+            "apiVersion": self.api_version,
+            "kind": "IngressRoute",
+            "metadata": metadata,
+            "spec": {"entryPoints": route.entry_points, "routes": rules},
+        }
+
+    def _headers_service(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": "TraefikService",
+            "metadata": self._metadata(headers_service_name(self.name)),
+            "spec": {
+                "weighted": {
+                    "services": [
+                        {
+                            "name": service_name(self.name, "canary"),
+                            "port": self.app.port,
+                            "weight": 1,
+                        }
+                    ]
+                }
+            },
+        }
+
+    async def _get(self, plural: str, name: str) -> dict[str, Any] | None:
+        group, _, version = self.api_version.partition("/")
+        obj: dict[str, Any] | None = await self.kube.get_or_none(
+            self.kube.custom.get_namespaced_custom_object,
+            group,
+            version,
+            self.namespace,
+            plural,
+            name,
+        )
+        return obj
+
+    async def _delete(self, plural: str, name: str) -> None:
+        group, _, version = self.api_version.partition("/")
+        await self.kube.get_or_none(
+            self.kube.custom.delete_namespaced_custom_object,
+            group,
+            version,
+            self.namespace,
+            plural,
+            name,
+        )
+
+    async def declared_routes(self) -> Routes:
+        """The header route the IngressRoute `<app>` declares."""
+        obj = await self._get("ingressroutes", self.name)
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        return Routes(header=decode(annotations.get(HEADER_ROUTE_ANNOTATION)))
+
+    async def set_routes(self, routes: Routes) -> None:
+        """Declare a header route (or none). Several rounds may be needed: the backend is
+        written and seen loaded by Traefik before the route to it, and the route is gone
+        from Traefik before its backend is deleted."""
+        if self.app.traffic.traefik.route is None:
+            return  # refused before the rollout starts (cross_check); nothing to route
+        headers = headers_service_name(self.name)
+        if routes.header:
+            await self.kube.apply(
+                self.api_version, "traefikservices", self.namespace, self._headers_service()
+            )
+            if self.api_url and not await self._loaded(headers):
+                return  # the route follows once Traefik has its backend
+        await self.kube.apply(
+            self.api_version, "ingressroutes", self.namespace, self._ingress_route(routes)
+        )
+        if routes.header or await self._get("traefikservices", headers) is None:
+            return
+        if not self.api_url or not await routes_to(
+            self.http, self.api_url, f"{self.namespace}-{headers}", "kubernetescrd"
+        ):
+            await self._delete("traefikservices", headers)
+
+    async def _loaded(self, name: str) -> bool:
+        assert self.api_url is not None
+        body = await service_answer(
+            self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
+        )
+        return body is not None and body.get("status") in (None, "enabled")
+
+    async def live_routes(self) -> Routes | None:
+        """The declared header route once Traefik serves it (or its absence once Traefik
+        no longer routes to `<app>-headers`); None until then."""
+        if self.app.traffic.traefik.route is None:
+            return NO_ROUTES
+        declared = await self.declared_routes()
+        headers = headers_service_name(self.name)
+        if not declared.header:
+            # Deleted only once Traefik stopped routing to it: its absence confirms.
+            return NO_ROUTES if await self._get("traefikservices", headers) is None else None
+        if not self.api_url:
+            return declared
+        if not await self._loaded(headers):
+            return None
+        route = self.app.traffic.traefik.route
+        assert route is not None
+        want = header_rule(route.match, declared.header)
+        routers = await api_list(
+            self.http,
+            self.api_url,
+            "routers",
+            serviceName=f"{self.namespace}-{headers}@kubernetescrd",
+            status="enabled",
+        )
+        if not routers or not any(r.get("rule") == want for r in routers):
+            return None
+        return declared
 
     def _probe_route(self) -> dict[str, Any]:
         """One rule per Service: Traefik drops a rule whose Service has no endpoints (unless

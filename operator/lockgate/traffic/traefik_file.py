@@ -11,6 +11,12 @@ writes it whole and atomically (a temp file in the same directory, renamed over 
 one), locally or over SFTP with strict host keys. Traefik ignores the temp file: its file
 provider reads only .yaml/.yml/.toml. A change counts as done only when Traefik's API
 serves the declared weights and servers.
+
+A header route is a second router `<app>-header`: the Application's rule AND the route's
+conditions, at a higher priority, to the canary's load balancer (whose requests analysis
+counts as the canary's). Its conditions are recorded in a comment line of the file. One file
+holds both routers and the load balancer, so Traefik loads them together: the route never
+points at a backend it does not have.
 """
 
 from __future__ import annotations
@@ -32,12 +38,16 @@ import paramiko
 import yaml
 
 from lockgate.api.application import ApplicationSpec
+from lockgate.engine.model import NO_ROUTES, Routes
 from lockgate.hosts.errors import DockerTargetError, translate_error
 from lockgate.hosts.spec import HostSpec
 from lockgate.hosts.ssh import ssh_connect
 from lockgate.names import MANAGED_BY, ROLES, service_name
 
-from .traefik_api import parse_live_weights, role_weights, service_answer
+from .traefik_api import api_list, parse_live_weights, role_weights, service_answer
+from .traefik_rules import decode, encode, header_priority, header_rule
+
+HEADER_ROUTE_COMMENT = "# lockgate-header-route: "
 
 log = logging.getLogger("lockgate.traefik_file")
 
@@ -79,6 +89,7 @@ class FileConfig:
     servers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # role -> URLs
     route: RouteConfig | None = None
     health: HealthCheckConfig | None = HealthCheckConfig()
+    routes: Routes = NO_ROUTES
 
     def servers_of(self, role: str) -> tuple[str, ...]:
         return tuple(self.servers.get(role, ()))
@@ -121,7 +132,21 @@ def render(config: FileConfig) -> dict[str, Any]:
         # A host that dies takes its servers with it until the health check (or lockgate)
         # drops them; a request that reached no server is sent again, so no client sees it.
         http["middlewares"] = {retry_middleware(app): {"retry": RETRY}}
+        header = config.routes.header
+        if header and config.servers_of("canary"):
+            # Only with canary servers: a router to an empty load balancer would answer 503.
+            http["routers"][header_router(app)] = {
+                "rule": header_rule(config.route.rule, header),
+                "priority": header_priority(config.route.rule, header),
+                "entryPoints": list(config.route.entry_points),
+                "service": service_name(app, "canary"),
+                "middlewares": [retry_middleware(app)],
+            }
     return {"http": http}
+
+
+def header_router(app: str) -> str:
+    return f"{app}-header"
 
 
 RETRY = {"attempts": 3, "initialInterval": "50ms"}
@@ -134,6 +159,8 @@ def retry_middleware(app: str) -> str:
 
 def dump(config: FileConfig) -> str:
     header = f"# Written by {MANAGED_BY} for application {config.app}; edits are overwritten.\n"
+    if config.routes.header:
+        header += f"{HEADER_ROUTE_COMMENT}{encode(config.routes.header)}\n"
     return header + yaml.safe_dump(render(config), sort_keys=True)
 
 
@@ -176,12 +203,21 @@ def parse(app: str, text: str) -> FileConfig | None:
         if isinstance(router, dict) and "rule" in router
         else None
     )
+    recorded = next(
+        (
+            line[len(HEADER_ROUTE_COMMENT) :]
+            for line in text.splitlines()
+            if line.startswith(HEADER_ROUTE_COMMENT)
+        ),
+        None,
+    )
     return FileConfig(
         app=app,
         weights=(weights["stable"], weights["canary"]),
         servers=servers,
         route=route,
         health=health,
+        routes=Routes(header=decode(recorded)) if route is not None else NO_ROUTES,
     )
 
 
@@ -457,14 +493,20 @@ class TraefikFileRouter:
         text = await self.store.read()
         return parse(self.app, text) if text is not None else None
 
-    def desired(self, weights: tuple[int, int], servers: Mapping[str, Sequence[str]]) -> FileConfig:
-        """The whole configuration for these weights and servers, with this route."""
+    def desired(
+        self,
+        weights: tuple[int, int],
+        servers: Mapping[str, Sequence[str]],
+        routes: Routes = NO_ROUTES,
+    ) -> FileConfig:
+        """The whole configuration for these weights, servers and routes, with this route."""
         return FileConfig(
             app=self.app,
             weights=weights,
             servers={role: tuple(sorted(servers.get(role, ()))) for role in ROLES},
             route=self.route,
             health=self.health,
+            routes=routes if self.route is not None else NO_ROUTES,
         )
 
     async def apply(
@@ -472,15 +514,25 @@ class TraefikFileRouter:
         weights: tuple[int, int],
         servers: Mapping[str, Sequence[str]],
         *,
+        routes: Routes | None = None,
         current: FileConfig | None = None,
     ) -> FileConfig:
         """Write the whole declared state (skipped when the file already says it). `current`:
-        what the caller has just read with `declared()`, saving a second read."""
-        config = self.desired(weights, servers)
+        what the caller has just read with `declared()`, saving a second read. `routes`:
+        the header route and mirror to declare; None keeps the ones the file declares."""
+        text_now: str | None = None
+        if routes is None:
+            if current is None:
+                text_now = await self.store.read()
+                current = parse(self.app, text_now) if text_now is not None else None
+            routes = current.routes if current is not None else NO_ROUTES
+        config = self.desired(weights, servers, routes)
         if current is not None and current == config:
             return config
         text = dump(config)
-        if await self.store.read() != text:
+        if text_now is None:
+            text_now = await self.store.read()
+        if text_now != text:
             await self.store.write(text)
         return config
 
@@ -505,6 +557,33 @@ class TraefikFileRouter:
             servers = ((body or {}).get("loadBalancer") or {}).get("servers") or []
             out[role] = tuple(sorted(str(s.get("url")) for s in servers))
         return out
+
+    async def live_routes_of(
+        self, declared: FileConfig, live: Mapping[str, tuple[str, ...]] | None = None
+    ) -> Routes | None:
+        """The declared header route once Traefik serves its router (and the canary's
+        servers it sends to), or its absence once Traefik no longer has that router; None
+        until then."""
+        if self.route is None:
+            return NO_ROUTES
+        if not self.api_url:
+            return declared.routes
+        name = header_router(self.app)
+        routers = await api_list(self.http, self.api_url, "routers", search=name)
+        if routers is None:
+            return None
+        mine = [r for r in routers if str(r.get("name", "")).split("@")[0] == name]
+        if not declared.routes.header:
+            return NO_ROUTES if not mine else None
+        assert declared.route is not None
+        want = header_rule(declared.route.rule, declared.routes.header)
+        if not any(r.get("rule") == want and r.get("status") == "enabled" for r in mine):
+            return None
+        live = live if live is not None else await self.live_servers()
+        canary = declared.servers_of("canary")
+        if live is None or not canary or live["canary"] != canary:
+            return None
+        return declared.routes
 
     async def live_weights(self) -> tuple[int, int] | None:
         """The declared split, once Traefik serves it and the declared servers of every

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lockgate.api import DeploymentSpec
-from lockgate.engine import InstanceSet
+from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.kube import Kube
 
@@ -32,6 +32,7 @@ class FleetView:
     canary: InstanceSet
     live_weights: tuple[int, int] | None  # (stable, canary) confirmed in the proxy
     unit_errors: Mapping[str, str] = field(default_factory=dict)  # unit -> why it fails
+    live_routes: Routes | None = NO_ROUTES  # header route and mirror confirmed in the proxy
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Fleet(Protocol):
 
     async def set_weights(self, stable: int, canary: int) -> None:
         """Declare the split of traffic."""
+
+    async def set_routes(self, routes: Routes) -> None:
+        """Declare the header route and the mirror (NO_ROUTES: neither). May take several
+        calls: each write waits for the proxy to confirm the one it depends on."""
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The canary instances become stable, and the Application's status records it."""

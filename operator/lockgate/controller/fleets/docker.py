@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from kubernetes.client.exceptions import ApiException
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
-from lockgate.engine import InstanceSet
+from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.engine.plan import first_canary_units
 from lockgate.hosts.backoff import HostBackoff
@@ -318,7 +318,13 @@ class DockerFleet:
                     units=tuple(h for h in self.hosts if any(i.host == h for i in leftovers)),
                 )
         errors.update(self._action_errors())
-        return FleetView(stable, canary, await router.live_weights_of(config, live), errors)
+        return FleetView(
+            stable,
+            canary,
+            await router.live_weights_of(config, live),
+            errors,
+            live_routes=await router.live_routes_of(config, live),
+        )
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<host>/<container id>` of the running containers of each role's release, from
@@ -539,6 +545,15 @@ class DockerFleet:
         }
         await router.apply(guard_weights((stable, canary), servers), servers)
 
+    async def set_routes(self, routes: Routes) -> None:
+        router = self._router()
+        declared = await router.declared()
+        servers = {
+            r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
+        }
+        weights = declared.weights if declared else (100, 0)
+        await router.apply(weights, servers, routes=routes, current=declared)
+
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
@@ -654,6 +669,7 @@ class DockerFleet:
     async def remove_rollout(self) -> None:
         """A deleted Deployment's containers go, after traffic is back on stable."""
         await self._prepare()
+        await self.set_routes(NO_ROUTES)
         await self.set_weights(100, 0)
         if self.own_release:
             await self.ensure("canary", None, (), None)

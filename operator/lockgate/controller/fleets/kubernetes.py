@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
-from lockgate.engine import InstanceSet
+from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.names import service_name
 from lockgate.targets.kubernetes import KubernetesTarget
@@ -50,7 +50,12 @@ class KubernetesFleet:
 
     async def observe(self) -> FleetView:
         stable, canary = await self._sets()
-        return FleetView(stable, canary, await self.router.live_weights())
+        return FleetView(
+            stable,
+            canary,
+            await self.router.live_weights(),
+            live_routes=await self.router.live_routes(),
+        )
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<namespace>/<pod>` of the running Pods of each role's slot (what metrics.k8s.io
@@ -81,6 +86,9 @@ class KubernetesFleet:
     async def set_weights(self, stable: int, canary: int) -> None:
         await self.router.set_weights(stable, canary)
 
+    async def set_routes(self, routes: Routes) -> None:
+        await self.router.set_routes(routes)
+
     async def promote(self, release: str, image: str, deployment: str) -> None:
         await self.target.promote(self.app_obj, self.app)
         await record_stable(self.kube, self.app_obj, image, deployment)
@@ -101,6 +109,7 @@ class KubernetesFleet:
     async def remove_rollout(self) -> None:
         # The canary goes: back to stable even before Traefik has loaded all its servers.
         stable, canary = await self._sets(in_proxy=False)
+        await self.router.set_routes(NO_ROUTES)
         if stable.ready:
             await self.router.set_weights(100, 0)
         if (
