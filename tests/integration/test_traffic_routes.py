@@ -4,6 +4,8 @@ provider for three real Docker hosts — with the operator running as `lockgate 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -172,3 +174,154 @@ def test_header_route_on_docker_hosts_sends_testers_and_only_them_to_the_canary(
     assert failed(all_others) == [], by_version(all_others)
     assert "lockgate-header-route" not in (traefik.dynamic_dir / f"{app}.yaml").read_text()
     wait_alone_everywhere(fleet, app, f"demo:{expected[1]}")
+
+
+# --- sticky canaries -------------------------------------------------------------------------
+
+STICKY = {"cookie": {"name": "lg_version", "httpOnly": True}}  # plain HTTP: not `secure`
+GROWING = {
+    "type": "Canary",
+    "canary": {
+        "steps": [
+            {"setWeight": 10},
+            {"pause": {"seconds": 8}},
+            {"setWeight": 50},
+            {"pause": {}},
+            {"setWeight": 100},
+        ]
+    },
+}
+
+
+class Sessions:
+    """Clients that keep their cookies (one httpx.Client each), activated in waves, each
+    recording which version answered it; a few threads take turns over the active ones.
+    Bounded: stops by itself after `max_seconds`."""
+
+    def __init__(self, url: str, host: str, threads: int = 3, max_seconds: float = 300) -> None:
+        self.url, self.host = url, host
+        self.clients: list[httpx.Client] = []
+        self.seen: list[list[tuple[int | None, str | None]]] = []
+        self.lock = threading.Condition()
+        self.stop_at = time.monotonic() + max_seconds
+        self.stopped = threading.Event()
+        self.workers = [
+            threading.Thread(target=self._run, args=(i, threads), daemon=True)
+            for i in range(threads)
+        ]
+
+    def add(self, count: int) -> list[int]:
+        with self.lock:
+            first = len(self.clients)
+            for _ in range(count):
+                self.clients.append(httpx.Client(timeout=3.0))
+                self.seen.append([])
+            return list(range(first, first + count))
+
+    def _run(self, index: int, threads: int) -> None:
+        turn = 0
+        while not self.stopped.is_set() and time.monotonic() < self.stop_at:
+            with self.lock:
+                mine = [i for i in range(len(self.clients)) if i % threads == index]
+            if not mine:
+                time.sleep(0.05)
+                continue
+            i = mine[turn % len(mine)]
+            turn += 1
+            try:
+                answer = self.clients[i].get(self.url, headers={"Host": self.host})
+                item = (answer.status_code, answer.headers.get("x-version"))
+            except httpx.HTTPError:
+                item = (None, None)
+            with self.lock:
+                self.seen[i].append(item)
+                self.lock.notify_all()
+            time.sleep(0.005)
+
+    def wait_each(self, clients: list[int], answers: int, timeout: float = 120) -> None:
+        """Until each of `clients` has `answers` more answers than now."""
+        with self.lock:
+            wanted = {i: len(self.seen[i]) + answers for i in clients}
+            done = self.lock.wait_for(
+                lambda: all(len(self.seen[i]) >= n for i, n in wanted.items()), timeout
+            )
+        assert done, "the clients got no answers"
+
+    def snapshot(self) -> list[list[tuple[int | None, str | None]]]:
+        with self.lock:
+            return [list(s) for s in self.seen]
+
+    def __enter__(self) -> Sessions:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        for worker in self.workers:
+            worker.join(timeout=10)
+        for client in self.clients:
+            client.close()
+
+
+def sticky_rollout(lg: Lockgate, traefik: Traefik, host: str, name: str, strategy: Any) -> None:
+    """Three waves of clients — before the rollout, at 10%, at 50% — none of which flips
+    version while the weight grows; an abort then puts every one of them on stable."""
+    with Sessions(traefik.web_url, host) as sessions:
+        before = sessions.add(15)
+        sessions.wait_each(before, 3)
+        lg.create(deployment(name, name.rsplit("-", 1)[0], "demo:v2", strategy))
+        wait_for(
+            "weight 10 live", lambda: (lg.status(name).get("weights") or {}).get("canary") == 10
+        )
+        at_10 = sessions.add(20)
+        sessions.wait_each(at_10, 3)
+        wait_for(
+            "weight 50 live", lambda: (lg.status(name).get("weights") or {}).get("canary") == 50
+        )
+        at_50 = sessions.add(20)
+        sessions.wait_each(at_50, 3)
+        assert lg.wait_phase(name, {"Paused"})["weights"] == {"stable": 50, "canary": 50}
+        sessions.wait_each(before + at_10 + at_50, 10)
+        grown = sessions.snapshot()
+        lg.annotate(name, "abort")
+        status = lg.wait_phase(name, ENDED)
+        everyone = before + at_10 + at_50
+        sessions.wait_each(everyone, 10)
+        ended = sessions.snapshot()
+    assert status["phase"] == "Aborted", status.get("message")
+    failures = [a for s in ended for a in s if a[0] != 200 or a[1] is None]
+    assert failures == [], f"{len(failures)} failed answers: {failures[:5]}"
+    versions = [{v for _, v in s} for s in grown]
+    flipped = [i for i, vs in enumerate(versions) if len(vs) != 1]
+    assert flipped == [], f"clients that flipped version: {[versions[i] for i in flipped]}"
+    assert {"v1"} == versions[before[0]], "clients from before the rollout stay on stable"
+    on_canary = [i for i in at_10 + at_50 if versions[i] == {"v2"}]
+    assert on_canary, "some clients were drawn onto the canary"
+    for i in everyone:
+        assert {v for _, v in ended[i][-5:]} == {"v1"}, f"client {i} after rollback: {ended[i]}"
+
+
+def test_sticky_canary_on_kubernetes_keeps_each_client_on_its_version(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    app = application("shop", 2, namespace=lockgate.namespace)
+    app["spec"]["traffic"]["traefik"]["sticky"] = STICKY
+    lockgate.create(app)
+    lockgate.create(deployment("shop-v1", "shop", "demo:v1"))
+    lockgate.wait_phase("shop-v1", {"Succeeded"})
+    sticky_rollout(lockgate, traefik, host_of("shop", lockgate.namespace), "shop-v2", GROWING)
+
+
+def test_sticky_canary_on_docker_hosts_keeps_each_client_on_its_version(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    create_secrets(lockgate, fleet)
+    manifest = docker_application(lockgate, app, fleet, traefik)
+    manifest["spec"]["traffic"]["traefik"]["sticky"] = STICKY
+    lockgate.create(manifest)
+    lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
+    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **GROWING["canary"]}}
+    sticky_rollout(lockgate, traefik, host_of(app, lockgate.namespace), f"{app}-v2", strategy)
+    wait_alone_everywhere(fleet, app, "demo:v1")

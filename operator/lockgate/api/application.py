@@ -230,6 +230,31 @@ class FileProvider(SpecModel):
     """Absolute path of the file (YAML); written atomically."""
 
 
+# A cookie name: an HTTP token (RFC 9110), as Traefik keeps it.
+COOKIE_NAME_PATTERN = "^[A-Za-z0-9!#$%&'*+.^_|~-]{1,100}$"
+
+
+class StickyCookie(SpecModel):
+    """The cookie that keeps a client on the version it got first."""
+
+    name: str = Field(pattern=COOKIE_NAME_PATTERN)
+    """Cookie name, e.g. shop_version (letters, digits and !#$%&'*+.^_|~-)."""
+    secure: bool = False
+    """Sent over HTTPS only."""
+    http_only: bool = True
+    """Not readable by the page's scripts."""
+    same_site: Literal["none", "lax", "strict"] | None = None
+    """The SameSite attribute; absent: not set."""
+
+
+class Sticky(SpecModel):
+    """Sticky canaries: a client keeps the version it was first given while the weights
+    change; a rollback moves every client back to stable."""
+
+    cookie: StickyCookie
+    """The cookie Traefik sets on the first answer and routes by afterwards."""
+
+
 class TraefikTraffic(SpecModel):
     """Traffic through Traefik."""
 
@@ -243,6 +268,11 @@ class TraefikTraffic(SpecModel):
     """Traefik's API, used to confirm that a weight change is live."""
     api_group: str = "traefik.io/v1alpha1"
     """API group/version of Traefik's CRDs (Kubernetes only)."""
+    sticky: Sticky | None = None
+    """Sticky canaries: a cookie on the weighted service (TraefikService `<app>` or the file
+    provider's weighted service) so that a client stays on the version it got while the
+    canary's weight grows; clients of a version that leaves (rollback, promotion) are moved
+    to the one that stays."""
 
 
 class Traffic(SpecModel):

@@ -391,6 +391,7 @@ def status_command(args: argparse.Namespace) -> int:
             datetime.now(UTC),
             log_lines=args.log_lines,
             steps=step_descriptions(app_spec, obj),
+            app_spec=app_spec,
         )
 
     if not args.watch:

@@ -151,12 +151,17 @@ def hint(obj: dict[str, Any]) -> str | None:
 
 
 def render_status(
-    obj: dict[str, Any], now: datetime, log_lines: int = 8, steps: list[str] | None = None
+    obj: dict[str, Any],
+    now: datetime,
+    log_lines: int = 8,
+    steps: list[str] | None = None,
+    app_spec: dict[str, Any] | None = None,
 ) -> str:
     """The progress view of one Deployment (the object as returned by the API server).
 
     `steps` are the descriptions of every step of the rollout (the engine's plan), when the
-    caller could compile it; they are listed with the current one marked."""
+    caller could compile it; they are listed with the current one marked. `app_spec`: the
+    Application's spec, when it could be read (its sticky cookie is shown)."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
@@ -203,6 +208,10 @@ def render_status(
     if weights:
         stable, canary = int(weights.get("stable", 100)), int(weights.get("canary", 0))
         lines.append(f"Weights:   stable {stable:3d}%  canary {canary:3d}%  {_bar(canary)}")
+    sticky = (((app_spec or {}).get("traffic") or {}).get("traefik") or {}).get("sticky")
+    if weights and sticky:
+        name = (sticky.get("cookie") or {}).get("name", "?")
+        lines.append(f"Sticky:    cookie {name}: a client keeps its version while weights change")
     routes = status.get("routes") or {}
     header_route = routes.get("headerRoute") or []
     if header_route:

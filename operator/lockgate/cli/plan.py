@@ -154,6 +154,12 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
         f"rollback {'automatic' if spec.rollback.automatic else 'manual'}; "
         f"concurrency {spec.concurrency_policy}",
     ]
+    sticky = app.traffic.traefik.sticky
+    if sticky is not None:
+        lines.append(
+            f"  sticky:      cookie {sticky.cookie.name}: a client keeps the version it got "
+            "while weights change; a rollback moves everyone to stable"
+        )
     if spec.analysis:
         a = spec.analysis
         gates = [f"every {a.interval_seconds}s", f"minRequests {a.min_requests}"]

@@ -15,7 +15,31 @@ from urllib.parse import quote
 
 import httpx
 
+from lockgate.api.application import Sticky
 from lockgate.names import ROLES
+
+
+def sticky_config(sticky: Sticky | None) -> dict[str, Any] | None:
+    """A weighted service's `sticky` block, in the shape both providers take."""
+    if sticky is None:
+        return None
+    cookie: dict[str, Any] = {
+        "name": sticky.cookie.name,
+        "secure": sticky.cookie.secure,
+        "httpOnly": sticky.cookie.http_only,
+    }
+    if sticky.cookie.same_site is not None:
+        cookie["sameSite"] = sticky.cookie.same_site
+    return {"cookie": cookie}
+
+
+def live_sticky_matches(service: Mapping[str, Any], wanted: Mapping[str, Any] | None) -> bool:
+    """Whether Traefik's answer for a weighted service has the declared sticky cookie (by
+    name; Traefik keeps a token name as written), or none when none is declared."""
+    live = ((service.get("weighted") or {}).get("sticky") or {}).get("cookie") or {}
+    if wanted is None:
+        return not live
+    return bool(live) and live.get("name") == wanted["cookie"]["name"]
 
 
 async def service_answer(

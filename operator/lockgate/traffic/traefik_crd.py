@@ -36,11 +36,13 @@ from lockgate.names import GROUP, LABEL_APP, ROLES, service_name
 
 from .traefik_api import (
     api_list,
+    live_sticky_matches,
     parse_live_weights,
     role_weights,
     routes_to,
     service_answer,
     split,
+    sticky_config,
 )
 from .traefik_rules import decode, encode, header_priority, header_rule
 
@@ -92,15 +94,17 @@ class TraefikCrdRouter:
         }
 
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
+        weighted: dict[str, Any] = {
+            "services": weighted_services(self.name, self.app.port, stable, canary)
+        }
+        sticky = sticky_config(self.app.traffic.traefik.sticky)
+        if sticky is not None:
+            weighted["sticky"] = sticky
         return {
             "apiVersion": self.api_version,
             "kind": "TraefikService",
             "metadata": self._metadata(self.name),
-            "spec": {
-                "weighted": {
-                    "services": weighted_services(self.name, self.app.port, stable, canary)
-                }
-            },
+            "spec": {"weighted": weighted},
         }
 
     async def _declared(self) -> dict[str, Any] | None:
@@ -116,10 +120,22 @@ class TraefikCrdRouter:
         return obj
 
     async def ensure_route(self) -> None:
-        if await self._declared() is None:
+        declared = await self._declared()
+        if declared is None:
             await self.kube.apply(
                 self.api_version, "traefikservices", self.namespace, self._traefik_service(100, 0)
             )
+        else:
+            weighted = (declared.get("spec") or {}).get("weighted") or {}
+            if weighted.get("sticky") != sticky_config(self.app.traffic.traefik.sticky):
+                # A changed sticky setting, with the weights as they are.
+                split_now = split(
+                    role_weights(
+                        weighted.get("services") or [],
+                        {r: service_name(self.name, r) for r in ROLES},
+                    )
+                ) or (100, 0)
+                await self.set_weights(*split_now)
         await self.kube.apply(
             self.api_version, "ingressroutes", self.namespace, self._probe_route()
         )
@@ -340,6 +356,8 @@ class TraefikCrdRouter:
             return None
         live = parse_live_weights(body, live_leaves(self.namespace, self.name))
         if live != declared:
+            return None
+        if not live_sticky_matches(body, sticky_config(self.app.traffic.traefik.sticky)):
             return None
         if self.app.traffic.traefik.route is not None and not await routes_to(
             self.http, self.api_url, service, "kubernetescrd"

@@ -44,7 +44,14 @@ from lockgate.hosts.spec import HostSpec
 from lockgate.hosts.ssh import ssh_connect
 from lockgate.names import MANAGED_BY, ROLES, service_name
 
-from .traefik_api import api_list, parse_live_weights, role_weights, service_answer
+from .traefik_api import (
+    api_list,
+    live_sticky_matches,
+    parse_live_weights,
+    role_weights,
+    service_answer,
+    sticky_config,
+)
 from .traefik_rules import decode, encode, header_priority, header_rule
 
 HEADER_ROUTE_COMMENT = "# lockgate-header-route: "
@@ -90,6 +97,7 @@ class FileConfig:
     route: RouteConfig | None = None
     health: HealthCheckConfig | None = HealthCheckConfig()
     routes: Routes = NO_ROUTES
+    sticky: Mapping[str, Any] | None = None  # the weighted service's sticky block
 
     def servers_of(self, role: str) -> tuple[str, ...]:
         return tuple(self.servers.get(role, ()))
@@ -110,6 +118,8 @@ def render(config: FileConfig) -> dict[str, Any]:
     if config.health is not None:
         # Propagates the children's health: a side whose servers are all down is skipped.
         services["weighted"]["healthCheck"] = {}
+    if config.sticky is not None:
+        services["weighted"]["sticky"] = dict(config.sticky)
     out_services: dict[str, Any] = {app: services}
     for role, weight in zip(ROLES, config.weights, strict=True):
         servers = config.servers_of(role)
@@ -179,7 +189,8 @@ def parse(app: str, text: str) -> FileConfig | None:
     if not isinstance(http, dict):
         return None
     services = http.get("services") or {}
-    weighted = ((services.get(app) or {}).get("weighted") or {}).get("services")
+    weighted_block = (services.get(app) or {}).get("weighted") or {}
+    weighted = weighted_block.get("services")
     if weighted is None:
         return None
     weights = role_weights(weighted, leaves(app))
@@ -218,6 +229,7 @@ def parse(app: str, text: str) -> FileConfig | None:
         route=route,
         health=health,
         routes=Routes(header=decode(recorded)) if route is not None else NO_ROUTES,
+        sticky=weighted_block.get("sticky"),
     )
 
 
@@ -455,6 +467,7 @@ class TraefikFileRouter:
         http: httpx.AsyncClient,
         route: RouteConfig | None = None,
         health: HealthCheckConfig | None = HealthCheckConfig(),
+        sticky: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = app_name
         self.store = store
@@ -462,6 +475,7 @@ class TraefikFileRouter:
         self.http = http
         self.route = route
         self.health = health
+        self.sticky = sticky
 
     @classmethod
     def for_application(
@@ -487,6 +501,7 @@ class TraefikFileRouter:
             http=http,
             route=route,
             health=HealthCheckConfig(hc.http.path, hc.interval_seconds, hc.timeout_seconds),
+            sticky=sticky_config(traefik.sticky),
         )
 
     async def declared(self) -> FileConfig | None:
@@ -507,6 +522,7 @@ class TraefikFileRouter:
             route=self.route,
             health=self.health,
             routes=routes if self.route is not None else NO_ROUTES,
+            sticky=self.sticky,
         )
 
     async def apply(
@@ -601,6 +617,8 @@ class TraefikFileRouter:
             return declared.weights  # without Traefik's API the declared split is all we know
         body = await self._api(self.app)
         if body is None or parse_live_weights(body, leaves(self.app)) != declared.weights:
+            return None
+        if not live_sticky_matches(body, declared.sticky):
             return None
         live = live if live is not None else await self.live_servers()
         if live is None:
