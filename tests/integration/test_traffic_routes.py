@@ -325,3 +325,150 @@ def test_sticky_canary_on_docker_hosts_keeps_each_client_on_its_version(
     strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **GROWING["canary"]}}
     sticky_rollout(lockgate, traefik, host_of(app, lockgate.namespace), f"{app}-v2", strategy)
     wait_alone_everywhere(fleet, app, "demo:v1")
+
+
+# --- mirroring -------------------------------------------------------------------------------
+
+ANALYSIS = {"intervalSeconds": 2, "minRequests": 10, "maxConsecutiveFailures": 2}
+
+
+def service_requests(traefik: Traefik, service: str) -> int:
+    """Requests Traefik's metrics count for a service (every code), by its name's prefix."""
+    text = httpx.get(traefik.metrics_url, timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("traefik_service_requests_total{") and f'service="{service}' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def mirror_rollout(
+    lg: Lockgate, traefik: Traefik, host: str, name: str, strategy: Any, leaves: dict[str, str]
+) -> None:
+    """A healthy canary behind a 20% mirror: it passes analysis on the copies alone (the
+    rollout reaches the pause after the gate), gets 20% (+-3 points) of stable's requests
+    while clients get only stable's answers, and the promotion removes the mirror."""
+    with Load(traefik.web_url, host) as load:
+        load.wait_answered(20)
+        lg.create(deployment(name, name.rsplit("-", 1)[0], "demo:v2", strategy, analysis=ANALYSIS))
+        status = lg.wait_phase(name, {"Paused"})
+        assert status["routes"]["mirrorPercent"] == 20
+        assert status["weights"] == {"stable": 100, "canary": 0}
+        passed = [r for r in status["analysis"] if r["verdict"] == "Passed"]
+        assert passed and passed[-1]["canary"]["requests"] >= ANALYSIS["minRequests"]
+        before = {role: service_requests(traefik, leaf) for role, leaf in leaves.items()}
+        start = len(load.responses)
+        load.wait_answered(start + 2000)
+        after = {role: service_requests(traefik, leaf) for role, leaf in leaves.items()}
+        dark = load.responses[start:]
+        lg.annotate(name, "promote")
+        final = lg.wait_phase(name, ENDED)
+        load.wait_answered(len(load.responses) + 100)
+    responses = load.stop()
+    stable = after["stable"] - before["stable"]
+    canary = after["canary"] - before["canary"]
+    assert stable >= 2000, (stable, canary)
+    share = 100 * canary / stable
+    assert abs(share - 20) <= 3, f"the canary got {share:.1f}% of stable's {stable} requests"
+    assert {r.version for r in dark} == {"v1"}, by_version(dark)
+    assert failed(responses) == [], by_version(responses)
+    assert final["phase"] == "Succeeded", final.get("message")
+    assert final["routes"]["mirrorPercent"] == 0
+    assert {r.version for r in responses[-100:]} == {"v2"}
+
+
+def failing_mirror_rollout(
+    lg: Lockgate, traefik: Traefik, host: str, name: str, strategy: Any
+) -> dict[str, Any]:
+    """A canary failing every request behind a 50% mirror: rolled back by analysis on the
+    copies, before any client request reaches it, with no failed client request."""
+    with Load(traefik.web_url, host) as load:
+        load.wait_answered(20)
+        lg.create(
+            deployment(
+                name, name.rsplit("-", 1)[0], "demo:v2-errors100", strategy, analysis=ANALYSIS
+            )
+        )
+        status = lg.wait_phase(name, ENDED)
+        load.wait_answered(len(load.responses) + 100)
+    responses = load.stop()
+    assert status["phase"] == "RolledBack", status.get("message")
+    assert "analysis failed at step 2" in status["message"], status["message"]
+    assert "canary 5xx ratio 1.00" in status["message"]
+    assert {r.version for r in responses} == {"v1"}, "no client request reached the canary"
+    assert failed(responses) == [], by_version(responses)
+    assert all((t.get("weights") or {}).get("canary", 0) == 0 for t in status["transitions"]), (
+        "the canary never had weight"
+    )
+    assert status["routes"]["mirrorPercent"] == 0
+    return status
+
+
+MIRROR_THEN_WEIGHTS = {
+    "type": "Canary",
+    "canary": {"steps": [{"setMirror": {"percent": 20}}, {"pause": {}}, {"setWeight": 100}]},
+}
+FAILING_MIRROR = {
+    "type": "Canary",
+    "canary": {"steps": [{"setMirror": {"percent": 50}}, {"setWeight": 10}, {"setWeight": 100}]},
+}
+
+
+def test_mirror_on_kubernetes_copies_its_share_to_the_canary_and_clients_see_stable(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    deploy_v1(lockgate)
+    ns = lockgate.namespace
+    leaves = {"stable": f"{ns}-shop-stable-", "canary": f"{ns}-shop-canary-"}
+    mirror_rollout(lockgate, traefik, host_of("shop", ns), "shop-v2", MIRROR_THEN_WEIGHTS, leaves)
+    wait_for(
+        "TraefikService shop-mirror deleted",
+        lambda: (
+            "shop-mirror"
+            not in [
+                s["metadata"]["name"]
+                for s in lockgate.custom.list_namespaced_custom_object(
+                    "traefik.io", "v1alpha1", ns, "traefikservices"
+                )["items"]
+            ]
+        ),
+    )
+
+
+def test_a_canary_failing_every_mirrored_request_on_kubernetes_never_meets_a_client(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    deploy_v1(lockgate)
+    failing_mirror_rollout(
+        lockgate, traefik, host_of("shop", lockgate.namespace), "shop-bad", FAILING_MIRROR
+    )
+
+
+def test_mirror_on_docker_hosts_copies_its_share_to_the_canary_and_clients_see_stable(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    create_secrets(lockgate, fleet)
+    lockgate.create(docker_application(lockgate, app, fleet, traefik))
+    lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
+    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **MIRROR_THEN_WEIGHTS["canary"]}}
+    leaves = {"stable": f"{app}-stable@file", "canary": f"{app}-canary@file"}
+    mirror_rollout(
+        lockgate, traefik, host_of(app, lockgate.namespace), f"{app}-v2", strategy, leaves
+    )
+    assert "mirroring" not in (traefik.dynamic_dir / f"{app}.yaml").read_text()
+    wait_alone_everywhere(fleet, app, "demo:v2")
+
+
+def test_a_canary_failing_every_mirrored_request_on_docker_hosts_never_meets_a_client(
+    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+) -> None:
+    create_secrets(lockgate, fleet)
+    lockgate.create(docker_application(lockgate, app, fleet, traefik))
+    lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
+    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **FAILING_MIRROR["canary"]}}
+    failing_mirror_rollout(
+        lockgate, traefik, host_of(app, lockgate.namespace), f"{app}-bad", strategy
+    )
+    wait_alone_everywhere(fleet, app, "demo:v1")

@@ -20,6 +20,13 @@ where analysis reads them). The conditions are recorded in the IngressRoute's an
 `lockgate.dev/header-route`. Written in an order that never leaves a route pointing at
 nothing: `<app>-headers` exists (and Traefik has loaded it) before the route to it, and is
 deleted only once Traefik no longer routes to it.
+
+Mirroring: TraefikService `<app>-mirror` (`mirroring` of `<app>` with `<app>-canary` as a
+mirror at the step's percent); the Application's route points at it instead of `<app>` while
+the mirror holds. Same order: the mirror service first, loaded, then the route to it; the
+route back to `<app>` before the mirror service goes. Traefik's service metrics count the
+mirrored requests under the canary Service's leaf with their status codes (the answers are
+discarded), so analysis judges the canary on them.
 """
 
 from __future__ import annotations
@@ -52,6 +59,11 @@ HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
 def headers_service_name(app_name: str) -> str:
     """The TraefikService a header route sends its requests to."""
     return f"{app_name}-headers"
+
+
+def mirror_service_name(app_name: str) -> str:
+    """The TraefikService mirroring `<app>` to the canary while a mirror step holds."""
+    return f"{app_name}-mirror"
 
 
 def weighted_services(app_name: str, port: int, stable: int, canary: int) -> list[dict[str, Any]]:
@@ -149,11 +161,12 @@ class TraefikCrdRouter:
     def _ingress_route(self, routes: Routes) -> dict[str, Any]:
         route = self.app.traffic.traefik.route
         assert route is not None
+        main = mirror_service_name(self.name) if routes.mirror else self.name
         rules: list[dict[str, Any]] = [
             {
                 "kind": "Rule",
                 "match": route.match,
-                "services": [{"name": self.name, "kind": "TraefikService"}],
+                "services": [{"name": main, "kind": "TraefikService"}],
             }
         ]
         metadata = self._metadata(self.name)
@@ -174,6 +187,26 @@ class TraefikCrdRouter:
             "kind": "IngressRoute",
             "metadata": metadata,
             "spec": {"entryPoints": route.entry_points, "routes": rules},
+        }
+
+    def _mirror_service(self, percent: int) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": "TraefikService",
+            "metadata": self._metadata(mirror_service_name(self.name)),
+            "spec": {
+                "mirroring": {
+                    "name": self.name,
+                    "kind": "TraefikService",
+                    "mirrors": [
+                        {
+                            "name": service_name(self.name, "canary"),
+                            "port": self.app.port,
+                            "percent": percent,
+                        }
+                    ],
+                }
+            },
         }
 
     def _headers_service(self) -> dict[str, Any]:
@@ -218,10 +251,16 @@ class TraefikCrdRouter:
         )
 
     async def declared_routes(self) -> Routes:
-        """The header route the IngressRoute `<app>` declares."""
+        """The header route and the mirror the IngressRoute `<app>` declares."""
         obj = await self._get("ingressroutes", self.name)
         annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-        return Routes(header=decode(annotations.get(HEADER_ROUTE_ANNOTATION)))
+        header = decode(annotations.get(HEADER_ROUTE_ANNOTATION))
+        mirror = 0
+        if _main_target(obj) == mirror_service_name(self.name):
+            service = await self._get("traefikservices", mirror_service_name(self.name))
+            mirrors = (((service or {}).get("spec") or {}).get("mirroring") or {}).get("mirrors")
+            mirror = int((mirrors or [{}])[0].get("percent", 0))
+        return Routes(header=header, mirror=mirror)
 
     async def set_routes(self, routes: Routes) -> None:
         """Declare a header route (or none). Several rounds may be needed: the backend is
@@ -229,29 +268,46 @@ class TraefikCrdRouter:
         from Traefik before its backend is deleted."""
         if self.app.traffic.traefik.route is None:
             return  # refused before the rollout starts (cross_check); nothing to route
-        headers = headers_service_name(self.name)
-        if routes.header:
-            await self.kube.apply(
-                self.api_version, "traefikservices", self.namespace, self._headers_service()
-            )
-            if self.api_url and not await self._loaded(headers):
-                return  # the route follows once Traefik has its backend
+        backends = (
+            (headers_service_name(self.name), self._headers_service() if routes.header else None),
+            (
+                mirror_service_name(self.name),
+                self._mirror_service(routes.mirror) if routes.mirror else None,
+            ),
+        )
+        waiting = False
+        for name, body in backends:
+            if body is None:
+                continue
+            await self.kube.apply(self.api_version, "traefikservices", self.namespace, body)
+            if self.api_url and not await self._loaded(name, body["spec"]):
+                waiting = True  # the route follows once Traefik has its backend
+        if waiting:
+            return
         await self.kube.apply(
             self.api_version, "ingressroutes", self.namespace, self._ingress_route(routes)
         )
-        if routes.header or await self._get("traefikservices", headers) is None:
-            return
-        if not self.api_url or not await routes_to(
-            self.http, self.api_url, f"{self.namespace}-{headers}", "kubernetescrd"
-        ):
-            await self._delete("traefikservices", headers)
+        for name, body in backends:
+            if body is not None or await self._get("traefikservices", name) is None:
+                continue
+            if not self.api_url or not await routes_to(
+                self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
+            ):
+                await self._delete("traefikservices", name)
 
-    async def _loaded(self, name: str) -> bool:
+    async def _loaded(self, name: str, spec: dict[str, Any] | None = None) -> bool:
+        """Traefik serves TraefikService `name` (with a mirror's percent as declared)."""
         assert self.api_url is not None
         body = await service_answer(
             self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
         )
-        return body is not None and body.get("status") in (None, "enabled")
+        if body is None or body.get("status") not in (None, "enabled"):
+            return False
+        wanted = ((spec or {}).get("mirroring") or {}).get("mirrors")
+        if wanted:
+            live = (body.get("mirroring") or {}).get("mirrors") or []
+            return [m.get("percent") for m in live] == [m["percent"] for m in wanted]
+        return True
 
     async def live_routes(self) -> Routes | None:
         """The declared header route once Traefik serves it (or its absence once Traefik
@@ -259,12 +315,25 @@ class TraefikCrdRouter:
         if self.app.traffic.traefik.route is None:
             return NO_ROUTES
         declared = await self.declared_routes()
-        headers = headers_service_name(self.name)
-        if not declared.header:
-            # Deleted only once Traefik stopped routing to it: its absence confirms.
-            return NO_ROUTES if await self._get("traefikservices", headers) is None else None
-        if not self.api_url:
+        # A backend is deleted only once Traefik stopped routing to it: its absence confirms.
+        for name, used in (
+            (headers_service_name(self.name), bool(declared.header)),
+            (mirror_service_name(self.name), declared.mirror > 0),
+        ):
+            if not used and await self._get("traefikservices", name) is not None:
+                return None
+        if not declared or not self.api_url:
             return declared
+        if declared.mirror:
+            mirror = mirror_service_name(self.name)
+            spec = self._mirror_service(declared.mirror)["spec"]
+            if not await self._loaded(mirror, spec) or not await routes_to(
+                self.http, self.api_url, f"{self.namespace}-{mirror}", "kubernetescrd"
+            ):
+                return None
+        if not declared.header:
+            return declared
+        headers = headers_service_name(self.name)
         if not await self._loaded(headers):
             return None
         route = self.app.traffic.traefik.route
@@ -359,8 +428,18 @@ class TraefikCrdRouter:
             return None
         if not live_sticky_matches(body, sticky_config(self.app.traffic.traefik.sticky)):
             return None
-        if self.app.traffic.traefik.route is not None and not await routes_to(
-            self.http, self.api_url, service, "kubernetescrd"
-        ):
-            return None
+        if self.app.traffic.traefik.route is not None:
+            # The route reaches the weights directly, or through the mirror service.
+            target = _main_target(await self._get("ingressroutes", self.name)) or self.name
+            if not await routes_to(
+                self.http, self.api_url, f"{self.namespace}-{target}", "kubernetescrd"
+            ):
+                return None
         return live
+
+
+def _main_target(ingress: dict[str, Any] | None) -> str | None:
+    """The TraefikService the IngressRoute's first route (the Application's) points at."""
+    routes = ((ingress or {}).get("spec") or {}).get("routes") or []
+    services = (routes[0].get("services") or []) if routes else []
+    return str(services[0].get("name")) if services else None

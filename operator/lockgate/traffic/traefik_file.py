@@ -17,6 +17,10 @@ conditions, at a higher priority, to the canary's load balancer (whose requests 
 counts as the canary's). Its conditions are recorded in a comment line of the file. One file
 holds both routers and the load balancer, so Traefik loads them together: the route never
 points at a backend it does not have.
+
+Mirroring: a service `<app>-mirror` (`mirroring` of `<app>` with `<app>-canary` as a mirror
+at the step's percent) that the router `<app>` points at while the mirror holds; recorded in a
+comment line like the header route, and written only while the canary has servers.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from .traefik_api import (
 from .traefik_rules import decode, encode, header_priority, header_rule
 
 HEADER_ROUTE_COMMENT = "# lockgate-header-route: "
+MIRROR_COMMENT = "# lockgate-mirror-percent: "
 
 log = logging.getLogger("lockgate.traefik_file")
 
@@ -130,12 +135,21 @@ def render(config: FileConfig) -> dict[str, Any]:
             lb["healthCheck"] = config.health.render()
         out_services[service_name(app, role)] = {"loadBalancer": lb}
     http: dict[str, Any] = {"services": out_services}
+    mirror = config.routes.mirror if config.servers_of("canary") else 0
+    if config.route is not None and mirror:
+        # Only with canary servers, like the header router.
+        out_services[mirror_service(app)] = {
+            "mirroring": {
+                "service": app,
+                "mirrors": [{"name": service_name(app, "canary"), "percent": mirror}],
+            }
+        }
     if config.route is not None:
         http["routers"] = {
             app: {
                 "rule": config.route.rule,
                 "entryPoints": list(config.route.entry_points),
-                "service": app,
+                "service": mirror_service(app) if mirror else app,
                 "middlewares": [retry_middleware(app)],
             }
         }
@@ -159,6 +173,10 @@ def header_router(app: str) -> str:
     return f"{app}-header"
 
 
+def mirror_service(app: str) -> str:
+    return f"{app}-mirror"
+
+
 RETRY = {"attempts": 3, "initialInterval": "50ms"}
 """Traefik retries only requests no server answered (refused or reset connections)."""
 
@@ -171,6 +189,8 @@ def dump(config: FileConfig) -> str:
     header = f"# Written by {MANAGED_BY} for application {config.app}; edits are overwritten.\n"
     if config.routes.header:
         header += f"{HEADER_ROUTE_COMMENT}{encode(config.routes.header)}\n"
+    if config.routes.mirror:
+        header += f"{MIRROR_COMMENT}{config.routes.mirror}\n"
     return header + yaml.safe_dump(render(config), sort_keys=True)
 
 
@@ -214,21 +234,22 @@ def parse(app: str, text: str) -> FileConfig | None:
         if isinstance(router, dict) and "rule" in router
         else None
     )
+    comments = [line for line in text.splitlines() if line.startswith("# lockgate-")]
     recorded = next(
-        (
-            line[len(HEADER_ROUTE_COMMENT) :]
-            for line in text.splitlines()
-            if line.startswith(HEADER_ROUTE_COMMENT)
-        ),
+        (c[len(HEADER_ROUTE_COMMENT) :] for c in comments if c.startswith(HEADER_ROUTE_COMMENT)),
         None,
     )
+    mirror_text = next(
+        (c[len(MIRROR_COMMENT) :] for c in comments if c.startswith(MIRROR_COMMENT)), "0"
+    )
+    mirror = int(mirror_text) if mirror_text.strip().isdigit() else 0
     return FileConfig(
         app=app,
         weights=(weights["stable"], weights["canary"]),
         servers=servers,
         route=route,
         health=health,
-        routes=Routes(header=decode(recorded)) if route is not None else NO_ROUTES,
+        routes=Routes(header=decode(recorded), mirror=mirror) if route is not None else NO_ROUTES,
         sticky=weighted_block.get("sticky"),
     )
 
@@ -585,12 +606,26 @@ class TraefikFileRouter:
         if not self.api_url:
             return declared.routes
         name = header_router(self.app)
-        routers = await api_list(self.http, self.api_url, "routers", search=name)
+        routers = await api_list(self.http, self.api_url, "routers", search=self.app)
         if routers is None:
             return None
         mine = [r for r in routers if str(r.get("name", "")).split("@")[0] == name]
+        main = [r for r in routers if str(r.get("name", "")).split("@")[0] == self.app]
+        to_mirror = any(
+            str(r.get("service", "")).split("@")[0] == mirror_service(self.app) for r in main
+        )
+        mirror = declared.routes.mirror
+        if not mirror and to_mirror:
+            return None  # Traefik still mirrors
+        if mirror:
+            body = await self._api(mirror_service(self.app))
+            mirrors = ((body or {}).get("mirroring") or {}).get("mirrors") or []
+            if not to_mirror or [m.get("percent") for m in mirrors] != [mirror]:
+                return None
         if not declared.routes.header:
-            return NO_ROUTES if not mine else None
+            if mine:
+                return None
+            return declared.routes
         assert declared.route is not None
         want = header_rule(declared.route.rule, declared.routes.header)
         if not any(r.get("rule") == want and r.get("status") == "enabled" for r in mine):
