@@ -37,7 +37,9 @@ COUNTED = 1000  # per client kind: >= 2,000 requests in all while the weight is 
 def header_routers(traefik: Traefik, marker: str) -> list[dict[str, Any]]:
     """Traefik's routers (its API) whose rule holds the header route's condition for the
     test's own host name."""
-    routers = httpx.get(f"{traefik.api_url}/api/http/routers", timeout=5).json()
+    routers = httpx.get(
+        f"{traefik.api_url}/api/http/routers", params={"search": marker}, timeout=5
+    ).json()
     return [r for r in routers if marker in r.get("rule", "") and "X-Canary" in r["rule"]]
 
 

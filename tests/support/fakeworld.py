@@ -122,6 +122,13 @@ class FakeWorld:
     header_share: int = 0
     # (time, routes, canary instances ready) at every routes change the router serves.
     route_log: list[tuple[datetime, Routes, int]] = field(default_factory=list)
+    # Seconds before the router serves routes written to it (the live routes are unknown
+    # meanwhile), and what it has been asked for and not served yet.
+    route_delay: float = 0.0
+    routes_in_flight: list[tuple[datetime, Routes]] = field(default_factory=list)
+    declared_routes: Routes = NO_ROUTES  # the routes last written to the router
+    # Canary instances removed while a route to the canary was served or on its way.
+    removed_under_route: list[datetime] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.stable_image is not None and not self.stable.started:
@@ -130,9 +137,22 @@ class FakeWorld:
             )
 
     def settle(self) -> None:
-        """The router serves the splits written whose delay has passed, in order."""
+        """The router serves the splits (and routes) written whose delay has passed, in
+        order."""
         while self.in_flight and self.in_flight[0][0] <= self.now:
             self.weights = self.in_flight.pop(0)[1]
+        while self.routes_in_flight and self.routes_in_flight[0][0] <= self.now:
+            self.serve_routes(self.routes_in_flight.pop(0)[1])
+
+    def serve_routes(self, routes: Routes) -> None:
+        self.routes = routes
+        ready = self.canary.observe(self.now, self.ready_after, self.unready_images)
+        down = self.down(self.canary.image)
+        self.route_log.append((self.now, routes, len(set(ready.ready) - down)))
+
+    @property
+    def live_routes(self) -> Routes | None:
+        return self.routes if self.declared_routes == self.routes else None
 
     @property
     def live_weights(self) -> tuple[int, int] | None:
@@ -157,7 +177,7 @@ class FakeWorld:
             stable=stable.observe(self.now, ready_after, unready, self.down(stable.image)),
             canary=canary.observe(self.now, ready_after, unready, self.down(canary.image)),
             live_weights=self.live_weights,
-            live_routes=self.routes,
+            live_routes=self.live_routes,
             metrics=metrics,
             lock_holder=self.lock_holder,
             queued_ahead=self.queued_ahead,
@@ -205,6 +225,9 @@ class FakeWorld:
             self.applied.append(action)
             if isinstance(action, EnsureInstances):
                 target = self.stable if action.role == "stable" else self.canary
+                pending = [r for _, r in self.routes_in_flight]
+                if action.role == "canary" and not action.units and (self.routes or any(pending)):
+                    self.removed_under_route.append(self.now)
                 if target.release != action.release or target.image != action.image:
                     target.started = {}
                     target.release, target.image = action.release, action.image
@@ -229,9 +252,12 @@ class FakeWorld:
                     at = self.now + timedelta(seconds=self.weight_delay)
                     self.in_flight.append((at, (action.stable, action.canary)))
             elif isinstance(action, SetRoutes):
-                self.routes = action.routes
-                ready = self.canary.observe(self.now, self.ready_after, self.unready_images)
-                self.route_log.append((self.now, action.routes, len(ready.ready)))
+                self.declared_routes = action.routes
+                if self.route_delay <= 0 and not self.routes_in_flight:
+                    self.serve_routes(action.routes)
+                else:
+                    at = self.now + timedelta(seconds=self.route_delay)
+                    self.routes_in_flight.append((at, action.routes))
             elif isinstance(action, Promote):
                 self.stable, self.canary = self.canary, self.stable
                 self.weights = (self.weights[1], self.weights[0])

@@ -28,7 +28,14 @@ from lockgate.engine import (
 from lockgate.traffic.traefik_crd import HEADER_ROUTE_ANNOTATION, TraefikCrdRouter
 from lockgate.traffic.traefik_file import FileConfig, RouteConfig, dump, parse, render
 from lockgate.traffic.traefik_rules import condition, header_priority, header_rule
-from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec, docker_app_spec
+from tests.support.fakeworld import (
+    Driver,
+    FakeWorld,
+    Outage,
+    app_spec,
+    dep_spec,
+    docker_app_spec,
+)
 from tests.unit.controller_fakes import NS, FakeKube
 
 ROUTE = {"traefik": {"route": {"match": "Host(`shop.test`)"}}}
@@ -168,7 +175,9 @@ def test_a_failing_canary_behind_a_header_route_is_rolled_back_and_the_route_rem
     None
 ):
     app = routed_app()
-    world = FakeWorld(units=app.units(), header_share=10, error_rates={"app:2": 1.0})
+    world = FakeWorld(
+        units=app.units(), header_share=10, error_rates={"app:2": 1.0}, route_delay=3.0
+    )
     strategy = {"type": "Canary", "canary": {"steps": [TESTERS, {"pause": {}}, 100]}}
     status = Driver(app, dep_spec(strategy=strategy, analysis=ANALYSIS), world).run()
     assert status.phase == "RolledBack", status.message
@@ -181,6 +190,25 @@ def test_a_failing_canary_behind_a_header_route_is_rolled_back_and_the_route_rem
         if isinstance(a, EnsureInstances) and a.role == "canary" and not a.units
     )
     assert removed < gone, "the canary's instances go only once no route points at them"
+    assert world.removed_under_route == [], "removed while Traefik still routed to them"
+
+
+def test_a_canary_that_loses_its_ready_instance_loses_its_route_until_it_recovers() -> None:
+    app = routed_app()
+    world = FakeWorld(units=app.units(), header_share=10)
+    strategy = {"type": "Canary", "canary": {"steps": [TESTERS, {"pause": {}}, 100]}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    driver.run(until={"Paused"})
+    assert world.routes.header == (RULE,)
+    start = world.now
+    world.outages.append(Outage("app:2", "replica-1", start, start + timedelta(seconds=10)))
+    for _ in range(20):
+        driver.step()
+        world.now += timedelta(seconds=1)
+    assert world.routes.header == (RULE,), "back once the instance is ready again"
+    served = [(at, r, ready) for at, r, ready in world.route_log if at >= start]
+    assert served[0][1] == NO_ROUTES, "withdrawn while no canary instance was ready"
+    assert all(ready > 0 for _, r, ready in world.route_log if r)
 
 
 def test_weights_only_rollouts_never_touch_routes() -> None:

@@ -94,7 +94,7 @@ def test_a_canary_failing_every_mirrored_request_is_rolled_back_before_any_clien
     None
 ):
     app = routed_app()
-    world = FakeWorld(units=app.units(), error_rates={"app:2": 1.0})
+    world = FakeWorld(units=app.units(), error_rates={"app:2": 1.0}, route_delay=2.0)
     status = Driver(app, dep_spec(strategy=DARK_LAUNCH, analysis=ANALYSIS), world).run()
     assert status.phase == "RolledBack", status.message
     assert "analysis failed at step 2" in (status.message or "")
@@ -107,6 +107,7 @@ def test_a_canary_failing_every_mirrored_request_is_rolled_back_before_any_clien
         if isinstance(a, EnsureInstances) and a.role == "canary" and not a.units
     )
     assert removed < gone
+    assert world.removed_under_route == [], "removed while Traefik still mirrored to them"
 
 
 # --- file provider ---------------------------------------------------------------------------
