@@ -174,3 +174,17 @@ def test_the_route_moves_to_the_mirror_only_once_traefik_has_it_and_back_before_
         assert await router.live_routes() == NO_ROUTES
 
     asyncio.run(scenario())
+
+
+def test_lockgate_plan_shows_the_mirror_and_what_its_gate_waits_for() -> None:
+    from pathlib import Path
+
+    from lockgate.cli.plan import plan_command
+
+    root = Path(__file__).parents[2] / "manifests/examples/kubernetes"
+    text = plan_command([root / "canary-mirror.yaml", root / "application.yaml"])
+    line = next(line for line in text.splitlines() if "setMirror 20%" in line)
+    assert "100/0 +mirror 20%" in line
+    assert "mirror live, then a passed analysis of the copies alone" in line
+    weight = next(line for line in text.splitlines() if "setWeight 10" in line)
+    assert "+mirror" not in weight, "the first weight ends the mirror"

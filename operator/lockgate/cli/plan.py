@@ -98,6 +98,12 @@ def rows(plan: Plan, deployment: Deployment) -> list[Row]:
     for i, step in enumerate(plan.steps):
         if step.kind == "start":
             waits, worst = f"new instances healthy (deadline {deadline}s)", float(deadline)
+        elif step.kind == "shift" and step.gate and step.routes.mirror and not step.weight:
+            waits = (
+                f"mirror live, then a passed analysis of the copies alone (every {interval}s, "
+                f"deadline {deadline}s)"
+            )
+            worst = float(deadline)
         elif step.kind == "shift" and step.gate:
             waits = (
                 f"weights live, then a passed analysis (every {interval}s, deadline {deadline}s)"
