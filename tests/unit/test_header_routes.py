@@ -416,3 +416,19 @@ def test_lockgate_plan_marks_the_steps_that_hold_a_header_route() -> None:
     assert any("90/10 +header" in line for line in lines)
     promote = next(line for line in lines if line.split()[1:2] == ["promote:"])
     assert "+header" not in promote
+
+
+def test_the_dashboard_shows_the_live_header_route_and_mirror() -> None:
+    from lockgate.cli import dashboard_view as view
+    from tests.unit.test_kubectl_plugin import dep
+
+    obj = dep(
+        "Paused",
+        weights={"stable": 100, "canary": 0},
+        routes={"headerRoute": ["header X-Canary = <always>"], "mirrorPercent": 20},
+    )
+    html = view.render_deployment(obj, None, "csrf", {})["weights"]
+    assert "header route to the canary: header X-Canary = &lt;always&gt;" in html
+    assert "20% of requests mirrored to the canary" in html
+    plain = view.render_deployment(dep("Paused", weights={"stable": 100}), None, "csrf", {})
+    assert "routes" not in plain["weights"]

@@ -315,11 +315,24 @@ def _weights(obj: dict[str, Any]) -> str:
     if not weights:
         return '<p class="empty">No traffic split yet.</p>'
     stable, canary = int(weights.get("stable", 100)), int(weights.get("canary", 0))
+    routes = (obj.get("status") or {}).get("routes") or {}
+    extra = ""
+    if routes.get("headerRoute"):
+        extra += (
+            '<p class="routes">header route to the canary: '
+            f"{t(' or '.join(routes['headerRoute']))}</p>"
+        )
+    if routes.get("mirrorPercent"):
+        extra += (
+            f'<p class="routes">{t(routes["mirrorPercent"])}% of requests mirrored to the '
+            "canary (answers from stable only)</p>"
+        )
     return (
         f'<p class="split"><span class="key stable"></span>stable '
         f'<strong data-field="stable">{stable}%</strong> '
         f'<span class="key canary"></span>canary <strong data-field="canary">{canary}%</strong></p>'
         + weight_bar(stable, canary)
+        + extra
     )
 
 
