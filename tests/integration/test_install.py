@@ -347,9 +347,6 @@ def assert_not_wider_than_needed(cluster: Cluster, kubeconfig: Path, namespace: 
     assert can_i(cluster, kubeconfig, "patch", "deployments.lockgate.dev", "-n", namespace)
     assert can_i(cluster, kubeconfig, "patch", "applications.lockgate.dev/status", "-n", namespace)
     assert can_i(cluster, kubeconfig, "create", "traefikservices.traefik.io", "-n", namespace)
-    # A header route's and a mirror's backends go when the route or mirror ends.
-    assert can_i(cluster, kubeconfig, "delete", "traefikservices.traefik.io", "-n", namespace)
-    assert not can_i(cluster, kubeconfig, "delete", "ingressroutes.traefik.io", "-n", namespace)
     assert can_i(cluster, kubeconfig, "patch", "deployments.apps/scale", "-n", namespace)
     assert can_i(cluster, kubeconfig, "list", "pods", "-n", namespace)
     assert can_i(cluster, kubeconfig, "list", "pods.metrics.k8s.io", "-n", namespace)
