@@ -55,9 +55,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   metrics.k8s.io pods: listed for canary and stable CPU and memory (analysis.maxCpuIncrease,
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
-  traefik.io traefikservices, ingressroutes: read and server-side applied; traefikservices
-    <app>-headers and <app>-mirror (a header route's and a mirror's backends) are deleted
-    when the route or mirror ends.
+  traefik.io traefikservices, ingressroutes: read and server-side applied.
   kopf.dev kopfpeerings: a namespaced operator's peering (see values.peering).
 */}}
 {{- define "lockgate.namespacedRules" -}}
@@ -88,9 +86,6 @@ The rules the operator needs in every namespace it watches. Each one is traced t
 - apiGroups: [traefik.io]
   resources: [traefikservices, ingressroutes]
   verbs: [get, create, patch]
-- apiGroups: [traefik.io]
-  resources: [traefikservices]
-  verbs: [delete]
 {{- if .Values.rbac.readSecrets }}
 - apiGroups: [""]
   resources: [secrets]
