@@ -109,18 +109,12 @@ def test_header_route_on_kubernetes_sends_testers_and_only_them_to_the_canary(
         "traefik.io", "v1alpha1", lockgate.namespace, "ingressroutes", "shop"
     )
     assert len(ingress["spec"]["routes"]) == 1, "only the Application's own route is left"
-    wait_for(
-        "TraefikService shop-headers deleted",
-        lambda: (
-            not [
-                s
-                for s in lockgate.custom.list_namespaced_custom_object(
-                    "traefik.io", "v1alpha1", lockgate.namespace, "traefikservices"
-                )["items"]
-                if s["metadata"]["name"] == "shop-headers"
-            ]
-        ),
+    parked = lockgate.custom.get_namespaced_custom_object(
+        "traefik.io", "v1alpha1", lockgate.namespace, "traefikservices", "shop-headers"
     )
+    assert parked["spec"]["weighted"]["services"] == [
+        {"name": "shop", "kind": "TraefikService", "weight": 1}
+    ], "parked over the weights once no route uses it"
 
 
 # --- Docker hosts ----------------------------------------------------------------------------
@@ -423,18 +417,10 @@ def test_mirror_on_kubernetes_copies_its_share_to_the_canary_and_clients_see_sta
     ns = lockgate.namespace
     leaves = {"stable": f"{ns}-shop-stable-", "canary": f"{ns}-shop-canary-"}
     mirror_rollout(lockgate, traefik, host_of("shop", ns), "shop-v2", MIRROR_THEN_WEIGHTS, leaves)
-    wait_for(
-        "TraefikService shop-mirror deleted",
-        lambda: (
-            "shop-mirror"
-            not in [
-                s["metadata"]["name"]
-                for s in lockgate.custom.list_namespaced_custom_object(
-                    "traefik.io", "v1alpha1", ns, "traefikservices"
-                )["items"]
-            ]
-        ),
+    parked = lockgate.custom.get_namespaced_custom_object(
+        "traefik.io", "v1alpha1", ns, "traefikservices", "shop-mirror"
     )
+    assert parked["spec"]["mirroring"]["mirrors"] == [], "parked: no mirror left"
 
 
 def test_a_canary_failing_every_mirrored_request_on_kubernetes_never_meets_a_client(

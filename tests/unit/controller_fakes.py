@@ -139,12 +139,6 @@ class FakeApiGroups:
     ) -> dict[str, Any]:
         return copy.deepcopy(self._get(plural, name, namespace))
 
-    def delete_namespaced_custom_object(
-        self, group: str, version: str, namespace: str, plural: str, name: str
-    ) -> None:
-        self._get(plural, name, namespace)
-        del self.store[(plural, namespace, name)]
-
 
 class FakeKube:
     """lockgate's `Kube` over an in-memory store. A status patch carrying a resourceVersion

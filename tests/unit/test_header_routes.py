@@ -365,14 +365,13 @@ def test_the_ingress_route_gets_the_header_route_only_after_traefik_has_its_back
         assert await router.live_routes() == routes
         await router.ensure_route()  # the Application's own upkeep keeps the rollout's route
         assert len(kube.store[("ingressroutes", NS, "shop")]["spec"]["routes"]) == 2
-        # Removal: the route first; its backend only once Traefik no longer routes to it.
+        # Removal: the route goes, its backend is parked over the weights (never deleted).
         await router.set_routes(NO_ROUTES)
         assert len(kube.store[("ingressroutes", NS, "shop")]["spec"]["routes"]) == 1
-        assert ("traefikservices", NS, "shop-headers") in kube.store
-        assert await router.live_routes() is None
+        parked = kube.store[("traefikservices", NS, "shop-headers")]["spec"]["weighted"]
+        assert parked["services"] == [{"name": "shop", "kind": "TraefikService", "weight": 1}]
+        assert await router.live_routes() is None, "Traefik still routes to it"
         traefik.sync()
-        await router.set_routes(NO_ROUTES)
-        assert ("traefikservices", NS, "shop-headers") not in kube.store
         assert await router.live_routes() == NO_ROUTES
 
     asyncio.run(scenario())

@@ -139,7 +139,7 @@ def test_the_file_routes_through_a_mirroring_service_while_the_mirror_holds() ->
 # --- IngressRoute router ---------------------------------------------------------------------
 
 
-def test_the_route_moves_to_the_mirror_only_once_traefik_has_it_and_back_before_it_goes() -> None:
+def test_the_route_moves_to_the_mirror_only_once_traefik_has_it_and_back_before_it_parks() -> None:
     kube = FakeKube()
     traefik = FakeTraefik(kube)
     router = crd_router(kube, traefik)
@@ -167,10 +167,10 @@ def test_the_route_moves_to_the_mirror_only_once_traefik_has_it_and_back_before_
         assert await router.live_routes() == routes
         await router.set_routes(NO_ROUTES)
         assert main_target() == "shop"
-        assert ("traefikservices", NS, "shop-mirror") in kube.store, "Traefik still mirrors"
+        parked = kube.store[("traefikservices", NS, "shop-mirror")]["spec"]["mirroring"]
+        assert parked["mirrors"] == [], "parked: a pass-through, never deleted"
+        assert await router.live_routes() is None, "Traefik still routes to it"
         traefik.sync()
-        await router.set_routes(NO_ROUTES)
-        assert ("traefikservices", NS, "shop-mirror") not in kube.store
         assert await router.live_routes() == NO_ROUTES
 
     asyncio.run(scenario())
