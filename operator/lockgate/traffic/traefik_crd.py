@@ -18,15 +18,15 @@ route's header conditions at a higher priority, to TraefikService `<app>-headers
 over `<app>-canary` alone, so Traefik counts its requests under the canary Service's leaf,
 where analysis reads them). The conditions are recorded in the IngressRoute's annotation
 `lockgate.dev/header-route`. Written in an order that never leaves a route pointing at
-nothing: `<app>-headers` exists (and Traefik has loaded it) before the route to it, and is
-deleted only once Traefik no longer routes to it.
+nothing: `<app>-headers` exists (and Traefik has loaded it) before the route to it; once the
+route is gone it is parked (weighted over `<app>` instead of the canary), never deleted.
 
 Mirroring: TraefikService `<app>-mirror` (`mirroring` of `<app>` with `<app>-canary` as a
 mirror at the step's percent); the Application's route points at it instead of `<app>` while
 the mirror holds. Same order: the mirror service first, loaded, then the route to it; the
-route back to `<app>` before the mirror service goes. Traefik's service metrics count the
-mirrored requests under the canary Service's leaf with their status codes (the answers are
-discarded), so analysis judges the canary on them.
+route back to `<app>`, then the mirror service parked (no mirrors). Traefik's service
+metrics count the mirrored requests under the canary Service's leaf with their status codes
+(the answers are discarded), so analysis judges the canary on them.
 """
 
 from __future__ import annotations
@@ -190,6 +190,11 @@ class TraefikCrdRouter:
         }
 
     def _mirror_service(self, percent: int) -> dict[str, Any]:
+        """Mirroring of `<app>` to the canary at `percent`; 0 parks it (no mirror: a plain
+        pass-through to `<app>`, valid whatever the canary has)."""
+        mirrors = [
+            {"name": service_name(self.name, "canary"), "port": self.app.port, "percent": percent}
+        ]
         return {
             "apiVersion": self.api_version,
             "kind": "TraefikService",
@@ -198,34 +203,30 @@ class TraefikCrdRouter:
                 "mirroring": {
                     "name": self.name,
                     "kind": "TraefikService",
-                    "mirrors": [
-                        {
-                            "name": service_name(self.name, "canary"),
-                            "port": self.app.port,
-                            "percent": percent,
-                        }
-                    ],
+                    "mirrors": mirrors if percent else [],
                 }
             },
         }
 
-    def _headers_service(self) -> dict[str, Any]:
+    def _headers_service(self, parked: bool = False) -> dict[str, Any]:
+        """Weighted over the canary Service alone; parked: over TraefikService `<app>` (the
+        weights), valid whatever the canary has, once no header route needs it."""
+        child: dict[str, Any] = (
+            {"name": self.name, "kind": "TraefikService", "weight": 1}
+            if parked
+            else {"name": service_name(self.name, "canary"), "port": self.app.port, "weight": 1}
+        )
         return {
             "apiVersion": self.api_version,
             "kind": "TraefikService",
             "metadata": self._metadata(headers_service_name(self.name)),
-            "spec": {
-                "weighted": {
-                    "services": [
-                        {
-                            "name": service_name(self.name, "canary"),
-                            "port": self.app.port,
-                            "weight": 1,
-                        }
-                    ]
-                }
-            },
+            "spec": {"weighted": {"services": [child]}},
         }
+
+    def _parked(self, name: str) -> dict[str, Any]:
+        if name == headers_service_name(self.name):
+            return self._headers_service(parked=True)
+        return self._mirror_service(0)
 
     async def _get(self, plural: str, name: str) -> dict[str, Any] | None:
         group, _, version = self.api_version.partition("/")
@@ -239,17 +240,6 @@ class TraefikCrdRouter:
         )
         return obj
 
-    async def _delete(self, plural: str, name: str) -> None:
-        group, _, version = self.api_version.partition("/")
-        await self.kube.get_or_none(
-            self.kube.custom.delete_namespaced_custom_object,
-            group,
-            version,
-            self.namespace,
-            plural,
-            name,
-        )
-
     async def declared_routes(self) -> Routes:
         """The header route and the mirror the IngressRoute `<app>` declares."""
         obj = await self._get("ingressroutes", self.name)
@@ -259,13 +249,15 @@ class TraefikCrdRouter:
         if _main_target(obj) == mirror_service_name(self.name):
             service = await self._get("traefikservices", mirror_service_name(self.name))
             mirrors = (((service or {}).get("spec") or {}).get("mirroring") or {}).get("mirrors")
-            mirror = int((mirrors or [{}])[0].get("percent", 0))
+            mirror = int(mirrors[0].get("percent", 0)) if mirrors else 0
         return Routes(header=header, mirror=mirror)
 
     async def set_routes(self, routes: Routes) -> None:
-        """Declare a header route (or none). Several rounds may be needed: the backend is
-        written and seen loaded by Traefik before the route to it, and the route is gone
-        from Traefik before its backend is deleted."""
+        """Declare a header route and a mirror (or neither). Several rounds may be needed:
+        a backend is written and seen loaded by Traefik before the route to it. A backend no
+        longer used is parked (lockgate never deletes: its RBAC has no delete verb): the
+        header route's over the weights, the mirror without mirrors, both valid traffic
+        whatever the canary has, so Traefik may see them in either order with the route."""
         if self.app.traffic.traefik.route is None:
             return  # refused before the rollout starts (cross_check); nothing to route
         backends = (
@@ -288,12 +280,12 @@ class TraefikCrdRouter:
             self.api_version, "ingressroutes", self.namespace, self._ingress_route(routes)
         )
         for name, body in backends:
-            if body is not None or await self._get("traefikservices", name) is None:
+            if body is not None:
                 continue
-            if not self.api_url or not await routes_to(
-                self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
-            ):
-                await self._delete("traefikservices", name)
+            current = await self._get("traefikservices", name)
+            parked = self._parked(name)
+            if current is not None and current.get("spec") != parked["spec"]:
+                await self.kube.apply(self.api_version, "traefikservices", self.namespace, parked)
 
     async def _loaded(self, name: str, spec: dict[str, Any] | None = None) -> bool:
         """Traefik serves TraefikService `name` (with a mirror's percent as declared)."""
@@ -315,12 +307,21 @@ class TraefikCrdRouter:
         if self.app.traffic.traefik.route is None:
             return NO_ROUTES
         declared = await self.declared_routes()
-        # A backend is deleted only once Traefik stopped routing to it: its absence confirms.
+        # A backend no longer used is gone from Traefik's routers and parked.
         for name, used in (
             (headers_service_name(self.name), bool(declared.header)),
             (mirror_service_name(self.name), declared.mirror > 0),
         ):
-            if not used and await self._get("traefikservices", name) is not None:
+            if used:
+                continue
+            current = await self._get("traefikservices", name)
+            if current is None:
+                continue
+            if current.get("spec") != self._parked(name)["spec"]:
+                return None
+            if self.api_url and await routes_to(
+                self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
+            ):
                 return None
         if not declared or not self.api_url:
             return declared
