@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
-from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
 from lockgate.names import GROUP, VERSION
@@ -69,7 +68,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Before anything can read a Secret: from here on every log line, and every Event kopf
     # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
     install_log_redaction(memo.runtime.redactor)
-    start_http_server(memo.runtime.settings.metrics_port)
+    metrics.serve(memo.runtime.settings.metrics_port)
 
 
 @kopf.on.cleanup()
