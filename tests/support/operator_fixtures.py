@@ -38,6 +38,9 @@ class Operator:
     log_path: Path
     health_port: int
     scope: tuple[str, ...] = ("--all-namespaces",)  # or ("--namespace", NAME, ...)
+    args: tuple[str, ...] = ()  # more `lockgate operator` options, e.g. ("--leader-elect",)
+    # SIGKILL the operator when the test process dies, however it dies (never a stray one).
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     shared_pid: int | None = None  # attached to the operator of a shared run: not ours to stop
@@ -68,11 +71,13 @@ class Operator:
                 *self.scope,
                 "--liveness",
                 f"http://127.0.0.1:{self.health_port}/healthz",
+                *self.args,
             ],
             env=self.env,
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -107,6 +112,14 @@ class Operator:
 
     def log_text(self) -> str:
         return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGKILL when the parent exits."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def operator_env(cluster: Cluster, traefik: Traefik) -> dict[str, str]:

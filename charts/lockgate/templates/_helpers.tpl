@@ -56,7 +56,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
   traefik.io traefikservices, ingressroutes: read and server-side applied.
-  kopf.dev kopfpeerings: a namespaced operator's peering (see values.peering).
+The leader election's Lease has a Role of its own in the release namespace (rbac.yaml).
 */}}
 {{- define "lockgate.namespacedRules" -}}
 - apiGroups: [lockgate.dev]
