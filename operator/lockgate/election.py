@@ -123,7 +123,9 @@ def decide(seen: Seen, me: str, now: float, timing: Timing, renewed: float | Non
     holder = record.holder if record is not None else ""
     if renewed is not None:
         deadline = renewed + timing.renew_deadline
-        if record is not None and record.holder != me:
+        if record is None:
+            return Decision(Verdict.LOST, now, "", "the Lease was deleted")
+        if record.holder != me:
             return Decision(Verdict.LOST, now, holder, f"the lease is held by {holder or 'nobody'}")
         if now >= deadline:
             return Decision(

@@ -94,9 +94,11 @@ def test_the_leader(now: float, verdict: Verdict, look_again: float) -> None:
     assert (decision.verdict, decision.look_again) == (verdict, look_again)
 
 
-def test_the_leader_whose_lease_another_took_has_lost_it() -> None:
+def test_the_leader_whose_lease_another_took_or_deleted_has_lost_it() -> None:
     decision = decide(Seen(held("other"), 100.0), "me", 100.5, T, renewed=100.0)
     assert decision.verdict is Verdict.LOST and "held by other" in decision.reason
+    decision = decide(Seen(None, 100.0), "me", 100.5, T, renewed=100.0)
+    assert decision.verdict is Verdict.LOST and "deleted" in decision.reason
 
 
 def test_claim_renew_and_release_write_what_client_go_writes() -> None:

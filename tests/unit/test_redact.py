@@ -166,7 +166,7 @@ def test_kopfs_lines_and_the_events_it_posts_from_them_are_masked(
 def test_the_startup_handler_installs_the_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     rt = runtime_over(FakeKube())
     monkeypatch.setattr(Runtime, "from_env", classmethod(lambda cls: rt))
-    monkeypatch.setattr(handlers, "start_http_server", lambda port: None)
+    monkeypatch.setattr(handlers.metrics, "serve", lambda port: None)
     handler = logging.StreamHandler(io.StringIO())
     logging.getLogger().addHandler(handler)
     try:
