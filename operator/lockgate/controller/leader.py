@@ -191,6 +191,7 @@ class LeaseApi:
     ) -> None:
         """Until `stopped`: every version of the Lease (None when it is deleted), starting
         with the Lease as it is each time the watch (re)starts."""
+        failing = ""  # the last failure, said once (a 403 is a missing RBAC verb)
         while not stopped.is_set():
             stream = watch.Watch()
             try:
@@ -204,6 +205,9 @@ class LeaseApi:
                     if stopped.is_set():
                         stream.stop()
                         break
+                    if failing:
+                        log.info("watching the Lease %s/%s again", self.namespace, self.name)
+                        failing = ""
                     kind, raw = event.get("type"), event.get("raw_object") or {}
                     if kind == "DELETED":
                         push(None, None)
@@ -212,7 +216,21 @@ class LeaseApi:
                     else:  # ERROR (e.g. 410 Gone): start again from the Lease as it is
                         break
             except Exception as err:  # the API server is away: try again a little later
-                log.debug("watch of the Lease %s/%s ended: %s", self.namespace, self.name, err)
+                said = (
+                    f"{err.status} {err.reason}"
+                    if isinstance(err, ApiException)
+                    else f"{type(err).__name__}: {err}"
+                )
+                if said != failing:
+                    log.warning(
+                        "cannot watch the Lease %s/%s (retrying every %gs; until then a "
+                        "release is noticed only when the lease expires): %s",
+                        self.namespace,
+                        self.name,
+                        pause,
+                        said,
+                    )
+                failing = said
                 stopped.wait(pause)
 
 

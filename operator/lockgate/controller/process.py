@@ -74,7 +74,7 @@ async def serve_standby_liveness(endpoint: str, status: Callable[[], dict[str, A
 
     app = aiohttp.web.Application()
     app.add_routes([aiohttp.web.get(parts.path or "/", health)])
-    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5, access_log=None)
     await runner.setup()
     await aiohttp.web.TCPSite(runner, parts.hostname or "localhost", parts.port or 80).start()
     return runner
