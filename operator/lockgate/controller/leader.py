@@ -216,11 +216,7 @@ class LeaseApi:
                     else:  # ERROR (e.g. 410 Gone): start again from the Lease as it is
                         break
             except Exception as err:  # the API server is away: try again a little later
-                said = (
-                    f"{err.status} {err.reason}"
-                    if isinstance(err, ApiException)
-                    else f"{type(err).__name__}: {err}"
-                )
+                said = _said(err)
                 if said != failing:
                     log.warning(
                         "cannot watch the Lease %s/%s (retrying every %gs; until then a "
@@ -232,6 +228,13 @@ class LeaseApi:
                     )
                 failing = said
                 stopped.wait(pause)
+
+
+def _said(err: BaseException) -> str:
+    """An error in one line (an ApiException's text holds every response header)."""
+    if isinstance(err, ApiException):
+        return f"{err.status} {err.reason}"
+    return f"{type(err).__name__}: {err}"
 
 
 class Watchdog:
@@ -368,7 +371,7 @@ class Elector:
                     await self._refresh()
                     break
                 except Exception as err:
-                    log.warning("cannot read the Lease %s: %s", self.config.lease, err)
+                    log.warning("cannot read the Lease %s: %s", self.config.lease, _said(err))
                     await _wait(stopping, self.timing.retry_period)
             while not stopping.is_set():
                 decision = self.decide()
@@ -415,7 +418,7 @@ class Elector:
                 await self._refresh()
             return False
         except Exception as err:
-            log.warning("cannot write the Lease %s: %s", self.config.lease, err)
+            log.warning("cannot write the Lease %s: %s", self.config.lease, _said(err))
             await _wait(stopping, self.timing.retry_period)
             with contextlib.suppress(Exception):
                 await self._refresh()
@@ -478,7 +481,7 @@ class Elector:
                 "renewing the Lease %s failed (%.1fs left before the renew deadline): %s",
                 self.config.lease,
                 self.renewed + self.timing.renew_deadline - self.clock(),
-                err,
+                _said(err),
             )
             return False
         self._see(*written)
@@ -507,7 +510,7 @@ class Elector:
                 await self._refresh()
                 continue
             except Exception as err:
-                log.warning("cannot release the Lease %s: %s", self.config.lease, err)
+                log.warning("cannot release the Lease %s: %s", self.config.lease, _said(err))
                 return False
             self._see(*written)
             self.renewed = None
