@@ -297,3 +297,79 @@ def test_a_standby_answers_the_liveness_probe() -> None:
 
 def test_the_leader_gauge_is_an_operator_metric() -> None:
     assert metrics.LEADER._name == "lockgate_leader"
+
+
+def test_the_process_stands_by_then_runs_kopf_and_releases_only_after_kopf_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator process with leader election, kopf faked: while another holds the Lease
+    it answers the liveness probe and reports `lockgate_leader 0` without starting kopf; once
+    the Lease is released it starts kopf; on stop it releases the Lease only after kopf has
+    finished."""
+    import kopf
+
+    from lockgate.controller import process
+
+    lease = FakeLease()
+    order: list[str] = []
+    monkeypatch.setattr(process, "LeaseApi", lambda *_: lease)
+    monkeypatch.setattr(process, "load_config", lambda: None)
+    monkeypatch.setattr(process.metrics, "serve", lambda port: None)
+
+    async def spawn_tasks(**options: Any) -> list[asyncio.Task[None]]:
+        order.append("kopf started")
+        assert options["standalone"] is True and options["identity"] == "me"
+        flag: asyncio.Event = options["stop_flag"]
+        return [asyncio.create_task(flag.wait())]  # type: ignore[arg-type]
+
+    async def run_tasks(tasks: list[asyncio.Task[None]], ignored: object) -> None:
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(0.2)  # kopf's handlers finishing
+        order.append("kopf stopped")
+
+    monkeypatch.setattr(kopf, "spawn_tasks", spawn_tasks)
+    monkeypatch.setattr(kopf, "run_tasks", run_tasks)
+    real_replace = lease.replace
+
+    def replace_noting_release(record: Record, version: str, timeout: float) -> Any:
+        if not record.holder and lease.record is not None and lease.record.holder == "me":
+            order.append("released")
+        return real_replace(record, version, timeout)
+
+    monkeypatch.setattr(lease, "replace", replace_noting_release)
+    port = free_port()
+    options = process.OperatorOptions(
+        clusterwide=False,
+        namespaces=["ns"],
+        liveness=f"http://127.0.0.1:{port}/healthz",
+        settings=kopf.OperatorSettings(),
+    )
+    config = ElectionConfig("lockgate", "ns", "me", SLOW)
+
+    async def scenario() -> None:
+        other = elector(lease, "other")
+        assert await acquired(other)
+        stopping = asyncio.Event()
+        running = asyncio.create_task(process._elected(options, config, stopping))
+        async with httpx.AsyncClient() as http:
+            for _ in range(500):
+                try:
+                    reply = await http.get(f"http://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.01)
+        assert reply.status_code == 200 and reply.json()["leader"] is False
+        assert metrics.LEADER._value.get() == 0 and order == []
+        assert await other.release()
+        for _ in range(500):
+            if order:
+                break
+            await asyncio.sleep(0.01)
+        assert order == ["kopf started"] and metrics.LEADER._value.get() == 1
+        assert lease.record is not None and lease.record.holder == "me"
+        stopping.set()
+        assert await asyncio.wait_for(running, 10) == 0
+        assert order == ["kopf started", "kopf stopped", "released"]
+        assert lease.record.holder == "" and metrics.LEADER._value.get() == 0
+
+    asyncio.run(scenario())

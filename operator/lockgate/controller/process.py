@@ -89,9 +89,13 @@ def _on_signals(loop: asyncio.AbstractEventLoop, stopping: asyncio.Event) -> Non
         loop.add_signal_handler(sig, stop, sig)
 
 
-async def _elected(options: OperatorOptions, election: ElectionConfig) -> int:
+async def _elected(
+    options: OperatorOptions, election: ElectionConfig, stopping: asyncio.Event | None = None
+) -> int:
+    """Standby until the Lease is ours, then kopf until `stopping` (SIGTERM, SIGINT), then
+    the release. Returns the exit status."""
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    stopping = stopping or asyncio.Event()
     _on_signals(loop, stopping)
     metrics.LEADER.set(0)
     metrics.serve(Settings.from_env().metrics_port)
