@@ -295,10 +295,6 @@ def test_a_standby_answers_the_liveness_probe() -> None:
     asyncio.run(scenario())
 
 
-def test_the_leader_gauge_is_an_operator_metric() -> None:
-    assert metrics.LEADER._name == "lockgate_leader"
-
-
 def test_the_process_stands_by_then_runs_kopf_and_releases_only_after_kopf_stopped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
