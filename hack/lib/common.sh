@@ -8,12 +8,22 @@ export LOCKGATE_ROOT LOCKGATE_CACHE LOCKGATE_RUN
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# Installs Debian packages (apt-get arguments). On a fresh machine several test workers and
+# scripts install at once, and dpkg takes one at a time (the others failed at once on its
+# lock): ours take turns, and wait for any other apt too.
+apt_install() { # [apt-get install option]... package...
+  (
+    flock 9
+    if [[ ! -f /tmp/.lockgate-apt-updated ]]; then
+      apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 && touch /tmp/.lockgate-apt-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >&2
+  ) 9>/tmp/lockgate-apt.lock
+}
+
 # Installs a Debian package when its command is missing (a fresh CI machine may lack it).
 ensure_cmd() { # command package
   command -v "$1" >/dev/null 2>&1 && return 0
   log "installing $2 (for $1)"
-  if [[ ! -f /tmp/.lockgate-apt-updated ]]; then
-    apt-get update -qq >&2 && touch /tmp/.lockgate-apt-updated
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
+  apt_install "$2"
 }
