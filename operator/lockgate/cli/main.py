@@ -19,6 +19,16 @@ def exact_namespace(value: str) -> str:
     return value
 
 
+def shard_name(value: str) -> str:
+    """`--shard`: a label value that can also name the shard's Lease and finalizer."""
+    from lockgate.names import shard_name_problem
+
+    problem = shard_name_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
     parser = argparse.ArgumentParser(
@@ -60,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL"
     )
     operator.add_argument("--peering", default=None, help="kopf peering name (leader election)")
+    operator.add_argument(
+        "--shard",
+        default=None,
+        type=shard_name,
+        help="serve only the Applications labelled lockgate.dev/shard=SHARD (and their "
+        "Deployments); without it, those without the label (sets LOCKGATE_SHARD)",
+    )
     operator.add_argument(
         "--notifications-file",
         default=None,
@@ -108,6 +125,8 @@ def run_operator(args: argparse.Namespace) -> int:
 
     if args.notifications_file:
         os.environ["LOCKGATE_NOTIFICATIONS_FILE"] = args.notifications_file
+    if args.shard is not None:
+        os.environ["LOCKGATE_SHARD"] = args.shard
     kopf.configure(verbose=False)
     settings = kopf.OperatorSettings()
     clusterwide = args.all_namespaces or not args.namespace

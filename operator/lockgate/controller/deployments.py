@@ -32,7 +32,7 @@ from lockgate.engine import (
 )
 from lockgate.engine.analysis import wants_resources
 from lockgate.engine.decide import release_of
-from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION
+from lockgate.names import ACTION_ANNOTATION, LABEL_SHARD, SUPERSEDED_ANNOTATION
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.resources import ResourceSample, with_resources
 
@@ -62,6 +62,7 @@ class DeploymentSummary:
     name: str
     phase: str | None
     created: str  # metadata.creationTimestamp (RFC 3339 in UTC: orders as a string)
+    shard: str | None = None  # its copy of its Application's shard label (sharding.py)
 
 
 ApplicationKey = tuple[str, str]  # (namespace, application)
@@ -76,7 +77,10 @@ def index_entry(body: Mapping[str, Any]) -> dict[ApplicationKey, DeploymentSumma
     if not application:
         return {}
     summary = DeploymentSummary(
-        meta["name"], (body.get("status") or {}).get("phase"), meta.get("creationTimestamp", "")
+        meta["name"],
+        (body.get("status") or {}).get("phase"),
+        meta.get("creationTimestamp", ""),
+        (meta.get("labels") or {}).get(LABEL_SHARD),
     )
     return {(meta["namespace"], application): summary}
 

@@ -23,6 +23,12 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+SHARD = Gauge(
+    "lockgate_shard_info",
+    'The shard this operator serves (1 for it; shard="" is the default shard)',
+    ["shard"],
+)
+
 _phases: dict[tuple[str, str], str] = {}
 
 
