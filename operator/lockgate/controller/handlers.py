@@ -128,9 +128,14 @@ def _deployment_in_shard(
     spec: kopf.Spec, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> bool:
     """Filter of the Deployment handlers: the Application it names is in this shard."""
-    shards: sharding.ShardIndex = kwargs[SHARD_INDEX]
-    app = sharding.application_shard(shards, namespace or "", spec.get("application"))
-    return app == _my_shard(memo)
+    return _serves(kwargs[SHARD_INDEX], namespace or "", spec.get("application"), memo)
+
+
+def _serves(
+    shards: sharding.ShardIndex, namespace: str, application: str | None, memo: kopf.Memo
+) -> bool:
+    """The index says the Application is in this operator's shard."""
+    return sharding.application_shard(shards, namespace, application) == _my_shard(memo)
 
 
 def _wake(memo: kopf.Memo) -> asyncio.Event:
@@ -182,10 +187,7 @@ async def deployment_driver(
     try:
         while not stopped:
             wake.clear()
-            spec = kwargs["spec"]
-            if sharding.application_shard(shards, namespace, spec.get("application")) != _my_shard(
-                memo
-            ):
+            if not _serves(shards, namespace, kwargs["spec"].get("application"), memo):
                 delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
                 delay = await _drive_once(
