@@ -51,19 +51,29 @@ def test_an_application_is_served_by_the_shard_its_label_names(
 
 def test_a_deployment_is_served_by_the_shard_of_its_application() -> None:
     shards = {(NS, "shop"): ["a"], (NS, "cart"): [""]}
-    spec = kopf.Body({"spec": {"application": "shop"}}).spec
-    assert handlers._deployment_in_shard(spec, NS, memo_of("a"), application_shards=shards)
-    assert not handlers._deployment_in_shard(spec, NS, memo_of(""), application_shards=shards)
-    assert not handlers._deployment_in_shard(spec, NS, memo_of("b"), application_shards=shards)
-    cart = kopf.Body({"spec": {"application": "cart"}}).spec
-    assert handlers._deployment_in_shard(cart, NS, memo_of(""), application_shards=shards)
-    assert not handlers._deployment_in_shard(cart, NS, memo_of("a"), application_shards=shards)
-    # Its Application does not exist (yet): it is the default shard's to report on.
-    ghost = kopf.Body({"spec": {"application": "ghost"}}).spec
-    assert handlers._deployment_in_shard(ghost, NS, memo_of(""), application_shards=shards)
-    assert not handlers._deployment_in_shard(ghost, NS, memo_of("a"), application_shards=shards)
+
+    def served(app: str, shard: str, label: str | None = None, ns: str = NS) -> bool:
+        spec = kopf.Body({"spec": {"application": app}}).spec
+        labels = {LABEL_SHARD: label} if label is not None else {}
+        return handlers._deployment_in_shard(
+            spec, ns, labels, memo_of(shard), application_shards=shards
+        )
+
+    assert served("shop", "a")
+    assert not served("shop", "")
+    assert not served("shop", "b")
+    assert not served("shop", "b", label="b"), "its Application decides, not its own label"
+    assert served("cart", "")
+    assert not served("cart", "a")
+    assert not served("cart", "a", label="a")
+    # Its Application does not exist: the shard of the copy of the label it last had (the
+    # Application was deleted), or the default shard (it is not there yet).
+    assert served("ghost", "")
+    assert not served("ghost", "a")
+    assert served("ghost", "a", label="a")
+    assert not served("ghost", "", label="a")
     # Same name in another namespace is another Application.
-    assert not handlers._deployment_in_shard(spec, "other", memo_of("a"), application_shards=shards)
+    assert not served("shop", "a", ns="other")
 
 
 def test_the_index_holds_every_applications_shard() -> None:

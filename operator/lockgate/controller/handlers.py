@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -125,17 +125,22 @@ IN_SHARD = {LABEL_SHARD: _application_in_shard}
 
 
 def _deployment_in_shard(
-    spec: kopf.Spec, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+    spec: kopf.Spec, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> bool:
     """Filter of the Deployment handlers: the Application it names is in this shard."""
-    return _serves(kwargs[SHARD_INDEX], namespace or "", spec.get("application"), memo)
+    return _serves(kwargs[SHARD_INDEX], namespace or "", spec, labels, memo)
 
 
 def _serves(
-    shards: sharding.ShardIndex, namespace: str, application: str | None, memo: kopf.Memo
+    shards: sharding.ShardIndex,
+    namespace: str,
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str],
+    memo: kopf.Memo,
 ) -> bool:
-    """The index says the Application is in this operator's shard."""
-    return sharding.application_shard(shards, namespace, application) == _my_shard(memo)
+    """The Deployment is this operator's shard's (sharding.deployment_shard)."""
+    shard = sharding.deployment_shard(shards, namespace, spec.get("application"), labels)
+    return shard == _my_shard(memo)
 
 
 def _wake(memo: kopf.Memo) -> asyncio.Event:
@@ -187,7 +192,7 @@ async def deployment_driver(
     try:
         while not stopped:
             wake.clear()
-            if not _serves(shards, namespace, kwargs["spec"].get("application"), memo):
+            if not _serves(shards, namespace, kwargs["spec"], kwargs["labels"], memo):
                 delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
                 delay = await _drive_once(

@@ -45,12 +45,20 @@ def finalizer(shard: str) -> str:
     return f"{GROUP}/finalizer" if shard == DEFAULT else f"finalizer.{GROUP}/{shard}"
 
 
-def application_shard(shards: ShardIndex, namespace: str, application: str | None) -> str:
-    """The shard of an Application, from the index; one that does not exist (yet) is in the
-    default shard, as an Application without the label would be."""
+def deployment_shard(
+    shards: ShardIndex,
+    namespace: str,
+    application: str | None,
+    labels: Mapping[str, str] | None,
+) -> str:
+    """The shard of a Deployment: its Application's, from the index. While its Application
+    does not exist, the shard its label names: that of the Application it last had (the
+    serving shard's copy), so deleting an Application leaves its Deployments to the shard
+    that served them; a Deployment created before its Application (no copy yet) is in the
+    default shard until the Application appears."""
     for shard in shards.get((namespace, application or ""), ()):
         return shard
-    return DEFAULT
+    return shard_of(labels)
 
 
 def label_patches(shard: str, deployments: Iterable[DeploymentSummary]) -> dict[str, Any]:
