@@ -6,6 +6,7 @@ the first worker starts the operator and the others attach to it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -38,8 +39,9 @@ class Operator:
     log_path: Path
     health_port: int
     scope: tuple[str, ...] = ("--all-namespaces",)  # or ("--namespace", NAME, ...)
-    args: tuple[str, ...] = ()  # more `lockgate operator` options, e.g. ("--leader-elect",)
-    # SIGKILL the operator when the test process dies, however it dies (never a stray one).
+    args: tuple[str, ...] = ()  # more `lockgate operator` flags, e.g. ("--shard", "a")
+    # Killed by the kernel when the test process dies (never for the shared operator, which
+    # outlives the worker that started it): a test's own operator cannot survive its run.
     die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -69,9 +71,9 @@ class Operator:
                 str(Path(sys.executable).with_name("lockgate")),  # the virtualenv running the tests
                 "operator",
                 *self.scope,
+                *self.args,
                 "--liveness",
                 f"http://127.0.0.1:{self.health_port}/healthz",
-                *self.args,
             ],
             env=self.env,
             stdout=handle,
@@ -114,12 +116,14 @@ class Operator:
         return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends SIGKILL when the parent exits."""
-    import ctypes
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls into it
+_PR_SET_PDEATHSIG = 1
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the process that started it dies (Linux)."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 def operator_env(cluster: Cluster, traefik: Traefik) -> dict[str, str]:

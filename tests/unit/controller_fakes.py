@@ -17,7 +17,7 @@ import asyncio
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -35,6 +35,7 @@ from lockgate.controller.deployments import (
 )
 from lockgate.controller.fleets import Census, FleetUnusable, FleetView
 from lockgate.controller.runtime import Runtime, Settings
+from lockgate.controller.sharding import shard_of
 from lockgate.engine import EnsureInstances, Promote, SetWeights
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import HostUnavailable
@@ -244,6 +245,27 @@ class FakeKube:
                 for key, summary in index_entry(obj).items():
                     out.setdefault(key, []).append(summary)
         return out
+
+    def shards(self) -> dict[ApplicationKey, list[str]]:
+        """What kopf's index of every Application's shard holds now."""
+        return {
+            (ns, name): [shard_of(obj["metadata"].get("labels"))]
+            for (plural, ns, name), obj in self.store.items()
+            if plural == "applications"
+        }
+
+    def handler_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What kopf passes a handler of `body` besides body, patch and memo: its name and
+        namespace, and the operator's indexes (by their ids)."""
+        meta = body["metadata"]
+        return {
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "spec": body.get("spec") or {},
+            "labels": meta.get("labels") or {},
+            "deployments_by_application": self.index(),
+            "application_shards": self.shards(),
+        }
 
 
 def runtime_over(kube: FakeKube, metrics: Callable[[], str] | None = None) -> Runtime:

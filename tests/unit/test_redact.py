@@ -220,14 +220,20 @@ def test_a_failed_application_handler_says_why_without_the_secret(
     memo = kopf.Memo(runtime=rt)
     for handler in (handlers.application_changed, handlers.application_tick):
         with pytest.raises((kopf.TemporaryError, kopf.PermanentError)) as err:
-            asyncio.run(handler(body=body, patch=kopf.Patch(), memo=memo))
+            asyncio.run(
+                handler(body=body, patch=kopf.Patch(), memo=memo, **kube.handler_kwargs(body))
+            )
         assert PASSWORD not in str(err.value)
         assert f"permission denied for key {MASK}" in str(err.value)
     # The kind of failure (retry or not) is kopf's to act on: it stays what it was.
     with pytest.raises(
         kopf.PermanentError if failure is kopf.PermanentError else kopf.TemporaryError
     ):
-        asyncio.run(handlers.application_changed(body=body, patch=kopf.Patch(), memo=memo))
+        asyncio.run(
+            handlers.application_changed(
+                body=body, patch=kopf.Patch(), memo=memo, **kube.handler_kwargs(body)
+            )
+        )
 
 
 def test_a_refused_deployments_status_and_events_are_masked(

@@ -30,6 +30,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: lockgate
 {{- end }}
 
+{{/* The shard this release's operator serves ("" the default shard), checked as the
+operator checks `--shard`; and its Lease, one per shard (operators of two shards sharing one
+would take turns instead of acting side by side). */}}
+{{- define "lockgate.shard" -}}
+{{- $shard := .Values.shard | default "" | toString }}
+{{- if and $shard (not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" $shard)) }}
+{{- fail (printf "shard %q is not a shard name: it must be the value of the label lockgate.dev/shard and a DNS label (at most 63 characters: lowercase letters, digits and '-', starting and ending with a letter or digit)" $shard) }}
+{{- end }}
+{{- $shard }}
+{{- end }}
+
+{{- define "lockgate.leaseName" -}}
+{{- $shard := include "lockgate.shard" . }}
+{{- if $shard }}{{ printf "%s-%s" .Values.leaderElection.leaseName $shard }}{{ else }}{{ .Values.leaderElection.leaseName }}{{ end }}
+{{- end }}
+
 {{- define "lockgate.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "lockgate.fullname" .) .Values.serviceAccount.name }}

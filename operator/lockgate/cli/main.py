@@ -29,6 +29,16 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def shard_name(value: str) -> str:
+    """`--shard`: a label value that can also name the shard's Lease and finalizer."""
+    from lockgate.names import shard_name_problem
+
+    problem = shard_name_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
     parser = argparse.ArgumentParser(
@@ -81,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="act only while holding the Lease (off by default; on in the chart and manifests)",
     )
     election.add_argument(
-        "--lease-name", default="lockgate", help="the Lease's name (default: lockgate)"
+        "--lease-name",
+        default=None,
+        help="the Lease's name (default: lockgate, or lockgate-SHARD with --shard: each shard "
+        "elects its own leader)",
     )
     election.add_argument(
         "--lease-namespace",
@@ -107,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_seconds,
         default=2.0,
         help="how often the leader renews (default: 2)",
+    )
+    operator.add_argument(
+        "--shard",
+        default=None,
+        type=shard_name,
+        help="serve only the Applications labelled lockgate.dev/shard=SHARD (and their "
+        "Deployments); without it, those without the label (sets LOCKGATE_SHARD)",
     )
     operator.add_argument(
         "--notifications-file",
@@ -158,6 +178,8 @@ def run_operator(args: argparse.Namespace) -> int:
 
     if args.notifications_file:
         os.environ["LOCKGATE_NOTIFICATIONS_FILE"] = args.notifications_file
+    if args.shard is not None:
+        os.environ["LOCKGATE_SHARD"] = args.shard
     election = None
     if args.leader_elect:
         from lockgate.controller.leader import ElectionConfig, default_identity, lease_namespace
@@ -168,7 +190,7 @@ def run_operator(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         election = ElectionConfig(
-            name=args.lease_name,
+            name=args.lease_name or ("lockgate" if args.shard is None else f"lockgate-{args.shard}"),
             namespace=lease_namespace(args.lease_namespace, args.namespace),
             identity=default_identity(),
             timing=timing,

@@ -6,7 +6,12 @@ inside a handler. Applications are reconciled on change and every few seconds.
 
 State lives where kopf keeps it: the Runtime (clients, caches) in the operator memo, set up
 at startup and closed at cleanup; each Deployment's wake-up Event in its own memo; the
-Deployments of each Application in an index kept current by the watch.
+Deployments of each Application, and the shard of each Application, in indexes kept current
+by the watch.
+
+Sharding (sharding.py): the handlers of Applications match only those of this operator's
+shard (a label filter), those of Deployments only the Deployments whose Application is in it
+(a filter reading the index of shards).
 """
 
 from __future__ import annotations
@@ -14,16 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
 
 from lockgate.api import ApplicationSpec
-from lockgate.names import GROUP, VERSION
+from lockgate.names import GROUP, LABEL_SHARD, VERSION
 
-from . import metrics
+from . import metrics, sharding
 from .applications import reconcile_application
 from .deployments import (
     ApplicationKey,
@@ -44,6 +49,11 @@ FINISHED_WAIT = 30.0  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
 RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
+SHARD_INDEX = "application_shards"  # the shard of every Application, this shard's or not
+# How long a driver told to stop (its Application moved to another shard, or the operator
+# exits) may take to finish the round it is in before kopf cancels it.
+ROUND_GRACE = 30.0
+log = logging.getLogger("lockgate.handlers")
 
 
 @kopf.on.startup()
@@ -52,7 +62,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    memo.runtime = Runtime.from_env()
+    shard = memo.runtime.settings.shard
+    # One finalizer per shard: kopf takes its finalizer off every object its handlers do not
+    # match, so a name shared by two shards would be taken off and put back for ever.
+    settings.persistence.finalizer = sharding.finalizer(shard)
     settings.posting.level = logging.WARNING
     # Every Traefik/API request and every wake-up would otherwise be an INFO line; what a
     # rollout does is in its status, Events and the operator's own warnings.
@@ -63,12 +77,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
     # in-flight rollouts queue behind background reconciles.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
-    memo.runtime = Runtime.from_env()
     memo.runtime.notifier.start()  # the notifications worker
     # Before anything can read a Secret: from here on every log line, and every Event kopf
     # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
     install_log_redaction(memo.runtime.redactor)
     metrics.serve(memo.runtime.settings.metrics_port)
+    metrics.SHARD.labels(shard).set(1)
+    if shard:
+        log.info("serving shard %r: the Applications labelled %s=%s", shard, LABEL_SHARD, shard)
 
 
 @kopf.on.cleanup()
@@ -86,19 +102,67 @@ async def deployments_by_application(
     return index_entry(body)
 
 
+@kopf.index(GROUP, VERSION, "applications", id=SHARD_INDEX)
+async def application_shards(
+    namespace: str | None, name: str, labels: kopf.Labels, **_: Any
+) -> dict[ApplicationKey, str]:
+    """Every Application's shard, whichever serves it: a Deployment's filter reads it."""
+    return {(namespace or "", name): sharding.shard_of(labels)}
+
+
+def _my_shard(memo: kopf.Memo) -> str:
+    shard: str = memo.runtime.settings.shard
+    return shard
+
+
+def _application_in_shard(value: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """Label filter of the Application handlers: its shard label names this shard."""
+    return (value or sharding.DEFAULT) == _my_shard(memo)
+
+
+IN_SHARD = {LABEL_SHARD: _application_in_shard}
+
+
+def _deployment_in_shard(
+    spec: kopf.Spec, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> bool:
+    """Filter of the Deployment handlers: the Application it names is in this shard."""
+    return _serves(kwargs[SHARD_INDEX], namespace or "", spec, labels, memo)
+
+
+def _serves(
+    shards: sharding.ShardIndex,
+    namespace: str,
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str],
+    memo: kopf.Memo,
+) -> bool:
+    """The Deployment is this operator's shard's (sharding.deployment_shard)."""
+    shard = sharding.deployment_shard(shards, namespace, spec.get("application"), labels)
+    return shard == _my_shard(memo)
+
+
 def _wake(memo: kopf.Memo) -> asyncio.Event:
     """The Deployment's wake-up, in its own memo (shared by its handlers and its daemon)."""
     wake: asyncio.Event = memo.setdefault("wake", asyncio.Event())
     return wake
 
 
-@kopf.on.event(GROUP, VERSION, "deployments")
+@kopf.on.event(GROUP, VERSION, "deployments", when=_deployment_in_shard)
 async def deployment_event(memo: kopf.Memo, **_: Any) -> None:
     """Any change (spec, annotations, status) wakes the Deployment's driver at once."""
     _wake(memo).set()
 
 
-@kopf.daemon(GROUP, VERSION, "deployments", cancellation_timeout=5.0)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "deployments",
+    when=_deployment_in_shard,
+    # Told to stop, a driver finishes its round (then it is cancelled, if it has not).
+    cancellation_backoff=ROUND_GRACE,
+    cancellation_timeout=5.0,
+)
 async def deployment_driver(
     stopped: kopf.DaemonStopped,
     name: str,
@@ -111,23 +175,44 @@ async def deployment_driver(
     never waits for a timer between two steps; backs off to every 2 s while it waits for the
     world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished or
     failed (then it reads nothing but its own object). The status is persisted after every
-    round, so one round completes at most one step."""
+    round, so one round completes at most one step.
+
+    Stopped (its Application moved to another shard, the Deployment is deleted, the operator
+    exits), it ends after the round in progress. A round starts only while the index says
+    the Application is in this shard: kopf stops the driver on the next event of the
+    Deployment, and the index may know of the move before that event arrives."""
     assert namespace is not None  # Deployments are namespaced
     # kopf passes each index by its id (a live view, current with the watch).
     deployments: DeploymentIndex = kwargs[DEPLOYMENT_INDEX]
+    shards: sharding.ShardIndex = kwargs[SHARD_INDEX]
     wake = _wake(memo)
+    relay = asyncio.create_task(_wake_when_stopped(stopped, wake))
     idle = IDLE_MIN
-    while not stopped:
-        wake.clear()
-        delay = await _drive_once(memo.runtime, namespace, name, deployments, logger, wake.set)
-        if delay is None:
-            idle = min(idle * 2, IDLE_MAX)
-            delay = idle
-        else:
-            idle = IDLE_MIN
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+    try:
+        while not stopped:
+            wake.clear()
+            if not _serves(shards, namespace, kwargs["spec"], kwargs["labels"], memo):
+                delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
+            else:
+                delay = await _drive_once(
+                    memo.runtime, namespace, name, deployments, logger, wake.set
+                )
+            if delay is None:
+                idle = min(idle * 2, IDLE_MAX)
+                delay = idle
+            else:
+                idle = IDLE_MIN
+            if delay > 0 and not stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        relay.cancel()
+
+
+async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
+    """A driver waiting for its next round ends at once when it is told to stop."""
+    await stopped.wait()
+    wake.set()
 
 
 async def _drive_once(
@@ -186,7 +271,7 @@ def _failures_redacted(rt: Runtime, delay: float = RETRY_DELAY) -> Iterator[None
         raise kopf.TemporaryError(rt.redactor.text(str(err)), delay=delay) from err
 
 
-@kopf.on.delete(GROUP, VERSION, "deployments")
+@kopf.on.delete(GROUP, VERSION, "deployments", when=_deployment_in_shard)
 async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Deleting a Deployment mid-rollout puts the previous version back before it goes."""
     with _failures_redacted(memo.runtime):
@@ -199,7 +284,7 @@ def _removes_on_deletion(spec: kopf.Spec, **_: Any) -> bool:
 
 # Only Applications whose fleet is not garbage-collected get a finalizer: deleting a
 # Kubernetes one never waits on lockgate.
-@kopf.on.delete(GROUP, VERSION, "applications", when=_removes_on_deletion)
+@kopf.on.delete(GROUP, VERSION, "applications", labels=IN_SHARD, when=_removes_on_deletion)
 async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """What no owner reference covers (containers on Docker hosts, their route file) goes."""
     try:
@@ -213,20 +298,44 @@ async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
         await fleet_for(memo.runtime, dict(body), app, None).remove_all()
 
 
-@kopf.on.resume(GROUP, VERSION, "applications")
-@kopf.on.create(GROUP, VERSION, "applications")
-@kopf.on.update(GROUP, VERSION, "applications")
+async def _claim_deployments(
+    rt: Runtime, namespace: str, name: str, deployments: DeploymentIndex
+) -> None:
+    """The Application's Deployments carry this shard's label (sharding.py: that write is what
+    hands a Deployment over when its Application moves to this shard)."""
+    await sharding.copy_shard_label(
+        rt, rt.settings.shard, namespace, deployments.get((namespace, name), ())
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, "applications", labels=IN_SHARD)
+@kopf.on.create(GROUP, VERSION, "applications", labels=IN_SHARD)
+@kopf.on.update(GROUP, VERSION, "applications", labels=IN_SHARD)
 async def application_changed(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
 ) -> None:
     with _failures_redacted(memo.runtime):
+        await _claim_deployments(memo.runtime, namespace or "", name, kwargs[DEPLOYMENT_INDEX])
         await reconcile_application(memo.runtime, dict(body), patch)
 
 
-@kopf.timer(GROUP, VERSION, "applications", interval=5.0, sharp=False)
-async def application_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+@kopf.timer(GROUP, VERSION, "applications", labels=IN_SHARD, interval=5.0, sharp=False)
+async def application_tick(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
+) -> None:
     with _failures_redacted(memo.runtime):
         try:
+            await _claim_deployments(memo.runtime, namespace or "", name, kwargs[DEPLOYMENT_INDEX])
             await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
         except Exception as err:
             metrics.RECONCILE_ERRORS.labels("Application").inc()

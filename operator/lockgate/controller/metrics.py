@@ -23,6 +23,17 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+ROUNDS_LOST = Counter(
+    "lockgate_rounds_lost_total",
+    "Rounds whose status write found the Deployment changed since the round read it "
+    "(the next round starts again from what is there)",
+)
+SHARD = Gauge(
+    "lockgate_shard_info",
+    'The shard this operator serves (1 for it; shard="" is the default shard)',
+    ["shard"],
+)
+
 LEADER = Gauge(
     "lockgate_leader",
     "1 while this operator acts (it holds the leader Lease, or runs without --leader-elect); "

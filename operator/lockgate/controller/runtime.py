@@ -16,6 +16,7 @@ from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
 from lockgate.kube import Kube, load_config
+from lockgate.names import shard_name_problem
 from lockgate.outbound.notifications import load_defaults
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
@@ -37,6 +38,14 @@ if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime 
     from .fleets.docker import FleetState
 
 
+def shard_from_env() -> str:
+    shard = os.environ.get("LOCKGATE_SHARD", "")
+    problem = shard_name_problem(shard)
+    if problem is not None:
+        raise ValueError(f"LOCKGATE_SHARD: {problem}")
+    return shard
+
+
 @dataclass
 class Settings:
     traefik_api_url: str | None = None
@@ -45,6 +54,9 @@ class Settings:
     notifications_file: str | None = None
     """A YAML or JSON list of notification targets every Application gets in addition to
     its own (docs/notifications.md)."""
+    shard: str = ""
+    """The shard this operator serves (`--shard`, LOCKGATE_SHARD): the Applications labelled
+    `lockgate.dev/shard=<shard>`; "" is the default shard, those without the label."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,6 +65,7 @@ class Settings:
             traefik_metrics_url=os.environ.get("LOCKGATE_TRAEFIK_METRICS_URL") or None,
             metrics_port=int(os.environ.get("LOCKGATE_METRICS_PORT", "9108")),
             notifications_file=os.environ.get("LOCKGATE_NOTIFICATIONS_FILE") or None,
+            shard=shard_from_env(),
         )
 
 
