@@ -14,6 +14,10 @@ from kubernetes.client.exceptions import ApiException
 from lockgate.names import API_VERSION, GROUP, VERSION
 
 T = TypeVar("T")
+API_THREADS = 32
+"""Worker threads for API calls (the controller's bounded default executor), and as many
+pooled connections: a smaller pool drops and re-opens a TLS connection for each call beyond
+it."""
 
 
 def load_config() -> client.ApiClient:
@@ -22,7 +26,9 @@ def load_config() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_THREADS
+    return client.ApiClient(configuration)
 
 
 def owner_reference(app_obj: dict[str, Any]) -> dict[str, Any]:

@@ -266,6 +266,8 @@ class FakeFleet:
     kube: FakeKube
     world: FakeWorld
     poll_while_moving: float | None = None
+    status_poll: float | None = None
+    settling: bool = False  # what `observe` reports: the world settles where no watch tells
     unusable: str | None = None
     calls: list[str] = field(default_factory=list)
     releases: list[str | None] = field(default_factory=list)  # as made by fleet_for

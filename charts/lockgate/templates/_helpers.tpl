@@ -51,7 +51,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   apps deployments: the two slots <app>-a/-b, read and server-side applied (create + patch);
     deployments/scale: scaled through the scale subresource.
   services: <app>-stable/-canary, read and server-side applied.
-  pods: listed to tell ready instances.
+  pods: listed and watched to tell ready instances (their changes wake the rollouts).
   metrics.k8s.io pods: listed for canary and stable CPU and memory (analysis.maxCpuIncrease,
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
@@ -76,7 +76,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [list]

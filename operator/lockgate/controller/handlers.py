@@ -1,12 +1,17 @@
 """kopf handlers. Thin: each one hands the body to a reconcile function.
 
 Each Deployment has one driver (a kopf daemon), so reconciles of one Deployment never
-overlap; watch events wake it at once, and waits are timeouts on that wake-up, never a sleep
-inside a handler. Applications are reconciled on change and every few seconds.
+overlap. A driver that waits costs nothing: it sleeps until a watch event wakes it (its own
+object, a sibling Deployment or its Application for the rollout lock, a Pod of its
+Application) or until the rollout's next timer (a pause's end, the next analysis, a
+deadline). It polls only while the world settles where no watch tells (Traefik loading
+servers or weights; Docker hosts), with a back-off. Each Application's status is refreshed
+the same way by its own loop: on its Pods' events, with a slow timer as a safety net.
 
-State lives where kopf keeps it: the Runtime (clients, caches) in the operator memo, set up
-at startup and closed at cleanup; each Deployment's wake-up Event in its own memo; the
-Deployments of each Application in an index kept current by the watch.
+State lives where kopf keeps it: the Runtime (clients, caches, who to wake) in the operator
+memo, set up at startup and closed at cleanup; each object's wake-up Event in its own memo;
+the Deployments of each Application and the Pods of each slot in indexes kept current by the
+watch.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
@@ -22,7 +28,8 @@ import kopf
 from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
-from lockgate.names import GROUP, VERSION
+from lockgate.kube import API_THREADS
+from lockgate.names import GROUP, LABEL_APP, VERSION
 
 from . import metrics
 from .applications import reconcile_application
@@ -30,6 +37,7 @@ from .deployments import (
     ApplicationKey,
     DeploymentIndex,
     DeploymentSummary,
+    Round,
     deployment_removed,
     index_entry,
     reconcile,
@@ -38,13 +46,21 @@ from .deployments import (
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .redact import install_log_redaction
 from .runtime import Runtime
+from .wakeups import PodIndex, pod_entry
 
-IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
+IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
-FINISHED_WAIT = 30.0  # a finished or failed rollout wakes on changes only
+SAFETY_NET = 600.0  # a rollout waiting on events only looks again after this anyway
+FINISHED_WAIT = SAFETY_NET  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
 RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
+APP_SAFETY_NET = 300.0  # an Application's status is recounted at least this often
+APP_SETTLE = 1.0  # while Traefik has not loaded a Ready Pod, its status looks again after this
+APP_ERROR_WAIT = 5.0
+APP_DEBOUNCE = 0.2  # a burst of Pod events (a slot scaling) makes one recount
+APP_START_SPREAD = 30.0  # the first safety-net recounts after a start are spread over this
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
+POD_INDEX = "pods_by_slot"
 
 
 @kopf.on.startup()
@@ -63,7 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 30
     # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
     # in-flight rollouts queue behind background reconciles.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     memo.runtime = Runtime.from_env()
     memo.runtime.notifier.start()  # the notifications worker
     # Before anything can read a Secret: from here on every log line, and every Event kopf
@@ -87,16 +103,69 @@ async def deployments_by_application(
     return index_entry(body)
 
 
+@kopf.index("", "v1", "pods", id=POD_INDEX, labels={LABEL_APP: kopf.PRESENT})
+async def pods_by_slot(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:
+    """What a round reads of the Pods of each slot, without listing them every round."""
+    return pod_entry(body)
+
+
 def _wake(memo: kopf.Memo) -> asyncio.Event:
-    """The Deployment's wake-up, in its own memo (shared by its handlers and its daemon)."""
+    """The object's wake-up, in its own memo (shared by its handlers and its daemon)."""
     wake: asyncio.Event = memo.setdefault("wake", asyncio.Event())
     return wake
 
 
+def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
+    """The Runtime, with the Pod index kopf hands to every handler (a live view)."""
+    rt: Runtime | None = memo.get("runtime")
+    if rt is not None and rt.pod_index is None and POD_INDEX in kwargs:
+        rt.pod_index = cast(PodIndex, kwargs[POD_INDEX])
+    return rt
+
+
 @kopf.on.event(GROUP, VERSION, "deployments")
-async def deployment_event(memo: kopf.Memo, **_: Any) -> None:
-    """Any change (spec, annotations, status) wakes the Deployment's driver at once."""
+async def deployment_event(
+    memo: kopf.Memo, namespace: str | None = None, spec: Any = None, **kwargs: Any
+) -> None:
+    """Any change (spec, annotations, status) wakes the Deployment's driver at once, and the
+    other Deployments of its Application (one waits for the rollout lock it releases)."""
     _wake(memo).set()
+    rt = _runtime(memo, kwargs)
+    application = (spec or {}).get("application")
+    if rt is not None and namespace and application and DEPLOYMENT_INDEX in kwargs:
+        rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX])
+
+
+@kopf.on.event(GROUP, VERSION, "applications")
+async def application_event(
+    memo: kopf.Memo,
+    namespace: str | None = None,
+    name: str | None = None,
+    type: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """A change of an Application wakes its status loop and its Deployments (the rollout
+    lock, the stable version); its deletion closes what lockgate kept for it."""
+    _wake(memo).set()
+    rt = _runtime(memo, kwargs)
+    if rt is None or not namespace or not name:
+        return
+    if type == "DELETED":
+        await rt.forget_application(namespace, name)
+    if DEPLOYMENT_INDEX in kwargs:
+        rt.wakeups.wake_deployments(namespace, name, kwargs[DEPLOYMENT_INDEX])
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_APP: kopf.PRESENT})
+async def pod_event(
+    memo: kopf.Memo, namespace: str | None = None, labels: Any = None, **kwargs: Any
+) -> None:
+    """A Pod of an Application changed (started, turned ready, failed, went): its status
+    loop and its Deployments look again."""
+    rt = _runtime(memo, kwargs)
+    application = (labels or {}).get(LABEL_APP)
+    if rt is not None and namespace and application:
+        rt.wakeups.wake_application(namespace, application, kwargs.get(DEPLOYMENT_INDEX) or {})
 
 
 @kopf.daemon(GROUP, VERSION, "deployments", cancellation_timeout=5.0)
@@ -109,18 +178,38 @@ async def deployment_driver(
     **kwargs: Any,
 ) -> None:
     """Drives one Deployment: reconciles again at once while the rollout moves, so a rollout
-    never waits for a timer between two steps; backs off to every 2 s while it waits for the
-    world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished or
-    failed (then it reads nothing but its own object). The status is persisted after every
-    round, so one round completes at most one step."""
+    never waits for a timer between two steps; while it waits it sleeps until an event wakes
+    it or its next timer is due, and backs off to every 2 s only while the world settles
+    where no watch tells (Traefik loading). A finished or failed one reads nothing but its
+    own object. The status is persisted after every round, so one round completes at most
+    one step."""
     assert namespace is not None  # Deployments are namespaced
     # kopf passes each index by its id (a live view, current with the watch).
     deployments: DeploymentIndex = kwargs[DEPLOYMENT_INDEX]
+    rt = _runtime(memo, kwargs)
+    assert rt is not None
     wake = _wake(memo)
+    rt.wakeups.register("deployments", namespace, name, wake)
+    try:
+        await _drive(rt, stopped, namespace, name, deployments, logger, wake)
+    finally:
+        rt.wakeups.unregister("deployments", namespace, name, wake)
+
+
+async def _drive(
+    rt: Runtime,
+    stopped: kopf.DaemonStopped,
+    namespace: str,
+    name: str,
+    deployments: DeploymentIndex,
+    logger: Any,
+    wake: asyncio.Event,
+) -> None:
+    """The driver's loop: a round, then a wait for `wake` or the round's delay."""
     idle = IDLE_MIN
     while not stopped:
         wake.clear()
-        delay = await _drive_once(memo.runtime, namespace, name, deployments, logger, wake.set)
+        delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
         if delay is None:
             idle = min(idle * 2, IDLE_MAX)
             delay = idle
@@ -139,7 +228,8 @@ async def _drive_once(
     logger: Any,
     wake: Callable[[], None] | None = None,
 ) -> float | None:
-    """One round; returns how long to wait before the next (None: back off)."""
+    """One round; returns how long to wait before the next unless woken (None: back off,
+    the world settles where no watch tells)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
         if obj is not None and settled(obj):
@@ -163,14 +253,22 @@ async def _drive_once(
         metrics.RECONCILE_ERRORS.labels("Deployment").inc()
         logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
         return ERROR_WAIT
+    return round_delay(result)
+
+
+def round_delay(result: Round) -> float | None:
+    """How long a driver waits after a round unless an event wakes it (None: back off)."""
     if result.progressed:
         return 0.0
     if result.finished:
         return FINISHED_WAIT
     wait = ACTED_WAIT if result.acted else None
     if result.requeue_after is not None:
-        wait = min(wait if wait is not None else IDLE_MAX, max(result.requeue_after, 0.0))
-    return wait
+        timer = max(result.requeue_after, 0.0)
+        wait = timer if wait is None else min(wait, timer)
+    if result.settling and (wait is None or wait > IDLE_MAX):
+        return None  # poll, backing off to IDLE_MAX, until the world has settled
+    return SAFETY_NET if wait is None else wait
 
 
 @contextlib.contextmanager
@@ -224,11 +322,66 @@ async def application_changed(
         await reconcile_application(memo.runtime, dict(body), patch)
 
 
-@kopf.timer(GROUP, VERSION, "applications", interval=5.0, sharp=False)
-async def application_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def application_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> float:
+    """One refresh of the Application's status (into `patch`); returns when to look again
+    unless an event wakes its loop earlier."""
     with _failures_redacted(memo.runtime):
         try:
-            await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
+            again = await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
         except Exception as err:
             metrics.RECONCILE_ERRORS.labels("Application").inc()
             raise kopf.TemporaryError(f"application reconcile failed: {err}", delay=5) from err
+    return APP_SAFETY_NET if again is None else again
+
+
+@kopf.daemon(GROUP, VERSION, "applications", cancellation_timeout=5.0)
+async def application_status(
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: Any,
+    **kwargs: Any,
+) -> None:
+    """Keeps the Application's status current: recounts when its Pods or the Application
+    change (events), while Traefik has yet to load a Ready Pod (polled: no watch tells),
+    on its fleet's own period (Docker hosts have no watch), and on a slow safety-net
+    timer. The create/update/resume handlers also write it, with what the Application owns."""
+    assert namespace is not None
+    rt = _runtime(memo, kwargs)
+    assert rt is not None
+    wake = _wake(memo)
+    rt.wakeups.register("applications", namespace, name, wake)
+    try:
+        # The create/resume handler has just counted: the first recount waits for a change,
+        # and the safety-net recounts of many Applications started at once are spread out.
+        delay = random.uniform(1.0, APP_START_SPREAD)
+        while not stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            if stopped:
+                return
+            await asyncio.sleep(APP_DEBOUNCE)
+            wake.clear()
+            delay = await _refresh_application(rt, namespace, name, body, memo, logger)
+    finally:
+        rt.wakeups.unregister("applications", namespace, name, wake)
+
+
+async def _refresh_application(
+    rt: Runtime, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, logger: Any
+) -> float:
+    patch = kopf.Patch()
+    try:
+        delay = await application_tick(body=body, patch=patch, memo=memo)
+        if patch.status:
+            await rt.kube.patch_application_status(namespace, name, {"status": dict(patch.status)})
+    except kopf.TemporaryError as err:
+        logger.warning("status refresh failed: %s", err)
+        return APP_ERROR_WAIT
+    except Exception as err:  # the API refused the write (the Application is going)
+        metrics.RECONCILE_ERRORS.labels("Application").inc()
+        logger.warning("status refresh failed: %s", rt.redactor.text(str(err)))
+        return APP_ERROR_WAIT
+    return delay
