@@ -1,0 +1,205 @@
+"""A rollout or an Application that waits costs nothing: its driver schedules no round until
+its timer is due or an event wakes it (its own object, a sibling, its Application, one of
+its Pods). Polling is kept for what no watch reports (Traefik loading servers or weights).
+Against the fake Kube and fake fleet, through the handlers as kopf calls them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import pytest
+
+from lockgate.controller import applications, deployments, handlers
+from lockgate.names import LABEL_APP
+from tests.support.fakeworld import FakeWorld, dep_spec
+from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, Operator, runtime_over
+
+log = logging.getLogger("test")
+FOREVER = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, 100]}}
+TIMED = {
+    "type": "Canary",
+    "canary": {"steps": [{"setWeight": 50}, {"pause": {"seconds": 30}}, 100]},
+}
+MINUTE = 60.0
+
+
+@dataclass
+class Env:
+    kube: FakeKube
+    world: FakeWorld
+    fleet: FakeFleet
+    op: Operator
+
+    def pause(self, strategy: dict[str, Any]) -> None:
+        """A Deployment driven until it waits in its pause step."""
+        self.kube.add_deployment("dep", dep_spec(strategy=strategy))
+        for _ in range(30):
+            self.op.round("dep")
+            step = (self.kube.deployment("dep").get("status") or {}).get("step") or {}
+            if "pause" in str(step.get("description")):
+                break
+        self.op.round("dep")  # the round that notices nothing moves
+        assert "pause" in self.kube.deployment("dep")["status"]["step"]["description"]
+
+    def next_round_in(self) -> float | None:
+        """What the driver waits after one more round unless woken (None: it polls)."""
+        return asyncio.run(handlers._drive_once(self.op.rt, NS, "dep", self.kube.index(), log))
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    kube = FakeKube()
+    kube.add_application("shop", {"kubernetes": {"replicas": 2}}, stable={"image": "app:1"})
+    world = FakeWorld(units=("replica-1", "replica-2"), ready_after=1)
+    fleet = FakeFleet(kube, world)
+    monkeypatch.setattr(deployments, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(deployments, "now", lambda: world.now)
+    rt = runtime_over(kube)
+    yield Env(kube, world, fleet, Operator(rt, kube, world))
+    asyncio.run(rt.aclose())
+
+
+def test_a_rollout_paused_until_promoted_schedules_no_round(env: Env) -> None:
+    """It used to look again every 2 s for ever (~3% of a core per paused rollout)."""
+    env.pause(FOREVER)
+    assert env.op.phase("dep") == "Paused"
+    for _ in range(3):
+        wait = env.next_round_in()
+        assert wait is not None and wait >= 10 * MINUTE, "only the safety net, no poll"
+    assert env.op.phase("dep") == "Paused"
+
+
+def test_a_timed_pause_sleeps_until_it_ends(env: Env) -> None:
+    env.pause(TIMED)
+    started = env.kube.deployment("dep")["status"]["step"]["startedAt"]
+    wait = env.next_round_in()
+    elapsed = (
+        env.world.now
+        - deployments.DeploymentStatus.model_validate(
+            env.kube.deployment("dep")["status"]
+        ).step.started_at
+    ).total_seconds()  # type: ignore[union-attr]
+    assert started
+    assert wait == pytest.approx(30 - elapsed), "it sleeps until the pause ends"
+
+
+def test_a_rollout_polls_while_traefik_has_not_confirmed(env: Env) -> None:
+    """Traefik loads a Ready Pod and a new split a moment later and no watch tells: only
+    then does a waiting rollout keep looking (backing off)."""
+    env.pause(FOREVER)
+    env.fleet.settling = True
+    assert env.next_round_in() is None
+
+
+def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
+    """The driver's loop as kopf runs it: one round, asleep until a Pod of its Application
+    changes, then exactly one more round."""
+    env.pause(FOREVER)
+    rt = env.op.rt
+    memo = kopf.Memo(runtime=rt)
+    rounds: list[float | None] = []
+    idle = asyncio.Event
+    original = handlers._drive_once
+
+    async def scenario() -> None:
+        slept = idle()
+
+        async def counted(*args: Any, **kwargs: Any) -> float | None:
+            delay = await original(*args, **kwargs)
+            rounds.append(delay)
+            slept.set()
+            return delay
+
+        stop = asyncio.Event()
+
+        class Stopped:
+            def __bool__(self) -> bool:
+                return stop.is_set()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(handlers, "_drive_once", counted)
+            driver = asyncio.create_task(
+                handlers.deployment_driver(
+                    stopped=Stopped(),
+                    name="dep",
+                    namespace=NS,
+                    memo=memo,
+                    logger=log,
+                    deployments_by_application=env.kube.index(),
+                )
+            )
+            await slept.wait()
+            slept.clear()
+            for _ in range(100):  # the loop gets every chance to run again: it does not
+                await asyncio.sleep(0)
+            assert len(rounds) == 1
+            other = kopf.Memo(runtime=rt)  # the Pod's own memo
+            await handlers.pod_event(
+                memo=other,
+                namespace=NS,
+                labels={LABEL_APP: "shop"},
+                deployments_by_application=env.kube.index(),
+            )
+            await slept.wait()
+            assert len(rounds) == 2
+            stop.set()
+            handlers._wake(memo).set()
+            await driver
+        assert len(rt.wakeups) == 0, "the driver unregisters when it stops"
+
+    asyncio.run(scenario())
+    assert all(r is not None and r >= 10 * MINUTE for r in rounds)
+
+
+def test_a_released_lock_wakes_the_deployment_queued_behind_it(env: Env) -> None:
+    rt = env.op.rt
+    queued = asyncio.Event()
+    rt.wakeups.register("deployments", NS, "next", queued)
+    env.kube.add_deployment("first", dep_spec(strategy=FOREVER))
+    env.kube.add_deployment("next", dep_spec("app:3", strategy=FOREVER))
+    asyncio.run(
+        handlers.deployment_event(
+            memo=kopf.Memo(runtime=rt),
+            namespace=NS,
+            spec={"application": "shop"},
+            deployments_by_application=env.kube.index(),
+        )
+    )
+    assert queued.is_set()
+
+
+@pytest.mark.parametrize("settling", [False, True])
+def test_an_applications_status_is_recounted_on_events_not_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch, settling: bool
+) -> None:
+    """It used to be recounted every 5 s for each Application (1,000: 200 recounts/s). Now
+    its Pods' events wake it, a slow timer is the safety net, and it looks again within a
+    second or two only while Traefik has yet to load a Ready Pod (no watch tells)."""
+    kube = FakeKube()
+    body = kube.add_application("shop", {"kubernetes": {"replicas": 2}})
+    world = FakeWorld(units=("replica-1", "replica-2"))
+    fleet = FakeFleet(kube, world)
+    census = fleet.census
+
+    async def lagging(rolling_out: bool) -> Any:
+        """Some Pod is Ready, but Traefik has not loaded it yet."""
+        return dataclasses.replace(await census(rolling_out), settling=True)
+
+    if settling:
+        monkeypatch.setattr(fleet, "census", lagging)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    memo = kopf.Memo(runtime=runtime_over(kube))
+    patch = kopf.Patch()
+    delay = asyncio.run(handlers.application_tick(body=kopf.Body(body), patch=patch, memo=memo))
+    assert patch.status["phase"] == "Healthy"
+    if settling:
+        assert delay is not None and delay <= 2
+    else:
+        assert delay is not None and delay >= 5 * MINUTE
