@@ -66,7 +66,8 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """camelCase to the client's snake_case (`podIP` -> `pod_ip`, as the client names it)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 STRING_MAPS = ("labels", "annotations", "selector", "match_labels")

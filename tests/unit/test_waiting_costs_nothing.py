@@ -203,3 +203,96 @@ def test_an_applications_status_is_recounted_on_events_not_every_few_seconds(
         assert delay is not None and delay <= 2
     else:
         assert delay is not None and delay >= 5 * MINUTE
+
+
+def pod(name: str, slot: str, release_hash: str, *, ready: bool, ip: str) -> dict[str, Any]:
+    """A Pod of Application `shop` as the API (and so the watch) has it."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {
+                LABEL_APP: "shop",
+                "lockgate.dev/slot": slot,
+                "lockgate.dev/release-hash": release_hash,
+            },
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_a_round_reads_the_pods_from_the_watch_not_a_list() -> None:
+    """The index the Pod watch keeps answers what a list per round used to: the same
+    instances, ready or not, and whether Traefik has yet to load a Ready one."""
+    from lockgate.controller.wakeups import pod_entry
+    from lockgate.targets.kubernetes import KubernetesTarget, release_hash
+    from tests.unit.controller_fakes import FakeKube
+
+    kube = FakeKube()
+    release = "dep/1"
+    kube.put(
+        "deployments.apps",
+        NS,
+        {
+            "metadata": {"name": "shop-a"},
+            "spec": {
+                "replicas": 2,
+                "template": {
+                    "metadata": {"annotations": {"lockgate.dev/release": release}},
+                    "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+                },
+            },
+        },
+    )
+    pods = [
+        pod("shop-a-1", "a", release_hash(release), ready=True, ip="10.246.0.1"),
+        pod("shop-a-2", "a", release_hash(release), ready=True, ip="10.246.0.2"),
+    ]
+    for p in pods:
+        kube.put("pods", NS, p)
+    index: dict[Any, list[Any]] = {}
+    for p in pods:
+        for key, info in pod_entry(p).items():
+            index.setdefault(key, []).append(info)
+    listed = []
+
+    def no_list(*args: Any, **kwargs: Any) -> Any:
+        listed.append(args)
+        raise AssertionError("listed the Pods")
+
+    async def from_index(namespace: str, app: str, slot: str) -> list[Any]:
+        return list(index.get((namespace, app, slot), ()))
+
+    served = {"stable": frozenset({"10.246.0.1"}), "canary": frozenset()}
+    by_list = KubernetesTarget(kube)  # type: ignore[arg-type]
+    expected = asyncio.run(by_list.observe(NS, "shop", ("replica-1", "replica-2"), served))
+    kube.core.list_namespaced_pod = no_list  # type: ignore[method-assign]
+    by_watch = KubernetesTarget(kube, from_index)  # type: ignore[arg-type]
+    seen = asyncio.run(by_watch.observe(NS, "shop", ("replica-1", "replica-2"), served))
+    assert seen == expected
+    assert seen[0].units == ("replica-1", "replica-2") and seen[0].ready == ("replica-2",)
+    assert by_watch.lagging and by_list.lagging, "a Ready Pod Traefik has not loaded yet"
+    assert listed == []
+
+
+def test_a_deleted_application_closes_its_host_connections() -> None:
+    closed: list[str] = []
+
+    class HostConnections:
+        async def aclose(self) -> None:
+            closed.append("hosts")
+
+    rt = runtime_over(FakeKube())
+    rt.fleets[(NS, "shop")] = HostConnections()  # type: ignore[assignment]
+    rt.fleets[(NS, "other")] = HostConnections()  # type: ignore[assignment]
+    asyncio.run(
+        handlers.application_event(
+            memo=kopf.Memo(runtime=rt), namespace=NS, name="shop", type="DELETED"
+        )
+    )
+    assert closed == ["hosts"]
+    assert list(rt.fleets) == [(NS, "other")]
