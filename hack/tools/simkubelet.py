@@ -95,7 +95,7 @@ class SimulatedKubelet(Kubelet):
         self.max_pods = MAX_PODS
         self.metrics_port = 0
         self.network = SimNetwork(ipaddress.IPv4Network(pod_cidr))  # type: ignore[assignment]
-        self.host_ip = "127.0.0.1"
+        self.host_ip = self.sim.allocate()  # the range's first address stands for the Node
         self.node_uid = ""
         self._node_since = rfc3339()
         self.stop = threading.Event()
