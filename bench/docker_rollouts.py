@@ -3,7 +3,8 @@
 Needs hack/cluster, hack/traefik and hack/dockerhosts up. Runs the operator as a subprocess,
 as the integration tests do, against the three local hosts (unix, tcp+TLS, ssh), and
 measures:
-  rollback  analysis Failed (phase RollingBack) -> Traefik serving 100% stable, read from
+  rollback  the failing analysis verdict (its round's own timestamp) -> Traefik serving 100%
+            stable, read from
             Traefik's API (bounded below by the file provider noticing the rewrite and by
             Traefik's default 2 s providersThrottleDuration, which the local Traefik keeps)
   rolling   a Rolling update one host at a time over the three hosts, applied -> Succeeded,
@@ -82,7 +83,7 @@ def main() -> None:
                     failures.append(f"{name}: {status.get('message')}")
                 bad = failed(load.responses[before:])
                 failures += [f"{name}: request failed ({r.status})" for r in bad]
-        print(f"rollback: RollingBack -> 100% stable in Traefik: {spread(rollbacks)}")
+        print(f"rollback: Failed verdict -> 100% stable in Traefik: {spread(rollbacks)}")
         print(f"rolling: 3 hosts one at a time, drainSeconds 1: {spread(rolling)}")
         print(f"requests under load: {len(load.responses)}, problems: {len(failures)}")
         for problem in failures[:10]:

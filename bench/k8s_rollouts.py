@@ -4,7 +4,8 @@ Needs hack/cluster, hack/traefik and hack/kubelet up. Runs the operator as a sub
 the integration tests do, and measures:
   reaction  new Deployment applied -> canary slot created (the operator's reaction), and
             canary Pod Ready -> canary weight live in Traefik (readiness to traffic)
-  rollback  analysis Failed (phase RollingBack) -> Traefik serving 100% stable
+  rollback  the failing analysis verdict (its round's own timestamp) -> Traefik serving 100%
+            stable (includes the decision, the weight write and Traefik's reload)
   overhead  a 5-step canary with zero pauses: time per step beyond instance start-up
   load      operator RSS and CPU with N rollouts in flight (paused, analysis running)
 Usage: python -m bench.k8s_rollouts [--runs 20] [--in-flight 100]
@@ -216,7 +217,7 @@ def run(
     if "rollback" in only:
         rb = rollback(fresh(), traefik.api_url, traefik.web_url, max(3, args.runs // 4))
         print(
-            f"rollback: RollingBack -> 100% stable in Traefik: median {statistics.median(rb) * 1000:.0f} ms, "
+            f"rollback: Failed verdict -> 100% stable in Traefik: median {statistics.median(rb) * 1000:.0f} ms, "
             f"max {max(rb) * 1000:.0f} ms ({len(rb)} runs)"
         )
     if "overhead" in only:

@@ -405,7 +405,8 @@ def test_capacity_shortfall_names_host_and_resource(
         assert any(m.startswith("host host2: not enough CPU") for m in messages), messages
 
         huge = Resources.parse("0.1", f"{after.total.memory // 2**30 + 1}Gi")
-        found = await check_capacity(conns, extra_instances("Canary", conns.names, 1), huge)
+        canary = extra_instances("Canary", conns.names, 1, canary_units=conns.names[:1])
+        found = await check_capacity(conns, canary, huge)
         assert [(s.host, s.resource) for s in found] == [("host1", "memory")]
         assert "not enough memory" in str(found[0])
 

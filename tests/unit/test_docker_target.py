@@ -16,6 +16,7 @@ import requests
 import yaml
 
 from lockgate.engine import compile_plan
+from lockgate.engine.plan import first_canary_units
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable, translate_error
 from lockgate.hosts.spec import HostSpec, host_spec_from_api
@@ -313,37 +314,41 @@ def test_blue_green_and_rolling_need_a_second_set_on_every_host() -> None:
     assert extra_instances("Rolling", HOSTS, 1) == dict.fromkeys(HOSTS, 1)
 
 
-def test_canary_needs_room_on_its_canary_hosts_only() -> None:
-    assert extra_instances("Canary", HOSTS, 2, canary_hosts="40%") == {
+def test_canary_needs_room_on_its_first_canary_hosts_only() -> None:
+    assert extra_instances("Canary", HOSTS, 2, canary_units=("h1", "h2")) == {
         "h1": 2,
         "h2": 2,
         "h3": 0,
         "h4": 0,
         "h5": 0,
     }
-    assert extra_instances("Canary", HOSTS, 1)["h1"] == 1  # default: one host
-    assert sum(extra_instances("Canary", HOSTS, 1, canary_hosts=0).values()) == 1
-    assert sum(extra_instances("Canary", HOSTS, 1, canary_hosts=9).values()) == 5
 
 
-@pytest.mark.parametrize("share", [None, 2, "30%", "100%"])
+@pytest.mark.parametrize(
+    ("hosts", "share", "first_weight", "expected"),
+    [
+        (10, None, 10, 1),  # grows with the weight: 10% of 10 hosts
+        (5, None, 50, 3),  # 50% of 5 hosts, rounded up
+        (10, 2, 10, 2),
+        (10, "30%", 50, 3),  # a fixed share, whatever the weight
+        (10, "100%", 10, 10),
+        (10, 0, 10, 1),  # never fewer than one
+    ],
+)
 def test_the_preflight_checks_the_hosts_the_plan_starts_the_canary_on(
-    share: int | str | None,
+    hosts: int, share: int | str | None, first_weight: int, expected: int
 ) -> None:
-    app = docker_app_spec(hosts=10)
-    canary: dict[str, object] = {"steps": [{"setWeight": 10}, {"setWeight": 100}]}
+    app = docker_app_spec(hosts=hosts)
+    canary: dict[str, object] = {"steps": [{"setWeight": first_weight}, {"setWeight": 100}]}
     if share is not None:
         canary["canaryHosts"] = share
     spec = dep_spec(strategy={"type": "Canary", "canary": canary})
     plan = compile_plan(app, spec, has_stable=True)
     first_canary = next(s for s in plan.steps if s.kind == "start").canary_units
-    extra = extra_instances(
-        "Canary",
-        app.units(),
-        2,
-        canary_hosts=canary.get("canaryHosts"),  # type: ignore[arg-type]
-    )
+    units = app.units()
+    extra = extra_instances("Canary", units, 2, canary_units=first_canary_units(app, units, spec))
     assert tuple(h for h, n in extra.items() if n) == first_canary
+    assert len(first_canary) == expected
 
 
 def test_recreate_needs_only_what_is_not_running_already() -> None:

@@ -231,6 +231,9 @@ def strategy_of(draw: st.DrawFn, kind: str, units: int, docker: bool) -> dict[st
             hosts = draw(sized(units)["canary_hosts"])
             if hosts is not None:
                 canary["canaryHosts"] = hosts
+                # Fixed canary hosts at any weight, never refused for their load (the limit
+                # has its own tests in test_engine_strategies.py).
+                canary["maxCanaryLoadPercent"] = 10000
         return {"type": kind, "canary": canary}
     return {"type": kind}
 

@@ -281,6 +281,45 @@ def test_docker_canary_uses_canary_hosts_until_100() -> None:
     assert ("h1", "h2", "h3") in canary_sets
 
 
+def test_docker_canary_hosts_grow_with_the_weight_without_canary_hosts() -> None:
+    app = docker_app_spec(3)
+    world = FakeWorld(units=app.units())
+    strategy = {"type": "Canary", "canary": {"steps": [20, 50, 100], "stepSeconds": 0}}
+    status = Driver(app, dep_spec(strategy=strategy, analysis=ANALYSIS), world).run()
+    assert status.phase == "Succeeded"
+    canary_sets = [
+        a.units for a in world.applied if isinstance(a, EnsureInstances) and a.role == "canary"
+    ]
+    # 20% of 3 hosts needs one, 50% two: no canary host carries more than a host did before.
+    assert canary_sets[0] == ("h1",)
+    assert ("h1", "h2") in canary_sets
+    assert canary_sets.index(("h1", "h2")) < canary_sets.index(("h1", "h2", "h3"))
+
+
+@pytest.mark.parametrize(
+    ("canary", "refused"),
+    [
+        ({"canaryHosts": 1, "steps": [20, 50, 100]}, False),  # 150% at 50: within 200%
+        ({"canaryHosts": 1, "steps": [20, 90, 100]}, True),  # 270% at 90
+        ({"canaryHosts": 1, "steps": [50, 100], "maxCanaryLoadPercent": 100}, True),
+        ({"canaryHosts": 2, "steps": [20, 90, 100]}, False),  # 135%
+        ({"steps": [20, 90, 100]}, False),  # grows with the weight
+    ],
+)
+def test_a_weight_that_overloads_fixed_canary_hosts_is_refused_naming_the_field(
+    canary: dict[str, object], refused: bool
+) -> None:
+    app = docker_app_spec(3)
+    strategy = {"type": "Canary", "canary": {"stepSeconds": 0, **canary}}
+    status = Driver(app, dep_spec(strategy=strategy), FakeWorld(units=app.units())).run()
+    if refused:
+        assert status.phase == "Failed"
+        assert "spec.strategy.canary.canaryHosts" in (status.message or "")
+        assert "maxCanaryLoadPercent" in (status.message or "")
+    else:
+        assert status.phase == "Succeeded"
+
+
 def test_canary_hosts_with_kubernetes_fails_naming_the_field() -> None:
     app = app_spec(3)
     strategy = {"type": "Canary", "canary": {"steps": [100], "canaryHosts": 1}}

@@ -133,7 +133,13 @@ class CanaryStrategy(SpecModel):
     step_seconds: int = Field(default=60, ge=0, le=86400)
     """Pause after each weight of the short form."""
     canary_hosts: IntOrPercent | None = None
-    """Docker only: hosts (count or percentage) that run canary instances before promotion."""
+    """Docker only: a fixed number (count or percentage) of hosts that run canary instances
+    before promotion. Without it the canary hosts grow with the weight, as canary Pods do on
+    Kubernetes, so that no canary instance carries more than each instance did before."""
+    max_canary_load_percent: int = Field(default=200, ge=100, le=10000)
+    """Docker with canaryHosts: the most one canary host may carry at a weight below 100, as
+    a percentage of what each host carried before the rollout. A weight that needs more is
+    refused before anything starts (`lockgate plan` shows it)."""
 
     @model_validator(mode="after")
     def _weights(self) -> CanaryStrategy:

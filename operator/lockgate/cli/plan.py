@@ -10,6 +10,7 @@ import yaml
 from lockgate.api import Application, Deployment, InvalidManifest, parse_resource
 from lockgate.api.application import ApplicationSpec
 from lockgate.engine import Plan, Step, compile_plan, cross_check
+from lockgate.engine.plan import canary_load_percent
 
 ASSUMED_APP = {"kubernetes": {"replicas": 4}}
 
@@ -120,6 +121,15 @@ def rows(plan: Plan, deployment: Deployment) -> list[Row]:
     return out
 
 
+def _canary_load(step: Step, units: int) -> str:
+    """What each canary instance carries while the step holds a weight below 100, against
+    what each instance carried before the rollout."""
+    weight = step.weight
+    if weight is None or not 0 < weight < 100 or not step.canary_units:
+        return ""
+    return f"{canary_load_percent(units, weight, len(step.canary_units))}%"
+
+
 def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str:
     spec = deployment.spec
     problem = cross_check(app, spec)
@@ -177,23 +187,24 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
         lines.append(f"  INVALID:     {problem}")
     lines.append("")
     table = rows(plan, deployment)
-    headers = ("#", "step", "canary", "stable", "stable/canary %", "waits for", "at most")
+    canary = spec.strategy.type == "Canary"
+    headers = ("#", "step", "canary", "stable", "stable/canary %", "load/canary")
+    headers = (*(headers if canary else headers[:-1]), "waits for", "at most")
     body: list[tuple[str, ...]] = []
     previous = "100/0"
     for row in table:
         weights = _weights(row.step, previous)
         previous = weights
-        body.append(
-            (
-                str(row.number),
-                row.step.description,
-                str(len(row.step.canary_units)),
-                str(len(row.step.stable_units)),
-                weights,
-                row.waits,
-                _duration(row.worst),
-            )
-        )
+        cells = [
+            str(row.number),
+            row.step.description,
+            str(len(row.step.canary_units)),
+            str(len(row.step.stable_units)),
+            weights,
+        ]
+        if canary:
+            cells.append(_canary_load(row.step, len(app.units())))
+        body.append((*cells, row.waits, _duration(row.worst)))
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
     lines.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for r in body:

@@ -48,7 +48,7 @@ from .model import (
     SetWeights,
     Supersede,
 )
-from .plan import Plan, Step, compile_plan
+from .plan import Plan, Step, canary_count, canary_load_percent, compile_plan
 
 MAX_TRANSITIONS = 50
 MAX_LOG = 100
@@ -1133,6 +1133,19 @@ def cross_check(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
     units = len(app.units())
     if not units:
         return "the Application has no instances to roll out (replicas 0 or no hosts)"
+    if canary is not None and canary.canary_hosts is not None:
+        count = canary_count(units, 0, canary.canary_hosts)
+        limit = canary.max_canary_load_percent
+        for weight in canary.weights():
+            load = canary_load_percent(units, weight, count)
+            if 0 < weight < 100 and load > limit:
+                return (
+                    f"spec.strategy.canary.canaryHosts: at setWeight {weight} each of the "
+                    f"{count} canary host(s) would carry {load}% of what a host carried before "
+                    f"the rollout, more than spec.strategy.canary.maxCanaryLoadPercent "
+                    f"({limit}%): raise canaryHosts, lower the weight, or leave canaryHosts out "
+                    "so that canary hosts grow with the weight"
+                )
     rolling = spec.strategy.rolling
     if rolling is not None and isinstance(rolling.min_healthy, int) and rolling.min_healthy > units:
         # Never drainable: the rollout would wait on it until its deadline.

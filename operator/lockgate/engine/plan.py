@@ -138,29 +138,44 @@ def _blue_green(units: tuple[str, ...], spec: DeploymentSpec) -> tuple[Step, ...
     return tuple(steps)
 
 
-def canary_host_count(share: int | str | None, hosts: int) -> int:
-    """How many Docker hosts run a canary while its weight is below 100: the canaryHosts
-    share (an integer or a percentage, rounded up), one host when it is not set, never
-    fewer than one nor more than there are."""
-    count = 1 if share is None else resolve_int_or_percent(share, hosts, round_up=True)
+def canary_count(hosts: int, weight: int, share: int | str | None = None) -> int:
+    """How many units run the canary while its weight is below 100: a fixed canaryHosts
+    share when one is set (an integer or a percentage, rounded up; Docker only), otherwise
+    enough to carry the weight, so that no canary instance carries more than each instance
+    carried before the rollout. Never fewer than one nor more than there are."""
+    if share is not None:
+        count = resolve_int_or_percent(share, hosts, round_up=True)
+    else:
+        count = math.ceil(hosts * weight / 100)
     return max(1, min(hosts, count))
+
+
+def canary_load_percent(hosts: int, weight: int, count: int) -> int:
+    """What one of `count` canary units carries at `weight`, as a percentage of what each of
+    the `hosts` units carried before the rollout (rounded up)."""
+    return math.ceil(weight * hosts / max(count, 1))
 
 
 def canary_units_for(
     app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec, weight: int
 ) -> tuple[str, ...]:
-    """Units that run canary instances at a weight.
-
-    Kubernetes: enough replicas to carry the weight (at least one). Docker: the canaryHosts
-    share while the weight is below 100, every host at 100.
-    """
+    """Units that run canary instances at a weight: every one at 100; below it as many as
+    carry the weight (Kubernetes replicas, Docker hosts), or on Docker hosts the fixed
+    canaryHosts share when the Deployment sets one."""
     if weight >= 100 or not units:
         return units
-    if app.docker is not None:
-        share = spec.strategy.canary.canary_hosts if spec.strategy.canary else None
-        return units[: canary_host_count(share, len(units))]
-    count = math.ceil(len(units) * weight / 100)
-    return units[: max(1, min(len(units), count))]
+    canary = spec.strategy.canary
+    share = canary.canary_hosts if canary is not None and app.docker is not None else None
+    return units[: canary_count(len(units), weight, share)]
+
+
+def first_canary_units(
+    app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec
+) -> tuple[str, ...]:
+    """Where a canary first starts: the units of its first weight."""
+    canary = spec.strategy.canary
+    weights = canary.weights() if canary is not None else [100]
+    return canary_units_for(app, units, spec, weights[0])
 
 
 def _canary(app: ApplicationSpec, units: tuple[str, ...], spec: DeploymentSpec) -> tuple[Step, ...]:

@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from lockgate.api import ApplicationSpec, DeploymentSpec
 from lockgate.engine import InstanceSet
 from lockgate.engine.model import Role
+from lockgate.engine.plan import first_canary_units
 from lockgate.hosts.backoff import HostBackoff
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
@@ -388,12 +389,11 @@ class DockerFleet:
             )
             for h in self.hosts
         }
-        canary = spec.strategy.canary
         extra = extra_instances(
             spec.strategy.type if has_stable else "Recreate",
             self.hosts,
             self.docker.instances_per_host,
-            canary_hosts=canary.canary_hosts if canary else None,
+            canary_units=first_canary_units(self.app, self.hosts, spec),
             existing=existing,
         )
         try:

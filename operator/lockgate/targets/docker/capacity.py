@@ -9,7 +9,6 @@ from typing import Literal
 
 import docker
 
-from lockgate.engine.plan import canary_host_count
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
 
@@ -61,15 +60,15 @@ def extra_instances(
     hosts: Sequence[str],
     instances_per_host: int,
     *,
-    canary_hosts: int | str | None = None,
+    canary_units: Sequence[str] = (),
     existing: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Instances each host must hold beyond what runs there now, at the rollout's peak.
 
     Every host gets a new set beside the old one at some point (blue-green all at once,
     rolling one batch at a time, start-first), so each needs room for `instances_per_host`
-    more; a canary needs that only on its canary hosts before promotion, as many as the
-    engine's plan gives it (the operator checks each host again when it first starts the
+    more; a canary needs that only on the hosts its first step starts it on (`canary_units`,
+    from the engine's plan; the operator checks each host again when it first starts the
     new set there). Recreate stops the old set
     first: a host needs room only for what it does not already run (`existing`, the
     application's instances there).
@@ -78,8 +77,7 @@ def extra_instances(
         have = existing or {}
         return {h: max(0, instances_per_host - have.get(h, 0)) for h in hosts}
     if strategy == "Canary":
-        n = canary_host_count(canary_hosts, len(hosts))
-        return {h: (instances_per_host if k < n else 0) for k, h in enumerate(hosts)}
+        return {h: (instances_per_host if h in canary_units else 0) for h in hosts}
     return dict.fromkeys(hosts, instances_per_host)
 
 
