@@ -296,3 +296,25 @@ def test_a_deleted_application_closes_its_host_connections() -> None:
     )
     assert closed == ["hosts"]
     assert list(rt.fleets) == [(NS, "other")]
+
+
+def test_a_finished_deployment_is_not_woken_by_its_applications_changes(env: Env) -> None:
+    """A Pod or a sibling changing wakes the rollouts that may act, not the finished ones
+    (each would read itself again for nothing)."""
+    rt = env.op.rt
+    woken = {name: asyncio.Event() for name in ("old", "dep")}
+    for name, event in woken.items():
+        rt.wakeups.register("deployments", NS, name, event)
+    env.kube.add_deployment("old", dep_spec("app:1", strategy=FOREVER))
+    env.kube.deployment("old")["status"] = {"phase": "Succeeded"}
+    env.kube.add_deployment("dep", dep_spec(strategy=FOREVER))
+    asyncio.run(
+        handlers.pod_event(
+            memo=kopf.Memo(runtime=rt),
+            namespace=NS,
+            labels={LABEL_APP: "shop"},
+            deployments_by_application=env.kube.index(),
+        )
+    )
+    assert woken["dep"].is_set()
+    assert not woken["old"].is_set()

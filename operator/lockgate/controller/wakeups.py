@@ -54,9 +54,13 @@ class Wakeups:
     def wake_deployments(
         self, namespace: str, application: str, deployments: DeploymentIndex
     ) -> None:
-        """Every Deployment of the Application (the rollout lock, its instances)."""
+        """Every Deployment of the Application that may act on it (the rollout lock, its
+        instances): a finished or failed one only wakes for a change of its own (a retry)."""
+        from .deployments import TERMINAL  # deployments imports the Runtime, which holds us
+
         for summary in deployments.get((namespace, application), ()):
-            self.wake("deployments", namespace, summary.name)
+            if summary.phase not in TERMINAL:
+                self.wake("deployments", namespace, summary.name)
 
     def wake_application(
         self, namespace: str, application: str, deployments: DeploymentIndex
