@@ -10,7 +10,7 @@ Application's `metrics.prometheus.url`.
 For each level N (cumulative: 100, 500, 1000 by default) in one namespace:
   setup      Applications up to N, each made stable with a Recreate Deployment (not measured)
   in flight  a canary Deployment for every one of the N (setWeight 10, pause, 30, pause, 60,
-             pause, 100, analysis every 10 s gating each weight), created at --rate per s;
+             pause, 100, analysis every 30 s gating each weight), created at --rate per s;
              once all are created and moving, one window of --window s measures:
              operator RSS, CPU seconds per minute, API requests per rollout step (lockgate's
              own client, from its metrics; and the apiserver's total, every client), and step
@@ -72,7 +72,7 @@ CANARY = {
         ]
     },
 }
-ANALYSIS = {"intervalSeconds": 10, "minRequests": 1, "maxErrorRate": 0.05}
+ANALYSIS = {"intervalSeconds": 30, "minRequests": 1, "maxErrorRate": 0.05}  # the default interval
 # Only on the simulated Node: its taint keeps every other Pod away.
 TEMPLATE = {
     "spec": {
