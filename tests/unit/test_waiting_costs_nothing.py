@@ -225,58 +225,71 @@ def pod(name: str, slot: str, release_hash: str, *, ready: bool, ip: str) -> dic
     }
 
 
-def test_a_round_reads_the_pods_from_the_watch_not_a_list() -> None:
-    """The index the Pod watch keeps answers what a list per round used to: the same
-    instances, ready or not, and whether Traefik has yet to load a Ready one."""
-    from lockgate.controller.wakeups import pod_entry
+def test_a_round_reads_pods_and_slots_from_the_watches_not_the_api() -> None:
+    """The indexes the watches keep answer what a round used to ask the API for (a list of
+    each slot's Pods, a read of each slot's Deployment): the same instances, ready or not,
+    and whether Traefik has yet to load a Ready one."""
+    from lockgate.controller.wakeups import pod_entry, slot_entry
     from lockgate.targets.kubernetes import KubernetesTarget, release_hash
-    from tests.unit.controller_fakes import FakeKube
 
     kube = FakeKube()
     release = "dep/1"
-    kube.put(
-        "deployments.apps",
-        NS,
-        {
-            "metadata": {"name": "shop-a"},
-            "spec": {
-                "replicas": 2,
-                "template": {
-                    "metadata": {"annotations": {"lockgate.dev/release": release}},
-                    "spec": {"containers": [{"name": "app", "image": "app:1"}]},
-                },
+    slot = {
+        "metadata": {
+            "name": "shop-a",
+            "labels": {LABEL_APP: "shop", "lockgate.dev/slot": "a"},
+        },
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {"annotations": {"lockgate.dev/release": release}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
             },
         },
-    )
+    }
+    kube.put("deployments.apps", NS, slot)
     pods = [
         pod("shop-a-1", "a", release_hash(release), ready=True, ip="10.246.0.1"),
         pod("shop-a-2", "a", release_hash(release), ready=True, ip="10.246.0.2"),
     ]
     for p in pods:
         kube.put("pods", NS, p)
-    index: dict[Any, list[Any]] = {}
+    pod_index: dict[Any, list[Any]] = {}
     for p in pods:
         for key, info in pod_entry(p).items():
-            index.setdefault(key, []).append(info)
-    listed = []
+            pod_index.setdefault(key, []).append(info)
+    slot_index = {
+        key: [info]
+        for key, info in slot_entry(kube.store[("deployments.apps", NS, "shop-a")]).items()
+    }
+    asked: list[str] = []
 
-    def no_list(*args: Any, **kwargs: Any) -> Any:
-        listed.append(args)
-        raise AssertionError("listed the Pods")
+    def refused(what: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            asked.append(what)
+            raise AssertionError(f"{what} asked of the API")
 
-    async def from_index(namespace: str, app: str, slot: str) -> list[Any]:
-        return list(index.get((namespace, app, slot), ()))
+        return call
+
+    async def pods_of(namespace: str, app: str, name: str) -> list[Any]:
+        return list(pod_index.get((namespace, app, name), ()))
+
+    async def slot_of(namespace: str, app: str, name: str) -> Any:
+        return next(iter(slot_index.get((namespace, app, name), ())), None)
 
     served = {"stable": frozenset({"10.246.0.1"}), "canary": frozenset()}
-    by_list = KubernetesTarget(kube)  # type: ignore[arg-type]
-    expected = asyncio.run(by_list.observe(NS, "shop", ("replica-1", "replica-2"), served))
-    kube.core.list_namespaced_pod = no_list  # type: ignore[method-assign]
-    by_watch = KubernetesTarget(kube, from_index)  # type: ignore[arg-type]
-    seen = asyncio.run(by_watch.observe(NS, "shop", ("replica-1", "replica-2"), served))
+    units = ("replica-1", "replica-2")
+    by_api = KubernetesTarget(kube)  # type: ignore[arg-type]
+    expected = asyncio.run(by_api.observe(NS, "shop", units, served))
+    kube.core.list_namespaced_pod = refused("a Pod list")  # type: ignore[method-assign]
+    kube.core.read_namespaced_deployment = refused("a slot")  # type: ignore[method-assign]
+    by_watch = KubernetesTarget(kube, pods_of, slot_of)  # type: ignore[arg-type]
+    seen = asyncio.run(by_watch.observe(NS, "shop", units, served))
     assert seen == expected
-    assert seen[0].units == ("replica-1", "replica-2") and seen[0].ready == ("replica-2",)
-    assert by_watch.lagging and by_list.lagging, "a Ready Pod Traefik has not loaded yet"
-    assert listed == []
+    assert seen[0].release == release and seen[0].image == "app:1"
+    assert seen[0].units == units and seen[0].ready == ("replica-2",)
+    assert by_watch.lagging and by_api.lagging, "a Ready Pod Traefik has not loaded yet"
+    assert asked == []
 
 
 def test_a_deleted_application_closes_its_host_connections() -> None:

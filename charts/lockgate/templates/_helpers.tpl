@@ -48,7 +48,8 @@ The rules the operator needs in every namespace it watches. Each one is traced t
     finalizer and progress annotations; the reconciler patches Deployments (action and
     superseded-by annotations) and reads Applications.
   .../status: kopf and the reconciler write status.
-  apps deployments: the two slots <app>-a/-b, read and server-side applied (create + patch);
+  apps deployments: the two slots <app>-a/-b, read, watched (what a round observes of them)
+    and server-side applied (create + patch);
     deployments/scale: scaled through the scale subresource.
   services: <app>-stable/-canary, read and server-side applied.
   pods: listed and watched to tell ready instances (their changes wake the rollouts).
@@ -67,7 +68,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   verbs: [get, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]

@@ -10,8 +10,8 @@ the same way by its own loop: on its Pods' events, with a slow timer as a safety
 
 State lives where kopf keeps it: the Runtime (clients, caches, who to wake) in the operator
 memo, set up at startup and closed at cleanup; each object's wake-up Event in its own memo;
-the Deployments of each Application and the Pods of each slot in indexes kept current by the
-watch.
+the Deployments of each Application, and the Pods and apps/v1 Deployment of each slot, in
+indexes kept current by the watches.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .deployments import (
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .redact import install_log_redaction
 from .runtime import Runtime
-from .wakeups import PodIndex, pod_entry
+from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
@@ -61,6 +61,7 @@ APP_DEBOUNCE = 0.2  # a burst of Pod events (a slot scaling) makes one recount
 APP_START_SPREAD = 30.0  # the first safety-net recounts after a start are spread over this
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
 POD_INDEX = "pods_by_slot"
+SLOT_INDEX = "slot_deployments"
 
 
 @kopf.on.startup()
@@ -109,6 +110,12 @@ async def pods_by_slot(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], 
     return pod_entry(body)
 
 
+@kopf.index("apps", "v1", "deployments", id=SLOT_INDEX, labels={LABEL_APP: kopf.PRESENT})
+async def slot_deployments(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:
+    """What a round observes of each slot's Deployment, without reading it every round."""
+    return slot_entry(body)
+
+
 def _wake(memo: kopf.Memo) -> asyncio.Event:
     """The object's wake-up, in its own memo (shared by its handlers and its daemon)."""
     wake: asyncio.Event = memo.setdefault("wake", asyncio.Event())
@@ -120,6 +127,8 @@ def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
     rt: Runtime | None = memo.get("runtime")
     if rt is not None and rt.pod_index is None and POD_INDEX in kwargs:
         rt.pod_index = cast(PodIndex, kwargs[POD_INDEX])
+    if rt is not None and rt.slot_index is None and SLOT_INDEX in kwargs:
+        rt.slot_index = cast(SlotIndex, kwargs[SLOT_INDEX])
     return rt
 
 

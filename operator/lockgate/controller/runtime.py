@@ -28,7 +28,7 @@ from lockgate.probes.resources import (
     StatsHistory,
 )
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
-from lockgate.targets.kubernetes import PodInfo, PodSource
+from lockgate.targets.kubernetes import PodInfo, PodSource, SlotInfo, SlotSource
 
 from .notifier import Notifier
 from .redact import Redactor
@@ -78,6 +78,8 @@ class Runtime:
     wakeups: Wakeups = field(default_factory=Wakeups)
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
+    # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
+    slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
     notifier: Notifier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +142,17 @@ class Runtime:
             return list(index.get((namespace, app, slot), ()))
 
         return pods
+
+    def slot_source(self) -> SlotSource | None:
+        """A slot's Deployment from the watch's index (None before a handler saw it: read)."""
+        index = self.slot_index
+        if index is None:
+            return None
+
+        async def slot(namespace: str, app: str, name: str) -> SlotInfo | None:
+            return next(iter(index.get((namespace, app, name), ())), None)
+
+        return slot
 
     async def forget_application(self, namespace: str, name: str) -> None:
         """The Application is gone: close its host connections and drop its histories."""

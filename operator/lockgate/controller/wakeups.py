@@ -8,8 +8,8 @@ objects wake them by name. Timers (a pause that ends, the next analysis) are tim
 same wait. Only what no watch reports (Traefik loading servers or weights) is polled, and
 only while it is pending.
 
-The Pods of each Application slot are kept in a kopf index (`pod_entry`), so no round lists
-them.
+The Pods and the apps/v1 Deployment of each Application slot are kept in kopf indexes
+(`pod_entry`, `slot_entry`), so no round lists the Pods or reads the slots to observe them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lockgate.names import LABEL_APP, LABEL_SLOT
-from lockgate.targets.kubernetes import PodInfo
+from lockgate.targets.kubernetes import PodInfo, SlotInfo
 
 if TYPE_CHECKING:  # deployments imports the Runtime, which holds the Wakeups
     from .deployments import DeploymentIndex
@@ -28,6 +28,8 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 SlotKey = tuple[str, str, str]  # (namespace, application, slot)
 # The Pods of each slot of each Application: kopf's index in the operator.
 PodIndex = Mapping[SlotKey, Collection[PodInfo]]
+# The apps/v1 Deployment of each slot: kopf's index in the operator.
+SlotIndex = Mapping[SlotKey, Collection[SlotInfo]]
 
 
 class Wakeups:
@@ -94,3 +96,13 @@ def pod_entry(body: Mapping[str, Any]) -> dict[SlotKey, PodInfo]:
         phase=status.get("phase"),
     )
     return {(meta.get("namespace", ""), app, slot): info}
+
+
+def slot_entry(body: Mapping[str, Any]) -> dict[SlotKey, SlotInfo]:
+    """A slot's apps/v1 Deployment in the index of slots (only lockgate's, by their labels)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    app, slot = labels.get(LABEL_APP), labels.get(LABEL_SLOT)
+    if not app or not slot or meta.get("name") != f"{app}-{slot}":
+        return {}
+    return {(meta.get("namespace", ""), app, slot): SlotInfo.of_body(body)}

@@ -109,17 +109,58 @@ class PodInfo:
         )
 
 
+@dataclass(frozen=True)
+class SlotInfo:
+    """What an observation reads of a slot's apps/v1 Deployment."""
+
+    replicas: int
+    release: str | None  # the template's release annotation
+    image: str | None  # the `app` container's image (else the first container's)
+
+    @classmethod
+    def of(cls, workload: Any) -> SlotInfo:
+        """From the kubernetes client's V1Deployment."""
+        template = workload.spec.template
+        annotations = (template.metadata.annotations or {}) if template.metadata else {}
+        containers = template.spec.containers or []
+        image = containers[0].image if containers else None
+        for c in containers:
+            if c.name == "app":
+                image = c.image
+        return cls(int(workload.spec.replicas or 0), annotations.get(ANNOTATION_RELEASE), image)
+
+    @classmethod
+    def of_body(cls, body: Mapping[str, Any]) -> SlotInfo:
+        """From the object as a watch delivers it (JSON)."""
+        spec = body.get("spec") or {}
+        template = spec.get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        containers = (template.get("spec") or {}).get("containers") or []
+        image = containers[0].get("image") if containers else None
+        for c in containers:
+            if c.get("name") == "app":
+                image = c.get("image")
+        return cls(int(spec.get("replicas") or 0), annotations.get(ANNOTATION_RELEASE), image)
+
+
 # (namespace, application, slot) -> its Pods, as a watch keeps them (None: list them).
 PodSource = Callable[[str, str, str], Awaitable[list[PodInfo]]]
+# (namespace, application, slot) -> its Deployment as a watch keeps it (None: no Deployment).
+SlotSource = Callable[[str, str, str], Awaitable[SlotInfo | None]]
 
 
 class KubernetesTarget:
-    """Runs an Application's instances as Pods in two slots. With `pods`, the Pods come from
-    what a watch keeps instead of a list call per read."""
+    """Runs an Application's instances as Pods in two slots. With `pods` and `slots`, what an
+    observation reads of the Pods and of the slots' Deployments comes from what a watch
+    keeps instead of a call per read. (Writes still read first: a slot is scaled or
+    re-templated, and the stable slot is read from its Service, always from the API.)"""
 
-    def __init__(self, kube: Kube, pods: PodSource | None = None) -> None:
+    def __init__(
+        self, kube: Kube, pods: PodSource | None = None, slots: SlotSource | None = None
+    ) -> None:
         self.kube = kube
         self.pod_source = pods
+        self.slot_source = slots
         # After `observe`: some Pod is Ready but not yet among the proxy's servers (the
         # proxy loads it a moment later, and nothing but its API tells when).
         self.lagging = False
@@ -205,20 +246,13 @@ class KubernetesTarget:
         *,
         from_end: bool,
     ) -> InstanceSet:
-        workload = await self.kube.get_or_none(
-            self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
-        )
-        if workload is None or not workload.spec.replicas:
+        workload = await self._slot(namespace, app, slot)
+        if workload is None or not workload.replicas:
             pods_left = await self._pods(namespace, app, slot)
             if not pods_left:
                 return InstanceSet()
-        annotations = (workload.spec.template.metadata.annotations or {}) if workload else {}
-        release = annotations.get(ANNOTATION_RELEASE)
-        image = workload.spec.template.spec.containers[0].image if workload else None
-        if workload is not None:
-            for c in workload.spec.template.spec.containers:
-                if c.name == "app":
-                    image = c.image
+        release = workload.release if workload else None
+        image = workload.image if workload else None
         wanted_hash = release_hash(release) if release else None
         existing = ready = 0
         for pod in await self._pods(namespace, app, slot):
@@ -236,6 +270,14 @@ class KubernetesTarget:
         else:
             names, ready_names = units[:existing], units[:ready]
         return InstanceSet(release, image, tuple(names), tuple(ready_names))
+
+    async def _slot(self, namespace: str, app: str, slot: str) -> SlotInfo | None:
+        if self.slot_source is not None:
+            return await self.slot_source(namespace, app, slot)
+        workload = await self.kube.get_or_none(
+            self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
+        )
+        return SlotInfo.of(workload) if workload is not None else None
 
     async def pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
         """The Pods of one slot of the application."""

@@ -35,7 +35,7 @@ class KubernetesFleet:
         self.namespace: str = app_obj["metadata"]["namespace"]
         self.name: str = app_obj["metadata"]["name"]
         self.release = release
-        self.target = KubernetesTarget(rt.kube, rt.pod_source())
+        self.target = KubernetesTarget(rt.kube, rt.pod_source(), rt.slot_source())
         self.router = TraefikCrdRouter(rt.kube, app_obj, app, rt.settings.traefik_api_url, rt.http)
         self.settling = False
 
