@@ -55,10 +55,9 @@ FINISHED_WAIT = SAFETY_NET  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
 RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
 APP_SAFETY_NET = 300.0  # an Application's status is recounted at least this often
-APP_SETTLE = 1.0  # while Traefik has not loaded a Ready Pod, its status looks again after this
 APP_ERROR_WAIT = 5.0
 APP_DEBOUNCE = 0.2  # a burst of Pod events (a slot scaling) makes one recount
-APP_START_SPREAD = 30.0  # the first safety-net recounts after a start are spread over this
+APP_START_SPREAD = 5.0  # the first recounts after a start are spread over this
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
 POD_INDEX = "pods_by_slot"
 SLOT_INDEX = "slot_deployments"
@@ -363,9 +362,10 @@ async def application_status(
     wake = _wake(memo)
     rt.wakeups.register("applications", namespace, name, wake)
     try:
-        # The create/resume handler has just counted: the first recount waits for a change,
-        # and the safety-net recounts of many Applications started at once are spread out.
-        delay = random.uniform(1.0, APP_START_SPREAD)
+        # The create/resume handler has just counted: the first recount comes within a few
+        # seconds (a Docker fleet's period), spread so that many Applications started at once
+        # do not all recount together.
+        delay = random.uniform(0.5, APP_START_SPREAD)
         while not stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=delay)
