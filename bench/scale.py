@@ -268,13 +268,17 @@ class Bench:
             current = {d["metadata"]["name"]: d for d in self.deployments()}
             ok = sum(1 for n in names if n in current and done(current[n]))
             if ok == len(names):
-                print(f"  {what}: {ok}/{len(names)} after {time.monotonic() - started:.0f}s")
+                failed = sum(1 for n in names if phase(current[n]) in FINAL[1:])
+                print(
+                    f"  {what}: {ok}/{len(names)} after {time.monotonic() - started:.0f}s"
+                    + (f" ({failed} failed or rolled back)" if failed else "")
+                )
                 return
             if ok != last and time.monotonic() - started > 30:
                 print(f"  {what}: {ok}/{len(names)} after {time.monotonic() - started:.0f}s")
                 last = ok
-            if time.monotonic() - started > 1800:
-                raise TimeoutError(f"{what}: only {ok}/{len(names)} after 30 min")
+            if time.monotonic() - started > 900:
+                raise TimeoutError(f"{what}: only {ok}/{len(names)} after 15 min")
             time.sleep(5)
 
     # -- the phases --
@@ -294,16 +298,15 @@ class Bench:
                     metrics={"prometheus": {"url": self.prom}},
                 ),
             )
-            self.create("deployments", deployment(f"app{i}-g1", f"app{i}", "demo:v1"))
+            self.create(
+                "deployments",
+                deployment(f"app{i}-g1", f"app{i}", "demo:v1", progressDeadlineSeconds=900),
+            )
 
         t0 = time.monotonic()
         self.paced(new, rate, make)
         print(f"  created {len(new)} Applications in {time.monotonic() - t0:.0f}s")
-        self.wait_all(
-            {f"app{i}-g1" for i in new},
-            lambda d: (d.get("status") or {}).get("phase") == "Succeeded",
-            "stable versions",
-        )
+        self.wait_all({f"app{i}-g1" for i in new}, lambda d: phase(d) in FINAL, "stable versions")
         self.apps = level
 
     def roll(self, rate: float) -> list[str]:
@@ -358,6 +361,7 @@ class Bench:
         )
 
 
+FINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")
 STEP_DONE = re.compile(r"^step (\d+)/(\d+) done: (.*)$")
 
 
@@ -404,13 +408,13 @@ def run(bench: Bench, levels: list[int], rate: float, seconds: float, out: Path)
         # Moving: every one has started its canary (past step 1) and none has finished.
         bench.wait_all(
             set(names),
-            lambda d: phase(d) in ("Progressing", "Paused", "Succeeded") and step_index(d) >= 1,
+            lambda d: step_index(d) >= 1 or phase(d) in FINAL,
             "canaries past their first step",
         )
         results = [bench.window(level, "in-flight", seconds, names)]
         print("  " + results[-1].line(), flush=True)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": True}}))
-        bench.wait_all(set(names), lambda d: phase(d) in ("Paused", "Succeeded"), "paused")
+        bench.wait_all(set(names), lambda d: phase(d) in ("Paused", *FINAL), "paused")
         results.append(bench.window(level, "paused", seconds, names))
         print("  " + results[-1].line(), flush=True)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"analysis": None}}))
