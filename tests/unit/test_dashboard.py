@@ -499,7 +499,7 @@ def test_a_non_loopback_address_is_served_with_a_warning(
         settings.port = 4321
         return Server()
 
-    monkeypatch.setattr(dashboard, "connect", lambda args: kubectl.Target(None, "prod", "fake"))
+    monkeypatch.setattr(dashboard, "connect", lambda args, light: kubectl.Target("prod", "fake"))
     monkeypatch.setattr(dashboard, "make_server", fake_server)
     assert main(["dashboard", "--address", address, "--port", "0"]) == 0
     out, err = capsys.readouterr()

@@ -348,7 +348,7 @@ def fake_cluster(monkeypatch: pytest.MonkeyPatch, objects: list[dict[str, Any]])
             raise item
         return item
 
-    monkeypatch.setattr(kubectl, "connect", lambda args: kubectl.Target(None, "prod", "fake"))
+    monkeypatch.setattr(kubectl, "connect", lambda args: kubectl.Target("prod", "fake"))
     monkeypatch.setattr(kubectl, "get_deployment", get)
     monkeypatch.setattr(kubectl, "get_application_spec", lambda target, name: None)
     monkeypatch.setattr(kubectl.time, "sleep", lambda s: None)

@@ -45,6 +45,7 @@ from .kubectl import (
     explain,
     get_application_spec,
     get_deployment,
+    kube_call,
     request_action,
     request_pause,
     step_descriptions,
@@ -123,8 +124,9 @@ class KubeBackend:
 
     def list_objects(self, plural: str) -> list[dict[str, Any]]:
         target = self._in(self.namespace)
-        fn, args = self._lister(target, self.namespace, plural)
-        listed: dict[str, Any] = call(target, "list", f"{plural}.{GROUP}", None, fn, *args)
+        listed = call(
+            target, "list", f"{plural}.{GROUP}", None, lambda: target.list(plural, self.namespace)
+        )
         return list(listed.get("items") or [])
 
     @staticmethod
@@ -162,7 +164,7 @@ class KubeBackend:
             try:
                 if version is None:
                     listed: dict[str, Any] = call(
-                        target, "list", resource, name, lambda **kw: fn(*args, **selector, **kw)
+                        target, "list", resource, name, lambda: kube_call(fn, *args, **selector)
                     )
                     version = listed["metadata"]["resourceVersion"]
                     yield Snapshot(list(listed.get("items") or []))
@@ -602,7 +604,7 @@ def is_loopback(address: str) -> bool:
 
 
 def dashboard_command(args: argparse.Namespace) -> int:
-    target = connect(args)
+    target = connect(args, light=False)  # it watches: the kubernetes client's streams
     backend = KubeBackend(target, args.all_namespaces)
     settings = Settings(backend, args.address, args.port, secrets.token_urlsafe(32))
     if not is_loopback(args.address):

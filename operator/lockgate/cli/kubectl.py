@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 error (not found, forbidden, no cluster, refused action), 2 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 
 from .kubectl_view import TERMINAL, refusal, render_history, render_status
+from .rest import Rest, RestError, light_client
 
 T = TypeVar("T")
 
@@ -34,17 +36,70 @@ class PluginError(Exception):
 
 @dataclass
 class Target:
-    """A connected API client, the namespace to act in and where the cluster is."""
+    """Where to act: the namespace, the cluster's address and a client for it: the light
+    REST client when the kubeconfig allows (rest.py), else the kubernetes client."""
 
-    api: Any  # kubernetes.client.ApiClient
     namespace: str
     server: str
+    rest: Rest | None = None
+    api: Any = None  # kubernetes.client.ApiClient, when `rest` cannot serve the kubeconfig
 
     @property
     def custom(self) -> Any:
         from kubernetes import client
 
         return client.CustomObjectsApi(self.api)
+
+    def path(self, plural: str, name: str | None = None, namespace: str | None = "") -> str:
+        """The object's (or collection's) path; namespace None: every namespace."""
+        ns = self.namespace if namespace == "" else namespace
+        where = f"/namespaces/{ns}" if ns else ""
+        return f"/apis/{GROUP}/{VERSION}{where}/{plural}" + (f"/{name}" if name else "")
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        if self.rest is not None:
+            return self.rest.request("GET", self.path(plural, name), timeout=REQUEST_TIMEOUT)
+        return kube_call(
+            self.custom.get_namespaced_custom_object, GROUP, VERSION, self.namespace, plural, name
+        )
+
+    def list(self, plural: str, namespace: str | None = "") -> dict[str, Any]:
+        ns = self.namespace if namespace == "" else namespace
+        if self.rest is not None:
+            path = self.path(plural, namespace=ns)
+            return self.rest.request("GET", path, timeout=REQUEST_TIMEOUT)
+        if ns:
+            return kube_call(self.custom.list_namespaced_custom_object, GROUP, VERSION, ns, plural)
+        return kube_call(self.custom.list_cluster_custom_object, GROUP, VERSION, plural)
+
+    def patch(self, plural: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        if self.rest is not None:
+            path = self.path(plural, name)
+            return self.rest.request("PATCH", path, body, timeout=REQUEST_TIMEOUT)
+        return kube_call(
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            plural,
+            name,
+            body,
+        )
+
+
+def kube_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """A kubernetes client call, its errors turned into those of the light client (RestError
+    for an answer, OSError when the cluster cannot be reached)."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        result: dict[str, Any] = fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        return result
+    except ApiException as err:
+        raise RestError(err.status or 0, str(err.reason or ""), err.body or "") from None
+    except HTTPError as err:
+        raise ConnectionError(str(err)) from None
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -67,8 +122,13 @@ def _merge_global_flags(args: argparse.Namespace) -> None:
             setattr(args, name, getattr(args, f"global_{name}", None))
 
 
-def connect(args: argparse.Namespace) -> Target:
-    """An API client from the kubeconfig (or the Pod's service account when there is none)."""
+def connect(args: argparse.Namespace, *, light: bool = True) -> Target:
+    """A client from the kubeconfig (or the Pod's service account when there is none): the
+    light one when it can serve the kubeconfig and `light`, else the kubernetes client."""
+    rest = light_client(args.kubeconfig, args.context) if light else None
+    if rest is not None:
+        namespace = args.namespace or rest.namespace or "default"
+        return Target(namespace, rest.host, rest=rest)
     from kubernetes import client, config
 
     kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
@@ -98,7 +158,7 @@ def connect(args: argparse.Namespace) -> Target:
     except (OSError, ValueError) as err:
         raise PluginError(f"cannot read kubeconfig {kubeconfig}: {err}") from None
     configuration.retries = 0  # an unreachable cluster is reported at once, not after backoff
-    return Target(client.ApiClient(configuration), namespace or "default", configuration.host)
+    return Target(namespace or "default", configuration.host, api=client.ApiClient(configuration))
 
 
 def _server_message(err: Any) -> str:
@@ -109,26 +169,23 @@ def _server_message(err: Any) -> str:
     return str(body.get("message") or err.reason or "")
 
 
-def call(
-    target: Target, verb: str, resource: str, name: str | None, fn: Callable[..., T], *a: Any
-) -> T:
-    """Run one API call; turn what can go wrong into a PluginError that says what and where."""
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
-
+def call(target: Target, verb: str, resource: str, name: str | None, fn: Callable[[], T]) -> T:
+    """Run one API call; turn what can go wrong into a PluginError that says what and where
+    (a conflict, 409, is raised as it is: the caller retries)."""
     try:
-        return fn(*a, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as err:
+        return fn()
+    except RestError as err:
         if err.status == 409:
             raise
         raise explain(target, verb, resource, name, err) from None
-    except (HTTPError, OSError) as err:
+    except OSError as err:
         raise PluginError(f"cannot reach the cluster at {target.server}: {err}") from None
 
 
 def explain(target: Target, verb: str, resource: str, name: str | None, err: Any) -> PluginError:
-    """The PluginError for an ApiException of `verb` on `resource`: not found, forbidden
-    (naming the verb, the resource and what the API server said), unauthorized, other."""
+    """The PluginError for an error answer (RestError or the kubernetes client's
+    ApiException) of `verb` on `resource`: not found, forbidden (naming the verb, the
+    resource and what the API server said), unauthorized, other."""
     message = _server_message(err)
     where = f'in namespace "{target.namespace}"' if target.namespace else "in all namespaces"
     if err.status == 404:
@@ -150,19 +207,8 @@ def explain(target: Target, verb: str, resource: str, name: str | None, err: Any
 
 
 def get_deployment(target: Target, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = call(
-        target,
-        "get",
-        "deployments.lockgate.dev",
-        name,
-        target.custom.get_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        target.namespace,
-        "deployments",
-        name,
-    )
-    return obj
+    resource = "deployments.lockgate.dev"
+    return call(target, "get", resource, name, lambda: target.get("deployments", name))
 
 
 def patch_deployment(
@@ -170,8 +216,6 @@ def patch_deployment(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Patch after `check` passes on the object as it is now; the patch carries the
     resourceVersion read, so a change in between (a phase change) is re-checked, not raced."""
-    from kubernetes.client.exceptions import ApiException
-
     for _ in range(8):
         before = get_deployment(target, name)
         problem = check(before)
@@ -180,21 +224,15 @@ def patch_deployment(
         patch = json.loads(json.dumps(body))
         patch.setdefault("metadata", {})["resourceVersion"] = before["metadata"]["resourceVersion"]
         try:
-            after: dict[str, Any] = call(
+            after = call(
                 target,
                 "patch",
                 "deployments.lockgate.dev",
                 name,
-                target.custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                target.namespace,
-                "deployments",
-                name,
-                patch,
+                functools.partial(target.patch, "deployments", name, patch),
             )
             return before, after
-        except ApiException as err:
+        except RestError as err:
             if err.status != 409:
                 raise
             time.sleep(0.1)
@@ -299,17 +337,12 @@ def get_application_spec(target: Target, name: str) -> dict[str, Any] | None:
     """The Application's spec, or None when it cannot be read (missing, forbidden): the
     progress view then goes without the step list."""
     try:
-        app: dict[str, Any] = call(
+        app = call(
             target,
             "get",
             "applications.lockgate.dev",
             name,
-            target.custom.get_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            target.namespace,
-            "applications",
-            name,
+            lambda: target.get("applications", name),
         )
     except PluginError:
         return None
@@ -394,28 +427,15 @@ def status_command(args: argparse.Namespace) -> int:
 
 def history_command(args: argparse.Namespace) -> int:
     target = connect(args)
-    app: dict[str, Any] = call(
+    app = call(
         target,
         "get",
         "applications.lockgate.dev",
         args.app,
-        target.custom.get_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        target.namespace,
-        "applications",
-        args.app,
+        lambda: target.get("applications", args.app),
     )
-    listed: dict[str, Any] = call(
-        target,
-        "list",
-        "deployments.lockgate.dev",
-        None,
-        target.custom.list_namespaced_custom_object,
-        GROUP,
-        VERSION,
-        target.namespace,
-        "deployments",
+    listed = call(
+        target, "list", "deployments.lockgate.dev", None, lambda: target.list("deployments")
     )
     print(render_history(app, listed.get("items") or [], datetime.now(UTC)))
     return 0
