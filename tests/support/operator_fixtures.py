@@ -27,6 +27,14 @@ from tests.support.rollouts import Lockgate
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it dies, however it
+    dies (PR_SET_PDEATHSIG), so a crashed or killed benchmark leaves no operator behind."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,6 +54,7 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     shared_pid: int | None = None  # attached to the operator of a shared run: not ours to stop
+    die_with_parent: bool = False  # killed by the kernel when the process that started it dies
     _logs: list[Path] = field(default_factory=list)
 
     def _own(self, what: str) -> None:
@@ -94,6 +103,7 @@ class Operator:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.kill()  # a start that failed leaves no operator running
         pytest.fail(f"the operator did not become healthy within 60s:\n{self.log_text()[-4000:]}")
 
     def kill(self) -> None:

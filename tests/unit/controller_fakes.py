@@ -67,7 +67,8 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """camelCase to the client's snake_case (`podIP` -> `pod_ip`, as the client names it)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 STRING_MAPS = ("labels", "annotations", "selector", "match_labels")
@@ -288,6 +289,8 @@ class FakeFleet:
     kube: FakeKube
     world: FakeWorld
     poll_while_moving: float | None = None
+    status_poll: float | None = None
+    settling: bool = False  # what `observe` reports: the world settles where no watch tells
     unusable: str | None = None
     calls: list[str] = field(default_factory=list)
     releases: list[str | None] = field(default_factory=list)  # as made by fleet_for

@@ -64,10 +64,11 @@ The rules the operator needs in every namespace it watches. Each one is traced t
     finalizer and progress annotations; the reconciler patches Deployments (action and
     superseded-by annotations) and reads Applications.
   .../status: kopf and the reconciler write status.
-  apps deployments: the two slots <app>-a/-b, read and server-side applied (create + patch);
+  apps deployments: the two slots <app>-a/-b, read, watched (what a round observes of them)
+    and server-side applied (create + patch);
     deployments/scale: scaled through the scale subresource.
   services: <app>-stable/-canary, read and server-side applied.
-  pods: listed to tell ready instances.
+  pods: listed and watched to tell ready instances (their changes wake the rollouts).
   metrics.k8s.io pods: listed for canary and stable CPU and memory (analysis.maxCpuIncrease,
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
@@ -83,7 +84,7 @@ The leader election's Lease has a Role of its own in the release namespace (rbac
   verbs: [get, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
@@ -92,7 +93,7 @@ The leader election's Lease has a Role of its own in the release namespace (rbac
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [list]

@@ -190,7 +190,8 @@ def run_operator(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         election = ElectionConfig(
-            name=args.lease_name or ("lockgate" if args.shard is None else f"lockgate-{args.shard}"),
+            name=args.lease_name
+            or ("lockgate" if args.shard is None else f"lockgate-{args.shard}"),
             namespace=lease_namespace(args.lease_namespace, args.namespace),
             identity=default_identity(),
             timing=timing,

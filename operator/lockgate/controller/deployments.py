@@ -363,6 +363,9 @@ class Round:
     acted: bool
     requeue_after: float | None
     finished: bool
+    # The world may still change where no watch tells (Traefik loading servers or weights,
+    # Docker hosts, a fleet that could not be used): look again soon rather than wait.
+    settling: bool = False
 
 
 async def reconcile(
@@ -448,6 +451,7 @@ async def reconcile(
         finished=decision.status.phase in TERMINAL
         and not decision.actions
         and not any(call.pending for call in decision.status.webhooks),
+        settling=rec.fleet is not None and (rec.fleet_problem is not None or rec.fleet.settling),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,9 +29,11 @@ from lockgate.probes.resources import (
     StatsHistory,
 )
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
+from lockgate.targets.kubernetes import PodInfo, PodSource, SlotInfo, SlotSource
 
 from .notifier import Notifier
 from .redact import Redactor
+from .wakeups import Wakeups
 
 log = logging.getLogger("lockgate.runtime")
 
@@ -84,6 +87,12 @@ class Runtime:
     pod_metrics: dict[tuple[str, str], PodMetricsHistory] = field(default_factory=dict)
     # Webhook calls in flight or answered, by delivery id, until a round records the answer.
     webhook_calls: dict[str, asyncio.Task[WebhookAnswer]] = field(default_factory=dict)
+    # Who to wake when an object changes (the drivers and status loops register here).
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
+    pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
+    # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
+    slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
     notifier: Notifier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,6 +144,36 @@ class Runtime:
             return "the Docker hosts are not connected yet"
         history = self.stats.setdefault((namespace, name), StatsHistory())
         return DockerStats(state.conns, history)
+
+    def pod_source(self) -> PodSource | None:
+        """The Pods of a slot from the watch's index (None before a handler saw it: list)."""
+        index = self.pod_index
+        if index is None:
+            return None
+
+        async def pods(namespace: str, app: str, slot: str) -> list[PodInfo]:
+            return list(index.get((namespace, app, slot), ()))
+
+        return pods
+
+    def slot_source(self) -> SlotSource | None:
+        """A slot's Deployment from the watch's index (None before a handler saw it: read)."""
+        index = self.slot_index
+        if index is None:
+            return None
+
+        async def slot(namespace: str, app: str, name: str) -> SlotInfo | None:
+            return next(iter(index.get((namespace, app, name), ())), None)
+
+        return slot
+
+    async def forget_application(self, namespace: str, name: str) -> None:
+        """The Application is gone: close its host connections and drop its histories."""
+        self.stats.pop((namespace, name), None)
+        self.pod_metrics.pop((namespace, name), None)
+        state = self.fleets.pop((namespace, name), None)
+        if state is not None:
+            await state.aclose()
 
     async def aclose(self) -> None:
         """Close the clients this runtime opened (HTTP, and the fleets' host connections)."""
