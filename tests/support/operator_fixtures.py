@@ -25,6 +25,12 @@ from tests.support.cluster import REPO_ROOT, Cluster, Traefik
 from tests.support.rollouts import Lockgate
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
+# `setpriv` (util-linux) sets the parent-death signal, then execs the operator: whatever ends
+# the process that started it (a crash, a SIGKILL of a bench or of pytest), the operator gets
+# SIGKILL too and never stays behind acting on the cluster. The signal fires when the *thread*
+# that started it ends: start such operators from the main thread.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -41,6 +47,7 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     shared_pid: int | None = None  # attached to the operator of a shared run: not ours to stop
+    launcher: tuple[str, ...] = ()  # run before the operator's command, e.g. DIE_WITH_PARENT
     _logs: list[Path] = field(default_factory=list)
 
     def _own(self, what: str) -> None:
@@ -63,6 +70,7 @@ class Operator:
         handle = log.open("wb")
         self.process = subprocess.Popen(
             [
+                *self.launcher,
                 str(Path(sys.executable).with_name("lockgate")),  # the virtualenv running the tests
                 "operator",
                 *self.scope,
@@ -126,10 +134,12 @@ def operator(
 ) -> Iterator[Operator]:
     shared = shared_dir()
     if shared is None:
+        # Ours alone (the first worker of a shared run starts one that must outlive it).
         op = Operator(
             operator_env(cluster, traefik),
             tmp_path_factory.mktemp("operator") / "operator",
             free_port(),
+            launcher=DIE_WITH_PARENT,
         )
         op.start()
         yield op
