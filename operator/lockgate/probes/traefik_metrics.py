@@ -139,10 +139,20 @@ class History:
 
     def baseline(self, start: datetime) -> Snapshot | None:
         """The first scrape at or after `start` (or the oldest one, after a restart)."""
+        found = self.baseline_at(start)
+        return found[1] if found is not None else None
+
+    def baseline_at(self, start: datetime) -> tuple[datetime, Snapshot] | None:
+        """The first scrape at or after `start` (or the oldest one), with its time."""
         for at, snapshot in self.scrapes:
             if at >= start:
-                return snapshot
-        return self.scrapes[0][1] if self.scrapes else None
+                return at, snapshot
+        return self.scrapes[0] if self.scrapes else None
+
+    def remembers(self, start: datetime) -> bool:
+        """Whether a scrape from `start` or before is kept: else the operator began
+        reading after `start` (it was restarted) and knows nothing of the time before."""
+        return bool(self.scrapes) and self.scrapes[0][0] <= start
 
 
 class TraefikMetrics:
@@ -184,17 +194,26 @@ class TraefikMetrics:
         snapshot = await self._scrape()
         if isinstance(snapshot, str):
             return MetricsSample(error=snapshot, source=self.source)
-        baseline = self.history.baseline(start)
+        found = self.history.baseline_at(start)
+        # Figures that begin after `start` say so: the counters before were read by an
+        # operator process that is gone (the engine then waits for a whole window).
+        since = None if self.history.remembers(start) else (found[0] if found else at)
         self.history.add(at, snapshot)
-        if baseline is None:
-            return MetricsSample(error="first scrape: collecting a baseline", source=self.source)
+        if found is None:
+            return MetricsSample(
+                error="first scrape: collecting a baseline", source=self.source, since=since
+            )
+        baseline = found[1]
         # Traefik counts requests on the leaf services (the weighted parent has none).
         figures = {
             role: delta(matching(snapshot, prefix), matching(baseline, prefix))
             for role, prefix in sources.items()
         }
         return MetricsSample(
-            canary=figures.get("canary"), stable=figures.get("stable"), source=self.source
+            canary=figures.get("canary"),
+            stable=figures.get("stable"),
+            source=self.source,
+            since=since,
         )
 
     async def keep(self, at: datetime) -> None:
