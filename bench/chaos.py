@@ -421,15 +421,29 @@ class Soak:
         return problems
 
     def teardown(self) -> None:
+        """Everything the soak made goes, while the operator still runs: it holds finalizers
+        on the Deployments and the Docker Applications (their containers and route files)."""
         for app in self.apps:
             if app.load is not None:
                 app.load.stop()
+        alive = self.operator is not None and self.operator.alive()
         with contextlib.suppress(Exception):
-            if self.operator is not None and self.operator.alive():
-                # Docker applications have a finalizer: the operator removes their containers.
+            if alive:
                 for app in self.apps:
                     if app.target == "docker":
                         delete_application(self.lg, app.name)
+        with contextlib.suppress(Exception):
+            self.core.delete_namespace(self.namespace)
+            if alive:
+                wait_for(
+                    f"namespace {self.namespace} to go",
+                    lambda: (
+                        self.namespace
+                        not in {n.metadata.name for n in self.core.list_namespace().items}
+                    ),
+                    timeout=180,
+                    every=1,
+                )
         if self.operator is not None:
             self.operator.stop()
         for app in self.apps:
@@ -437,8 +451,6 @@ class Soak:
                 with contextlib.suppress(Exception):
                     remove_all(self.hosts, app.name)
                 (self.traefik.dynamic_dir / f"{app.name}.yaml").unlink(missing_ok=True)
-        with contextlib.suppress(Exception):
-            self.core.delete_namespace(self.namespace)
 
 
 # ------------------------------------------------------------------ the summary

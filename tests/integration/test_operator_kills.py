@@ -216,10 +216,13 @@ def test_operator_killed_at_seeded_steps_of_canaries_on_both_targets(
             load.wait_answered(len(load.responses) + 50)
     finally:
         responses = {app: load.stop() for app, load in loads.items()}
+        if not operator.alive():
+            operator.start()  # what a failure cut short must not leave the others without
 
     where = f"seed {seed}; kills: " + " | ".join(
         f"#{k.number} on {k.trigger}: {k.describe()}" for k in kills
     )
+    print(where.replace(" | ", "\n"))  # shown with -rP: where each kill landed
     assert not missed, f"rollouts finished before these kills: {missed}; {where}"
     assert len(kills) == planned, where
     for kill, trigger in zip(kills, fired, strict=True):

@@ -124,6 +124,8 @@ def test_canary_going_bad_while_the_operator_is_down_in_a_pause_is_rolled_back(
     )
     assert status.phase == "RolledBack", status.message
     assert any(run.verdict == "Passed" for run in status.analysis)
+    failed = [run for run in status.analysis if run.verdict == "Failed"]
+    assert failed and failed[0].at >= restarted + INTERVAL, status.analysis
 
 
 def test_traefik_provider_says_its_figures_begin_after_a_restart() -> None:
