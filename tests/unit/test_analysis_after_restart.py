@@ -145,3 +145,20 @@ def test_traefik_provider_says_its_figures_begin_after_a_restart() -> None:
     assert first.error == "first scrape: collecting a baseline" and first.since == T0
     assert later.error is None and later.since == T0
     assert fresh.since is None  # a window this process saw begin
+
+
+def test_a_window_longer_than_the_history_kept_is_not_taken_for_a_restart() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="")
+
+    async def scenario() -> MetricsSample:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            history = History(keep_seconds=60)
+            provider = TraefikMetrics(http, "http://t/metrics", history)
+            await provider.keep(T0)
+            for minute in range(1, 5):  # the scrape at T0 is pruned meanwhile
+                await provider.keep(T0 + timedelta(minutes=minute))
+            assert history.scrapes[0][0] > T0
+            return await provider.window({}, T0, T0 + timedelta(minutes=5))
+
+    assert asyncio.run(scenario()).since is None  # measured from the oldest scrape kept

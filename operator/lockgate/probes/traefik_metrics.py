@@ -119,6 +119,8 @@ class History:
     # The scrape in flight: windows that ask meanwhile share it instead of each reading
     # and parsing the whole page (100 canaries: 400 KiB, 100+ ms of CPU a parse).
     pending: asyncio.Future[Snapshot | str] | None = None
+    # The first scrape this process kept (old ones are pruned; this is not).
+    began: datetime | None = None
 
     async def shared(self, scrape: Callable[[], Awaitable[Snapshot | str]]) -> Snapshot | str:
         if self.pending is None:
@@ -134,6 +136,8 @@ class History:
         if self.scrapes and self.scrapes[-1][1] is snapshot:
             return  # a shared scrape, already kept at its first window's time
         self.scrapes.append((at, snapshot))
+        if self.began is None:
+            self.began = at
         while self.scrapes and (at - self.scrapes[0][0]).total_seconds() > self.keep_seconds:
             self.scrapes.popleft()
 
@@ -150,9 +154,10 @@ class History:
         return self.scrapes[0] if self.scrapes else None
 
     def remembers(self, start: datetime) -> bool:
-        """Whether a scrape from `start` or before is kept: else the operator began
-        reading after `start` (it was restarted) and knows nothing of the time before."""
-        return bool(self.scrapes) and self.scrapes[0][0] <= start
+        """Whether this process was reading the counters at `start`: else it began after
+        (the operator was restarted) and knows nothing of the time before. (A window longer
+        than `keep_seconds` is measured from the oldest scrape kept, as before.)"""
+        return self.began is not None and self.began <= start
 
 
 class TraefikMetrics:
