@@ -117,6 +117,8 @@ def next_trigger(
     """Watch the namespace's Deployments (a fresh watch starts with each as it is now) until
     a rollout's next trigger fires; None once none is left. A rollout that finishes with
     triggers left records them as missed."""
+    if not any(pending.values()):
+        return None
     stream = watch.Watch()
     try:
         for event in stream.stream(
