@@ -529,6 +529,7 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
     # Requests.
     count = failed_total = by_design = downtime_total = 0
     details = []
+    longest = 0.0
     for app in soak.apps:
         assert app.load is not None
         responses: list[Response] = app.load.responses
@@ -539,6 +540,7 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
                 window = recreate_downtime(status, soak.to_monotonic)
                 if window is not None:
                     windows.append(window)
+                    longest = max(longest, window[1] - window[0] - 4.0)
         unexpected = unexpected_failures(responses, BAD_VERSIONS, windows)
         designed = unexpected_failures(responses, (), windows)
         everything = unexpected_failures(responses)
@@ -554,6 +556,8 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
     )
     for line in details:
         print(line)
+    if longest:
+        print(f"longest Recreate downtime (start -> new or old version serving): {longest:.0f} s")
     ok = ok and failed_total == 0
     if soak.restarts:
         print(
