@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import platform
 import random
@@ -513,8 +514,13 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
         for name, image, status in app.finished:
             kind = "bad" if is_bad(image) else "good"
             outcomes[(kind, status.get("phase") or "-")] += 1
-            for problem in step_problems(status, image):
+            found = step_problems(status, image)
+            for problem in found:
                 problems.append(f"{name} ({app.short}, {image}): {problem}")
+            if found:  # the whole status, to see what happened (the namespace is gone)
+                dump = Path(f"/tmp/lockgate-chaos-{soak.namespace}/{name}.json")
+                dump.write_text(json.dumps(status, indent=1))
+                problems.append(f"  (its status: {dump})")
     total = sum(outcomes.values())
     print(
         f"\noutcomes: {total} rollouts: "

@@ -162,3 +162,43 @@ def test_a_window_longer_than_the_history_kept_is_not_taken_for_a_restart() -> N
             return await provider.window({}, T0, T0 + timedelta(minutes=5))
 
     assert asyncio.run(scenario()).since is None  # measured from the oldest scrape kept
+
+
+@pytest.mark.parametrize("down", [10.0, 60.0])
+def test_killed_between_a_failed_verdicts_switch_back_and_its_status_the_bad_set_is_not_promoted(
+    down: float,
+) -> None:
+    # Found by bench/chaos.py (a bad blue-green on the Docker hosts ended Succeeded): the
+    # decision that fails the analysis sends traffic back to stable and records RollingBack;
+    # the operator was killed after the first and before the second. It came back to a pause
+    # at 0% canary, where no analysis runs, after the pause's time: it moved on and promoted.
+    from tests.support.fakeworld import Driver
+
+    app = app_spec(3)
+    world = FakeWorld(units=app.units(), error_rates={"demo:v2-errors30": 0.3})
+    spec = dep_spec(
+        "demo:v2-errors30", strategy=BLUE_GREEN, analysis=ANALYSIS, progressDeadlineSeconds=60
+    )
+    driver = Driver(app, spec, world, stored={})
+    crashed = False
+    for _ in range(1000):
+        if not crashed:
+            metrics = (
+                world.metrics()
+                if analysis_window_start(spec, driver.status, world.now) is not None
+                else None
+            )
+            ref = DeploymentRef("dep", 1, spec)
+            upcoming = decide(app, ref, driver.status, world.observe(metrics), world.now)
+            if upcoming.status.phase == "RollingBack":
+                driver.round(writes=0)  # traffic went back to stable; the status did not land
+                assert world.weights == (100, 0) and driver.status.phase == "Progressing"
+                crashed = True
+                world.now += timedelta(seconds=down)  # the pause runs out meanwhile
+                continue
+        driver.round()
+        if driver.status.phase in ("Succeeded", "RolledBack", "Failed"):
+            break
+        world.now += TICK
+    assert crashed
+    assert driver.status.phase == "RolledBack", driver.status.message

@@ -767,6 +767,14 @@ class _Run:
         # pause
         if s.skip_waits:
             return True
+        if not weights_live and self.spec.analysis is not None:
+            # The proxy does not serve the split this pause holds: an operator killed while
+            # traffic changed (between a failed analysis's switch back to stable and the
+            # status recording it) comes back to a pause at 0% canary, where no analysis
+            # runs. Its wait restarts once the split is live again, so it never ends on
+            # traffic nobody judged (as a timed wait restarts after spec.paused).
+            s.step = s.step.model_copy(update={"started_at": self.now})
+            return False
         if step.seconds is None:
             return False
         started = s.step.started_at or self.now
