@@ -495,8 +495,13 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
     for (strategy, phase, step, target), n in by_step.items():
         rows.setdefault((strategy, phase, step), {})[target] = n
     order = {s: i for i, s in enumerate(STRATEGIES)}
+
+    def step_number(step: str) -> int:
+        head = step.split("/", 1)[0]
+        return int(head) if head.isdigit() else 0
+
     for (strategy, phase, step), counts in sorted(
-        rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2])
+        rows.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], step_number(kv[0][2]), kv[0][2])
     ):
         print(
             f"  {strategy:<10} {phase:<12} {step:<48} "
