@@ -27,13 +27,6 @@ from tests.support.rollouts import Lockgate
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the process that started it dies, however it
-    dies (PR_SET_PDEATHSIG), so a crashed or killed benchmark leaves no operator behind."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -54,7 +47,6 @@ class Operator:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     shared_pid: int | None = None  # attached to the operator of a shared run: not ours to stop
-    die_with_parent: bool = False  # killed by the kernel when the process that started it dies
     _logs: list[Path] = field(default_factory=list)
 
     def _own(self, what: str) -> None:
@@ -153,10 +145,12 @@ def operator(
 ) -> Iterator[Operator]:
     shared = shared_dir()
     if shared is None:
+        # Ours alone (the first worker of a shared run starts one that must outlive it).
         op = Operator(
             operator_env(cluster, traefik),
             tmp_path_factory.mktemp("operator") / "operator",
             free_port(),
+            die_with_parent=True,
         )
         op.start()
         yield op

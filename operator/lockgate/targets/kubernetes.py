@@ -308,13 +308,17 @@ class KubernetesTarget:
             # The engine changes canary instances only while the canary carries no traffic,
             # so this is when `<app>-canary` can follow the spare slot after a promotion.
             await self._point_canary_service(app_obj, app, slot)
-        if count == 0 or image is None or release is None:
+        if count == 0 or image is None:
             await self._scale(namespace, slot_name(name, slot), 0)
             return
         if role == "stable" and await self._scale(namespace, slot_name(name, slot), count):
             # The stable slot is only ever scaled: re-templating it would restart Pods that
-            # serve traffic (e.g. after an edit of the Application's template).
+            # serve traffic (e.g. after an edit of the Application's template). A stable
+            # slot scaled to zero (Recreate stops every old instance first) is observed
+            # without a release; it is scaled back all the same when a rollback wants it.
             return
+        if release is None:
+            return  # no slot to scale, and nothing to name a new one after
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
