@@ -27,7 +27,6 @@ from tests.support.rollouts import Lockgate
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from lockgate.cli.main import build_parser
+from lockgate.cli.main import build_parser, lease_name
 from lockgate.controller import metrics
 from lockgate.controller.leader import (
     Conflict,
@@ -250,12 +250,16 @@ def test_lease_records_round_trip_in_the_api_servers_format() -> None:
 def test_operator_flags_default_to_controller_runtimes(monkeypatch: pytest.MonkeyPatch) -> None:
     args = build_parser().parse_args(["operator", "-n", "shop"])
     assert args.leader_elect is False  # off unless asked (hack/demo, the test fixtures)
-    assert (args.lease_name, args.lease_duration, args.renew_deadline, args.retry_period) == (
+    assert (lease_name(args), args.lease_duration, args.renew_deadline, args.retry_period) == (
         "lockgate",
         15.0,
         10.0,
         2.0,
     )
+    # One Lease per shard unless one is named.
+    assert lease_name(build_parser().parse_args(["operator", "--shard", "a"])) == "lockgate-a"
+    named = build_parser().parse_args(["operator", "--shard", "a", "--lease-name", "x"])
+    assert lease_name(named) == "x"
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     assert lease_namespace(None, ["shop", "blog"]) == "shop"
     assert lease_namespace(None, []) == "default"

@@ -104,6 +104,8 @@ def test_every_handler_of_an_application_or_deployment_is_filtered_by_shard() ->
         plural = handler.selector.any_name
         if plural == "applications":
             assert handler.labels == handlers.IN_SHARD, handler.fn.__name__
+        elif plural == "pods":  # an event handler only wakes this shard's loops: no writes
+            assert handler.fn is handlers.pod_event
         else:
             assert plural == "deployments"
             assert handler.when is handlers._deployment_in_shard, handler.fn.__name__

@@ -123,6 +123,9 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
             def __bool__(self) -> bool:
                 return stop.is_set()
 
+            async def wait(self) -> None:
+                await stop.wait()
+
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(handlers, "_drive_once", counted)
             driver = asyncio.create_task(
@@ -133,6 +136,9 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
                     memo=memo,
                     logger=log,
                     deployments_by_application=env.kube.index(),
+                    application_shards={},  # every Application in the default shard
+                    spec={"application": "shop"},
+                    labels={},
                 )
             )
             await slept.wait()

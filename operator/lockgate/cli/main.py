@@ -39,6 +39,14 @@ def shard_name(value: str) -> str:
     return value
 
 
+def lease_name(args: argparse.Namespace) -> str:
+    """`--lease-name`, else one Lease per shard: `lockgate`, or `lockgate-SHARD`."""
+    name: str | None = args.lease_name
+    if name:
+        return name
+    return "lockgate" if not args.shard else f"lockgate-{args.shard}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
     parser = argparse.ArgumentParser(
@@ -190,8 +198,7 @@ def run_operator(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         election = ElectionConfig(
-            name=args.lease_name
-            or ("lockgate" if args.shard is None else f"lockgate-{args.shard}"),
+            name=lease_name(args),
             namespace=lease_namespace(args.lease_namespace, args.namespace),
             identity=default_identity(),
             timing=timing,

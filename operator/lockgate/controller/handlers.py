@@ -198,7 +198,7 @@ async def deployment_event(
         rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX])
 
 
-@kopf.on.event(GROUP, VERSION, "applications")
+@kopf.on.event(GROUP, VERSION, "applications", labels=IN_SHARD)
 async def application_event(
     memo: kopf.Memo,
     namespace: str | None = None,
@@ -436,13 +436,14 @@ async def application_tick(
     patch: kopf.Patch,
     memo: kopf.Memo,
     deployments: DeploymentIndex | None = None,
-    **_: Any,
+    **kwargs: Any,
 ) -> float:
     """One refresh of the Application's status (into `patch`), its Deployments claimed for
     this shard first; returns when to look again unless an event wakes its loop earlier."""
     meta = body.get("metadata") or {}
     with _failures_redacted(memo.runtime):
         try:
+            deployments = deployments or kwargs.get(DEPLOYMENT_INDEX)
             if deployments is not None:
                 namespace, name = meta.get("namespace") or "", meta.get("name") or ""
                 await _claim_deployments(memo.runtime, namespace, name, deployments)
