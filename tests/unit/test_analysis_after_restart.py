@@ -202,3 +202,19 @@ def test_killed_between_a_failed_verdicts_switch_back_and_its_status_the_bad_set
         world.now += TICK
     assert crashed
     assert driver.status.phase == "RolledBack", driver.status.message
+
+
+def test_a_restart_in_a_gated_step_logs_why_it_waits_once() -> None:
+    """The kill test found the log flooded: in each round of the first window after a
+    restart, the analysis said it was collecting and the weight's gate that it waited for a
+    passed analysis, so both messages were logged on every round, and the 100-entry log
+    lost the completed steps."""
+    status, _ = killed_in_pause(
+        CANARY, "demo:v2", pause="setWeight 50 (analysis gate)", after=1.5, down=0.5
+    )
+    assert status.phase == "Succeeded", status.message
+    messages = [entry.message for entry in status.log]
+    assert any("analysis collecting figures since" in m for m in messages), messages
+    waits = [m for m in messages if m.startswith("step 2: ")]
+    repeated = {m for m in waits if waits.count(m) > 1}
+    assert not repeated, repeated

@@ -758,7 +758,9 @@ class _Run:
                 stable, canary = self.target_weights(step)
                 self.log(f"traffic live: stable {stable}% / canary {canary}%")
             if step.gate and not (s.step.analysis_passed or s.skip_waits):
-                if self.spec.analysis:
+                # While collecting, the analysis has said why (two messages in one round
+                # would each log on every round).
+                if self.spec.analysis and not self.collecting:
                     self.say(
                         f"step {s.step.index + 1}: waiting for a passed analysis", reason="Analysis"
                     )
