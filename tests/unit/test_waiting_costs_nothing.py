@@ -29,6 +29,22 @@ TIMED = {
 MINUTE = 60.0
 
 
+class Stopped:
+    """kopf's DaemonStopped as a daemon uses it."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+
+    def set(self) -> None:
+        self.flag.set()
+
+    def __bool__(self) -> bool:
+        return self.flag.is_set()
+
+    async def wait(self) -> None:
+        await self.flag.wait()
+
+
 @dataclass
 class Env:
     kube: FakeKube
@@ -117,20 +133,12 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
             slept.set()
             return delay
 
-        stop = asyncio.Event()
-
-        class Stopped:
-            def __bool__(self) -> bool:
-                return stop.is_set()
-
-            async def wait(self) -> None:
-                await stop.wait()
-
+        stop = Stopped()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(handlers, "_drive_once", counted)
             driver = asyncio.create_task(
                 handlers.deployment_driver(
-                    stopped=Stopped(),
+                    stopped=stop,
                     name="dep",
                     namespace=NS,
                     memo=memo,
@@ -337,3 +345,32 @@ def test_a_finished_deployment_is_not_woken_by_its_applications_changes(env: Env
     )
     assert woken["dep"].is_set()
     assert not woken["old"].is_set()
+
+
+def test_an_applications_status_daemon_ends_as_soon_as_it_is_stopped(env: Env) -> None:
+    """Stopped (its Application moved to another shard, or is deleted), it ended only when
+    its timer was due, so kopf cancelled it after its cancellation timeout ("Daemon
+    'application_status' is cancelled. Will escalate." in the sharding test's log)."""
+
+    async def scenario() -> bool:
+        stop = Stopped()
+        daemon = asyncio.create_task(
+            handlers.application_status(
+                stopped=stop,
+                name="shop",
+                namespace=NS,
+                body=kopf.Body(env.kube.application("shop")),
+                memo=kopf.Memo(runtime=env.op.rt),
+                logger=log,
+            )
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        stop.set()
+        for _ in range(100):  # every chance to end, and no time passes
+            await asyncio.sleep(0)
+        done = daemon.done()
+        daemon.cancel()
+        return done
+
+    assert asyncio.run(scenario())

@@ -473,6 +473,7 @@ async def application_status(
     assert rt is not None
     wake = _wake(memo)
     rt.wakeups.register("applications", namespace, name, wake)
+    relay = asyncio.create_task(_wake_when_stopped(stopped, wake))
     try:
         # The create/resume handler has just counted: the first recount comes within a few
         # seconds (a Docker fleet's period), spread so that many Applications started at once
@@ -488,6 +489,7 @@ async def application_status(
             deployments = kwargs.get(DEPLOYMENT_INDEX)
             delay = await _refresh_application(rt, namespace, name, body, memo, logger, deployments)
     finally:
+        relay.cancel()
         rt.wakeups.unregister("applications", namespace, name, wake)
 
 
