@@ -251,9 +251,15 @@ def test_an_application_moved_mid_rollout_finishes_under_the_new_shard(
     lg.annotate("shop-v2", "promote")
 
     # b -> a in the middle of the 15 s pause at 50%: a finishes it.
-    lg.wait_step("shop-v2", 3)
-    assert lg.phase("shop-v2") == "Progressing"
-    assert lg.status("shop-v2")["weights"] == {"stable": 50, "canary": 50}
+    lg.watch_status(
+        "shop-v2",
+        "deployments",
+        lambda s: (s.get("step") or {}).get("description") == "pause 15s",
+        "the 15 s pause",
+    )
+    status = lg.status("shop-v2")
+    assert status["phase"] == "Progressing", status
+    assert status["weights"] == {"stable": 50, "canary": 50}, status
     relabel(lg, "shop", "a")
     watch_object(lg, "deployments", "shop-v2", served_by("a"), "the Deployment handed back to a")
     assert lg.wait_finished("shop-v2")["phase"] == "Succeeded"
