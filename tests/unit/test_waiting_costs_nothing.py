@@ -34,8 +34,10 @@ class Stopped:
 
     def __init__(self) -> None:
         self.flag = asyncio.Event()
+        self.reason: kopf.DaemonStoppingReason | None = None
 
-    def set(self) -> None:
+    def set(self, reason: kopf.DaemonStoppingReason | None = None) -> None:
+        self.reason = reason
         self.flag.set()
 
     def __bool__(self) -> bool:
@@ -374,3 +376,58 @@ def test_an_applications_status_daemon_ends_as_soon_as_it_is_stopped(env: Env) -
         return done
 
     assert asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("reason", "cancelled"),
+    [
+        (kopf.DaemonStoppingReason.RESOURCE_DELETED, True),
+        (kopf.DaemonStoppingReason.FILTERS_MISMATCH, False),
+        (kopf.DaemonStoppingReason.OPERATOR_EXITING, False),
+    ],
+)
+def test_a_deleted_deployments_driver_ends_mid_round(
+    env: Env, reason: kopf.DaemonStoppingReason, cancelled: bool
+) -> None:
+    """Deleted mid-round, the driver ends at once: kopf, finding it busy, looked again only
+    after its grace for finishing a round (30 s), and a namespace being deleted stayed held
+    by the Deployment's finalizer. Told to stop for any other reason (another shard serves
+    it now, the operator exits), it finishes the round it is in."""
+    env.kube.add_deployment("dep", dep_spec(strategy=FOREVER))
+
+    async def scenario() -> tuple[bool, bool]:
+        in_round, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_round(*args: Any, **kwargs: Any) -> float | None:
+            in_round.set()
+            await release.wait()
+            return None
+
+        stop = Stopped()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(handlers, "_drive_once", slow_round)
+            driver = asyncio.create_task(
+                handlers.deployment_driver(
+                    stopped=stop,
+                    name="dep",
+                    namespace=NS,
+                    memo=kopf.Memo(runtime=env.op.rt),
+                    logger=log,
+                    deployments_by_application=env.kube.index(),
+                    application_shards={},
+                    spec={"application": "shop"},
+                    labels={},
+                )
+            )
+            await in_round.wait()
+            stop.set(reason)
+            for _ in range(10):  # kopf's "instant exit": a few zero-time cycles
+                await asyncio.sleep(0)
+            ended_mid_round = driver.done()
+            release.set()
+            await driver
+            return ended_mid_round, driver.cancelled()
+
+    ended_mid_round, driver_cancelled = asyncio.run(scenario())
+    assert ended_mid_round == cancelled
+    assert not driver_cancelled, "it returns: kopf sees a daemon that ended, not a failure"

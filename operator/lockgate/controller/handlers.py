@@ -87,6 +87,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # rollout does is in its status, Events and the operator's own warnings.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # A deleted Deployment's driver, told to stop, ends in a few loop cycles (its round is
+    # cancelled); kopf's default of 10 zero-time cycles can miss it, and then it looks again
+    # only after the driver's ROUND_GRACE.
+    settings.background.instant_exit_timeout = 0.1
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
@@ -266,22 +270,38 @@ async def deployment_driver(
     assert rt is not None
     wake = _wake(memo)
     rt.wakeups.register("deployments", namespace, name, wake)
-    relay = asyncio.create_task(_wake_when_stopped(stopped, wake))
 
     def serves() -> bool:
         return _serves(shards, namespace, kwargs["spec"], kwargs["labels"], memo)
 
+    driving = asyncio.create_task(
+        _drive(rt, stopped, namespace, name, deployments, logger, wake, serves)
+    )
+    relay = asyncio.create_task(_wake_when_stopped(stopped, wake, driving))
     try:
-        await _drive(rt, stopped, namespace, name, deployments, logger, wake, serves)
+        await driving
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not driving.cancelled() or (current is not None and current.cancelling()):
+            raise  # kopf cancels the driver itself
     finally:
+        driving.cancel()
         relay.cancel()
         rt.wakeups.unregister("deployments", namespace, name, wake)
 
 
-async def _wake_when_stopped(stopped: kopf.DaemonStopped, wake: asyncio.Event) -> None:
-    """A driver waiting for its next round ends at once when it is told to stop."""
+async def _wake_when_stopped(
+    stopped: kopf.DaemonStopped, wake: asyncio.Event, driving: asyncio.Task[None] | None = None
+) -> None:
+    """A driver waiting for its next round ends at once when it is told to stop. A deleted
+    Deployment's round in progress is cancelled: its deletion handler puts the previous
+    version back, and kopf, finding the driver still busy, would look again only after
+    ROUND_GRACE (a namespace being deleted stayed held that long)."""
     await stopped.wait()
     wake.set()
+    reason = getattr(stopped, "reason", None)
+    if driving is not None and reason and reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        driving.cancel()
 
 
 async def _drive(
