@@ -113,6 +113,28 @@ class Lockgate:
     ) -> tuple[dict[str, Any], Any]:
         """Wait on the object's watch events (no polling) until `predicate(status)` is truthy;
         (the object, what the predicate returned). Fails naming `what` and the last status."""
+        return self.watch(
+            name,
+            plural,
+            lambda obj: predicate(obj.get("status") or {}),
+            what,
+            timeout,
+            describe=lambda obj: f"last: {(obj.get('status') or {}).get('message')!r}",
+        )
+
+    def watch(
+        self,
+        name: str,
+        plural: str,
+        predicate: Callable[[dict[str, Any]], Any],
+        what: str,
+        timeout: float = 120.0,
+        *,
+        describe: Callable[[dict[str, Any]], str],
+    ) -> tuple[dict[str, Any], Any]:
+        """Wait on the object's watch events (no polling) until `predicate(object)` is truthy;
+        (the object, what the predicate returned). Fails naming `what` and `describe(object)`
+        of the last one seen."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         stream = watch.Watch()
@@ -128,17 +150,16 @@ class Lockgate:
                     field_selector=f"metadata.name={name}",
                     timeout_seconds=max(1, int(remaining)),
                 ):
-                    obj: dict[str, Any] = event["object"]
-                    last = obj.get("status") or {}
+                    last = event["object"]
                     found = predicate(last)
                     if found:
-                        return obj, found
+                        return last, found
                     if time.monotonic() >= deadline:
                         break
         finally:
             stream.stop()
         raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what} (last: {last.get('message')!r})"
+            f"timed out after {timeout:.0f}s waiting for {what} ({describe(last)})"
         )
 
     def events(self, name: str) -> list[client.CoreV1Event]:
