@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from kubernetes import client, watch
@@ -219,8 +219,29 @@ def deployment(
     }
 
 
+class Recording:
+    """`_run` in a daemon thread while in the `with` block; it returns once `_stop` is set."""
+
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    join_timeout = 5.0
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=self.join_timeout)
+
+
 @dataclass
-class WeightRecorder:
+class WeightRecorder(Recording):
     """Records the split Traefik actually serves (its API), with timestamps."""
 
     api_url: str
@@ -243,16 +264,6 @@ class WeightRecorder:
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 self._stop.wait(0.1)
-
-    def __enter__(self) -> WeightRecorder:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def windows(self, margin: float = 1.0) -> list[tuple[float, float, int]]:
         """(start, end, canary weight) for each stretch of constant weight, shrunk by `margin`
