@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import re
 import signal
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from kubernetes import client, watch
 
+from bench import median_range
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.leases import LeaseRecorder
@@ -164,10 +164,7 @@ def run(runs: int) -> None:
     for how, values in results.items():
         acquired = [a for a, _ in values]
         acting = [b for _, b in values]
-        print(
-            f"| {how} | {statistics.median(acquired):.2f} s ({min(acquired):.2f}-{max(acquired):.2f}) "
-            f"| {statistics.median(acting):.2f} s ({min(acting):.2f}-{max(acting):.2f}) |"
-        )
+        print(f"| {how} | {median_range(acquired)} | {median_range(acting)} |")
 
 
 def main() -> None:
