@@ -25,15 +25,15 @@ from __future__ import annotations
 import argparse
 import re
 import signal
-import statistics
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kubernetes import client, watch
+from kubernetes import client
 
-from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
+from bench import median_range
+from lockgate.names import ACTION_ANNOTATION
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.leases import LeaseRecorder
 from tests.support.operator_fixtures import Operator, free_port, operator_env
@@ -80,25 +80,15 @@ class Fleet:
 
 def wait_consumed(lg: Lockgate, name: str, timeout: float = 120.0) -> float:
     """time.time() when a watch sees the action annotation gone."""
-    stream = watch.Watch()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for event in stream.stream(
-                lg.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                lg.namespace,
-                "deployments",
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=10,
-            ):
-                annotations = event["object"]["metadata"].get("annotations") or {}
-                if ACTION_ANNOTATION not in annotations:
-                    return time.time()
-    finally:
-        stream.stop()
-    raise AssertionError("the action annotation was never consumed")
+    lg.watch(
+        name,
+        "deployments",
+        lambda obj: ACTION_ANNOTATION not in (obj["metadata"].get("annotations") or {}),
+        "the action annotation to be consumed",
+        timeout,
+        describe=lambda obj: f"annotations {obj.get('metadata', {}).get('annotations')}",
+    )
+    return time.time()
 
 
 def run(runs: int) -> None:
@@ -164,10 +154,7 @@ def run(runs: int) -> None:
     for how, values in results.items():
         acquired = [a for a, _ in values]
         acting = [b for _, b in values]
-        print(
-            f"| {how} | {statistics.median(acquired):.2f} s ({min(acquired):.2f}-{max(acquired):.2f}) "
-            f"| {statistics.median(acting):.2f} s ({min(acting):.2f}-{max(acting):.2f}) |"
-        )
+        print(f"| {how} | {median_range(acquired)} | {median_range(acting)} |")
 
 
 def main() -> None:

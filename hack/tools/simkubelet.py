@@ -29,7 +29,6 @@ import argparse
 import ipaddress
 import logging
 import os
-import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from hack.tools.kubelet import (
     Kubelet,
     ip,
     rfc3339,
+    run_until_signalled,
 )
 
 log = logging.getLogger("simkubelet")
@@ -211,13 +211,7 @@ class SimulatedKubelet(Kubelet):
         self.sim.setup()
         self.register()
         self.mark()
-        self._renew_lease()
-        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
-        threading.Thread(target=self.watch_pods, name="pods", daemon=True).start()
-        if not self.synced.wait(60):
-            raise RuntimeError("could not list pods within 60s")
-        if ready_file is not None:
-            ready_file.write_text(f"{os.getpid()}\n")
+        self.serve_node(ready_file)
         log.info("simulated node %s ready: pod addresses from %s", self.node, self.sim.pod_cidr)
         self.stop.wait()
         self.shutdown()
@@ -249,19 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     kubelet = SimulatedKubelet(Api(args.kubeconfig), args.node, args.pod_cidr)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        kubelet.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        kubelet.run(args.ready_file)
-    except Exception:
-        log.exception("simulated kubelet failed")
-        kubelet.sim.teardown()
-        return 1
-    return 0
+    # The failure path tears down self.network: our SimNetwork (its blackhole route).
+    return run_until_signalled(kubelet, args.ready_file, "simulated kubelet")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import signal
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ import httpx
 import pytest
 from kubernetes import client
 
-from hack.tools.load import Load, by_version, failed
+from hack.tools.load import Load, Response, by_version, failed
 from tests.support.cluster import Cluster, Traefik
 from tests.support.leases import LeaseRecorder, LeaseVersion
 from tests.support.operator_fixtures import Operator, free_port, operator_env
 from tests.support.rollouts import (
+    Kill,
     Lockgate,
     application,
     deployment,
@@ -146,39 +148,67 @@ def assert_every_step_once(status: dict[str, Any]) -> None:
     assert [t.get("event") for t in status["transitions"]].count("Succeeded") == 1
 
 
-def test_standby_takes_over_mid_canary_when_the_leader_is_killed(
-    pair: tuple[Pair, Lockgate, LeaseRecorder], traefik: Traefik
-) -> None:
+@dataclass
+class Handover:
+    """A canary that op-a led until interrupted at step 2 and op-b finished under load."""
+
+    a: Operator
+    b: Operator
+    interrupted: Kill  # the Deployment as the interruption left it
+    old: str  # op-a's identity
+    new: str  # op-b's identity
+    status: dict[str, Any]  # the finished Deployment's
+    responses: list[Response]  # the load's, through the whole canary
+
+
+def canary_handed_over(
+    pair: tuple[Pair, Lockgate, LeaseRecorder],
+    traefik: Traefik,
+    interrupt: Callable[[Operator, Operator], None],
+) -> Handover:
+    """op-a elected with op-b waiting; a canary under load; at its step 2, interrupt(a, b);
+    then op-b takes the Lease and the canary finishes."""
     ops, lg, lease = pair
     a, b = elect_a_with_b_waiting(ops, lease)
     load = Load(traefik.web_url, host_of("shop", lg.namespace))
     try:
         deploy_v1_and_start_canary(lg, load)
         lg.wait_step("shop-v2", 2)
-        # Only the leader acts: the standby has not reconciled anything, and says so.
-        assert metric(a, "lockgate_leader") == 1 and metric(b, "lockgate_leader") == 0
-        assert metric(a, "lockgate_reconcile_seconds_count") > 0
-        assert metric(b, "lockgate_reconcile_seconds_count") == 0
-        assert metric(b, "lockgate_reconcile_errors_total") == 0
-
-        a.kill()  # SIGKILL: no release, as when its node dies
-        killed = interruption(lg, "shop-v2")
+        interrupt(a, b)
+        interrupted = interruption(lg, "shop-v2")
         old, new = ops.identity("op-a"), ops.identity("op-b")
         lease.wait_holder(lambda h: h == new, "op-b to take the Lease", timeout=60)
         status = lg.wait_finished("shop-v2", timeout=300)
         load.wait_answered(len(load.responses) + 200)
     finally:
         responses = load.stop()
+    return Handover(a, b, interrupted, old, new, status, responses)
+
+
+def test_standby_takes_over_mid_canary_when_the_leader_is_killed(
+    pair: tuple[Pair, Lockgate, LeaseRecorder], traefik: Traefik
+) -> None:
+    def kill(a: Operator, b: Operator) -> None:
+        # Only the leader acts: the standby has not reconciled anything, and says so.
+        assert metric(a, "lockgate_leader") == 1 and metric(b, "lockgate_leader") == 0
+        assert metric(a, "lockgate_reconcile_seconds_count") > 0
+        assert metric(b, "lockgate_reconcile_seconds_count") == 0
+        assert metric(b, "lockgate_reconcile_errors_total") == 0
+        a.kill()  # SIGKILL: no release, as when its node dies
+
+    run = canary_handed_over(pair, traefik, kill)
+    lease = pair[2]
+    killed = run.interrupted
     assert killed.inside and killed.step >= 2, f"the kill landed outside the canary: {killed}"
-    assert_every_step_once(status)
-    assert failed(responses) == [], by_version(responses)
-    assert metric(b, "lockgate_leader") == 1
+    assert_every_step_once(run.status)
+    assert failed(run.responses) == [], by_version(run.responses)
+    assert metric(run.b, "lockgate_leader") == 1
 
     # The takeover, by the Lease's own timestamps: op-b acquired it once op-a's last renewal
     # had gone unrenewed for a lease duration (never before), and promptly after that.
-    before, taken = ops_lease_handover(lease, old, new)
+    before, taken = ops_lease_handover(lease, run.old, run.new)
     last_renewal = before[-1].renewed
-    assert before[-1].holder == old and last_renewal is not None and taken.acquired is not None
+    assert before[-1].holder == run.old and last_renewal is not None and taken.acquired is not None
     expiry = last_renewal + timedelta(seconds=before[-1].duration)
     assert expiry <= taken.acquired <= expiry + SLACK, (
         f"op-a last renewed at {last_renewal}, op-b acquired at {taken.acquired}"
@@ -189,30 +219,22 @@ def test_standby_takes_over_mid_canary_when_the_leader_is_killed(
 def test_sigterm_hands_the_lease_over_at_once_mid_canary(
     pair: tuple[Pair, Lockgate, LeaseRecorder], traefik: Traefik
 ) -> None:
-    ops, lg, lease = pair
-    a, b = elect_a_with_b_waiting(ops, lease)
-    load = Load(traefik.web_url, host_of("shop", lg.namespace))
-    try:
-        deploy_v1_and_start_canary(lg, load)
-        lg.wait_step("shop-v2", 2)
+    def stop(a: Operator, _b: Operator) -> None:
         a.stop()  # SIGTERM, as Kubernetes stops a Pod
         assert a.process is not None and a.process.returncode == 0, a.log_text()[-3000:]
-        stopped = interruption(lg, "shop-v2")
-        old, new = ops.identity("op-a"), ops.identity("op-b")
-        lease.wait_holder(lambda h: h == new, "op-b to take the Lease", timeout=60)
-        status = lg.wait_finished("shop-v2", timeout=300)
-        load.wait_answered(len(load.responses) + 200)
-    finally:
-        responses = load.stop()
+
+    run = canary_handed_over(pair, traefik, stop)
+    lease = pair[2]
+    stopped = run.interrupted
     assert stopped.inside, f"the SIGTERM landed outside the canary: {stopped}"
-    assert_every_step_once(status)
-    assert failed(responses) == [], by_version(responses)
-    assert "released the Lease" in a.log_text()
-    assert metric(b, "lockgate_leader") == 1
+    assert_every_step_once(run.status)
+    assert failed(run.responses) == [], by_version(run.responses)
+    assert "released the Lease" in run.a.log_text()
+    assert metric(run.b, "lockgate_leader") == 1
 
     # By the Lease's timestamps: op-a released it (no holder, a lease of 1 s), and op-b
     # acquired it within SLACK of the release, not a lease duration later.
-    before, taken = ops_lease_handover(lease, old, new)
+    before, taken = ops_lease_handover(lease, run.old, run.new)
     release = before[-1]
     assert release.holder == "" and release.duration == 1, before[-3:]
     assert release.renewed is not None and taken.acquired is not None

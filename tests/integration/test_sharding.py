@@ -5,13 +5,11 @@ middle of a rollout finishes it under the new one."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from kubernetes import watch
 from prometheus_client.parser import text_string_to_metric_families
 
 from lockgate.names import GROUP, LABEL_SHARD, VERSION
@@ -117,32 +115,16 @@ def watch_object(
     timeout: float = 120.0,
 ) -> dict[str, Any]:
     """Wait on the object's watch events (no polling) until `predicate(object)`."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    stream = watch.Watch()
-    try:
-        while (remaining := deadline - time.monotonic()) > 0:
-            for event in stream.stream(
-                lg.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                lg.namespace,
-                plural,
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=max(1, int(remaining)),
-            ):
-                last = event["object"]
-                if predicate(last):
-                    return last
-                if time.monotonic() >= deadline:
-                    break
-    finally:
-        stream.stop()
-    meta = last.get("metadata") or {}
-    raise AssertionError(
-        f"timed out after {timeout:.0f}s waiting for {what}: finalizers "
-        f"{meta.get('finalizers')}, labels {meta.get('labels')}, status {last.get('status')}"
-    )
+
+    def describe(last: dict[str, Any]) -> str:
+        meta = last.get("metadata") or {}
+        return (
+            f"finalizers {meta.get('finalizers')}, labels {meta.get('labels')}, "
+            f"status {last.get('status')}"
+        )
+
+    obj, _ = lg.watch(name, plural, predicate, what, timeout, describe=describe)
+    return obj
 
 
 def finalizers(obj: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from tests.support.rollouts import wait_for
+from tests.support.rollouts import Recording, wait_for
 
 
 def _time(value: Any) -> datetime | None:
@@ -41,8 +41,10 @@ class LeaseVersion:
 
 
 @dataclass
-class LeaseRecorder:
+class LeaseRecorder(Recording):
     """Every version of the Lease `namespace/name` while in the `with` block."""
+
+    join_timeout = 10.0  # its watch notices the stop within its 5 s timeout
 
     api: client.ApiClient
     namespace: str
@@ -79,16 +81,6 @@ class LeaseRecorder:
             except Exception:  # e.g. 410 Gone: start again from the Lease as it is
                 version = None
                 self._stop.wait(0.2)
-
-    def __enter__(self) -> LeaseRecorder:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
 
     def history(self) -> list[LeaseVersion]:
         with self._lock:

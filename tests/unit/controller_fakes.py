@@ -17,15 +17,17 @@ import asyncio
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import httpx
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from lockgate.api import DeploymentSpec
+from lockgate.controller import applications, deployments
 from lockgate.controller.deployments import (
     ApplicationKey,
     DeploymentSummary,
@@ -52,6 +54,7 @@ from lockgate.names import (
 from tests.support.fakeworld import FakeWorld
 
 T = TypeVar("T")
+E = TypeVar("E", bound="Env")
 NS = "default"
 
 
@@ -476,3 +479,32 @@ class Operator:
 
 
 FINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")
+
+
+@dataclass
+class Env:
+    """The Application `shop` (Kubernetes, stable app:1) in a fake Kube, the fake world and
+    fleet behind it, and an Operator running rounds over them."""
+
+    kube: FakeKube
+    world: FakeWorld
+    fleet: FakeFleet
+    op: Operator
+
+
+def env_over_fakes(
+    monkeypatch: pytest.MonkeyPatch, cls: type[E], replicas: int, ready_after: int
+) -> Iterator[E]:
+    """A fixture's body: the controller's fleets and clock replaced by the fakes' while the
+    test runs, the runtime closed after it."""
+    kube = FakeKube()
+    kube.add_application("shop", {"kubernetes": {"replicas": replicas}}, stable={"image": "app:1"})
+    units = tuple(f"replica-{i}" for i in range(1, replicas + 1))
+    world = FakeWorld(units=units, ready_after=ready_after)
+    fleet = FakeFleet(kube, world)
+    monkeypatch.setattr(deployments, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(deployments, "now", lambda: world.now)
+    rt = runtime_over(kube)
+    yield cls(kube, world, fleet, Operator(rt, kube, world))
+    asyncio.run(rt.aclose())

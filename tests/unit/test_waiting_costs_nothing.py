@@ -9,7 +9,6 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -18,7 +17,8 @@ import pytest
 from lockgate.controller import applications, deployments, handlers
 from lockgate.names import LABEL_APP
 from tests.support.fakeworld import FakeWorld, dep_spec
-from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, Operator, runtime_over
+from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes, runtime_over
+from tests.unit.controller_fakes import Env as FakesEnv
 
 log = logging.getLogger("test")
 FOREVER = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, 100]}}
@@ -47,12 +47,8 @@ class Stopped:
         await self.flag.wait()
 
 
-@dataclass
-class Env:
-    kube: FakeKube
-    world: FakeWorld
-    fleet: FakeFleet
-    op: Operator
+class Env(FakesEnv):
+    """The fakes, and the rounds of one Deployment `dep` that pauses."""
 
     def pause(self, strategy: dict[str, Any]) -> None:
         """A Deployment driven until it waits in its pause step."""
@@ -72,16 +68,7 @@ class Env:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    kube = FakeKube()
-    kube.add_application("shop", {"kubernetes": {"replicas": 2}}, stable={"image": "app:1"})
-    world = FakeWorld(units=("replica-1", "replica-2"), ready_after=1)
-    fleet = FakeFleet(kube, world)
-    monkeypatch.setattr(deployments, "fleet_for", fleet.made_for)
-    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
-    monkeypatch.setattr(deployments, "now", lambda: world.now)
-    rt = runtime_over(kube)
-    yield Env(kube, world, fleet, Operator(rt, kube, world))
-    asyncio.run(rt.aclose())
+    yield from env_over_fakes(monkeypatch, Env, replicas=2, ready_after=1)
 
 
 def test_a_rollout_paused_until_promoted_schedules_no_round(env: Env) -> None:
