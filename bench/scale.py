@@ -156,9 +156,11 @@ def metric_sum(text: str, name: str) -> float:
 
 
 def apiserver_requests(api: client.ApiClient) -> float:
-    response = api.call_api(
-        "/metrics", "GET", auth_settings=["BearerToken"], _preload_content=False
-    )[0]
+    method, url, headers, body, post = api.param_serialize(
+        "GET", "/metrics", auth_settings=["BearerToken"]
+    )
+    response = api.call_api(method, url, headers, body, post)
+    response.read()
     return metric_sum(response.data.decode(), "apiserver_request_total")
 
 
@@ -451,17 +453,20 @@ def namespace(api: client.ApiClient, bench_ns: str) -> Iterator[None]:
                     )
                 )
         core.delete_namespace(bench_ns)
-        for _ in range(180):
-            try:
-                core.read_namespace(bench_ns)
-            except client.ApiException as err:
-                if err.status == 404:
-                    print(f"namespace {bench_ns} gone")
-                    return
-            time.sleep(1)
-        # The namespace controller finishes it (hack/simnodes down deletes the Node, and the
-        # Pods bound to it go with it).
-        print(f"namespace {bench_ns} still terminating after 3 min")
+        print(f"namespace {bench_ns} " + ("gone" if gone(core, bench_ns) else "still terminating"))
+
+
+def gone(core: client.CoreV1Api, name: str, seconds: int = 180) -> bool:
+    """Whether the namespace is gone within `seconds` (else the namespace controller finishes
+    it: hack/simnodes down deletes the Node, and the Pods bound to it go with it)."""
+    for _ in range(seconds):
+        try:
+            core.read_namespace(name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return True
+        time.sleep(1)
+    return False
 
 
 def main() -> None:
