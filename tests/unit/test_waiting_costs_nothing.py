@@ -66,6 +66,21 @@ class Env(FakesEnv):
         return asyncio.run(handlers._drive_once(self.op.rt, NS, "dep", self.kube.index(), log))
 
 
+async def drive(env: Env, stop: Stopped, memo: kopf.Memo) -> None:
+    """Deployment "dep"'s driver as kopf runs it (its Application in the default shard)."""
+    await handlers.deployment_driver(
+        stopped=stop,
+        name="dep",
+        namespace=NS,
+        memo=memo,
+        logger=log,
+        deployments_by_application=env.kube.index(),
+        application_shards={},
+        spec={"application": "shop"},
+        labels={},
+    )
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     yield from env_over_fakes(monkeypatch, Env, replicas=2, ready_after=1)
@@ -125,19 +140,7 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
         stop = Stopped()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(handlers, "_drive_once", counted)
-            driver = asyncio.create_task(
-                handlers.deployment_driver(
-                    stopped=stop,
-                    name="dep",
-                    namespace=NS,
-                    memo=memo,
-                    logger=log,
-                    deployments_by_application=env.kube.index(),
-                    application_shards={},  # every Application in the default shard
-                    spec={"application": "shop"},
-                    labels={},
-                )
-            )
+            driver = asyncio.create_task(drive(env, stop, memo))
             await slept.wait()
             slept.clear()
             for _ in range(100):  # the loop gets every chance to run again: it does not
@@ -393,19 +396,7 @@ def test_a_deleted_deployments_driver_ends_mid_round(
         stop = Stopped()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(handlers, "_drive_once", slow_round)
-            driver = asyncio.create_task(
-                handlers.deployment_driver(
-                    stopped=stop,
-                    name="dep",
-                    namespace=NS,
-                    memo=kopf.Memo(runtime=env.op.rt),
-                    logger=log,
-                    deployments_by_application=env.kube.index(),
-                    application_shards={},
-                    spec={"application": "shop"},
-                    labels={},
-                )
-            )
+            driver = asyncio.create_task(drive(env, stop, kopf.Memo(runtime=env.op.rt)))
             await in_round.wait()
             stop.set(reason)
             for _ in range(10):  # kopf's "instant exit": a few zero-time cycles

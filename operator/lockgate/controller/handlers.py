@@ -299,7 +299,7 @@ async def _wake_when_stopped(
     ROUND_GRACE (a namespace being deleted stayed held that long)."""
     await stopped.wait()
     wake.set()
-    reason = getattr(stopped, "reason", None)
+    reason = stopped.reason
     if driving is not None and reason and reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
         driving.cancel()
 
