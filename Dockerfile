@@ -26,7 +26,7 @@ RUN /opt/lockgate/bin/python "$(ls /wheels/deps/pip-*.whl)/pip" install \
  && /opt/lockgate/bin/lockgate --version
 
 FROM ${BASE_IMAGE}
-# kopf names its peering identity after the user (getpass.getuser), so the uid needs a passwd
+# kopf names its identity after the user (getpass.getuser) unless told one, so the uid needs a passwd
 # entry; USER also covers a cluster that runs the Pod under another, arbitrary uid.
 RUN groupadd --system --gid 65532 lockgate \
  && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \

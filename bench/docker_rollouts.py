@@ -16,13 +16,13 @@ Usage: python -m bench.docker_rollouts [--runs 5]
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 import uuid
 from pathlib import Path
 
 from kubernetes import client
 
+from bench import median_range
 from bench.rollback import seconds_to_stable
 from hack.tools.load import Load, failed
 from tests.support.cluster import cluster_info, traefik_info
@@ -33,10 +33,7 @@ from tests.support.rollouts import Lockgate, deployment, host_of
 
 
 def spread(values: list[float]) -> str:
-    return (
-        f"median {statistics.median(values):.2f} s [{min(values):.2f}-{max(values):.2f}] "
-        f"({len(values)} runs)"
-    )
+    return f"median {median_range(values)}, {len(values)} runs"
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ Usage: python -m bench.k8s_rollouts [--runs 20] [--in-flight 100]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
@@ -23,10 +24,11 @@ from typing import Any
 
 from kubernetes import client
 
+from bench.operator import exits_cleanly, running_operator
 from bench.rollback import live_canary_weight, seconds_to_stable
 from hack.tools.load import Load
 from tests.support.cluster import cluster_info, traefik_info
-from tests.support.operator_fixtures import Operator, free_port, operator_env
+from tests.support.operator_fixtures import Operator, operator_env
 from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
 
 
@@ -179,52 +181,53 @@ def main() -> None:
     args = parser.parse_args()
     cluster, traefik = cluster_info(), traefik_info()
     env = operator_env(cluster, traefik)
-    from pathlib import Path
-
-    op = Operator(env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port())
-    op.start()
     api = cluster.api_client()
     core = client.CoreV1Api(api)
-    namespaces: list[str] = []
+    only = set(args.only.split(","))
+    # Every namespace exists before the operator starts, which acts on these alone; it dies
+    # with this process however that ends (it used to start before the `try`, acting on every
+    # namespace, and outlived a crashed or killed run).
+    namespaces = [f"bench-{uuid.uuid4().hex[:6]}" for _ in range(4)]
+    with exits_cleanly():
+        try:
+            for name in namespaces:
+                core.create_namespace({"metadata": {"name": name}})
+            with running_operator(env, *namespaces) as op:
+                run(args, op, [Lockgate(api, name) for name in namespaces], traefik, only)
+        finally:
+            for name in namespaces:
+                with contextlib.suppress(client.ApiException):
+                    core.delete_namespace(name)
 
-    def fresh() -> Lockgate:
-        name = f"bench-{uuid.uuid4().hex[:6]}"
-        core.create_namespace({"metadata": {"name": name}})
-        namespaces.append(name)
-        return Lockgate(api, name)
 
-    results: dict[str, Any] = {}
-    try:
-        only = set(args.only.split(","))
-        if "reaction" in only:
-            action, weight = reaction(fresh(), traefik.api_url, args.runs)
-            print(
-                f"reaction: apply -> canary slot: p50 {statistics.median(action) * 1000:.0f} ms, "
-                f"p99 {percentile(action, 0.99) * 1000:.0f} ms ({len(action)} runs)"
-            )
-            print(
-                f"reaction: canary Pod Ready -> weight live in Traefik: p50 {statistics.median(weight) * 1000:.0f} ms, "
-                f"p99 {percentile(weight, 0.99) * 1000:.0f} ms (Pod Ready times have 1 s resolution)"
-            )
-        if "rollback" in only:
-            rb = rollback(fresh(), traefik.api_url, traefik.web_url, max(3, args.runs // 4))
-            print(
-                f"rollback: Failed verdict -> 100% stable in Traefik: median {statistics.median(rb) * 1000:.0f} ms, "
-                f"max {max(rb) * 1000:.0f} ms ({len(rb)} runs)"
-            )
-        if "overhead" in only:
-            per_step = overhead(fresh())
-            print(f"overhead: {per_step * 1000:.0f} ms per step with zero pauses")
-        if "load" in only:
-            rss, share = in_flight(fresh(), op, args.in_flight)
-            print(
-                f"load: {args.in_flight} rollouts in flight: operator RSS {rss:.0f} MiB, CPU {share:.1%} of a core"
-            )
-    finally:
-        op.stop()
-        for name in namespaces:
-            core.delete_namespace(name)
-    _ = results
+def run(
+    args: argparse.Namespace, op: Operator, spaces: list[Lockgate], traefik: Any, only: set[str]
+) -> None:
+    fresh = iter(spaces).__next__
+    if "reaction" in only:
+        action, weight = reaction(fresh(), traefik.api_url, args.runs)
+        print(
+            f"reaction: apply -> canary slot: p50 {statistics.median(action) * 1000:.0f} ms, "
+            f"p99 {percentile(action, 0.99) * 1000:.0f} ms ({len(action)} runs)"
+        )
+        print(
+            f"reaction: canary Pod Ready -> weight live in Traefik: p50 {statistics.median(weight) * 1000:.0f} ms, "
+            f"p99 {percentile(weight, 0.99) * 1000:.0f} ms (Pod Ready times have 1 s resolution)"
+        )
+    if "rollback" in only:
+        rb = rollback(fresh(), traefik.api_url, traefik.web_url, max(3, args.runs // 4))
+        print(
+            f"rollback: Failed verdict -> 100% stable in Traefik: median {statistics.median(rb) * 1000:.0f} ms, "
+            f"max {max(rb) * 1000:.0f} ms ({len(rb)} runs)"
+        )
+    if "overhead" in only:
+        per_step = overhead(fresh())
+        print(f"overhead: {per_step * 1000:.0f} ms per step with zero pauses")
+    if "load" in only:
+        rss, share = in_flight(fresh(), op, args.in_flight)
+        print(
+            f"load: {args.in_flight} rollouts in flight: operator RSS {rss:.0f} MiB, CPU {share:.1%} of a core"
+        )
 
 
 if __name__ == "__main__":

@@ -1428,6 +1428,17 @@ class Kubelet:
                 retry = min(10.0, retry * 2)
 
     # -- lifecycle --
+    def serve_node(self, ready_file: Path | None) -> None:
+        """Lease, heartbeats and the Pod watch (the registered Node's part of run); returns
+        once the Pods bound to the Node are listed, after writing our PID to ready_file."""
+        self._renew_lease()
+        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self.watch_pods, name="pods", daemon=True).start()
+        if not self.synced.wait(60):
+            raise RuntimeError("could not list pods within 60s")
+        if ready_file is not None:
+            ready_file.write_text(f"{os.getpid()}\n")
+
     def run(self, ready_file: Path | None) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.network.setup()
@@ -1441,13 +1452,7 @@ class Kubelet:
                 self.host_ip,
                 self.metrics_port,
             )
-        self._renew_lease()
-        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
-        threading.Thread(target=self.watch_pods, name="pods", daemon=True).start()
-        if not self.synced.wait(60):
-            raise RuntimeError("could not list pods within 60s")
-        if ready_file is not None:
-            ready_file.write_text(f"{os.getpid()}\n")
+        self.serve_node(ready_file)
         log.info("node %s ready: podCIDR %s, bridge %s", self.node, self.network.pod_cidr, BRIDGE)
         self.stop.wait()
         self.shutdown()
@@ -1522,6 +1527,11 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=args.metrics_port,
         metrics_tls=(args.tls_cert, args.tls_key) if args.metrics_port else None,
     )
+    return run_until_signalled(kubelet, args.ready_file)
+
+
+def run_until_signalled(kubelet: Kubelet, ready_file: Path | None, name: str = "kubelet") -> int:
+    """Run the kubelet until SIGTERM or SIGINT; 1 if it fails (logged, its network undone)."""
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
@@ -1530,9 +1540,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        kubelet.run(args.ready_file)
+        kubelet.run(ready_file)
     except Exception:
-        log.exception("kubelet failed")
+        log.exception("%s failed", name)
         kubelet.stop.set()
         kubelet.network.teardown()
         return 1

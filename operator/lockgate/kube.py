@@ -10,10 +10,20 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from lockgate.names import API_VERSION, GROUP, VERSION
 
 T = TypeVar("T")
+REQUESTS = Counter(
+    "lockgate_api_requests_total",
+    "Kubernetes API requests lockgate's own client made (kopf's watches and patches aside)",
+    ["call"],
+)
+API_THREADS = 32
+"""Worker threads for API calls (the controller's bounded default executor), and as many
+pooled connections: a smaller pool drops and re-opens a TLS connection for each call beyond
+it."""
 
 
 def load_config() -> client.ApiClient:
@@ -22,7 +32,9 @@ def load_config() -> client.ApiClient:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = API_THREADS
+    return client.ApiClient(configuration)
 
 
 def owner_reference(app_obj: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +60,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        REQUESTS.labels(getattr(fn, "__name__", "other")).inc()
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def get_or_none(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:

@@ -7,6 +7,8 @@ kubectl plugin cannot drift apart. Nothing here imports the rest of lockgate.
 
 from __future__ import annotations
 
+import re
+
 GROUP = "lockgate.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -35,6 +37,26 @@ LABEL_PORT = f"{GROUP}/port"
 LABEL_IMAGE = f"{GROUP}/image"  # as requested: the daemon may show an ID once a tag moves
 
 ROLES = ("stable", "canary")
+
+# Sharding: an Application labelled `lockgate.dev/shard=NAME` is served only by the operator
+# started with `--shard NAME`; one without the label (or with an empty value) by the operator
+# started without it (the default shard). The operator serving an Application copies the
+# label onto the Application's Deployments (a user labels only the Application).
+LABEL_SHARD = f"{GROUP}/shard"
+# A shard's name is a label value, and it also names the shard's finalizer, its kopf peering
+# object and its Lease (`lockgate-<shard>`): so it must be a lowercase DNS label.
+_SHARD_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def shard_name_problem(value: str) -> str | None:
+    """Why `value` cannot name a shard, or None when it can ("" is the default shard)."""
+    if value == "" or _SHARD_NAME.fullmatch(value):
+        return None
+    return (
+        f"{value!r} is not a shard name: it must be the value of the label {LABEL_SHARD} "
+        "and a DNS label (at most 63 characters: lowercase letters, digits and '-', "
+        "starting and ending with a letter or digit)"
+    )
 
 
 def service_name(app: str, role: str) -> str:

@@ -80,7 +80,7 @@ def test_image_answers_help_and_plans_an_example(image: Image) -> None:
     helped = image.run(image.ref, "--help")
     assert helped.returncode == 0 and "usage: lockgate" in helped.stdout, helped.stderr
     operator_help = image.run(image.ref, "operator", "--help")
-    assert operator_help.returncode == 0 and "--peering" in operator_help.stdout
+    assert operator_help.returncode == 0 and "--leader-elect" in operator_help.stdout
     examples = REPO_ROOT / "manifests" / "examples" / "kubernetes"
     planned = image.run(
         f"--volume={examples}:/examples:ro",

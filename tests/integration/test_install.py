@@ -6,6 +6,7 @@ ServiceAccount, with a kubeconfig holding only that ServiceAccount's token."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -80,34 +81,70 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
 
     default = template(helm)
     assert kinds(default) == [
-        "ClusterKopfPeering",
         "ClusterRole",
         "ClusterRole",
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
     (dep,) = [d for d in default if d["kind"] == "Deployment"]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = dep["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["args"][:2] == ["operator", "--all-namespaces"]
-    assert "--peering=lockgate" in container["args"]
+    assert {
+        "--leader-elect",
+        "--lease-name=lockgate",
+        "--lease-namespace=lockgate-system",
+        "--lease-duration=15",
+        "--renew-deadline=10",
+        "--retry-period=2",
+    } <= set(container["args"])
+    assert not [a for a in container["args"] if "peering" in a]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {p["name"] for p in container["ports"]} == {"health", "metrics"}
-    assert {e["name"] for e in container["env"]} >= {
+    env = {e["name"]: e for e in container["env"]}
+    assert env.keys() >= {
         "LOCKGATE_TRAEFIK_API_URL",
         "LOCKGATE_TRAEFIK_METRICS_URL",
         "LOCKGATE_METRICS_PORT",
     }
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert container["resources"]["requests"]
+    (anti,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        anti["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == dep["spec"]["selector"]["matchLabels"]
+    )
+    (pdb,) = [d for d in default if d["kind"] == "PodDisruptionBudget"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    (lease_role,) = [d for d in default if d["kind"] == "Role"]
+    assert lease_role["metadata"]["namespace"] == "lockgate-system"
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["lockgate"],
+            "verbs": ["get", "watch", "update"],
+        },
+    ]
 
     namespaced = template(helm, "--set", "watchNamespaces={shop,blog}")
-    assert kinds(namespaced).count("Role") == 2 and kinds(namespaced).count("KopfPeering") == 2
-    assert "ClusterKopfPeering" not in kinds(namespaced)
+    roles = [d for d in namespaced if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["blog", "lockgate-system", "shop"]
     cluster_roles = [d for d in namespaced if d["kind"] == "ClusterRole"]
     assert [r["metadata"]["name"] for r in cluster_roles] == ["lockgate-discovery"]
     (dep,) = [d for d in namespaced if d["kind"] == "Deployment"]
@@ -119,13 +156,23 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
     crd_names = {
         d["metadata"]["name"] for d in with_crds if d["kind"] == "CustomResourceDefinition"
     }
-    assert crd_names == {
-        "applications.lockgate.dev",
-        "deployments.lockgate.dev",
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    }
+    assert crd_names == {"applications.lockgate.dev", "deployments.lockgate.dev"}
     assert "ValidatingAdmissionPolicy" in kinds(with_crds)
+
+    # One replica: no PodDisruptionBudget (it would block every drain).
+    single = template(helm, "--set", "replicaCount=1")
+    assert "PodDisruptionBudget" not in kinds(single)
+
+    # Without leader election: one replica only, replaced by Recreate, no Lease RBAC.
+    alone = template(helm, "--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
+    (dep,) = [d for d in alone if d["kind"] == "Deployment"]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "Role" not in kinds(alone)
+    refused = run(
+        [helm, "template", "x", CHART, "--set", "leaderElection.enabled=false"]
+    )  # replicaCount 2 by default
+    assert refused.returncode != 0 and "needs leaderElection.enabled=true" in refused.stderr
 
     monitor = template(helm, "--set", "metrics.serviceMonitor.enabled=true")
     assert "ServiceMonitor" in kinds(monitor)
@@ -137,9 +184,6 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
         if d["kind"] == "ClusterRole"
         for rule in d["rules"]
     )
-
-    refused = run([helm, "template", "x", CHART, "--set", "replicaCount=2"])
-    assert refused.returncode != 0 and "no --priority option" in refused.stderr
 
 
 def test_chart_notification_defaults_reach_the_operator_as_its_file(
@@ -208,7 +252,7 @@ def test_plain_manifests_are_the_chart_rendered_with_defaults(helm: Path) -> Non
     """manifests/ is written by hand for reading; this keeps it equal to the chart."""
     rendered = {(d["kind"], d["metadata"]["name"]): strip_helm(d) for d in template(helm)}
     plain = {}
-    for name in ("rbac.yaml", "operator.yaml", "peering.yaml"):
+    for name in ("rbac.yaml", "operator.yaml"):
         for doc in yaml.safe_load_all((MANIFESTS / name).read_text(encoding="utf-8")):
             plain[(doc["kind"], doc["metadata"]["name"])] = doc
     assert plain == rendered
@@ -231,8 +275,8 @@ def test_every_plain_manifest_applies_to_the_api_server(cluster: Cluster) -> Non
     assert {"CustomResourceDefinition", "ValidatingAdmissionPolicy", "Deployment"} <= {
         d["kind"] for d in docs
     }
-    first = [d for d in docs if d["kind"] not in ("Deployment", "Service", "ClusterKopfPeering")]
-    then = [d for d in docs if d["kind"] in ("Service", "ClusterKopfPeering")]
+    first = [d for d in docs if d["kind"] not in ("Deployment", "Service")]
+    then = [d for d in docs if d["kind"] == "Service"]
     dry = [d for d in docs if d["kind"] == "Deployment"]
     apply = [
         "apply",
@@ -244,14 +288,6 @@ def test_every_plain_manifest_applies_to_the_api_server(cluster: Cluster) -> Non
     ]
     try:
         kubectl_ok(cluster, *apply, input=yaml.safe_dump_all(first))
-        kubectl_ok(
-            cluster,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/clusterkopfpeerings.kopf.dev",
-            "crd/kopfpeerings.kopf.dev",
-        )
         kubectl_ok(cluster, *apply, input=yaml.safe_dump_all(then))
         out = kubectl_ok(cluster, *apply, "--dry-run=server", input=yaml.safe_dump_all(dry))
         assert "serverside-applied (server dry run)" in out
@@ -261,7 +297,6 @@ def test_every_plain_manifest_applies_to_the_api_server(cluster: Cluster) -> Non
             ("clusterrolebinding", "lockgate-discovery"),
             ("clusterrole", "lockgate"),
             ("clusterrole", "lockgate-discovery"),
-            ("clusterkopfpeering", "lockgate"),
         ):
             cluster.kubectl("delete", kind, name, "--ignore-not-found")
         cluster.kubectl(
@@ -358,7 +393,10 @@ def helm_release(helm: Path, cluster: Cluster) -> Iterator[Any]:
     """helm install of the chart (each call a new release), uninstalled afterwards."""
     installed: list[tuple[str, str]] = []
 
-    def install(*values: str) -> tuple[str, str, str]:
+    def install(*values: str, wait: bool = True) -> tuple[str, str, str]:
+        """Without Pods by default (replicaCount=0): the process kubelet runs demo images
+        only, so the operator's image never starts here; tests run the operator as a process
+        with the release's ServiceAccount instead."""
         suffix = uuid.uuid4().hex[:6]
         release, namespace = f"lg{suffix}", f"lgsys-{suffix}"
         sets = [arg for value in values for arg in ("--set", value)]
@@ -366,7 +404,7 @@ def helm_release(helm: Path, cluster: Cluster) -> Iterator[Any]:
             [
                 *(helm, "install", release, CHART, "--namespace", namespace),
                 *("--create-namespace", "--set", "replicaCount=0", *sets),
-                *("--wait", "--timeout=60s"),
+                *(("--wait", "--timeout=60s") if wait else ()),
             ],
             env=cluster.env(),
         )
@@ -383,18 +421,30 @@ def helm_release(helm: Path, cluster: Cluster) -> Iterator[Any]:
 def test_helm_install_cluster_wide_grants_what_the_operator_uses_and_no_more(
     cluster: Cluster, helm_release: Any, namespace: str, tmp_path: Path
 ) -> None:
-    peering = f"lockgate-{uuid.uuid4().hex[:6]}"
-    _, install_ns, account = helm_release(f"peering.name={peering}")
+    lease = f"lockgate-{uuid.uuid4().hex[:6]}"
+    _, install_ns, account = helm_release(f"leaderElection.leaseName={lease}")
     # Everything in the chart's crds/ is in the cluster: Helm installs those first (and skips
     # the ones present, e.g. the CRDs hack/cluster installed).
     for crd_file in sorted((CHART / "crds").glob("*.yaml")):
         kubectl_ok(cluster, "get", "-f", str(crd_file))
-    kubectl_ok(cluster, "get", "clusterkopfpeering", peering)
     kubeconfig = sa_kubeconfig(cluster, install_ns, account, tmp_path / "sa.kubeconfig")
     assert_not_wider_than_needed(cluster, kubeconfig, namespace)
     assert can_i(cluster, kubeconfig, "watch", "deployments.lockgate.dev", "--all-namespaces")
-    assert can_i(cluster, kubeconfig, "patch", f"clusterkopfpeerings.kopf.dev/{peering}")
-    assert not can_i(cluster, kubeconfig, "patch", "clusterkopfpeerings.kopf.dev/another")
+    assert_lease_rights_exactly(cluster, kubeconfig, install_ns, lease)
+
+
+def assert_lease_rights_exactly(cluster: Cluster, kubeconfig: Path, ns: str, lease: str) -> None:
+    """What the elector calls (create the Lease; get, watch and update it) on that one Lease in
+    the release namespace, and nothing else on Leases."""
+    leases = "leases.coordination.k8s.io"
+    assert can_i(cluster, kubeconfig, "create", leases, "-n", ns)
+    for verb in ("get", "watch", "update"):
+        assert can_i(cluster, kubeconfig, verb, f"{leases}/{lease}", "-n", ns), verb
+        assert not can_i(cluster, kubeconfig, verb, f"{leases}/another", "-n", ns), verb
+    for verb in ("list", "delete", "patch", "deletecollection"):
+        assert not can_i(cluster, kubeconfig, verb, f"{leases}/{lease}", "-n", ns), verb
+    assert not can_i(cluster, kubeconfig, "get", f"{leases}/{lease}", "-n", "kube-system")
+    assert not can_i(cluster, kubeconfig, "create", leases, "-n", "default")
 
 
 @pytest.mark.serial  # stops the shared operator
@@ -436,7 +486,8 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
                     "operator",
                     f"--namespace={namespace}",
                     f"--liveness=http://127.0.0.1:{health}/healthz",
-                    "--peering=lockgate",
+                    "--leader-elect",
+                    f"--lease-namespace={install_ns}",
                 ],
                 env=env,
                 stdout=log,
@@ -470,11 +521,11 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         wait_for("Traefik to serve only v2", lambda: all(answers_v2() for _ in range(20)), 30)
         assert lg.events("shop-v2"), "no Events posted"
 
-        # The namespace's peering object lists this operator: its keep-alives got through.
-        peers = client.CustomObjectsApi(cluster.api_client()).get_namespaced_custom_object(
-            "kopf.dev", "v1", namespace, "kopfpeerings", "lockgate"
+        # It acted as the holder of the release's Lease, renewed with the account's rights.
+        lease = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease(
+            "lockgate", install_ns
         )
-        assert peers.get("status"), "the operator never announced itself in the peering"
+        assert lease.spec.holder_identity, "the operator never held the Lease"
 
     except AssertionError as err:
         tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
@@ -505,3 +556,95 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> No
             pass
         time.sleep(0.2)
     pytest.fail(f"not healthy in 60s:\n{log_path.read_text(errors='replace')[-4000:]}")
+
+
+def test_chart_with_two_replicas_elects_one_leader_as_its_service_account(
+    cluster: Cluster, helm_release: Any, namespace: str, tmp_path: Path
+) -> None:
+    """`replicaCount=2` installs (the Deployment, its PodDisruptionBudget, the Lease's Role);
+    its two replicas, run here as processes (the process kubelet runs demo images only) with
+    the container's own arguments and environment and nothing but the ServiceAccount's
+    token, elect one leader; the other waits, and takes over when the leader stops."""
+    _, install_ns, account = helm_release(
+        "replicaCount=2", f"watchNamespaces={{{namespace}}}", wait=False
+    )
+    apps = client.AppsV1Api(cluster.api_client())
+    dep = apps.read_namespaced_deployment(account, install_ns)
+    assert dep.spec.replicas == 2
+    pdb = client.PolicyV1Api(cluster.api_client()).read_namespaced_pod_disruption_budget(
+        account, install_ns
+    )
+    assert pdb.spec.min_available == 1
+    (container,) = dep.spec.template.spec.containers
+    assert container.args[0] == "operator" and "--leader-elect" in container.args
+    args = [a for a in container.args[1:] if not a.startswith("--liveness=")]
+    kubeconfig = sa_kubeconfig(cluster, install_ns, account, tmp_path / "sa.kubeconfig")
+    chart_env = {e.name: e.value or "" for e in container.env if e.value_from is None}
+    replicas: list[Operator] = []
+    try:
+        for index in range(2):
+            env = {
+                **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+                **chart_env,
+                "KUBECONFIG": str(kubeconfig),
+                # What the downward API gives the container:
+                "POD_NAME": f"{account}-replica-{index}",
+                "POD_NAMESPACE": install_ns,
+                "LOCKGATE_METRICS_PORT": str(free_port()),  # two on one host
+            }
+            replica = Operator(
+                env,
+                tmp_path / f"replica-{index}",
+                free_port(),
+                scope=(),
+                args=tuple(args),
+                die_with_parent=True,
+            )
+            replicas.append(replica)
+            replica.start()  # healthy: the standby answers the liveness probe too
+        coordination = client.CoordinationV1Api(cluster.api_client())
+
+        def holder() -> str:
+            try:
+                lease = coordination.read_namespaced_lease("lockgate", install_ns)
+            except client.ApiException:
+                return ""
+            return str(lease.spec.holder_identity or "")
+
+        leader = wait_for("one replica to hold the Lease", holder, 60)
+        (leading,) = [r for r in replicas if leader.startswith(r.env["POD_NAME"] + "_")]
+        (standby,) = [r for r in replicas if r is not leading]
+        wait_for(
+            "the standby to say it waits for the leader",
+            lambda: f"standby: waiting for the leader {leader}" in standby.log_text(),
+            30,
+        )
+        leader_metric = re.compile(r"^lockgate_leader (\S+)$", re.M)
+
+        def is_leader(replica: Operator) -> float:
+            page = httpx.get(f"http://127.0.0.1:{replica.env['LOCKGATE_METRICS_PORT']}/metrics")
+            found = leader_metric.search(page.text)
+            return float(found.group(1)) if found else -1.0
+
+        assert (is_leader(leading), is_leader(standby)) == (1.0, 0.0)
+
+        leading.stop()  # SIGTERM: it releases the Lease, and the standby takes it
+        assert leading.process is not None and leading.process.returncode == 0
+        wait_for(
+            "the standby to take the Lease",
+            lambda: holder().startswith(standby.env["POD_NAME"] + "_"),
+            30,
+        )
+        wait_for("the new leader's gauge", lambda: is_leader(standby) == 1.0, 30)
+    except AssertionError as err:
+        tails = "".join(
+            f"\n--- {r.log_path.name} (tail) ---\n{r.log_text()[-2000:]}" for r in replicas
+        )
+        raise AssertionError(f"{err}{tails}") from None
+    finally:
+        for replica in replicas:
+            replica.kill()
+    for replica in replicas:
+        text = replica.log_text()
+        for sign in ("Forbidden", " 403 ", "Not enough permissions", "Traceback"):
+            assert sign not in text, f"{replica.log_path.name} shows {sign!r}:\n{text[-3000:]}"

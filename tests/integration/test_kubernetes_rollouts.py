@@ -186,7 +186,10 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
     done = [e["message"] for e in status["log"] if " done: " in e["message"]]
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
     total = status["step"]["total"]
-    assert numbers == list(range(1, total + 1)), f"steps completed: {numbers}; {where}"
+    assert numbers == list(range(1, total + 1)), (
+        f"steps completed: {numbers}; {where}; log ({len(status['log'])} entries): "
+        + " | ".join(e["message"] for e in status["log"][:8])
+    )
     assert failed(responses) == [], f"{by_version(responses)}; {where}"
 
 

@@ -6,6 +6,7 @@ the first worker starts the operator and the others attach to it."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -38,6 +39,10 @@ class Operator:
     log_path: Path
     health_port: int
     scope: tuple[str, ...] = ("--all-namespaces",)  # or ("--namespace", NAME, ...)
+    args: tuple[str, ...] = ()  # more `lockgate operator` flags, e.g. ("--shard", "a")
+    # Killed by the kernel when the test process dies (never for the shared operator, which
+    # outlives the worker that started it): a test's own operator cannot survive its run.
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     shared_pid: int | None = None  # attached to the operator of a shared run: not ours to stop
@@ -66,6 +71,7 @@ class Operator:
                 str(Path(sys.executable).with_name("lockgate")),  # the virtualenv running the tests
                 "operator",
                 *self.scope,
+                *self.args,
                 "--liveness",
                 f"http://127.0.0.1:{self.health_port}/healthz",
             ],
@@ -73,6 +79,7 @@ class Operator:
             stdout=handle,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -87,6 +94,7 @@ class Operator:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.kill()  # a start that failed leaves no operator running
         pytest.fail(f"the operator did not become healthy within 60s:\n{self.log_text()[-4000:]}")
 
     def kill(self) -> None:
@@ -109,6 +117,16 @@ class Operator:
         return "".join(p.read_text(errors="replace") for p in self._logs if p.exists())
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child only calls into it
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the process that started it dies (Linux)."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+
+
 def operator_env(cluster: Cluster, traefik: Traefik) -> dict[str, str]:
     """The environment `lockgate operator` runs with against the local cluster and Traefik."""
     return {
@@ -126,10 +144,12 @@ def operator(
 ) -> Iterator[Operator]:
     shared = shared_dir()
     if shared is None:
+        # Ours alone (the first worker of a shared run starts one that must outlive it).
         op = Operator(
             operator_env(cluster, traefik),
             tmp_path_factory.mktemp("operator") / "operator",
             free_port(),
+            die_with_parent=True,
         )
         op.start()
         yield op

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from kubernetes import client, watch
@@ -113,6 +113,28 @@ class Lockgate:
     ) -> tuple[dict[str, Any], Any]:
         """Wait on the object's watch events (no polling) until `predicate(status)` is truthy;
         (the object, what the predicate returned). Fails naming `what` and the last status."""
+        return self.watch(
+            name,
+            plural,
+            lambda obj: predicate(obj.get("status") or {}),
+            what,
+            timeout,
+            describe=lambda obj: f"last: {(obj.get('status') or {}).get('message')!r}",
+        )
+
+    def watch(
+        self,
+        name: str,
+        plural: str,
+        predicate: Callable[[dict[str, Any]], Any],
+        what: str,
+        timeout: float = 120.0,
+        *,
+        describe: Callable[[dict[str, Any]], str],
+    ) -> tuple[dict[str, Any], Any]:
+        """Wait on the object's watch events (no polling) until `predicate(object)` is truthy;
+        (the object, what the predicate returned). Fails naming `what` and `describe(object)`
+        of the last one seen."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         stream = watch.Watch()
@@ -128,17 +150,16 @@ class Lockgate:
                     field_selector=f"metadata.name={name}",
                     timeout_seconds=max(1, int(remaining)),
                 ):
-                    obj: dict[str, Any] = event["object"]
-                    last = obj.get("status") or {}
+                    last = event["object"]
                     found = predicate(last)
                     if found:
-                        return obj, found
+                        return last, found
                     if time.monotonic() >= deadline:
                         break
         finally:
             stream.stop()
         raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what} (last: {last.get('message')!r})"
+            f"timed out after {timeout:.0f}s waiting for {what} ({describe(last)})"
         )
 
     def events(self, name: str) -> list[client.CoreV1Event]:
@@ -198,8 +219,29 @@ def deployment(
     }
 
 
+class Recording:
+    """`_run` in a daemon thread while in the `with` block; it returns once `_stop` is set."""
+
+    _stop: threading.Event
+    _thread: threading.Thread | None
+    join_timeout = 5.0
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=self.join_timeout)
+
+
 @dataclass
-class WeightRecorder:
+class WeightRecorder(Recording):
     """Records the split Traefik actually serves (its API), with timestamps."""
 
     api_url: str
@@ -222,16 +264,6 @@ class WeightRecorder:
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass
                 self._stop.wait(0.1)
-
-    def __enter__(self) -> WeightRecorder:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def windows(self, margin: float = 1.0) -> list[tuple[float, float, int]]:
         """(start, end, canary weight) for each stretch of constant weight, shrunk by `margin`

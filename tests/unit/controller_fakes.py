@@ -17,15 +17,17 @@ import asyncio
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import httpx
+import pytest
 from kubernetes.client.exceptions import ApiException
 
 from lockgate.api import DeploymentSpec
+from lockgate.controller import applications, deployments
 from lockgate.controller.deployments import (
     ApplicationKey,
     DeploymentSummary,
@@ -35,6 +37,7 @@ from lockgate.controller.deployments import (
 )
 from lockgate.controller.fleets import Census, FleetUnusable, FleetView
 from lockgate.controller.runtime import Runtime, Settings
+from lockgate.controller.sharding import shard_of
 from lockgate.engine import EnsureInstances, Promote, SetRoutes, SetWeights
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import HostUnavailable
@@ -51,6 +54,7 @@ from lockgate.names import (
 from tests.support.fakeworld import FakeWorld
 
 T = TypeVar("T")
+E = TypeVar("E", bound="Env")
 NS = "default"
 
 
@@ -66,7 +70,8 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 def snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """camelCase to the client's snake_case (`podIP` -> `pod_ip`, as the client names it)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
 STRING_MAPS = ("labels", "annotations", "selector", "match_labels")
@@ -245,6 +250,27 @@ class FakeKube:
                     out.setdefault(key, []).append(summary)
         return out
 
+    def shards(self) -> dict[ApplicationKey, list[str]]:
+        """What kopf's index of every Application's shard holds now."""
+        return {
+            (ns, name): [shard_of(obj["metadata"].get("labels"))]
+            for (plural, ns, name), obj in self.store.items()
+            if plural == "applications"
+        }
+
+    def handler_kwargs(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What kopf passes a handler of `body` besides body, patch and memo: its name and
+        namespace, and the operator's indexes (by their ids)."""
+        meta = body["metadata"]
+        return {
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "spec": body.get("spec") or {},
+            "labels": meta.get("labels") or {},
+            "deployments_by_application": self.index(),
+            "application_shards": self.shards(),
+        }
+
 
 def runtime_over(kube: FakeKube, metrics: Callable[[], str] | None = None) -> Runtime:
     """A Runtime on the fake Kube; Traefik's metrics endpoint answers `metrics()`."""
@@ -266,6 +292,8 @@ class FakeFleet:
     kube: FakeKube
     world: FakeWorld
     poll_while_moving: float | None = None
+    status_poll: float | None = None
+    settling: bool = False  # what `observe` reports: the world settles where no watch tells
     unusable: str | None = None
     calls: list[str] = field(default_factory=list)
     releases: list[str | None] = field(default_factory=list)  # as made by fleet_for
@@ -461,3 +489,32 @@ class Operator:
 
 
 FINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")
+
+
+@dataclass
+class Env:
+    """The Application `shop` (Kubernetes, stable app:1) in a fake Kube, the fake world and
+    fleet behind it, and an Operator running rounds over them."""
+
+    kube: FakeKube
+    world: FakeWorld
+    fleet: FakeFleet
+    op: Operator
+
+
+def env_over_fakes(
+    monkeypatch: pytest.MonkeyPatch, cls: type[E], replicas: int, ready_after: int
+) -> Iterator[E]:
+    """A fixture's body: the controller's fleets and clock replaced by the fakes' while the
+    test runs, the runtime closed after it."""
+    kube = FakeKube()
+    kube.add_application("shop", {"kubernetes": {"replicas": replicas}}, stable={"image": "app:1"})
+    units = tuple(f"replica-{i}" for i in range(1, replicas + 1))
+    world = FakeWorld(units=units, ready_after=ready_after)
+    fleet = FakeFleet(kube, world)
+    monkeypatch.setattr(deployments, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    monkeypatch.setattr(deployments, "now", lambda: world.now)
+    rt = runtime_over(kube)
+    yield cls(kube, world, fleet, Operator(rt, kube, world))
+    asyncio.run(rt.aclose())

@@ -5,43 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import cast
 
 import pytest
 
 from lockgate.api import DeploymentSpec
-from lockgate.controller import applications, deployments
+from lockgate.controller import deployments
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.kube import Kube
 from tests.support.fakeworld import FakeWorld, dep_spec
-from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, Operator, runtime_over
+from tests.unit.controller_fakes import NS, Env, Operator, env_over_fakes
 from tests.unit.fake_prometheus import FakePrometheus, Traffic, traffic
 
 CANARY = {"type": "Canary", "canary": {"steps": [10, 50, 100], "stepSeconds": 2}}
 RECREATE = {"type": "Recreate"}
 
 
-@dataclass
-class Env:
-    kube: FakeKube
-    world: FakeWorld
-    fleet: FakeFleet
-    op: Operator
-
-
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
-    kube = FakeKube()
-    kube.add_application("shop", {"kubernetes": {"replicas": 4}}, stable={"image": "app:1"})
-    world = FakeWorld(units=("replica-1", "replica-2", "replica-3", "replica-4"), ready_after=2)
-    fleet = FakeFleet(kube, world)
-    monkeypatch.setattr(deployments, "fleet_for", fleet.made_for)
-    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
-    monkeypatch.setattr(deployments, "now", lambda: world.now)
-    rt = runtime_over(kube)
-    yield Env(kube, world, fleet, Operator(rt, kube, world))
-    asyncio.run(rt.aclose())
+    yield from env_over_fakes(monkeypatch, Env, replicas=4, ready_after=2)
 
 
 def test_a_canary_goes_from_pending_to_succeeded(env: Env) -> None:

@@ -90,7 +90,11 @@ class Env:
         patch = kopf.Patch()
         body = copy.deepcopy(self.kube.application(APP))
         memo = kopf.Memo(runtime=self.rt)
-        asyncio.run(handlers.application_tick(body=kopf.Body(body), patch=patch, memo=memo))
+        asyncio.run(
+            handlers.application_tick(
+                body=kopf.Body(body), patch=patch, memo=memo, **self.kube.handler_kwargs(body)
+            )
+        )
         written = dict(patch.status)
         if written:
             asyncio.run(self.kube.patch_application_status(NS, APP, {"status": written}))

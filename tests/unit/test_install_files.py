@@ -17,7 +17,7 @@ def docs(path: Path) -> list[dict[str, object]]:
     return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
 
 
-def test_chart_crds_are_links_to_the_generated_files_and_the_kopf_peering_crds() -> None:
+def test_chart_crds_are_links_to_the_generated_files() -> None:
     entries = sorted((CHART / "crds").iterdir())
     assert entries, "the chart has no crds/"
     targets = {}
@@ -27,7 +27,7 @@ def test_chart_crds_are_links_to_the_generated_files_and_the_kopf_peering_crds()
         assert entry.resolve().is_file(), f"{entry} is a dangling link"
     generated = {t.name for t in targets.values() if t.parent == ROOT / "crds"}
     assert sorted(generated) == GENERATED, "every generated file in crds/ is in the chart"
-    assert targets["kopf.dev.yaml"] == ROOT / "manifests" / "kopf-peering-crds.yaml"
+    assert generated == set(targets), "nothing but the generated files"
 
 
 def test_crds_kustomization_lists_every_generated_file() -> None:
@@ -48,22 +48,48 @@ def test_manifests_kustomization_references_crds_and_existing_files_only() -> No
 
 def test_no_lockgate_crd_content_is_duplicated_outside_crds() -> None:
     for path in [*(ROOT / "manifests").glob("*.yaml"), *(CHART / "templates").glob("*")]:
-        if path.name == "kopf-peering-crds.yaml":
-            continue  # kopf's, not generated: this is their one source
         text = path.read_text(encoding="utf-8")
         assert "openAPIV3Schema" not in text, f"{path} duplicates CRD content"
         assert "ValidatingAdmissionPolicy" not in text, f"{path} duplicates the policy"
 
 
-def test_kopf_peering_crds_have_the_names_kopf_uses() -> None:
-    names = {
-        (d["spec"]["names"]["kind"], d["spec"]["scope"], d["metadata"]["name"])  # type: ignore[index]
-        for d in docs(ROOT / "manifests" / "kopf-peering-crds.yaml")
-    }
-    assert names == {
-        ("ClusterKopfPeering", "Cluster", "clusterkopfpeerings.kopf.dev"),
-        ("KopfPeering", "Namespaced", "kopfpeerings.kopf.dev"),
-    }
+def test_the_operator_runs_standalone_with_leader_election_not_kopf_peering() -> None:
+    """The Lease elects the one acting operator; kopf's peering (which pauses every operator
+    of equal priority) is gone from the chart, the manifests and their RBAC."""
+    for path in [*(ROOT / "manifests").glob("*.yaml"), *(CHART / "templates").glob("*")]:
+        text = path.read_text(encoding="utf-8")
+        assert "kopf.dev" not in text and "--peering" not in text, path
+    (dep,) = [d for d in docs(ROOT / "manifests" / "operator.yaml") if d["kind"] == "Deployment"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[index]
+    assert "--leader-elect" in args
+
+
+def test_plain_rbac_grants_exactly_the_lease_verbs_the_elector_uses() -> None:
+    """lockgate.controller.leader.LeaseApi: create the Lease, then read (get), watch and
+    replace (update) that one Lease; nothing else on Leases, nowhere else."""
+    rules = [
+        (doc["kind"], doc["metadata"].get("namespace"), rule)  # type: ignore[index]
+        for doc in docs(ROOT / "manifests" / "rbac.yaml")
+        for rule in doc.get("rules") or []  # type: ignore[attr-defined]
+        if "coordination.k8s.io" in rule["apiGroups"]
+    ]
+    assert rules == [
+        (
+            "Role",
+            "lockgate-system",
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        ),
+        (
+            "Role",
+            "lockgate-system",
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["lockgate"],
+                "verbs": ["get", "watch", "update"],
+            },
+        ),
+    ]
 
 
 def test_plain_rbac_grants_no_secret_access_and_no_wildcards() -> None:

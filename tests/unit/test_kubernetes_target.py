@@ -87,3 +87,36 @@ def test_scaling_a_slot_deleted_meanwhile_is_nothing_to_do() -> None:
     # later: the namespace being deleted waited for it.
     target = KubernetesTarget(SlotDeletedMeanwhile())  # type: ignore[arg-type]
     assert asyncio.run(target._scale("ns", "shop-a", 0)) is False
+
+
+def test_a_stable_slot_scaled_to_zero_is_scaled_back_for_a_rollback() -> None:
+    # Found by bench/chaos.py: a Recreate rollout stops every old instance first (the stable
+    # slot scaled to 0, observed as an empty set without a release); when the new image
+    # never became ready, the rollback asked for the stable set back with that release,
+    # None, and ensure scaled the slot to 0 again: stuck in RollingBack with nothing serving.
+    from lockgate.names import ANNOTATION_RELEASE, LABEL_SLOT
+    from tests.unit.controller_fakes import FakeKube
+
+    kube = FakeKube()
+    kube.store[("services", "ns", "shop-stable")] = {
+        "metadata": {"name": "shop-stable"},
+        "spec": {"selector": {LABEL_SLOT: "a"}},
+    }
+    kube.store[("deployments.apps", "ns", "shop-a")] = {
+        "metadata": {"name": "shop-a"},
+        "spec": {
+            "replicas": 0,
+            "template": {
+                "metadata": {"annotations": {ANNOTATION_RELEASE: "shop-v1/1"}},
+                "spec": {"containers": [{"name": "app", "image": "demo:v1"}]},
+            },
+        },
+    }
+    target = KubernetesTarget(kube)  # type: ignore[arg-type]
+    app_obj = {"metadata": {"name": "shop", "namespace": "ns", "uid": "u"}}
+    units = ("replica-1", "replica-2", "replica-3")
+    stable, _ = asyncio.run(target.observe("ns", "shop", units))
+    assert stable.units == ()
+    # What the engine's rollback emits: the previous image on every unit, the observed release.
+    asyncio.run(target.ensure(app_obj, spec(), "stable", "demo:v1", len(units), stable.release))
+    assert kube.store[("deployments.apps", "ns", "shop-a")]["spec"]["replicas"] == 3

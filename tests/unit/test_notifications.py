@@ -36,7 +36,8 @@ from lockgate.outbound.notifications import (
 )
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+# Notifications older than MAX_AGE are given up: the transitions are as recent as the clock.
+NOW = datetime.now(UTC).replace(microsecond=0)
 INFO = DeploymentInfo("uid-1", NS, "shop-v2", "shop", "shop:2", step_total=4)
 SNAPSHOT = MetricsSnapshot(
     at=NOW,

@@ -166,7 +166,7 @@ def test_kopfs_lines_and_the_events_it_posts_from_them_are_masked(
 def test_the_startup_handler_installs_the_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     rt = runtime_over(FakeKube())
     monkeypatch.setattr(Runtime, "from_env", classmethod(lambda cls: rt))
-    monkeypatch.setattr(handlers, "start_http_server", lambda port: None)
+    monkeypatch.setattr(handlers.metrics, "serve", lambda port: None)
     handler = logging.StreamHandler(io.StringIO())
     logging.getLogger().addHandler(handler)
     try:
@@ -220,14 +220,20 @@ def test_a_failed_application_handler_says_why_without_the_secret(
     memo = kopf.Memo(runtime=rt)
     for handler in (handlers.application_changed, handlers.application_tick):
         with pytest.raises((kopf.TemporaryError, kopf.PermanentError)) as err:
-            asyncio.run(handler(body=body, patch=kopf.Patch(), memo=memo))
+            asyncio.run(
+                handler(body=body, patch=kopf.Patch(), memo=memo, **kube.handler_kwargs(body))
+            )
         assert PASSWORD not in str(err.value)
         assert f"permission denied for key {MASK}" in str(err.value)
     # The kind of failure (retry or not) is kopf's to act on: it stays what it was.
     with pytest.raises(
         kopf.PermanentError if failure is kopf.PermanentError else kopf.TemporaryError
     ):
-        asyncio.run(handlers.application_changed(body=body, patch=kopf.Patch(), memo=memo))
+        asyncio.run(
+            handlers.application_changed(
+                body=body, patch=kopf.Patch(), memo=memo, **kube.handler_kwargs(body)
+            )
+        )
 
 
 def test_a_refused_deployments_status_and_events_are_masked(

@@ -30,6 +30,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: lockgate
 {{- end }}
 
+{{/* The shard this release's operator serves ("" the default shard), checked as the
+operator checks `--shard`; and its Lease, one per shard (operators of two shards sharing one
+would take turns instead of acting side by side). */}}
+{{- define "lockgate.shard" -}}
+{{- $shard := .Values.shard | default "" | toString }}
+{{- if and $shard (not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" $shard)) }}
+{{- fail (printf "shard %q is not a shard name: it must be the value of the label lockgate.dev/shard and a DNS label (at most 63 characters: lowercase letters, digits and '-', starting and ending with a letter or digit)" $shard) }}
+{{- end }}
+{{- $shard }}
+{{- end }}
+
+{{- define "lockgate.leaseName" -}}
+{{- $shard := include "lockgate.shard" . }}
+{{- if $shard }}{{ printf "%s-%s" .Values.leaderElection.leaseName $shard }}{{ else }}{{ .Values.leaderElection.leaseName }}{{ end }}
+{{- end }}
+
 {{- define "lockgate.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "lockgate.fullname" .) .Values.serviceAccount.name }}
@@ -48,15 +64,16 @@ The rules the operator needs in every namespace it watches. Each one is traced t
     finalizer and progress annotations; the reconciler patches Deployments (action and
     superseded-by annotations) and reads Applications.
   .../status: kopf and the reconciler write status.
-  apps deployments: the two slots <app>-a/-b, read and server-side applied (create + patch);
+  apps deployments: the two slots <app>-a/-b, read, watched (what a round observes of them)
+    and server-side applied (create + patch);
     deployments/scale: scaled through the scale subresource.
   services: <app>-stable/-canary, read and server-side applied.
-  pods: listed to tell ready instances.
+  pods: listed and watched to tell ready instances (their changes wake the rollouts).
   metrics.k8s.io pods: listed for canary and stable CPU and memory (analysis.maxCpuIncrease,
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
   traefik.io traefikservices, ingressroutes: read and server-side applied.
-  kopf.dev kopfpeerings: a namespaced operator's peering (see values.peering).
+The leader election's Lease has a Role of its own in the release namespace (rbac.yaml).
 */}}
 {{- define "lockgate.namespacedRules" -}}
 - apiGroups: [lockgate.dev]
@@ -67,7 +84,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   verbs: [get, patch]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
@@ -76,7 +93,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [list]

@@ -19,6 +19,34 @@ def exact_namespace(value: str) -> str:
     return value
 
 
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return seconds
+
+
+def shard_name(value: str) -> str:
+    """`--shard`: a label value that can also name the shard's Lease and finalizer."""
+    from lockgate.names import shard_name_problem
+
+    problem = shard_name_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def lease_name(args: argparse.Namespace) -> str:
+    """`--lease-name`, else one Lease per shard: `lockgate`, or `lockgate-SHARD`."""
+    name: str | None = args.lease_name
+    if name:
+        return name
+    return "lockgate" if not args.shard else f"lockgate-{args.shard}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
     parser = argparse.ArgumentParser(
@@ -59,7 +87,55 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="kopf health endpoint URL"
     )
-    operator.add_argument("--peering", default=None, help="kopf peering name (leader election)")
+    election = operator.add_argument_group(
+        "leader election",
+        "A hot standby: with --leader-elect only the holder of a coordination.k8s.io/v1 "
+        "Lease acts; the others wait, warm, and take over when it is released or expires "
+        "(docs/high-availability.md). Durations in seconds, controller-runtime's defaults.",
+    )
+    election.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding the Lease (off by default; on in the chart and manifests)",
+    )
+    election.add_argument(
+        "--lease-name",
+        default=None,
+        help="the Lease's name (default: lockgate, or lockgate-SHARD with --shard: each shard "
+        "elects its own leader)",
+    )
+    election.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the first -n namespace, "
+        "else default)",
+    )
+    election.add_argument(
+        "--lease-duration",
+        type=positive_seconds,
+        default=15.0,
+        help="how long a standby waits after the last renewal it saw before taking over "
+        "(default: 15)",
+    )
+    election.add_argument(
+        "--renew-deadline",
+        type=positive_seconds,
+        default=10.0,
+        help="how long the leader tries to renew before it gives up and exits (default: 10)",
+    )
+    election.add_argument(
+        "--retry-period",
+        type=positive_seconds,
+        default=2.0,
+        help="how often the leader renews (default: 2)",
+    )
+    operator.add_argument(
+        "--shard",
+        default=None,
+        type=shard_name,
+        help="serve only the Applications labelled lockgate.dev/shard=SHARD (and their "
+        "Deployments); without it, those without the label (sets LOCKGATE_SHARD)",
+    )
     operator.add_argument(
         "--notifications-file",
         default=None,
@@ -105,9 +181,28 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import lockgate.controller  # noqa: F401  (registers the handlers)
+    from lockgate.controller.process import OperatorOptions, run
+    from lockgate.election import Timing
 
     if args.notifications_file:
         os.environ["LOCKGATE_NOTIFICATIONS_FILE"] = args.notifications_file
+    if args.shard is not None:
+        os.environ["LOCKGATE_SHARD"] = args.shard
+    election = None
+    if args.leader_elect:
+        from lockgate.controller.leader import ElectionConfig, default_identity, lease_namespace
+
+        try:
+            timing = Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        election = ElectionConfig(
+            name=lease_name(args),
+            namespace=lease_namespace(args.lease_namespace, args.namespace),
+            identity=default_identity(),
+            timing=timing,
+        )
     kopf.configure(verbose=False)
     settings = kopf.OperatorSettings()
     clusterwide = args.all_namespaces or not args.namespace
@@ -119,16 +214,17 @@ def run_operator(args: argparse.Namespace) -> int:
         # exact names: serve them for as long as the operator runs, whatever their state.
         # Without scanning, kopf serves only the resources it finds at start: wait for them.
         settings.scanning.disabled = True
-        wait_for_crds()
-    kopf.run(
-        clusterwide=clusterwide,
-        namespaces=args.namespace,
-        settings=settings,
-        liveness_endpoint=args.liveness,
-        standalone=args.peering is None,
-        peering_name=args.peering,
+    return run(
+        OperatorOptions(
+            clusterwide=clusterwide,
+            namespaces=args.namespace,
+            liveness=args.liveness,
+            settings=settings,
+            election=election,
+            # A standby checks them while it waits, so it takes over ready to act.
+            check_crds=wait_for_crds if (not clusterwide or election) else None,
+        )
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,19 +14,22 @@ from lockgate.engine.conditions import conditions_for
 from .fleets import fleet_for
 from .runtime import Runtime
 
+SETTLE_POLL = 1.0  # a Ready instance the proxy has yet to load is looked at again after this
+
 
 async def reconcile_application(
     rt: Runtime, body: dict[str, Any], patch: Any, *, ensure_owned: bool = True
-) -> None:
+) -> float | None:
     """`ensure_owned`: (re)create the Services and routes lockgate owns; the periodic status
-    refresh skips it, changes to the Application and operator restarts do it."""
+    refresh skips it, changes to the Application and operator restarts do it. Returns when
+    the status should be counted again although no event comes (None: on events only)."""
     meta = body["metadata"]
     try:
         app = ApplicationSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
         patch.status["phase"] = "Unknown"
         patch.status["message"] = rt.redactor.text(f"invalid Application: {err.errors()[0]['msg']}")
-        return
+        return None
     status = dict(body.get("status") or {})
     active = status.get("activeDeployment")
     fleet = fleet_for(rt, body, app, None)
@@ -76,3 +79,7 @@ async def reconcile_application(
     for key, value in new.items():
         if status.get(key) != value:
             patch.status[key] = value
+    if census.settling:
+        return SETTLE_POLL
+    poll: float | None = fleet.status_poll
+    return poll

@@ -33,7 +33,7 @@ from lockgate.engine import (
 )
 from lockgate.engine.analysis import wants_resources
 from lockgate.engine.decide import release_of
-from lockgate.names import ACTION_ANNOTATION, SUPERSEDED_ANNOTATION
+from lockgate.names import ACTION_ANNOTATION, LABEL_SHARD, SUPERSEDED_ANNOTATION
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.resources import ResourceSample, with_resources
 
@@ -63,6 +63,7 @@ class DeploymentSummary:
     name: str
     phase: str | None
     created: str  # metadata.creationTimestamp (RFC 3339 in UTC: orders as a string)
+    shard: str | None = None  # its copy of its Application's shard label (sharding.py)
 
 
 ApplicationKey = tuple[str, str]  # (namespace, application)
@@ -77,7 +78,10 @@ def index_entry(body: Mapping[str, Any]) -> dict[ApplicationKey, DeploymentSumma
     if not application:
         return {}
     summary = DeploymentSummary(
-        meta["name"], (body.get("status") or {}).get("phase"), meta.get("creationTimestamp", "")
+        meta["name"],
+        (body.get("status") or {}).get("phase"),
+        meta.get("creationTimestamp", ""),
+        (meta.get("labels") or {}).get(LABEL_SHARD),
     )
     return {(meta["namespace"], application): summary}
 
@@ -117,6 +121,8 @@ class Reconciler:
         self.name: str = meta["name"]
         self.namespace: str = meta["namespace"]
         self.generation: int = int(meta.get("generation") or 1)
+        # The version of the Deployment this round read: its status write is conditional on it.
+        self.resource_version: str | None = meta.get("resourceVersion")
         self.annotations: dict[str, str] = dict(meta.get("annotations") or {})
         self.app_obj: dict[str, Any] | None = None
         self.app: ApplicationSpec | None = None
@@ -132,6 +138,12 @@ class Reconciler:
             self.app = ApplicationSpec.model_validate(self.app_obj.get("spec") or {})
         except ValidationError as err:
             self.app_problem = f"application {app_name!r} is invalid: {err.errors()[0]['msg']}"
+
+    def conditional(self, patch: dict[str, Any]) -> dict[str, Any]:
+        """`patch`, applied by the API only if the Deployment is still the version read."""
+        if self.resource_version is None:
+            return patch
+        return {"metadata": {"resourceVersion": self.resource_version}, **patch}
 
     # ------------------------------------------------------------------ observe
 
@@ -253,11 +265,13 @@ class Reconciler:
                 # Two-phase: remove the annotation only once the status that records it is
                 # persisted (the previous reconcile wrote it), or when it is not an action.
                 if before.pending_action is not None or obs.action not in ACTIONS:
-                    await self.rt.kube.patch_deployment(
+                    updated = await self.rt.kube.patch_deployment(
                         self.namespace,
                         self.name,
                         {"metadata": {"annotations": {ACTION_ANNOTATION: None}}},
                     )
+                    # Our own write: the status write of this round follows it.
+                    self.resource_version = updated["metadata"].get("resourceVersion")
                 continue
             if isinstance(action, CallWebhook):
                 continue  # made once the status recording it is written (see reconcile)
@@ -353,6 +367,9 @@ class Round:
     acted: bool
     requeue_after: float | None
     finished: bool
+    # The world may still change where no watch tells (Traefik loading servers or weights,
+    # Docker hosts, a fleet that could not be used): look again soon rather than wait.
+    settling: bool = False
 
 
 async def reconcile(
@@ -405,7 +422,21 @@ async def reconcile(
         if without_nulls(raw_status.get(key)) != without_nulls(value)
     }
     if changes:
-        await rt.kube.patch_deployment_status(rec.namespace, rec.name, {"status": changes})
+        try:
+            await rt.kube.patch_deployment_status(
+                rec.namespace, rec.name, rec.conditional({"status": changes})
+            )
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            # The Deployment changed since this round read it: the round is lost, as if the
+            # operator had stopped before persisting (its actions are idempotent), and the
+            # next one starts from what is there now. Another operator's round never
+            # overwrites a newer status this way (a shard handover: sharding.py).
+            metrics.ROUNDS_LOST.inc()
+            return Round(
+                progressed=True, acted=bool(decision.actions), requeue_after=None, finished=False
+            )
     calls.run([a for a in decision.actions if isinstance(a, CallWebhook)], decision.status)
     for event in decision.events:
         post_event(event.type, event.reason, rt.redactor.text(event.message))
@@ -424,6 +455,7 @@ async def reconcile(
         finished=decision.status.phase in TERMINAL
         and not decision.actions
         and not any(call.pending for call in decision.status.webhooks),
+        settling=rec.fleet is not None and (rec.fleet_problem is not None or rec.fleet.settling),
     )
 
 

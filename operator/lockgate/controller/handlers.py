@@ -1,12 +1,21 @@
 """kopf handlers. Thin: each one hands the body to a reconcile function.
 
 Each Deployment has one driver (a kopf daemon), so reconciles of one Deployment never
-overlap; watch events wake it at once, and waits are timeouts on that wake-up, never a sleep
-inside a handler. Applications are reconciled on change and every few seconds.
+overlap. A driver that waits costs nothing: it sleeps until a watch event wakes it (its own
+object, a sibling Deployment or its Application for the rollout lock, a Pod of its
+Application) or until the rollout's next timer (a pause's end, the next analysis, a
+deadline). It polls only while the world settles where no watch tells (Traefik loading
+servers or weights; Docker hosts), with a back-off. Each Application's status is refreshed
+the same way by its own loop: on its Pods' events, with a slow timer as a safety net.
 
-State lives where kopf keeps it: the Runtime (clients, caches) in the operator memo, set up
-at startup and closed at cleanup; each Deployment's wake-up Event in its own memo; the
-Deployments of each Application in an index kept current by the watch.
+State lives where kopf keeps it: the Runtime (clients, caches, who to wake) in the operator
+memo, set up at startup and closed at cleanup; each object's wake-up Event in its own memo;
+the Deployments of each Application, the shard of each Application, and the Pods and apps/v1
+Deployment of each slot, in indexes kept current by the watches.
+
+Sharding (sharding.py): the handlers of Applications match only those of this operator's
+shard (a label filter), those of Deployments only the Deployments whose Application is in it
+(a filter reading the index of shards).
 """
 
 from __future__ import annotations
@@ -14,22 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+import random
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
-from prometheus_client import start_http_server
 
 from lockgate.api import ApplicationSpec
-from lockgate.names import GROUP, VERSION
+from lockgate.kube import API_THREADS
+from lockgate.names import GROUP, LABEL_APP, LABEL_SHARD, VERSION
 
-from . import metrics
+from . import metrics, sharding
 from .applications import reconcile_application
 from .deployments import (
     ApplicationKey,
     DeploymentIndex,
     DeploymentSummary,
+    Round,
     deployment_removed,
     index_entry,
     reconcile,
@@ -38,13 +49,26 @@ from .deployments import (
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .redact import install_log_redaction
 from .runtime import Runtime
+from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
 
-IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while waiting for the world
+IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
-FINISHED_WAIT = 30.0  # a finished or failed rollout wakes on changes only
+SAFETY_NET = 600.0  # a rollout waiting on events only looks again after this anyway
+FINISHED_WAIT = SAFETY_NET  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
 RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
+APP_SAFETY_NET = 600.0  # an Application's status is recounted at least this often
+APP_ERROR_WAIT = 5.0
+APP_DEBOUNCE = 0.2  # a burst of Pod events (a slot scaling) makes one recount
+APP_START_SPREAD = 5.0  # the first recounts after a start are spread over this
 DEPLOYMENT_INDEX = "deployments_by_application"  # the handlers' kwarg holding it
+SHARD_INDEX = "application_shards"  # the shard of every Application, this shard's or not
+# How long a driver told to stop (its Application moved to another shard, or the operator
+# exits) may take to finish the round it is in before kopf cancels it.
+ROUND_GRACE = 30.0
+log = logging.getLogger("lockgate.handlers")
+POD_INDEX = "pods_by_slot"
+SLOT_INDEX = "slot_deployments"
 
 
 @kopf.on.startup()
@@ -53,23 +77,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    memo.runtime = Runtime.from_env()
+    shard = memo.runtime.settings.shard
+    # One finalizer per shard: kopf takes its finalizer off every object its handlers do not
+    # match, so a name shared by two shards would be taken off and put back for ever.
+    settings.persistence.finalizer = sharding.finalizer(shard)
     settings.posting.level = logging.WARNING
     # Every Traefik/API request and every wake-up would otherwise be an INFO line; what a
     # rollout does is in its status, Events and the operator's own warnings.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # A deleted Deployment's driver, told to stop, ends in a few loop cycles (its round is
+    # cancelled); kopf's default of 10 zero-time cycles can miss it, and then it looks again
+    # only after the driver's ROUND_GRACE.
+    settings.background.instant_exit_timeout = 0.1
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
     # in-flight rollouts queue behind background reconciles.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=32))
-    memo.runtime = Runtime.from_env()
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     memo.runtime.notifier.start()  # the notifications worker
     # Before anything can read a Secret: from here on every log line, and every Event kopf
     # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
     install_log_redaction(memo.runtime.redactor)
-    start_http_server(memo.runtime.settings.metrics_port)
+    metrics.serve(memo.runtime.settings.metrics_port)
+    metrics.SHARD.labels(shard).set(1)
+    if shard:
+        log.info("serving shard %r: the Applications labelled %s=%s", shard, LABEL_SHARD, shard)
 
 
 @kopf.on.cleanup()
@@ -87,19 +121,128 @@ async def deployments_by_application(
     return index_entry(body)
 
 
+@kopf.index(GROUP, VERSION, "applications", id=SHARD_INDEX)
+async def application_shards(
+    namespace: str | None, name: str, labels: kopf.Labels, **_: Any
+) -> dict[ApplicationKey, str]:
+    """Every Application's shard, whichever serves it: a Deployment's filter reads it."""
+    return {(namespace or "", name): sharding.shard_of(labels)}
+
+
+def _my_shard(memo: kopf.Memo) -> str:
+    shard: str = memo.runtime.settings.shard
+    return shard
+
+
+def _application_in_shard(value: str | None, memo: kopf.Memo, **_: Any) -> bool:
+    """Label filter of the Application handlers: its shard label names this shard."""
+    return (value or sharding.DEFAULT) == _my_shard(memo)
+
+
+IN_SHARD = {LABEL_SHARD: _application_in_shard}
+
+
+def _deployment_in_shard(
+    spec: kopf.Spec, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> bool:
+    """Filter of the Deployment handlers: the Application it names is in this shard."""
+    return _serves(kwargs[SHARD_INDEX], namespace or "", spec, labels, memo)
+
+
+def _serves(
+    shards: sharding.ShardIndex,
+    namespace: str,
+    spec: Mapping[str, Any],
+    labels: Mapping[str, str],
+    memo: kopf.Memo,
+) -> bool:
+    """The Deployment is this operator's shard's (sharding.deployment_shard)."""
+    shard = sharding.deployment_shard(shards, namespace, spec.get("application"), labels)
+    return shard == _my_shard(memo)
+
+
+@kopf.index("", "v1", "pods", id=POD_INDEX, labels={LABEL_APP: kopf.PRESENT})
+async def pods_by_slot(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:
+    """What a round reads of the Pods of each slot, without listing them every round."""
+    return pod_entry(body)
+
+
+@kopf.index("apps", "v1", "deployments", id=SLOT_INDEX, labels={LABEL_APP: kopf.PRESENT})
+async def slot_deployments(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:
+    """What a round observes of each slot's Deployment, without reading it every round."""
+    return slot_entry(body)
+
+
 def _wake(memo: kopf.Memo) -> asyncio.Event:
-    """The Deployment's wake-up, in its own memo (shared by its handlers and its daemon)."""
+    """The object's wake-up, in its own memo (shared by its handlers and its daemon)."""
     wake: asyncio.Event = memo.setdefault("wake", asyncio.Event())
     return wake
 
 
-@kopf.on.event(GROUP, VERSION, "deployments")
-async def deployment_event(memo: kopf.Memo, **_: Any) -> None:
-    """Any change (spec, annotations, status) wakes the Deployment's driver at once."""
+def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
+    """The Runtime, with the Pod index kopf hands to every handler (a live view)."""
+    rt: Runtime | None = memo.get("runtime")
+    if rt is not None and rt.pod_index is None and POD_INDEX in kwargs:
+        rt.pod_index = cast(PodIndex, kwargs[POD_INDEX])
+    if rt is not None and rt.slot_index is None and SLOT_INDEX in kwargs:
+        rt.slot_index = cast(SlotIndex, kwargs[SLOT_INDEX])
+    return rt
+
+
+@kopf.on.event(GROUP, VERSION, "deployments", when=_deployment_in_shard)
+async def deployment_event(
+    memo: kopf.Memo, namespace: str | None = None, spec: Any = None, **kwargs: Any
+) -> None:
+    """Any change (spec, annotations, status) wakes the Deployment's driver at once, and the
+    other Deployments of its Application (one waits for the rollout lock it releases)."""
     _wake(memo).set()
+    rt = _runtime(memo, kwargs)
+    application = (spec or {}).get("application")
+    if rt is not None and namespace and application and DEPLOYMENT_INDEX in kwargs:
+        rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX])
 
 
-@kopf.daemon(GROUP, VERSION, "deployments", cancellation_timeout=5.0)
+@kopf.on.event(GROUP, VERSION, "applications", labels=IN_SHARD)
+async def application_event(
+    memo: kopf.Memo,
+    namespace: str | None = None,
+    name: str | None = None,
+    type: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """A change of an Application wakes its status loop and its Deployments (the rollout
+    lock, the stable version); its deletion closes what lockgate kept for it."""
+    _wake(memo).set()
+    rt = _runtime(memo, kwargs)
+    if rt is None or not namespace or not name:
+        return
+    if type == "DELETED":
+        await rt.forget_application(namespace, name)
+    if DEPLOYMENT_INDEX in kwargs:
+        rt.wakeups.wake_deployments(namespace, name, kwargs[DEPLOYMENT_INDEX])
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_APP: kopf.PRESENT})
+async def pod_event(
+    memo: kopf.Memo, namespace: str | None = None, labels: Any = None, **kwargs: Any
+) -> None:
+    """A Pod of an Application changed (started, turned ready, failed, went): its status
+    loop and its Deployments look again."""
+    rt = _runtime(memo, kwargs)
+    application = (labels or {}).get(LABEL_APP)
+    if rt is not None and namespace and application:
+        rt.wakeups.wake_application(namespace, application, kwargs.get(DEPLOYMENT_INDEX) or {})
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "deployments",
+    when=_deployment_in_shard,
+    # Told to stop, a driver finishes its round (then it is cancelled, if it has not).
+    cancellation_backoff=ROUND_GRACE,
+    cancellation_timeout=5.0,
+)
 async def deployment_driver(
     stopped: kopf.DaemonStopped,
     name: str,
@@ -109,24 +252,83 @@ async def deployment_driver(
     **kwargs: Any,
 ) -> None:
     """Drives one Deployment: reconciles again at once while the rollout moves, so a rollout
-    never waits for a timer between two steps; backs off to every 2 s while it waits for the
-    world (Pods starting, Traefik reloading, a pause), and sleeps while it is finished or
-    failed (then it reads nothing but its own object). The status is persisted after every
-    round, so one round completes at most one step."""
+    never waits for a timer between two steps; while it waits it sleeps until an event wakes
+    it or its next timer is due, and backs off to every 2 s only while the world settles
+    where no watch tells (Traefik loading). A finished or failed one reads nothing but its
+    own object. The status is persisted after every round, so one round completes at most
+    one step.
+
+    Stopped (its Application moved to another shard, the Deployment is deleted, the operator
+    exits), it ends after the round in progress. A round starts only while the index says
+    the Application is in this shard: kopf stops the driver on the next event of the
+    Deployment, and the index may know of the move before that event arrives."""
     assert namespace is not None  # Deployments are namespaced
     # kopf passes each index by its id (a live view, current with the watch).
     deployments: DeploymentIndex = kwargs[DEPLOYMENT_INDEX]
+    shards: sharding.ShardIndex = kwargs[SHARD_INDEX]
+    rt = _runtime(memo, kwargs)
+    assert rt is not None
     wake = _wake(memo)
+    rt.wakeups.register("deployments", namespace, name, wake)
+
+    def serves() -> bool:
+        return _serves(shards, namespace, kwargs["spec"], kwargs["labels"], memo)
+
+    driving = asyncio.create_task(
+        _drive(rt, stopped, namespace, name, deployments, logger, wake, serves)
+    )
+    relay = asyncio.create_task(_wake_when_stopped(stopped, wake, driving))
+    try:
+        await driving
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not driving.cancelled() or (current is not None and current.cancelling()):
+            raise  # kopf cancels the driver itself
+    finally:
+        driving.cancel()
+        relay.cancel()
+        rt.wakeups.unregister("deployments", namespace, name, wake)
+
+
+async def _wake_when_stopped(
+    stopped: kopf.DaemonStopped, wake: asyncio.Event, driving: asyncio.Task[None] | None = None
+) -> None:
+    """A driver waiting for its next round ends at once when it is told to stop. A deleted
+    Deployment's round in progress is cancelled: its deletion handler puts the previous
+    version back, and kopf, finding the driver still busy, would look again only after
+    ROUND_GRACE (a namespace being deleted stayed held that long)."""
+    await stopped.wait()
+    wake.set()
+    reason = stopped.reason
+    if driving is not None and reason and reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        driving.cancel()
+
+
+async def _drive(
+    rt: Runtime,
+    stopped: kopf.DaemonStopped,
+    namespace: str,
+    name: str,
+    deployments: DeploymentIndex,
+    logger: Any,
+    wake: asyncio.Event,
+    serves: Callable[[], bool] = lambda: True,
+) -> None:
+    """The driver's loop: a round (while the Deployment is this shard's), then a wait for
+    `wake` or the round's delay."""
     idle = IDLE_MIN
     while not stopped:
         wake.clear()
-        delay = await _drive_once(memo.runtime, namespace, name, deployments, logger, wake.set)
+        if not serves():
+            delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
+        else:
+            delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
         if delay is None:
             idle = min(idle * 2, IDLE_MAX)
             delay = idle
         else:
             idle = IDLE_MIN
-        if delay > 0:
+        if delay > 0 and not stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=delay)
 
@@ -139,7 +341,8 @@ async def _drive_once(
     logger: Any,
     wake: Callable[[], None] | None = None,
 ) -> float | None:
-    """One round; returns how long to wait before the next (None: back off)."""
+    """One round; returns how long to wait before the next unless woken (None: back off,
+    the world settles where no watch tells)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
         if obj is not None and settled(obj):
@@ -163,14 +366,22 @@ async def _drive_once(
         metrics.RECONCILE_ERRORS.labels("Deployment").inc()
         logger.exception("reconcile of %s/%s failed; retrying", namespace, name)
         return ERROR_WAIT
+    return round_delay(result)
+
+
+def round_delay(result: Round) -> float | None:
+    """How long a driver waits after a round unless an event wakes it (None: back off)."""
     if result.progressed:
         return 0.0
     if result.finished:
         return FINISHED_WAIT
     wait = ACTED_WAIT if result.acted else None
     if result.requeue_after is not None:
-        wait = min(wait if wait is not None else IDLE_MAX, max(result.requeue_after, 0.0))
-    return wait
+        timer = max(result.requeue_after, 0.0)
+        wait = timer if wait is None else min(wait, timer)
+    if result.settling and (wait is None or wait > IDLE_MAX):
+        return None  # poll, backing off to IDLE_MAX, until the world has settled
+    return SAFETY_NET if wait is None else wait
 
 
 @contextlib.contextmanager
@@ -187,7 +398,7 @@ def _failures_redacted(rt: Runtime, delay: float = RETRY_DELAY) -> Iterator[None
         raise kopf.TemporaryError(rt.redactor.text(str(err)), delay=delay) from err
 
 
-@kopf.on.delete(GROUP, VERSION, "deployments")
+@kopf.on.delete(GROUP, VERSION, "deployments", when=_deployment_in_shard)
 async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Deleting a Deployment mid-rollout puts the previous version back before it goes."""
     with _failures_redacted(memo.runtime):
@@ -200,7 +411,7 @@ def _removes_on_deletion(spec: kopf.Spec, **_: Any) -> bool:
 
 # Only Applications whose fleet is not garbage-collected get a finalizer: deleting a
 # Kubernetes one never waits on lockgate.
-@kopf.on.delete(GROUP, VERSION, "applications", when=_removes_on_deletion)
+@kopf.on.delete(GROUP, VERSION, "applications", labels=IN_SHARD, when=_removes_on_deletion)
 async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """What no owner reference covers (containers on Docker hosts, their route file) goes."""
     try:
@@ -214,21 +425,113 @@ async def application_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> Non
         await fleet_for(memo.runtime, dict(body), app, None).remove_all()
 
 
-@kopf.on.resume(GROUP, VERSION, "applications")
-@kopf.on.create(GROUP, VERSION, "applications")
-@kopf.on.update(GROUP, VERSION, "applications")
+async def _claim_deployments(
+    rt: Runtime, namespace: str, name: str, deployments: DeploymentIndex
+) -> None:
+    """The Application's Deployments carry this shard's label (sharding.py: that write is what
+    hands a Deployment over when its Application moves to this shard)."""
+    await sharding.copy_shard_label(
+        rt, rt.settings.shard, namespace, deployments.get((namespace, name), ())
+    )
+
+
+@kopf.on.resume(GROUP, VERSION, "applications", labels=IN_SHARD)
+@kopf.on.create(GROUP, VERSION, "applications", labels=IN_SHARD)
+@kopf.on.update(GROUP, VERSION, "applications", labels=IN_SHARD)
 async def application_changed(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    namespace: str | None,
+    name: str,
+    **kwargs: Any,
 ) -> None:
     with _failures_redacted(memo.runtime):
+        await _claim_deployments(memo.runtime, namespace or "", name, kwargs[DEPLOYMENT_INDEX])
         await reconcile_application(memo.runtime, dict(body), patch)
 
 
-@kopf.timer(GROUP, VERSION, "applications", interval=5.0, sharp=False)
-async def application_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def application_tick(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    deployments: DeploymentIndex | None = None,
+    **kwargs: Any,
+) -> float:
+    """One refresh of the Application's status (into `patch`), its Deployments claimed for
+    this shard first; returns when to look again unless an event wakes its loop earlier."""
+    meta = body.get("metadata") or {}
     with _failures_redacted(memo.runtime):
         try:
-            await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
+            deployments = deployments or kwargs.get(DEPLOYMENT_INDEX)
+            if deployments is not None:
+                namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+                await _claim_deployments(memo.runtime, namespace, name, deployments)
+            again = await reconcile_application(memo.runtime, dict(body), patch, ensure_owned=False)
         except Exception as err:
             metrics.RECONCILE_ERRORS.labels("Application").inc()
             raise kopf.TemporaryError(f"application reconcile failed: {err}", delay=5) from err
+    return APP_SAFETY_NET if again is None else again
+
+
+@kopf.daemon(GROUP, VERSION, "applications", labels=IN_SHARD, cancellation_timeout=5.0)
+async def application_status(
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: Any,
+    **kwargs: Any,
+) -> None:
+    """Keeps the Application's status current: recounts when its Pods or the Application
+    change (events), while Traefik has yet to load a Ready Pod (polled: no watch tells),
+    on its fleet's own period (Docker hosts have no watch), and on a slow safety-net
+    timer. The create/update/resume handlers also write it, with what the Application owns."""
+    assert namespace is not None
+    rt = _runtime(memo, kwargs)
+    assert rt is not None
+    wake = _wake(memo)
+    rt.wakeups.register("applications", namespace, name, wake)
+    relay = asyncio.create_task(_wake_when_stopped(stopped, wake))
+    try:
+        # The create/resume handler has just counted: the first recount comes within a few
+        # seconds (a Docker fleet's period), spread so that many Applications started at once
+        # do not all recount together.
+        delay = random.uniform(0.5, APP_START_SPREAD)
+        while not stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            if stopped:
+                return
+            await asyncio.sleep(APP_DEBOUNCE)
+            wake.clear()
+            deployments = kwargs.get(DEPLOYMENT_INDEX)
+            delay = await _refresh_application(rt, namespace, name, body, memo, logger, deployments)
+    finally:
+        relay.cancel()
+        rt.wakeups.unregister("applications", namespace, name, wake)
+
+
+async def _refresh_application(
+    rt: Runtime,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: Any,
+    deployments: DeploymentIndex | None = None,
+) -> float:
+    patch = kopf.Patch()
+    try:
+        delay = await application_tick(body=body, patch=patch, memo=memo, deployments=deployments)
+        if patch.status:
+            await rt.kube.patch_application_status(namespace, name, {"status": dict(patch.status)})
+    except kopf.TemporaryError as err:
+        logger.warning("status refresh failed: %s", err)
+        return APP_ERROR_WAIT
+    except Exception as err:  # the API refused the write (the Application is going)
+        metrics.RECONCILE_ERRORS.labels("Application").inc()
+        logger.warning("status refresh failed: %s", rt.redactor.text(str(err)))
+        return APP_ERROR_WAIT
+    return delay

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from lockgate.api.deployment import Phase
 
@@ -22,6 +22,34 @@ RECONCILE_SECONDS = Histogram(
     "Time from the start of a reconcile to its actions executed (reaction latency)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+ROUNDS_LOST = Counter(
+    "lockgate_rounds_lost_total",
+    "Rounds whose status write found the Deployment changed since the round read it "
+    "(the next round starts again from what is there)",
+)
+SHARD = Gauge(
+    "lockgate_shard_info",
+    'The shard this operator serves (1 for it; shard="" is the default shard)',
+    ["shard"],
+)
+
+LEADER = Gauge(
+    "lockgate_leader",
+    "1 while this operator acts (it holds the leader Lease, or runs without --leader-elect); "
+    "0 on a standby waiting for the Lease",
+)
+
+_served: list[int] = []
+
+
+def serve(port: int) -> None:
+    """Serve the metrics on `port` (once per process: a standby starts it before kopf's
+    startup handler asks again)."""
+    if not _served:
+        start_http_server(port)
+        _served.append(port)
+
 
 _phases: dict[tuple[str, str], str] = {}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
 from lockgate.kube import Kube, load_config
+from lockgate.names import shard_name_problem
 from lockgate.outbound.notifications import load_defaults
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
@@ -27,14 +29,24 @@ from lockgate.probes.resources import (
     StatsHistory,
 )
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
+from lockgate.targets.kubernetes import PodInfo, PodSource, SlotInfo, SlotSource
 
 from .notifier import Notifier
 from .redact import Redactor
+from .wakeups import Wakeups
 
 log = logging.getLogger("lockgate.runtime")
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
+
+
+def shard_from_env() -> str:
+    shard = os.environ.get("LOCKGATE_SHARD", "")
+    problem = shard_name_problem(shard)
+    if problem is not None:
+        raise ValueError(f"LOCKGATE_SHARD: {problem}")
+    return shard
 
 
 @dataclass
@@ -45,6 +57,9 @@ class Settings:
     notifications_file: str | None = None
     """A YAML or JSON list of notification targets every Application gets in addition to
     its own (docs/notifications.md)."""
+    shard: str = ""
+    """The shard this operator serves (`--shard`, LOCKGATE_SHARD): the Applications labelled
+    `lockgate.dev/shard=<shard>`; "" is the default shard, those without the label."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,6 +68,7 @@ class Settings:
             traefik_metrics_url=os.environ.get("LOCKGATE_TRAEFIK_METRICS_URL") or None,
             metrics_port=int(os.environ.get("LOCKGATE_METRICS_PORT", "9108")),
             notifications_file=os.environ.get("LOCKGATE_NOTIFICATIONS_FILE") or None,
+            shard=shard_from_env(),
         )
 
 
@@ -71,6 +87,12 @@ class Runtime:
     pod_metrics: dict[tuple[str, str], PodMetricsHistory] = field(default_factory=dict)
     # Webhook calls in flight or answered, by delivery id, until a round records the answer.
     webhook_calls: dict[str, asyncio.Task[WebhookAnswer]] = field(default_factory=dict)
+    # Who to wake when an object changes (the drivers and status loops register here).
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
+    pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
+    # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
+    slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
     notifier: Notifier = field(init=False)
 
     def __post_init__(self) -> None:
@@ -122,6 +144,36 @@ class Runtime:
             return "the Docker hosts are not connected yet"
         history = self.stats.setdefault((namespace, name), StatsHistory())
         return DockerStats(state.conns, history)
+
+    def pod_source(self) -> PodSource | None:
+        """The Pods of a slot from the watch's index (None before a handler saw it: list)."""
+        index = self.pod_index
+        if index is None:
+            return None
+
+        async def pods(namespace: str, app: str, slot: str) -> list[PodInfo]:
+            return list(index.get((namespace, app, slot), ()))
+
+        return pods
+
+    def slot_source(self) -> SlotSource | None:
+        """A slot's Deployment from the watch's index (None before a handler saw it: read)."""
+        index = self.slot_index
+        if index is None:
+            return None
+
+        async def slot(namespace: str, app: str, name: str) -> SlotInfo | None:
+            return next(iter(index.get((namespace, app, name), ())), None)
+
+        return slot
+
+    async def forget_application(self, namespace: str, name: str) -> None:
+        """The Application is gone: close its host connections and drop its histories."""
+        self.stats.pop((namespace, name), None)
+        self.pod_metrics.pop((namespace, name), None)
+        state = self.fleets.pop((namespace, name), None)
+        if state is not None:
+            await state.aclose()
 
     async def aclose(self) -> None:
         """Close the clients this runtime opened (HTTP, and the fleets' host connections)."""

@@ -201,6 +201,9 @@ class _Run:
         self._plan: Plan | None = None
         self._release = ""
         self._release_revision = -1
+        # The due analysis window cannot be judged yet (its figures begin after it did): the
+        # step may not complete in this decision.
+        self.collecting = False
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -689,7 +692,8 @@ class _Run:
             self.step_failed(plan, step, broken)
             return
         if self.execute(plan, step):
-            self.advance(plan, index)
+            if not self.collecting:  # else it completes once the due window is judged
+                self.advance(plan, index)
         else:
             self.check_deadline(plan, step)
 
@@ -806,7 +810,9 @@ class _Run:
                 extra = f", {step.routes.describe()}" if step.routes else ""
                 self.log(f"traffic live: stable {stable}% / canary {canary}%{extra}")
             if step.gate and not (s.step.analysis_passed or s.skip_waits):
-                if self.spec.analysis:
+                # While collecting, the analysis has said why (two messages in one round
+                # would each log on every round).
+                if self.spec.analysis and not self.collecting:
                     self.say(
                         f"step {s.step.index + 1}: waiting for a passed analysis", reason="Analysis"
                     )
@@ -815,6 +821,14 @@ class _Run:
         # pause
         if s.skip_waits:
             return True
+        if not weights_live and self.spec.analysis is not None:
+            # The proxy does not serve the split this pause holds: an operator killed while
+            # traffic changed (between a failed analysis's switch back to stable and the
+            # status recording it) comes back to a pause at 0% canary, where no analysis
+            # runs. Its wait restarts once the split is live again, so it never ends on
+            # traffic nobody judged (as a timed wait restarts after spec.paused).
+            s.step = s.step.model_copy(update={"started_at": self.now})
+            return False
         if step.seconds is None:
             return False
         started = s.step.started_at or self.now
@@ -1022,6 +1036,21 @@ class _Run:
         sample = self.obs.metrics
         if sample is None:
             return False  # the controller collects it when the window is due
+        if sample.since is not None:
+            # The source has figures only from `since`: the operator was restarted (and
+            # lost its earlier readings of the proxy's counters) after the window began.
+            # Judge a whole interval from there, and let no step complete before: else a
+            # pause that elapsed while the operator was down would end unjudged.
+            judged_at = sample.since + timedelta(seconds=analysis.interval_seconds)
+            if self.now < judged_at:
+                self.collecting = True
+                self.wakeups.append(judged_at)
+                self.say(
+                    f"step {s.step.index + 1}: analysis collecting figures since "
+                    f"{sample.since:%H:%M:%S} (the operator started after the window began)",
+                    reason="Analysis",
+                )
+                return False
         # Units still starting in this step are judged by the step's deadline, not here.
         serving = (
             step if step.kind != "start" or s.step.index == 0 else plan.steps[s.step.index - 1]

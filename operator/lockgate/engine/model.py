@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 Role = Literal["stable", "canary"]
@@ -54,6 +55,11 @@ class MetricsSample:
     source: str | None = None  # where the figures come from, e.g. "prometheus http://..."
     # Why the instances' CPU and memory figures could not be read (they are None then).
     resource_error: str | None = None
+    # Set when the figures begin later than the window asked for: the source remembers
+    # nothing before `since` (Traefik's counters are cumulative, and the operator that kept
+    # the earlier readings was restarted). The engine judges such a window only once it
+    # spans a whole interval, and holds the step until then.
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

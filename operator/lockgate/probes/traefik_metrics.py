@@ -119,6 +119,8 @@ class History:
     # The scrape in flight: windows that ask meanwhile share it instead of each reading
     # and parsing the whole page (100 canaries: 400 KiB, 100+ ms of CPU a parse).
     pending: asyncio.Future[Snapshot | str] | None = None
+    # The first scrape this process kept (old ones are pruned; this is not).
+    began: datetime | None = None
 
     async def shared(self, scrape: Callable[[], Awaitable[Snapshot | str]]) -> Snapshot | str:
         if self.pending is None:
@@ -134,15 +136,28 @@ class History:
         if self.scrapes and self.scrapes[-1][1] is snapshot:
             return  # a shared scrape, already kept at its first window's time
         self.scrapes.append((at, snapshot))
+        if self.began is None:
+            self.began = at
         while self.scrapes and (at - self.scrapes[0][0]).total_seconds() > self.keep_seconds:
             self.scrapes.popleft()
 
     def baseline(self, start: datetime) -> Snapshot | None:
         """The first scrape at or after `start` (or the oldest one, after a restart)."""
+        found = self.baseline_at(start)
+        return found[1] if found is not None else None
+
+    def baseline_at(self, start: datetime) -> tuple[datetime, Snapshot] | None:
+        """The first scrape at or after `start` (or the oldest one), with its time."""
         for at, snapshot in self.scrapes:
             if at >= start:
-                return snapshot
-        return self.scrapes[0][1] if self.scrapes else None
+                return at, snapshot
+        return self.scrapes[0] if self.scrapes else None
+
+    def remembers(self, start: datetime) -> bool:
+        """Whether this process was reading the counters at `start`: else it began after
+        (the operator was restarted) and knows nothing of the time before. (A window longer
+        than `keep_seconds` is measured from the oldest scrape kept, as before.)"""
+        return self.began is not None and self.began <= start
 
 
 class TraefikMetrics:
@@ -184,17 +199,26 @@ class TraefikMetrics:
         snapshot = await self._scrape()
         if isinstance(snapshot, str):
             return MetricsSample(error=snapshot, source=self.source)
-        baseline = self.history.baseline(start)
+        found = self.history.baseline_at(start)
+        # Figures that begin after `start` say so: the counters before were read by an
+        # operator process that is gone (the engine then waits for a whole window).
+        since = None if self.history.remembers(start) else (found[0] if found else at)
         self.history.add(at, snapshot)
-        if baseline is None:
-            return MetricsSample(error="first scrape: collecting a baseline", source=self.source)
+        if found is None:
+            return MetricsSample(
+                error="first scrape: collecting a baseline", source=self.source, since=since
+            )
+        baseline = found[1]
         # Traefik counts requests on the leaf services (the weighted parent has none).
         figures = {
             role: delta(matching(snapshot, prefix), matching(baseline, prefix))
             for role, prefix in sources.items()
         }
         return MetricsSample(
-            canary=figures.get("canary"), stable=figures.get("stable"), source=self.source
+            canary=figures.get("canary"),
+            stable=figures.get("stable"),
+            source=self.source,
+            since=since,
         )
 
     async def keep(self, at: datetime) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -82,11 +83,87 @@ def pod_template(
     return template
 
 
-class KubernetesTarget:
-    """Runs an Application's instances as Pods in two slots."""
+@dataclass(frozen=True)
+class PodInfo:
+    """What lockgate reads of a Pod of a slot."""
 
-    def __init__(self, kube: Kube) -> None:
+    name: str
+    labels: Mapping[str, str]
+    deleting: bool
+    ready: bool  # condition Ready is True
+    ip: str
+    phase: str | None
+
+    @classmethod
+    def of(cls, pod: Any) -> PodInfo:
+        """From the kubernetes client's V1Pod."""
+        status = pod.status
+        conditions = (status.conditions or []) if status is not None else []
+        return cls(
+            name=pod.metadata.name,
+            labels=dict(pod.metadata.labels or {}),
+            deleting=bool(pod.metadata.deletion_timestamp),
+            ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
+            ip=(status.pod_ip or "") if status is not None else "",
+            phase=status.phase if status is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """What an observation reads of a slot's apps/v1 Deployment."""
+
+    replicas: int
+    release: str | None  # the template's release annotation
+    image: str | None  # the `app` container's image (else the first container's)
+
+    @classmethod
+    def of(cls, workload: Any) -> SlotInfo:
+        """From the kubernetes client's V1Deployment."""
+        template = workload.spec.template
+        annotations = (template.metadata.annotations or {}) if template.metadata else {}
+        containers = template.spec.containers or []
+        image = containers[0].image if containers else None
+        for c in containers:
+            if c.name == "app":
+                image = c.image
+        return cls(int(workload.spec.replicas or 0), annotations.get(ANNOTATION_RELEASE), image)
+
+    @classmethod
+    def of_body(cls, body: Mapping[str, Any]) -> SlotInfo:
+        """From the object as a watch delivers it (JSON)."""
+        spec = body.get("spec") or {}
+        template = spec.get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        containers = (template.get("spec") or {}).get("containers") or []
+        image = containers[0].get("image") if containers else None
+        for c in containers:
+            if c.get("name") == "app":
+                image = c.get("image")
+        return cls(int(spec.get("replicas") or 0), annotations.get(ANNOTATION_RELEASE), image)
+
+
+# (namespace, application, slot) -> its Pods, as a watch keeps them (None: list them).
+PodSource = Callable[[str, str, str], Awaitable[list[PodInfo]]]
+# (namespace, application, slot) -> its Deployment as a watch keeps it (None: no Deployment).
+SlotSource = Callable[[str, str, str], Awaitable[SlotInfo | None]]
+
+
+class KubernetesTarget:
+    """Runs an Application's instances as Pods in two slots. With `pods` and `slots`, what an
+    observation reads of the Pods and of the slots' Deployments comes from what a watch
+    keeps instead of a call per read. (Writes still read first: a slot is scaled or
+    re-templated, and the stable slot is read from its Service, always from the API.)"""
+
+    def __init__(
+        self, kube: Kube, pods: PodSource | None = None, slots: SlotSource | None = None
+    ) -> None:
         self.kube = kube
+        self.pod_source = pods
+        self.slot_source = slots
+        # After `observe`: some Pod is Ready but not yet among the proxy's servers (the
+        # proxy loads it a moment later, and nothing but its API tells when).
+        self.lagging = False
 
     async def stable_slot(self, namespace: str, app: str) -> str:
         svc = await self.kube.get_or_none(
@@ -144,6 +221,7 @@ class KubernetesTarget:
         proxy has loaded as servers), a Ready Pod counts as ready only once the proxy
         lists it: a weight given earlier would be answered 503."""
         serving = serving or {}
+        self.lagging = False
         stable_slot = await self.stable_slot(namespace, app_name)
         stable = await self._observe_slot(
             namespace, app_name, stable_slot, units, serving.get("stable"), from_end=True
@@ -168,32 +246,23 @@ class KubernetesTarget:
         *,
         from_end: bool,
     ) -> InstanceSet:
-        workload = await self.kube.get_or_none(
-            self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
-        )
-        if workload is None or not workload.spec.replicas:
+        workload = await self._slot(namespace, app, slot)
+        if workload is None or not workload.replicas:
             pods_left = await self._pods(namespace, app, slot)
             if not pods_left:
                 return InstanceSet()
-        annotations = (workload.spec.template.metadata.annotations or {}) if workload else {}
-        release = annotations.get(ANNOTATION_RELEASE)
-        image = workload.spec.template.spec.containers[0].image if workload else None
-        if workload is not None:
-            for c in workload.spec.template.spec.containers:
-                if c.name == "app":
-                    image = c.image
+        release = workload.release if workload else None
+        image = workload.image if workload else None
         wanted_hash = release_hash(release) if release else None
         existing = ready = 0
         for pod in await self._pods(namespace, app, slot):
-            labels = pod.metadata.labels or {}
-            if labels.get(LABEL_RELEASE_HASH) != wanted_hash or pod.metadata.deletion_timestamp:
+            if pod.labels.get(LABEL_RELEASE_HASH) != wanted_hash or pod.deleting:
                 continue
             existing += 1
-            conditions = pod.status.conditions or [] if pod.status else []
-            if any(c.type == "Ready" and c.status == "True" for c in conditions) and (
-                serving is None or (pod.status.pod_ip or "") in serving
-            ):
+            if pod.ready and (serving is None or pod.ip in serving):
                 ready += 1
+            elif pod.ready:
+                self.lagging = True
         n = len(units)
         existing, ready = min(existing, n), min(ready, n)
         if from_end:
@@ -202,16 +271,26 @@ class KubernetesTarget:
             names, ready_names = units[:existing], units[:ready]
         return InstanceSet(release, image, tuple(names), tuple(ready_names))
 
-    async def pods(self, namespace: str, app: str, slot: str) -> list[Any]:
+    async def _slot(self, namespace: str, app: str, slot: str) -> SlotInfo | None:
+        if self.slot_source is not None:
+            return await self.slot_source(namespace, app, slot)
+        workload = await self.kube.get_or_none(
+            self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
+        )
+        return SlotInfo.of(workload) if workload is not None else None
+
+    async def pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
         """The Pods of one slot of the application."""
         return await self._pods(namespace, app, slot)
 
-    async def _pods(self, namespace: str, app: str, slot: str) -> list[Any]:
+    async def _pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
+        if self.pod_source is not None:
+            return await self.pod_source(namespace, app, slot)
         selector = f"{LABEL_APP}={app},{LABEL_SLOT}={slot}"
         result = await self.kube.call(
             self.kube.core.list_namespaced_pod, namespace, label_selector=selector
         )
-        return list(result.items)
+        return [PodInfo.of(pod) for pod in result.items]
 
     async def ensure(
         self,
@@ -229,13 +308,17 @@ class KubernetesTarget:
             # The engine changes canary instances only while the canary carries no traffic,
             # so this is when `<app>-canary` can follow the spare slot after a promotion.
             await self._point_canary_service(app_obj, app, slot)
-        if count == 0 or image is None or release is None:
+        if count == 0 or image is None:
             await self._scale(namespace, slot_name(name, slot), 0)
             return
         if role == "stable" and await self._scale(namespace, slot_name(name, slot), count):
             # The stable slot is only ever scaled: re-templating it would restart Pods that
-            # serve traffic (e.g. after an edit of the Application's template).
+            # serve traffic (e.g. after an edit of the Application's template). A stable
+            # slot scaled to zero (Recreate stops every old instance first) is observed
+            # without a release; it is scaled back all the same when a rollback wants it.
             return
+        if release is None:
+            return  # no slot to scale, and nothing to name a new one after
         body = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",

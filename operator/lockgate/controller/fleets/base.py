@@ -44,6 +44,8 @@ class Census:
     ready: int
     updated: int  # of the version being rolled out, or of stable outside a rollout
     problem: str | None = None  # why some instances could not be counted
+    # Some instance is ready but not yet among the proxy's servers (no watch tells when).
+    settling: bool = False
 
 
 class Fleet(Protocol):
@@ -54,6 +56,17 @@ class Fleet(Protocol):
     def poll_while_moving(self) -> float | None:
         """Seconds between observations while a rollout moves, when nothing else (a watch)
         wakes the controller as instances turn ready; None: watch events suffice."""
+
+    @property
+    def settling(self) -> bool:
+        """After `observe`: the world may still change where no watch event tells (the
+        proxy loading servers or weights, hosts without a watch): the controller looks
+        again soon instead of waiting for an event or a timer."""
+
+    @property
+    def status_poll(self) -> float | None:
+        """Seconds between recounts of the Application's status with nothing pending; None:
+        the events of its instances suffice (a slow safety-net timer only)."""
 
     def metric_sources(self) -> dict[Role, str]:
         """Per role, the prefix of the proxy's leaf-service names its traffic metrics carry."""

@@ -94,6 +94,10 @@ class DockerFleet:
     # Nothing wakes the driver when a container turns healthy (no watch, unlike Pods):
     # poll while the rollout moves instead of backing off to seconds.
     poll_while_moving: float | None = 0.25
+    # No watch at all: a waiting rollout keeps looking (backing off), and the Application's
+    # status is recounted every few seconds (which also keeps its route on healthy hosts).
+    settling = True
+    status_poll: float | None = 5.0
     # Docker hosts have no owner references: deleting the Application must wait for lockgate.
     removes_on_deletion = True
 

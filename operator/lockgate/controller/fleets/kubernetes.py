@@ -23,6 +23,7 @@ def deployment_of(release: str) -> str:
 
 class KubernetesFleet:
     poll_while_moving: float | None = None  # Pods are watched: their changes wake the driver
+    status_poll: float | None = None  # likewise the Application's status loop
     removes_on_deletion = False  # owner references: the garbage collector removes everything
 
     def __init__(
@@ -34,8 +35,9 @@ class KubernetesFleet:
         self.namespace: str = app_obj["metadata"]["namespace"]
         self.name: str = app_obj["metadata"]["name"]
         self.release = release
-        self.target = KubernetesTarget(rt.kube)
+        self.target = KubernetesTarget(rt.kube, rt.pod_source(), rt.slot_source())
         self.router = TraefikCrdRouter(rt.kube, app_obj, app, rt.settings.traefik_api_url, rt.http)
+        self.settling = False
 
     def metric_sources(self) -> dict[Role, str]:
         # Traefik names a Kubernetes Service's leaf `<namespace>-<service>-<port>`.
@@ -50,12 +52,12 @@ class KubernetesFleet:
 
     async def observe(self) -> FleetView:
         stable, canary = await self._sets()
-        return FleetView(
-            stable,
-            canary,
-            await self.router.live_weights(),
-            live_routes=await self.router.live_routes(),
-        )
+        live = await self.router.live_weights()
+        routes = await self.router.live_routes()
+        # Traefik loads a Ready Pod, a new split and a new route a moment later: only its
+        # API tells (no watch event does), so the driver looks again until it has.
+        self.settling = self.target.lagging or live is None or routes is None
+        return FleetView(stable, canary, live, live_routes=routes)
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<namespace>/<pod>` of the running Pods of each role's slot (what metrics.k8s.io
@@ -68,11 +70,7 @@ class KubernetesFleet:
         )
         for role, slot in slots:
             pods = await self.target.pods(self.namespace, self.name, slot)
-            out[role] = tuple(
-                f"{self.namespace}/{p.metadata.name}"
-                for p in pods
-                if p.status is not None and p.status.phase == "Running"
-            )
+            out[role] = tuple(f"{self.namespace}/{p.name}" for p in pods if p.phase == "Running")
         return out
 
     async def preflight(self, spec: DeploymentSpec, has_stable: bool) -> str | None:
@@ -104,6 +102,7 @@ class KubernetesFleet:
             desired=len(self.app.units()),
             ready=len(stable.ready) + (len(canary.ready) if rolling_out else 0),
             updated=len(canary.units) if rolling_out else len(stable.units),
+            settling=self.target.lagging,
         )
 
     async def remove_rollout(self) -> None:

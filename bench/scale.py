@@ -1,0 +1,491 @@
+"""Scale: N Applications, each with a canary in flight, on simulated Pods (figures, never
+asserted). Results in docs/scale.md.
+
+Needs hack/cluster, hack/traefik and hack/simnodes up (simulated Pods: Running and Ready
+with an address, no process; Traefik loads their Services, so every weight is confirmed
+through its API for real). Analysis reads a PromQL stub this benchmark serves on loopback
+(deterministic: 100 requests, no errors, p95 50 ms for every version), named by each
+Application's `metrics.prometheus.url`.
+
+For each level N (cumulative: 100, 500, 1000 by default) in one namespace:
+  setup      Applications up to N, each made stable with a Recreate Deployment (not measured)
+  in flight  a canary Deployment for every one of the N (setWeight 10, pause, 30, pause, 60,
+             pause, 100, analysis every 30 s gating each weight), created at --rate per s;
+             once all are created and moving, one window of --window s measures:
+             operator RSS, CPU seconds per minute, API requests per rollout step (lockgate's
+             own client, from its metrics; and the apiserver's total, every client), and step
+             latency: for each timed pause that ended in the window, how late the next step
+             started after the pause's end (from the status log's timestamps)
+  paused     spec.paused=true on all N (analysis keeps running): one window
+  idle       the same with spec.analysis removed (a rollout paused indefinitely): one window
+  then       resumed: they finish while the next level sets up, whose canaries queue
+             behind them (each Application's rollout lock).
+
+The operator runs as `lockgate operator --namespace <ns>` (the namespace exists first), and
+dies with this process however it ends (bench/operator.py).
+
+Usage (under the suite's lock, see docs/scale.md):
+    python -m bench.scale [--levels 100,500,1000] [--rate 10] [--window 60] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client
+
+from bench.operator import exits_cleanly, running_operator
+from tests.support.cluster import cluster_info, traefik_info
+from tests.support.operator_fixtures import Operator, operator_env
+from tests.support.rollouts import application, deployment
+
+GROUP, VERSION = "lockgate.dev", "v1alpha1"
+PAUSE_S = 20
+SIM = "lockgate.dev/simulated"
+CANARY = {
+    "type": "Canary",
+    "canary": {
+        "steps": [
+            {"setWeight": 10},
+            {"pause": {"seconds": PAUSE_S}},
+            {"setWeight": 30},
+            {"pause": {"seconds": PAUSE_S}},
+            {"setWeight": 60},
+            {"pause": {"seconds": PAUSE_S}},
+            {"setWeight": 100},
+        ]
+    },
+}
+ANALYSIS = {"intervalSeconds": 30, "minRequests": 1, "maxErrorRate": 0.05}  # the default interval
+# Only on the simulated Node: its taint keeps every other Pod away.
+TEMPLATE = {
+    "spec": {
+        "nodeSelector": {SIM: "true"},
+        "tolerations": [{"key": SIM, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+}
+
+
+# --- the PromQL stub ---------------------------------------------------------------------------
+
+
+class PromStub:
+    """Answers lockgate's two PromQL shapes with fixed figures: every version serves 100
+    requests per window with no error, p95 50 ms (so every analysis passes)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = httpx.URL(self.path).params.get("query", "")
+                if "histogram_quantile" in query:
+                    result = [{"metric": {}, "value": [time.time(), "0.05"]}]
+                elif "requests_total" in query:
+                    result = [{"metric": {"code": "200"}, "value": [time.time(), "100"]}]
+                else:
+                    result = []
+                body = json.dumps(
+                    {"status": "success", "data": {"resultType": "vector", "result": result}}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> PromStub:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def metric_sum(text: str, name: str) -> float:
+    """The sum of a counter's samples in a Prometheus text page."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            with contextlib.suppress(ValueError, IndexError):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def apiserver_requests(api: client.ApiClient) -> float:
+    method, url, headers, body, post = api.param_serialize(
+        "GET", "/metrics", auth_settings=["BearerToken"]
+    )
+    response = api.call_api(method, url, headers, body, post)
+    response.read()
+    return metric_sum(response.data.decode(), "apiserver_request_total")
+
+
+def operator_counters(metrics_url: str) -> tuple[float, float]:
+    """(lockgate's own API requests, reconcile rounds) so far."""
+    text = httpx.get(metrics_url, timeout=10).text
+    return (
+        metric_sum(text, "lockgate_api_requests_total"),
+        metric_sum(text, "lockgate_reconcile_seconds_count"),
+    )
+
+
+@dataclass
+class Window:
+    level: int
+    state: str  # in-flight | paused | idle
+    seconds: float
+    rss_mib: float
+    cpu_s_per_min: float
+    cpu_share: float  # of one core
+    rounds: float
+    lockgate_requests: float
+    apiserver_requests: float
+    steps: int  # rollout steps completed in the window
+    pause_latency_p50_ms: float | None
+    pause_latency_p99_ms: float | None
+    pause_latency_n: int
+
+    def line(self) -> str:
+        per_step = (
+            f"{self.lockgate_requests / self.steps:.1f} lockgate / "
+            f"{self.apiserver_requests / self.steps:.1f} apiserver requests per step"
+            if self.steps
+            else f"{self.lockgate_requests / self.seconds * 60 / self.level:.2f} lockgate / "
+            f"{self.apiserver_requests / self.seconds * 60 / self.level:.2f} apiserver "
+            "requests per rollout per minute"
+        )
+        latency = (
+            f", pause->next step p50 {self.pause_latency_p50_ms:.0f} ms "
+            f"p99 {self.pause_latency_p99_ms:.0f} ms (n={self.pause_latency_n})"
+            if self.pause_latency_n
+            else ""
+        )
+        return (
+            f"N={self.level:5d} {self.state:9s} RSS {self.rss_mib:4.0f} MiB, "
+            f"CPU {self.cpu_s_per_min:5.1f} s/min ({self.cpu_share:.1%} of a core), "
+            f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}{latency}"
+        )
+
+
+class Bench:
+    def __init__(self, api: client.ApiClient, namespace: str, op: Operator, prom: str) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+        self.namespace = namespace
+        self.op = op
+        self.prom = prom
+        self.metrics_url = f"http://127.0.0.1:{op.env['LOCKGATE_METRICS_PORT']}/metrics"
+        self.apps = 0
+        self.generation = 1
+        self.pool = ThreadPoolExecutor(8)
+
+    # -- objects --
+    def create(self, plural: str, body: dict[str, Any]) -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
+        for attempt in range(5):
+            try:
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, plural, body
+                )
+                return
+            except client.ApiException as err:
+                if err.status == 409:
+                    return
+                if attempt == 4 or err.status < 500:
+                    raise
+                time.sleep(1)
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "deployments", name, body
+        )
+
+    def paced(self, items: list[Any], rate: float, fn: Callable[[Any], None]) -> None:
+        """fn(item) for each item, at most `rate` per second, a few at a time."""
+        start = time.monotonic()
+        futures = []
+        for i, item in enumerate(items):
+            due = start + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(self.pool.submit(fn, item))
+        for future in futures:
+            future.result()
+
+    def deployments(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "deployments"
+        )["items"]
+        return items
+
+    def wait_all(self, names: set[str], done: Callable[[dict[str, Any]], bool], what: str) -> None:
+        started = time.monotonic()
+        last = -1
+        while True:
+            current = {d["metadata"]["name"]: d for d in self.deployments()}
+            ok = sum(1 for n in names if n in current and done(current[n]))
+            if ok == len(names):
+                failed = sum(1 for n in names if phase(current[n]) in FINAL[1:])
+                print(
+                    f"  {what}: {ok}/{len(names)} after {time.monotonic() - started:.0f}s"
+                    + (f" ({failed} failed or rolled back)" if failed else "")
+                )
+                return
+            if ok != last and time.monotonic() - started > 30:
+                print(f"  {what}: {ok}/{len(names)} after {time.monotonic() - started:.0f}s")
+                last = ok
+            if time.monotonic() - started > 900:
+                raise TimeoutError(f"{what}: only {ok}/{len(names)} after 15 min")
+            time.sleep(5)
+
+    # -- the phases --
+    def grow(self, level: int, rate: float) -> None:
+        new = list(range(self.apps, level))
+        if not new:
+            return
+
+        def make(i: int) -> None:
+            self.create(
+                "applications",
+                application(
+                    f"app{i}",
+                    1,
+                    namespace=self.namespace,
+                    template=TEMPLATE,
+                    metrics={"prometheus": {"url": self.prom}},
+                ),
+            )
+            self.create(
+                "deployments",
+                deployment(f"app{i}-g1", f"app{i}", "demo:v1", progressDeadlineSeconds=900),
+            )
+
+        t0 = time.monotonic()
+        self.paced(new, rate, make)
+        print(f"  created {len(new)} Applications in {time.monotonic() - t0:.0f}s")
+        self.wait_all({f"app{i}-g1" for i in new}, lambda d: phase(d) in FINAL, "stable versions")
+        self.apps = level
+
+    def roll(self, rate: float) -> list[str]:
+        self.generation += 1
+        g = self.generation
+        names = [f"app{i}-g{g}" for i in range(self.apps)]
+
+        def make(i: int) -> None:
+            self.create(
+                "deployments",
+                deployment(
+                    f"app{i}-g{g}",
+                    f"app{i}",
+                    f"demo:v{g}",
+                    CANARY,
+                    analysis=ANALYSIS,
+                    progressDeadlineSeconds=900,
+                ),
+            )
+
+        t0 = time.monotonic()
+        self.paced(list(range(self.apps)), rate, make)
+        print(f"  created {len(names)} canary Deployments in {time.monotonic() - t0:.0f}s")
+        return names
+
+    def window(self, level: int, state: str, seconds: float, names: list[str]) -> Window:
+        pid = self.op.process.pid if self.op.process else 0
+        cpu0, req0, api0 = cpu_seconds(pid), operator_counters(self.metrics_url), 0.0
+        api0 = apiserver_requests(self.api)
+        t0, wall0 = time.monotonic(), datetime.now(UTC)
+        time.sleep(seconds)
+        cpu1, req1 = cpu_seconds(pid), operator_counters(self.metrics_url)
+        api1 = apiserver_requests(self.api)
+        elapsed, wall1 = time.monotonic() - t0, datetime.now(UTC)
+        rss = rss_mib(pid)
+        steps, late = steps_in(self.deployments(), set(names), wall0, wall1)
+        cpu = cpu1 - cpu0
+        return Window(
+            level=level,
+            state=state,
+            seconds=elapsed,
+            rss_mib=rss,
+            cpu_s_per_min=cpu / elapsed * 60,
+            cpu_share=cpu / elapsed,
+            rounds=req1[1] - req0[1],
+            lockgate_requests=req1[0] - req0[0],
+            apiserver_requests=api1 - api0,
+            steps=steps,
+            pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
+            pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
+            pause_latency_n=len(late),
+        )
+
+
+FINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")
+STEP_DONE = re.compile(r"^step (\d+)/(\d+) done: (.*)$")
+
+
+def steps_in(
+    items: list[dict[str, Any]], names: set[str], start: datetime, end: datetime
+) -> tuple[int, list[float]]:
+    """Steps completed in [start, end] by the named Deployments, and for each timed pause
+    completed then: seconds between the pause's end and the step's completion."""
+    count = 0
+    late: list[float] = []
+    for d in items:
+        if d["metadata"]["name"] not in names:
+            continue
+        done: dict[int, tuple[datetime, str]] = {}
+        for entry in (d.get("status") or {}).get("log") or []:
+            m = STEP_DONE.match(entry.get("message", ""))
+            if m:
+                done[int(m[1])] = (datetime.fromisoformat(entry["at"]), m[3])
+        for index, (at, description) in done.items():
+            if not start <= at <= end:
+                continue
+            count += 1
+            pause = re.match(r"pause (\d+)s", description)
+            if pause and index - 1 in done:
+                began = done[index - 1][0]
+                late.append((at - began).total_seconds() - int(pause[1]))
+    return count, late
+
+
+def phase(d: dict[str, Any]) -> str | None:
+    value: str | None = (d.get("status") or {}).get("phase")
+    return value
+
+
+def step_index(d: dict[str, Any]) -> int:
+    return int(((d.get("status") or {}).get("step") or {}).get("index") or 0)
+
+
+def run(bench: Bench, levels: list[int], rate: float, seconds: float, out: Path) -> None:
+    for level in levels:
+        print(f"level {level}: {datetime.now(UTC):%H:%M:%S}")
+        bench.grow(level, rate)
+        names = bench.roll(rate)
+        # Moving: every one has started its canary (past step 1) and none has finished.
+        bench.wait_all(
+            set(names),
+            lambda d: step_index(d) >= 1 or phase(d) in FINAL,
+            "canaries past their first step",
+        )
+        results = [bench.window(level, "in-flight", seconds, names)]
+        print("  " + results[-1].line(), flush=True)
+        bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": True}}))
+        bench.wait_all(set(names), lambda d: phase(d) in ("Paused", *FINAL), "paused")
+        results.append(bench.window(level, "paused", seconds, names))
+        print("  " + results[-1].line(), flush=True)
+        bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"analysis": None}}))
+        time.sleep(5)  # the last analysis windows close
+        results.append(bench.window(level, "idle", seconds, names))
+        print("  " + results[-1].line(), flush=True)
+        with out.open("a") as f:
+            for r in results:
+                f.write(json.dumps({"at": datetime.now(UTC).isoformat(), **asdict(r)}) + "\n")
+        # Resumed: they finish while the next level sets up (its canaries queue behind them).
+        bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": False}}))
+
+
+@contextlib.contextmanager
+def namespace(api: client.ApiClient, bench_ns: str) -> Iterator[None]:
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": bench_ns}})
+    try:
+        yield
+    finally:
+        print(f"deleting namespace {bench_ns}")
+        custom = client.CustomObjectsApi(api)
+        # The operator is stopped: its finalizers go by hand, or the namespace never would.
+        with ThreadPoolExecutor(8) as pool:
+            for plural in ("deployments", "applications"):
+                items = custom.list_namespaced_custom_object(GROUP, VERSION, bench_ns, plural)
+                names = [i["metadata"]["name"] for i in items["items"]]
+                list(
+                    pool.map(
+                        lambda n, p=plural: custom.patch_namespaced_custom_object(
+                            GROUP, VERSION, bench_ns, p, n, {"metadata": {"finalizers": None}}
+                        ),
+                        names,
+                    )
+                )
+        core.delete_namespace(bench_ns)
+        print(f"namespace {bench_ns} " + ("gone" if gone(core, bench_ns) else "still terminating"))
+
+
+def gone(core: client.CoreV1Api, name: str, seconds: int = 180) -> bool:
+    """Whether the namespace is gone within `seconds` (else the namespace controller finishes
+    it: hack/simnodes down deletes the Node, and the Pods bound to it go with it)."""
+    for _ in range(seconds):
+        try:
+            core.read_namespace(name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return True
+        time.sleep(1)
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--levels", default="100,500,1000")
+    parser.add_argument("--rate", type=float, default=10.0, help="objects created per second")
+    parser.add_argument("--window", type=float, default=60.0, help="seconds per measurement")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/lockgate-scale.jsonl"))
+    args = parser.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    cluster, traefik = cluster_info(), traefik_info()
+    api = cluster.api_client()
+    bench_ns = f"scale-{uuid.uuid4().hex[:6]}"
+    print(f"bench/scale: namespace {bench_ns}, levels {levels}, results in {args.out}")
+    with exits_cleanly(), PromStub() as prom, namespace(api, bench_ns):
+        env = operator_env(cluster, traefik)
+        with running_operator(env, bench_ns) as op:
+            run(Bench(api, bench_ns, op, prom.url), levels, args.rate, args.window, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Who is woken when something changes, so that nothing waiting polls.
+
+A rollout or an Application's status waits on a few kinds of change: its own object (a kopf
+watch event wakes the handler of that object), a sibling Deployment or its Application (the
+rollout lock), and the Pods of its Application (instances turning ready or failing). The
+drivers register the asyncio.Event they wait on here; the event handlers of those other
+objects wake them by name. Timers (a pause that ends, the next analysis) are timeouts on the
+same wait. Only what no watch reports (Traefik loading servers or weights) is polled, and
+only while it is pending.
+
+The Pods and the apps/v1 Deployment of each Application slot are kept in kopf indexes
+(`pod_entry`, `slot_entry`), so no round lists the Pods or reads the slots to observe them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
+
+from lockgate.names import LABEL_APP, LABEL_SLOT
+from lockgate.targets.kubernetes import PodInfo, SlotInfo
+
+if TYPE_CHECKING:  # deployments imports the Runtime, which holds the Wakeups
+    from .deployments import DeploymentIndex
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+SlotKey = tuple[str, str, str]  # (namespace, application, slot)
+# The Pods of each slot of each Application: kopf's index in the operator.
+PodIndex = Mapping[SlotKey, Collection[PodInfo]]
+# The apps/v1 Deployment of each slot: kopf's index in the operator.
+SlotIndex = Mapping[SlotKey, Collection[SlotInfo]]
+
+
+class Wakeups:
+    """The wake-up Events of the running drivers (Deployments) and status loops
+    (Applications), by object."""
+
+    def __init__(self) -> None:
+        self._events: dict[Key, set[asyncio.Event]] = {}
+
+    def register(self, kind: str, namespace: str, name: str, event: asyncio.Event) -> None:
+        self._events.setdefault((kind, namespace, name), set()).add(event)
+
+    def unregister(self, kind: str, namespace: str, name: str, event: asyncio.Event) -> None:
+        events = self._events.get((kind, namespace, name))
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._events[(kind, namespace, name)]
+
+    def wake(self, kind: str, namespace: str, name: str) -> None:
+        for event in self._events.get((kind, namespace, name), ()):
+            event.set()
+
+    def wake_deployments(
+        self, namespace: str, application: str, deployments: DeploymentIndex
+    ) -> None:
+        """Every Deployment of the Application that may act on it (the rollout lock, its
+        instances): a finished or failed one only wakes for a change of its own (a retry)."""
+        from .deployments import TERMINAL  # deployments imports the Runtime, which holds us
+
+        for summary in deployments.get((namespace, application), ()):
+            if summary.phase not in TERMINAL:
+                self.wake("deployments", namespace, summary.name)
+
+    def wake_application(
+        self, namespace: str, application: str, deployments: DeploymentIndex
+    ) -> None:
+        """The Application's status loop and its Deployments."""
+        self.wake("applications", namespace, application)
+        self.wake_deployments(namespace, application, deployments)
+
+    def __len__(self) -> int:
+        return sum(len(events) for events in self._events.values())
+
+
+def pod_entry(body: Mapping[str, Any]) -> dict[SlotKey, PodInfo]:
+    """A Pod's entry in the index of Pods by Application slot (only lockgate's Pods)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    app, slot = labels.get(LABEL_APP), labels.get(LABEL_SLOT)
+    if not app or not slot:
+        return {}
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    info = PodInfo(
+        name=meta.get("name", ""),
+        labels=dict(labels),
+        deleting=bool(meta.get("deletionTimestamp")),
+        ready=ready,
+        ip=status.get("podIP") or "",
+        phase=status.get("phase"),
+    )
+    return {(meta.get("namespace", ""), app, slot): info}
+
+
+def slot_entry(body: Mapping[str, Any]) -> dict[SlotKey, SlotInfo]:
+    """A slot's apps/v1 Deployment in the index of slots (only lockgate's, by their labels)."""
+    meta = body.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    app, slot = labels.get(LABEL_APP), labels.get(LABEL_SLOT)
+    if not app or not slot or meta.get("name") != f"{app}-{slot}":
+        return {}
+    return {(meta.get("namespace", ""), app, slot): SlotInfo.of_body(body)}

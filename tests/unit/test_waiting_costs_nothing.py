@@ -1,0 +1,411 @@
+"""A rollout or an Application that waits costs nothing: its driver schedules no round until
+its timer is due or an event wakes it (its own object, a sibling, its Application, one of
+its Pods). Polling is kept for what no watch reports (Traefik loading servers or weights).
+Against the fake Kube and fake fleet, through the handlers as kopf calls them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+
+from lockgate.controller import applications, deployments, handlers
+from lockgate.names import LABEL_APP
+from tests.support.fakeworld import FakeWorld, dep_spec
+from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes, runtime_over
+from tests.unit.controller_fakes import Env as FakesEnv
+
+log = logging.getLogger("test")
+FOREVER = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, 100]}}
+TIMED = {
+    "type": "Canary",
+    "canary": {"steps": [{"setWeight": 50}, {"pause": {"seconds": 30}}, 100]},
+}
+MINUTE = 60.0
+
+
+class Stopped:
+    """kopf's DaemonStopped as a daemon uses it."""
+
+    def __init__(self) -> None:
+        self.flag = asyncio.Event()
+        self.reason: kopf.DaemonStoppingReason | None = None
+
+    def set(self, reason: kopf.DaemonStoppingReason | None = None) -> None:
+        self.reason = reason
+        self.flag.set()
+
+    def __bool__(self) -> bool:
+        return self.flag.is_set()
+
+    async def wait(self) -> None:
+        await self.flag.wait()
+
+
+class Env(FakesEnv):
+    """The fakes, and the rounds of one Deployment `dep` that pauses."""
+
+    def pause(self, strategy: dict[str, Any]) -> None:
+        """A Deployment driven until it waits in its pause step."""
+        self.kube.add_deployment("dep", dep_spec(strategy=strategy))
+        for _ in range(30):
+            self.op.round("dep")
+            step = (self.kube.deployment("dep").get("status") or {}).get("step") or {}
+            if "pause" in str(step.get("description")):
+                break
+        self.op.round("dep")  # the round that notices nothing moves
+        assert "pause" in self.kube.deployment("dep")["status"]["step"]["description"]
+
+    def next_round_in(self) -> float | None:
+        """What the driver waits after one more round unless woken (None: it polls)."""
+        return asyncio.run(handlers._drive_once(self.op.rt, NS, "dep", self.kube.index(), log))
+
+
+async def drive(env: Env, stop: Stopped, memo: kopf.Memo) -> None:
+    """Deployment "dep"'s driver as kopf runs it (its Application in the default shard)."""
+    await handlers.deployment_driver(
+        stopped=stop,
+        name="dep",
+        namespace=NS,
+        memo=memo,
+        logger=log,
+        deployments_by_application=env.kube.index(),
+        application_shards={},
+        spec={"application": "shop"},
+        labels={},
+    )
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    yield from env_over_fakes(monkeypatch, Env, replicas=2, ready_after=1)
+
+
+def test_a_rollout_paused_until_promoted_schedules_no_round(env: Env) -> None:
+    """It used to look again every 2 s for ever (~3% of a core per paused rollout)."""
+    env.pause(FOREVER)
+    assert env.op.phase("dep") == "Paused"
+    for _ in range(3):
+        wait = env.next_round_in()
+        assert wait is not None and wait >= 10 * MINUTE, "only the safety net, no poll"
+    assert env.op.phase("dep") == "Paused"
+
+
+def test_a_timed_pause_sleeps_until_it_ends(env: Env) -> None:
+    env.pause(TIMED)
+    started = env.kube.deployment("dep")["status"]["step"]["startedAt"]
+    wait = env.next_round_in()
+    elapsed = (
+        env.world.now
+        - deployments.DeploymentStatus.model_validate(
+            env.kube.deployment("dep")["status"]
+        ).step.started_at
+    ).total_seconds()  # type: ignore[union-attr]
+    assert started
+    assert wait == pytest.approx(30 - elapsed), "it sleeps until the pause ends"
+
+
+def test_a_rollout_polls_while_traefik_has_not_confirmed(env: Env) -> None:
+    """Traefik loads a Ready Pod and a new split a moment later and no watch tells: only
+    then does a waiting rollout keep looking (backing off)."""
+    env.pause(FOREVER)
+    env.fleet.settling = True
+    assert env.next_round_in() is None
+
+
+def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
+    """The driver's loop as kopf runs it: one round, asleep until a Pod of its Application
+    changes, then exactly one more round."""
+    env.pause(FOREVER)
+    rt = env.op.rt
+    memo = kopf.Memo(runtime=rt)
+    rounds: list[float | None] = []
+    idle = asyncio.Event
+    original = handlers._drive_once
+
+    async def scenario() -> None:
+        slept = idle()
+
+        async def counted(*args: Any, **kwargs: Any) -> float | None:
+            delay = await original(*args, **kwargs)
+            rounds.append(delay)
+            slept.set()
+            return delay
+
+        stop = Stopped()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(handlers, "_drive_once", counted)
+            driver = asyncio.create_task(drive(env, stop, memo))
+            await slept.wait()
+            slept.clear()
+            for _ in range(100):  # the loop gets every chance to run again: it does not
+                await asyncio.sleep(0)
+            assert len(rounds) == 1
+            other = kopf.Memo(runtime=rt)  # the Pod's own memo
+            await handlers.pod_event(
+                memo=other,
+                namespace=NS,
+                labels={LABEL_APP: "shop"},
+                deployments_by_application=env.kube.index(),
+            )
+            await slept.wait()
+            assert len(rounds) == 2
+            stop.set()
+            handlers._wake(memo).set()
+            await driver
+        assert len(rt.wakeups) == 0, "the driver unregisters when it stops"
+
+    asyncio.run(scenario())
+    assert all(r is not None and r >= 10 * MINUTE for r in rounds)
+
+
+def test_a_released_lock_wakes_the_deployment_queued_behind_it(env: Env) -> None:
+    rt = env.op.rt
+    queued = asyncio.Event()
+    rt.wakeups.register("deployments", NS, "next", queued)
+    env.kube.add_deployment("first", dep_spec(strategy=FOREVER))
+    env.kube.add_deployment("next", dep_spec("app:3", strategy=FOREVER))
+    asyncio.run(
+        handlers.deployment_event(
+            memo=kopf.Memo(runtime=rt),
+            namespace=NS,
+            spec={"application": "shop"},
+            deployments_by_application=env.kube.index(),
+        )
+    )
+    assert queued.is_set()
+
+
+@pytest.mark.parametrize("settling", [False, True])
+def test_an_applications_status_is_recounted_on_events_not_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch, settling: bool
+) -> None:
+    """It used to be recounted every 5 s for each Application (1,000: 200 recounts/s). Now
+    its Pods' events wake it, a slow timer is the safety net, and it looks again within a
+    second or two only while Traefik has yet to load a Ready Pod (no watch tells)."""
+    kube = FakeKube()
+    body = kube.add_application("shop", {"kubernetes": {"replicas": 2}})
+    world = FakeWorld(units=("replica-1", "replica-2"))
+    fleet = FakeFleet(kube, world)
+    census = fleet.census
+
+    async def lagging(rolling_out: bool) -> Any:
+        """Some Pod is Ready, but Traefik has not loaded it yet."""
+        return dataclasses.replace(await census(rolling_out), settling=True)
+
+    if settling:
+        monkeypatch.setattr(fleet, "census", lagging)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    memo = kopf.Memo(runtime=runtime_over(kube))
+    patch = kopf.Patch()
+    delay = asyncio.run(handlers.application_tick(body=kopf.Body(body), patch=patch, memo=memo))
+    assert patch.status["phase"] == "Healthy"
+    if settling:
+        assert delay is not None and delay <= 2
+    else:
+        assert delay is not None and delay >= 5 * MINUTE
+
+
+def pod(name: str, slot: str, release_hash: str, *, ready: bool, ip: str) -> dict[str, Any]:
+    """A Pod of Application `shop` as the API (and so the watch) has it."""
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {
+                LABEL_APP: "shop",
+                "lockgate.dev/slot": slot,
+                "lockgate.dev/release-hash": release_hash,
+            },
+        },
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_a_round_reads_pods_and_slots_from_the_watches_not_the_api() -> None:
+    """The indexes the watches keep answer what a round used to ask the API for (a list of
+    each slot's Pods, a read of each slot's Deployment): the same instances, ready or not,
+    and whether Traefik has yet to load a Ready one."""
+    from lockgate.controller.wakeups import pod_entry, slot_entry
+    from lockgate.targets.kubernetes import KubernetesTarget, release_hash
+
+    kube = FakeKube()
+    release = "dep/1"
+    slot = {
+        "metadata": {
+            "name": "shop-a",
+            "labels": {LABEL_APP: "shop", "lockgate.dev/slot": "a"},
+        },
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "metadata": {"annotations": {"lockgate.dev/release": release}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+            },
+        },
+    }
+    kube.put("deployments.apps", NS, slot)
+    pods = [
+        pod("shop-a-1", "a", release_hash(release), ready=True, ip="10.246.0.1"),
+        pod("shop-a-2", "a", release_hash(release), ready=True, ip="10.246.0.2"),
+    ]
+    for p in pods:
+        kube.put("pods", NS, p)
+    pod_index: dict[Any, list[Any]] = {}
+    for p in pods:
+        for key, info in pod_entry(p).items():
+            pod_index.setdefault(key, []).append(info)
+    slot_index = {
+        key: [info]
+        for key, info in slot_entry(kube.store[("deployments.apps", NS, "shop-a")]).items()
+    }
+    asked: list[str] = []
+
+    def refused(what: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            asked.append(what)
+            raise AssertionError(f"{what} asked of the API")
+
+        return call
+
+    async def pods_of(namespace: str, app: str, name: str) -> list[Any]:
+        return list(pod_index.get((namespace, app, name), ()))
+
+    async def slot_of(namespace: str, app: str, name: str) -> Any:
+        return next(iter(slot_index.get((namespace, app, name), ())), None)
+
+    served = {"stable": frozenset({"10.246.0.1"}), "canary": frozenset()}
+    units = ("replica-1", "replica-2")
+    by_api = KubernetesTarget(kube)  # type: ignore[arg-type]
+    expected = asyncio.run(by_api.observe(NS, "shop", units, served))
+    kube.core.list_namespaced_pod = refused("a Pod list")  # type: ignore[method-assign]
+    kube.core.read_namespaced_deployment = refused("a slot")  # type: ignore[method-assign]
+    by_watch = KubernetesTarget(kube, pods_of, slot_of)  # type: ignore[arg-type]
+    seen = asyncio.run(by_watch.observe(NS, "shop", units, served))
+    assert seen == expected
+    assert seen[0].release == release and seen[0].image == "app:1"
+    assert seen[0].units == units and seen[0].ready == ("replica-2",)
+    assert by_watch.lagging and by_api.lagging, "a Ready Pod Traefik has not loaded yet"
+    assert asked == []
+
+
+def test_a_deleted_application_closes_its_host_connections() -> None:
+    closed: list[str] = []
+
+    class HostConnections:
+        async def aclose(self) -> None:
+            closed.append("hosts")
+
+    rt = runtime_over(FakeKube())
+    rt.fleets[(NS, "shop")] = HostConnections()  # type: ignore[assignment]
+    rt.fleets[(NS, "other")] = HostConnections()  # type: ignore[assignment]
+    asyncio.run(
+        handlers.application_event(
+            memo=kopf.Memo(runtime=rt), namespace=NS, name="shop", type="DELETED"
+        )
+    )
+    assert closed == ["hosts"]
+    assert list(rt.fleets) == [(NS, "other")]
+
+
+def test_a_finished_deployment_is_not_woken_by_its_applications_changes(env: Env) -> None:
+    """A Pod or a sibling changing wakes the rollouts that may act, not the finished ones
+    (each would read itself again for nothing)."""
+    rt = env.op.rt
+    woken = {name: asyncio.Event() for name in ("old", "dep")}
+    for name, event in woken.items():
+        rt.wakeups.register("deployments", NS, name, event)
+    env.kube.add_deployment("old", dep_spec("app:1", strategy=FOREVER))
+    env.kube.deployment("old")["status"] = {"phase": "Succeeded"}
+    env.kube.add_deployment("dep", dep_spec(strategy=FOREVER))
+    asyncio.run(
+        handlers.pod_event(
+            memo=kopf.Memo(runtime=rt),
+            namespace=NS,
+            labels={LABEL_APP: "shop"},
+            deployments_by_application=env.kube.index(),
+        )
+    )
+    assert woken["dep"].is_set()
+    assert not woken["old"].is_set()
+
+
+def test_an_applications_status_daemon_ends_as_soon_as_it_is_stopped(env: Env) -> None:
+    """Stopped (its Application moved to another shard, or is deleted), it ended only when
+    its timer was due, so kopf cancelled it after its cancellation timeout ("Daemon
+    'application_status' is cancelled. Will escalate." in the sharding test's log)."""
+
+    async def scenario() -> bool:
+        stop = Stopped()
+        daemon = asyncio.create_task(
+            handlers.application_status(
+                stopped=stop,
+                name="shop",
+                namespace=NS,
+                body=kopf.Body(env.kube.application("shop")),
+                memo=kopf.Memo(runtime=env.op.rt),
+                logger=log,
+            )
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        stop.set()
+        for _ in range(100):  # every chance to end, and no time passes
+            await asyncio.sleep(0)
+        done = daemon.done()
+        daemon.cancel()
+        return done
+
+    assert asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("reason", "cancelled"),
+    [
+        (kopf.DaemonStoppingReason.RESOURCE_DELETED, True),
+        (kopf.DaemonStoppingReason.FILTERS_MISMATCH, False),
+        (kopf.DaemonStoppingReason.OPERATOR_EXITING, False),
+    ],
+)
+def test_a_deleted_deployments_driver_ends_mid_round(
+    env: Env, reason: kopf.DaemonStoppingReason, cancelled: bool
+) -> None:
+    """Deleted mid-round, the driver ends at once: kopf, finding it busy, looked again only
+    after its grace for finishing a round (30 s), and a namespace being deleted stayed held
+    by the Deployment's finalizer. Told to stop for any other reason (another shard serves
+    it now, the operator exits), it finishes the round it is in."""
+    env.kube.add_deployment("dep", dep_spec(strategy=FOREVER))
+
+    async def scenario() -> tuple[bool, bool]:
+        in_round, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_round(*args: Any, **kwargs: Any) -> float | None:
+            in_round.set()
+            await release.wait()
+            return None
+
+        stop = Stopped()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(handlers, "_drive_once", slow_round)
+            driver = asyncio.create_task(drive(env, stop, kopf.Memo(runtime=env.op.rt)))
+            await in_round.wait()
+            stop.set(reason)
+            for _ in range(10):  # kopf's "instant exit": a few zero-time cycles
+                await asyncio.sleep(0)
+            ended_mid_round = driver.done()
+            release.set()
+            await driver
+            return ended_mid_round, driver.cancelled()
+
+    ended_mid_round, driver_cancelled = asyncio.run(scenario())
+    assert ended_mid_round == cancelled
+    assert not driver_cancelled, "it returns: kopf sees a daemon that ended, not a failure"
