@@ -377,6 +377,46 @@ def test_the_ingress_route_gets_the_header_route_only_after_traefik_has_its_back
     asyncio.run(scenario())
 
 
+def test_a_kubernetes_rollout_keeps_looking_until_traefik_serves_its_header_route() -> None:
+    """No watch event tells when Traefik loads a header route (or removes one): while it has
+    not, the fleet reports settling, so the rollout's driver polls instead of sleeping until
+    an event or its timer (it would wait for its safety net with the route long live)."""
+    from lockgate.controller.fleets.kubernetes import KubernetesFleet
+    from lockgate.controller.runtime import Runtime, Settings
+    from lockgate.engine import InstanceSet
+
+    kube = FakeKube()
+    traefik = FakeTraefik(kube)
+    router = crd_router(kube, traefik)
+    rt = Runtime(kube, router.http, Settings(traefik_api_url="http://traefik:8081"))  # type: ignore[arg-type]
+    fleet = KubernetesFleet(rt, router.app_obj, router.app, f"{NS}/shop-v2/1")
+    fleet.router = router
+
+    async def sets(*, in_proxy: bool = True) -> tuple[InstanceSet, InstanceSet]:
+        return InstanceSet(), InstanceSet()
+
+    async def weights_live() -> tuple[int, int]:
+        return (100, 0)  # the weights are served (FakeTraefik does not name leaves)
+
+    fleet._sets = sets  # type: ignore[method-assign]
+    router.live_weights = weights_live  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await router.ensure_route()
+        traefik.sync()
+        assert (await fleet.observe()).live_routes == NO_ROUTES
+        assert not fleet.settling, "nothing to wait for: asleep until an event or a timer"
+        for _ in range(2):  # the backend first, then the route to it
+            await fleet.set_routes(Routes(header=(RULE,)))
+            assert (await fleet.observe()).live_routes is None
+            assert fleet.settling, "Traefik has not loaded it: look again soon"
+            traefik.sync()
+        assert (await fleet.observe()).live_routes == Routes(header=(RULE,))
+        assert not fleet.settling
+
+    asyncio.run(scenario())
+
+
 # --- what a person sees ----------------------------------------------------------------------
 
 
