@@ -5,6 +5,7 @@ router's order of writes."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -108,6 +109,31 @@ def test_a_canary_failing_every_mirrored_request_is_rolled_back_before_any_clien
     )
     assert removed < gone
     assert world.removed_under_route == [], "removed while Traefik still mirrored to them"
+
+
+def test_a_mirror_waiting_for_its_analysis_sleeps_only_until_the_window_is_due() -> None:
+    """A waiting rollout sleeps until an event or its own timer. At weight 0 the copies are
+    the only traffic analysis judges: without the window's timer, a failing canary behind a
+    mirror on Kubernetes was judged once, at the step's deadline, and rolled back by the
+    deadline rather than by its analysis."""
+    app = routed_app()
+    world = FakeWorld(units=app.units())
+    driver = Driver(app, dep_spec(strategy=DARK_LAUNCH, analysis=ANALYSIS), world)
+    waits: list[float | None] = []  # of the rounds after which the driver sleeps
+    for _ in range(100):
+        before = driver.status
+        decision = driver.step()
+        s = driver.status
+        if s.analysis:
+            break
+        mirrored = s.step is not None and s.step.index == 1 and s.routes and s.routes.mirror_percent
+        if mirrored and s == before:  # a round that changed the status is followed at once
+            waits.append(decision.requeue_after)
+        world.now += timedelta(seconds=1)
+    assert driver.status.analysis, "the mirrored requests were judged"
+    assert waits and all(w is not None and w <= ANALYSIS["intervalSeconds"] for w in waits), (
+        f"each round waiting for the first window asks to be woken for it: {waits}"
+    )
 
 
 # --- file provider ---------------------------------------------------------------------------

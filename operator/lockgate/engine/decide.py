@@ -1030,7 +1030,10 @@ class _Run:
         start = analysis_window_start(self.spec, s, self.now)
         if start is None:
             base = s.last_analysis_at or s.step.weights_live_at or s.step.started_at
-            if base is not None and s.weights is not None and s.weights.canary > 0:
+            # The window's own timer: a waiting rollout sleeps until one (or an event). A
+            # header route or a mirror brings the canary requests at weight 0 too.
+            judged = s.weights is not None and (s.weights.canary > 0 or routed_to_canary(s))
+            if base is not None and judged:
                 self.wakeups.append(base + timedelta(seconds=analysis.interval_seconds))
             return False
         sample = self.obs.metrics
