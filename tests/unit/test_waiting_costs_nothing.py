@@ -110,6 +110,16 @@ def test_a_timed_pause_sleeps_until_it_ends(env: Env) -> None:
     assert wait == pytest.approx(30 - elapsed), "it sleeps until the pause ends"
 
 
+def test_a_round_that_wrote_the_status_waits_for_its_watch_event(env: Env) -> None:
+    """The write's own event wakes the driver for the next round (the event handler test
+    above): a round at once found nothing to do, so each write cost three rounds."""
+    env.kube.add_deployment("dep", dep_spec(strategy=TIMED))
+    result = env.op.round("dep")
+    assert result.progressed and env.kube.deployment("dep").get("status")
+    wait = handlers.round_delay(result)
+    assert wait is not None and wait > 0, "no round before the write's event"
+
+
 def test_a_rollout_polls_while_traefik_has_not_confirmed(env: Env) -> None:
     """Traefik loads a Ready Pod and a new split a moment later and no watch tells: only
     then does a waiting rollout keep looking (backing off)."""
