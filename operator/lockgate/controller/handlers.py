@@ -256,11 +256,11 @@ async def deployment_driver(
     **kwargs: Any,
 ) -> None:
     """Drives one Deployment: reconciles again as soon as the status a round wrote comes back
-    through the watch, so a rollout never waits for a timer between two steps; while it waits it sleeps until an event wakes
-    it or its next timer is due, and backs off to every 2 s only while the world settles
-    where no watch tells (Traefik loading). A finished or failed one reads nothing but its
-    own object. The status is persisted after every round, so one round completes at most
-    one step.
+    through the watch, so a rollout never waits for a timer between two steps; while it
+    waits it sleeps until an event wakes it or its next timer is due, and backs off to every
+    2 s only while the world settles where no watch tells (Traefik loading). A finished or
+    failed one reads nothing but its own object. The status is persisted after every round,
+    so one round completes at most one step.
 
     Stopped (its Application moved to another shard, the Deployment is deleted, the operator
     exits), it ends after the round in progress. A round starts only while the index says
