@@ -321,20 +321,25 @@ async def _drive(
     """The driver's loop: a round (while the Deployment is this shard's), then a wait for
     `wake` or the round's delay."""
     idle = IDLE_MIN
-    while not stopped:
-        wake.clear()
-        if not serves():
-            delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
-        else:
-            delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
-        if delay is None:
-            idle = min(idle * 2, IDLE_MAX)
-            delay = idle
-        else:
-            idle = IDLE_MIN
-        if delay > 0 and not stopped:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+    key = ("deployments", namespace, name)
+    try:
+        while not stopped:
+            wake.clear()
+            if not serves():
+                delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
+            else:
+                delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
+            if delay is None:
+                idle = min(idle * 2, IDLE_MAX)
+                delay = rt.polls.delay(key, idle)
+            else:
+                idle = IDLE_MIN
+                rt.polls.done(key)
+            if delay > 0 and not stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        rt.polls.done(key)
 
 
 async def _drive_once(
@@ -515,6 +520,7 @@ async def application_status(
     finally:
         relay.cancel()
         rt.wakeups.unregister("applications", namespace, name, wake)
+        rt.polls.done(("applications", namespace, name))
 
 
 async def _refresh_application(
