@@ -257,6 +257,22 @@ class Bench:
         for future in futures:
             future.result()
 
+    def wait_quiet(self, what: str, quiet: float = 5.0) -> None:
+        """Until the operator has run no round for `quiet` seconds: the rounds that follow a
+        patch of all N are over (at 100, five seconds were not enough, and the idle window
+        counted them)."""
+        started = last_change = time.monotonic()
+        rounds = operator_counters(self.metrics_url)[1]
+        while time.monotonic() - last_change < quiet:
+            time.sleep(0.5)
+            now = operator_counters(self.metrics_url)[1]
+            if now != rounds:
+                rounds, last_change = now, time.monotonic()
+            if time.monotonic() - started > 300:
+                print(f"  {what}: rounds still running after 5 min (measured anyway)")
+                return
+        print(f"  {what}: no round for {quiet:.0f}s after {time.monotonic() - started:.0f}s")
+
     def deployments(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
             GROUP, VERSION, self.namespace, "deployments"
@@ -417,10 +433,12 @@ def run(bench: Bench, levels: list[int], rate: float, seconds: float, out: Path)
         print("  " + results[-1].line(), flush=True)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": True}}))
         bench.wait_all(set(names), lambda d: phase(d) in ("Paused", *FINAL), "paused")
+        # The rounds that follow the patch are over by the next analysis (every 30 s).
+        time.sleep(ANALYSIS["intervalSeconds"])
         results.append(bench.window(level, "paused", seconds, names))
         print("  " + results[-1].line(), flush=True)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"analysis": None}}))
-        time.sleep(5)  # the last analysis windows close
+        bench.wait_quiet("idle")
         results.append(bench.window(level, "idle", seconds, names))
         print("  " + results[-1].line(), flush=True)
         with out.open("a") as f:

@@ -104,6 +104,9 @@ class FakeWorld:
     unit_errors: dict[str, str] = field(default_factory=dict)
     refusal: str | None = None
     outages: list[Outage] = field(default_factory=list)
+    # Like Traefik by default (allowEmptyServices false): a weighted service naming a side
+    # without a single started instance is not served at all, so no split is live.
+    drops_empty_sides: bool = False
     # Seconds before the router serves a split written to it; None: it never does.
     weight_delay: float | None = 0.0
     # One per SetWeights, in order: True loses it (the engine must ask again).
@@ -157,6 +160,11 @@ class FakeWorld:
     @property
     def live_weights(self) -> tuple[int, int] | None:
         """What lockgate's routers report: the split written, once it is served."""
+        if self.drops_empty_sides and any(
+            weight > 0 and not side.started
+            for weight, side in zip(self.weights, (self.stable, self.canary), strict=True)
+        ):
+            return None
         if self.declared is None or self.declared == self.weights:
             return self.weights
         return None

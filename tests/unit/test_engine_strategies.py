@@ -129,6 +129,18 @@ def test_strategy(case: Case) -> None:
     assert conditions["Stalled"] == ("False" if case.phase == "Succeeded" else "True")
 
 
+def test_recreate_drains_although_the_proxy_serves_no_split_once_the_old_set_is_gone() -> None:
+    """Traefik drops a weighted service whose only Service has no endpoints left, so once
+    Recreate has stopped the old instances no split is ever confirmed live. Nothing can be
+    served then, by design: the drain is done (it waited for a split until its deadline and
+    rolled a good version back)."""
+    app = app_spec(3)
+    world = FakeWorld(units=app.units(), drops_empty_sides=True)
+    status = Driver(app, dep_spec(strategy=RECREATE, progressDeadlineSeconds=60), world).run()
+    assert status.phase == "Succeeded", status.message
+    assert world.stable.image == "app:2" and world.weights == (100, 0)
+
+
 def test_never_ready_canary_never_receives_traffic() -> None:
     app = app_spec(4)
     world = FakeWorld(units=app.units(), unready_images={"app:2"})

@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kopf
 import pytest
 
 from lockgate.controller import applications, deployments, handlers
+from lockgate.controller.wakeups import PollPace
 from lockgate.names import LABEL_APP
 from tests.support.fakeworld import FakeWorld, dep_spec
 from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes, runtime_over
@@ -108,6 +109,16 @@ def test_a_timed_pause_sleeps_until_it_ends(env: Env) -> None:
     ).total_seconds()  # type: ignore[union-attr]
     assert started
     assert wait == pytest.approx(30 - elapsed), "it sleeps until the pause ends"
+
+
+def test_a_round_that_wrote_the_status_waits_for_its_watch_event(env: Env) -> None:
+    """The write's own event wakes the driver for the next round (the event handler test
+    above): a round at once found nothing to do, so each write cost three rounds."""
+    env.kube.add_deployment("dep", dep_spec(strategy=TIMED))
+    result = env.op.round("dep")
+    assert result.progressed and env.kube.deployment("dep").get("status")
+    wait = handlers.round_delay(result)
+    assert wait is not None and wait > 0, "no round before the write's event"
 
 
 def test_a_rollout_polls_while_traefik_has_not_confirmed(env: Env) -> None:
@@ -409,3 +420,53 @@ def test_a_deleted_deployments_driver_ends_mid_round(
     ended_mid_round, driver_cancelled = asyncio.run(scenario())
     assert ended_mid_round == cancelled
     assert not driver_cancelled, "it returns: kopf sees a daemon that ended, not a failure"
+
+
+def test_polls_of_many_waiters_share_one_budget() -> None:
+    """Alone, a waiter polls on its own back-off; with hundreds waiting on Traefik at once,
+    each polls less often, so that all of them together stay within the budget (they took
+    the whole core and starved the handlers creating what they waited for)."""
+    pace = PollPace(per_second=20)
+    alone = pace.delay(("deployments", NS, "dep"), 0.1)
+    for i in range(99):
+        pace.delay(("applications", NS, f"app{i}"), 1.0)
+    crowded = pace.delay(("deployments", NS, "dep"), 0.1)
+    for i in range(99):
+        pace.done(("applications", NS, f"app{i}"))
+    assert (alone, crowded) == (0.1, pytest.approx(100 / 20))
+    assert pace.delay(("deployments", NS, "dep"), 0.1) == 0.1
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Lets the driver run until `predicate` holds, for more loop cycles than its back-off
+    (at most 2 s) needs."""
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the driver never got there")
+
+
+def test_a_driver_counts_among_the_pollers_only_while_it_polls(env: Env) -> None:
+    env.pause(FOREVER)
+    rt = env.op.rt
+
+    async def polling_driver() -> tuple[asyncio.Task[None], Stopped]:
+        stop = Stopped()
+        env.fleet.settling = True
+        driver = asyncio.create_task(drive(env, stop, kopf.Memo(runtime=rt)))
+        await until(lambda: len(rt.polls) > 0)
+        return driver, stop
+
+    async def scenario() -> tuple[int, int]:
+        driver, stop = await polling_driver()
+        env.fleet.settling = False  # its next poll finds the world settled
+        await until(lambda: len(rt.polls) == 0)
+        stop.set(kopf.DaemonStoppingReason.OPERATOR_EXITING)
+        await driver
+        driver, stop = await polling_driver()
+        stop.set(kopf.DaemonStoppingReason.OPERATOR_EXITING)  # stopped while it polls
+        await driver
+        return len(rt.polls), driver.done()
+
+    assert asyncio.run(scenario()) == (0, True)

@@ -79,7 +79,9 @@ async def reconcile_application(
     for key, value in new.items():
         if status.get(key) != value:
             patch.status[key] = value
+    poller = ("applications", str(meta.get("namespace", "")), str(meta.get("name", "")))
     if census.settling:
-        return SETTLE_POLL
+        return rt.polls.delay(poller, SETTLE_POLL)
+    rt.polls.done(poller)
     poll: float | None = fleet.status_poll
     return poll

@@ -53,6 +53,10 @@ from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
+# A round that wrote the status looks again when that write's watch event wakes it (then
+# the next round reads what was written). Looking at once cost a round that found nothing
+# to do, and the event brought a third: three rounds per write. Only if no event comes.
+WRITTEN_WAIT = 1.0
 SAFETY_NET = 600.0  # a rollout waiting on events only looks again after this anyway
 FINISHED_WAIT = SAFETY_NET  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
@@ -251,12 +255,12 @@ async def deployment_driver(
     logger: Any,
     **kwargs: Any,
 ) -> None:
-    """Drives one Deployment: reconciles again at once while the rollout moves, so a rollout
-    never waits for a timer between two steps; while it waits it sleeps until an event wakes
-    it or its next timer is due, and backs off to every 2 s only while the world settles
-    where no watch tells (Traefik loading). A finished or failed one reads nothing but its
-    own object. The status is persisted after every round, so one round completes at most
-    one step.
+    """Drives one Deployment: reconciles again as soon as the status a round wrote comes back
+    through the watch, so a rollout never waits for a timer between two steps; while it
+    waits it sleeps until an event wakes it or its next timer is due, and backs off to every
+    2 s only while the world settles where no watch tells (Traefik loading). A finished or
+    failed one reads nothing but its own object. The status is persisted after every round,
+    so one round completes at most one step.
 
     Stopped (its Application moved to another shard, the Deployment is deleted, the operator
     exits), it ends after the round in progress. A round starts only while the index says
@@ -317,20 +321,25 @@ async def _drive(
     """The driver's loop: a round (while the Deployment is this shard's), then a wait for
     `wake` or the round's delay."""
     idle = IDLE_MIN
-    while not stopped:
-        wake.clear()
-        if not serves():
-            delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
-        else:
-            delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
-        if delay is None:
-            idle = min(idle * 2, IDLE_MAX)
-            delay = idle
-        else:
-            idle = IDLE_MIN
-        if delay > 0 and not stopped:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+    key = ("deployments", namespace, name)
+    try:
+        while not stopped:
+            wake.clear()
+            if not serves():
+                delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
+            else:
+                delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
+            if delay is None:
+                idle = min(idle * 2, IDLE_MAX)
+                delay = rt.polls.delay(key, idle)
+            else:
+                idle = IDLE_MIN
+                rt.polls.done(key)
+            if delay > 0 and not stopped:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
+    finally:
+        rt.polls.done(key)
 
 
 async def _drive_once(
@@ -372,7 +381,7 @@ async def _drive_once(
 def round_delay(result: Round) -> float | None:
     """How long a driver waits after a round unless an event wakes it (None: back off)."""
     if result.progressed:
-        return 0.0
+        return WRITTEN_WAIT
     if result.finished:
         return FINISHED_WAIT
     wait = ACTED_WAIT if result.acted else None
@@ -511,6 +520,7 @@ async def application_status(
     finally:
         relay.cancel()
         rt.wakeups.unregister("applications", namespace, name, wake)
+        rt.polls.done(("applications", namespace, name))
 
 
 async def _refresh_application(

@@ -33,7 +33,7 @@ from lockgate.targets.kubernetes import PodInfo, PodSource, SlotInfo, SlotSource
 
 from .notifier import Notifier
 from .redact import Redactor
-from .wakeups import Wakeups
+from .wakeups import PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
 
@@ -89,6 +89,8 @@ class Runtime:
     webhook_calls: dict[str, asyncio.Task[WebhookAnswer]] = field(default_factory=dict)
     # Who to wake when an object changes (the drivers and status loops register here).
     wakeups: Wakeups = field(default_factory=Wakeups)
+    # Who polls now, so that all polls together stay within a budget.
+    polls: PollPace = field(default_factory=PollPace)
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.

@@ -796,7 +796,12 @@ class _Run:
         if step.kind == "drain":
             # Instances leave only once the split without them is live: the one the step
             # before confirmed can be out of date (a canary that was down then is up now).
-            return self.hold_weights(step) and self.ensure_stable(step.stable_units, plan)
+            # With no instance ready on either side no split can matter, and none is ever
+            # confirmed: Traefik drops a weighted service whose Services have no endpoints.
+            nothing_to_serve = not self.obs.stable.ready and not self.canary_ready()
+            return (self.hold_weights(step) or nothing_to_serve) and self.ensure_stable(
+                step.stable_units, plan
+            )
         self.ensure_stable(step.stable_units, plan)
         weights_live = self.hold_traffic(step)
         if step.kind == "start":
