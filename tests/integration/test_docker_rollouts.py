@@ -282,7 +282,8 @@ def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
 
 
 # A request a lost host had already accepted dies with it (Traefik retries only requests
-# no server took); every later one goes to the other hosts. The load sends from 4 threads.
+# no server took); every later one goes to the other hosts, at the latest on a retry (each
+# retry may meet the dead host again: traefik_file.RETRY). The load sends from 4 threads.
 IN_FLIGHT = 4
 
 

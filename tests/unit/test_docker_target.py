@@ -80,7 +80,7 @@ def test_render_weighted_service_over_two_load_balancers_with_router() -> None:
     }
     # Requests to a host that just died are sent again instead of failing.
     assert http["middlewares"] == {
-        "shop-retry": {"retry": {"attempts": 3, "initialInterval": "50ms"}}
+        "shop-retry": {"retry": {"attempts": 10, "initialInterval": "20ms"}}
     }
     assert http["services"]["shop"]["weighted"]["services"] == [
         {"name": "shop-stable", "weight": 90},

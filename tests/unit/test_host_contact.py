@@ -70,7 +70,7 @@ class Env:
         for i, h in enumerate(HOSTS, 1):
             self.hosts.containers[h] = [stable_container(APP, h, "old/1", "app:1", 32000 + i)]
 
-    def drive(self, name: str = "dep") -> float | None:
+    def drive(self, name: str = "dep") -> float | handlers.Poll:
         """One wake-up of the Deployment's driver (its daemon's loop body)."""
         return asyncio.run(handlers._drive_once(self.rt, NS, name, self.kube.index(), log))
 

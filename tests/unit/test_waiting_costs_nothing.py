@@ -62,8 +62,8 @@ class Env(FakesEnv):
         self.op.round("dep")  # the round that notices nothing moves
         assert "pause" in self.kube.deployment("dep")["status"]["step"]["description"]
 
-    def next_round_in(self) -> float | None:
-        """What the driver waits after one more round unless woken (None: it polls)."""
+    def next_round_in(self) -> float | handlers.Poll:
+        """What the driver waits after one more round unless woken (a Poll: it polls)."""
         return asyncio.run(handlers._drive_once(self.op.rt, NS, "dep", self.kube.index(), log))
 
 
@@ -93,7 +93,7 @@ def test_a_rollout_paused_until_promoted_schedules_no_round(env: Env) -> None:
     assert env.op.phase("dep") == "Paused"
     for _ in range(3):
         wait = env.next_round_in()
-        assert wait is not None and wait >= 10 * MINUTE, "only the safety net, no poll"
+        assert isinstance(wait, float) and wait >= 10 * MINUTE, "only the safety net, no poll"
     assert env.op.phase("dep") == "Paused"
 
 
@@ -118,7 +118,7 @@ def test_a_round_that_wrote_the_status_waits_for_its_watch_event(env: Env) -> No
     result = env.op.round("dep")
     assert result.progressed and env.kube.deployment("dep").get("status")
     wait = handlers.round_delay(result)
-    assert wait is not None and wait > 0, "no round before the write's event"
+    assert isinstance(wait, float) and wait > 0, "no round before the write's event"
 
 
 def test_a_rollout_polls_while_traefik_has_not_confirmed(env: Env) -> None:
@@ -126,7 +126,7 @@ def test_a_rollout_polls_while_traefik_has_not_confirmed(env: Env) -> None:
     then does a waiting rollout keep looking (backing off)."""
     env.pause(FOREVER)
     env.fleet.settling = True
-    assert env.next_round_in() is None
+    assert env.next_round_in() == handlers.Poll(), "it polls, with no timer of its own"
 
 
 def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
@@ -135,14 +135,14 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
     env.pause(FOREVER)
     rt = env.op.rt
     memo = kopf.Memo(runtime=rt)
-    rounds: list[float | None] = []
+    rounds: list[float | handlers.Poll] = []
     idle = asyncio.Event
     original = handlers._drive_once
 
     async def scenario() -> None:
         slept = idle()
 
-        async def counted(*args: Any, **kwargs: Any) -> float | None:
+        async def counted(*args: Any, **kwargs: Any) -> float | handlers.Poll:
             delay = await original(*args, **kwargs)
             rounds.append(delay)
             slept.set()
@@ -399,10 +399,10 @@ def test_a_deleted_deployments_driver_ends_mid_round(
     async def scenario() -> tuple[bool, bool]:
         in_round, release = asyncio.Event(), asyncio.Event()
 
-        async def slow_round(*args: Any, **kwargs: Any) -> float | None:
+        async def slow_round(*args: Any, **kwargs: Any) -> handlers.Poll:
             in_round.set()
             await release.wait()
-            return None
+            return handlers.Poll()
 
         stop = Stopped()
         with pytest.MonkeyPatch.context() as patch:
@@ -445,6 +445,21 @@ async def until(predicate: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the driver never got there")
+
+
+def test_a_crowd_of_pollers_never_delays_a_rollouts_own_timer(env: Env) -> None:
+    """A timed pause that also waits on Traefik polls, but ends on time however many poll."""
+    env.pause(TIMED)
+    env.fleet.settling = True
+    poll = env.next_round_in()
+    assert isinstance(poll, handlers.Poll) and poll.timer is not None
+    assert 0 < poll.timer <= 30, "the pause's end"
+    rt = env.op.rt
+    for i in range(1000):
+        rt.polls.delay(("applications", NS, f"app{i}"), 1.0)
+    key = ("deployments", NS, "dep")
+    assert handlers.paced_poll(rt, key, 0.1, poll) == poll.timer
+    assert handlers.paced_poll(rt, key, 0.1, handlers.Poll()) == pytest.approx(1001 / 20)
 
 
 def test_a_driver_counts_among_the_pollers_only_while_it_polls(env: Env) -> None:

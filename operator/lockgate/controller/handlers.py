@@ -26,7 +26,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import kopf
 
@@ -326,12 +326,12 @@ async def _drive(
         while not stopped:
             wake.clear()
             if not serves():
-                delay: float | None = FINISHED_WAIT  # not ours (any more): nothing to do
+                delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
                 delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
-            if delay is None:
+            if isinstance(delay, Poll):
                 idle = min(idle * 2, IDLE_MAX)
-                delay = rt.polls.delay(key, idle)
+                delay = paced_poll(rt, key, idle, delay)
             else:
                 idle = IDLE_MIN
                 rt.polls.done(key)
@@ -349,9 +349,9 @@ async def _drive_once(
     deployments: DeploymentIndex,
     logger: Any,
     wake: Callable[[], None] | None = None,
-) -> float | None:
-    """One round; returns how long to wait before the next unless woken (None: back off,
-    the world settles where no watch tells)."""
+) -> float | Poll:
+    """One round; returns how long to wait before the next unless woken (a Poll: the world
+    settles where no watch tells)."""
     try:
         obj = await rt.kube.get_deployment(namespace, name)
         if obj is not None and settled(obj):
@@ -378,8 +378,23 @@ async def _drive_once(
     return round_delay(result)
 
 
-def round_delay(result: Round) -> float | None:
-    """How long a driver waits after a round unless an event wakes it (None: back off)."""
+class Poll(NamedTuple):
+    """A round's answer when the world settles where no watch tells: look again soon, on
+    the poll back-off (stretched when many poll at once), but no later than `timer`."""
+
+    timer: float | None = None
+
+
+def paced_poll(rt: Runtime, key: tuple[str, str, str], backoff: float, poll: Poll) -> float:
+    """The wait before a poll: the back-off, stretched when many poll at once, but never
+    past the round's own timer (a pause's end, the next analysis): stretched past it, 500
+    rollouts waiting on Traefik ended their 20 s pauses 13 s late (median)."""
+    paced = rt.polls.delay(key, backoff)
+    return paced if poll.timer is None else min(paced, poll.timer)
+
+
+def round_delay(result: Round) -> float | Poll:
+    """How long a driver waits after a round unless an event wakes it."""
     if result.progressed:
         return WRITTEN_WAIT
     if result.finished:
@@ -389,7 +404,7 @@ def round_delay(result: Round) -> float | None:
         timer = max(result.requeue_after, 0.0)
         wait = timer if wait is None else min(wait, timer)
     if result.settling and (wait is None or wait > IDLE_MAX):
-        return None  # poll, backing off to IDLE_MAX, until the world has settled
+        return Poll(wait)  # until the world has settled, or the timer is due
     return SAFETY_NET if wait is None else wait
 
 

@@ -18,6 +18,7 @@ from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
 from lockgate.kube import Kube, load_config
 from lockgate.names import shard_name_problem
+from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.prometheus import PrometheusMetrics
@@ -102,7 +103,7 @@ class Runtime:
 
     @classmethod
     def from_env(cls) -> Runtime:
-        rt = cls(Kube(load_config()), httpx.AsyncClient(), Settings.from_env())
+        rt = cls(Kube(load_config()), BoundedClient(), Settings.from_env())
         rt.notifier.defaults = rt.default_notifications()
         return rt
 

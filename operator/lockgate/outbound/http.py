@@ -6,6 +6,7 @@ delivery lockgate could not record as done is sent again after an operator resta
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -16,6 +17,31 @@ import httpx
 
 # the engine judges gates on these answers, so it owns their type
 from lockgate.engine.model import WebhookAnswer as Answer
+
+PER_ORIGIN = 16
+
+
+class BoundedClient(httpx.AsyncClient):
+    """The operator's one HTTP client (Traefik's API, Prometheus, health checks, webhooks),
+    with at most `per_origin` requests to any one origin at a time; the others wait their
+    turn here. Each time a request ends, httpcore's pool compares every request queued in it
+    with every connection: with hundreds queued for Traefik at once (500 rollouts and
+    status loops), that comparison took 88% of the operator's CPU and nothing moved."""
+
+    def __init__(self, *, per_origin: int = PER_ORIGIN, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.per_origin = per_origin
+        self._turns: dict[tuple[bytes, bytes, int | None], asyncio.Semaphore] = {}
+
+    async def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        url = request.url
+        origin = (url.raw_scheme, url.raw_host, url.port)
+        turn = self._turns.get(origin)
+        if turn is None:
+            turn = self._turns[origin] = asyncio.Semaphore(self.per_origin)
+        async with turn:
+            return await super().send(request, **kwargs)
+
 
 SIGNATURE_HEADER = "X-Lockgate-Signature"
 DELIVERY_HEADER = "X-Lockgate-Delivery"
