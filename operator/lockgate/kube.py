@@ -152,23 +152,14 @@ class Kube:
 
     async def served_versions(self, group: str) -> frozenset[str]:
         """`group/version` of each version the API server serves of an API group (none when
-        it serves no such group): its discovery document, /apis/<group>."""
-        REQUESTS.labels("discovery").inc()
-        try:
-            document = await asyncio.to_thread(
-                self.api.call_api,
-                f"/apis/{group}",
-                "GET",
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return frozenset()
-            raise
-        versions = (document or {}).get("versions") or []
-        return frozenset(str(v.get("groupVersion")) for v in versions if v.get("groupVersion"))
+        it serves no such group), from its discovery document of all groups (/apis)."""
+        groups = await self.call(client.ApisApi(self.api).get_api_versions)
+        return frozenset(
+            v.group_version
+            for g in groups.groups or []
+            if g.name == group
+            for v in g.versions or []
+        )
 
 
 DISCOVERY_TTL_S = 60.0
