@@ -1,19 +1,56 @@
 """An Application on Kubernetes: two slots of Pods (KubernetesTarget) weighted by Traefik's
-CRD provider (TraefikCrdRouter). Every record is in the cluster, so nothing outlives a round."""
+CRD provider (TraefikCrdRouter) or through a Gateway API HTTPRoute (GatewayApiRouter), the
+router chosen once, in `router_for`. Every record is in the cluster, so nothing outlives a
+round."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
 from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.names import service_name
 from lockgate.targets.kubernetes import KubernetesTarget
+from lockgate.traffic.gateway_api import GatewayApiRouter
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from ..runtime import Runtime
-from .base import Census, FleetView, record_stable
+from .base import Census, FleetUnusable, FleetView, record_stable
+
+
+class TrafficRouter(Protocol):
+    """How an Application's traffic moves between its two Services on Kubernetes."""
+
+    async def problem(self) -> str | None:
+        """Why the route cannot be used as configured, naming the field; None: it can."""
+
+    async def ensure_route(self) -> None:
+        """(Re)create what the router owns outside rollouts."""
+
+    async def serving(self) -> dict[str, frozenset[str]] | None:
+        """Per role, the IPs the proxy has loaded; None without the proxy's API."""
+
+    async def set_weights(self, stable: int, canary: int) -> None:
+        """Declare the split."""
+
+    async def live_weights(self) -> tuple[int, int] | None:
+        """The declared split once the proxy serves it; None until then."""
+
+    async def set_routes(self, routes: Routes) -> None:
+        """Declare the header route and the mirror."""
+
+    async def live_routes(self) -> Routes | None:
+        """The declared routes once the proxy serves them; None until then."""
+
+
+def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec) -> TrafficRouter:
+    """The Application's router: an HTTPRoute with spec.traffic.gatewayAPI, else a
+    TraefikService (and IngressRoute). Chosen here and nowhere else."""
+    api_url = rt.settings.traefik_api_url
+    if app.traffic.gateway_api is not None:
+        return GatewayApiRouter(rt.kube, app_obj, app, api_url, rt.http)
+    return TraefikCrdRouter(rt.kube, app_obj, app, api_url, rt.http)
 
 
 def deployment_of(release: str) -> str:
@@ -36,7 +73,7 @@ class KubernetesFleet:
         self.name: str = app_obj["metadata"]["name"]
         self.release = release
         self.target = KubernetesTarget(rt.kube, rt.pod_source(), rt.slot_source())
-        self.router = TraefikCrdRouter(rt.kube, app_obj, app, rt.settings.traefik_api_url, rt.http)
+        self.router = router_for(rt, app_obj, app)
         self.settling = False
 
     def metric_sources(self) -> dict[Role, str]:
@@ -51,6 +88,9 @@ class KubernetesFleet:
         return await self.target.observe(self.namespace, self.name, self.app.units(), serving)
 
     async def observe(self) -> FleetView:
+        problem = await self.router.problem()
+        if problem:
+            raise FleetUnusable(problem)
         stable, canary = await self._sets()
         live = await self.router.live_weights()
         routes = await self.router.live_routes()
