@@ -474,3 +474,43 @@ def test_the_router_is_chosen_from_the_application_in_one_place() -> None:
         app_obj = kube.add_application("shop", spec(traffic))
         fleet = KubernetesFleet(rt, app_obj, ApplicationSpec.model_validate(spec(traffic)), None)
         assert isinstance(fleet.router, kind)
+
+
+def test_a_route_no_gateway_accepts_is_a_problem_naming_the_field() -> None:
+    kube, _, router = owned_router()
+
+    async def scenario() -> None:
+        await router.ensure_route()
+        assert await router.problem() is None, "no Gateway has said anything yet"
+        obj = route(kube)
+        generation = obj["metadata"]["generation"]
+
+        def parents(status: str, generation: int) -> dict[str, Any]:
+            return {
+                "parents": [
+                    {
+                        "parentRef": PARENT,
+                        "controllerName": "traefik.io/gateway-controller",
+                        "conditions": [
+                            {
+                                "type": "Accepted",
+                                "status": status,
+                                "reason": "NoMatchingListenerHostname",
+                                "observedGeneration": generation,
+                            }
+                        ],
+                    }
+                ]
+            }
+
+        obj["status"] = parents("True", generation)
+        assert await router.problem() is None
+        obj["status"] = parents("False", generation - 1)
+        assert await router.problem() is None, "said of an earlier generation"
+        obj["status"] = parents("False", generation)
+        assert await router.problem() == (
+            f"spec.traffic.gatewayAPI.route.parentRefs: HTTPRoute {NS}/shop is accepted by "
+            "none of its Gateways (default/traefik: NoMatchingListenerHostname)"
+        )
+
+    asyncio.run(scenario())

@@ -166,6 +166,31 @@ def patched_rules(
     return kept
 
 
+def not_accepted(route: dict[str, Any] | None) -> str | None:
+    """Why no Gateway accepts the route, when its status says so for its current generation
+    (each parent's Accepted condition False); None when one accepts it or none has said."""
+    if route is None:
+        return None
+    generation = (route.get("metadata") or {}).get("generation")
+    parents = (route.get("status") or {}).get("parents") or []
+    reasons = []
+    for parent in parents:
+        accepted = next(
+            (c for c in parent.get("conditions") or [] if c.get("type") == "Accepted"), None
+        )
+        if accepted is None or accepted.get("status") != "False":
+            return None
+        if generation is not None and accepted.get("observedGeneration") not in (
+            None,
+            generation,
+        ):
+            return None  # said of an earlier version of the route
+        ref = parent.get("parentRef") or {}
+        where = "/".join(x for x in (ref.get("namespace"), ref.get("name")) if x)
+        reasons.append(f"{where}: {accepted.get('reason')}")
+    return "; ".join(reasons) or None
+
+
 _ROUTER = re.compile(r"-ep-.+-(\d+)-[0-9a-f]{10}$")
 
 
@@ -360,20 +385,26 @@ class GatewayApiRouter:
     async def problem(self) -> str | None:
         """Why the route cannot be used as configured, naming the field; None: it can."""
         ref = self.gateway.route_ref
-        if ref is None:
+        route = await self._get(self.route_name)
+        if ref is not None:
+            if route is None:
+                return (
+                    f"spec.traffic.gatewayAPI.routeRef.name: HTTPRoute "
+                    f"{self.namespace}/{ref.name} not found"
+                )
+            if self._index(route, ref.rule) is None:
+                return (
+                    f"spec.traffic.gatewayAPI.routeRef.rule: HTTPRoute "
+                    f"{self.namespace}/{ref.name} has no rule named {ref.rule!r}"
+                )
+        refused = not_accepted(route)
+        if refused is None:
             return None
-        route = await self._get(ref.name)
-        if route is None:
-            return (
-                f"spec.traffic.gatewayAPI.routeRef.name: HTTPRoute "
-                f"{self.namespace}/{ref.name} not found"
-            )
-        if self._index(route, ref.rule) is None:
-            return (
-                f"spec.traffic.gatewayAPI.routeRef.rule: HTTPRoute {self.namespace}/{ref.name} "
-                f"has no rule named {ref.rule!r}"
-            )
-        return None
+        field = "routeRef.name" if ref is not None else "route.parentRefs"
+        return (
+            f"spec.traffic.gatewayAPI.{field}: HTTPRoute {self.namespace}/{self.route_name} "
+            f"is accepted by none of its Gateways ({refused})"
+        )
 
     # --- the router interface -------------------------------------------------------------
 
