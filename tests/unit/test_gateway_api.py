@@ -514,3 +514,20 @@ def test_a_route_no_gateway_accepts_is_a_problem_naming_the_field() -> None:
         )
 
     asyncio.run(scenario())
+
+
+def test_plan_names_the_route_it_moves() -> None:
+    from pathlib import Path
+
+    from lockgate.cli.plan import plan_command
+
+    examples = Path(__file__).resolve().parents[2] / "manifests/examples/kubernetes"
+    text = plan_command([examples / "gateway-api/canary.yaml"])
+    assert "traffic:     Gateway API, HTTPRoute shop (owned)" in text
+    assert "+header" in text, "the header route step is planned"
+    ref = plan_command(
+        [examples / "gateway-api/canary.yaml", examples / "gateway-ref/application.yaml"]
+    )
+    assert (
+        "traffic:     Gateway API, rule shop of HTTPRoute storefront (its backendRefs only)" in ref
+    )
