@@ -208,13 +208,13 @@ def test_a_route_ref_gets_only_its_rules_backends_and_a_header_rule_right_before
 def traefik_rule(hostnames: list[str], match: dict[str, Any]) -> str:
     """buildMatchRule, for the matches lockgate writes."""
     path = match.get("path") or {"type": "PathPrefix", "value": "/"}
-    parts = [f"PathPrefix(`{path['value']}`)"]
+    parts = [f'PathPrefix("{path["value"]}")']
     for h in match.get("headers") or []:
         op = "Header" if h.get("type", "Exact") == "Exact" else "HeaderRegexp"
         parts.append(f'{op}("{h["name"]}","{h["value"]}")'.replace("\\", "\\\\"))
     rule = " && ".join(parts)
     if hostnames:
-        rule = f"Host(`{hostnames[0]}`) && {rule}"
+        rule = f'Host("{hostnames[0]}") && {rule}'
     return rule
 
 
@@ -237,7 +237,8 @@ class FakeGatewayTraefik:
                 key = normalize(f"httproute-{ns}-{name}-gw-default-traefik-ep-web-{i}")
                 for match in rule.get("matches") or [{}]:
                     text = traefik_rule(spec.get("hostnames") or [], match)
-                    router = f"{key}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+                    digest = hashlib.sha256(text.encode()).hexdigest()[:20]  # Go: %.10x of it
+                    router = f"{key}-{digest}"
                     children = []
                     for ref in rule.get("backendRefs") or []:
                         leaf = normalize(f"{ns}-{ref['name']}-http") + f"-{ref['port']}"
@@ -307,7 +308,7 @@ def route(kube: FakeKube, name: str = "shop") -> dict[str, Any]:
 
 
 def test_traefiks_router_names_give_the_rule_index() -> None:
-    name = "httproute-ns-1-shop-gw-default-traefik-ep-web-1-0123456789@kubernetesgateway"
+    name = "httproute-ns-1-shop-gw-default-traefik-ep-web-1-1ad1f3cb49b963d1b6fc@kubernetesgateway"
     assert rule_index(name) == 1
     assert rule_index("ns-1-shop-lockgate-probe@kubernetescrd") is None
 

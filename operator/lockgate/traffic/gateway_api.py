@@ -21,7 +21,7 @@ A backendRef with weight 0 is left out, as in the TraefikService: a Service with
 endpoints among the backends would have Traefik answer 500/503 for its share.
 
 What Traefik builds from an HTTPRoute (its API): per rule `i`, per match and per listener, a
-router `httproute-<ns>-<route>-gw-<gw ns>-<gw>-ep-<entry point>-<i>-<hash of the rule>` with
+router `httproute-<ns>-<route>-gw-<gw ns>-<gw>-ep-<entry point>-<i>-<hash of the rule: 20 hex>` with
 service `<router>-wrr`, weighted over one service per backendRef named
 `<ns>-<service>-http-<port>` (all with Traefik's name normalisation: every run of characters
 other than letters and digits becomes one `-`), all `@kubernetesgateway`. A change counts as
@@ -191,7 +191,8 @@ def not_accepted(route: dict[str, Any] | None) -> str | None:
     return "; ".join(reasons) or None
 
 
-_ROUTER = re.compile(r"-ep-.+-(\d+)-[0-9a-f]{10}$")
+# The rule's hash: the first 10 bytes of its SHA-256, in hex (Go's `%.10x` of the sum).
+_ROUTER = re.compile(r"-ep-.+-(\d+)-[0-9a-f]{20}$")
 
 
 def rule_index(router_name: str) -> int | None:
