@@ -133,6 +133,9 @@ class TraefikCrdRouter:
         )
         return obj
 
+    async def problem(self) -> str | None:
+        return None  # lockgate owns every object it uses here
+
     async def ensure_route(self) -> None:
         declared = await self._declared()
         if declared is None:
