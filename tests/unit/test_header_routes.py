@@ -397,7 +397,7 @@ def test_a_kubernetes_rollout_keeps_looking_until_traefik_serves_its_header_rout
     router = crd_router(kube, traefik)
     rt = Runtime(kube, router.http, Settings(traefik_api_url="http://traefik:8081"))  # type: ignore[arg-type]
     fleet = KubernetesFleet(rt, router.app_obj, router.app, f"{NS}/shop-v2/1")
-    fleet.router = router
+    fleet._router = router
 
     async def sets(*, in_proxy: bool = True) -> tuple[InstanceSet, InstanceSet]:
         return InstanceSet(), InstanceSet()
