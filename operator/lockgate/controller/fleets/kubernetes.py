@@ -45,9 +45,7 @@ class TrafficRouter(Protocol):
         """The declared routes once the proxy serves them; None until then."""
 
 
-async def router_for(
-    rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec
-) -> TrafficRouter:
+async def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec) -> TrafficRouter:
     """The Application's router: an HTTPRoute with spec.traffic.gatewayAPI, else a
     TraefikService (and IngressRoute) of the Traefik CRD version the Application names, or
     else the newest the cluster serves. Chosen here and nowhere else. Raises FleetUnusable
