@@ -190,5 +190,10 @@ class ApiVersions:
             if cached is not None and self.clock() - cached[0] < DISCOVERY_TTL_S:
                 return cached[1]
             served = await self.kube.served_versions(group)
+            if not served:
+                # An API server that is starting lists a CRD's group only once it has loaded
+                # the CRD: an empty answer is asked again next time, and never replaces a
+                # version served before (a control plane restart rolled a good canary back).
+                return cached[1] if cached is not None else served
             self._served[group] = (self.clock(), served)
             return served

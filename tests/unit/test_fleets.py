@@ -172,6 +172,23 @@ def test_the_served_versions_are_asked_once_a_minute_for_all_applications() -> N
     assert kube.store[("traefikservices", NS, "d")]["apiVersion"] == "traefik.io/v1"
 
 
+def test_an_api_server_that_lists_no_traefik_group_for_a_moment_changes_nothing() -> None:
+    """While the API server restarts, its discovery lists a CRD's group only once it has
+    loaded the CRD: that moment must not make a rollout's fleet unusable."""
+    kube = FakeKube()
+    rt, app_obj, app = kubernetes_app(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    run(fleet_for(rt, app_obj, app, None).ensure_owned())
+    kube.served.clear()
+    now[0] = DISCOVERY_TTL_S
+    run(fleet_for(rt, app_obj, app, "dep/1").observe())  # no FleetUnusable
+    assert traefik_service_version(kube) == "traefik.io/v1alpha1"
+    assert kube.discoveries == 2
+    run(fleet_for(rt, app_obj, app, "dep/1").observe())
+    assert kube.discoveries == 3, "an empty answer is asked again, not kept"
+
+
 def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:
     """A canary of Deployment `dep` (revision 1) at 20%; the fleet of the `deleted` release."""
     rt, app_obj, app = kubernetes_app(kube)
