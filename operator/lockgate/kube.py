@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -149,46 +148,3 @@ class Kube:
             body,
             **options,
         )
-
-    async def served_versions(self, group: str) -> frozenset[str]:
-        """`group/version` of each version the API server serves of an API group (none when
-        it serves no such group), from its discovery document of all groups (/apis)."""
-        groups = await self.call(client.ApisApi(self.api).get_api_versions)
-        return frozenset(
-            v.group_version
-            for g in groups.groups or []
-            if g.name == group
-            for v in g.versions or []
-        )
-
-
-DISCOVERY_TTL_S = 60.0
-"""How long an API group's served versions are taken as known: a CRD upgraded under a running
-operator is followed within this time, at one discovery request per group."""
-
-
-class ApiVersions:
-    """Which of the versions lockgate can write an API group's server serves, asked once per
-    DISCOVERY_TTL_S for all the Applications that use the group."""
-
-    def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic) -> None:
-        self.kube = kube
-        self.clock = clock
-        self._served: dict[str, tuple[float, frozenset[str]]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def newest(self, known: Sequence[str]) -> str | None:
-        """The first of `known` (`group/version`, newest first, all of one group) that the
-        server serves; None when it serves none of them."""
-        group = known[0].rpartition("/")[0]
-        served = await self._served_of(group)
-        return next((v for v in known if v in served), None)
-
-    async def _served_of(self, group: str) -> frozenset[str]:
-        async with self._locks.setdefault(group, asyncio.Lock()):
-            cached = self._served.get(group)
-            if cached is not None and self.clock() - cached[0] < DISCOVERY_TTL_S:
-                return cached[1]
-            served = await self.kube.served_versions(group)
-            self._served[group] = (self.clock(), served)
-            return served

@@ -113,21 +113,6 @@ def test_the_application_status_counts_the_fleet(monkeypatch: pytest.MonkeyPatch
     assert (status["phase"], status["message"]) == ("Progressing", "rolling out with dep")
 
 
-def test_the_application_status_says_when_the_cluster_serves_no_traefik_crds() -> None:
-    kube = FakeKube()
-    kube.served.clear()
-    body = kube.add_application("shop", {"kubernetes": {"replicas": 2}})
-    patch = kopf.Patch()
-    asyncio.run(reconcile_application(runtime_over(kube), body, patch))
-    assert patch.status["phase"] == "Degraded"
-    assert patch.status["message"] == (
-        "spec.traffic.traefik.apiGroup: the cluster serves none of traefik.io/v1, "
-        "traefik.io/v1alpha1: are Traefik's CRDs installed?"
-    )
-    ready = next(c for c in patch.status["conditions"] if c["type"] == "Ready")
-    assert ready["status"] == "False"
-
-
 def test_the_application_status_says_why_hosts_cannot_be_counted() -> None:
     kube = FakeKube()
     body = kube.add_application("shop", DOCKER, stable={"image": "app:1"})

@@ -255,10 +255,6 @@ class Sticky(SpecModel):
     """The cookie Traefik sets on the first answer and routes by afterwards."""
 
 
-TRAEFIK_API_VERSIONS = ("traefik.io/v1", "traefik.io/v1alpha1")
-"""The versions of Traefik's CRDs lockgate writes, newest first (the same objects in each)."""
-
-
 class TraefikTraffic(SpecModel):
     """Traffic through Traefik."""
 
@@ -270,10 +266,8 @@ class TraefikTraffic(SpecModel):
     """Traefik's Prometheus endpoint; the default source for analysis."""
     api_url: str | None = Field(default=None, alias="apiURL")
     """Traefik's API, used to confirm that a weight change is live."""
-    api_group: Literal["traefik.io/v1", "traefik.io/v1alpha1"] | None = None
-    """API group/version of Traefik's CRDs (Kubernetes only); absent: the newest of these two
-    that the cluster serves (recent Traefik v3 releases deprecate traefik.io/v1alpha1 in
-    favour of traefik.io/v1)."""
+    api_group: str = "traefik.io/v1alpha1"
+    """API group/version of Traefik's CRDs (Kubernetes only)."""
     sticky: Sticky | None = None
     """Sticky canaries: a cookie on the weighted service (TraefikService `<app>` or the file
     provider's weighted service) so that a client stays on the version it got while the

@@ -87,15 +87,13 @@ class TraefikCrdRouter:
         app: ApplicationSpec,
         api_url: str | None,
         http: httpx.AsyncClient,
-        api_version: str,
     ) -> None:
-        """`api_version`: of Traefik's CRDs, e.g. traefik.io/v1alpha1."""
         self.kube = kube
         self.app_obj = app_obj
         self.app = app
         self.namespace: str = app_obj["metadata"]["namespace"]
         self.name: str = app_obj["metadata"]["name"]
-        self.api_version = api_version
+        self.api_version = app.traffic.traefik.api_group
         self.api_url = app.traffic.traefik.api_url or api_url
         self.http = http
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
-from lockgate.api.application import TRAEFIK_API_VERSIONS
 from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.names import service_name
@@ -14,7 +13,7 @@ from lockgate.targets.kubernetes import KubernetesTarget
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from ..runtime import Runtime
-from .base import Census, FleetUnusable, FleetView, record_stable
+from .base import Census, FleetView, record_stable
 
 
 def deployment_of(release: str) -> str:
@@ -37,27 +36,8 @@ class KubernetesFleet:
         self.name: str = app_obj["metadata"]["name"]
         self.release = release
         self.target = KubernetesTarget(rt.kube, rt.pod_source(), rt.slot_source())
-        self.rt = rt
-        self._router: TraefikCrdRouter | None = None
+        self.router = TraefikCrdRouter(rt.kube, app_obj, app, rt.settings.traefik_api_url, rt.http)
         self.settling = False
-
-    async def router(self) -> TraefikCrdRouter:
-        """The router through the Traefik CRD version the Application names, else the newest
-        the cluster serves. Raises FleetUnusable when it serves none of them."""
-        if self._router is None:
-            version = self.app.traffic.traefik.api_group or await self.rt.api_versions.newest(
-                TRAEFIK_API_VERSIONS
-            )
-            if version is None:
-                raise FleetUnusable(
-                    "spec.traffic.traefik.apiGroup: the cluster serves none of "
-                    f"{', '.join(TRAEFIK_API_VERSIONS)}: are Traefik's CRDs installed?"
-                )
-            rt = self.rt
-            self._router = TraefikCrdRouter(
-                rt.kube, self.app_obj, self.app, rt.settings.traefik_api_url, rt.http, version
-            )
-        return self._router
 
     def metric_sources(self) -> dict[Role, str]:
         # Traefik names a Kubernetes Service's leaf `<namespace>-<service>-<port>`.
@@ -67,14 +47,13 @@ class KubernetesFleet:
         }
 
     async def _sets(self, *, in_proxy: bool = True) -> tuple[InstanceSet, InstanceSet]:
-        serving = await (await self.router()).serving() if in_proxy else None
+        serving = await self.router.serving() if in_proxy else None
         return await self.target.observe(self.namespace, self.name, self.app.units(), serving)
 
     async def observe(self) -> FleetView:
         stable, canary = await self._sets()
-        router = await self.router()
-        live = await router.live_weights()
-        routes = await router.live_routes()
+        live = await self.router.live_weights()
+        routes = await self.router.live_routes()
         # Traefik loads a Ready Pod, a new split and a new route a moment later: only its
         # API tells (no watch event does), so the driver looks again until it has.
         self.settling = self.target.lagging or live is None or routes is None
@@ -103,10 +82,10 @@ class KubernetesFleet:
         await self.target.ensure(self.app_obj, self.app, role, image, len(units), release)
 
     async def set_weights(self, stable: int, canary: int) -> None:
-        await (await self.router()).set_weights(stable, canary)
+        await self.router.set_weights(stable, canary)
 
     async def set_routes(self, routes: Routes) -> None:
-        await (await self.router()).set_routes(routes)
+        await self.router.set_routes(routes)
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         await self.target.promote(self.app_obj, self.app)
@@ -114,7 +93,7 @@ class KubernetesFleet:
 
     async def ensure_owned(self) -> None:
         await self.target.ensure_services(self.app_obj, self.app)
-        await (await self.router()).ensure_route()
+        await self.router.ensure_route()
 
     async def census(self, rolling_out: bool) -> Census:
         stable, canary = await self._sets()
@@ -129,10 +108,9 @@ class KubernetesFleet:
     async def remove_rollout(self) -> None:
         # The canary goes: back to stable even before Traefik has loaded all its servers.
         stable, canary = await self._sets(in_proxy=False)
-        router = await self.router()
-        await router.set_routes(NO_ROUTES)
+        await self.router.set_routes(NO_ROUTES)
         if stable.ready:
-            await router.set_weights(100, 0)
+            await self.router.set_weights(100, 0)
         if (
             self.release is not None
             and canary.release
