@@ -18,7 +18,7 @@ from lockgate.controller.fleets.docker import DockerFleet
 from lockgate.controller.fleets.kubernetes import KubernetesFleet
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine import InstanceSet
-from lockgate.kube import DISCOVERY_TTL_S, ApiVersions, Kube
+from lockgate.kube import DISCOVERY_GRACE_S, DISCOVERY_TTL_S, ApiVersions, DiscoveryPending, Kube
 from lockgate.probes.prometheus import PrometheusMetrics
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
@@ -147,11 +147,32 @@ def test_a_cluster_without_traefiks_crds_makes_the_fleet_unusable_naming_the_fie
     kube = FakeKube()
     kube.served.clear()
     rt, app_obj, app = kubernetes_app(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    with pytest.raises(DiscoveryPending):
+        run(fleet_for(rt, app_obj, app, "dep/1").observe())
+    now[0] = DISCOVERY_GRACE_S
     with pytest.raises(
         FleetUnusable, match=re.escape("spec.traffic.traefik.apiGroup: the cluster")
     ):
         run(fleet_for(rt, app_obj, app, "dep/1").observe())
     assert ("traefikservices", NS, "shop") not in kube.store
+
+
+def test_an_operator_starting_with_its_api_server_waits_for_traefiks_group() -> None:
+    """An operator and its API server starting together (a node's reboot): the server lists
+    Traefik's group a moment later, and the rollout goes on with it, unharmed."""
+    kube = FakeKube()
+    served = kube.served.pop("traefik.io")
+    rt, app_obj, app = kubernetes_app(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    for now[0] in (0.0, DISCOVERY_GRACE_S / 2):
+        with pytest.raises(DiscoveryPending, match=re.escape("lists no traefik.io API group yet")):
+            run(fleet_for(rt, app_obj, app, "dep/1").ensure_owned())
+    kube.served["traefik.io"] = served
+    run(fleet_for(rt, app_obj, app, "dep/1").ensure_owned())
+    assert traefik_service_version(kube) == "traefik.io/v1alpha1"
 
 
 def test_the_served_versions_are_asked_once_a_minute_for_all_applications() -> None:
