@@ -1,5 +1,6 @@
-"""lockgate asks the real API server which versions of Traefik's CRDs it serves (an
-Application without spec.traffic.traefik.apiGroup routes through the newest of them)."""
+"""lockgate asks the real API server which versions of Traefik's CRDs and of the Gateway
+API it serves (an Application routes through the newest of them, unless it names Traefik's
+in spec.traffic.traefik.apiGroup)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 from lockgate.api.application import TRAEFIK_API_VERSIONS
 from lockgate.kube import ApiVersions, Kube
+from lockgate.traffic.gateway_api import GATEWAY_API_VERSIONS
 from tests.support.cluster import Cluster
 
 
@@ -17,3 +19,14 @@ def test_the_served_traefik_versions_come_from_the_api_servers_discovery(cluster
     assert asyncio.run(kube.served_versions("apps")) >= {"apps/v1"}
     assert asyncio.run(kube.served_versions("no-such-group.lockgate.dev")) == frozenset()
     assert asyncio.run(ApiVersions(kube).newest(TRAEFIK_API_VERSIONS)) == "traefik.io/v1alpha1"
+
+
+def test_the_served_gateway_api_versions_come_from_the_api_servers_discovery(
+    cluster: Cluster,
+) -> None:
+    kube = Kube(cluster.api_client())
+    # The Gateway API's standard CRDs (v1.4) serve HTTPRoute as v1 and v1beta1.
+    served = asyncio.run(kube.served_versions("gateway.networking.k8s.io"))
+    assert served >= {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"}
+    newest = asyncio.run(ApiVersions(kube).newest(GATEWAY_API_VERSIONS))
+    assert newest == "gateway.networking.k8s.io/v1"

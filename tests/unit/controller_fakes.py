@@ -156,7 +156,12 @@ class FakeKube:
         self.version = 0
         self.clock = 0  # seconds, for creationTimestamps
         # group/version the API server serves, by group (Traefik's CRDs as the test env's)
-        self.served: dict[str, frozenset[str]] = {"traefik.io": frozenset({"traefik.io/v1alpha1"})}
+        self.served: dict[str, frozenset[str]] = {
+            "traefik.io": frozenset({"traefik.io/v1alpha1"}),
+            "gateway.networking.k8s.io": frozenset(
+                {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"}
+            ),
+        }
         self.discoveries = 0
 
     # ---------------------------------------------------------------- Kube's interface

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -475,6 +475,54 @@ def test_the_router_is_chosen_from_the_application_in_one_place() -> None:
         app_obj = kube.add_application("shop", spec(traffic))
         fleet = KubernetesFleet(rt, app_obj, ApplicationSpec.model_validate(spec(traffic)), None)
         assert isinstance(asyncio.run(fleet.router()), kind)
+
+
+@pytest.mark.parametrize(
+    ("served", "written"),
+    [
+        ({"v1", "v1beta1"}, "gateway.networking.k8s.io/v1"),
+        ({"v1beta1"}, "gateway.networking.k8s.io/v1beta1"),  # Gateway API before v1.0
+    ],
+)
+def test_the_httproute_is_written_in_the_newest_version_the_cluster_serves(
+    served: set[str], written: str
+) -> None:
+    from lockgate.controller.fleets.kubernetes import KubernetesFleet
+    from lockgate.controller.runtime import Runtime, Settings
+
+    kube = FakeKube()
+    kube.served["gateway.networking.k8s.io"] = frozenset(
+        f"gateway.networking.k8s.io/{v}" for v in served
+    )
+    rt = Runtime(kube, httpx.AsyncClient(), Settings())  # type: ignore[arg-type]
+    app_obj = kube.add_application("shop", spec(OWNED))
+    fleet = KubernetesFleet(rt, app_obj, ApplicationSpec.model_validate(spec(OWNED)), None)
+    asyncio.run(fleet.ensure_owned())
+    assert route(kube)["apiVersion"] == written
+
+
+def test_a_cluster_without_the_gateway_api_makes_the_fleet_unusable_naming_the_field() -> None:
+    from lockgate.controller.fleets import FleetUnusable
+    from lockgate.controller.fleets.kubernetes import KubernetesFleet
+    from lockgate.controller.runtime import Runtime, Settings
+    from lockgate.kube import DISCOVERY_GRACE_S, ApiVersions, DiscoveryPending, Kube
+
+    kube = FakeKube()
+    del kube.served["gateway.networking.k8s.io"]
+    rt = Runtime(kube, httpx.AsyncClient(), Settings())  # type: ignore[arg-type]
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    app_obj = kube.add_application("shop", spec(OWNED))
+    fleet = KubernetesFleet(rt, app_obj, ApplicationSpec.model_validate(spec(OWNED)), None)
+    with pytest.raises(DiscoveryPending):
+        asyncio.run(fleet.ensure_owned())
+    now[0] = DISCOVERY_GRACE_S
+    with pytest.raises(FleetUnusable) as refused:
+        asyncio.run(fleet.ensure_owned())
+    assert refused.value.reason == (
+        "spec.traffic.gatewayAPI: the cluster serves none of gateway.networking.k8s.io/v1, "
+        "gateway.networking.k8s.io/v1beta1: are the Gateway API's CRDs installed?"
+    )
 
 
 def test_a_route_no_gateway_accepts_is_a_problem_naming_the_field() -> None:

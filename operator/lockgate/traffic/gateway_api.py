@@ -1,4 +1,5 @@
-"""The Gateway API router: an HTTPRoute (gateway.networking.k8s.io/v1) whose backendRefs
+"""The Gateway API router: an HTTPRoute (gateway.networking.k8s.io/v1, or v1beta1 where the
+cluster serves no v1) whose backendRefs
 carry the weights over the Services `<app>-stable` and `<app>-canary`, as Traefik's
 KubernetesGateway provider serves it.
 
@@ -53,8 +54,9 @@ from .traefik_api import api_list, parse_live_weights, role_weights, service_ans
 from .traefik_rules import cookie_regex, decode, encode
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-GATEWAY_VERSION = "v1"
-GATEWAY_API = f"{GATEWAY_GROUP}/{GATEWAY_VERSION}"
+# The HTTPRoute versions lockgate writes, newest first (the fields it uses are the same in
+# both); the router uses the newest the cluster serves.
+GATEWAY_API_VERSIONS = (f"{GATEWAY_GROUP}/v1", f"{GATEWAY_GROUP}/v1beta1")
 PROVIDER = "kubernetesgateway"
 HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
 WEIGHTED_RULE = "weighted"  # the owned route's rule names
@@ -211,8 +213,11 @@ class GatewayApiRouter:
         app: ApplicationSpec,
         api_url: str | None,
         http: httpx.AsyncClient,
+        api_version: str = GATEWAY_API_VERSIONS[0],
     ) -> None:
         assert app.traffic.gateway_api is not None
+        self.api_version = api_version
+        self.version = api_version.rpartition("/")[2]
         self.kube = kube
         self.app_obj = app_obj
         self.app = app
@@ -236,7 +241,7 @@ class GatewayApiRouter:
         obj: dict[str, Any] | None = await self.kube.get_or_none(
             self.kube.custom.get_namespaced_custom_object,
             GATEWAY_GROUP,
-            GATEWAY_VERSION,
+            self.version,
             self.namespace,
             "httproutes",
             name,
@@ -282,12 +287,17 @@ class GatewayApiRouter:
         spec: dict[str, Any] = {"parentRefs": self._parent_refs(), "rules": rules}
         if route.hostnames:
             spec["hostnames"] = list(route.hostnames)
-        return {"apiVersion": GATEWAY_API, "kind": "HTTPRoute", "metadata": metadata, "spec": spec}
+        return {
+            "apiVersion": self.api_version,
+            "kind": "HTTPRoute",
+            "metadata": metadata,
+            "spec": spec,
+        }
 
     def probe_route(self, parent_refs: list[dict[str, Any]]) -> dict[str, Any]:
         uid = self.app_obj["metadata"]["uid"]
         return {
-            "apiVersion": GATEWAY_API,
+            "apiVersion": self.api_version,
             "kind": "HTTPRoute",
             "metadata": self._metadata(f"{self.name}-lockgate-probe"),
             "spec": {
@@ -327,7 +337,7 @@ class GatewayApiRouter:
             if weights is None:
                 weights = self._declared_split(current) or (100, 0)
             await self.kube.apply(
-                GATEWAY_API, "httproutes", self.namespace, self.owned_route(weights, header)
+                self.api_version, "httproutes", self.namespace, self.owned_route(weights, header)
             )
             return
         if current is None:
@@ -354,7 +364,7 @@ class GatewayApiRouter:
         await self.kube.call(
             self.kube.custom.patch_namespaced_custom_object,
             GATEWAY_GROUP,
-            GATEWAY_VERSION,
+            self.version,
             self.namespace,
             "httproutes",
             self.route_name,
@@ -420,7 +430,7 @@ class GatewayApiRouter:
             parents = list(((current or {}).get("spec") or {}).get("parentRefs") or [])
         if parents:
             await self.kube.apply(
-                GATEWAY_API, "httproutes", self.namespace, self.probe_route(parents)
+                self.api_version, "httproutes", self.namespace, self.probe_route(parents)
             )
 
     async def set_weights(self, stable: int, canary: int) -> None:

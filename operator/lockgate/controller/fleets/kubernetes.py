@@ -5,6 +5,7 @@ round."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
@@ -13,7 +14,7 @@ from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.names import service_name
 from lockgate.targets.kubernetes import KubernetesTarget
-from lockgate.traffic.gateway_api import GatewayApiRouter
+from lockgate.traffic.gateway_api import GATEWAY_API_VERSIONS, GatewayApiRouter
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 
 from ..runtime import Runtime
@@ -47,19 +48,28 @@ class TrafficRouter(Protocol):
 
 async def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec) -> TrafficRouter:
     """The Application's router: an HTTPRoute with spec.traffic.gatewayAPI, else a
-    TraefikService (and IngressRoute) of the Traefik CRD version the Application names, or
-    else the newest the cluster serves. Chosen here and nowhere else. Raises FleetUnusable
-    when the cluster serves none of Traefik's versions lockgate writes."""
+    TraefikService (and IngressRoute); each of the newest version the cluster serves (for
+    Traefik's CRDs, unless the Application names one). Chosen here and nowhere else. Raises
+    FleetUnusable, naming the field, when the cluster serves none of the versions lockgate
+    writes."""
     api_url = rt.settings.traefik_api_url
     if app.traffic.gateway_api is not None:
-        return GatewayApiRouter(rt.kube, app_obj, app, api_url, rt.http)
-    version = app.traffic.traefik.api_group or await rt.api_versions.newest(TRAEFIK_API_VERSIONS)
+        version = await _newest(rt, GATEWAY_API_VERSIONS, "gatewayAPI", "the Gateway API's")
+        return GatewayApiRouter(rt.kube, app_obj, app, api_url, rt.http, version)
+    version = app.traffic.traefik.api_group or await _newest(
+        rt, TRAEFIK_API_VERSIONS, "traefik.apiGroup", "Traefik's"
+    )
+    return TraefikCrdRouter(rt.kube, app_obj, app, api_url, rt.http, version)
+
+
+async def _newest(rt: Runtime, versions: Sequence[str], field: str, whose: str) -> str:
+    version = await rt.api_versions.newest(versions)
     if version is None:
         raise FleetUnusable(
-            "spec.traffic.traefik.apiGroup: the cluster serves none of "
-            f"{', '.join(TRAEFIK_API_VERSIONS)}: are Traefik's CRDs installed?"
+            f"spec.traffic.{field}: the cluster serves none of "
+            f"{', '.join(versions)}: are {whose} CRDs installed?"
         )
-    return TraefikCrdRouter(rt.kube, app_obj, app, api_url, rt.http, version)
+    return version
 
 
 def deployment_of(release: str) -> str:
