@@ -150,21 +150,57 @@ class Kube:
             **options,
         )
 
-    async def served_versions(self, group: str) -> frozenset[str]:
-        """`group/version` of each version the API server serves of an API group (none when
-        it serves no such group), from its discovery document of all groups (/apis)."""
-        groups = await self.call(client.ApisApi(self.api).get_api_versions)
-        return frozenset(
-            v.group_version
-            for g in groups.groups or []
-            if g.name == group
-            for v in g.versions or []
+    async def list_labelled(
+        self, group_version: str, plural: str, namespace: str, selector: str
+    ) -> list[dict[str, Any]]:
+        """The objects of a custom resource in `namespace` matching a label selector."""
+        group, _, version = group_version.rpartition("/")
+        answer: dict[str, Any] = await self.call(
+            self.custom.list_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            label_selector=selector,
         )
+        items: list[dict[str, Any]] = answer.get("items") or []
+        return items
+
+    async def delete(
+        self, group_version: str, plural: str, namespace: str, name: str, uid: str
+    ) -> None:
+        """Delete an object of a custom resource if it is still the one with `uid` (one
+        created again since is left alone); gone already is done."""
+        group, _, version = group_version.rpartition("/")
+        try:
+            await self.get_or_none(
+                self.custom.delete_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                body=client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid)),
+            )
+        except ApiException as err:
+            if err.status != 409:  # 409: not the one listed any more
+                raise
+
+    async def served_groups(self) -> dict[str, frozenset[str]]:
+        """Per API group, `group/version` of each version the API server serves, from its
+        discovery document of all groups (/apis)."""
+        groups = await self.call(client.ApisApi(self.api).get_api_versions)
+        return {
+            g.name: frozenset(v.group_version for v in g.versions or [])
+            for g in groups.groups or []
+        }
 
 
 DISCOVERY_TTL_S = 60.0
 """How long an API group's served versions are taken as known: a CRD upgraded under a running
-operator is followed within this time, at one discovery request per group."""
+operator is followed within this time, at one discovery request for all groups."""
+DISCOVERY_RETRY_S = 1.0
+"""How soon a group missing from the last answer is asked for again."""
 DISCOVERY_GRACE_S = 30.0
 """How long an API group never listed may stay unlisted before lockgate says it is not served:
 an API server that has just started lists a CRD's group only once it has loaded the CRD."""
@@ -175,15 +211,17 @@ class DiscoveryPending(Exception):
 
 
 class ApiVersions:
-    """Which of the versions lockgate can write an API group's server serves, asked once per
-    DISCOVERY_TTL_S for all the Applications that use the group."""
+    """Which of the versions lockgate can write an API group's server serves: the API
+    server's discovery, asked at most once per DISCOVERY_TTL_S for all Applications and
+    groups (and again when a group is asked for that it did not list)."""
 
     def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic) -> None:
         self.kube = kube
         self.clock = clock
-        self._served: dict[str, tuple[float, frozenset[str]]] = {}
-        self._empty_since: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._asked_at: float | None = None
+        self._known: dict[str, frozenset[str]] = {}  # the last versions listed, per group
+        self._missing_since: dict[str, float] = {}  # groups never listed, since when
+        self._lock = asyncio.Lock()
 
     async def newest(self, known: Sequence[str]) -> str | None:
         """The first of `known` (`group/version`, newest first, all of one group) that the
@@ -194,26 +232,32 @@ class ApiVersions:
         return next((v for v in known if v in served), None)
 
     async def _served_of(self, group: str) -> frozenset[str]:
-        async with self._locks.setdefault(group, asyncio.Lock()):
+        async with self._lock:
             now = self.clock()
-            cached = self._served.get(group)
-            if cached is not None and now - cached[0] < DISCOVERY_TTL_S:
-                return cached[1]
-            served = await self.kube.served_versions(group)
-            if not served:
-                # An API server that is starting lists a CRD's group only once it has loaded
-                # the CRD: an empty answer is asked again next time, and never replaces a
-                # version served before (a control plane restart rolled a good canary back).
-                if cached is not None:
-                    return cached[1]
-                # An operator starting with its API server knows nothing yet: only an
-                # answer that stays empty means the CRDs are not installed.
-                since = self._empty_since.setdefault(group, now)
-                if now - since < DISCOVERY_GRACE_S:
-                    raise DiscoveryPending(
-                        f"the API server lists no {group} API group yet: asking again"
-                    )
+            since = self._missing_since.get(group)
+            age = now - self._asked_at if self._asked_at is not None else None
+            confirmed_missing = since is not None and now - since >= DISCOVERY_GRACE_S
+            if (
+                age is None
+                or age >= DISCOVERY_TTL_S
+                or (group not in self._known and not confirmed_missing and age >= DISCOVERY_RETRY_S)
+            ):
+                self._asked_at = now
+                for name, versions in (await self.kube.served_groups()).items():
+                    # An API server that is starting lists a CRD's group only once it has
+                    # loaded the CRD: a group missing from one answer keeps the versions
+                    # listed before (a control plane restart rolled a good canary back).
+                    if versions:
+                        self._known[name] = versions
+                        self._missing_since.pop(name, None)
+            served = self._known.get(group)
+            if served is not None:
                 return served
-            self._empty_since.pop(group, None)
-            self._served[group] = (self.clock(), served)
-            return served
+            # An operator starting with its API server knows nothing yet: only a group
+            # that stays missing is not served.
+            since = self._missing_since.setdefault(group, now)
+            if now - since < DISCOVERY_GRACE_S:
+                raise DiscoveryPending(
+                    f"the API server lists no {group} API group yet: asking again"
+                )
+            return frozenset()

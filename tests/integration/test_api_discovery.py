@@ -15,9 +15,10 @@ from tests.support.cluster import Cluster
 def test_the_served_traefik_versions_come_from_the_api_servers_discovery(cluster: Cluster) -> None:
     kube = Kube(cluster.api_client())
     # The environment's Traefik (v3.6) installs its CRDs as traefik.io/v1alpha1 only.
-    assert asyncio.run(kube.served_versions("traefik.io")) == {"traefik.io/v1alpha1"}
-    assert asyncio.run(kube.served_versions("apps")) >= {"apps/v1"}
-    assert asyncio.run(kube.served_versions("no-such-group.lockgate.dev")) == frozenset()
+    served = asyncio.run(kube.served_groups())
+    assert served["traefik.io"] == {"traefik.io/v1alpha1"}
+    assert served["apps"] >= {"apps/v1"}
+    assert "no-such-group.lockgate.dev" not in served
     assert asyncio.run(ApiVersions(kube).newest(TRAEFIK_API_VERSIONS)) == "traefik.io/v1alpha1"
 
 
@@ -26,7 +27,7 @@ def test_the_served_gateway_api_versions_come_from_the_api_servers_discovery(
 ) -> None:
     kube = Kube(cluster.api_client())
     # The Gateway API's standard CRDs (v1.4) serve HTTPRoute as v1 and v1beta1.
-    served = asyncio.run(kube.served_versions("gateway.networking.k8s.io"))
+    served = asyncio.run(kube.served_groups())["gateway.networking.k8s.io"]
     assert served >= {"gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"}
     newest = asyncio.run(ApiVersions(kube).newest(GATEWAY_API_VERSIONS))
     assert newest == "gateway.networking.k8s.io/v1"

@@ -163,6 +163,7 @@ class FakeKube:
             ),
         }
         self.discoveries = 0
+        self.deleted: list[str] = []
 
     # ---------------------------------------------------------------- Kube's interface
 
@@ -186,9 +187,9 @@ class FakeKube:
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.secrets.get(name)
 
-    async def served_versions(self, group: str) -> frozenset[str]:
+    async def served_groups(self) -> dict[str, frozenset[str]]:
         self.discoveries += 1
-        return self.served.get(group, frozenset())
+        return dict(self.served)
 
     async def patch_application_status(
         self, namespace: str, name: str, body: dict[str, Any]
@@ -210,6 +211,26 @@ class FakeKube:
     ) -> None:
         key = "deployments.apps" if group_version == "apps/v1" else plural
         self.put(key, namespace, body)
+
+    async def list_labelled(
+        self, group_version: str, plural: str, namespace: str, selector: str
+    ) -> list[dict[str, Any]]:
+        key, _, value = selector.partition("=")
+        return [
+            copy.deepcopy(obj)
+            for (p, ns, _), obj in self.store.items()
+            if p == plural
+            and ns == namespace
+            and ((obj.get("metadata") or {}).get("labels") or {}).get(key) == value
+        ]
+
+    async def delete(
+        self, group_version: str, plural: str, namespace: str, name: str, uid: str
+    ) -> None:
+        obj = self.store.get((plural, namespace, name))
+        if obj is not None and obj["metadata"]["uid"] == uid:
+            del self.store[(plural, namespace, name)]
+            self.deleted.append(f"{plural}/{name}")
 
     # ---------------------------------------------------------------- the test's hands
 

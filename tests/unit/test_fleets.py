@@ -15,10 +15,17 @@ from lockgate.api import ApplicationSpec
 from lockgate.controller.deployments import Reconciler
 from lockgate.controller.fleets import Fleet, FleetUnusable, fleet_for, removes_on_deletion
 from lockgate.controller.fleets.docker import DockerFleet
-from lockgate.controller.fleets.kubernetes import KubernetesFleet
+from lockgate.controller.fleets.kubernetes import KubernetesFleet, RouteSwitchPending
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine import InstanceSet
-from lockgate.kube import DISCOVERY_GRACE_S, DISCOVERY_TTL_S, ApiVersions, DiscoveryPending, Kube
+from lockgate.kube import (
+    DISCOVERY_GRACE_S,
+    DISCOVERY_RETRY_S,
+    DISCOVERY_TTL_S,
+    ApiVersions,
+    DiscoveryPending,
+    Kube,
+)
 from lockgate.probes.prometheus import PrometheusMetrics
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
@@ -138,9 +145,10 @@ def test_an_api_group_the_application_names_is_used_without_asking_the_cluster()
     spec = {**KUBERNETES, "traffic": {"traefik": {"apiGroup": "traefik.io/v1alpha1"}}}
     app_obj = kube.add_application("shop", spec)
     rt = runtime_over(kube)
+    run(fleet_for(rt, app_obj, ApplicationSpec.model_validate(spec), "dep/1").observe())
+    assert kube.discoveries == 0
     run(fleet_for(rt, app_obj, ApplicationSpec.model_validate(spec), None).ensure_owned())
     assert traefik_service_version(kube) == "traefik.io/v1alpha1"
-    assert kube.discoveries == 0
 
 
 def test_a_cluster_without_traefiks_crds_makes_the_fleet_unusable_naming_the_field() -> None:
@@ -171,6 +179,7 @@ def test_an_operator_starting_with_its_api_server_waits_for_traefiks_group() -> 
         with pytest.raises(DiscoveryPending, match=re.escape("lists no traefik.io API group yet")):
             run(fleet_for(rt, app_obj, app, "dep/1").ensure_owned())
     kube.served["traefik.io"] = served
+    now[0] += DISCOVERY_RETRY_S
     run(fleet_for(rt, app_obj, app, "dep/1").ensure_owned())
     assert traefik_service_version(kube) == "traefik.io/v1alpha1"
 
@@ -206,8 +215,74 @@ def test_an_api_server_that_lists_no_traefik_group_for_a_moment_changes_nothing(
     run(fleet_for(rt, app_obj, app, "dep/1").observe())  # no FleetUnusable
     assert traefik_service_version(kube) == "traefik.io/v1alpha1"
     assert kube.discoveries == 2
-    run(fleet_for(rt, app_obj, app, "dep/1").observe())
-    assert kube.discoveries == 3, "an empty answer is asked again, not kept"
+
+
+ROUTED = {**KUBERNETES, "traffic": {"traefik": {"route": {"match": "Host(`shop.test`)"}}}}
+GATEWAY = {
+    **KUBERNETES,
+    "traffic": {"gatewayAPI": {"route": {"parentRefs": [{"name": "traefik"}]}}},
+}
+
+
+def ensure_owned(kube: FakeKube, rt: Runtime, spec: dict[str, Any]) -> None:
+    """The Application changed to `spec`, and lockgate ensured what it owns."""
+    app_obj = kube.put("applications", NS, {**kube.application("shop"), "spec": spec})
+    run(fleet_for(rt, app_obj, ApplicationSpec.model_validate(spec), None).ensure_owned())
+
+
+def route_objects(kube: FakeKube) -> set[str]:
+    kinds = ("traefikservices", "ingressroutes", "httproutes")
+    return {f"{p}/{n}" for (p, _, n) in kube.store if p in kinds}
+
+
+def test_an_application_moved_to_the_gateway_api_loses_its_traefik_routes_and_back() -> None:
+    kube = FakeKube()
+    kube.add_application("shop", ROUTED)
+    rt = runtime_over(kube)
+    ensure_owned(kube, rt, ROUTED)
+    traefik = {
+        "traefikservices/shop",
+        "ingressroutes/shop",
+        "ingressroutes/shop-lockgate-probe",
+    }
+    assert route_objects(kube) == traefik
+    ensure_owned(kube, rt, GATEWAY)
+    assert route_objects(kube) == {"httproutes/shop", "httproutes/shop-lockgate-probe"}
+    ensure_owned(kube, rt, ROUTED)
+    assert route_objects(kube) == traefik
+    ensure_owned(kube, rt, KUBERNETES)  # its route left to the user: only the IngressRoute goes
+    assert route_objects(kube) == traefik - {"ingressroutes/shop"}
+
+
+def test_objects_lockgate_does_not_own_for_the_application_stay() -> None:
+    kube = FakeKube()
+    kube.add_application("shop", ROUTED)
+    rt = runtime_over(kube)
+    ensure_owned(kube, rt, ROUTED)
+    labels = {"lockgate.dev/app": "shop"}
+    kube.put("ingressroutes", NS, {"metadata": {"name": "users-own", "labels": labels}})
+    other = {"ownerReferences": [{"uid": "someone-else"}], "labels": labels}
+    kube.put("httproutes", NS, {"metadata": {"name": "other", **other}})
+    ensure_owned(kube, rt, GATEWAY)
+    assert {"ingressroutes/users-own", "httproutes/other"} <= route_objects(kube)
+    assert sorted(kube.deleted) == [
+        "ingressroutes/shop",
+        "ingressroutes/shop-lockgate-probe",
+        "traefikservices/shop",
+    ]
+
+
+def test_the_old_route_stays_until_traefik_serves_the_new_one() -> None:
+    kube = FakeKube()
+    kube.add_application("shop", ROUTED)
+    rt = runtime_over(kube)
+    ensure_owned(kube, rt, ROUTED)
+    # Traefik's API configured and not serving the HTTPRoute yet.
+    rt.settings = Settings(traefik_api_url="http://traefik:8080")
+    with pytest.raises(RouteSwitchPending, match="ingressroutes/shop"):
+        ensure_owned(kube, rt, GATEWAY)
+    assert kube.deleted == []
+    assert "httproutes/shop" in route_objects(kube)
 
 
 def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:

@@ -75,6 +75,8 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   traefik.io traefikservices, ingressroutes: read and server-side applied.
   gateway.networking.k8s.io httproutes (spec.traffic.gatewayAPI): read; lockgate's own
     server-side applied, a rule of someone else's merge-patched.
+  Both: listed by the label lockgate.dev/app and deleted when the Application owns them and
+    its router no longer does (moved between a TraefikService and an HTTPRoute, renamed).
 The leader election's Lease has a Role of its own in the release namespace (rbac.yaml).
 */}}
 {{- define "lockgate.namespacedRules" -}}
@@ -104,10 +106,10 @@ The leader election's Lease has a Role of its own in the release namespace (rbac
   verbs: [create]
 - apiGroups: [traefik.io]
   resources: [traefikservices, ingressroutes]
-  verbs: [get, create, patch]
+  verbs: [get, list, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, create, patch]
+  verbs: [get, list, create, patch, delete]
 {{- if .Values.rbac.readSecrets }}
 - apiGroups: [""]
   resources: [secrets]

@@ -237,6 +237,13 @@ class GatewayApiRouter:
             "ownerReferences": [owner_reference(self.app_obj)],
         }
 
+    def owned(self) -> frozenset[tuple[str, str]]:
+        """(plural, name) of each object this router owns as the Application is now."""
+        names = {("httproutes", f"{self.name}-lockgate-probe")}
+        if self.gateway.route is not None:
+            names.add(("httproutes", self.route_name))
+        return frozenset(names)
+
     async def _get(self, name: str) -> dict[str, Any] | None:
         obj: dict[str, Any] | None = await self.kube.get_or_none(
             self.kube.custom.get_namespaced_custom_object,

@@ -107,6 +107,18 @@ class TraefikCrdRouter:
             "ownerReferences": [owner_reference(self.app_obj)],
         }
 
+    def owned(self) -> frozenset[tuple[str, str]]:
+        """(plural, name) of each object this router owns as the Application is now."""
+        names = [
+            ("traefikservices", self.name),
+            ("traefikservices", headers_service_name(self.name)),
+            ("traefikservices", mirror_service_name(self.name)),
+            ("ingressroutes", f"{self.name}-lockgate-probe"),
+        ]
+        if self.app.traffic.traefik.route is not None:
+            names.append(("ingressroutes", self.name))
+        return frozenset(names)
+
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         weighted: dict[str, Any] = {
             "services": weighted_services(self.name, self.app.port, stable, canary)
@@ -260,7 +272,8 @@ class TraefikCrdRouter:
     async def set_routes(self, routes: Routes) -> None:
         """Declare a header route and a mirror (or neither). Several rounds may be needed:
         a backend is written and seen loaded by Traefik before the route to it. A backend no
-        longer used is parked (lockgate never deletes: its RBAC has no delete verb): the
+        longer used is parked, never deleted (a route Traefik has not reloaded yet may still
+        point at it): the
         header route's over the weights, the mirror without mirrors, both valid traffic
         whatever the canary has, so Traefik may see them in either order with the route."""
         if self.app.traffic.traefik.route is None:

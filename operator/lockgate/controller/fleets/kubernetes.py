@@ -12,7 +12,8 @@ from lockgate.api import ApplicationSpec, DeploymentSpec
 from lockgate.api.application import TRAEFIK_API_VERSIONS
 from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
-from lockgate.names import service_name
+from lockgate.kube import DiscoveryPending
+from lockgate.names import LABEL_APP, service_name
 from lockgate.targets.kubernetes import KubernetesTarget
 from lockgate.traffic.gateway_api import GATEWAY_API_VERSIONS, GatewayApiRouter
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
@@ -26,6 +27,9 @@ class TrafficRouter(Protocol):
 
     async def problem(self) -> str | None:
         """Why the route cannot be used as configured, naming the field; None: it can."""
+
+    def owned(self) -> frozenset[tuple[str, str]]:
+        """(plural, name) of each route object the router owns as the Application is now."""
 
     async def ensure_route(self) -> None:
         """(Re)create what the router owns outside rollouts."""
@@ -70,6 +74,19 @@ async def _newest(rt: Runtime, versions: Sequence[str], field: str, whose: str) 
             f"{', '.join(versions)}: are {whose} CRDs installed?"
         )
     return version
+
+
+# Every kind of route object a router may own, with the versions lockgate writes it in.
+ROUTE_KINDS = (
+    (TRAEFIK_API_VERSIONS, "traefikservices"),
+    (TRAEFIK_API_VERSIONS, "ingressroutes"),
+    (GATEWAY_API_VERSIONS, "httproutes"),
+)
+
+
+class RouteSwitchPending(Exception):
+    """The Application's route changed kind or name, and Traefik does not serve the new one
+    yet: the old one stays until it does (a moment of 404s otherwise)."""
 
 
 def deployment_of(release: str) -> str:
@@ -159,7 +176,40 @@ class KubernetesFleet:
 
     async def ensure_owned(self) -> None:
         await self.target.ensure_services(self.app_obj, self.app)
-        await (await self.router()).ensure_route()
+        router = await self.router()
+        await router.ensure_route()
+        await self._remove_stale_routes(router)
+
+    async def _remove_stale_routes(self, router: TrafficRouter) -> None:
+        """Delete the route objects of this Application that its router no longer owns (the
+        Application moved between a TraefikService and an HTTPRoute, or renamed its route),
+        once Traefik serves the new route. Raises RouteSwitchPending until it does."""
+        uid = self.app_obj["metadata"]["uid"]
+        owned = router.owned()
+        stale = []
+        for versions, plural in ROUTE_KINDS:
+            try:
+                version = await self.rt.api_versions.newest(versions)
+            except DiscoveryPending:
+                version = None  # nothing of a group not listed can be looked at now
+            if version is None:
+                continue
+            for obj in await self.rt.kube.list_labelled(
+                version, plural, self.namespace, f"{LABEL_APP}={self.name}"
+            ):
+                meta = obj.get("metadata") or {}
+                mine = any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or [])
+                if mine and (plural, meta.get("name")) not in owned:
+                    stale.append((version, plural, str(meta.get("name")), str(meta.get("uid"))))
+        if not stale:
+            return
+        if await router.live_weights() is None:
+            raise RouteSwitchPending(
+                "waiting for Traefik to serve the Application's new route before removing "
+                f"the old one ({', '.join(f'{p}/{n}' for _, p, n, _ in stale)})"
+            )
+        for version, plural, name, obj_uid in stale:
+            await self.rt.kube.delete(version, plural, self.namespace, name, obj_uid)
 
     async def census(self, rolling_out: bool) -> Census:
         stable, canary = await self._sets()
