@@ -17,8 +17,16 @@ import pytest
 import yaml
 
 from hack.tools.load import Load, by_version, failed
+from lockgate.names import GROUP, VERSION
 from tests.support.cluster import REPO_ROOT, Traefik
-from tests.support.rollouts import Lockgate, Recording, deployment, host_of, wait_for
+from tests.support.rollouts import (
+    Lockgate,
+    Recording,
+    application,
+    deployment,
+    host_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +289,69 @@ def test_a_rule_of_someone_elses_httproute_carries_the_rollout_and_nothing_else_
     first, shop = route["spec"]["rules"]
     assert first == static, "the other rule is untouched"
     assert [(b["name"], b["weight"]) for b in shop["backendRefs"]] == [("shop-stable", 100)]
+
+
+def route_objects(lg: Lockgate) -> set[str]:
+    """The route objects of Application `shop` in the namespace (by lockgate's label)."""
+    out = set()
+    for group, version, plural in (
+        ("traefik.io", "v1alpha1", "traefikservices"),
+        ("traefik.io", "v1alpha1", "ingressroutes"),
+        (*GATEWAY, "httproutes"),
+    ):
+        listed = lg.custom.list_namespaced_custom_object(
+            group, version, lg.namespace, plural, label_selector="lockgate.dev/app=shop"
+        )
+        out |= {f"{plural}/{o['metadata']['name']}" for o in listed["items"]}
+    return out
+
+
+def patch_application(lg: Lockgate, spec: dict[str, Any]) -> None:
+    lg.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, lg.namespace, "applications", "shop", {"spec": spec}
+    )
+
+
+def test_an_application_moved_to_an_httproute_and_back_serves_every_request_and_keeps_no_old_route(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    host = host_of("shop", lockgate.namespace)
+    lockgate.create(application("shop", 3, namespace=lockgate.namespace))
+    lockgate.create(deployment("shop-v1", "shop", "demo:v1"))
+    assert lockgate.wait_finished("shop-v1")["phase"] == "Succeeded"
+    traefik_routes = {
+        "traefikservices/shop",
+        "ingressroutes/shop",
+        "ingressroutes/shop-lockgate-probe",
+    }
+    assert route_objects(lockgate) == traefik_routes
+    gateway = {"route": {"parentRefs": [traefik.parent_ref()], "hostnames": [host]}}
+    ingress = {"entryPoints": ["web"], "match": f"Host(`{host}`)"}
+    with load_for(traefik, lockgate) as load:
+        load.wait_answered(20)
+        patch_application(
+            lockgate, {"traffic": {"traefik": {"route": None}, "gatewayAPI": gateway}}
+        )
+        wait_for(
+            "only the HTTPRoutes left",
+            lambda: (
+                route_objects(lockgate) == {"httproutes/shop", "httproutes/shop-lockgate-probe"}
+            ),
+        )
+        wait_for(
+            "Traefik to drop the IngressRoute's router",
+            lambda: not traefik_routers(traefik, f"{lockgate.namespace}-shop-"),
+        )
+        load.wait_answered(len(load.responses) + 200)
+        patch_application(
+            lockgate, {"traffic": {"gatewayAPI": None, "traefik": {"route": ingress}}}
+        )
+        wait_for("only the Traefik routes left", lambda: route_objects(lockgate) == traefik_routes)
+        wait_for(
+            "Traefik to drop the HTTPRoute's routers",
+            lambda: not traefik_routers(traefik, route_prefix(lockgate)),
+        )
+        load.wait_answered(len(load.responses) + 200)
+    responses = load.stop()
+    assert failed(responses) == [], f"{len(failed(responses))} of {len(responses)} failed"
+    assert served(responses, "v1") == len(responses)

@@ -224,6 +224,9 @@ GATEWAY = {
 }
 
 
+REF = {"name": "users-route", "rule": "shop"}
+
+
 def ensure_owned(kube: FakeKube, rt: Runtime, spec: dict[str, Any]) -> None:
     """The Application changed to `spec`, and lockgate ensured what it owns."""
     app_obj = kube.put("applications", NS, {**kube.application("shop"), "spec": spec})
@@ -283,6 +286,9 @@ def test_the_old_route_stays_until_traefik_serves_the_new_one() -> None:
         ensure_owned(kube, rt, GATEWAY)
     assert kube.deleted == []
     assert "httproutes/shop" in route_objects(kube)
+    # Clients reach it through the user's own route: nothing of lockgate's to wait for.
+    ensure_owned(kube, rt, {**KUBERNETES, "traffic": {"gatewayAPI": {"routeRef": REF}}})
+    assert "ingressroutes/shop" in kube.deleted
 
 
 def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:

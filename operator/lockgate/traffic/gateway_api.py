@@ -244,6 +244,9 @@ class GatewayApiRouter:
             names.add(("httproutes", self.route_name))
         return frozenset(names)
 
+    def owns_entry_route(self) -> bool:
+        return self.gateway.route is not None
+
     async def _get(self, name: str) -> dict[str, Any] | None:
         obj: dict[str, Any] | None = await self.kube.get_or_none(
             self.kube.custom.get_namespaced_custom_object,

@@ -119,6 +119,9 @@ class TraefikCrdRouter:
             names.append(("ingressroutes", self.name))
         return frozenset(names)
 
+    def owns_entry_route(self) -> bool:
+        return self.app.traffic.traefik.route is not None
+
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         weighted: dict[str, Any] = {
             "services": weighted_services(self.name, self.app.port, stable, canary)

@@ -31,6 +31,10 @@ class TrafficRouter(Protocol):
     def owned(self) -> frozenset[tuple[str, str]]:
         """(plural, name) of each route object the router owns as the Application is now."""
 
+    def owns_entry_route(self) -> bool:
+        """Whether clients reach the Application through a route the router owns (else
+        through one of the user's: an IngressRoute to the TraefikService, a routeRef)."""
+
     async def ensure_route(self) -> None:
         """(Re)create what the router owns outside rollouts."""
 
@@ -203,7 +207,7 @@ class KubernetesFleet:
                     stale.append((version, plural, str(meta.get("name")), str(meta.get("uid"))))
         if not stale:
             return
-        if await router.live_weights() is None:
+        if router.owns_entry_route() and await router.live_weights() is None:
             raise RouteSwitchPending(
                 "waiting for Traefik to serve the Application's new route before removing "
                 f"the old one ({', '.join(f'{p}/{n}' for _, p, n, _ in stale)})"
