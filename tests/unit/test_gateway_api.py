@@ -580,3 +580,35 @@ def test_plan_names_the_route_it_moves() -> None:
     assert (
         "traffic:     Gateway API, rule shop of HTTPRoute storefront (its backendRefs only)" in ref
     )
+
+
+@pytest.mark.parametrize(
+    ("traffic", "shown"),
+    [
+        (OWNED, "Route:     Gateway API, HTTPRoute shop (owned)"),
+        (
+            {"gatewayAPI": {"routeRef": {"name": "storefront", "rule": "shop"}}},
+            "Route:     Gateway API, rule shop of HTTPRoute storefront (its backendRefs only)",
+        ),
+        (
+            {"traefik": {"route": {"match": "Host(`shop.test`)"}}},
+            "Route:     TraefikService shop, IngressRoute shop (Host(`shop.test`))",
+        ),
+        ({}, "Route:     TraefikService shop (routed to by a route of yours)"),
+    ],
+)
+def test_the_kubectl_plugins_status_names_the_route_that_carries_the_split(
+    traffic: dict[str, Any], shown: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from lockgate.cli.kubectl_view import render_status
+
+    obj = {
+        "metadata": {"name": "shop-v2", "namespace": NS},
+        "spec": {"application": "shop", "image": "demo:v2"},
+        "status": {"phase": "Progressing", "weights": {"stable": 90, "canary": 10}},
+    }
+    view = render_status(obj, datetime(2026, 1, 1, tzinfo=UTC), app_spec=spec(traffic))
+    assert shown in view.splitlines()
+    assert "Route:" not in render_status(obj, datetime(2026, 1, 1, tzinfo=UTC))

@@ -208,6 +208,9 @@ def render_status(
     if weights:
         stable, canary = int(weights.get("stable", 100)), int(weights.get("canary", 0))
         lines.append(f"Weights:   stable {stable:3d}%  canary {canary:3d}%  {_bar(canary)}")
+    route = _route(spec.get("application", ""), app_spec)
+    if route:
+        lines.append(f"Route:     {route}")
     sticky = (((app_spec or {}).get("traffic") or {}).get("traefik") or {}).get("sticky")
     if weights and sticky:
         name = (sticky.get("cookie") or {}).get("name", "?")
@@ -381,3 +384,18 @@ def _span(seconds: int) -> str:
     if seconds < 120:
         return f"{seconds}s"
     return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _route(app_name: str, app_spec: dict[str, Any] | None) -> str | None:
+    """Which objects carry the split, when the Application's spec could be read."""
+    if app_spec is None:
+        return None
+    # Imported here: the plugin's other commands stay light (no pydantic models to load).
+    from lockgate.api import ApplicationSpec
+
+    from .plan import route_summary
+
+    try:
+        return route_summary(app_name, ApplicationSpec.model_validate(app_spec))
+    except ValueError:  # an invalid spec: its Application's status says why
+        return None

@@ -15,6 +15,28 @@ from lockgate.engine.plan import canary_load_percent
 ASSUMED_APP = {"kubernetes": {"replicas": 4}}
 
 
+def route_summary(app_name: str, app: ApplicationSpec) -> str:
+    """Which objects carry the Application's traffic split (shown by plan and the kubectl
+    plugin's status)."""
+    gateway = app.traffic.gateway_api
+    if gateway is not None:
+        if gateway.route_ref is not None:
+            return (
+                f"Gateway API, rule {gateway.route_ref.rule} of HTTPRoute "
+                f"{gateway.route_ref.name} (its backendRefs only)"
+            )
+        return f"Gateway API, HTTPRoute {gateway.route_name(app_name)} (owned)"
+    traefik = app.traffic.traefik
+    if app.docker is not None:
+        where = traefik.file_provider
+        at = f": {where.path} on {where.host}" if where is not None else ""
+        routed = f", router {app_name} ({traefik.route.match})" if traefik.route else ""
+        return f"Traefik file provider{at}, service {app_name}{routed}"
+    if traefik.route is not None:
+        return f"TraefikService {app_name}, IngressRoute {app_name} ({traefik.route.match})"
+    return f"TraefikService {app_name} (routed to by a route of yours)"
+
+
 def load_resources(paths: list[Path]) -> list[Application | Deployment]:
     out: list[Application | Deployment] = []
     for path in paths:
@@ -160,16 +182,7 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
         f"rollback {'automatic' if spec.rollback.automatic else 'manual'}; "
         f"concurrency {spec.concurrency_policy}",
     ]
-    gateway = app.traffic.gateway_api
-    if gateway is not None:
-        if gateway.route_ref is not None:
-            where = (
-                f"rule {gateway.route_ref.rule} of HTTPRoute {gateway.route_ref.name} "
-                "(its backendRefs only)"
-            )
-        else:
-            where = f"HTTPRoute {gateway.route_name(deployment.spec.application)} (owned)"
-        lines.append(f"  traffic:     Gateway API, {where}")
+    lines.append(f"  traffic:     {route_summary(deployment.spec.application, app)}")
     sticky = app.traffic.traefik.sticky
     if sticky is not None:
         lines.append(
