@@ -372,6 +372,10 @@ def assert_not_wider_than_needed(cluster: Cluster, kubeconfig: Path, namespace: 
     assert not can_i(cluster, kubeconfig, "get", "configmaps", "-n", namespace)
     assert not can_i(cluster, kubeconfig, "delete", "namespaces")
     assert not can_i(cluster, kubeconfig, "delete", "deployments.apps", "-n", namespace)
+    assert not can_i(cluster, kubeconfig, "delete", "services", "-n", namespace)
+    assert not can_i(
+        cluster, kubeconfig, "deletecollection", "ingressroutes.traefik.io", "-n", namespace
+    )
     assert not can_i(cluster, kubeconfig, "create", "pods", "-n", namespace)
     assert not can_i(cluster, kubeconfig, "create", "pods/exec", "-n", namespace)
     assert not can_i(cluster, kubeconfig, "delete", "deployments.lockgate.dev", "-n", namespace)
