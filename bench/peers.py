@@ -47,7 +47,7 @@ import httpx
 from kubernetes import client
 
 from bench.operator import exits_cleanly, running_operator
-from hack.tools.load import Load, Response, failed
+from hack.tools.load import Load, Response, by_version, failed
 from lockgate.api.deployment import TERMINAL_PHASES
 from lockgate.names import ACTION_ANNOTATION
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik, cluster_info, hack, traefik_info
@@ -217,7 +217,7 @@ def service(name: str, app: str) -> dict[str, Any]:
 def apply(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> None:
     """Create `body` (any kind) in `namespace`, through the dynamic-free generic call."""
     group, _, version = body["apiVersion"].rpartition("/")
-    plural = body["kind"].lower() + "s"
+    plural = {"Canary": "canaries"}.get(body["kind"], body["kind"].lower() + "s")
     if group:
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             group, version, namespace, plural, body
@@ -742,7 +742,10 @@ def abort_and_reaction(
     wrr = target.setup(app, failing=False)
     api_url = target.traefik.api_url
     for run in range(1, runs + 1):
-        canary = target.start(app, run, f"demo:v{2 + run % 2}")
+        # A new version each run: Argo keeps an aborted canary's ReplicaSet up for 30 s
+        # (abortScaleDownDelaySeconds) and reuses it for the same template, which would time
+        # no Pod start at all.
+        canary = target.start(app, run, f"demo:v{run + 1}")
         live = wait_share(api_url, wrr, lambda s: s > 0, "the first canary weight")
         figures.first_weight.append(live - canary.started)
         if run <= aborts:
@@ -775,8 +778,29 @@ def abort_and_reaction(
             )
         else:
             target.abort(app, canary)
+            # Until the split is back: a controller may mark the rollout aborted before it
+            # has written the weights (Argo does), and the next run must not take this run's
+            # weight for its own.
+            wait_share(api_url, wrr, lambda s: s == 0, "100% stable after the abort")
             print(f"  {target.label} run {run}: first weight {live - canary.started:.2f}s")
         target.settle(app, canary)
+
+
+def quiet_canary(app: str, namespace: str, window: str = "10s") -> None:
+    """Until Prometheus has seen no request to the canary for `window` (the longest rate
+    window of the analyses): the next run's analysis must not judge this run's errors (Argo's
+    first measurement of a new canary did, and aborted it before any weight was set)."""
+    query = f'sum(rate(traefik_service_requests_total{{service=~".*{namespace}-{app}-canary.*"}}[{window}]))'
+
+    def quiet() -> bool:
+        try:
+            data = httpx.get(f"{prometheus_url()}/api/v1/query", params={"query": query}, timeout=2)
+            result = data.json()["data"]["result"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return not result or float(result[0]["value"][1]) == 0
+
+    wait_for("no canary requests in Prometheus's window", quiet, timeout=120, every=0.5)
 
 
 def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
@@ -789,7 +813,7 @@ def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
         for run in range(1, runs + 1):
             load = Load(web_url, host_of(app, target.ns), threads=2).start()
             try:
-                canary = target.start(app, run, f"demo:v{2 + run % 2}-errors30")
+                canary = target.start(app, run, f"demo:v{run + 1}-errors30")
                 wait_share(api_url, wrr, lambda s: s > 0, "the canary live", timeout=180)
                 stable = wait_share(api_url, wrr, lambda s: s == 0, "100% stable again")
                 verdict, source = target.verdict(app, canary, tail)
@@ -799,6 +823,7 @@ def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
                 responses = load.stop()
             mine = [r for r in responses if r.at >= canary.started]
             bad = [r for r in mine if r.version and r.version != STABLE]
+            quiet_canary(app, target.ns)
             figures.verdict_to_stable.append(stable - verdict)
             figures.verdict_source = source
             figures.bad_requests.append(len(bad))
@@ -806,7 +831,7 @@ def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
             print(
                 f"  {target.label} failing run {run}: verdict -> stable {stable - verdict:.3f}s, "
                 f"{len(bad)} of {len(mine)} requests reached the bad version, "
-                f"{len(failed(mine))} failed"
+                f"{len(failed(mine))} failed: {dict(by_version(mine))}"
             )
 
 
