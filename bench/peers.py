@@ -778,9 +778,9 @@ def abort_and_reaction(
             )
         else:
             target.abort(app, canary)
-            # Until the split is back: a controller may mark the rollout aborted before it
-            # has written the weights (Argo does), and the next run must not take this run's
-            # weight for its own.
+            # Until the split is back in Traefik's API: a rollout is marked aborted before
+            # Traefik has loaded the weights (its 2 s provider throttle), and the next run
+            # must not take this run's 10% for its own (Argo's runs did: 0.07 s).
             wait_share(api_url, wrr, lambda s: s == 0, "100% stable after the abort")
             print(f"  {target.label} run {run}: first weight {live - canary.started:.2f}s")
         target.settle(app, canary)
