@@ -7,9 +7,10 @@ Needs hack/cluster, hack/traefik, hack/kubelet and hack/prometheus up, and the p
 other benchmarks do, the peers through `hack/peers up|down` limited to this run's namespace).
 
 Per controller:
-  abort     a canary paused at 50% under load (one thread, requests 10 ms apart), then a
-            manual abort: until Traefik's API shows 100% stable (polled every 5 ms), until 20
-            requests in a row are answered by v1, and the CLI's own run time
+  abort     a canary paused at 50% under load (one thread, requests 10 ms apart), then, 3 s
+            after the 50% split is live (Traefik's 2 s throttle window over), a manual abort:
+            until Traefik's API shows 100% stable (polled every 5 ms), until 20 requests in a
+            row are answered by v1, and the CLI's own run time
   reaction  apply -> first canary weight live in Traefik's API (includes starting the canary
             Pod, the same process kubelet for all)
   failing   a canary erring on 30% of requests: the controller's own verdict timestamp ->
@@ -62,7 +63,8 @@ DOC = REPO_ROOT / "docs" / "comparison.md"
 # the canary's error rate above 5% fails it, one failure ends the rollout. The peers get the
 # same threshold (5% errors), the same single failure, their shortest interval.
 LOCKGATE_ANALYSIS = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
-FLAGGER_MIN_INTERVAL = "10s"  # Flagger raises any analysis interval below 10 s to 10 s
+FLAGGER_MIN_INTERVAL = "10s"
+TRAEFIK_THROTTLE_SECONDS = 2  # Flagger raises any analysis interval below 10 s to 10 s
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -753,6 +755,12 @@ def abort_and_reaction(
             if run == 1:
                 # Paused at 50%: the controller's footprint with one rollout in flight.
                 figures.rss, figures.idle_cpu = idle(target.pid())
+            else:
+                # Traefik loads a provider's changes at most every 2 s (its default
+                # providersThrottleDuration): an abort right after the 50% split was loaded
+                # would time Traefik's window, not the controller (2026-12-02: 1.2-1.4 s for
+                # lockgate and Argo alike, against 0.3-0.4 s after a quiet spell).
+                time.sleep(TRAEFIK_THROTTLE_SECONDS + 1)
             load = Load(web_url, host_of(app, target.ns), threads=1).start()
             try:
                 load.wait_answered(50)
