@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from hack.tools.load import Load, by_version, failed
-from lockgate.names import GROUP, VERSION
+from lockgate.names import GROUP, LABEL_APP, VERSION
 from tests.support.cluster import REPO_ROOT, Traefik
 from tests.support.rollouts import (
     Lockgate,
@@ -300,7 +300,7 @@ def route_objects(lg: Lockgate) -> set[str]:
         (*GATEWAY, "httproutes"),
     ):
         listed = lg.custom.list_namespaced_custom_object(
-            group, version, lg.namespace, plural, label_selector="lockgate.dev/app=shop"
+            group, version, lg.namespace, plural, label_selector=f"{LABEL_APP}=shop"
         )
         out |= {f"{plural}/{o['metadata']['name']}" for o in listed["items"]}
     return out

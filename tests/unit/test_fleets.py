@@ -26,6 +26,7 @@ from lockgate.kube import (
     DiscoveryPending,
     Kube,
 )
+from lockgate.names import LABEL_APP
 from lockgate.probes.prometheus import PrometheusMetrics
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
@@ -262,7 +263,7 @@ def test_objects_lockgate_does_not_own_for_the_application_stay() -> None:
     kube.add_application("shop", ROUTED)
     rt = runtime_over(kube)
     ensure_owned(kube, rt, ROUTED)
-    labels = {"lockgate.dev/app": "shop"}
+    labels = {LABEL_APP: "shop"}
     kube.put("ingressroutes", NS, {"metadata": {"name": "users-own", "labels": labels}})
     other = {"ownerReferences": [{"uid": "someone-else"}], "labels": labels}
     kube.put("httproutes", NS, {"metadata": {"name": "other", **other}})

@@ -75,7 +75,7 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   traefik.io traefikservices, ingressroutes: read and server-side applied.
   gateway.networking.k8s.io httproutes (spec.traffic.gatewayAPI): read; lockgate's own
     server-side applied, a rule of someone else's merge-patched.
-  Both: listed by the label lockgate.dev/app and deleted when the Application owns them and
+  Both: listed by the label lockgate.dev/application and deleted when the Application owns them and
     its router no longer does (moved between a TraefikService and an HTTPRoute, renamed).
 The leader election's Lease has a Role of its own in the release namespace (rbac.yaml).
 */}}
