@@ -53,7 +53,14 @@ from lockgate.api.deployment import TERMINAL_PHASES
 from lockgate.names import ACTION_ANNOTATION
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik, cluster_info, hack, traefik_info
 from tests.support.operator_fixtures import Operator, operator_env
-from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import (
+    Lockgate,
+    Recording,
+    application,
+    deployment,
+    host_of,
+    wait_for,
+)
 
 REPLICAS = 3
 PORT = 8080
@@ -121,7 +128,7 @@ def wait_share(
 
 
 @dataclass
-class LogTail:
+class LogTail(Recording):
     """Lines appended to a controller's log, each stamped when it arrives (the file is read
     every 2 ms): for a controller whose own log timestamps have whole seconds only."""
 
@@ -142,16 +149,6 @@ class LogTail:
                 mono, wall = time.monotonic(), datetime.now(UTC)
                 *done, rest = (rest + chunk).split(b"\n")
                 self.lines.extend((mono, wall, d.decode(errors="replace")) for d in done)
-
-    def __enter__(self) -> LogTail:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
 
     def find(self, pattern: str, after: float) -> tuple[float, datetime, str] | None:
         regex = re.compile(pattern)
