@@ -530,9 +530,12 @@ def batch_started(lg: Lockgate, app: str, index: int) -> bool:
     return len(batches) > index and batches[index]["state"] != "Pending"
 
 
-@pytest.mark.serial  # kills the operator
 def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
-    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, operator: Operator
+    lockgate: Lockgate,
+    app: str,
+    fleet: dict[str, DockerHost],
+    traefik: Traefik,
+    own_operator: Operator,
 ) -> None:
     deploy_v1(lockgate, app, fleet, traefik)
     rolling = {"type": "Rolling", "rolling": {"batchSize": 1, "batchWaitSeconds": 1}}
@@ -543,9 +546,9 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
         for batch in range(3):
             wait_for(f"batch {batch + 1} to start", lambda b=batch: batch_started(lockgate, app, b))
             time.sleep(rng.uniform(0.0, 0.5))  # the seeded moment inside the batch
-            operator.kill()
+            own_operator.kill()
             kills.append(interruption(lockgate, f"{app}-v2"))
-            operator.start()
+            own_operator.start()
         status = lockgate.wait_finished(f"{app}-v2", timeout=300)
         load.wait_answered(len(load.responses) + 100)
     responses = load.stop()

@@ -159,9 +159,8 @@ def test_recreate_replaces_every_instance(lockgate: Lockgate, traefik: Traefik) 
     assert {r.version for r in load.stop()} == {"v2"}
 
 
-@pytest.mark.serial  # kills the operator
 def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
-    lockgate: Lockgate, traefik: Traefik, operator: Operator
+    lockgate: Lockgate, traefik: Traefik, own_operator: Operator
 ) -> None:
     """One SIGKILL inside each of the first five steps, at a seeded random moment of it."""
     deploy_v1(lockgate)
@@ -174,9 +173,9 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
         for step in range(5):
             lockgate.wait_step("shop-v2", step)
             time.sleep(rng.uniform(0.0, 1.5))  # the seeded moment inside the step
-            operator.kill()
+            own_operator.kill()
             kills.append(interruption(lockgate, "shop-v2"))
-            operator.start()
+            own_operator.start()
         status = lockgate.wait_finished("shop-v2", timeout=300)
     responses = load.stop()
     where = f"seed {seed}, kills at {kills}"

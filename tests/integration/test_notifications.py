@@ -154,9 +154,8 @@ def test_a_hung_receiver_never_slows_the_rollout(lockgate: Lockgate) -> None:
     print(f"\nstep durations (s): {json.dumps(measured)}")
 
 
-@pytest.mark.serial  # kills the operator
 def test_operator_killed_right_after_a_transition_sends_its_notification_once(
-    lockgate: Lockgate, operator: Operator
+    lockgate: Lockgate, own_operator: Operator
 ) -> None:
     """The receiver holds the notification of shop-v2's last transition (Succeeded) open;
     the operator is killed while it waits for the answer, so it never recorded it. After the
@@ -175,9 +174,9 @@ def test_operator_killed_right_after_a_transition_sends_its_notification_once(
         roll_out(lockgate, "shop-v1", "demo:v1")
         roll_out(lockgate, "shop-v2", "demo:v2", CANARY)
         wait_for("the Succeeded notification to be held", lambda: receiver.held == 1)
-        operator.kill()
+        own_operator.kill()
         receiver.release()  # the killed operator's request ends unanswered
-        operator.start()
+        own_operator.start()
         records = wait_for(
             "shop-v2's notifications recorded", lambda: delivered(lockgate, "shop-v2")
         )

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lockgate.names import GROUP, LABEL_SHARD, VERSION
 from tests.support.cluster import Cluster, Traefik
-from tests.support.operator_fixtures import Operator, free_port, operator_env
+from tests.support.operator_fixtures import Operator, free_port, operator_env, release
 from tests.support.rollouts import Lockgate, application, deployment, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]  # starts operators of its own
+pytestmark = pytest.mark.integration
 
 FINALIZER = {"": "lockgate.dev/finalizer", "a": "finalizer.lockgate.dev/a"}
 FINALIZER["b"] = "finalizer.lockgate.dev/b"
@@ -59,35 +59,10 @@ def shards(
         yield started
     finally:
         try:
-            release(lockgate, started)
+            release(lockgate, started.values())
         finally:
             for op in started.values():
                 op.stop()
-
-
-def release(lg: Lockgate, operators: dict[str, Operator]) -> None:
-    """Delete the test's lockgate objects while their operators run, so that no finalizer of
-    a shard whose operator is gone keeps the namespace from being deleted afterwards."""
-    for op in operators.values():
-        if not op.alive():
-            op.start()
-    plurals = ("deployments", "applications")
-
-    def names(plural: str) -> list[str]:
-        listed = lg.custom.list_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural)
-        return [item["metadata"]["name"] for item in listed["items"]]
-
-    for plural in plurals:
-        for name in names(plural):
-            lg.custom.delete_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural, name)
-    try:
-        wait_for("the test's objects deleted", lambda: not any(names(p) for p in plurals), 60)
-    finally:
-        for plural in plurals:  # what an operator failed to release: let it go
-            for name in names(plural):
-                lg.custom.patch_namespaced_custom_object(
-                    GROUP, VERSION, lg.namespace, plural, name, {"metadata": {"finalizers": None}}
-                )
 
 
 def labelled(app: dict[str, Any], shard: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +22,11 @@ import httpx
 import pytest
 from kubernetes import client
 
+from lockgate.controller.sharding import DEFAULT as DEFAULT_SHARD
+from lockgate.controller.sharding import finalizer
+from lockgate.names import GROUP, VERSION
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
-from tests.support.rollouts import Lockgate
+from tests.support.rollouts import Lockgate, wait_for
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
 
@@ -196,3 +199,67 @@ def lockgate(cluster: Cluster, operator: Operator) -> Iterator[Lockgate]:
     core.create_namespace({"metadata": {"name": name}})
     yield Lockgate(api, name)
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def own_operator(
+    cluster: Cluster, traefik: Traefik, kubelet: object, lockgate: Lockgate, tmp_path: Path
+) -> Iterator[Operator]:
+    """An operator of the test's own, to kill, stop and restart: it serves a shard named
+    after the test's namespace, on that namespace only, and the Applications the test
+    creates through `lockgate` are labelled for it. The shared operator (the default shard)
+    leaves them alone, so such a test runs beside the others instead of alone."""
+    shard = lockgate.namespace
+    lockgate.shard = shard
+    op = Operator(
+        operator_env(cluster, traefik),
+        tmp_path / "own-operator",
+        free_port(),
+        scope=("--namespace", lockgate.namespace),
+        args=("--shard", shard),
+        die_with_parent=True,
+    )
+    op.start()
+    try:
+        yield op
+        # Had the shared operator acted too, it would have driven on while the test's own was
+        # killed: its finalizer on any of the test's objects is the trace it leaves.
+        touched = [
+            f"{plural}/{item['metadata']['name']}"
+            for plural in ("applications", "deployments")
+            for item in lockgate.custom.list_namespaced_custom_object(
+                GROUP, VERSION, lockgate.namespace, plural
+            )["items"]
+            if finalizer(DEFAULT_SHARD) in (item["metadata"].get("finalizers") or [])
+        ]
+        assert not touched, f"the shared operator acted on the test's own shard: {touched}"
+    finally:
+        try:
+            release(lockgate, [op])
+        finally:
+            op.stop()
+
+
+def release(lg: Lockgate, operators: Iterable[Operator]) -> None:
+    """Delete the test's lockgate objects while their operators run, so that no finalizer of
+    a shard whose operator is gone keeps the namespace from being deleted afterwards."""
+    for op in operators:
+        if not op.alive():
+            op.start()
+    plurals = ("deployments", "applications")
+
+    def names(plural: str) -> list[str]:
+        listed = lg.custom.list_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural)
+        return [item["metadata"]["name"] for item in listed["items"]]
+
+    for plural in plurals:
+        for name in names(plural):
+            lg.custom.delete_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural, name)
+    try:
+        wait_for("the test's objects deleted", lambda: not any(names(p) for p in plurals), 60)
+    finally:
+        for plural in plurals:  # what an operator failed to release: let it go
+            for name in names(plural):
+                lg.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, lg.namespace, plural, name, {"metadata": {"finalizers": None}}
+                )

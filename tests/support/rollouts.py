@@ -14,7 +14,7 @@ import httpx
 from kubernetes import client, watch
 
 from lockgate.api.deployment import TERMINAL_PHASES
-from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
+from lockgate.names import ACTION_ANNOTATION, GROUP, LABEL_SHARD, VERSION
 
 
 def wait_for(
@@ -37,6 +37,8 @@ class Lockgate:
 
     api: client.ApiClient
     namespace: str
+    # Set by the `own_operator` fixture: the Applications created here are its shard's.
+    shard: str | None = None
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -45,6 +47,9 @@ class Lockgate:
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         plural = {"Application": "applications", "Deployment": "deployments"}[body["kind"]]
         body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
+        if self.shard and body["kind"] == "Application":
+            metadata = body["metadata"] = {**body.get("metadata", {})}
+            metadata["labels"] = {**metadata.get("labels", {}), LABEL_SHARD: self.shard}
         result: dict[str, Any] = self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, plural, body
         )
