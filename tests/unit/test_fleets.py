@@ -9,9 +9,11 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import kopf
 import pytest
 
 from lockgate.api import ApplicationSpec
+from lockgate.controller import handlers
 from lockgate.controller.deployments import Reconciler
 from lockgate.controller.fleets import Fleet, FleetUnusable, fleet_for, removes_on_deletion
 from lockgate.controller.fleets.docker import DockerFleet
@@ -290,6 +292,33 @@ def test_the_old_route_stays_until_traefik_serves_the_new_one() -> None:
     # Clients reach it through the user's own route: nothing of lockgate's to wait for.
     ensure_owned(kube, rt, {**KUBERNETES, "traffic": {"gatewayAPI": {"routeRef": REF}}})
     assert "ingressroutes/shop" in kube.deleted
+
+
+def test_the_application_handler_looks_again_for_the_new_route_within_seconds() -> None:
+    """Traefik serves a new route a moment after it is written: the old one goes then, not
+    after kopf's default minute between retries (each retry is an Event: later ones wait
+    longer)."""
+    kube = FakeKube()
+    kube.add_application("shop", ROUTED)
+    rt = runtime_over(kube)
+    ensure_owned(kube, rt, ROUTED)
+    rt.settings = Settings(traefik_api_url="http://traefik:8080")
+    body = kopf.Body(kube.put("applications", NS, {**kube.application("shop"), "spec": GATEWAY}))
+    delays = []
+    for retry in (0, 1, 2, 8):
+        with pytest.raises(kopf.TemporaryError, match="ingressroutes/shop") as err:
+            run(
+                handlers.application_changed(
+                    body=body,
+                    patch=kopf.Patch(),
+                    memo=kopf.Memo(runtime=rt),
+                    retry=retry,
+                    **kube.handler_kwargs(body),
+                )
+            )
+        delays.append(err.value.delay)
+    assert delays == [1, 2, 4, handlers.ROUTE_SWITCH_MAX_DELAY]
+    assert kube.deleted == []
 
 
 def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:

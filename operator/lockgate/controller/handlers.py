@@ -47,6 +47,7 @@ from .deployments import (
     settled,
 )
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
+from .fleets.kubernetes import RouteSwitchPending
 from .redact import install_log_redaction
 from .runtime import Runtime
 from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
@@ -61,6 +62,9 @@ SAFETY_NET = 600.0  # a rollout waiting on events only looks again after this an
 FINISHED_WAIT = SAFETY_NET  # a finished or failed rollout wakes on changes only
 ERROR_WAIT = 2.0
 RETRY_DELAY = 60.0  # kopf's own delay before it retries a handler that raised
+# Traefik serves a new route within seconds: the handler waiting for it to remove the old one
+# looks again after 1 s, doubling to this (each retry is a progress write and an Event).
+ROUTE_SWITCH_MAX_DELAY = 30.0
 APP_SAFETY_NET = 600.0  # an Application's status is recounted at least this often
 APP_ERROR_WAIT = 5.0
 APP_DEBOUNCE = 0.2  # a burst of Pod events (a slot scaling) makes one recount
@@ -459,6 +463,11 @@ async def _claim_deployments(
     )
 
 
+def route_switch_delay(retry: int) -> float:
+    """When the handler waiting for Traefik to serve an Application's new route retries."""
+    return min(2.0**retry, ROUTE_SWITCH_MAX_DELAY)
+
+
 @kopf.on.resume(GROUP, VERSION, "applications", labels=IN_SHARD)
 @kopf.on.create(GROUP, VERSION, "applications", labels=IN_SHARD)
 @kopf.on.update(GROUP, VERSION, "applications", labels=IN_SHARD)
@@ -472,7 +481,12 @@ async def application_changed(
 ) -> None:
     with _failures_redacted(memo.runtime):
         await _claim_deployments(memo.runtime, namespace or "", name, kwargs[DEPLOYMENT_INDEX])
-        await reconcile_application(memo.runtime, dict(body), patch)
+        try:
+            await reconcile_application(memo.runtime, dict(body), patch)
+        except RouteSwitchPending as err:
+            raise kopf.TemporaryError(
+                str(err), delay=route_switch_delay(kwargs.get("retry", 0))
+            ) from err
 
 
 async def application_tick(
