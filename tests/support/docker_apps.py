@@ -98,13 +98,22 @@ def docker_application(
 
 
 def containers(hosts: dict[str, DockerHost], app: str) -> dict[str, list[tuple[str, str, str]]]:
-    """(name, image label, state) of the app's containers per host, read over unix sockets."""
+    """(name, image label, state) of the app's containers per host, read over unix sockets.
+    One list call per host: docker-py's `containers.list` inspects each container it listed,
+    and one the operator removes in between fails the inspection (404)."""
     out = {}
     for name, host in hosts.items():
         c = local_client(host)
         try:
-            found = c.containers.list(all=True, filters={"label": f"{LABEL_APP}={app}"})
-            out[name] = sorted((x.name, x.labels.get(LABEL_IMAGE, ""), x.status) for x in found)
+            found = c.api.containers(all=True, filters={"label": f"{LABEL_APP}={app}"})
+            out[name] = sorted(
+                (
+                    x["Names"][0].lstrip("/"),
+                    (x.get("Labels") or {}).get(LABEL_IMAGE, ""),
+                    x["State"],
+                )
+                for x in found
+            )
         finally:
             c.close()
     return out
