@@ -9,7 +9,9 @@ worker still uses. In a shared run:
   and the others find it running;
 - no worker stops anything: a component a worker started is recorded, and the controller
   stops it (and the shared operator) once every worker has finished;
-- tests that disrupt what the others share (kill or replace the operator, restart the control
+- a test that kills or restarts an operator uses one of its own (`own_operator`: a shard of
+  its own, which the shared operator leaves alone) and runs beside the others;
+- tests that disrupt what the others share (stop the shared operator, restart the control
   plane, kill a Docker daemon) are marked `serial` and run in a run of their own (`hack/test`
   runs them after the parallel phase); one that tries it anyway in a shared run fails.
 
