@@ -108,7 +108,7 @@ def slice_describer(service: str) -> Callable[[str, Any], str | None]:
             return None
         parts = []
         for ep in eps.endpoints or []:
-            c = ep.conditions
+            c = ep.conditions or client.V1EndpointConditions()
             parts.append(f"{','.join(ep.addresses)}(r={c.ready},s={c.serving},t={c.terminating})")
         text = " ".join(sorted(parts)) or "(none)"
         if seen.get(eps.metadata.name) == text:
