@@ -28,8 +28,9 @@ from lockgate.kube import (
     DiscoveryPending,
     Kube,
 )
-from lockgate.names import LABEL_APP
+from lockgate.names import LABEL_APP, LABEL_RELEASE_HASH
 from lockgate.probes.prometheus import PrometheusMetrics
+from lockgate.targets.kubernetes import release_hash
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
 from tests.unit.fake_prometheus import FakePrometheus, traffic
@@ -52,25 +53,57 @@ DOCKER = {
 UNITS = ("replica-1", "replica-2", "replica-3")
 
 
+DRAINING = "2026-01-01T00:00:00Z"  # a deletionTimestamp: the Pod is terminating
+
+
 def kubelet(kube: FakeKube, ready: dict[str, int]) -> None:
-    """Pods for every slot as its ReplicaSet and kubelet would make them (Recreate: Pods of
-    another template go first); `ready[slot]` of them pass their readiness probe."""
+    """Pods for every slot as the Deployment controller, its ReplicaSets and a kubelet would
+    make them. Pods of another template, or beyond the replicas, are stopped: terminating,
+    they drain as they were (Ready or not) until `drain_over`. With strategy Recreate no new
+    Pod starts while any of those is left; with a surge allowed, the new ones start at once.
+    `ready[slot]` of the new Pods pass their readiness probe."""
     for (plural, ns, name), workload in list(kube.store.items()):
         if plural != "deployments.apps":
             continue
         labels = workload["spec"]["template"]["metadata"]["labels"]
-        for key in [k for k in kube.store if k[0] == "pods" and k[2].startswith(f"{name}-")]:
-            del kube.store[key]
-        for i in range(workload["spec"]["replicas"]):
+        current = labels[LABEL_RELEASE_HASH]
+        replicas = workload["spec"]["replicas"]
+        pods = [
+            (key, obj)
+            for key, obj in kube.store.items()
+            if key[0] == "pods" and key[1] == ns and key[2].startswith(f"{name}-")
+        ]
+        for key, obj in pods:
+            hash_, _, index = key[2].removeprefix(f"{name}-").rpartition("-")
+            if hash_ != current or int(index) >= replicas:
+                obj["metadata"]["deletionTimestamp"] = DRAINING
+        recreate = (workload["spec"].get("strategy") or {}).get("type") == "Recreate"
+        if recreate and any(
+            obj["metadata"]["labels"][LABEL_RELEASE_HASH] != current
+            for key, obj in kube.store.items()
+            if key[0] == "pods" and key[1] == ns and key[2].startswith(f"{name}-")
+        ):
+            continue  # Recreate: the new ReplicaSet waits until the old Pods are gone
+        for i in range(replicas):
             condition = {"type": "Ready", "status": "True" if i < ready.get(name, 0) else "False"}
             kube.put(
                 "pods",
                 ns,
                 {
-                    "metadata": {"name": f"{name}-{i}", "labels": labels},
-                    "status": {"conditions": [condition]},
+                    "metadata": {"name": f"{name}-{current}-{i}", "labels": labels},
+                    "status": {"phase": "Running", "conditions": [condition]},
                 },
             )
+
+
+def drain_over(kube: FakeKube) -> None:
+    """The terminating Pods are gone (their preStop drain and stop are over)."""
+    for key in [
+        k
+        for k, obj in kube.store.items()
+        if k[0] == "pods" and obj["metadata"].get("deletionTimestamp")
+    ]:
+        del kube.store[key]
 
 
 def kubernetes_app(kube: FakeKube) -> tuple[Runtime, dict[str, Any], ApplicationSpec]:
@@ -474,3 +507,59 @@ def test_a_docker_fleet_without_its_secret_names_the_field() -> None:
         FleetUnusable, match=re.escape("knownHostsSecretRef: Secret 'ssh' has no key")
     ):
         run(fleet_for(rt, app_obj, app, None).remove_all())
+
+
+def aborted_canary_draining(kube: FakeKube) -> Fleet:
+    """`dep/1`'s canary at 50% on every unit, aborted: back to 100% stable, its slot scaled
+    to 0, its Pods still draining (terminating, Ready as they were). Then `next/1` asks for
+    its canary on every unit of the same slot; its first Pod passes its readiness probe."""
+    rt, app_obj, app = kubernetes_app(kube)
+    fleet = fleet_for(rt, app_obj, app, "dep/1")
+    run(fleet.ensure_owned())
+    run(fleet.ensure("stable", "app:1", UNITS, "old/1"))
+    run(fleet.ensure("canary", "app:2", UNITS, "dep/1"))
+    kubelet(kube, {"shop-a": 3, "shop-b": 3})
+    run(fleet.set_weights(50, 50))
+    run(fleet.remove_rollout())
+    kubelet(kube, {"shop-a": 3})
+    following = fleet_for(rt, app_obj, app, "next/1")
+    run(following.ensure("canary", "app:3", UNITS, "next/1"))
+    kubelet(kube, {"shop-a": 3, "shop-b": 1})
+    return following
+
+
+def pods_of(kube: FakeKube, slot: str, release: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: obj
+        for (plural, _, name), obj in kube.store.items()
+        if plural == "pods"
+        and name.startswith(f"shop-{slot}-")
+        and obj["metadata"]["labels"][LABEL_RELEASE_HASH] == release_hash(release)
+    }
+
+
+def test_a_canary_after_an_aborted_one_starts_while_that_one_still_drains() -> None:
+    # bench/peers.py: apply -> first weight took 7.4 s after an abort against 3.5 s into a
+    # fresh slot: with strategy Recreate the slot's new Pods waited for the aborted canary's
+    # Pods to be gone, their 5 s drain included, though that slot carried no traffic.
+    kube = FakeKube()
+    fleet = aborted_canary_draining(kube)
+    old = pods_of(kube, "b", "dep/1")
+    assert old and all(p["metadata"].get("deletionTimestamp") for p in old.values())
+    view = run(fleet.observe())
+    # Only the new release's Pods count, though the draining ones are still Ready.
+    assert view.canary == InstanceSet("next/1", "app:3", UNITS, ("replica-1",))
+    assert view.live_weights == (100, 0)
+
+
+def test_the_resource_analysis_reads_only_the_new_releases_pods() -> None:
+    # The draining Pods of the previous canary run beside the new ones for a while: their
+    # CPU and memory are not the new version's.
+    kube = FakeKube()
+    fleet = aborted_canary_draining(kube)
+    assert pods_of(kube, "b", "dep/1"), "the aborted canary's Pods still drain"
+    instances = run(fleet.resource_instances())
+    assert instances["canary"] == tuple(
+        f"{NS}/{name}" for name in sorted(pods_of(kube, "b", "next/1"))
+    )
+    assert len(instances["canary"]) == 3

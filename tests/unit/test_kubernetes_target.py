@@ -120,3 +120,69 @@ def test_a_stable_slot_scaled_to_zero_is_scaled_back_for_a_rollback() -> None:
     # What the engine's rollback emits: the previous image on every unit, the observed release.
     asyncio.run(target.ensure(app_obj, spec(), "stable", "demo:v1", len(units), stable.release))
     assert kube.store[("deployments.apps", "ns", "shop-a")]["spec"]["replicas"] == 3
+
+
+def test_a_retemplated_slot_counts_only_its_new_releases_pods_and_those_traefik_lists() -> None:
+    # The slot's strategy starts the new Pods while the previous release's are still there
+    # (not yet stopped by the Deployment controller, or draining), Ready and even listed by
+    # Traefik: none of them is the new release, so none makes it look ready for traffic.
+    from lockgate.names import ANNOTATION_RELEASE, LABEL_APP, LABEL_RELEASE_HASH, LABEL_SLOT
+    from lockgate.targets.kubernetes import release_hash
+    from tests.unit.controller_fakes import FakeKube
+
+    kube = FakeKube()
+    kube.store[("services", "ns", "shop-stable")] = {
+        "metadata": {"name": "shop-stable"},
+        "spec": {"selector": {LABEL_SLOT: "a"}},
+    }
+    kube.store[("deployments.apps", "ns", "shop-b")] = {
+        "metadata": {"name": "shop-b"},
+        "spec": {
+            "replicas": 3,
+            "template": {
+                "metadata": {"annotations": {ANNOTATION_RELEASE: "next/1"}},
+                "spec": {"containers": [{"name": "app", "image": "demo:v3"}]},
+            },
+        },
+    }
+
+    def pod(name: str, release: str, ip: str, *, ready: bool, draining: bool = False) -> None:
+        meta: dict[str, Any] = {
+            "name": name,
+            "labels": {
+                LABEL_APP: "shop",
+                LABEL_SLOT: "b",
+                LABEL_RELEASE_HASH: release_hash(release),
+            },
+        }
+        if draining:
+            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        kube.put(
+            "pods",
+            "ns",
+            {
+                "metadata": meta,
+                "status": {
+                    "phase": "Running",
+                    "podIP": ip,
+                    "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                },
+            },
+        )
+
+    pod("shop-b-old-0", "dep/1", "10.246.0.1", ready=True)  # its ReplicaSet not scaled down yet
+    pod("shop-b-old-1", "dep/1", "10.246.0.2", ready=True, draining=True)
+    pod("shop-b-new-0", "next/1", "10.246.0.3", ready=True)
+    pod("shop-b-new-1", "next/1", "10.246.0.4", ready=True)  # Traefik has yet to list it
+    pod("shop-b-new-2", "next/1", "10.246.0.5", ready=False)
+    served = {
+        "stable": frozenset(),
+        "canary": frozenset({"10.246.0.1", "10.246.0.2", "10.246.0.3"}),
+    }
+    target = KubernetesTarget(kube)  # type: ignore[arg-type]
+    units = ("replica-1", "replica-2", "replica-3")
+    _, canary = asyncio.run(target.observe("ns", "shop", units, served))
+    assert (canary.release, canary.image) == ("next/1", "demo:v3")
+    assert canary.units == units
+    assert canary.ready == ("replica-1",)
+    assert target.lagging  # shop-b-new-1: Ready, not yet among Traefik's servers

@@ -1,11 +1,17 @@
 """Kubernetes workloads: two slots per Application, alternating between stable and canary.
 
-Each slot is an apps/v1 Deployment `<app>-a` / `<app>-b` with strategy Recreate. Deployments
-rather than bare ReplicaSets because they replace failed Pods and keep a revision history
-that `kubectl rollout` users know; Recreate because lockgate changes a slot's template only
-while the slot carries no traffic, so nothing is gained by a surge and mixed Pods would blur
-the readiness count. Which slot is stable is read from the `<app>-stable` Service's
-selector, so the cluster itself is the record and nothing is kept in memory.
+Each slot is an apps/v1 Deployment `<app>-a` / `<app>-b`. Deployments rather than bare
+ReplicaSets because they replace failed Pods and keep a revision history that `kubectl
+rollout` users know. lockgate changes a slot's template only while the slot carries no
+traffic (the spare slot, before a canary starts in it), so the slot's strategy replaces every
+old Pod at once and starts every new one at once (RollingUpdate with maxSurge and
+maxUnavailable 100%, see SLOT_STRATEGY): Recreate started nothing until the previous Pods had
+fully terminated, drain included, which held a canary started after an aborted one for the
+aborted one's whole drain. Old and new Pods may so coexist for a moment; the readiness count
+is not blurred by it, because only Pods of the slot's own release (their release-hash label)
+that are not terminating count (`_observe_slot`). Which slot is stable is read from the
+`<app>-stable` Service's selector, so the cluster itself is the record and nothing is kept
+in memory.
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ from lockgate.names import (
 SLOTS = ("a", "b")
 STOP_SECONDS = 10
 """How long a container has between SIGTERM and SIGKILL once its drain is over."""
+SLOT_STRATEGY: dict[str, Any] = {
+    "type": "RollingUpdate",
+    "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "100%"},
+}
+"""A slot's apps/v1 Deployment strategy: on a template change, all new Pods are created at
+once while all old ones are stopped at once, without waiting for them to be gone. Safe
+because the engine re-templates only a slot without traffic (the old Pods serve nothing), and
+a terminating Pod's endpoint is no longer ready at once: Traefik v3.6 lists a terminating
+endpoint that still serves as a "fenced" server, which its balancer never picks (only a
+sticky cookie naming it does), and drops it once it stops serving."""
 
 
 def slot_name(app: str, slot: str) -> str:
@@ -283,6 +299,19 @@ class KubernetesTarget:
         """The Pods of one slot of the application."""
         return await self._pods(namespace, app, slot)
 
+    async def current_pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
+        """The Pods of one slot that run its current release and are not terminating (a
+        re-templated slot's previous Pods drain beside the new ones for a while)."""
+        workload = await self._slot(namespace, app, slot)
+        if workload is None or workload.release is None:
+            return []
+        wanted = release_hash(workload.release)
+        return [
+            pod
+            for pod in await self._pods(namespace, app, slot)
+            if pod.labels.get(LABEL_RELEASE_HASH) == wanted and not pod.deleting
+        ]
+
     async def _pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
         if self.pod_source is not None:
             return await self.pod_source(namespace, app, slot)
@@ -330,7 +359,7 @@ class KubernetesTarget:
             },
             "spec": {
                 "replicas": count,
-                "strategy": {"type": "Recreate"},
+                "strategy": copy.deepcopy(SLOT_STRATEGY),
                 "selector": {"matchLabels": {LABEL_APP: name, LABEL_SLOT: slot}},
                 "template": pod_template(name, app, slot, image, release),
             },

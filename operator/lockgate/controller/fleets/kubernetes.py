@@ -148,7 +148,8 @@ class KubernetesFleet:
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<namespace>/<pod>` of the running Pods of each role's slot (what metrics.k8s.io
-        reports per Pod)."""
+        reports per Pod): those of the slot's release, not those of a previous one still
+        draining beside them."""
         stable_slot = await self.target.stable_slot(self.namespace, self.name)
         out: dict[Role, tuple[str, ...]] = {}
         slots: tuple[tuple[Role, str], ...] = (
@@ -156,7 +157,7 @@ class KubernetesFleet:
             ("canary", self.target.other(stable_slot)),
         )
         for role, slot in slots:
-            pods = await self.target.pods(self.namespace, self.name, slot)
+            pods = await self.target.current_pods(self.namespace, self.name, slot)
             out[role] = tuple(f"{self.namespace}/{p.name}" for p in pods if p.phase == "Running")
         return out
 
