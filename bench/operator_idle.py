@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -143,9 +144,7 @@ def main() -> None:
         for i in range(args.runs):
             figures = one_run(api, env, traefik.api_url, args.profile)
             runs.append(figures)
-            print(
-                f"run {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), flush=True
-            )
+            print(f"run {i + 1}: {json.dumps(figures)}", flush=True)
     tree = os.environ.get("PYTHONPATH") or "this tree"
     print(
         f"\n{args.runs} runs, operator {Path(sys.executable).with_name('lockgate')} ({tree}); medians:"
