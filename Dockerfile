@@ -22,7 +22,9 @@ COPY wheels/lockgate/ /wheels/lockgate/
 RUN /opt/lockgate/bin/python "$(ls /wheels/deps/pip-*.whl)/pip" install \
       --no-index --no-deps --no-cache-dir --disable-pip-version-check --require-virtualenv \
       /wheels/lockgate/lockgate-*.whl \
- && /opt/lockgate/bin/python -c 'import lockgate.controller, lockgate.cli.main' \
+# The operator loads docker-py and paramiko only when a Docker fleet first connects: import
+# them here too (hosts.ssh_transport imports both), so a broken install fails the build.
+ && /opt/lockgate/bin/python -c 'import lockgate.controller, lockgate.cli.main, lockgate.hosts.ssh_transport' \
  && /opt/lockgate/bin/lockgate --version
 
 FROM ${BASE_IMAGE}

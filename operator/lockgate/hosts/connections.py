@@ -1,7 +1,11 @@
 """One docker-py client per host, reused, over a unix socket, tcp (mutual TLS from PEM
 strings) or ssh (our own paramiko connection, see `ssh`). docker-py is blocking, so every
 call runs in a worker thread (`asyncio.to_thread`), bounded by one semaphore across hosts
-and by a per-host timeout; a failed host drops its client so the next call reconnects."""
+and by a per-host timeout; a failed host drops its client so the next call reconnects.
+
+docker-py (and, through it and `ssh`, paramiko) is imported by the first connection, in its
+worker thread, never by importing this module: a Kubernetes-only operator does not load it.
+"""
 
 from __future__ import annotations
 
@@ -12,49 +16,19 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
-
-import docker
-import docker.errors
-import docker.tls
-from docker.transport import SSHHTTPAdapter
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import DockerTargetError, HostKeyError, HostUnavailable, translate_error
 from .spec import HostSpec
-from .ssh import ssh_connect
+
+if TYPE_CHECKING:
+    import docker
 
 T = TypeVar("T")
 
 # docker-py's newest API version; a daemon answering a lower one is spoken to in its own.
 _CLIENT_API_VERSION = "1.45"
 _MIN_API_VERSION = "1.24"
-
-
-class _PinnedSSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
-    """docker-py's paramiko transport (`docker system dial-stdio` on the host) on an SSH
-    connection we opened ourselves, with our key and host keys, never ~/.ssh."""
-
-    def __init__(
-        self, spec: HostSpec, connect_timeout: float, read_timeout: float, max_pool_size: int
-    ) -> None:
-        self._spec = spec
-        self._connect_timeout = connect_timeout
-        super().__init__(spec.url, timeout=read_timeout, max_pool_size=max_pool_size)
-
-    def _create_paramiko_client(self, base_url: str) -> None:
-        self.ssh_client = None
-        self.ssh_params: dict[str, Any] = {}
-
-    def _connect(self) -> None:
-        if self.ssh_client is not None:
-            self.ssh_client.close()
-        self.ssh_client = ssh_connect(self._spec, self._connect_timeout)
-
-    def get_connection(self, url: str, proxies: Any = None) -> Any:
-        # docker-py keys its pools by the full request URL, so every container-specific
-        # path opened a new SSH channel and a new `docker system dial-stdio` on the host
-        # (~0.1 s each here). One pool per host reuses the channels.
-        return super().get_connection("http+docker://ssh/", proxies)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -125,13 +99,18 @@ class HostConnections:
             return client
 
     def _connect(self, spec: HostSpec) -> docker.DockerClient:
+        import docker
+        import docker.tls
+
         timeout = int(max(1, self.timeout))
         client: docker.DockerClient | None = None
         try:
             if spec.transport == "ssh":
+                from .ssh_transport import PinnedSSHAdapter
+
                 # Channel reads wait as long as a stop with its grace period may take; the
                 # caller's own deadline (run) comes first.
-                adapter = _PinnedSSHAdapter(
+                adapter = PinnedSSHAdapter(
                     spec, self.connect_timeout, self.timeout * 4, max_pool_size=8
                 )
                 client = docker.DockerClient(

@@ -1,14 +1,20 @@
 """Errors that name the host they happened on, and the translation of docker-py, requests
-and paramiko exceptions into them."""
+and paramiko exceptions into them.
+
+docker-py and paramiko are imported when a Docker fleet first connects, never by importing
+this module (a Kubernetes-only operator never loads them): an exception can only be one of
+theirs once its module is loaded, so `translate_error` looks only at loaded modules.
+"""
 
 from __future__ import annotations
 
 import re
 import socket
+import sys
+from typing import TYPE_CHECKING
 
-import docker.errors
-import paramiko
-import requests
+if TYPE_CHECKING:
+    import docker.errors
 
 
 class DockerTargetError(RuntimeError):
@@ -36,6 +42,27 @@ def translate_error(host: str, exc: BaseException) -> DockerTargetError:
     """A DockerTargetError naming host for an exception from docker-py, requests or paramiko."""
     if isinstance(exc, DockerTargetError):
         return exc
+    if "paramiko" in sys.modules:
+        translated = _translate_paramiko(host, exc)
+        if translated is not None:
+            return translated
+    if "docker.errors" in sys.modules:
+        translated = _translate_docker(host, exc)
+        if translated is not None:
+            return translated
+    if "requests" in sys.modules:
+        import requests
+
+        if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return HostUnavailable(host, f"daemon unreachable: {_short(exc)}")
+    if isinstance(exc, OSError | socket.timeout | EOFError):
+        return HostUnavailable(host, f"daemon unreachable: {_short(exc)}")
+    return DockerTargetError(host, f"{type(exc).__name__}: {exc}")
+
+
+def _translate_paramiko(host: str, exc: BaseException) -> DockerTargetError | None:
+    import paramiko
+
     if isinstance(exc, paramiko.BadHostKeyException):
         return HostKeyError(
             host,
@@ -49,21 +76,19 @@ def translate_error(host: str, exc: BaseException) -> DockerTargetError:
         if "known_hosts" in text:
             return HostKeyError(host, f"SSH host key unknown, refusing ({text})")
         return HostUnavailable(host, f"SSH failed: {text}")
+    return None
+
+
+def _translate_docker(host: str, exc: BaseException) -> DockerTargetError | None:
+    import docker.errors
+
     if isinstance(exc, docker.errors.ImageNotFound):
         return ImageUnavailable(host, explain(exc))
     if isinstance(exc, docker.errors.APIError):
         return DockerTargetError(host, f"the daemon refused: {explain(exc)}")
-    if isinstance(
-        exc,
-        requests.exceptions.ConnectionError
-        | requests.exceptions.Timeout
-        | docker.errors.DockerException
-        | OSError
-        | socket.timeout
-        | EOFError,
-    ):
+    if isinstance(exc, docker.errors.DockerException):
         return HostUnavailable(host, f"daemon unreachable: {_short(exc)}")
-    return DockerTargetError(host, f"{type(exc).__name__}: {exc}")
+    return None
 
 
 def explain(exc: docker.errors.APIError) -> str:

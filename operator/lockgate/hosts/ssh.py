@@ -1,19 +1,27 @@
 """SSH to a host with a key and known_hosts given as strings: an unknown or changed host
-key is refused before authentication, never added, and ~/.ssh is never read."""
+key is refused before authentication, never added, and ~/.ssh is never read.
+
+paramiko is imported on the first connection (the functions below run in worker threads),
+never by importing this module: a Kubernetes-only operator does not load it.
+"""
 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import paramiko
 
 from .errors import DockerTargetError, translate_error
 from .spec import HostSpec
 
+if TYPE_CHECKING:
+    import paramiko
+
 
 def load_private_key(text: str, host: str) -> paramiko.PKey:
     """A paramiko key from its text (ed25519, ECDSA or RSA; unencrypted)."""
+    import paramiko
+
     errors = []
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
@@ -26,6 +34,8 @@ def load_private_key(text: str, host: str) -> paramiko.PKey:
 
 def strict_ssh_client(host: str, known_hosts: str) -> paramiko.SSHClient:
     """An SSHClient that knows only the given host keys and refuses every other."""
+    import paramiko
+
     client = paramiko.SSHClient()
     keys = client.get_host_keys()
     for number, line in enumerate(known_hosts.splitlines(), 1):

@@ -35,10 +35,9 @@ import shlex
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-import paramiko
 import yaml
 
 from lockgate.api.application import ApplicationSpec
@@ -57,6 +56,9 @@ from .traefik_api import (
     sticky_config,
 )
 from .traefik_rules import decode, encode, header_priority, header_rule
+
+if TYPE_CHECKING:  # loaded by the first SSH connection (lockgate.hosts.ssh)
+    import paramiko
 
 HEADER_ROUTE_COMMENT = "# lockgate-header-route: "
 MIRROR_COMMENT = "# lockgate-mirror-percent: "
@@ -356,6 +358,8 @@ class SftpStore:
 
     def _sftp(self) -> paramiko.SFTPClient | None:
         """The SFTP session (opened once, reused), or None without an sftp subsystem."""
+        import paramiko
+
         ssh = self._connected()
         if self.mode == "exec":
             return None

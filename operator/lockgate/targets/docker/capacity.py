@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-import docker
+from typing import TYPE_CHECKING, Literal
 
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
 
 from .resources import Resources
+
+if TYPE_CHECKING:
+    import docker
 
 StrategyType = Literal["Recreate", "Rolling", "BlueGreen", "Canary"]
 

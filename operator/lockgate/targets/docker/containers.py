@@ -18,10 +18,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Any, Literal
-
-import docker
-import docker.errors
+from typing import TYPE_CHECKING, Any, Literal
 
 from lockgate.engine import InstanceSet
 from lockgate.hosts.connections import HostConnections
@@ -41,6 +38,9 @@ from lockgate.names import (
 )
 
 from .resources import Resources
+
+if TYPE_CHECKING:  # docker-py is loaded by the first connection (lockgate.hosts.connections)
+    import docker
 
 log = logging.getLogger("lockgate.docker")
 
@@ -163,6 +163,8 @@ def _bind_address(address: str) -> str:
 
 
 def _ensure_image(client: docker.DockerClient, host: str, image: str) -> None:
+    import docker.errors
+
     try:
         client.images.get(image)
         return
@@ -198,6 +200,8 @@ def _ensure_sync(
     count: int,
     settings: ContainerSettings,
 ) -> list[Instance]:
+    import docker.errors
+
     existing = {i.index: i for i in _list_sync(client, spec, app, release)}
     for index, instance in list(existing.items()):
         if index >= count or instance.state in ("dead", "removing"):
@@ -280,6 +284,8 @@ def _stop_sync(
 ) -> list[str]:
     """Stop the release's containers (SIGTERM, SIGKILL after `grace` s) and, with `remove`,
     remove them; the names acted on."""
+    import docker.errors
+
     done = []
     for instance in _list_sync(client, spec, app, release):
         running = instance.state in ("running", "restarting", "paused")
