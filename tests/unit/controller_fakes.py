@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,36 +68,6 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
-def snake(name: str) -> str:
-    """camelCase to the client's snake_case (`podIP` -> `pod_ip`, as the client names it)."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
-
-
-STRING_MAPS = ("labels", "annotations", "selector", "match_labels")
-
-
-class Model:
-    """A JSON object as the kubernetes client's models show it: snake_case attributes, None
-    for a field that is not set, string maps (labels, selectors) as dicts."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
-
-    def __getattr__(self, name: str) -> Any:
-        for key, value in self._data.items():
-            if snake(key) == name:
-                return dict(value) if name in STRING_MAPS else as_model(value)
-        return None
-
-
-def as_model(value: Any) -> Any:
-    if isinstance(value, dict):
-        return Model(value)
-    if isinstance(value, list):
-        return [as_model(v) for v in value]
-    return value
-
-
 def not_found() -> ApiException:
     return ApiException(status=404, reason="Not Found")
 
@@ -115,11 +84,11 @@ class FakeApiGroups:
         except KeyError:
             raise not_found() from None
 
-    def read_namespaced_service(self, name: str, namespace: str) -> Model:
-        return Model(copy.deepcopy(self._get("services", name, namespace)))
+    def read_namespaced_service(self, name: str, namespace: str) -> dict[str, Any]:
+        return copy.deepcopy(self._get("services", name, namespace))
 
-    def read_namespaced_deployment(self, name: str, namespace: str) -> Model:
-        return Model(copy.deepcopy(self._get("deployments.apps", name, namespace)))
+    def read_namespaced_deployment(self, name: str, namespace: str) -> dict[str, Any]:
+        return copy.deepcopy(self._get("deployments.apps", name, namespace))
 
     def patch_namespaced_deployment_scale(
         self, name: str, namespace: str, body: dict[str, Any]
@@ -128,7 +97,7 @@ class FakeApiGroups:
             "replicas"
         ]
 
-    def list_namespaced_pod(self, namespace: str, label_selector: str) -> Model:
+    def list_namespaced_pod(self, namespace: str, label_selector: str) -> dict[str, Any]:
         wanted = dict(term.split("=", 1) for term in label_selector.split(","))
         pods = [
             copy.deepcopy(obj)
@@ -137,7 +106,7 @@ class FakeApiGroups:
             and ns == namespace
             and wanted.items() <= obj["metadata"].get("labels", {}).items()
         ]
-        return Model({"items": pods})
+        return {"items": pods}
 
     def get_namespaced_custom_object(
         self, group: str, version: str, namespace: str, plural: str, name: str

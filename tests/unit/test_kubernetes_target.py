@@ -76,7 +76,7 @@ class SlotDeletedMeanwhile:
         )
 
     async def get_or_none(self, fn: object, *args: object) -> Any:
-        return SimpleNamespace(spec=SimpleNamespace(replicas=2))
+        return {"spec": {"replicas": 2}}
 
     async def call(self, fn: object, *args: object, **kwargs: object) -> Any:
         raise ApiException(status=404, reason="Not Found")

@@ -107,19 +107,7 @@ def pod_entry(body: Mapping[str, Any]) -> dict[SlotKey, PodInfo]:
     app, slot = labels.get(LABEL_APP), labels.get(LABEL_SLOT)
     if not app or not slot:
         return {}
-    status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    info = PodInfo(
-        name=meta.get("name", ""),
-        labels=dict(labels),
-        deleting=bool(meta.get("deletionTimestamp")),
-        ready=ready,
-        ip=status.get("podIP") or "",
-        phase=status.get("phase"),
-    )
+    info = PodInfo.of_body(body)
     return {(meta.get("namespace", ""), app, slot): info}
 
 

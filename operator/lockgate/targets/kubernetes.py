@@ -111,17 +111,20 @@ class PodInfo:
     phase: str | None
 
     @classmethod
-    def of(cls, pod: Any) -> PodInfo:
-        """From the kubernetes client's V1Pod."""
-        status = pod.status
-        conditions = (status.conditions or []) if status is not None else []
+    def of_body(cls, pod: Mapping[str, Any]) -> PodInfo:
+        """From the Pod as the API server sends it (JSON)."""
+        meta = pod.get("metadata") or {}
+        status = pod.get("status") or {}
         return cls(
-            name=pod.metadata.name,
-            labels=dict(pod.metadata.labels or {}),
-            deleting=bool(pod.metadata.deletion_timestamp),
-            ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
-            ip=(status.pod_ip or "") if status is not None else "",
-            phase=status.phase if status is not None else None,
+            name=meta.get("name", ""),
+            labels=dict(meta.get("labels") or {}),
+            deleting=bool(meta.get("deletionTimestamp")),
+            ready=any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            ),
+            ip=status.get("podIP") or "",
+            phase=status.get("phase"),
         )
 
 
@@ -134,20 +137,8 @@ class SlotInfo:
     image: str | None  # the `app` container's image (else the first container's)
 
     @classmethod
-    def of(cls, workload: Any) -> SlotInfo:
-        """From the kubernetes client's V1Deployment."""
-        template = workload.spec.template
-        annotations = (template.metadata.annotations or {}) if template.metadata else {}
-        containers = template.spec.containers or []
-        image = containers[0].image if containers else None
-        for c in containers:
-            if c.name == "app":
-                image = c.image
-        return cls(int(workload.spec.replicas or 0), annotations.get(ANNOTATION_RELEASE), image)
-
-    @classmethod
     def of_body(cls, body: Mapping[str, Any]) -> SlotInfo:
-        """From the object as a watch delivers it (JSON)."""
+        """From the object as the API server sends it (JSON), read or watched."""
         spec = body.get("spec") or {}
         template = spec.get("template") or {}
         annotations = (template.get("metadata") or {}).get("annotations") or {}
@@ -185,7 +176,7 @@ class KubernetesTarget:
         svc = await self.kube.get_or_none(
             self.kube.core.read_namespaced_service, service_name(app, "stable"), namespace
         )
-        selector = (svc.spec.selector or {}) if svc is not None else {}
+        selector = ((svc.get("spec") or {}).get("selector") or {}) if svc is not None else {}
         slot = selector.get(LABEL_SLOT, "a")
         return slot if slot in SLOTS else "a"
 
@@ -293,7 +284,7 @@ class KubernetesTarget:
         workload = await self.kube.get_or_none(
             self.kube.apps.read_namespaced_deployment, slot_name(app, slot), namespace
         )
-        return SlotInfo.of(workload) if workload is not None else None
+        return SlotInfo.of_body(workload) if workload is not None else None
 
     async def pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
         """The Pods of one slot of the application."""
@@ -319,7 +310,7 @@ class KubernetesTarget:
         result = await self.kube.call(
             self.kube.core.list_namespaced_pod, namespace, label_selector=selector
         )
-        return [PodInfo.of(pod) for pod in result.items]
+        return [PodInfo.of_body(pod) for pod in result.get("items") or []]
 
     async def ensure(
         self,
@@ -373,7 +364,7 @@ class KubernetesTarget:
         )
         if existing is None:
             return False
-        if existing.spec.replicas != replicas:
+        if (existing.get("spec") or {}).get("replicas") != replicas:
             try:
                 await self.kube.call(
                     self.kube.apps.patch_namespaced_deployment_scale,
@@ -406,7 +397,8 @@ class KubernetesTarget:
         svc = await self.kube.get_or_none(
             self.kube.core.read_namespaced_service, service_name(name, "canary"), namespace
         )
-        if svc is None or (svc.spec.selector or {}).get(LABEL_SLOT) != slot:
+        selector = ((svc.get("spec") or {}).get("selector") or {}) if svc is not None else {}
+        if svc is None or selector.get(LABEL_SLOT) != slot:
             await self.kube.apply(
                 "v1", "services", namespace, self._service(app_obj, app, "canary", slot)
             )
