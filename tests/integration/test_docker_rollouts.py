@@ -43,6 +43,7 @@ from tests.support.rollouts import (
     seeded_random,
     wait_for,
 )
+from tests.support.shared_run import exclusive
 from tests.support.socket_relay import SocketRelay
 
 pytestmark = pytest.mark.integration
@@ -692,6 +693,15 @@ PASSING_RESOURCE_CANARY = {
 }
 
 
+@pytest.fixture
+def cpu_share() -> Iterator[None]:
+    """The resource-gate tests reserve half a CPU per container, a canary's host holding two:
+    one of them at a time, or two side by side fill a 2-core host and the second is refused
+    before it starts (first asked for, so held until their Application is gone)."""
+    with exclusive("docker-cpu-share"):
+        yield
+
+
 def resource_rollout(
     lg: Lockgate,
     app: str,
@@ -704,7 +714,7 @@ def resource_rollout(
 ) -> dict[str, Any]:
     """`stable` everywhere, then a canary of `canary` judged on `thresholds` under load."""
     create_secrets(lg, hosts)
-    lg.create(docker_application(lg, app, hosts, traefik, memory="512Mi", cpus="0.8"))
+    lg.create(docker_application(lg, app, hosts, traefik, memory="512Mi", cpus="0.5"))
     lg.create(deployment(f"{app}-v1", app, stable))
     first = lg.wait_finished(f"{app}-v1")
     assert first["phase"] == "Succeeded", first.get("message")
@@ -718,7 +728,7 @@ def resource_rollout(
 
 
 def test_canary_using_twice_the_memory_is_rolled_back_naming_memory(
-    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+    cpu_share: None, lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
     status = resource_rollout(
         lockgate, app, fleet, traefik, "demo:v1-mem100", "demo:v2-mem200", maxMemoryIncrease="50%"
@@ -735,7 +745,7 @@ def test_canary_using_twice_the_memory_is_rolled_back_naming_memory(
 
 
 def test_canary_burning_cpu_is_rolled_back_naming_cpu(
-    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+    cpu_share: None, lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
     status = resource_rollout(
         lockgate, app, fleet, traefik, "demo:v1", "demo:v2-cpu60", maxCpuIncrease="50%"
@@ -752,7 +762,7 @@ def test_canary_burning_cpu_is_rolled_back_naming_cpu(
 
 
 def test_canary_using_what_stable_uses_passes_both_resource_gates(
-    lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
+    cpu_share: None, lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik
 ) -> None:
     status = resource_rollout(
         lockgate,

@@ -4,6 +4,7 @@ refused unknown host key, and the demo app's behaviours that rollouts are judged
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import subprocess
@@ -233,6 +234,16 @@ def _slow_get(url: str, result: dict[str, Any]) -> None:
     result["seconds"] = time.monotonic() - started
 
 
+def _slow_answer(conn: http.client.HTTPConnection, started: float, result: dict[str, Any]) -> None:
+    try:
+        response = conn.getresponse()
+        response.read()
+        result["status"] = response.status
+    except (OSError, http.client.HTTPException) as exc:
+        result["error"] = repr(exc)
+    result["seconds"] = time.monotonic() - started
+
+
 def _refuses(url: str) -> bool:
     try:
         httpx.get(url, timeout=2)
@@ -271,11 +282,17 @@ def test_docker_stop_lets_in_flight_request_finish(
             url = f"http://{host.address}:{port}/"
             wait_http(url + "health")
             result: dict[str, Any] = {}
-            inflight = threading.Thread(target=_slow_get, args=(url, result))
+            # Connected and sent here, before the stop: started in the thread, the request
+            # could come after the listener closed (refused under load).
+            conn = http.client.HTTPConnection(host.address, port, timeout=30)
+            started = time.monotonic()
+            conn.request("GET", "/")
+            inflight = threading.Thread(target=_slow_answer, args=(conn, started, result))
             inflight.start()
-            time.sleep(0.5)  # the request is now inside its 3 s of latency
+            time.sleep(0.5)  # the app has accepted it: it is inside its 3 s of latency
             container.stop(timeout=20)  # SIGTERM, SIGKILL only after 20 s
             inflight.join(timeout=10)
+            conn.close()
             container.reload()
             # 0, not 137: the app drained and exited on SIGTERM, nothing waited for SIGKILL.
             assert container.attrs["State"]["ExitCode"] == 0
