@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,13 @@ because the engine re-templates only a slot without traffic (the old Pods serve 
 a terminating Pod's endpoint is no longer ready at once: Traefik v3.6 lists a terminating
 endpoint that still serves as a "fenced" server, which its balancer never picks (only a
 sticky cookie naming it does), and drops it once it stops serving."""
+
+
+def of_release(pods: Iterable[PodInfo], release: str | None) -> list[PodInfo]:
+    """The Pods that run `release` and are not terminating: a re-templated slot's previous
+    Pods drain beside the new ones for a while, and count for nothing."""
+    wanted = release_hash(release) if release else None
+    return [p for p in pods if p.labels.get(LABEL_RELEASE_HASH) == wanted and not p.deleting]
 
 
 def slot_name(app: str, slot: str) -> str:
@@ -260,11 +267,8 @@ class KubernetesTarget:
                 return InstanceSet()
         release = workload.release if workload else None
         image = workload.image if workload else None
-        wanted_hash = release_hash(release) if release else None
         existing = ready = 0
-        for pod in await self._pods(namespace, app, slot):
-            if pod.labels.get(LABEL_RELEASE_HASH) != wanted_hash or pod.deleting:
-                continue
+        for pod in of_release(await self._pods(namespace, app, slot), release):
             existing += 1
             if pod.ready and (serving is None or pod.ip in serving):
                 ready += 1
@@ -286,22 +290,13 @@ class KubernetesTarget:
         )
         return SlotInfo.of_body(workload) if workload is not None else None
 
-    async def pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
-        """The Pods of one slot of the application."""
-        return await self._pods(namespace, app, slot)
-
     async def current_pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
         """The Pods of one slot that run its current release and are not terminating (a
         re-templated slot's previous Pods drain beside the new ones for a while)."""
         workload = await self._slot(namespace, app, slot)
         if workload is None or workload.release is None:
             return []
-        wanted = release_hash(workload.release)
-        return [
-            pod
-            for pod in await self._pods(namespace, app, slot)
-            if pod.labels.get(LABEL_RELEASE_HASH) == wanted and not pod.deleting
-        ]
+        return of_release(await self._pods(namespace, app, slot), workload.release)
 
     async def _pods(self, namespace: str, app: str, slot: str) -> list[PodInfo]:
         if self.pod_source is not None:
