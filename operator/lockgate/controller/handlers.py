@@ -33,6 +33,7 @@ import kopf
 from lockgate.api import ApplicationSpec
 from lockgate.kube import API_THREADS
 from lockgate.names import GROUP, LABEL_APP, LABEL_SHARD, VERSION
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 from . import metrics, sharding
 from .applications import reconcile_application
@@ -49,7 +50,7 @@ from .deployments import (
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .redact import install_log_redaction
 from .runtime import Runtime
-from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
+from .wakeups import WATCHED_SAFETY_NET, PodIndex, SlotIndex, pod_entry, slot_entry
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
@@ -319,27 +320,42 @@ async def _drive(
     serves: Callable[[], bool] = lambda: True,
 ) -> None:
     """The driver's loop: a round (while the Deployment is this shard's), then a wait for
-    `wake` or the round's delay."""
+    `wake` or the round's delay. A round waiting on Traefik alone is woken by the Traefik
+    observer when what it waits on changes there; others waiting where no watch tells (Docker
+    hosts) poll on a back-off."""
     idle = IDLE_MIN
     key = ("deployments", namespace, name)
     try:
         while not stopped:
             wake.clear()
+            marks = rt.traefik.marks()  # before the round reads Traefik
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
                 delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
-            if isinstance(delay, Poll):
+            if isinstance(delay, Poll) and delay.watch is not None:
+                idle = IDLE_MIN
+                rt.polls.done(key)
+                rt.traefik.watch(key, delay.watch, marks, wake.set)
+                delay = watched_wait(rt, key, delay)
+            elif isinstance(delay, Poll):
                 idle = min(idle * 2, IDLE_MAX)
+                rt.watched.done(key)
                 delay = paced_poll(rt, key, idle, delay)
             else:
                 idle = IDLE_MIN
                 rt.polls.done(key)
+                rt.watched.done(key)
             if delay > 0 and not stopped:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=delay)
+            # Woken (by Traefik's change, an event or a timer): the next round says again
+            # what it waits on, if anything.
+            rt.traefik.forget(key)
     finally:
         rt.polls.done(key)
+        rt.watched.done(key)
+        rt.traefik.forget(key)
 
 
 async def _drive_once(
@@ -379,10 +395,12 @@ async def _drive_once(
 
 
 class Poll(NamedTuple):
-    """A round's answer when the world settles where no watch tells: look again soon, on
-    the poll back-off (stretched when many poll at once), but no later than `timer`."""
+    """A round's answer when the world settles where no watch tells: look again once Traefik
+    changes where `watch` says (or, without one, on the poll back-off, stretched when many
+    poll at once), but no later than `timer`."""
 
     timer: float | None = None
+    watch: TraefikWatch | None = None
 
 
 def paced_poll(rt: Runtime, key: tuple[str, str, str], backoff: float, poll: Poll) -> float:
@@ -391,6 +409,13 @@ def paced_poll(rt: Runtime, key: tuple[str, str, str], backoff: float, poll: Pol
     rollouts waiting on Traefik ended their 20 s pauses 13 s late (median)."""
     paced = rt.polls.delay(key, backoff)
     return paced if poll.timer is None else min(paced, poll.timer)
+
+
+def watched_wait(rt: Runtime, key: tuple[str, str, str], poll: Poll) -> float:
+    """The wait of a round the Traefik observer wakes: only the safety net (stretched when
+    many wait), and never past the round's own timer."""
+    safety = rt.watched.delay(key, WATCHED_SAFETY_NET)
+    return safety if poll.timer is None else min(safety, poll.timer)
 
 
 def round_delay(result: Round) -> float | Poll:
@@ -404,7 +429,7 @@ def round_delay(result: Round) -> float | Poll:
         timer = max(result.requeue_after, 0.0)
         wait = timer if wait is None else min(wait, timer)
     if result.settling and (wait is None or wait > IDLE_MAX):
-        return Poll(wait)  # until the world has settled, or the timer is due
+        return Poll(wait, result.watch)  # until the world has settled, or the timer is due
     return SAFETY_NET if wait is None else wait
 
 
@@ -536,6 +561,8 @@ async def application_status(
         relay.cancel()
         rt.wakeups.unregister("applications", namespace, name, wake)
         rt.polls.done(("applications", namespace, name))
+        rt.watched.done(("applications", namespace, name))
+        rt.traefik.forget(("applications", namespace, name))
 
 
 async def _refresh_application(

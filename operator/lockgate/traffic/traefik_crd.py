@@ -51,6 +51,7 @@ from .traefik_api import (
     split,
     sticky_config,
 )
+from .traefik_observer import TraefikWatch
 from .traefik_rules import decode, encode, header_priority, header_rule
 
 HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
@@ -121,6 +122,15 @@ class TraefikCrdRouter:
 
     def owns_entry_route(self) -> bool:
         return self.app.traffic.traefik.route is not None
+
+    def watch(self) -> TraefikWatch | None:
+        """What of Traefik answers this router's reads: every router and service Traefik
+        names after the Application's objects, `<namespace>-<app>...` (the TraefikServices,
+        the Services' leaves, the probe and entry routes), and every router pointing at one
+        of them (a user's IngressRoute to the TraefikService). None without Traefik's API."""
+        if not self.api_url:
+            return None
+        return TraefikWatch(self.api_url, (f"{self.namespace}-{self.name}",))
 
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         weighted: dict[str, Any] = {
