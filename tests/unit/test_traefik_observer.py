@@ -7,17 +7,22 @@ are made tiny, and every assertion counts looks and requests, never time."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import httpx
 import kopf
 import pytest
 
-from lockgate.controller import handlers
+from lockgate.controller import applications, handlers
+from lockgate.controller.fleets import Census
 from lockgate.controller.runtime import Runtime, Settings
+from lockgate.controller.wakeups import WATCHED_SAFETY_NET
+from lockgate.kube import Kube
 from lockgate.traffic.traefik_observer import TraefikObserver, TraefikWatch
-from tests.support.fakeworld import dep_spec
-from tests.unit.controller_fakes import NS, env_over_fakes
+from tests.support.fakeworld import FakeWorld, dep_spec
+from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes
 from tests.unit.fake_traefik import API_URL, FakeTraefikApi
 from tests.unit.test_waiting_costs_nothing import FOREVER, Env, Stopped, drive
 
@@ -251,3 +256,52 @@ def test_a_rollout_waiting_on_traefik_sleeps_until_the_observer_sees_its_change(
     assert quiet == 2, "no round while Traefik did not change"
     assert rounds[2] >= changed_at, "the round that followed the change"
     assert traefik.requests.keys() == {"/api/rawdata"}, "the rounds' fleet is faked"
+
+
+def test_an_applications_status_waiting_on_traefik_is_woken_by_the_observer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ready Pod Traefik has yet to load: the Application's status was recounted every
+    second (stretched by the poll budget). Now its loop sleeps (only the safety net) until
+    the observer sees Traefik change where the Application's routes are."""
+    kube = FakeKube()
+    body = kube.add_application("shop", {"kubernetes": {"replicas": 2}})
+    fleet = FakeFleet(kube, FakeWorld(units=("replica-1", "replica-2")))
+    census = fleet.census
+    watch = TraefikWatch(API_URL, (f"{NS}-shop",))
+
+    async def lagging(rolling_out: bool) -> Census:
+        return dataclasses.replace(await census(rolling_out), settling=True, watch=watch)
+
+    monkeypatch.setattr(fleet, "census", lagging)
+    monkeypatch.setattr(applications, "fleet_for", fleet.made_for)
+    traefik = FakeTraefikApi()
+    traefik.app(NS, "shop", 100, 0)
+    rt = Runtime(cast(Kube, kube), traefik.client(), Settings(traefik_api_url=API_URL))
+    rt.traefik._make = fast
+
+    async def scenario() -> tuple[float, int, int]:
+        loop_wake = asyncio.Event()
+        rt.wakeups.register("applications", NS, "shop", loop_wake)
+        memo = kopf.Memo(runtime=rt)
+        delay = await handlers.application_tick(body=kopf.Body(body), patch=kopf.Patch(), memo=memo)
+        observer = rt.traefik.get(API_URL)
+        await until(loop_wake.is_set, "the first look wakes it (its round came before)")
+        loop_wake.clear()
+        await handlers.application_tick(body=kopf.Body(body), patch=kopf.Patch(), memo=memo)
+        await until(lambda: observer.looks >= 10, "ten looks")
+        quiet = loop_wake.is_set()
+        changed_at = traefik.looks + 2
+        traefik.before_look[changed_at] = lambda: traefik.services[
+            f"{NS}-shop-canary-80@kubernetescrd"
+        ]["loadBalancer"]["servers"].append({"url": "http://10.246.0.9:80"})
+        await until(loop_wake.is_set, "woken once Traefik lists the Pod")
+        woken_after = traefik.looks
+        await rt.traefik.aclose()
+        assert not quiet, "not woken while Traefik did not change"
+        return delay, changed_at, woken_after
+
+    delay, changed_at, woken_after = asyncio.run(scenario())
+    assert delay >= WATCHED_SAFETY_NET, "no poll: only the safety net"
+    assert woken_after >= changed_at
+    assert len(rt.polls) == 0
