@@ -6,9 +6,10 @@ changes as Traefik would on a reload. It counts the requests by path."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,6 +26,8 @@ class FakeTraefikApi:
         self.down = False  # every request fails (connection refused)
         # Called before the answer to the n-th request to /api/rawdata (n counted from 1).
         self.before_look: dict[int, Callable[[], None]] = {}
+        # Every router and service an answer other than /api/rawdata held: (name, service).
+        self.answered: list[tuple[str, str]] = []
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=httpx.MockTransport(self.answer))
@@ -58,6 +61,41 @@ class FakeTraefikApi:
             "status": "enabled",
         }
 
+    def load_crd_objects(self, store: Mapping[tuple[str, str, str], dict[str, Any]]) -> None:
+        """Traefik's KubernetesCRD provider's reading of the TraefikServices and
+        IngressRoutes in a fake Kube's store, named as Traefik names them: a TraefikService
+        `<ns>-<name>`, a Service's leaf `<ns>-<service>-<port>`, a router
+        `<ns>-<ingressroute>-<hash of its rule>` (a route to a Service gets a service of the
+        router's name)."""
+        for (plural, ns, name), obj in store.items():
+            if plural == "traefikservices":
+                spec = copy.deepcopy(obj["spec"])
+                for child in (spec.get("weighted") or {}).get("services") or []:
+                    if child.get("kind") != "TraefikService":
+                        child["name"] = f"{ns}-{child['name']}-{child.get('port', 80)}"
+                    else:
+                        child["name"] = f"{ns}-{child['name']}"
+                self.services[f"{ns}-{name}@kubernetescrd"] = {**spec, "status": "enabled"}
+            if plural == "ingressroutes":
+                for route in obj["spec"]["routes"]:
+                    digest = hashlib.sha256(route["match"].encode()).hexdigest()[:20]
+                    router = f"{ns}-{name}-{digest}"
+                    target = route["services"][0]
+                    if target.get("kind") == "TraefikService":
+                        service = f"{ns}-{target['name']}"
+                    else:
+                        service = router
+                        leaf = {"url": f"http://10.246.0.1:{target.get('port', 80)}"}
+                        self.services[f"{router}@kubernetescrd"] = {
+                            "loadBalancer": {"servers": [leaf]},
+                            "status": "enabled",
+                        }
+                    self.routers[f"{router}@kubernetescrd"] = {
+                        "rule": route["match"],
+                        "service": service,
+                        "status": "enabled",
+                    }
+
     def answer(self, request: httpx.Request) -> httpx.Response:
         path = unquote(request.url.path)
         self.requests[path if not path.startswith("/api/http/services/") else "service"] += 1
@@ -76,6 +114,7 @@ class FakeTraefikApi:
             service = self.services.get(name)
             if service is None:
                 return httpx.Response(404)
+            self.answered.append((name, str(service.get("service", ""))))
             return httpx.Response(200, json={**copy.deepcopy(service), "name": name})
         if path in ("/api/http/routers", "/api/http/services"):
             table = self.routers if path.endswith("routers") else self.services
@@ -91,6 +130,7 @@ class FakeTraefikApi:
                 if wanted and not _same_service(wanted, str(entry.get("service", ""))):
                     continue
                 out.append({**copy.deepcopy(entry), "name": name})
+            self.answered += [(e["name"], str(e.get("service", ""))) for e in out[:100]]
             return httpx.Response(200, json=out[:100])
         return httpx.Response(404)
 

@@ -15,15 +15,19 @@ import httpx
 import kopf
 import pytest
 
+from lockgate.api import ApplicationSpec
 from lockgate.controller import applications, handlers
 from lockgate.controller.fleets import Census
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.controller.wakeups import WATCHED_SAFETY_NET
+from lockgate.engine.model import HeaderRule, Routes
 from lockgate.kube import Kube
+from lockgate.traffic.traefik_crd import TraefikCrdRouter
 from lockgate.traffic.traefik_observer import TraefikObserver, TraefikWatch
 from tests.support.fakeworld import FakeWorld, dep_spec
 from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes
 from tests.unit.fake_traefik import API_URL, FakeTraefikApi
+from tests.unit.test_header_routes import ROUTE
 from tests.unit.test_waiting_costs_nothing import FOREVER, Env, Stopped, drive
 
 
@@ -305,3 +309,53 @@ def test_an_applications_status_waiting_on_traefik_is_woken_by_the_observer(
     assert delay >= WATCHED_SAFETY_NET, "no poll: only the safety net"
     assert woken_after >= changed_at
     assert len(rt.polls) == 0
+
+
+def test_a_crd_routers_watch_covers_everything_it_reads_of_traefik() -> None:
+    """The observer wakes a waiter only for changes of the routers and services its router's
+    watch names: every one the router reads (its weights, its Pods' servers, its header
+    route and mirror) must be among them, or a change it waits for would never wake it.
+    Two Applications are in Traefik; `shop` has a header route and a mirror."""
+    kube = FakeKube()
+    traefik = FakeTraefikApi()
+    routers = {}
+    for name in ("shop", "shopfront"):
+        spec = {"kubernetes": {"replicas": 2}, "traffic": ROUTE}
+        app_obj = kube.add_application(name, spec)
+        routers[name] = TraefikCrdRouter(
+            kube,  # type: ignore[arg-type]
+            app_obj,
+            ApplicationSpec.model_validate(spec),
+            API_URL,
+            traefik.client(),
+            "traefik.io/v1alpha1",
+        )
+    routes = Routes(header=(HeaderRule(header="X-Canary", exact="yes"),), mirror=20)
+
+    async def scenario() -> list[tuple[str, str]]:
+        for router in routers.values():
+            await router.ensure_route()
+            await router.set_weights(90, 10)
+        for _ in range(3):  # each backend is loaded before the route to it
+            traefik.load_crd_objects(kube.store)
+            await routers["shop"].set_routes(routes)
+        traefik.load_crd_objects(kube.store)
+        traefik.answered.clear()
+        router = routers["shop"]
+        assert await router.live_weights() == (90, 10)
+        assert await router.live_routes() == routes
+        assert await router.serving() == {
+            "stable": frozenset({"10.246.0.1"}),
+            "canary": frozenset({"10.246.0.1"}),
+        }
+        return list(traefik.answered)
+
+    read = asyncio.run(scenario())
+    watch = routers["shop"].watch()
+    assert watch is not None and read
+    uncovered = [
+        (name, service)
+        for name, service in read
+        if not any(n in name or n in service for n in watch.names)
+    ]
+    assert uncovered == []
