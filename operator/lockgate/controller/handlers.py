@@ -4,8 +4,9 @@ Each Deployment has one driver (a kopf daemon), so reconciles of one Deployment 
 overlap. A driver that waits costs nothing: it sleeps until a watch event wakes it (its own
 object, a sibling Deployment or its Application for the rollout lock, a Pod of its
 Application) or until the rollout's next timer (a pause's end, the next analysis, a
-deadline). It polls only while the world settles where no watch tells (Traefik loading
-servers or weights; Docker hosts), with a back-off. Each Application's status is refreshed
+deadline). While the world settles where no watch tells, a rollout waiting on Traefik
+(loading servers, weights, routes) is woken by the shared Traefik observer when Traefik
+changes there; one on Docker hosts polls, with a back-off. Each Application's status is refreshed
 the same way by its own loop: on its Pods' events, with a slow timer as a safety net.
 
 State lives where kopf keeps it: the Runtime (clients, caches, who to wake) in the operator
@@ -258,8 +259,9 @@ async def deployment_driver(
 ) -> None:
     """Drives one Deployment: reconciles again as soon as the status a round wrote comes back
     through the watch, so a rollout never waits for a timer between two steps; while it
-    waits it sleeps until an event wakes it or its next timer is due, and backs off to every
-    2 s only while the world settles where no watch tells (Traefik loading). A finished or
+    waits it sleeps until an event wakes it or its next timer is due; while Traefik has yet
+    to load what it waits on, until the Traefik observer sees Traefik change there (Docker
+    hosts: it polls, backing off to every 2 s). A finished or
     failed one reads nothing but its own object. The status is persisted after every round,
     so one round completes at most one step.
 
@@ -534,7 +536,8 @@ async def application_status(
     **kwargs: Any,
 ) -> None:
     """Keeps the Application's status current: recounts when its Pods or the Application
-    change (events), while Traefik has yet to load a Ready Pod (polled: no watch tells),
+    change (events), while Traefik has yet to load a Ready Pod (woken by the Traefik
+    observer: no watch tells),
     on its fleet's own period (Docker hosts have no watch), and on a slow safety-net
     timer. The create/update/resume handlers also write it, with what the Application owns."""
     assert namespace is not None
