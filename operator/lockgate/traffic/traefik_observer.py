@@ -34,6 +34,8 @@ from typing import Any
 
 import httpx
 
+from .traefik_api import REQUESTS
+
 log = logging.getLogger("lockgate.traefik_observer")
 
 TIGHT = 0.15  # seconds between looks while something may change
@@ -185,6 +187,7 @@ class TraefikObserver:
     async def _look(self) -> bool:
         """One request; wakes the waiters a change concerns. Whether Traefik changed."""
         self.looks += 1
+        REQUESTS.labels("observer").inc()
         try:
             answer = await self.http.get(f"{self.api_url}/api/rawdata", timeout=LOOK_TIMEOUT)
         except httpx.HTTPError as err:
