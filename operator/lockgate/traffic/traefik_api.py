@@ -19,7 +19,6 @@ from prometheus_client import Counter
 from lockgate.api.application import Sticky
 from lockgate.names import ROLES
 
-
 # Requests to Traefik's API: a round's own reads ("round"), the shared observer's looks
 # ("observer").
 REQUESTS = Counter(
