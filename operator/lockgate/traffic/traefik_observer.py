@@ -62,36 +62,34 @@ class _Waiter:
     wake: Callable[[], None]
 
 
-def _changes(
-    old: Mapping[str, str] | None,
-    old_haystacks: Mapping[str, str],
-    new: Mapping[str, str],
-    haystacks: Mapping[str, str],
-) -> str | None:
+def _haystack(key: str, entry: Any) -> str:
+    """What a waiter's names are looked for in: an entry's name, and a router's service."""
+    name = key.partition(":")[2]
+    service = (
+        entry.get("service") if key.startswith("router:") and isinstance(entry, dict) else None
+    )
+    return f"{name}\n{service}" if service else name
+
+
+def _changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | None:
     """What differs between two looks, as one string holding the haystack of every entry
     added, changed or removed (one a line); EVERYTHING without a previous look."""
     if old is None:
         return EVERYTHING
-    lines = [haystacks[key] for key, value in new.items() if old.get(key) != value]
-    lines += [old_haystacks[key] for key in old if key not in new]
+    lines = [_haystack(key, entry) for key, entry in new.items() if old.get(key) != entry]
+    lines += [_haystack(key, entry) for key, entry in old.items() if key not in new]
     return "\n".join(lines)
 
 
-def _entries(raw: bytes) -> tuple[dict[str, str], dict[str, str]]:
-    """(fingerprint per entry, haystack per entry) of a /api/rawdata answer: every HTTP router
-    and service, keyed `router:<name>` / `service:<name>`. A router's haystack is its name
-    and its service's, a service's its name."""
+def _entries(raw: bytes) -> dict[str, Any]:
+    """Every HTTP router and service of a /api/rawdata answer, keyed `router:<name>` and
+    `service:<name>`."""
     body = json.loads(raw)
-    prints: dict[str, str] = {}
-    haystacks: dict[str, str] = {}
-    for kind, section in (("router", "routers"), ("service", "services")):
-        for name, entry in (body.get(section) or {}).items():
-            key = f"{kind}:{name}"
-            # Traefik writes each entry in a fixed order (struct fields, sorted map keys).
-            prints[key] = json.dumps(entry, separators=(",", ":"))
-            service = entry.get("service") if kind == "router" and isinstance(entry, dict) else None
-            haystacks[key] = f"{name}\n{service}" if service else name
-    return prints, haystacks
+    return {
+        f"{kind}:{name}": entry
+        for kind, section in (("router", "routers"), ("service", "services"))
+        for name, entry in (body.get(section) or {}).items()
+    }
 
 
 class TraefikObserver:
@@ -117,8 +115,7 @@ class TraefikObserver:
         self._waiters: dict[Hashable, _Waiter] = {}
         self._history: deque[tuple[int, str | None]] = deque(maxlen=history)
         self._digest: bytes | None = None
-        self._prints: dict[str, str] | None = None
-        self._haystacks: dict[str, str] = {}
+        self._entries: dict[str, Any] | None = None  # the last answer's, parsed
         self._lost = False  # the last look failed: the next answer may hide anything
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()
@@ -199,14 +196,11 @@ class TraefikObserver:
         if digest == self._digest and not self._lost:
             return False
         try:
-            prints, haystacks = await _parsed(raw)
+            entries = await _parsed(raw)
         except (ValueError, AttributeError) as err:
             return self._failed(f"unreadable answer: {err}")
-        changes = (
-            EVERYTHING if self._lost else _changes(self._prints, self._haystacks, prints, haystacks)
-        )
-        self._digest, self._prints, self._haystacks = digest, prints, haystacks
-        self._lost = False
+        changes = EVERYTHING if self._lost else _changes(self._entries, entries)
+        self._digest, self._entries, self._lost = digest, entries, False
         if changes == "":
             return False  # the same entries (only their order in the answer moved)
         self.generation += 1
@@ -232,7 +226,7 @@ class TraefikObserver:
             self._task = None
 
 
-async def _parsed(raw: bytes) -> tuple[dict[str, str], dict[str, str]]:
+async def _parsed(raw: bytes) -> dict[str, Any]:
     """`_entries`, off the event loop when the answer is large (hundreds of Applications:
     megabytes)."""
     if len(raw) < 256 * 1024:
