@@ -39,7 +39,9 @@ from .traefik_api import REQUESTS
 log = logging.getLogger("lockgate.traefik_observer")
 
 TIGHT = 0.15  # seconds between looks while something may change
-QUIET_AFTER = 1.0  # with no change for this long, the looks back off (doubling)...
+# With no change for this long (Traefik reloads at most every 2 s by default), the looks back
+# off (doubling)...
+QUIET_AFTER = 3.0
 SLOWEST = 1.0  # ...to at most this while anybody waits
 LOOK_SHARE = 4.0  # and never closer than this many times a look's own duration
 LOOK_TIMEOUT = 5.0
