@@ -161,7 +161,11 @@ class TraefikObserver:
         while self._waiters:
             self._hurry.clear()
             started = loop.time()
-            changed = await self._look()
+            try:
+                changed = await self._look()
+            except Exception:  # never leave the waiters without a look; they have a safety net
+                log.exception("look at Traefik's API at %s failed", self.api_url)
+                changed = self._failed("see above")
             took = loop.time() - started
             if changed:
                 interval, quiet = self.tight, 0.0
@@ -221,11 +225,12 @@ class TraefikObserver:
 
     async def aclose(self) -> None:
         self._waiters.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            if self._loop is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 async def _parsed(raw: bytes) -> dict[str, Any]:
