@@ -31,6 +31,7 @@ metrics count the mirrored requests under the canary Service's leaf with their s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,7 +131,10 @@ class TraefikCrdRouter:
         of them (a user's IngressRoute to the TraefikService). None without Traefik's API."""
         if not self.api_url:
             return None
-        return TraefikWatch(self.api_url, (f"{self.namespace}-{self.name}",))
+        prefix = f"{self.namespace}-{self.name}"
+        # Traefik normalises the names it makes (a dot, or a run of dashes, becomes one dash)
+        normalized = "-".join(part for part in re.split(r"[^0-9A-Za-z]+", prefix) if part)
+        return TraefikWatch(self.api_url, tuple(dict.fromkeys((prefix, normalized))))
 
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         weighted: dict[str, Any] = {
