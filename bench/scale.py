@@ -164,12 +164,13 @@ def apiserver_requests(api: client.ApiClient) -> float:
     return metric_sum(response.data.decode(), "apiserver_request_total")
 
 
-def operator_counters(metrics_url: str) -> tuple[float, float]:
-    """(lockgate's own API requests, reconcile rounds) so far."""
+def operator_counters(metrics_url: str) -> tuple[float, float, float]:
+    """(lockgate's own API requests, reconcile rounds, requests to Traefik's API) so far."""
     text = httpx.get(metrics_url, timeout=10).text
     return (
         metric_sum(text, "lockgate_api_requests_total"),
         metric_sum(text, "lockgate_reconcile_seconds_count"),
+        metric_sum(text, "lockgate_traefik_api_requests_total"),
     )
 
 
@@ -188,6 +189,7 @@ class Window:
     pause_latency_p50_ms: float | None
     pause_latency_p99_ms: float | None
     pause_latency_n: int
+    traefik_requests: float = 0.0  # lockgate's requests to Traefik's API
 
     def line(self) -> str:
         per_step = (
@@ -207,7 +209,8 @@ class Window:
         return (
             f"N={self.level:5d} {self.state:9s} RSS {self.rss_mib:4.0f} MiB, "
             f"CPU {self.cpu_s_per_min:5.1f} s/min ({self.cpu_share:.1%} of a core), "
-            f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}{latency}"
+            f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}, "
+            f"{self.traefik_requests / self.seconds:.1f} Traefik API requests/s{latency}"
         )
 
 
@@ -372,6 +375,7 @@ class Bench:
             rounds=req1[1] - req0[1],
             lockgate_requests=req1[0] - req0[0],
             apiserver_requests=api1 - api0,
+            traefik_requests=req1[2] - req0[2],
             steps=steps,
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,

@@ -31,10 +31,11 @@ from lockgate.probes.resources import (
 )
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 from lockgate.targets.kubernetes import PodInfo, PodSource, SlotInfo, SlotSource
+from lockgate.traffic.traefik_observer import TraefikObservers
 
 from .notifier import Notifier
 from .redact import Redactor
-from .wakeups import PollPace, Wakeups
+from .wakeups import WATCHED_PER_SECOND, PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
 
@@ -92,16 +93,21 @@ class Runtime:
     wakeups: Wakeups = field(default_factory=Wakeups)
     # Who polls now, so that all polls together stay within a budget.
     polls: PollPace = field(default_factory=PollPace)
+    # Who waits on the Traefik observer: their safety-net looks share a budget too.
+    watched: PollPace = field(default_factory=lambda: PollPace(WATCHED_PER_SECOND))
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
     slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
     notifier: Notifier = field(init=False)
+    # One observer per Traefik API URL, looking for everything that waits on Traefik.
+    traefik: TraefikObservers = field(init=False)
     # Which version of an API group (Traefik's CRDs) the cluster serves, asked once a minute.
     api_versions: ApiVersions = field(init=False)
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(self)
+        self.traefik = TraefikObservers(self.http)
         self.api_versions = ApiVersions(self.kube)
 
     @classmethod
@@ -187,6 +193,7 @@ class Runtime:
             task.cancel()
         self.webhook_calls.clear()
         await self.notifier.aclose()
+        await self.traefik.aclose()
         while self.fleets:
             _, state = self.fleets.popitem()
             await state.aclose()
