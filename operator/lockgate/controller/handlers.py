@@ -47,6 +47,7 @@ from .deployments import (
     settled,
 )
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
+from .kept import keep_of_application, keep_of_deployment
 from .redact import install_log_redaction
 from .runtime import Runtime
 from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
@@ -191,6 +192,20 @@ def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
     if rt is not None and rt.slot_index is None and SLOT_INDEX in kwargs:
         rt.slot_index = cast(SlotIndex, kwargs[SLOT_INDEX])
     return rt
+
+
+# Of every Deployment and Application, this shard's or not: kopf keeps the last body of each
+# (for their daemons) as long as it exists, and no handler reads all of it (kept.py).
+@kopf.on.event(GROUP, VERSION, "deployments")
+async def deployment_kept(event: kopf.RawEvent, **_: Any) -> None:
+    """kopf keeps of each Deployment only what a handler reads of it."""
+    keep_of_deployment(cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "applications")
+async def application_kept(event: kopf.RawEvent, **_: Any) -> None:
+    """kopf keeps of each Application only what a handler reads of it."""
+    keep_of_application(cast(dict[str, Any], event["object"]))
 
 
 @kopf.on.event(GROUP, VERSION, "deployments", when=_deployment_in_shard)
