@@ -182,3 +182,20 @@ def test_an_applications_status_counted_from_what_kopf_keeps_is_the_same(
         for condition in patch.get("conditions", ()):
             condition.pop("lastTransitionTime", None)
     assert patches[1] == patches[0]
+
+
+def test_every_event_of_every_deployment_and_application_is_trimmed() -> None:
+    """kopf keeps the bodies of another shard's objects too: the trimming handlers are not
+    filtered."""
+    registry = kopf.get_default_registry()
+    trimming = {
+        handler.fn: handler
+        for handler in registry._watching._handlers
+        if handler.fn in (handlers.deployment_kept, handlers.application_kept)
+    }
+    assert {fn: h.selector.any_name for fn, h in trimming.items()} == {
+        handlers.deployment_kept: "deployments",
+        handlers.application_kept: "applications",
+    }
+    for handler in trimming.values():
+        assert (handler.labels, handler.annotations, handler.when) == (None, None, None)
