@@ -343,7 +343,13 @@ async def _drive(
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
-                delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
+                async with rt.rounds:  # its turn (a waiting round holds nothing)
+                    if stopped or not serves():  # told to stop, or moved, while it waited
+                        delay = FINISHED_WAIT
+                    else:
+                        delay = await _drive_once(
+                            rt, namespace, name, deployments, logger, wake.set
+                        )
             if isinstance(delay, Poll):
                 idle = min(idle * 2, IDLE_MAX)
                 delay = paced_poll(rt, key, idle, delay)

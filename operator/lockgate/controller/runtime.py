@@ -16,7 +16,7 @@ import yaml
 from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
-from lockgate.kube import Kube, load_config
+from lockgate.kube import API_THREADS, Kube, load_config
 from lockgate.names import shard_name_problem
 from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
@@ -37,6 +37,13 @@ from .redact import Redactor
 from .wakeups import PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
+
+ROUNDS_AT_ONCE = API_THREADS
+"""Rounds of Deployments in progress at once; the others wait their turn before reading
+anything. A round holds its Deployment and its Application, decoded, and their models (a few
+hundred KB once a status has its log and analysis runs) until it ends; with hundreds of
+rollouts woken at once, the rounds beyond what the API threads serve only queued for a
+thread, each holding all of that."""
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
@@ -92,6 +99,8 @@ class Runtime:
     wakeups: Wakeups = field(default_factory=Wakeups)
     # Who polls now, so that all polls together stay within a budget.
     polls: PollPace = field(default_factory=PollPace)
+    # Turns for the rounds of Deployments (ROUNDS_AT_ONCE at a time).
+    rounds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ROUNDS_AT_ONCE))
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
