@@ -459,6 +459,8 @@ def run(
         )
         results = [bench.window(level, "in-flight", seconds, names)]
         print("  " + results[-1].line(), flush=True)
+        if report:  # what rounds in progress hold (the later windows' RSS includes the probe's)
+            memory_report(bench, report)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": True}}))
         bench.wait_all(set(names), lambda d: phase(d) in ("Paused", *FINAL), "paused")
         # The rounds that follow the patch are over by the next analysis (every 30 s).
@@ -526,8 +528,9 @@ def main() -> None:
     parser.add_argument(
         "--memory-report",
         metavar="PREFIX",
-        help="after each level's idle window, the operator writes what it retains to "
-        "PREFIX.<pid>.<time> (bench/memtrace; the figures of the windows are not affected)",
+        help="after each level's in-flight and idle windows, the operator writes what it "
+        "retains to PREFIX.<pid>.<time> (bench/memtrace; the RSS of the paused and idle "
+        "windows then includes what the probe allocated)",
     )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]

@@ -120,6 +120,9 @@ def _report(path: str) -> None:
         if type(o).__module__.startswith(("lockgate.", "kubernetes.client.models"))
     )
     types = collections.Counter(type(o).__name__ for o in objs)
+    coroutines = collections.Counter(
+        o.cr_code.co_qualname for o in objs if type(o).__name__ == "coroutine"
+    )
     with open(path + ".samples.json", "w") as out:
         json.dump(samples, out, default=str, indent=1)
     with open(path + ".tmp", "w") as out:
@@ -135,6 +138,9 @@ def _report(path: str) -> None:
             out.write(f"{count:6d} {size / 2**20:8.2f}  {kind}\n")
         out.write("== lockgate and kubernetes client objects alive\n")
         for name, count in models.most_common(30):
+            out.write(f"{count:8d} {name}\n")
+        out.write("== coroutines alive by function (rounds in progress: reconcile)\n")
+        for name, count in coroutines.most_common(25):
             out.write(f"{count:8d} {name}\n")
         out.write("== object types\n")
         for name, count in types.most_common(30):
