@@ -43,6 +43,11 @@ def _deep_size(obj: Any, seen: set[int]) -> int:
     return size
 
 
+def _module(obj: Any) -> str:
+    module = getattr(type(obj), "__module__", "")
+    return module if isinstance(module, str) else ""
+
+
 def _describe(obj: Any) -> str:
     kind = type(obj)
     if kind is dict:
@@ -50,7 +55,7 @@ def _describe(obj: Any) -> str:
     if kind.__name__ == "frame":
         code = obj.f_code
         return f"frame {code.co_filename.rsplit('/', 3)[-1]}:{code.co_name}:{obj.f_lineno}"
-    return f"{kind.__module__}.{kind.__qualname__}"
+    return f"{_module(obj)}.{kind.__qualname__}"
 
 
 def _referrers(objs: list[Any], targets: set[int], skip: set[int]) -> dict[int, list[Any]]:
@@ -115,9 +120,9 @@ def _report(path: str) -> None:
                 entry[0] += 1
                 entry[1] += _deep_size(raw, seen_kept)
     models = collections.Counter(
-        f"{type(o).__module__}.{type(o).__qualname__}"
+        f"{_module(o)}.{type(o).__qualname__}"
         for o in objs
-        if type(o).__module__.startswith(("lockgate.", "kubernetes.client.models"))
+        if _module(o).startswith(("lockgate.", "kubernetes.client.models"))
     )
     types = collections.Counter(type(o).__name__ for o in objs)
     coroutines = collections.Counter(
@@ -161,7 +166,13 @@ def _report(path: str) -> None:
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     prefix = os.environ.get("MEMTRACE_OUT", "/tmp/lockgate-memtrace")
     path = f"{prefix}.{os.getpid()}.{int(time.time())}"
-    _report(path)
+    try:
+        _report(path)
+    except Exception:  # a probe must not break the operator's loop
+        import traceback
+
+        with open(path, "w") as out:
+            out.write(f"the probe failed:\n{traceback.format_exc()}")
     sys.stderr.write(f"memtrace: {path}\n")
     sys._debugmallocstats()
     try:
