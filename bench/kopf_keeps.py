@@ -5,8 +5,9 @@ the bytes still allocated afterwards (tracemalloc), per object. No cluster neede
 
     python -m bench.kopf_keeps BODY.json [--count 200]
 
-BODY.json: one object, or a {kind: object} map such as the `.samples.json` a
-`bench.scale --memory-report` writes (the largest body of each kind the operator held).
+BODY.json: one object, or a {label: object} map (e.g. the `.samples.json` a
+`bench.scale --memory-report` writes); objects of kinds other than Deployment and
+Application are skipped.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def main() -> None:
     args = parser.parse_args()
     loaded = json.loads(args.body.read_text())
     bodies = {loaded.get("kind") or "Deployment": loaded} if "metadata" in loaded else loaded
-    for kind, body in bodies.items():
-        plural = PLURALS.get(kind)
+    for label, body in bodies.items():
+        kind = body.get("kind") if isinstance(body, dict) else None
+        plural = PLURALS.get(str(kind))
         if plural is None:
             continue
         empty = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {}, "spec": {}}
@@ -100,7 +102,7 @@ def main() -> None:
         whole = asyncio.run(retained(plural, body, args.count, trimmed=False))
         trimmed = asyncio.run(retained(plural, body, args.count, trimmed=True))
         print(
-            f"{kind}: {len(json.dumps(body)) / 1024:.1f} KiB of JSON; kopf holds "
+            f"{label} ({kind}): {len(json.dumps(body)) / 1024:.1f} KiB of JSON; kopf holds "
             f"{whole / 1024:.1f} KiB per object, {trimmed / 1024:.1f} KiB trimmed "
             f"({least / 1024:.1f} KiB for an empty object: its daemon and records; "
             f"x{args.count})"
