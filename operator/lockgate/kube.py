@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -148,3 +149,71 @@ class Kube:
             body,
             **options,
         )
+
+    async def served_versions(self, group: str) -> frozenset[str]:
+        """`group/version` of each version the API server serves of an API group (none when
+        it serves no such group), from its discovery document of all groups (/apis)."""
+        groups = await self.call(client.ApisApi(self.api).get_api_versions)
+        return frozenset(
+            v.group_version
+            for g in groups.groups or []
+            if g.name == group
+            for v in g.versions or []
+        )
+
+
+DISCOVERY_TTL_S = 60.0
+"""How long an API group's served versions are taken as known: a CRD upgraded under a running
+operator is followed within this time, at one discovery request per group."""
+DISCOVERY_GRACE_S = 30.0
+"""How long an API group never listed may stay unlisted before lockgate says it is not served:
+an API server that has just started lists a CRD's group only once it has loaded the CRD."""
+
+
+class DiscoveryPending(Exception):
+    """The API server does not list a group yet: a moment's answer, not a verdict."""
+
+
+class ApiVersions:
+    """Which of the versions lockgate can write an API group's server serves, asked once per
+    DISCOVERY_TTL_S for all the Applications that use the group."""
+
+    def __init__(self, kube: Kube, clock: Callable[[], float] = time.monotonic) -> None:
+        self.kube = kube
+        self.clock = clock
+        self._served: dict[str, tuple[float, frozenset[str]]] = {}
+        self._empty_since: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def newest(self, known: Sequence[str]) -> str | None:
+        """The first of `known` (`group/version`, newest first, all of one group) that the
+        server serves; None when it serves none of them. Raises DiscoveryPending while a
+        group never listed has been missing for less than DISCOVERY_GRACE_S."""
+        group = known[0].rpartition("/")[0]
+        served = await self._served_of(group)
+        return next((v for v in known if v in served), None)
+
+    async def _served_of(self, group: str) -> frozenset[str]:
+        async with self._locks.setdefault(group, asyncio.Lock()):
+            now = self.clock()
+            cached = self._served.get(group)
+            if cached is not None and now - cached[0] < DISCOVERY_TTL_S:
+                return cached[1]
+            served = await self.kube.served_versions(group)
+            if not served:
+                # An API server that is starting lists a CRD's group only once it has loaded
+                # the CRD: an empty answer is asked again next time, and never replaces a
+                # version served before (a control plane restart rolled a good canary back).
+                if cached is not None:
+                    return cached[1]
+                # An operator starting with its API server knows nothing yet: only an
+                # answer that stays empty means the CRDs are not installed.
+                since = self._empty_since.setdefault(group, now)
+                if now - since < DISCOVERY_GRACE_S:
+                    raise DiscoveryPending(
+                        f"the API server lists no {group} API group yet: asking again"
+                    )
+                return served
+            self._empty_since.pop(group, None)
+            self._served[group] = (self.clock(), served)
+            return served

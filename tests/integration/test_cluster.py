@@ -249,6 +249,32 @@ def test_traefik_answers_its_api_with_both_providers(traefik: Traefik) -> None:
     assert {"KubernetesCRD", "File"} <= set(overview["providers"])
 
 
+def test_traefik_serves_the_local_gateway_on_its_web_port(
+    cluster: Cluster, traefik: Traefik
+) -> None:
+    """The Gateway API v1.4.1 CRDs are installed, Traefik's KubernetesGateway provider runs,
+    and it has programmed Gateway default/traefik on the `web` entry point's port."""
+    overview = httpx.get(f"{traefik.api_url}/api/overview", timeout=5).json()
+    assert "KubernetesGateway" in overview["providers"]
+    api = cluster.api_client()
+    crd = k8s.ApiextensionsV1Api(api).read_custom_resource_definition(
+        "httproutes.gateway.networking.k8s.io"
+    )
+    assert crd.metadata.annotations["gateway.networking.k8s.io/bundle-version"] == "v1.4.1"
+    assert crd.metadata.annotations["gateway.networking.k8s.io/channel"] == "standard"
+    gateway = k8s.CustomObjectsApi(api).get_namespaced_custom_object(
+        "gateway.networking.k8s.io",
+        "v1",
+        traefik.gateway_namespace,
+        "gateways",
+        traefik.gateway_name,
+    )
+    (listener,) = gateway["spec"]["listeners"]
+    assert f":{listener['port']}" in traefik.web_url
+    conditions = {c["type"]: c["status"] for c in gateway["status"]["conditions"]}
+    assert conditions.get("Programmed") == "True", gateway["status"]
+
+
 def test_traefik_serves_prometheus_metrics(traefik: Traefik) -> None:
     r = httpx.get(traefik.metrics_url, timeout=5)
     assert r.status_code == 200

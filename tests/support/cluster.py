@@ -112,12 +112,19 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Traefik:
-    """The local Traefik: entry point `web`, its API and its Prometheus metrics."""
+    """The local Traefik: entry point `web`, its API and its Prometheus metrics, and the
+    Gateway (Gateway API) it serves on `web`'s port."""
 
     web_url: str
     api_url: str
     metrics_url: str
     dynamic_dir: Path
+    gateway_namespace: str = "default"
+    gateway_name: str = "traefik"
+
+    def parent_ref(self) -> dict[str, str]:
+        """An HTTPRoute's parentRef to the Gateway."""
+        return {"name": self.gateway_name, "namespace": self.gateway_namespace}
 
 
 def cluster_running() -> bool:
@@ -165,6 +172,8 @@ def traefik_info() -> Traefik:
         api_url=values["LOCKGATE_TRAEFIK_API_URL"],
         metrics_url=values["LOCKGATE_TRAEFIK_METRICS_URL"],
         dynamic_dir=Path(values["LOCKGATE_TRAEFIK_DYNAMIC_DIR"]),
+        gateway_namespace=values["LOCKGATE_GATEWAY_NAMESPACE"],
+        gateway_name=values["LOCKGATE_GATEWAY_NAME"],
     )
 
 

@@ -155,6 +155,9 @@ class FakeKube:
         self.secrets: dict[str, dict[str, str]] = {}
         self.version = 0
         self.clock = 0  # seconds, for creationTimestamps
+        # group/version the API server serves, by group (Traefik's CRDs as the test env's)
+        self.served: dict[str, frozenset[str]] = {"traefik.io": frozenset({"traefik.io/v1alpha1"})}
+        self.discoveries = 0
 
     # ---------------------------------------------------------------- Kube's interface
 
@@ -177,6 +180,10 @@ class FakeKube:
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
         return self.secrets.get(name)
+
+    async def served_versions(self, group: str) -> frozenset[str]:
+        self.discoveries += 1
+        return self.served.get(group, frozenset())
 
     async def patch_application_status(
         self, namespace: str, name: str, body: dict[str, Any]

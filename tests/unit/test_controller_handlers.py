@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from lockgate.controller import applications, deployments, handlers
 from lockgate.controller.applications import reconcile_application
 from lockgate.controller.deployments import DeploymentSummary
+from lockgate.kube import DISCOVERY_GRACE_S, ApiVersions, DiscoveryPending, Kube
 from tests.support.fakeworld import FakeWorld, dep_spec
 from tests.unit.controller_fakes import FakeFleet, FakeKube, runtime_over
 from tests.unit.test_fleets import DOCKER
@@ -111,6 +112,27 @@ def test_the_application_status_counts_the_fleet(monkeypatch: pytest.MonkeyPatch
 
     status, _ = application_status(monkeypatch, world, ensure_owned=False, activeDeployment="dep")
     assert (status["phase"], status["message"]) == ("Progressing", "rolling out with dep")
+
+
+def test_the_application_status_says_when_the_cluster_serves_no_traefik_crds() -> None:
+    kube = FakeKube()
+    kube.served.clear()
+    body = kube.add_application("shop", {"kubernetes": {"replicas": 2}})
+    rt = runtime_over(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    with pytest.raises(DiscoveryPending):  # an API server still starting: asked again
+        asyncio.run(reconcile_application(rt, body, kopf.Patch()))
+    now[0] = DISCOVERY_GRACE_S
+    patch = kopf.Patch()
+    asyncio.run(reconcile_application(rt, body, patch))
+    assert patch.status["phase"] == "Degraded"
+    assert patch.status["message"] == (
+        "spec.traffic.traefik.apiGroup: the cluster serves none of traefik.io/v1, "
+        "traefik.io/v1alpha1: are Traefik's CRDs installed?"
+    )
+    ready = next(c for c in patch.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
 
 
 def test_the_application_status_says_why_hosts_cannot_be_counted() -> None:

@@ -18,7 +18,7 @@ from lockgate.controller.fleets.docker import DockerFleet
 from lockgate.controller.fleets.kubernetes import KubernetesFleet
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine import InstanceSet
-from lockgate.kube import Kube
+from lockgate.kube import DISCOVERY_GRACE_S, DISCOVERY_TTL_S, ApiVersions, DiscoveryPending, Kube
 from lockgate.probes.prometheus import PrometheusMetrics
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
@@ -108,6 +108,106 @@ def test_the_kubernetes_fleet_observes_its_slots_and_weights() -> None:
     assert (view.canary.release, view.canary.image) == ("old/1", "app:1")
     stable = kube.application("shop")["status"]["stable"]
     assert (stable["image"], stable["deployment"]) == ("app:2", "dep")
+
+
+def traefik_service_version(kube: FakeKube) -> str:
+    return str(kube.store[("traefikservices", NS, "shop")]["apiVersion"])
+
+
+@pytest.mark.parametrize(
+    ("served", "written"),
+    [
+        ({"traefik.io/v1alpha1"}, "traefik.io/v1alpha1"),
+        ({"traefik.io/v1alpha1", "traefik.io/v1"}, "traefik.io/v1"),
+        ({"traefik.io/v1", "traefik.io/v2"}, "traefik.io/v1"),  # v2: not one lockgate writes
+    ],
+)
+def test_without_an_api_group_the_routes_use_the_newest_traefik_version_served(
+    served: set[str], written: str
+) -> None:
+    kube = FakeKube()
+    kube.served["traefik.io"] = frozenset(served)
+    rt, app_obj, app = kubernetes_app(kube)
+    run(fleet_for(rt, app_obj, app, None).ensure_owned())
+    assert traefik_service_version(kube) == written
+
+
+def test_an_api_group_the_application_names_is_used_without_asking_the_cluster() -> None:
+    kube = FakeKube()
+    kube.served["traefik.io"] = frozenset({"traefik.io/v1", "traefik.io/v1alpha1"})
+    spec = {**KUBERNETES, "traffic": {"traefik": {"apiGroup": "traefik.io/v1alpha1"}}}
+    app_obj = kube.add_application("shop", spec)
+    rt = runtime_over(kube)
+    run(fleet_for(rt, app_obj, ApplicationSpec.model_validate(spec), None).ensure_owned())
+    assert traefik_service_version(kube) == "traefik.io/v1alpha1"
+    assert kube.discoveries == 0
+
+
+def test_a_cluster_without_traefiks_crds_makes_the_fleet_unusable_naming_the_field() -> None:
+    kube = FakeKube()
+    kube.served.clear()
+    rt, app_obj, app = kubernetes_app(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    with pytest.raises(DiscoveryPending):
+        run(fleet_for(rt, app_obj, app, "dep/1").observe())
+    now[0] = DISCOVERY_GRACE_S
+    with pytest.raises(
+        FleetUnusable, match=re.escape("spec.traffic.traefik.apiGroup: the cluster")
+    ):
+        run(fleet_for(rt, app_obj, app, "dep/1").observe())
+    assert ("traefikservices", NS, "shop") not in kube.store
+
+
+def test_an_operator_starting_with_its_api_server_waits_for_traefiks_group() -> None:
+    """An operator and its API server starting together (a node's reboot): the server lists
+    Traefik's group a moment later, and the rollout goes on with it, unharmed."""
+    kube = FakeKube()
+    served = kube.served.pop("traefik.io")
+    rt, app_obj, app = kubernetes_app(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    for now[0] in (0.0, DISCOVERY_GRACE_S / 2):
+        with pytest.raises(DiscoveryPending, match=re.escape("lists no traefik.io API group yet")):
+            run(fleet_for(rt, app_obj, app, "dep/1").ensure_owned())
+    kube.served["traefik.io"] = served
+    run(fleet_for(rt, app_obj, app, "dep/1").ensure_owned())
+    assert traefik_service_version(kube) == "traefik.io/v1alpha1"
+
+
+def test_the_served_versions_are_asked_once_a_minute_for_all_applications() -> None:
+    kube = FakeKube()
+    rt = runtime_over(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    for name in ("a", "b", "c"):
+        app_obj = kube.add_application(name, KUBERNETES)
+        run(fleet_for(rt, app_obj, ApplicationSpec.model_validate(KUBERNETES), None).ensure_owned())
+    assert kube.discoveries == 1
+    # Traefik's CRDs upgraded under the running operator: followed once the minute is over.
+    kube.served["traefik.io"] = frozenset({"traefik.io/v1", "traefik.io/v1alpha1"})
+    now[0] = DISCOVERY_TTL_S
+    app_obj = kube.add_application("d", KUBERNETES)
+    run(fleet_for(rt, app_obj, ApplicationSpec.model_validate(KUBERNETES), None).ensure_owned())
+    assert kube.discoveries == 2
+    assert kube.store[("traefikservices", NS, "d")]["apiVersion"] == "traefik.io/v1"
+
+
+def test_an_api_server_that_lists_no_traefik_group_for_a_moment_changes_nothing() -> None:
+    """While the API server restarts, its discovery lists a CRD's group only once it has
+    loaded the CRD: that moment must not make a rollout's fleet unusable."""
+    kube = FakeKube()
+    rt, app_obj, app = kubernetes_app(kube)
+    now = [0.0]
+    rt.api_versions = ApiVersions(cast(Kube, kube), clock=lambda: now[0])
+    run(fleet_for(rt, app_obj, app, None).ensure_owned())
+    kube.served.clear()
+    now[0] = DISCOVERY_TTL_S
+    run(fleet_for(rt, app_obj, app, "dep/1").observe())  # no FleetUnusable
+    assert traefik_service_version(kube) == "traefik.io/v1alpha1"
+    assert kube.discoveries == 2
+    run(fleet_for(rt, app_obj, app, "dep/1").observe())
+    assert kube.discoveries == 3, "an empty answer is asked again, not kept"
 
 
 def canary_of_dep_1(kube: FakeKube, deleted: str) -> Fleet:

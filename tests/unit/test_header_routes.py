@@ -335,7 +335,14 @@ def crd_router(kube: FakeKube, traefik: FakeTraefik) -> TraefikCrdRouter:
     app_obj = kube.add_application("shop", spec)
     http = httpx.AsyncClient(transport=httpx.MockTransport(traefik.answer))
     app = ApplicationSpec.model_validate(spec)
-    return TraefikCrdRouter(kube, app_obj, app, "http://traefik:8081", http)  # type: ignore[arg-type]
+    return TraefikCrdRouter(
+        kube,  # type: ignore[arg-type]
+        app_obj,
+        app,
+        "http://traefik:8081",
+        http,
+        "traefik.io/v1alpha1",
+    )
 
 
 def test_the_ingress_route_gets_the_header_route_only_after_traefik_has_its_backend() -> None:
@@ -390,7 +397,7 @@ def test_a_kubernetes_rollout_keeps_looking_until_traefik_serves_its_header_rout
     router = crd_router(kube, traefik)
     rt = Runtime(kube, router.http, Settings(traefik_api_url="http://traefik:8081"))  # type: ignore[arg-type]
     fleet = KubernetesFleet(rt, router.app_obj, router.app, f"{NS}/shop-v2/1")
-    fleet.router = router
+    fleet._router = router
 
     async def sets(*, in_proxy: bool = True) -> tuple[InstanceSet, InstanceSet]:
         return InstanceSet(), InstanceSet()

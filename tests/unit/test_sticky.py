@@ -79,6 +79,7 @@ def crd_router(kube: FakeKube, traefik: WeightedTraefik, raw: dict[str, Any]) ->
         ApplicationSpec.model_validate(raw),
         "http://traefik:8081",
         http,
+        "traefik.io/v1alpha1",
     )
 
 

@@ -73,6 +73,8 @@ The rules the operator needs in every namespace it watches. Each one is traced t
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
   traefik.io traefikservices, ingressroutes: read and server-side applied.
+  gateway.networking.k8s.io httproutes (spec.traffic.gatewayAPI): read; lockgate's own
+    server-side applied, a rule of someone else's merge-patched.
 The leader election's Lease has a Role of its own in the release namespace (rbac.yaml).
 */}}
 {{- define "lockgate.namespacedRules" -}}
@@ -102,6 +104,9 @@ The leader election's Lease has a Role of its own in the release namespace (rbac
   verbs: [create]
 - apiGroups: [traefik.io]
   resources: [traefikservices, ingressroutes]
+  verbs: [get, create, patch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
   verbs: [get, create, patch]
 {{- if .Values.rbac.readSecrets }}
 - apiGroups: [""]

@@ -26,6 +26,22 @@ MSG_FILE_PROVIDER_DOCKER = (
 MSG_FILE_PROVIDER_HOST = (
     "spec.traffic.traefik.fileProvider.host: must name one of spec.docker.hosts or be 'local'"
 )
+MSG_GATEWAY_KUBERNETES = (
+    "spec.traffic.gatewayAPI: only allowed with spec.kubernetes (Docker hosts are routed "
+    "through Traefik's file provider)"
+)
+MSG_GATEWAY_TRAEFIK_ROUTE = (
+    "spec.traffic.gatewayAPI: not together with spec.traffic.traefik.route (one route carries "
+    "the application's traffic: an HTTPRoute or an IngressRoute)"
+)
+MSG_GATEWAY_STICKY = (
+    "spec.traffic.traefik.sticky: not supported with spec.traffic.gatewayAPI (a sticky cookie "
+    "needs a TraefikService; an HTTPRoute has none)"
+)
+MSG_GATEWAY_ONE_ROUTE = (
+    "spec.traffic.gatewayAPI: exactly one of route (an HTTPRoute lockgate owns) or routeRef "
+    "(a rule of an existing HTTPRoute)"
+)
 MSG_HOST_NAMES_UNIQUE = "spec.docker.hosts: host names must be unique"
 MSG_SSH_KEY = "spec.docker.hosts: an ssh:// host needs sshKeySecretRef and knownHostsSecretRef"
 MSG_NOTIFICATION_URL = "spec.notifications: each target sets exactly one of url or urlSecretRef"
@@ -255,6 +271,10 @@ class Sticky(SpecModel):
     """The cookie Traefik sets on the first answer and routes by afterwards."""
 
 
+TRAEFIK_API_VERSIONS = ("traefik.io/v1", "traefik.io/v1alpha1")
+"""The versions of Traefik's CRDs lockgate writes, newest first (the same objects in each)."""
+
+
 class TraefikTraffic(SpecModel):
     """Traffic through Traefik."""
 
@@ -266,8 +286,10 @@ class TraefikTraffic(SpecModel):
     """Traefik's Prometheus endpoint; the default source for analysis."""
     api_url: str | None = Field(default=None, alias="apiURL")
     """Traefik's API, used to confirm that a weight change is live."""
-    api_group: str = "traefik.io/v1alpha1"
-    """API group/version of Traefik's CRDs (Kubernetes only)."""
+    api_group: Literal["traefik.io/v1", "traefik.io/v1alpha1"] | None = None
+    """API group/version of Traefik's CRDs (Kubernetes only); absent: the newest of these two
+    that the cluster serves (recent Traefik v3 releases deprecate traefik.io/v1alpha1 in
+    favour of traefik.io/v1)."""
     sticky: Sticky | None = None
     """Sticky canaries: a cookie on the weighted service (TraefikService `<app>` or the file
     provider's weighted service) so that a client stays on the version it got while the
@@ -275,11 +297,101 @@ class TraefikTraffic(SpecModel):
     to the one that stays."""
 
 
+# Gateway API names, as its CRDs check them.
+GATEWAY_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+GATEWAY_SECTION_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+GATEWAY_HOSTNAME_PATTERN = (
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+GatewayHostname = Annotated[
+    str, Field(min_length=1, max_length=253, pattern=GATEWAY_HOSTNAME_PATTERN)
+]
+
+
+class GatewayParentRef(SpecModel):
+    """A Gateway the HTTPRoute attaches to (an HTTPRoute's parentRef of kind Gateway)."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=GATEWAY_NAME_PATTERN)
+    """The Gateway's name."""
+    namespace: str | None = Field(
+        default=None, min_length=1, max_length=63, pattern=GATEWAY_SECTION_PATTERN
+    )
+    """The Gateway's namespace; absent: the Application's."""
+    section_name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=GATEWAY_NAME_PATTERN
+    )
+    """One listener of the Gateway, by name; absent: all that allow the route."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """The listeners on this port only."""
+
+
+class HTTPPathMatch(SpecModel):
+    """Which request paths the route matches."""
+
+    type: Literal["PathPrefix", "Exact"] = "PathPrefix"
+    """PathPrefix or Exact."""
+    value: str = Field(default="/", min_length=1, max_length=1024, pattern=r"^/")
+    """The path, e.g. /shop."""
+
+
+class GatewayRoute(SpecModel):
+    """An HTTPRoute lockgate owns: one rule weighted over `<app>-stable` and `<app>-canary`
+    (and, during a header route, a rule before it to the canary)."""
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=GATEWAY_NAME_PATTERN
+    )
+    """The HTTPRoute's name; absent: the Application's."""
+    parent_refs: list[GatewayParentRef] = Field(min_length=1, max_length=32)
+    """The Gateways it attaches to."""
+    hostnames: list[GatewayHostname] = Field(default_factory=list, max_length=16)
+    """Host names it matches; empty: those of the Gateway's listeners."""
+    path: HTTPPathMatch = Field(default_factory=HTTPPathMatch)
+    """The path match of its rules."""
+
+
+class HTTPRouteRuleRef(SpecModel):
+    """One named rule of an HTTPRoute that lockgate does not own."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=GATEWAY_NAME_PATTERN)
+    """The HTTPRoute's name (in the Application's namespace)."""
+    rule: str = Field(min_length=1, max_length=253, pattern=GATEWAY_NAME_PATTERN)
+    """The name of the rule (spec.rules[].name) whose backendRefs lockgate sets."""
+
+
+class GatewayAPITraffic(SpecModel):
+    """Traffic through a Gateway API HTTPRoute (gateway.networking.k8s.io/v1), Kubernetes
+    only: the weights are the backendRefs' weights, a header route is a rule with header
+    matches before the weighted one."""
+
+    route: GatewayRoute | None = None
+    """An HTTPRoute lockgate owns (created, and reset, by lockgate)."""
+    route_ref: HTTPRouteRuleRef | None = None
+    """A rule of an existing HTTPRoute: lockgate sets only that rule's backendRefs, and adds
+    (and removes) a rule with header matches right before it during a header route."""
+
+    @model_validator(mode="after")
+    def _one_route(self) -> GatewayAPITraffic:
+        if (self.route is None) == (self.route_ref is None):
+            raise ValueError(MSG_GATEWAY_ONE_ROUTE)
+        return self
+
+    def route_name(self, app_name: str) -> str:
+        """The HTTPRoute's name."""
+        if self.route_ref is not None:
+            return self.route_ref.name
+        assert self.route is not None
+        return self.route.name or app_name
+
+
 class Traffic(SpecModel):
     """How traffic reaches the application."""
 
     traefik: TraefikTraffic = Field(default_factory=TraefikTraffic)
     """Traefik settings."""
+    gateway_api: GatewayAPITraffic | None = Field(default=None, alias="gatewayAPI")
+    """Kubernetes only: route through a Gateway API HTTPRoute instead of a TraefikService
+    and an IngressRoute (Traefik's API and metrics settings above still apply)."""
 
 
 # An http(s) base URL: a host (and port), an optional path; no query or fragment (lockgate
@@ -374,6 +486,14 @@ class ApplicationSpec(MemoModel):
                 raise ValueError(MSG_FILE_PROVIDER_HOST)
         # Only the container port is published, and Traefik's check of a load balancer
         # uses one port for all its servers: a separate health port cannot be reached.
+        gateway = self.traffic.gateway_api
+        if gateway is not None:
+            if self.kubernetes is None:
+                raise ValueError(MSG_GATEWAY_KUBERNETES)
+            if self.traffic.traefik.route is not None:
+                raise ValueError(MSG_GATEWAY_TRAEFIK_ROUTE)
+            if self.traffic.traefik.sticky is not None:
+                raise ValueError(MSG_GATEWAY_STICKY)
         health_port = self.health_check.http.port
         if self.docker is not None and health_port not in (None, self.docker.container.port):
             raise ValueError(MSG_DOCKER_HEALTH_PORT)

@@ -59,6 +59,23 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
             "fieldPath": ".traffic.traefik.fileProvider.host",
         },
         {
+            "rule": "!has(self.traffic) || !has(self.traffic.gatewayAPI) || has(self.kubernetes)",
+            "message": app.MSG_GATEWAY_KUBERNETES,
+            "fieldPath": ".traffic.gatewayAPI",
+        },
+        {
+            "rule": "!has(self.traffic) || !has(self.traffic.gatewayAPI)"
+            " || !has(self.traffic.traefik) || !has(self.traffic.traefik.route)",
+            "message": app.MSG_GATEWAY_TRAEFIK_ROUTE,
+            "fieldPath": ".traffic.gatewayAPI",
+        },
+        {
+            "rule": "!has(self.traffic) || !has(self.traffic.gatewayAPI)"
+            " || !has(self.traffic.traefik) || !has(self.traffic.traefik.sticky)",
+            "message": app.MSG_GATEWAY_STICKY,
+            "fieldPath": ".traffic.traefik.sticky",
+        },
+        {
             "rule": "!has(self.docker) || !has(self.healthCheck)"
             " || !has(self.healthCheck.http) || !has(self.healthCheck.http.port)"
             " || self.healthCheck.http.port == (has(self.docker.container)"
@@ -72,6 +89,9 @@ OBJECT_RULES: dict[str, list[dict[str, str]]] = {
             "message": app.MSG_NOTIFICATION_NAMES_UNIQUE,
             "fieldPath": ".notifications",
         },
+    ],
+    "GatewayAPITraffic": [
+        {"rule": "has(self.route) != has(self.routeRef)", "message": app.MSG_GATEWAY_ONE_ROUTE},
     ],
     "NotificationTarget": [
         {"rule": "has(self.url) != has(self.urlSecretRef)", "message": app.MSG_NOTIFICATION_URL},
@@ -277,8 +297,12 @@ ADMISSION_CHECKS: dict[str, list[str]] = {
         app.MSG_ONE_TARGET,
         app.MSG_FILE_PROVIDER_DOCKER,
         app.MSG_FILE_PROVIDER_HOST,
+        app.MSG_GATEWAY_KUBERNETES,
+        app.MSG_GATEWAY_TRAEFIK_ROUTE,
+        app.MSG_GATEWAY_STICKY,
         app.MSG_DOCKER_HEALTH_PORT,
     ],
+    "GatewayAPITraffic._one_route": [app.MSG_GATEWAY_ONE_ROUTE],
     "ApplicationSpec._unique_notification_names": [app.MSG_NOTIFICATION_NAMES_UNIQUE],
     "NotificationTarget._one_url": [app.MSG_NOTIFICATION_URL],
     "DockerTarget._hosts_valid": [app.MSG_HOST_NAMES_UNIQUE, app.MSG_SSH_KEY],

@@ -160,6 +160,16 @@ def render(deployment: Deployment, app: ApplicationSpec, app_source: str) -> str
         f"rollback {'automatic' if spec.rollback.automatic else 'manual'}; "
         f"concurrency {spec.concurrency_policy}",
     ]
+    gateway = app.traffic.gateway_api
+    if gateway is not None:
+        if gateway.route_ref is not None:
+            where = (
+                f"rule {gateway.route_ref.rule} of HTTPRoute {gateway.route_ref.name} "
+                "(its backendRefs only)"
+            )
+        else:
+            where = f"HTTPRoute {gateway.route_name(deployment.spec.application)} (owned)"
+        lines.append(f"  traffic:     Gateway API, {where}")
     sticky = app.traffic.traefik.sticky
     if sticky is not None:
         lines.append(

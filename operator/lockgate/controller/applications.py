@@ -11,7 +11,7 @@ from lockgate.api import ApplicationSpec
 from lockgate.api.common import Condition
 from lockgate.engine.conditions import conditions_for
 
-from .fleets import fleet_for
+from .fleets import Census, FleetUnusable, fleet_for
 from .runtime import Runtime
 
 SETTLE_POLL = 1.0  # a Ready instance the proxy has yet to load is looked at again after this
@@ -33,11 +33,19 @@ async def reconcile_application(
     status = dict(body.get("status") or {})
     active = status.get("activeDeployment")
     fleet = fleet_for(rt, body, app, None)
-    if ensure_owned:
-        await fleet.ensure_owned()
-    census = await fleet.census(rolling_out=bool(active))
+    unusable: str | None = None
+    try:
+        if ensure_owned:
+            await fleet.ensure_owned()
+        census = await fleet.census(rolling_out=bool(active))
+    except FleetUnusable as err:
+        # Nothing can be counted or routed as configured: said in the status (and by the
+        # Deployments it refuses), looked at again on the next change or safety-net tick.
+        census, unusable = Census(None, len(app.units()), 0, 0), err.reason
     stable_image, desired, ready = census.stable_image, census.desired, census.ready
-    if active:
+    if unusable is not None:
+        phase, message = "Degraded", unusable
+    elif active:
         phase, message = "Progressing", f"rolling out with {active}"
     elif stable_image is None:
         phase, message = "Unknown", "no version deployed yet: create a Deployment"

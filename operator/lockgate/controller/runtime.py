@@ -16,7 +16,7 @@ import yaml
 from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
-from lockgate.kube import API_THREADS, Kube, load_config
+from lockgate.kube import API_THREADS, ApiVersions, Kube, load_config
 from lockgate.names import shard_name_problem
 from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
@@ -106,9 +106,12 @@ class Runtime:
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
     slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
     notifier: Notifier = field(init=False)
+    # Which version of an API group (Traefik's CRDs) the cluster serves, asked once a minute.
+    api_versions: ApiVersions = field(init=False)
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(self)
+        self.api_versions = ApiVersions(self.kube)
 
     @classmethod
     def from_env(cls) -> Runtime:

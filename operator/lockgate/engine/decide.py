@@ -1275,10 +1275,18 @@ def _routes_problem(app: ApplicationSpec, spec: DeploymentSpec) -> str | None:
         )
         if kind is None:
             continue
-        if app.traffic.traefik.route is None:
+        if app.traffic.gateway_api is not None:
+            if kind == "setMirror":
+                return (
+                    f"spec.strategy.canary.steps[{i}].setMirror: not supported with "
+                    "spec.traffic.gatewayAPI on the Application (mirroring needs a "
+                    "TraefikService; use spec.traffic.traefik.route)"
+                )
+        elif app.traffic.traefik.route is None:
             return (
-                f"spec.strategy.canary.steps[{i}].{kind}: needs spec.traffic.traefik.route on "
-                "the Application (the route it adds to or mirrors)"
+                f"spec.strategy.canary.steps[{i}].{kind}: needs spec.traffic.traefik.route "
+                + ("or spec.traffic.gatewayAPI " if kind == "setHeaderRoute" else "")
+                + "on the Application (the route it adds to or mirrors)"
             )
         for j, match in enumerate(step.set_header_route.match if step.set_header_route else []):
             if match.regex is not None:

@@ -87,13 +87,15 @@ class TraefikCrdRouter:
         app: ApplicationSpec,
         api_url: str | None,
         http: httpx.AsyncClient,
+        api_version: str,
     ) -> None:
+        """`api_version`: of Traefik's CRDs, e.g. traefik.io/v1alpha1."""
         self.kube = kube
         self.app_obj = app_obj
         self.app = app
         self.namespace: str = app_obj["metadata"]["namespace"]
         self.name: str = app_obj["metadata"]["name"]
-        self.api_version = app.traffic.traefik.api_group
+        self.api_version = api_version
         self.api_url = app.traffic.traefik.api_url or api_url
         self.http = http
 
@@ -130,6 +132,9 @@ class TraefikCrdRouter:
             self.name,
         )
         return obj
+
+    async def problem(self) -> str | None:
+        return None  # lockgate owns every object it uses here
 
     async def ensure_route(self) -> None:
         declared = await self._declared()

@@ -1,4 +1,5 @@
-"""Header routes in Traefik's rule syntax, for both routers (IngressRoute and file provider).
+"""Header routes in Traefik's rule syntax, for both routers (IngressRoute and file provider);
+the cookie pattern is also the Gateway API router's.
 
 A header route is the Application's own rule AND any of the route's conditions: Traefik gives
 a longer rule a higher priority by default, and lockgate sets that priority explicitly, so the
@@ -27,12 +28,18 @@ def condition(rule: HeaderRule) -> str:
         if rule.exact is not None:
             return f"Header(`{rule.header}`, `{rule.exact}`)"
         return f"HeaderRegexp(`{rule.header}`, `{rule.regex}`)"
+    return f"HeaderRegexp(`Cookie`, `{cookie_regex(rule)}`)"
+
+
+def cookie_regex(rule: HeaderRule) -> str:
+    """A cookie condition as an RE2 pattern over the Cookie header (Traefik's HeaderRegexp,
+    and a Gateway API header match of type RegularExpression, which Traefik turns into it)."""
     assert rule.cookie is not None
     if rule.exact is not None:
         value = re2_literal(rule.exact)
     else:
         value = f"(?:{(rule.regex or '').removeprefix('^').removesuffix('$')})"
-    return f"HeaderRegexp(`Cookie`, `(?:^|;\\s*){re2_literal(rule.cookie)}={value}(?:;|$)`)"
+    return f"(?:^|;\\s*){re2_literal(rule.cookie)}={value}(?:;|$)"
 
 
 def header_rule(base: str, rules: Sequence[HeaderRule]) -> str:
