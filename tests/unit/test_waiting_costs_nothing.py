@@ -492,8 +492,8 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
 ) -> None:
     """Hundreds of rollouts woken at once: at most ROUNDS_AT_ONCE rounds are in progress,
     the others wait before reading their Deployment (each round in progress holds it and its
-    Application, decoded, and their models; with the operator saturated, rounds queued for
-    an API thread by the dozen, each holding all of that). Every driver still gets its
+    Application, decoded, and their models; with the operator saturated, rounds can queue for
+    an API thread, each holding all of that). Every driver still gets its
     round."""
     drivers = 3 * runtime.ROUNDS_AT_ONCE
     rt = env.op.rt
