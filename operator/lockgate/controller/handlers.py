@@ -50,6 +50,7 @@ from .deployments import (
 )
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .fleets.kubernetes import RouteSwitchPending
+from .kept import keep_of_application, keep_of_deployment
 from .redact import install_log_redaction
 from .runtime import Runtime
 from .wakeups import WATCHED_SAFETY_NET, PodIndex, SlotIndex, pod_entry, slot_entry
@@ -199,6 +200,20 @@ def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
     return rt
 
 
+# Of every Deployment and Application, this shard's or not: kopf keeps the last body of each
+# (for their daemons) as long as it exists, and no handler reads all of it (kept.py).
+@kopf.on.event(GROUP, VERSION, "deployments")
+async def deployment_kept(event: kopf.RawEvent, **_: Any) -> None:
+    """kopf keeps of each Deployment only what a handler reads of it."""
+    keep_of_deployment(cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "applications")
+async def application_kept(event: kopf.RawEvent, **_: Any) -> None:
+    """kopf keeps of each Application only what a handler reads of it."""
+    keep_of_application(cast(dict[str, Any], event["object"]))
+
+
 @kopf.on.event(GROUP, VERSION, "deployments", when=_deployment_in_shard)
 async def deployment_event(
     memo: kopf.Memo, namespace: str | None = None, spec: Any = None, **kwargs: Any
@@ -338,7 +353,13 @@ async def _drive(
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
-                delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
+                async with rt.rounds:  # its turn (a waiting round holds nothing)
+                    if stopped or not serves():  # told to stop, or moved, while it waited
+                        delay = FINISHED_WAIT
+                    else:
+                        delay = await _drive_once(
+                            rt, namespace, name, deployments, logger, wake.set
+                        )
             if isinstance(delay, Poll) and delay.watch is not None:
                 idle = IDLE_MIN
                 rt.polls.done(key)

@@ -16,7 +16,7 @@ import yaml
 from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
-from lockgate.kube import ApiVersions, Kube, load_config
+from lockgate.kube import API_THREADS, ApiVersions, Kube, load_config
 from lockgate.names import shard_name_problem
 from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
@@ -38,6 +38,13 @@ from .redact import Redactor
 from .wakeups import WATCHED_PER_SECOND, PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
+
+ROUNDS_AT_ONCE = API_THREADS
+"""Rounds of Deployments in progress at once; the others wait their turn before reading
+anything. A round holds its Deployment and its Application, decoded, and their models (a few
+hundred KB once a status has its log and analysis runs) until it ends; with hundreds of
+rollouts woken at once, the rounds beyond what the API threads serve only queued for a
+thread, each holding all of that."""
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
@@ -95,6 +102,8 @@ class Runtime:
     polls: PollPace = field(default_factory=PollPace)
     # Who waits on the Traefik observer: their safety-net looks share a budget too.
     watched: PollPace = field(default_factory=lambda: PollPace(WATCHED_PER_SECOND))
+    # Turns for the rounds of Deployments (ROUNDS_AT_ONCE at a time).
+    rounds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ROUNDS_AT_ONCE))
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
