@@ -226,6 +226,7 @@ class Bench:
         self.apps = 0
         self.generation = 1
         self.pool = ThreadPoolExecutor(8)
+        self.latest_logs: Path | None = None  # where the in-flight windows' latest pauses go
 
     # -- objects --
     def create(self, plural: str, body: dict[str, Any]) -> None:
@@ -276,6 +277,34 @@ class Bench:
                 print(f"  {what}: rounds still running after 5 min (measured anyway)")
                 return
         print(f"  {what}: no round for {quiet:.0f}s after {time.monotonic() - started:.0f}s")
+
+    def keep_latest_logs(
+        self,
+        items: list[dict[str, Any]],
+        names: set[str],
+        start: datetime,
+        end: datetime,
+        level: int,
+    ) -> None:
+        """The status logs of the Deployments whose pauses ended latest in the window: what
+        the p99 of `pause->next step` is made of, readable after the namespace is gone."""
+        latest = sorted(
+            ((max(late), d) for d in items if (late := steps_in([d], names, start, end)[1])),
+            key=lambda pair: pair[0],
+            reverse=True,
+        )[:10]
+        assert self.latest_logs is not None
+        path = self.latest_logs.with_name(f"{self.latest_logs.name}.{level}.json")
+        path.write_text(
+            json.dumps(
+                [
+                    {"late_s": late, "name": d["metadata"]["name"], "log": d["status"]["log"]}
+                    for late, d in latest
+                ],
+                indent=1,
+            )
+        )
+        print(f"  logs of the {len(latest)} latest pauses: {path}")
 
     def deployments(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
@@ -364,7 +393,10 @@ class Bench:
         api1 = apiserver_requests(self.api)
         elapsed, wall1 = time.monotonic() - t0, datetime.now(UTC)
         rss = rss_mib(pid)
-        steps, late = steps_in(self.deployments(), set(names), wall0, wall1)
+        items = self.deployments()
+        steps, late = steps_in(items, set(names), wall0, wall1)
+        if self.latest_logs is not None and state == "in-flight":
+            self.keep_latest_logs(items, set(names), wall0, wall1, level)
         cpu = cpu1 - cpu0
         return Window(
             level=level,
@@ -451,6 +483,7 @@ def run(
     out: Path,
     report: str | None = None,
 ) -> None:
+    bench.latest_logs = out
     for level in levels:
         print(f"level {level}: {datetime.now(UTC):%H:%M:%S}")
         bench.grow(level, rate)
