@@ -140,3 +140,13 @@ def _same_service(wanted: str, service: str) -> bool:
     if "@" in service:
         return wanted == service
     return wanted.partition("@")[0] == service
+
+
+def unwatched(read: list[tuple[str, str]], names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The (router, service) pairs a router read from Traefik that none of its watch's names
+    covers: a change there would never wake a waiter."""
+    return [
+        (name, service)
+        for name, service in read
+        if not any(n in name or n in service for n in names)
+    ]

@@ -31,6 +31,7 @@ from lockgate.traffic.gateway_api import (
 )
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube
+from tests.unit.fake_traefik import unwatched
 
 PARENT = {"name": "traefik", "namespace": "default"}
 OWNED = {"gatewayAPI": {"route": {"parentRefs": [PARENT], "hostnames": ["shop.test"]}}}
@@ -651,9 +652,4 @@ def test_the_routers_watch_covers_everything_it_reads_of_traefik(traffic: dict[s
     asyncio.run(scenario())
     watch = router.watch()
     assert watch is not None and answered
-    uncovered = [
-        (name, service)
-        for name, service in answered
-        if not any(n in name or n in service for n in watch.names)
-    ]
-    assert uncovered == []
+    assert unwatched(answered, watch.names) == []

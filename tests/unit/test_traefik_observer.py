@@ -26,7 +26,7 @@ from lockgate.traffic.traefik_crd import TraefikCrdRouter
 from lockgate.traffic.traefik_observer import TraefikObserver, TraefikWatch
 from tests.support.fakeworld import FakeWorld, dep_spec
 from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes
-from tests.unit.fake_traefik import API_URL, FakeTraefikApi
+from tests.unit.fake_traefik import API_URL, FakeTraefikApi, unwatched
 from tests.unit.test_header_routes import ROUTE
 from tests.unit.test_waiting_costs_nothing import FOREVER, Env, Stopped, drive
 
@@ -353,9 +353,4 @@ def test_a_crd_routers_watch_covers_everything_it_reads_of_traefik() -> None:
     read = asyncio.run(scenario())
     watch = routers["shop"].watch()
     assert watch is not None and read
-    uncovered = [
-        (name, service)
-        for name, service in read
-        if not any(n in name or n in service for n in watch.names)
-    ]
-    assert uncovered == []
+    assert unwatched(read, watch.names) == []
