@@ -29,10 +29,12 @@ analysis runs) as after ~50 minutes of a rollout paused under analysis; `sampled
 sampled body's (12 log entries, 3 runs).
 
     python -m bench.round_cost [--scenario S] [--rounds 200] [--runs 5] [--history H]
-        [--inline] [--profile FILE.prof]
+        [--inline] [--profile FILE.prof] [--breakdown]
 
 `--inline`: the API calls run on the event loop instead of the worker threads (what
-cProfile can see: it profiles one thread); `--profile`: cProfile of one run.
+cProfile can see: it profiles one thread); `--profile`: cProfile of one run (CPU time);
+`--breakdown`: CPU per round in each part (API calls by kind, Traefik and PromQL requests,
+`decide`, the status diff, redaction, ...; inline), the rest of the round beside.
 """
 
 from __future__ import annotations
@@ -466,6 +468,85 @@ def runtime(url: str, inline: bool) -> Runtime:
     return Runtime(kube, BoundedClient(), Settings(traefik_api_url=url))
 
 
+class Parts:
+    """CPU seconds spent in parts of the rounds (`--breakdown`): each part's functions
+    wrapped, the outermost call of a part timed (a recursive one once). Only with the API
+    calls inline: with nothing else running, the CPU spent while a part's coroutine is
+    awaited is the part's."""
+
+    def __init__(self) -> None:
+        self.spent: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.active: set[str] = set()
+        self.on = False
+        self.undo: list[Callable[[], None]] = []
+
+    def _timed(self, label: str) -> Callable[[], Any]:
+        if not self.on or label in self.active:
+            return lambda: None  # an inner (recursive) call: no clock read
+        self.active.add(label)
+        self.calls[label] += 1
+        started = time.process_time()
+
+        def done() -> None:
+            self.spent[label] += time.process_time() - started
+            self.active.discard(label)
+
+        return done
+
+    def wrap(self, owner: Any, attr: str, label: str | Callable[..., str]) -> None:
+        original = getattr(owner, attr)
+        name = (lambda *_a, **_k: label) if isinstance(label, str) else label
+        if asyncio.iscoroutinefunction(original):
+
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                done = self._timed(name(*args, **kwargs))
+                try:
+                    return await original(*args, **kwargs)
+                finally:
+                    done()
+
+            setattr(owner, attr, timed_async)
+        else:
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                done = self._timed(name(*args, **kwargs))
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    done()
+
+            setattr(owner, attr, timed)
+        self.undo.append(lambda: setattr(owner, attr, original))
+
+    def install(self, rt: Runtime) -> None:
+        from lockgate.controller import deployments
+
+        def api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+            what = getattr(fn, "__name__", "")
+            verb = "PATCH" if what.startswith("patch") else "GET"
+            if "custom_object" in what:  # (group, version, namespace, plural, name, ...)
+                status = "/status" if what.endswith("_status") else ""
+                return f"API {verb} {args[3]}{status}"
+            return f"API {verb} {what.split('_namespaced_')[-1]}"
+
+        def http(request: httpx.Request, **_: Any) -> str:
+            return "PromQL query" if request.url.path == "/api/v1/query" else "Traefik API GET"
+
+        self.wrap(rt.kube, "call", api)
+        self.wrap(rt.http, "send", http)
+        self.wrap(deployments, "decide", "engine decide")
+        self.wrap(deployments, "without_nulls", "status diff (without_nulls)")
+        self.wrap(rt.redactor, "tree", "redaction of the status")
+        self.wrap(rt.notifier, "enqueue_owed", "notifications owed")
+        self.wrap(deployments, "_record", "metrics of the round")
+        self.wrap(kopf, "event", "kopf.event")
+
+    def uninstall(self) -> None:
+        for undo in reversed(self.undo):
+            undo()
+
+
 def indexes(rt: Runtime, bodies: dict[str, Any]) -> dict[Any, Any]:
     """The kopf indexes a round reads (slots, Pods, the Application's Deployments)."""
     ns = bodies["in-flight"]["metadata"]["namespace"]
@@ -497,6 +578,7 @@ async def run(
     inline: bool,
     profile: cProfile.Profile | None,
     describe: bool,
+    parts: Parts | None = None,
 ) -> float:
     """CPU seconds per round over `rounds` rounds (after a few not counted)."""
     bodies = json.loads(BODIES.read_text())
@@ -519,6 +601,8 @@ async def run(
         await handlers._drive_once(rt, ns, name, deployments, logger)
         objects[path] = (await control.get(path)).json()
         await control.put("/_world", content=json.dumps(world))
+    if parts is not None:
+        parts.install(rt)
     cpu = 0.0
     events = 0
     delays = set()
@@ -529,6 +613,8 @@ async def run(
             await control.get("/_requests")  # counts from here
             if profile is not None:
                 profile.enable()
+            if parts is not None:
+                parts.on = True
         started = time.process_time()
         delay = await handlers._drive_once(rt, ns, name, deployments, logger)
         spent = time.process_time() - started
@@ -540,6 +626,9 @@ async def run(
             events += i >= warmup
     if profile is not None:
         profile.disable()
+    if parts is not None:
+        parts.on = False
+        parts.uninstall()
     if describe:
         requests = (await control.get("/_requests")).json()
         print(
@@ -558,6 +647,26 @@ async def run(
     return cpu / rounds
 
 
+def print_breakdown(by_run: list[Parts], per_run: list[float], rounds: int) -> None:
+    """Per part: calls and CPU per round (medians over the runs); the rest of the round."""
+    labels = sorted({label for parts in by_run for label in parts.spent})
+    median = {
+        label: statistics.median(parts.spent[label] / rounds for parts in by_run)
+        for label in labels
+    }
+    total = statistics.median(per_run)
+    print(f"  {'part':42s} {'calls':>6s} {'ms/round':>9s} {'share':>6s}")
+    for label in sorted(labels, key=lambda k: -median[k]):
+        calls = by_run[0].calls[label] / rounds
+        ms = 1000 * median[label]
+        print(f"  {label:42s} {calls:6.2g} {ms:9.2f} {100 * median[label] / total:5.0f}%")
+    rest = total - sum(median.values())
+    print(
+        f"  {'rest: models, JSON of answers, glue, loop':42s} {'':6s} {1000 * rest:9.2f} "
+        f"{100 * rest / total:5.0f}%"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
@@ -566,7 +675,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--inline", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
+    parser.add_argument("--breakdown", action="store_true", help="CPU per part (inline)")
     args = parser.parse_args()
+    if args.breakdown:
+        args.inline = True
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     parent, child = multiprocessing.Pipe()
@@ -578,7 +690,9 @@ def main() -> None:
         for scenario in scenarios:
             profile = cProfile.Profile(time.process_time) if args.profile else None
             per_run = []
+            by_run = []
             for n in range(args.runs):
+                parts = Parts() if args.breakdown else None
                 per_run.append(
                     asyncio.run(
                         run(
@@ -589,15 +703,20 @@ def main() -> None:
                             args.inline,
                             profile if n == 0 else None,
                             n == 0,
+                            parts,
                         )
                     )
                 )
+                if parts is not None:
+                    by_run.append(parts)
             ms = sorted(1000 * s for s in per_run)
             print(
                 f"{scenario} ({args.history} histories{', inline' if args.inline else ''}): "
                 f"median {statistics.median(ms):.2f} ms CPU per round "
                 f"(runs: {', '.join(f'{m:.2f}' for m in ms)}; {args.rounds} rounds each)"
             )
+            if by_run:
+                print_breakdown(by_run, per_run, args.rounds)
             if profile is not None:
                 out = args.profile if len(scenarios) == 1 else f"{args.profile}.{scenario}"
                 profile.dump_stats(out)
