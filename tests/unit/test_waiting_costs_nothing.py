@@ -18,6 +18,7 @@ import pytest
 from lockgate.controller import applications, deployments, handlers, runtime
 from lockgate.controller.wakeups import PollPace
 from lockgate.names import LABEL_APP
+from lockgate.traffic.traefik_observer import TraefikWatch
 from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec
 from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes, runtime_over
 from tests.unit.controller_fakes import Env as FakesEnv
@@ -569,3 +570,23 @@ def test_a_rollout_between_analyses_sleeps_until_its_next_timer() -> None:
         world.now += timedelta(seconds=wait if wait is not None else 1.0)
     assert driver.status.phase == "Succeeded"
     assert idle_rounds < 20, "a waiting rollout sleeps until a timer is due"
+
+
+def test_a_round_that_asked_traefik_for_a_split_sleeps_until_the_observer_sees_it() -> None:
+    """A round that declared a split (or a route) Traefik has yet to serve: the engine asks
+    again each round until Traefik serves it, and the driver looked again every 0.1 s, each
+    round re-applying the TraefikService (Traefik takes ~2 s to load a change: ~20 rounds
+    per weight; bench.rounds_per_rollout with a 2 s delay: 96 rounds a rollout instead of
+    28). Now it sleeps until the Traefik observer sees a change where it waits (or its own
+    timer). Docker hosts have no observer: they still look again soon."""
+    watch = TraefikWatch("http://traefik:8080", (f"{NS}-shop",))
+    waiting_on_traefik = deployments.Round(
+        progressed=False, acted=True, requeue_after=None, finished=False, settling=True, watch=watch
+    )
+    assert handlers.round_delay(waiting_on_traefik) == handlers.Poll(None, watch)
+    timed = dataclasses.replace(waiting_on_traefik, requeue_after=20.0)
+    assert handlers.round_delay(timed) == handlers.Poll(20.0, watch), "its own timer still holds"
+    on_docker = dataclasses.replace(waiting_on_traefik, watch=None)
+    assert handlers.round_delay(on_docker) == handlers.ACTED_WAIT
+    not_settling = dataclasses.replace(waiting_on_traefik, settling=False, watch=None)
+    assert handlers.round_delay(not_settling) == handlers.ACTED_WAIT

@@ -451,7 +451,11 @@ def round_delay(result: Round) -> float | Poll:
         return WRITTEN_WAIT
     if result.finished:
         return FINISHED_WAIT
-    wait = ACTED_WAIT if result.acted else None
+    # After acting, the world is given a moment before the next look; but what only
+    # Traefik confirms (a split, a route: it loads them ~2 s later) is waited for on the
+    # Traefik observer: looking every 0.1 s, each round asked for it again (~20 rounds per
+    # weight).
+    wait = ACTED_WAIT if result.acted and result.watch is None else None
     if result.requeue_after is not None:
         timer = max(result.requeue_after, 0.0)
         wait = timer if wait is None else min(wait, timer)
