@@ -478,3 +478,46 @@ def test_the_dashboard_shows_the_live_header_route_and_mirror() -> None:
     assert "20% of requests mirrored to the canary" in html
     plain = view.render_deployment(dep("Paused", weights={"stable": 100}), None, "csrf", {})
     assert "routes" not in plain["weights"]
+
+
+def test_an_observation_reads_each_route_object_once() -> None:
+    """The live weights and the live routes both read the IngressRoute (its first route's
+    target; its header route): one observation reads it once. An API call costs about a
+    millisecond of the operator's CPU, most of what a round costs (bench/round_cost.py)."""
+    from collections import Counter
+
+    from lockgate.controller.fleets.kubernetes import KubernetesFleet
+    from lockgate.controller.runtime import Runtime, Settings
+    from lockgate.engine import InstanceSet
+    from tests.unit.fake_traefik import API_URL, FakeTraefikApi
+
+    kube = FakeKube()
+    spec = {"kubernetes": {"replicas": 2}, "traffic": ROUTE}
+    app_obj = kube.add_application("shop", spec)
+    traefik = FakeTraefikApi()
+    rt = Runtime(kube, traefik.client(), Settings(traefik_api_url=API_URL))  # type: ignore[arg-type]
+    fleet = KubernetesFleet(rt, app_obj, ApplicationSpec.model_validate(spec), None)
+    reads: Counter[tuple[str, str]] = Counter()
+    get = kube.custom.get_namespaced_custom_object
+
+    def counted(group: str, version: str, namespace: str, plural: str, name: str) -> Any:
+        reads[(plural, name)] += 1
+        return get(group, version, namespace, plural, name)
+
+    async def sets(*, in_proxy: bool = True) -> tuple[InstanceSet, InstanceSet]:
+        return InstanceSet(), InstanceSet()
+
+    fleet._sets = sets  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await (await fleet.router()).ensure_route()
+        traefik.load_crd_objects(kube.store)
+        kube.custom.get_namespaced_custom_object = counted  # type: ignore[method-assign]
+        for _ in range(2):
+            view = await fleet.observe()
+            assert view.live_weights == (100, 0) and view.live_routes == NO_ROUTES
+        await rt.aclose()
+
+    asyncio.run(scenario())
+    assert reads[("ingressroutes", "shop")] == 2, "read once per observation"
+    assert set(reads.values()) == {2}, reads

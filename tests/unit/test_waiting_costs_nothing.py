@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import kopf
@@ -17,7 +18,8 @@ import pytest
 from lockgate.controller import applications, deployments, handlers, runtime
 from lockgate.controller.wakeups import PollPace
 from lockgate.names import LABEL_APP
-from tests.support.fakeworld import FakeWorld, dep_spec
+from lockgate.traffic.traefik_observer import TraefikWatch
+from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec
 from tests.unit.controller_fakes import NS, FakeFleet, FakeKube, env_over_fakes, runtime_over
 from tests.unit.controller_fakes import Env as FakesEnv
 
@@ -533,3 +535,59 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
         return most, len(set(done))
 
     assert asyncio.run(scenario()) == (runtime.ROUNDS_AT_ONCE, drivers)
+
+
+def test_a_rollout_between_analyses_sleeps_until_its_next_timer() -> None:
+    """A round that changes nothing names a timer in the future: the next analysis counts
+    from the latest of the last analysis, the step's start and its weights going live, and
+    its timer did too. It counted from the last analysis alone, so once a step started after
+    it (every step after a timed pause, a rollout resumed after spec.paused), the timer was
+    already due: the driver ran round after round with nothing to do until the window came
+    (scale: 500 rollouts in flight saturated the operator)."""
+    strategy = {
+        "type": "Canary",
+        "canary": {
+            "steps": [{"setWeight": 10}, {"pause": {"seconds": 20}}, {"setWeight": 30}, 100]
+        },
+    }
+    analysis = {"intervalSeconds": 30, "minRequests": 1, "maxErrorRate": 0.05}
+    world = FakeWorld(units=("replica-1", "replica-2"), ready_after=1, requests_per_window=100)
+    driver = Driver(app_spec(replicas=2), dep_spec(strategy=strategy, analysis=analysis), world)
+    idle_rounds = 0
+    for _ in range(200):
+        before = driver.status
+        decision = driver.step()
+        if decision.status.phase == "Succeeded":
+            break
+        if decision.actions or decision.status != before:
+            world.now += timedelta(seconds=0.1)  # the write's watch event, or acting
+            continue
+        idle_rounds += 1
+        wait = decision.requeue_after
+        assert wait is None or wait > 0, (
+            f"nothing changed, yet the next round is due at once: {decision.status.message}"
+        )
+        world.now += timedelta(seconds=wait if wait is not None else 1.0)
+    assert driver.status.phase == "Succeeded"
+    assert idle_rounds < 20, "a waiting rollout sleeps until a timer is due"
+
+
+def test_a_round_that_asked_traefik_for_a_split_sleeps_until_the_observer_sees_it() -> None:
+    """A round that declared a split (or a route) Traefik has yet to serve: the engine asks
+    again each round until Traefik serves it, and the driver looked again every 0.1 s, each
+    round re-applying the TraefikService (Traefik takes ~2 s to load a change: ~20 rounds
+    per weight; bench.rounds_per_rollout with a 2 s delay: 96 rounds a rollout instead of
+    28). Now it sleeps until the Traefik observer sees a change where it waits, its own
+    timer, or 2 s (an apply of what Traefik serves already changes nothing there). Docker
+    hosts have no observer: they still look again soon."""
+    watch = TraefikWatch("http://traefik:8080", (f"{NS}-shop",))
+    waiting_on_traefik = deployments.Round(
+        progressed=False, acted=True, requeue_after=None, finished=False, settling=True, watch=watch
+    )
+    assert handlers.round_delay(waiting_on_traefik) == handlers.Poll(handlers.IDLE_MAX, watch)
+    timed = dataclasses.replace(waiting_on_traefik, requeue_after=0.5)
+    assert handlers.round_delay(timed) == handlers.Poll(0.5, watch), "its own timer still holds"
+    on_docker = dataclasses.replace(waiting_on_traefik, watch=None)
+    assert handlers.round_delay(on_docker) == handlers.ACTED_WAIT
+    not_settling = dataclasses.replace(waiting_on_traefik, settling=False, watch=None)
+    assert handlers.round_delay(not_settling) == handlers.ACTED_WAIT

@@ -120,19 +120,23 @@ def analysis_window_start(
         return None
     if status.weights.canary <= 0 and not routed_to_canary(status):
         return None
-    base = (
-        max(
-            t
-            for t in (status.last_analysis_at, status.step.weights_live_at, status.step.started_at)
-            if t is not None
-        )
-        if status.step.started_at
-        else status.last_analysis_at
-    )
+    base = analysis_base(status)
     if base is None:
         return None
     due = base + timedelta(seconds=spec.analysis.interval_seconds)
     return base if now >= due else None
+
+
+def analysis_base(status: DeploymentStatus) -> datetime | None:
+    """What the next analysis window counts its interval from: the latest of the last
+    analysis, the step's start and the step's weights going live (the last analysis alone
+    before a step has started)."""
+    step = status.step
+    if step is None or step.started_at is None:
+        return status.last_analysis_at
+    return max(
+        t for t in (status.last_analysis_at, step.weights_live_at, step.started_at) if t is not None
+    )
 
 
 def routed_to_canary(status: DeploymentStatus) -> bool:
@@ -1034,9 +1038,12 @@ class _Run:
             return False
         start = analysis_window_start(self.spec, s, self.now)
         if start is None:
-            base = s.last_analysis_at or s.step.weights_live_at or s.step.started_at
-            # The window's own timer: a waiting rollout sleeps until one (or an event). A
-            # header route or a mirror brings the canary requests at weight 0 too.
+            # The window's own timer: a waiting rollout sleeps until one (or an event). From
+            # the window's own base: counted from the last analysis alone, it was already
+            # due once a step started after it, and the driver ran round after round with
+            # nothing to do until the window came. A header route or a mirror brings the
+            # canary requests at weight 0 too.
+            base = analysis_base(s)
             judged = s.weights is not None and (s.weights.canary > 0 or routed_to_canary(s))
             if base is not None and judged:
                 self.wakeups.append(base + timedelta(seconds=analysis.interval_seconds))

@@ -38,6 +38,7 @@ the same leaf names, and lockgate counts a Pod as ready for traffic only once Tr
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -247,6 +248,10 @@ class GatewayApiRouter:
 
     def owns_entry_route(self) -> bool:
         return self.gateway.route is not None
+
+    def reading_once(self) -> contextlib.AbstractContextManager[None]:
+        """Reads are not shared within an observation here (each reads other objects)."""
+        return contextlib.nullcontext()
 
     def watch(self) -> TraefikWatch | None:
         """What of Traefik answers this router's reads: the routers it builds from the route

@@ -6,6 +6,7 @@ round."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
@@ -56,6 +57,10 @@ class TrafficRouter(Protocol):
 
     def watch(self) -> TraefikWatch | None:
         """What of Traefik's API answers the reads above (None without its API)."""
+
+    def reading_once(self) -> AbstractContextManager[None]:
+        """Within it, the reads above may share what they read of the API (one
+        observation)."""
 
 
 async def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec) -> TrafficRouter:
@@ -143,9 +148,10 @@ class KubernetesFleet:
         problem = await router.problem()
         if problem:
             raise FleetUnusable(problem)
-        stable, canary = await self._sets()
-        live = await router.live_weights()
-        routes = await router.live_routes()
+        with router.reading_once():
+            stable, canary = await self._sets()
+            live = await router.live_weights()
+            routes = await router.live_routes()
         # Traefik loads a Ready Pod, a new split and a new route a moment later: only its
         # API tells (no watch event does), so the driver looks again once it has changed
         # (without its API: until the objects Traefik reads are there).
