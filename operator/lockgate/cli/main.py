@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-from pathlib import Path
 
 from lockgate import __version__
+
+# Only what parsing needs is imported here: `kubectl lockgate abort` runs this module on its
+# way to the API server (tests/unit/test_footprint.py guards what that path loads).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def exact_namespace(value: str) -> str:
     """The operator serves exact namespace names (see run_operator), never kopf's patterns."""
+    import re
+
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a namespace name")
     return value
@@ -27,6 +33,12 @@ def positive_seconds(value: str) -> float:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
     return seconds
+
+
+def a_path(value: str) -> Path:
+    from pathlib import Path
+
+    return Path(value)
 
 
 def shard_name(value: str) -> str:
@@ -67,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--filename",
         dest="files",
         action="append",
-        type=Path,
+        type=a_path,
         required=True,
         help="a Deployment manifest, and optionally its Application (repeatable)",
     )
