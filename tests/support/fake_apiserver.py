@@ -26,6 +26,38 @@ from typing import Any
 
 DEPLOYMENTS = "/apis/lockgate.dev/v1alpha1/namespaces/{ns}/deployments/{name}"
 
+# What `kubectl lockgate abort` (promote, retry, pause, resume) has no use for on its way to
+# the API server: the kubernetes client, the API models and engine, PyYAML, http.client (and
+# the email package), the views and the dashboard, and standard modules that cost more than
+# their use there (dataclasses pulls in inspect, shutil bz2 and lzma, the idna codec
+# unicodedata). A module or package here, or any module under it, fails
+# tests/unit/test_footprint.py; bench/import_footprint.py --plugin reports them.
+NOT_FOR_AN_ACTION = (
+    "kubernetes",
+    "urllib3",
+    "kopf",
+    "pydantic",
+    "yaml",
+    "lockgate.api",
+    "lockgate.engine",
+    "lockgate.cli.kubectl_view",
+    "lockgate.cli.dashboard",
+    "lockgate.cli.dashboard_view",
+    "lockgate.cli.plan",
+    "http",
+    "email",
+    "urllib",
+    "dataclasses",
+    "inspect",
+    "typing",
+    "tempfile",
+    "shutil",
+    "pathlib",
+    "datetime",
+    "encodings.idna",
+    "unicodedata",
+)
+
 
 def lockgate_deployment(name: str, namespace: str, phase: str = "Paused") -> dict[str, Any]:
     return {

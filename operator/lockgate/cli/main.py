@@ -14,6 +14,7 @@ from lockgate import __version__
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
 
 def exact_namespace(value: str) -> str:
@@ -59,9 +60,48 @@ def lease_name(args: argparse.Namespace) -> str:
     return "lockgate" if not args.shard else f"lockgate-{args.shard}"
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal's width: by itself it asks shutil, whose
+    import (with zlib, bz2 and lzma) is a good part of parsing an action's arguments, as
+    argparse makes a formatter for every argument it adds."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size says it: $COLUMNS, else stdout's
+    terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose formatter is _Formatter (subcommands' parsers are made of the
+    same class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kubectl lockgate" if invoked == "kubectl-lockgate" else "lockgate",
         description="Progressive delivery for Kubernetes and Docker hosts.",
     )

@@ -155,14 +155,19 @@ class Rest:
         if self._sock is not None and self._file is not None:
             self._sock.settimeout(timeout)
             return self._sock, self._file
-        sock = socket.create_connection(self._address, timeout=timeout)
+        host, port = self._address
+        # ASCII names as bytes, here and for TLS: a str goes through the idna codec, whose
+        # import (stringprep, unicodedata) an ASCII name has no use for.
+        address = (host.encode() if host.isascii() else host, port)
+        sock = socket.create_connection(address, timeout=timeout)  # type: ignore[arg-type]
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._scheme == "https":
                 if self.ssl_context is None:
                     raise ValueError(f"{self.host}: https without a TLS context")
+                name = self.server_name or host
                 sock = self.ssl_context.wrap_socket(
-                    sock, server_hostname=self.server_name or self._address[0]
+                    sock, server_hostname=name.encode() if name.isascii() else name
                 )
         except BaseException:
             sock.close()
