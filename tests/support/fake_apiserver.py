@@ -74,10 +74,13 @@ def lockgate_deployment(name: str, namespace: str, phase: str = "Paused") -> dic
     }
 
 
+SERVER_NAME = "apiserver.lockgate.test"  # the server certificate's name besides 127.0.0.1
+
+
 @dataclass
 class Pki:
-    """A cluster CA, a server certificate for 127.0.0.1 and a client certificate, as PEM
-    files in `directory` (ca.crt, server.crt/.key, client.crt/.key)."""
+    """A cluster CA, a server certificate for 127.0.0.1 and SERVER_NAME and a client
+    certificate, as PEM files in `directory` (ca.crt, server.crt/.key, client.crt/.key)."""
 
     directory: Path
     client_cn: str = "admin"
@@ -122,7 +125,10 @@ class Pki:
             if server:
                 builder = builder.add_extension(
                     x509.SubjectAlternativeName(
-                        [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                        [
+                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                            x509.DNSName(SERVER_NAME),
+                        ]
                     ),
                     critical=False,
                 )
@@ -147,6 +153,7 @@ class Seen:
     body: Any
     at: float  # time.monotonic() when the request (line and headers) had arrived
     client_cn: str | None  # the client certificate's common name, over TLS
+    peer: tuple[str, int]  # the client's address and port: one per connection
 
 
 @dataclass
@@ -181,7 +188,10 @@ class FakeApiServer:
                     for rdn in peer.get("subject", ()):
                         for key, value in rdn:
                             cn = value if key == "commonName" else cn
-                outer.seen.append(Seen(self.command, self.path, dict(self.headers), body, at, cn))
+                seen = Seen(
+                    self.command, self.path, dict(self.headers), body, at, cn, self.client_address
+                )
+                outer.seen.append(seen)
                 return body
 
             def _answer(self, code: int, obj: dict[str, Any]) -> None:

@@ -4,7 +4,11 @@ client (its import alone took longer than the whole action should)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +20,15 @@ from typing import Any
 import pytest
 import yaml
 
-from lockgate.cli.rest import RestError, light_client
+from lockgate.cli.rest import Rest, RestError, light_client
+from tests.support.fake_apiserver import (
+    DEPLOYMENTS,
+    SERVER_NAME,
+    Pki,
+    lockgate_deployment,
+    write_kubeconfig,
+)
+from tests.support.fake_apiserver import FakeApiServer as StandIn
 
 DEPLOYMENT = {
     "apiVersion": "lockgate.dev/v1alpha1",
@@ -181,3 +193,297 @@ def test_a_missing_deployment_is_named_by_the_light_client_too(
     assert main(["--kubeconfig", str(config), "abort", "gone", "--no-wait"]) == 1
     err = capsys.readouterr().err
     assert err.strip() == 'error: deployments.lockgate.dev "gone" not found in namespace "ns1"'
+
+
+# ------------------------------------------ over TLS, as kube-apiserver (tests/support)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[StandIn]:
+    pki = Pki(tmp_path / "pki")
+    with StandIn(pki=pki).running() as server:
+        server.objects[WEB_V2] = lockgate_deployment("web-v2", "ns1")
+        yield server
+
+
+WEB_V2 = DEPLOYMENTS.format(ns="ns1", name="web-v2")
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def abort(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    from lockgate.cli.main import main
+
+    code = main(["--kubeconfig", str(config), "abort", "web-v2", "--no-wait"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("form", ["files", "data"])
+def test_client_certificates_and_the_ca_in_files_or_inline_authenticate_over_tls(
+    tmp_path: Path, tls_server: StandIn, form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tls_server.pki
+    assert pki is not None
+    if form == "files":  # relative to the kubeconfig's directory, as kubectl reads them
+        user = {"client-certificate": "pki/client.crt", "client-key": "pki/client.key"}
+        cluster = {"certificate-authority": "pki/ca.crt"}
+    else:
+        user = {
+            "client-certificate-data": b64(pki.path("client.crt")),
+            "client-key-data": b64(pki.path("client.key")),
+        }
+        cluster = {"certificate-authority-data": b64(pki.path("ca.crt"))}
+    config = write_kubeconfig(tmp_path / "kubeconfig", tls_server.url, user, cluster=cluster)
+    assert abort(config, capsys) == (0, "")
+    assert [(s.method, s.client_cn) for s in tls_server.seen] == [
+        ("GET", "admin"),
+        ("PATCH", "admin"),
+    ]
+    assert len({s.peer for s in tls_server.seen}) == 1  # one kept-alive connection
+
+
+def test_an_unknown_ca_is_refused_naming_the_server(
+    tmp_path: Path, tls_server: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = Pki(tmp_path / "other")
+    config = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        tls_server.url,
+        {"token": "t"},
+        cluster={"certificate-authority": str(other.path("ca.crt"))},
+    )
+    code, err = abort(config, capsys)
+    assert code == 1
+    assert err.startswith(f"error: cannot reach the cluster at {tls_server.url}: ")
+    assert "CERTIFICATE_VERIFY_FAILED" in err
+    assert tls_server.seen == []
+
+
+@pytest.mark.parametrize(("name", "lands"), [(SERVER_NAME, True), ("elsewhere.test", False)])
+def test_tls_server_name_is_the_name_the_certificate_is_checked_against(
+    tmp_path: Path,
+    tls_server: StandIn,
+    name: str,
+    lands: bool,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The server's certificate names 127.0.0.1 and SERVER_NAME: reached at 127.0.0.1 with
+    another tls-server-name, it must be refused."""
+    pki = tls_server.pki
+    assert pki is not None
+    config = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        tls_server.url,
+        {"token": "t"},
+        cluster={"certificate-authority": str(pki.path("ca.crt")), "tls-server-name": name},
+    )
+    rest = light_client(str(config), None)
+    assert rest is not None  # served by the light client, not handed to the kubernetes one
+    code, err = abort(config, capsys)
+    if lands:
+        assert (code, err) == (0, "")
+        assert [s.method for s in tls_server.seen] == ["GET", "PATCH"]
+    else:
+        assert code == 1 and "elsewhere.test" in err and "CERTIFICATE_VERIFY_FAILED" in err
+
+
+def test_several_kubeconfig_files_merge_as_kubectl_merges_them(
+    tmp_path: Path,
+    tls_server: StandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """KUBECONFIG=a:missing:b: the first file to name a context, cluster or user (or a
+    current-context) wins, a missing file is skipped, and relative paths are relative to
+    the file that holds them."""
+    pki = tls_server.pki
+    assert pki is not None
+    first = tmp_path / "first"
+    first.write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "ctx",
+                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+                "users": [{"name": "u", "user": {"client-certificate": "nowhere.crt"}}],
+            }
+        )
+    )
+    (tmp_path / "second").mkdir()
+    second = tmp_path / "second" / "config"
+    second.write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "other",
+                "contexts": [
+                    {"name": "ctx", "context": {"cluster": "x", "user": "x"}},
+                    {"name": "other", "context": {"cluster": "x", "user": "x"}},
+                ],
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": tls_server.url,
+                            "certificate-authority-data": b64(pki.path("ca.crt")),
+                        },
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": "shadowed"}}],
+            }
+        )
+    )
+    # the user `u` of the first file wins: give it what it needs, relative to that file
+    first.write_text(
+        first.read_text().replace(
+            "client-certificate: nowhere.crt",
+            "client-certificate: pki/client.crt\n    client-key: pki/client.key",
+        )
+    )
+    monkeypatch.setenv(
+        "KUBECONFIG", os.pathsep.join([str(first), str(tmp_path / "gone"), str(second)])
+    )
+    rest = light_client(None, None)
+    assert rest is not None and rest.host == tls_server.url
+    assert "Authorization" not in rest.headers  # not the second file's `u`
+    from lockgate.cli.main import main
+
+    assert main(["abort", "web-v2", "-n", "ns1", "--no-wait"]) == 0
+    assert [s.client_cn for s in tls_server.seen] == ["admin", "admin"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # JSON (also YAML)
+        '{"apiVersion": "v1", "clusters": [{"name": "c", "cluster": {"server": "URL"}}],'
+        ' "users": [{"name": "u", "user": {"token": "abc"}}], "contexts": [{"name": "ctx",'
+        ' "context": {"cluster": "c", "user": "u", "namespace": "ns1"}}],'
+        ' "current-context": "ctx"}',
+        # YAML beyond kubeyaml's subset (an anchor, a block scalar): PyYAML reads it
+        "clusters: [{name: c, cluster: {server: URL}}]\n"
+        "users: [{name: u, user: &u {token: abc}}]\n"
+        "contexts: [{name: ctx, context: {cluster: c, user: u, namespace: ns1}}]\n"
+        "current-context: ctx\n"
+        "preferences:\n  colors: |\n    none\n",
+    ],
+)
+def test_json_and_yaml_beyond_the_subset_are_read_too(
+    tmp_path: Path, apiserver: tuple[str, list[dict[str, Any]]], text: str
+) -> None:
+    url, _ = apiserver
+    config = tmp_path / "config"
+    config.write_text(text.replace("URL", url))
+    rest = light_client(str(config), None)
+    assert rest is not None and rest.headers["Authorization"] == "Bearer abc"
+    assert rest.namespace == "ns1"
+    assert rest.request("GET", WEB_V2)["metadata"]["name"] == "web-v2"
+
+
+# ---------------------------------------------------- the HTTP/1.1 the client speaks itself
+
+
+def test_a_chunked_answer_is_read_whole(tmp_path: Path) -> None:
+    with StandIn(chunked=True).running() as server:
+        big = lockgate_deployment("web-v2", "ns1")
+        big["status"]["log"] = [{"message": f"line {i}" * 20} for i in range(200)]
+        server.objects[WEB_V2] = big
+        config = write_kubeconfig(tmp_path / "k", server.url, {"token": "t"})
+        rest = light_client(str(config), None)
+        assert rest is not None
+        assert rest.request("GET", WEB_V2) == big
+        assert rest.request("GET", WEB_V2) == big  # and the connection is still usable
+        assert len({s.peer for s in server.seen}) == 1
+
+
+class CannedServer:
+    """A raw TCP server on loopback that answers the n-th request of each connection with
+    `answers[connection][n]` (bytes), then closes the connection; records the requests."""
+
+    def __init__(self, answers: list[list[bytes]]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[int, bytes]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        for number, answers in enumerate(self.answers):
+            conn, _ = self.listener.accept()
+            with conn, conn.makefile("rb") as stream:
+                for answer in answers:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = stream.readline()
+                        if not line:
+                            return
+                        head += line
+                    length = (
+                        int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                        if b"Content-Length" in head
+                        else 0
+                    )  # type: ignore[union-attr]
+                    self.requests.append((number, head + stream.read(length)))
+                    conn.sendall(answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def ok(body: bytes, *headers: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(
+        h + b"\r\n" for h in headers
+    )
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def test_a_kept_alive_connection_the_server_closed_is_opened_again() -> None:
+    """The API server may close an idle kept-alive connection: the next call goes out on a
+    new one, once (kube-apiserver closes them after its idle timeout)."""
+    server = CannedServer([[ok(b'{"n": 1}')], [ok(b'{"n": 2}')]])
+    try:
+        rest = Rest(server.url, None, {"Authorization": "Bearer t"})
+        assert rest.request("GET", "/a") == {"n": 1}
+        assert rest.request("PATCH", "/b", {"x": 1}) == {"n": 2}
+    finally:
+        server.close()
+    first, second = server.requests
+    assert first[0] == 0 and first[1].startswith(b"GET /a HTTP/1.1\r\n")
+    assert second[0] == 1 and second[1].startswith(b"PATCH /b HTTP/1.1\r\n")
+    assert second[1].endswith(b'\r\n\r\n{"x": 1}')
+    assert b"Content-Type: application/merge-patch+json" in second[1]
+    assert b"Authorization: Bearer t" in second[1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP at all
+        b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # cut short
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a bad chunk
+    ],
+)
+def test_what_is_not_an_http_answer_is_reported_as_an_unreachable_cluster(
+    tmp_path: Path, answer: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = CannedServer([[answer]])
+    try:
+        config = kubeconfig(tmp_path / "k", server.url, {"token": "abc"})
+        from lockgate.cli.main import main
+
+        assert main(["--kubeconfig", str(config), "abort", "web-v2", "--no-wait"]) == 1
+    finally:
+        server.close()
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot reach the cluster at {server.url}: "), err
+
+
+def test_an_informational_answer_before_the_answer_is_skipped() -> None:
+    server = CannedServer(
+        [[b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b'{"n": 1}', b"Connection: close")]]
+    )
+    try:
+        rest = Rest(server.url, None)
+        assert rest.request("GET", "/a") == {"n": 1}
+    finally:
+        server.close()
