@@ -236,11 +236,13 @@ def test_client_certificates_and_the_ca_in_files_or_inline_authenticate_over_tls
         }
         cluster = {"certificate-authority-data": b64(pki.path("ca.crt"))}
     config = write_kubeconfig(tmp_path / "kubeconfig", tls_server.url, user, cluster=cluster)
+    assert light_client(str(config), None) is not None  # not left to the kubernetes client
     assert abort(config, capsys) == (0, "")
     assert [(s.method, s.client_cn) for s in tls_server.seen] == [
         ("GET", "admin"),
         ("PATCH", "admin"),
     ]
+    assert {s.headers["User-Agent"] for s in tls_server.seen} == {"kubectl-lockgate/0.1.0"}
     assert len({s.peer for s in tls_server.seen}) == 1  # one kept-alive connection
 
 
