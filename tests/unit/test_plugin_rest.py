@@ -121,7 +121,8 @@ def test_token_and_token_file_kubeconfigs_are_served_with_a_bearer_header(tmp_pa
 @pytest.mark.parametrize(
     ("user", "cluster"),
     [
-        ({"exec": {"command": "get-token", "apiVersion": "client.authentication.k8s.io/v1"}}, {}),
+        # an exec API version the light client does not speak (removed from client-go)
+        ({"exec": {"command": "t", "apiVersion": "client.authentication.k8s.io/v1alpha1"}}, {}),
         ({"auth-provider": {"name": "oidc"}}, {}),
         ({"token": "t"}, {"proxy-url": "http://proxy:3128"}),
     ],
@@ -489,3 +490,126 @@ def test_an_informational_answer_before_the_answer_is_skipped() -> None:
         assert rest.request("GET", "/a") == {"n": 1}
     finally:
         server.close()
+
+
+# --------------------------------------------------------------- exec credential plugins
+
+PLUGIN = """#!{python}
+import json, os, sys
+info = json.loads(os.environ["KUBERNETES_EXEC_INFO"])
+with open(os.environ["RECORD"], "a") as record:
+    record.write(json.dumps({{"args": sys.argv[1:], "info": info,
+                              "region": os.environ.get("REGION")}}) + "\\n")
+mode = sys.argv[1]
+if mode == "fail":
+    print("token expired: log in again", file=sys.stderr)
+    sys.exit(3)
+status = {{"token": "from-plugin"}} if mode == "token" else {{
+    "clientCertificateData": open(sys.argv[2]).read(),
+    "clientKeyData": open(sys.argv[3]).read()}}
+print(json.dumps({{"apiVersion": info["apiVersion"], "kind": "ExecCredential", "status": status}}))
+"""
+
+
+def exec_user(tmp_path: Path, *args: str, **extra: Any) -> dict[str, Any]:
+    plugin = tmp_path / "bin" / "get-credential"
+    plugin.parent.mkdir(exist_ok=True)
+    plugin.write_text(PLUGIN.format(python=sys.executable))
+    plugin.chmod(0o755)
+    spec = {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": "bin/get-credential",  # relative to the kubeconfig, as kubectl resolves it
+        "args": list(args),
+        "env": [
+            {"name": "RECORD", "value": str(tmp_path / "record")},
+            {"name": "REGION", "value": "eu-1"},
+        ],
+        "interactiveMode": "Never",
+        **extra,
+    }
+    return {"exec": spec}
+
+
+def runs(tmp_path: Path) -> list[dict[str, Any]]:
+    record = tmp_path / "record"
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def test_an_exec_plugins_token_is_sent_and_it_runs_once(
+    tmp_path: Path, tls_server: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tls_server.pki
+    assert pki is not None
+    config = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        tls_server.url,
+        exec_user(tmp_path, "token", "--cluster-name", "shop", provideClusterInfo=True),
+        cluster={"certificate-authority": "pki/ca.crt"},
+    )
+    assert abort(config, capsys) == (0, "")
+    assert [s.headers["Authorization"] for s in tls_server.seen] == ["Bearer from-plugin"] * 2
+    assert {s.headers["User-Agent"] for s in tls_server.seen} == {"kubectl-lockgate/0.1.0"}
+    (run,) = runs(tmp_path)
+    assert run["args"] == ["token", "--cluster-name", "shop"]
+    assert run["region"] == "eu-1"
+    info = run["info"]
+    assert info["apiVersion"] == "client.authentication.k8s.io/v1"
+    assert info["kind"] == "ExecCredential"
+    assert info["spec"]["interactive"] is False
+    cluster = info["spec"]["cluster"]
+    assert cluster["server"] == tls_server.url
+    assert (
+        base64.b64decode(cluster["certificate-authority-data"]) == pki.path("ca.crt").read_bytes()
+    )
+
+
+def test_an_exec_plugins_client_certificate_authenticates(
+    tmp_path: Path, tls_server: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tls_server.pki
+    assert pki is not None
+    user = exec_user(tmp_path, "certs", str(pki.path("client.crt")), str(pki.path("client.key")))
+    user["exec"]["apiVersion"] = "client.authentication.k8s.io/v1beta1"
+    config = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        tls_server.url,
+        user,
+        cluster={"certificate-authority": "pki/ca.crt"},
+    )
+    assert abort(config, capsys) == (0, "")
+    assert [s.client_cn for s in tls_server.seen] == ["admin", "admin"]
+    assert "Authorization" not in tls_server.seen[0].headers
+    assert "cluster" not in runs(tmp_path)[0]["info"]["spec"]  # not asked for
+
+
+def test_a_failing_exec_plugin_is_named_and_runs_once(
+    tmp_path: Path, tls_server: StandIn, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from lockgate.cli.main import main
+
+    config = write_kubeconfig(tmp_path / "kubeconfig", tls_server.url, exec_user(tmp_path, "fail"))
+    assert main(["--kubeconfig", str(config), "abort", "web-v2", "--no-wait"]) == 1
+    err = capfd.readouterr().err
+    plugin = tmp_path / "bin" / "get-credential"
+    assert "token expired: log in again" in err  # the plugin's own words, passed through
+    assert f"error: exec plugin '{plugin}' failed with exit code 3" in err
+    assert len(runs(tmp_path)) == 1  # not run again by the kubernetes client
+    assert tls_server.seen == []
+
+
+def test_a_missing_exec_plugin_shows_its_install_hint(
+    tmp_path: Path, tls_server: StandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "lockgate-no-such-credential-plugin",
+            "installHint": "install it with: apt install no-such-plugin",
+            "interactiveMode": "Never",
+        }
+    }
+    config = write_kubeconfig(tmp_path / "kubeconfig", tls_server.url, user)
+    code, err = abort(config, capsys)
+    assert code == 1
+    assert err.startswith("error: exec plugin 'lockgate-no-such-credential-plugin' could not run")
+    assert "install it with: apt install no-such-plugin" in err

@@ -18,7 +18,7 @@ import time
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 
 from .actions import TERMINAL, refusal
-from .rest import Rest, RestError, light_client
+from .rest import CredentialError, Rest, RestError, light_client
 
 # What an action needs is imported at the top, the rest where it is used: `kubectl lockgate
 # abort` loads no view, no dashboard, no typing or dataclasses (tests/unit/test_footprint.py).
@@ -141,7 +141,10 @@ def _merge_global_flags(args: argparse.Namespace) -> None:
 def connect(args: argparse.Namespace, *, light: bool = True) -> Target:
     """A client from the kubeconfig (or the Pod's service account when there is none): the
     light one when it can serve the kubeconfig and `light`, else the kubernetes client."""
-    rest = light_client(args.kubeconfig, args.context) if light else None
+    try:
+        rest = light_client(args.kubeconfig, args.context) if light else None
+    except CredentialError as err:
+        raise PluginError(str(err)) from None
     if rest is not None:
         namespace = args.namespace or rest.namespace or "default"
         return Target(namespace, rest.host, rest=rest)

@@ -8,10 +8,11 @@ Content-Length, chunked or close-delimited bodies; the process runs one or two c
 
 It reads the kubeconfig forms that need nothing but TLS and a header: a server with its CA
 (file or data, or insecure-skip-tls-verify, and tls-server-name), and a client certificate,
-a bearer token (or token file) or basic auth; several files in KUBECONFIG are merged as
+a bearer token (or token file), basic auth, or an exec credential plugin (client.authentication
+.k8s.io v1 and v1beta1, run as kubectl runs it); several files in KUBECONFIG are merged as
 kubectl merges them; with no kubeconfig, the in-cluster service account. Anything else
-(exec or auth-provider plugins, proxies, impersonation) returns None from `light_client`,
-and the plugin uses the kubernetes client instead.
+(auth-provider plugins, proxies, impersonation) returns None from `light_client`, and the
+plugin uses the kubernetes client instead.
 """
 
 from __future__ import annotations
@@ -38,8 +39,12 @@ USER_KEYS = frozenset(
         "tokenFile",
         "username",
         "password",
+        "exec",
         "extensions",
     }
+)
+EXEC_API_VERSIONS = frozenset(
+    {"client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1"}
 )
 CLUSTER_KEYS = frozenset(
     {
@@ -64,6 +69,11 @@ class RestError(Exception):
         self.status = status
         self.reason = reason
         self.body = body
+
+
+class CredentialError(Exception):
+    """The kubeconfig's exec credential plugin failed: reported as it is (the kubernetes
+    client would run the plugin again only to fail the same way)."""
 
 
 class MalformedAnswer(ConnectionError):
@@ -274,6 +284,8 @@ def light_client(kubeconfig: str | None, context: str | None) -> Rest | None:
     read: the caller then asks the kubernetes client, which reports what is wrong."""
     try:
         return _from_kubeconfig(kubeconfig, context)
+    except CredentialError:
+        raise
     except Exception:  # whatever it is, the kubernetes client reports it in its words
         return None
 
@@ -358,9 +370,13 @@ def _from_kubeconfig(kubeconfig: str | None, context: str | None) -> Rest | None
         user = user_entry.get("user") or {}
         user_base = bases[id(user_entry)]
     if set(cluster) - CLUSTER_KEYS or set(user) - USER_KEYS:
-        return None  # exec, auth-provider, proxy-url, impersonation...: the full client
+        return None  # auth-provider, proxy-url, impersonation...: the full client
+    if user.get("exec") and user["exec"].get("apiVersion") not in EXEC_API_VERSIONS:
+        return None  # an exec API this client does not speak: the kubernetes client's words
     server = str(cluster["server"])
     headers: dict[str, str] = {}
+    if user.get("exec"):  # its credentials take the place of any in the kubeconfig
+        user = _exec_credential(user["exec"], cluster, bases[id(cluster_entry)], user_base)
     token = user.get("token")
     if token is None and user.get("tokenFile"):
         with open(os.path.join(user_base, user["tokenFile"]), encoding="utf-8") as handle:
@@ -377,6 +393,90 @@ def _from_kubeconfig(kubeconfig: str | None, context: str | None) -> Rest | None
         context_ssl = _ssl_context(cluster, bases[id(cluster_entry)], user, user_base)
     name = cluster.get("tls-server-name") or None
     return Rest(server, context_ssl, headers, ctx.get("namespace"), name)
+
+
+def _exec_credential(
+    spec: dict[str, Any], cluster: dict[str, Any], cluster_base: str, user_base: str
+) -> dict[str, Any]:
+    """Run the exec credential plugin as kubectl runs it (client-go's exec authenticator):
+    its command and args, with the kubeconfig's env added to ours and KUBERNETES_EXEC_INFO
+    (the ExecCredential request: interactive or not, the cluster when provideClusterInfo),
+    its stderr to ours; a user entry with what its ExecCredential status gave (token, or a
+    client certificate and key)."""
+    import subprocess
+
+    api_version = spec["apiVersion"]
+    command = str(spec["command"])
+    if os.sep in command and not os.path.isabs(command):  # relative to the kubeconfig's file
+        command = os.path.join(user_base, command)
+    mode = spec.get("interactiveMode") or "IfAvailable"
+    tty = os.isatty(0)  # (False for a closed stdin too)
+    if mode == "Always" and not tty:
+        raise CredentialError(
+            f"exec plugin {command!r} needs a terminal (interactiveMode Always), and there is none"
+        )
+    request: dict[str, Any] = {"interactive": tty and mode != "Never"}
+    if spec.get("provideClusterInfo"):
+        info: dict[str, Any] = {"server": cluster["server"]}
+        if cluster.get("certificate-authority-data"):
+            info["certificate-authority-data"] = cluster["certificate-authority-data"]
+        elif cluster.get("certificate-authority"):
+            import base64
+
+            with open(os.path.join(cluster_base, cluster["certificate-authority"]), "rb") as ca:
+                info["certificate-authority-data"] = base64.b64encode(ca.read()).decode()
+        for key in ("insecure-skip-tls-verify", "tls-server-name"):
+            if cluster.get(key):
+                info[key] = cluster[key]
+        for extension in cluster.get("extensions") or []:
+            if extension.get("name") == "client.authentication.k8s.io/exec":
+                info["config"] = extension.get("extension")
+        request["cluster"] = info
+    env = dict(os.environ)
+    env.update({str(e["name"]): str(e["value"]) for e in spec.get("env") or []})
+    env["KUBERNETES_EXEC_INFO"] = json.dumps(
+        {"apiVersion": api_version, "kind": "ExecCredential", "spec": request}
+    )
+    try:
+        proc = subprocess.run(
+            [command, *[str(a) for a in spec.get("args") or []]],
+            env=env,
+            stdout=subprocess.PIPE,
+            stdin=None if request["interactive"] else subprocess.DEVNULL,
+            check=False,
+        )
+    except OSError as err:
+        hint = spec.get("installHint")
+        raise CredentialError(
+            f"exec plugin {command!r} could not run: {err}" + (f"\n{hint}" if hint else "")
+        ) from None
+    if proc.returncode != 0:
+        raise CredentialError(
+            f"exec plugin {command!r} failed with exit code {proc.returncode} "
+            "(what it said is above)"
+        )
+    try:
+        credential = json.loads(proc.stdout)
+        status = credential["status"]
+    except (ValueError, KeyError, TypeError):
+        raise CredentialError(
+            f"exec plugin {command!r} did not print an ExecCredential (JSON with a status)"
+        ) from None
+    if credential.get("apiVersion") != api_version:
+        raise CredentialError(
+            f"exec plugin {command!r} answered {credential.get('apiVersion')!r}, "
+            f"not the {api_version!r} it was asked for"
+        )
+    if status.get("token"):
+        return {"token": status["token"]}
+    if status.get("clientCertificateData") and status.get("clientKeyData"):
+        return {
+            "client-certificate-data-pem": str(status["clientCertificateData"]).encode(),
+            "client-key-data-pem": str(status["clientKeyData"]).encode(),
+        }
+    raise CredentialError(
+        f"exec plugin {command!r} gave neither a token nor a client certificate and key"
+    )
 
 
 def _in_cluster() -> Rest | None:
@@ -436,8 +536,10 @@ def _ssl_context(
 
 
 def _pem_source(user: dict[str, Any], key: str, base: str) -> str | bytes | None:
-    """The PEM of a client certificate or key: its bytes (from `<key>-data`) or the path
-    of its file."""
+    """The PEM of a client certificate or key: its bytes (from `<key>-data`, or from an
+    exec plugin) or the path of its file."""
+    if user.get(f"{key}-data-pem"):
+        return bytes(user[f"{key}-data-pem"])
     if user.get(f"{key}-data"):
         import base64
 
