@@ -461,6 +461,7 @@ def test_a_kept_alive_connection_the_server_closed_is_opened_again() -> None:
 @pytest.mark.parametrize(
     "answer",
     [
+        b"",  # the connection closed without an answer
         b"SSH-2.0-OpenSSH_9.2\r\n",  # not HTTP at all
         b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",  # cut short
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a bad chunk
