@@ -75,9 +75,18 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
 
 
+_COLUMNS: list[int] = []
+
+
 def _columns() -> int:
     """The terminal's width as shutil.get_terminal_size says it: $COLUMNS, else stdout's
-    terminal, else 80."""
+    terminal, else 80 (asked once: argparse makes a formatter for every argument)."""
+    if not _COLUMNS:
+        _COLUMNS.append(_ask_columns())
+    return _COLUMNS[0]
+
+
+def _ask_columns() -> int:
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
