@@ -16,7 +16,9 @@ bytecode for the tree (every lockgate module compiled from source on each run, a
 environment that sets it, this one's included); `cached` gives the tree a warm pycache
 (PYTHONPYCACHEPREFIX in a temporary directory), as an installed wheel has. `--tree DIR` runs
 that tree's `operator/` (PYTHONPATH) with this interpreter's packages. Also reported: the
-bare interpreter (`python -c pass` with the same site), the floor of any Python CLI.
+bare interpreter (`python -c pass` with the same site), the floor of any Python CLI, and,
+when hack/peers has built it, Argo Rollouts' `kubectl argo rollouts abort` against the same
+stand-in (one PATCH of the Rollout's status), the row's peer in docs/comparison.md.
 """
 
 from __future__ import annotations
@@ -73,12 +75,52 @@ def user_for(auth: str, pki: Pki) -> dict[str, Any]:
     return {"token": "bench-token"}
 
 
-def measure(
-    tree: Path, runs: int, auth: str, bytecode: str, work: Path, pki: Pki
-) -> dict[str, list[float]]:
-    server = FakeApiServer(pki=pki)
+class Subject:
+    """One command to time: its label, argv for a name, environment, and what the stand-in
+    must hold and then see for it."""
+
+    def __init__(self, label: str, argv: list[str], env: dict[str, str], kind: str) -> None:
+        self.label = label
+        self.argv = argv  # "{name}" replaced by the run's object name
+        self.env = env
+        self.kind = kind  # "lockgate" or "argo"
+        self.results: dict[str, list[float]] = {"get": [], "lands": [], "exit": [], "cpu": []}
+
+    def prepare(self, server: FakeApiServer, name: str) -> None:
+        if self.kind == "lockgate":
+            path = DEPLOYMENTS.format(ns=NAMESPACE, name=name)
+            server.objects[path] = lockgate_deployment(name, NAMESPACE)
+        else:
+            path = f"/apis/argoproj.io/v1alpha1/namespaces/{NAMESPACE}/rollouts/{name}/status"
+            server.objects[path] = {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Rollout",
+                "metadata": {"name": name, "namespace": NAMESPACE, "resourceVersion": "7"},
+                "spec": {},
+                "status": {},
+            }
+
+    def run(self, server: FakeApiServer, name: str, record: bool) -> None:
+        self.prepare(server, name)
+        first = len(server.seen)
+        start, end, cpu = spawn([a.replace("{name}", name) for a in self.argv], self.env)
+        seen = server.seen[first:]
+        if self.kind == "lockgate":
+            # the Deployment as it is now (the phase check), then the annotation's patch
+            if [s.method for s in seen] != ["GET", "PATCH"]:
+                raise RuntimeError(f"{self.label}: the server saw {[s.method for s in seen]}")
+        elif [s.method for s in seen] != ["PATCH"] or seen[0].body != {"status": {"abort": True}}:
+            raise RuntimeError(f"{self.label}: the server saw {[(s.method, s.path) for s in seen]}")
+        if record:
+            self.results["get"].append(seen[0].at - start)
+            self.results["lands"].append(seen[-1].at - start)
+            self.results["exit"].append(end - start)
+            self.results["cpu"].append(cpu)
+
+
+def lockgate_subject(tree: Path, bytecode: str, work: Path, kubeconfig: Path) -> Subject:
     plugin = str(Path(sys.executable).with_name("kubectl-lockgate"))
-    env = {**os.environ, "PYTHONPATH": str(tree / "operator")}
+    env = {**os.environ, "PYTHONPATH": str(tree / "operator"), "KUBECONFIG": str(kubeconfig)}
     env.pop("PYTHONPYCACHEPREFIX", None)
     if bytecode == "none":
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -88,37 +130,30 @@ def measure(
             print(f"  note: {tree} has __pycache__ directories: its bytecode is cached")
     else:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(work / f"pycache-{tree.name}")
-    out: dict[str, list[float]] = {"get": [], "lands": [], "exit": [], "cpu": [], "bare": []}
-    with server.running():
-        env["KUBECONFIG"] = str(
-            write_kubeconfig(
-                work / f"kubeconfig-{auth}",
-                server.url,
-                user_for(auth, pki),
-                namespace=NAMESPACE,
-                cluster={"certificate-authority": str(pki.path("ca.crt"))},
-            )
-        )
-        for i in range(runs + 1):  # run 0 warms the caches (and the pycache when cached)
-            name = f"web-{i}"
-            path = DEPLOYMENTS.format(ns=NAMESPACE, name=name)
-            server.objects[path] = lockgate_deployment(name, NAMESPACE)
-            first = len(server.seen)
-            start, end, cpu = spawn([plugin, "abort", name, "--no-wait"], env)
-            seen = server.seen[first:]
-            methods = [s.method for s in seen]
-            if methods != ["GET", "PATCH"]:
-                raise RuntimeError(f"expected GET, PATCH; the server saw {methods}")
-            if i == 0:
-                continue
-            out["get"].append(seen[0].at - start)
-            out["lands"].append(seen[1].at - start)
-            out["exit"].append(end - start)
-            out["cpu"].append(cpu)
-            bare_start, bare_end, _ = spawn([sys.executable, "-c", "pass"], env)
-            out["bare"].append(bare_end - bare_start)
-    return out
+        env["PYTHONPYCACHEPREFIX"] = str(work / f"pycache-{len(str(tree))}-{tree.name}")
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    label = f"{tree} ({commit or '?'}), bytecode {bytecode}"
+    return Subject(label, [plugin, "abort", "{name}", "--no-wait"], env, "lockgate")
+
+
+def bare_interpreter(runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start, end, _ = spawn([sys.executable, "-c", "pass"], dict(os.environ))
+        times.append(end - start)
+    return times
+
+
+def argo_cli() -> Path | None:
+    """Argo Rollouts' kubectl plugin as hack/peers builds it, if it has."""
+    cache = Path(os.environ.get("LOCKGATE_CACHE") or Path.home() / ".cache" / "lockgate")
+    found = sorted(cache.glob("tools/argo-rollouts-*/kubectl-argo-rollouts"))
+    return found[-1] if found else None
 
 
 def line(label: str, values: list[float]) -> str:
@@ -137,31 +172,50 @@ def main() -> None:
     )
     parser.add_argument("--auth", choices=("certs", "certs-data", "token"), default="certs")
     parser.add_argument("--bytecode", choices=("none", "cached", "both"), default="both")
+    parser.add_argument(
+        "--argo",
+        type=Path,
+        default=argo_cli(),
+        help="Argo Rollouts' kubectl plugin, timed the same way (default: hack/peers' build)",
+    )
+    parser.add_argument("--no-argo", action="store_true")
     args = parser.parse_args()
     trees = [t.resolve() for t in args.tree or [Path(__file__).resolve().parents[1]]]
     modes = ("none", "cached") if args.bytecode == "both" else (args.bytecode,)
-    print(f"kubectl-lockgate abort --no-wait against a stand-in API server (TLS, auth {args.auth})")
-    print(f"interpreter {sys.executable}; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"abort against a stand-in API server (TLS, auth {args.auth}), {args.runs} runs each,")
+    print(f"the commands interleaved run by run; interpreter {sys.executable}")
+    print(f"load average {os.getloadavg()[0]:.2f} at start")
     with tempfile.TemporaryDirectory(prefix="lockgate-plugin-bench-") as tmp:
         work = Path(tmp)
         pki = Pki(work / "pki")
-        # Interleaved: each tree's runs of one mode follow each other closely, so a change
-        # in the machine's load affects them alike.
-        for mode in modes:
-            for tree in trees:
-                commit = subprocess.run(
-                    ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout.strip()
-                result = measure(tree, args.runs, args.auth, mode, work, pki)
-                print(f"{tree} ({commit or '?'}), bytecode {mode}:")
-                print(line("spawn -> GET arrives", result["get"]))
-                print(line("spawn -> PATCH arrives (lands)", result["lands"]))
-                print(line("spawn -> exit", result["exit"]))
-                print(line("CPU (user + sys)", result["cpu"]))
-                print(line("bare interpreter (python -c pass)", result["bare"]))
+        with FakeApiServer(pki=pki).running() as server:
+            kubeconfig = write_kubeconfig(
+                work / "kubeconfig",
+                server.url,
+                user_for(args.auth, pki),
+                namespace=NAMESPACE,
+                cluster={"certificate-authority": str(pki.path("ca.crt"))},
+            )
+            subjects = [
+                lockgate_subject(tree, mode, work, kubeconfig) for mode in modes for tree in trees
+            ]
+            if args.argo and not args.no_argo:
+                argo = [str(args.argo), "abort", "{name}", "-n", NAMESPACE]
+                env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+                subjects.append(Subject(f"{args.argo}", argo, env, "argo"))
+            for i in range(args.runs + 1):  # run 0 warms caches (and a cached pycache)
+                for n, subject in enumerate(subjects):
+                    subject.run(server, f"web-{i}-{n}", record=i > 0)
+        bare = bare_interpreter(args.runs)
+    for subject in subjects:
+        print(f"{subject.label}:")
+        if subject.kind == "lockgate":
+            print(line("spawn -> GET arrives", subject.results["get"]))
+        print(line("spawn -> PATCH arrives (lands)", subject.results["lands"]))
+        print(line("spawn -> exit", subject.results["exit"]))
+        print(line("CPU (user + sys)", subject.results["cpu"]))
+    print("the interpreter alone:")
+    print(line("python -c pass", bare))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -8,7 +8,6 @@ Exit codes: 0 ok, 1 error (not found, forbidden, no cluster, refused action), 2 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -24,6 +23,7 @@ from .rest import CredentialError, Rest, RestError, light_client
 # abort` loads no view, no dashboard, no typing or dataclasses (tests/unit/test_footprint.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Callable
     from typing import Any, TypeVar
 
@@ -127,6 +127,8 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 def add_global_connection_flags(parser: argparse.ArgumentParser) -> None:
     """The same flags before the subcommand (`kubectl lockgate -n prod status x`), kept under
     other names: argparse lets a subcommand's defaults overwrite the top level's values."""
+    import argparse
+
     parser.add_argument("-n", "--namespace", dest="global_namespace", help=argparse.SUPPRESS)
     parser.add_argument("--context", dest="global_context", help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", dest="global_kubeconfig", help=argparse.SUPPRESS)
