@@ -659,3 +659,34 @@ def test_the_common_forms_of_an_action_are_parsed_without_argparse(argv: list[st
     quick = quick_action(argv)
     assert quick is not None
     assert vars(quick) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "collecting"),
+    [
+        (["abort", "web-v2"], False),
+        (["status", "web-v2"], False),
+        (["status", "web-v2", "-w"], True),  # long-running: the garbage collector is on
+        (["dashboard"], True),
+    ],
+)
+def test_only_one_shot_commands_run_without_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], collecting: bool
+) -> None:
+    import gc
+
+    from lockgate.cli import dashboard, kubectl
+
+    seen: list[bool] = []
+
+    def record(*args: Any) -> int:
+        seen.append(gc.isenabled())
+        return 0
+
+    monkeypatch.setattr(kubectl, "action_command", record)
+    monkeypatch.setattr(kubectl, "status_command", record)
+    monkeypatch.setattr(dashboard, "dashboard_command", record)
+    assert gc.isenabled()
+    assert main(argv) == 0
+    assert seen == [collecting]
+    assert gc.isenabled()  # and it is back afterwards
