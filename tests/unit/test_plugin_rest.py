@@ -614,3 +614,37 @@ def test_a_missing_exec_plugin_shows_its_install_hint(
     assert code == 1
     assert err.startswith("error: exec plugin 'lockgate-no-such-credential-plugin' could not run")
     assert "install it with: apt install no-such-plugin" in err
+
+
+def test_the_program_prints_and_exits_as_its_action_says(
+    tmp_path: Path, tls_server: StandIn
+) -> None:
+    """Run as the program kubectl runs (which ends without the interpreter's finalization):
+    what it printed arrives whole through pipes, and the exit code is the action's."""
+    pki = tls_server.pki
+    assert pki is not None
+    config = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        tls_server.url,
+        {"client-certificate": "pki/client.crt", "client-key": "pki/client.key"},
+        cluster={"certificate-authority": "pki/ca.crt"},
+    )
+    program = str(Path(sys.executable).with_name("kubectl-lockgate"))
+    env = {**os.environ, "KUBECONFIG": str(config)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([program, *args], env=env, capture_output=True, text=True)
+
+    landed = run("abort", "web-v2", "--no-wait")
+    assert (landed.returncode, landed.stdout, landed.stderr) == (
+        0,
+        "abort requested for web-v2 (it was Paused)\n",
+        "",
+    )
+    again = run("abort", "web-v2", "--no-wait")  # the annotation is still on it
+    assert again.returncode == 1
+    assert again.stdout == ""
+    assert again.stderr == (
+        "error: web-v2 already has action 'abort' waiting for the operator "
+        "(is the operator running?)\n"
+    )
