@@ -630,7 +630,9 @@ def test_the_program_prints_and_exits_as_its_action_says(
         cluster={"certificate-authority": "pki/ca.crt"},
     )
     program = str(Path(sys.executable).with_name("kubectl-lockgate"))
+    # (buffered output, as a user's shell gives it: this environment sets PYTHONUNBUFFERED)
     env = {**os.environ, "KUBECONFIG": str(config)}
+    env.pop("PYTHONUNBUFFERED", None)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([program, *args], env=env, capture_output=True, text=True)
