@@ -7,6 +7,8 @@ point, a fresh process per run.
     python -m bench.plugin_action                       # this tree, 21 runs
     python -m bench.plugin_action --tree /work/main --tree .   # before / after, same packages
     python -m bench.plugin_action --auth token --bytecode cached
+    flock -o /tmp/lockgate-suite.lock bash -c \
+      'hack/cluster up && python -m bench.plugin_action --cluster; hack/cluster down'
 
 Per run, from the spawn: the GET's arrival (the process is up, has read the kubeconfig and
 connected), the PATCH's arrival (the action lands: the API server applies it there), the
@@ -19,6 +21,8 @@ that tree's `operator/` (PYTHONPATH) with this interpreter's packages. Also repo
 bare interpreter (`python -c pass` with the same site), the floor of any Python CLI, and,
 when hack/peers has built it, Argo Rollouts' `kubectl argo rollouts abort` against the same
 stand-in (one PATCH of the Rollout's status), the row's peer in docs/comparison.md.
+With --cluster the same commands abort objects in the local control plane (their run time
+only: the API server records no arrival times).
 """
 
 from __future__ import annotations
@@ -156,6 +160,106 @@ def argo_cli() -> Path | None:
     return found[-1] if found else None
 
 
+def against_cluster(
+    trees: list[Path], modes: tuple[str, ...], runs: int, argo: Path | None
+) -> None:
+    """The same commands against the local control plane (hack/cluster up, under the suite's
+    lock): the process's run time, as bench/peers reports it, each action checked to have
+    landed. Objects in a namespace of their own, removed afterwards with Argo's CRD when
+    this run installed it. Interleaved run by run like the stand-in's."""
+    from kubernetes import client
+
+    from tests.support.cluster import cluster_info
+
+    cluster = cluster_info()
+    custom = client.CustomObjectsApi(cluster.api_client())
+    namespace = "lockgate-plugin-bench"
+    cluster.kubectl("create", "namespace", namespace)
+    installed_crd = False
+    if argo is not None:
+        crd = argo.parent / "crds" / "rollout-crd.yaml"
+        if cluster.kubectl("get", "crd", "rollouts.argoproj.io").returncode != 0:
+            applied = cluster.kubectl("apply", "--server-side", "-f", str(crd))
+            if applied.returncode != 0:
+                raise RuntimeError(applied.stderr)
+            cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd))
+            installed_crd = True
+    kubeconfig = str(cluster.kubeconfig)
+    subjects: list[tuple[str, list[str], dict[str, str], str]] = []
+    with tempfile.TemporaryDirectory(prefix="lockgate-plugin-bench-") as tmp:
+        for mode in modes:
+            for tree in trees:
+                subject = lockgate_subject(tree, mode, Path(tmp), Path(kubeconfig))
+                argv = [*subject.argv, "-n", namespace]
+                subjects.append((subject.label, argv, subject.env, "lockgate"))
+        if argo is not None:
+            env = {**os.environ, "KUBECONFIG": kubeconfig}
+            subjects.append(
+                (str(argo), [str(argo), "abort", "{name}", "-n", namespace], env, "argo")
+            )
+        times: dict[str, tuple[list[float], list[float]]] = {s[0]: ([], []) for s in subjects}
+        try:
+            for i in range(runs + 1):
+                for n, (label, argv, env, kind) in enumerate(subjects):
+                    name = f"web-{i}-{n}"
+                    if kind == "lockgate":
+                        body = {
+                            "apiVersion": "lockgate.dev/v1alpha1",
+                            "kind": "Deployment",
+                            "metadata": {"name": name},
+                            "spec": {"application": "web", "image": "demo:v2"},
+                        }
+                        custom.create_namespaced_custom_object(
+                            "lockgate.dev", "v1alpha1", namespace, "deployments", body
+                        )
+                    else:
+                        labels = {"app": name}
+                        body = {
+                            "apiVersion": "argoproj.io/v1alpha1",
+                            "kind": "Rollout",
+                            "metadata": {"name": name},
+                            "spec": {
+                                "selector": {"matchLabels": labels},
+                                "template": {
+                                    "metadata": {"labels": labels},
+                                    "spec": {"containers": [{"name": "app", "image": "demo:v2"}]},
+                                },
+                                "strategy": {"canary": {"steps": [{"pause": {}}]}},
+                            },
+                        }
+                        custom.create_namespaced_custom_object(
+                            "argoproj.io", "v1alpha1", namespace, "rollouts", body
+                        )
+                    start, end, cpu = spawn([a.replace("{name}", name) for a in argv], env)
+                    if kind == "lockgate":
+                        got = custom.get_namespaced_custom_object(
+                            "lockgate.dev", "v1alpha1", namespace, "deployments", name
+                        )
+                        landed = (got["metadata"].get("annotations") or {}).get(
+                            "lockgate.dev/action"
+                        ) == "abort"
+                    else:
+                        got = custom.get_namespaced_custom_object(
+                            "argoproj.io", "v1alpha1", namespace, "rollouts", name
+                        )
+                        landed = (got.get("status") or {}).get("abort") is True
+                    if not landed:
+                        raise RuntimeError(f"{label}: the abort of {name} did not land: {got}")
+                    if i > 0:
+                        times[label][0].append(end - start)
+                        times[label][1].append(cpu)
+        finally:
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+            if installed_crd:
+                cluster.kubectl("delete", "crd", "rollouts.argoproj.io", "--wait=false")
+    print(f"against the local control plane ({cluster.server}), {runs} runs each, interleaved")
+    for label, (walls, cpus) in times.items():
+        print(f"{label}:")
+        print(line("run time (spawn -> exit)", walls))
+        print(line("CPU (user + sys)", cpus))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
 def line(label: str, values: list[float]) -> str:
     ms = [v * 1000 for v in values]
     return (
@@ -179,9 +283,17 @@ def main() -> None:
         help="Argo Rollouts' kubectl plugin, timed the same way (default: hack/peers' build)",
     )
     parser.add_argument("--no-argo", action="store_true")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="against the running local control plane instead (run under the suite's lock)",
+    )
     args = parser.parse_args()
     trees = [t.resolve() for t in args.tree or [Path(__file__).resolve().parents[1]]]
     modes = ("none", "cached") if args.bytecode == "both" else (args.bytecode,)
+    if args.cluster:
+        against_cluster(trees, modes, args.runs, None if args.no_argo else args.argo)
+        return
     print(f"abort against a stand-in API server (TLS, auth {args.auth}), {args.runs} runs each,")
     print(f"the commands interleaved run by run; interpreter {sys.executable}")
     print(f"load average {os.getloadavg()[0]:.2f} at start")
