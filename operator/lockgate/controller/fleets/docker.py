@@ -97,6 +97,7 @@ class DockerFleet:
     # No watch at all: a waiting rollout keeps looking (backing off), and the Application's
     # status is recounted every few seconds (which also keeps its route on healthy hosts).
     settling = True
+    traefik_watch = None  # the hosts are polled anyway, and their route with them
     status_poll: float | None = 5.0
     # Docker hosts have no owner references: deleting the Application must wait for lockgate.
     removes_on_deletion = True
