@@ -650,3 +650,30 @@ def test_the_program_prints_and_exits_as_its_action_says(
         "error: web-v2 already has action 'abort' waiting for the operator "
         "(is the operator running?)\n"
     )
+
+
+def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(
+    tmp_path: Path, tls_server: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lockgate.cli import rest
+
+    pki = tls_server.pki
+    assert pki is not None
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token\n")
+    (account / "namespace").write_text("shop\n")
+    (account / "ca.crt").write_bytes(pki.path("ca.crt").read_bytes())
+    monkeypatch.setattr(rest, "IN_CLUSTER", str(account))
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    host, port = tls_server.url.removeprefix("https://").split(":")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    client = light_client(None, None)
+    assert client is not None
+    assert (client.host, client.namespace) == (tls_server.url, "shop")
+    path = DEPLOYMENTS.format(ns="shop", name="web-v2")
+    tls_server.objects[path] = lockgate_deployment("web-v2", "shop")
+    assert client.request("GET", path)["metadata"]["namespace"] == "shop"
+    assert tls_server.seen[0].headers["Authorization"] == "Bearer pod-token"
+    assert light_client(None, "some-context") is None  # a named context needs a kubeconfig
