@@ -99,7 +99,8 @@ clusters:
       certificate-authority: /root/.cache/lockgate/pki/ca.crt
 users:
   - name: admin
-    user:
+    user:  # from hack/cluster's PKI
+      # files relative to this one
       client-certificate: "pki/admin.crt"
       client-key: 'pki/it''s.key'
       token: "a\\tb\\u00e9\\x41 #not a comment"

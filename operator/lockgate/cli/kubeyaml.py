@@ -170,7 +170,7 @@ def _key(text: str) -> tuple[str, str]:
         after = text[end:].lstrip(" ")
         if not after.startswith(":") or (len(after) > 1 and after[1] != " "):
             raise Unsupported("a quoted key without ': '")
-        return key, after[1:].strip(" ")
+        return key, _uncommented(after[1:].strip(" "))
     if text[0] in _INDICATORS:
         raise Unsupported(f"a key starting with {text[0]!r}")
     index = text.find(": ")
@@ -184,7 +184,13 @@ def _key(text: str) -> tuple[str, str]:
     key = _plain(raw_key)
     if not isinstance(key, str):
         raise Unsupported(f"a key PyYAML reads as {type(key).__name__}")
-    return key, text[index + 1 :].strip(" ")
+    return key, _uncommented(text[index + 1 :].strip(" "))
+
+
+def _uncommented(rest: str) -> str:
+    """The value's text after `key:`, empty when it is only a comment (`key:  # why`, its
+    value on the next lines)."""
+    return "" if rest.startswith("#") else rest
 
 
 def _inline(text: str) -> Any:
