@@ -1051,11 +1051,11 @@ def controller(
     """The controller `name` limited to namespace `ns`, stopped when the block ends."""
     if name in {"lockgate", "lockgate-cli"}:
         with running_operator(operator_env(cluster, traefik), ns) as op:
-            target = LockgateTarget(api, ns, traefik, op, cli=name == "lockgate-cli")
+            ours = LockgateTarget(api, ns, traefik, op, cli=name == "lockgate-cli")
             try:
-                yield target
+                yield ours
             finally:
-                target.close()
+                ours.close()
         return
     peer = {"argo": "argo", "flagger": "flagger"}[name]
     env = {**os.environ, "LOCKGATE_PEERS_NAMESPACE": ns}
