@@ -677,3 +677,30 @@ def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(
     assert client.request("GET", path)["metadata"]["namespace"] == "shop"
     assert tls_server.seen[0].headers["Authorization"] == "Bearer pod-token"
     assert light_client(None, "some-context") is None  # a named context needs a kubeconfig
+
+
+def test_without_memfd_inline_client_keys_go_through_a_private_file_removed_at_once(
+    tmp_path: Path,
+    tls_server: StandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Where there is no memfd (macOS), an inline certificate and key are written to a
+    private temporary file for ssl to load, and removed before the action goes on."""
+    import tempfile
+
+    pki = tls_server.pki
+    assert pki is not None
+    monkeypatch.delattr(os, "memfd_create")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    user = {
+        "client-certificate-data": b64(pki.path("client.crt")),
+        "client-key-data": b64(pki.path("client.key")),
+    }
+    cluster = {"certificate-authority-data": b64(pki.path("ca.crt"))}
+    config = write_kubeconfig(tmp_path / "kubeconfig", tls_server.url, user, cluster=cluster)
+    assert abort(config, capsys) == (0, "")
+    assert [s.client_cn for s in tls_server.seen] == ["admin", "admin"]
+    assert list(scratch.iterdir()) == []
