@@ -9,13 +9,13 @@ Exit codes: 0 ok, 1 error (not found, forbidden, no cluster, refused action), 2 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
 
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 
+from . import fastjson as json  # json.loads and json.dumps without the json package
 from .actions import TERMINAL, refusal
 from .rest import CredentialError, Rest, RestError, light_client
 

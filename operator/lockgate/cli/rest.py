@@ -17,11 +17,12 @@ plugin uses the kubernetes client instead.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 
 from lockgate import __version__
+
+from . import fastjson as json  # json.loads and json.dumps without the json package
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
