@@ -6,6 +6,12 @@ nothing listens on, and nothing is asked of it.
 
     python -m bench.import_footprint            # median of 5 fresh interpreters
     python -m bench.import_footprint --runs 9 --modules lockgate.cli.main --no-runtime
+    python -m bench.import_footprint --plugin   # a `kubectl lockgate abort` instead
+
+With --plugin each interpreter runs the plugin's abort against a stand-in API server over TLS
+(tests/support/fake_apiserver.py) and reports its VmRSS once the action has landed, how many
+modules it loaded, and which of NOT_FOR_AN_ACTION (what tests/unit/test_footprint.py
+forbids on that path) it loaded. Its time: bench/plugin_action.py.
 
 Each run is a new `python -c` (nothing cached in the process), measured from its own
 /proc/self/status: VmRSS (what `bench.peers` reports for a controller) after the imports
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODULES = (
     "lockgate.cli.main",
@@ -85,9 +92,67 @@ def measure(modules: tuple[str, ...], runtime: bool, kubeconfig: Path) -> dict[s
     return result
 
 
-def _median(runs: list[dict[str, object]], key: str) -> str:
+def _median(runs: list[dict[str, Any]], key: str) -> str:
     values = [float(r[key]) for r in runs]  # type: ignore[arg-type]
     return f"{statistics.median(values):.1f} MiB (min {min(values):.1f}, max {max(values):.1f})"
+
+
+_PLUGIN_PROBE = """
+import sys
+from lockgate.cli.main import main
+code = main(["abort", sys.argv[1], "--no-wait"])
+modules = sorted(sys.modules)
+import json
+with open("/proc/self/status") as f:
+    rss = next(int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS"))
+print(json.dumps({"code": code, "rss": rss, "modules": modules}))
+"""
+
+
+def plugin_action(runs: int) -> None:
+    from tests.support.fake_apiserver import (
+        DEPLOYMENTS,
+        NOT_FOR_AN_ACTION,
+        FakeApiServer,
+        Pki,
+        lockgate_deployment,
+        write_kubeconfig,
+    )
+
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        pki = Pki(Path(tmp) / "pki")
+        with FakeApiServer(pki=pki).running() as server:
+            config = write_kubeconfig(
+                Path(tmp) / "kubeconfig",
+                server.url,
+                {
+                    "client-certificate": str(pki.path("client.crt")),
+                    "client-key": str(pki.path("client.key")),
+                },
+                cluster={"certificate-authority": str(pki.path("ca.crt"))},
+            )
+            for run in range(runs):
+                name = f"web-{run}"
+                server.objects[DEPLOYMENTS.format(ns="ns1", name=name)] = lockgate_deployment(
+                    name, "ns1"
+                )
+                out = subprocess.run(
+                    [sys.executable, "-c", _PLUGIN_PROBE, name],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "KUBECONFIG": str(config)},
+                ).stdout
+                results.append(json.loads(out.splitlines()[-1]))
+    modules = results[0]["modules"]
+    unneeded = [
+        m for m in modules if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_AN_ACTION)
+    ]
+    tree = os.environ.get("PYTHONPATH") or "the installed lockgate"
+    print(f"{runs} fresh interpreters running `kubectl lockgate abort`, {sys.executable} ({tree}):")
+    print(f"  VmRSS once it landed      {_median(results, 'rss')}")
+    print(f"  modules loaded: {len(modules)}; of NOT_FOR_AN_ACTION: {unneeded or 'none'}")
 
 
 def main() -> None:
@@ -95,7 +160,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--modules", default=",".join(DEFAULT_MODULES))
     parser.add_argument("--no-runtime", action="store_true", help="imports only")
+    parser.add_argument("--plugin", action="store_true", help="a plugin abort, see above")
     args = parser.parse_args()
+    if args.plugin:
+        plugin_action(args.runs)
+        return
     modules = tuple(args.modules.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"

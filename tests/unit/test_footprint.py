@@ -1,6 +1,7 @@
 """A Kubernetes-only operator does not carry the Docker fleet's client libraries: docker-py
 and paramiko (with cryptography's SSH parts, about 18 MiB of RSS) are loaded when a Docker
-fleet first connects to a host, not when the operator starts.
+fleet first connects to a host, not when the operator starts. A kubectl plugin action loads
+only what it uses on its way to the API server.
 
 Each check runs in a fresh interpreter: this test process has imported both long ago.
 """
@@ -9,10 +10,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import paramiko
+
+from tests.support.fake_apiserver import (
+    DEPLOYMENTS,
+    NOT_FOR_AN_ACTION,
+    FakeApiServer,
+    Pki,
+    lockgate_deployment,
+    write_kubeconfig,
+)
 
 # What `lockgate operator` imports before kopf starts (lockgate.cli.main's run_operator).
 OPERATOR_MODULES = (
@@ -184,3 +196,49 @@ print(json.dumps({"answers": answers, "typed_modules": typed_modules,
     assert answers[3]["items"] == [{"metadata": {"name": "p"}}]
     assert answers[4]["spec"]["replicas"] == 1
     assert answers[-1] == 404
+
+
+def test_a_plugin_action_lands_loading_only_what_it_uses(tmp_path: Path) -> None:
+    """`kubectl lockgate abort` should land about as fast as a Go plugin's: a fresh
+    interpreter running it, with a kubeconfig as hack/cluster writes it (YAML, the CA and a
+    client certificate in files) against a stand-in API server over TLS, sends the GET and
+    the PATCH as the client certificate's user and loads none of NOT_FOR_AN_ACTION (the
+    kubernetes client, PyYAML, http.client, the views, the dashboard, ...)."""
+    pki = Pki(tmp_path / "pki")
+    with FakeApiServer(pki=pki).running() as server:
+        path = DEPLOYMENTS.format(ns="ns1", name="web-v2")
+        server.objects[path] = lockgate_deployment("web-v2", "ns1")
+        config = write_kubeconfig(
+            tmp_path / "kubeconfig",
+            server.url,
+            {
+                "client-certificate": str(pki.path("client.crt")),
+                "client-key": str(pki.path("client.key")),
+            },
+            cluster={"certificate-authority": str(pki.path("ca.crt"))},
+        )
+        code = """
+import sys
+from lockgate.cli.main import main
+code = main(["abort", "web-v2", "--no-wait"])
+loaded = sorted(sys.modules)
+import json
+print(json.dumps({"code": code, "loaded": loaded}))
+"""
+        env = {**os.environ, "KUBECONFIG": str(config)}
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["code"] == 0
+    assert [(s.method, s.path, s.client_cn) for s in server.seen] == [
+        ("GET", path, "admin"),
+        ("PATCH", path, "admin"),
+    ]
+    annotations = server.seen[1].body["metadata"]["annotations"]
+    assert annotations == {"lockgate.dev/action": "abort"}
+    unneeded = [
+        m
+        for m in result["loaded"]
+        if any(m == n or m.startswith(f"{n}.") for n in NOT_FOR_AN_ACTION)
+    ]
+    assert unneeded == []

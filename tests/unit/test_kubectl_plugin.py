@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lockgate.cli.kubectl_view import ACTION_PHASES, refusal, render_history, render_status
-from lockgate.cli.main import main
+from lockgate.cli.main import build_parser, main, quick_action
 
 NOW = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
 ALL_PHASES = [
@@ -560,3 +562,131 @@ def test_promote_is_checked_against_the_current_step_when_the_plan_is_known() ->
     assert refusal("promote-full", at(0), steps) is None
     assert refusal("promote", at(0), steps[:2]) is None  # a plan that does not match: no check
     assert refusal("promote", at(0), []) is None
+
+
+# ------------------------------------------------- the actions' arguments without argparse
+
+TOKENS = [
+    "abort",
+    "promote",
+    "retry",
+    "pause",
+    "resume",
+    "status",
+    "web-v2",
+    "other",
+    "-n",
+    "--namespace",
+    "--namespace=ns1",
+    "-nns1",
+    "--context",
+    "--kubeconfig",
+    "--wait-seconds",
+    "2.5",
+    "-1",
+    "x1",
+    "--no-wait",
+    "--no-w",
+    "--full",
+    "--names",
+    "-h",
+    "--",
+    "--bogus",
+]
+
+
+PART = st.one_of(
+    st.tuples(
+        st.sampled_from(["-n", "--namespace", "--context", "--kubeconfig", "--wait-seconds"]),
+        st.sampled_from(["ns1", "2.5", "-1", "1e3", "nan", "web-v2", "--no-wait"]),
+    ),
+    st.tuples(st.sampled_from(["--no-wait", "--full", "web-v2", "other"])),
+    st.tuples(st.sampled_from(TOKENS)),
+)
+VALID = st.builds(
+    lambda action, parts: [action, *(token for part in parts for token in part)],
+    st.sampled_from(["abort", "promote", "retry", "pause", "resume"]),
+    st.lists(
+        st.sampled_from(
+            [
+                ("-n", "ns1"),
+                ("--namespace", "prod"),
+                ("--context", "ctx"),
+                ("--kubeconfig", "/k"),
+                ("--wait-seconds", "2.5"),
+                ("--wait-seconds", "1e3"),
+                ("--wait-seconds", "nan"),
+                ("--no-wait",),
+                ("--full",),
+            ]
+        ),
+        max_size=4,
+    ).flatmap(lambda flags: st.permutations([("web-v2",), *flags])),
+)
+ARGV = st.one_of(
+    VALID,
+    st.lists(st.sampled_from(TOKENS), max_size=8),
+    st.builds(
+        lambda action, parts: [action, *(token for part in parts for token in part)],
+        st.sampled_from(["abort", "promote", "retry", "pause", "resume", "status"]),
+        st.lists(PART, max_size=6),
+    ),
+)
+
+
+@given(ARGV)
+def test_actions_parsed_without_argparse_parse_as_argparse_parses_them(argv: list[str]) -> None:
+    """quick_action answers only what build_parser's parser answers the same way (and
+    leaves the rest, errors included, to argparse)."""
+    quick = quick_action(argv)
+    if quick is None:
+        return
+    assert vars(quick) == vars(build_parser().parse_args(argv)), argv
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["abort", "web-v2", "--no-wait"],
+        ["abort", "-n", "prod", "web-v2"],
+        ["promote", "web-v2", "--full", "--wait-seconds", "30", "--context", "c"],
+        ["pause", "web-v2", "--kubeconfig", "/k", "--namespace", "prod", "--no-wait"],
+        ["resume", "web-v2"],
+        ["retry", "web-v2", "-n", "prod"],
+    ],
+)
+def test_the_common_forms_of_an_action_are_parsed_without_argparse(argv: list[str]) -> None:
+    quick = quick_action(argv)
+    assert quick is not None
+    assert vars(quick) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "collecting"),
+    [
+        (["abort", "web-v2"], False),
+        (["status", "web-v2"], False),
+        (["status", "web-v2", "-w"], True),  # long-running: the garbage collector is on
+        (["dashboard"], True),
+    ],
+)
+def test_only_one_shot_commands_run_without_the_garbage_collector(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], collecting: bool
+) -> None:
+    import gc
+
+    from lockgate.cli import dashboard, kubectl
+
+    seen: list[bool] = []
+
+    def record(*args: Any) -> int:
+        seen.append(gc.isenabled())
+        return 0
+
+    monkeypatch.setattr(kubectl, "action_command", record)
+    monkeypatch.setattr(kubectl, "status_command", record)
+    monkeypatch.setattr(dashboard, "dashboard_command", record)
+    assert gc.isenabled()
+    assert main(argv) == 0
+    assert seen == [collecting]
+    assert gc.isenabled()  # and it is back afterwards

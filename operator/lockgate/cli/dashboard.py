@@ -17,7 +17,6 @@ carry a Content-Security-Policy allowing only this server's own script and style
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hmac
 import ipaddress
 import json
@@ -120,7 +119,7 @@ class KubeBackend:
         self.namespace: str | None = None if all_namespaces else target.namespace
 
     def _in(self, namespace: str | None) -> Target:
-        return dataclasses.replace(self.target, namespace=namespace or "")
+        return self.target.in_namespace(namespace or "")
 
     def list_objects(self, plural: str) -> list[dict[str, Any]]:
         target = self._in(self.namespace)
@@ -628,17 +627,3 @@ def dashboard_command(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return 0
-
-
-def add_subcommand(sub: Any, add_connection_flags: Any) -> None:
-    parser = sub.add_parser("dashboard", help="a local web UI of rollouts, live, with actions")
-    parser.add_argument(
-        "-A", "--all-namespaces", action="store_true", help="show every namespace you may list"
-    )
-    parser.add_argument("--port", type=int, default=3100, help="port to listen on (0: any)")
-    parser.add_argument(
-        "--address",
-        default="127.0.0.1",
-        help="address to listen on (default loopback; anything else prints a warning)",
-    )
-    add_connection_flags(parser)

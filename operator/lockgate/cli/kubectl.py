@@ -8,23 +8,26 @@ Exit codes: 0 ok, 1 error (not found, forbidden, no cluster, refused action), 2 
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 
-from .kubectl_view import TERMINAL, refusal, render_history, render_status
-from .rest import Rest, RestError, light_client
+from . import fastjson as json  # json.loads and json.dumps without the json package
+from .actions import TERMINAL, refusal
+from .rest import CredentialError, Rest, RestError, light_client
 
-T = TypeVar("T")
+# What an action needs is imported at the top, the rest where it is used: `kubectl lockgate
+# abort` loads no view, no dashboard, no typing or dataclasses (tests/unit/test_footprint.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 REQUEST_TIMEOUT = 15.0
 SERVICE_ACCOUNT_NS = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -34,15 +37,28 @@ class PluginError(Exception):
     """An error to print as `error: <message>` with exit code 1."""
 
 
-@dataclass
 class Target:
     """Where to act: the namespace, the cluster's address and a client for it: the light
     REST client when the kubeconfig allows (rest.py), else the kubernetes client."""
 
-    namespace: str
-    server: str
-    rest: Rest | None = None
-    api: Any = None  # kubernetes.client.ApiClient, when `rest` cannot serve the kubeconfig
+    def __init__(
+        self,
+        namespace: str,
+        server: str,
+        rest: Rest | None = None,
+        api: Any = None,  # kubernetes.client.ApiClient, when `rest` cannot serve the kubeconfig
+    ) -> None:
+        self.namespace = namespace
+        self.server = server
+        self.rest = rest
+        self.api = api
+
+    def __repr__(self) -> str:
+        return f"Target({self.namespace!r}, {self.server!r})"
+
+    def in_namespace(self, namespace: str) -> Target:
+        """The same cluster and client, acting in `namespace`."""
+        return Target(namespace, self.server, self.rest, self.api)
 
     @property
     def custom(self) -> Any:
@@ -111,6 +127,8 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
 def add_global_connection_flags(parser: argparse.ArgumentParser) -> None:
     """The same flags before the subcommand (`kubectl lockgate -n prod status x`), kept under
     other names: argparse lets a subcommand's defaults overwrite the top level's values."""
+    import argparse
+
     parser.add_argument("-n", "--namespace", dest="global_namespace", help=argparse.SUPPRESS)
     parser.add_argument("--context", dest="global_context", help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", dest="global_kubeconfig", help=argparse.SUPPRESS)
@@ -125,7 +143,10 @@ def _merge_global_flags(args: argparse.Namespace) -> None:
 def connect(args: argparse.Namespace, *, light: bool = True) -> Target:
     """A client from the kubeconfig (or the Pod's service account when there is none): the
     light one when it can serve the kubeconfig and `light`, else the kubernetes client."""
-    rest = light_client(args.kubeconfig, args.context) if light else None
+    try:
+        rest = light_client(args.kubeconfig, args.context) if light else None
+    except CredentialError as err:
+        raise PluginError(str(err)) from None
     if rest is not None:
         namespace = args.namespace or rest.namespace or "default"
         return Target(namespace, rest.host, rest=rest)
@@ -381,6 +402,10 @@ def plan_steps(app_spec: dict[str, Any] | None, obj: dict[str, Any]) -> list[Any
 
 
 def status_command(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .kubectl_view import render_status
+
     target = connect(args)
     obj = get_deployment(target, args.name)
     app_spec = get_application_spec(target, (obj.get("spec") or {}).get("application", ""))
@@ -427,6 +452,10 @@ def status_command(args: argparse.Namespace) -> int:
 
 
 def history_command(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .kubectl_view import render_history
+
     target = connect(args)
     app = call(
         target,
@@ -483,9 +512,19 @@ def add_subcommands(sub: Any) -> None:
     history = sub.add_parser("history", help="finished and current Deployments of an Application")
     history.add_argument("app", help="Application name")
     add_connection_flags(history)
-    from .dashboard import add_subcommand
-
-    add_subcommand(sub, add_connection_flags)
+    # The dashboard's flags are here, not in its module: parsing an action's arguments
+    # should not load the dashboard.
+    dashboard = sub.add_parser("dashboard", help="a local web UI of rollouts, live, with actions")
+    dashboard.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="show every namespace you may list"
+    )
+    dashboard.add_argument("--port", type=int, default=3100, help="port to listen on (0: any)")
+    dashboard.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="address to listen on (default loopback; anything else prints a warning)",
+    )
+    add_connection_flags(dashboard)
 
 
 def _wait_flags(parser: argparse.ArgumentParser) -> None:

@@ -3,23 +3,34 @@ one parser, so `lockgate status NAME` and `kubectl lockgate status NAME` are the
 
 from __future__ import annotations
 
-import argparse
 import os
-import re
 import sys
-from pathlib import Path
 
 from lockgate import __version__
+
+# Nothing more is imported here: `kubectl lockgate abort` runs this module on its way to the
+# API server (tests/unit/test_footprint.py guards what that path loads), and its common forms
+# are parsed without argparse (quick_action).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from pathlib import Path
+    from typing import Any
 
 
 def exact_namespace(value: str) -> str:
     """The operator serves exact namespace names (see run_operator), never kopf's patterns."""
+    import argparse
+    import re
+
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a namespace name")
     return value
 
 
 def positive_seconds(value: str) -> float:
+    import argparse
+
     try:
         seconds = float(value)
     except ValueError:
@@ -29,8 +40,16 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def a_path(value: str) -> Path:
+    from pathlib import Path
+
+    return Path(value)
+
+
 def shard_name(value: str) -> str:
     """`--shard`: a label value that can also name the shard's Lease and finalizer."""
+    import argparse
+
     from lockgate.names import shard_name_problem
 
     problem = shard_name_problem(value)
@@ -47,9 +66,134 @@ def lease_name(args: argparse.Namespace) -> str:
     return "lockgate" if not args.shard else f"lockgate-{args.shard}"
 
 
+_COLUMNS: list[int] = []
+
+
+def _columns() -> int:
+    """The terminal's width as shutil.get_terminal_size says it: $COLUMNS, else stdout's
+    terminal, else 80 (asked once: argparse makes a formatter for every argument)."""
+    if not _COLUMNS:
+        _COLUMNS.append(_ask_columns())
+    return _COLUMNS[0]
+
+
+def _ask_columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def _parser_class() -> type[argparse.ArgumentParser]:
+    """An ArgumentParser whose formatter is told the terminal's width: by itself argparse
+    asks shutil, whose import (with zlib, bz2 and lzma) was a good part of parsing an
+    action's arguments, as it makes a formatter for every argument it adds. Subcommands'
+    parsers are made of the same class."""
+    import argparse
+
+    class Formatter(argparse.HelpFormatter):
+        def __init__(
+            self,
+            prog: str,
+            indent_increment: int = 2,
+            max_help_position: int = 24,
+            width: int | None = None,
+        ) -> None:
+            width = width or _columns() - 2
+            super().__init__(prog, indent_increment, max_help_position, width)
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", Formatter)
+            super().__init__(*args, **kwargs)
+
+    return Parser
+
+
+# The plugin's actions in their common forms, parsed without argparse (whose import, with
+# gettext and locale, and the parser of every subcommand took a tenth of an action's CPU):
+# `ACTION NAME` with the flags below, each once, in any order. Anything else (help, another
+# command, abbreviations, `--flag=value`, global flags before the action, a value that
+# starts with `-`) goes to argparse; tests/unit/test_kubectl_plugin.py checks on generated
+# command lines that both give the same arguments.
+QUICK_ACTIONS = frozenset({"promote", "abort", "retry", "pause", "resume"})
+QUICK_VALUES = {
+    "-n": "namespace",
+    "--namespace": "namespace",
+    "--context": "context",
+    "--kubeconfig": "kubeconfig",
+    "--wait-seconds": "wait_seconds",
+}
+
+
+def quick_action(argv: list[str]) -> argparse.Namespace | None:
+    """What build_parser().parse_args(argv) returns, for an action's common forms; None
+    for anything else."""
+    if not argv or argv[0] not in QUICK_ACTIONS:
+        return None
+    command = argv[0]
+    values: dict[str, Any] = {
+        "command": command,
+        "name": None,
+        "wait_seconds": 10.0,
+        "no_wait": False,
+        "namespace": None,
+        "context": None,
+        "kubeconfig": None,
+        "global_namespace": None,
+        "global_context": None,
+        "global_kubeconfig": None,
+    }
+    if command == "promote":
+        values["full"] = False
+    seen: set[str] = set()
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if token in QUICK_VALUES:
+            dest = QUICK_VALUES[token]
+            if dest in seen or i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            value: Any = argv[i + 1]
+            if dest == "wait_seconds":
+                try:
+                    value = float(value)
+                except ValueError:
+                    return None
+                if value != value:  # NaN: not a number of seconds to wait
+                    return None
+            values[dest] = value
+            seen.add(dest)
+            i += 2
+            continue
+        if token == "--no-wait" or (token == "--full" and command == "promote"):
+            dest = token[2:].replace("-", "_")
+            if dest in seen:
+                return None
+            values[dest] = True
+            seen.add(dest)
+        elif token.startswith("-") or values["name"] is not None:
+            return None
+        else:
+            values["name"] = token
+        i += 1
+    if values["name"] is None:
+        return None
+    from types import SimpleNamespace
+
+    # (attributes read as an argparse.Namespace's are read)
+    return SimpleNamespace(**values)  # type: ignore[return-value]
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = os.path.basename(sys.argv[0]) if sys.argv else ""
-    parser = argparse.ArgumentParser(
+    parser = _parser_class()(
         prog="kubectl lockgate" if invoked == "kubectl-lockgate" else "lockgate",
         description="Progressive delivery for Kubernetes and Docker hosts.",
     )
@@ -67,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--filename",
         dest="files",
         action="append",
-        type=Path,
+        type=a_path,
         required=True,
         help="a Deployment manifest, and optionally its Application (repeatable)",
     )
@@ -227,8 +371,49 @@ def run_operator(args: argparse.Namespace) -> int:
     )
 
 
+# Commands that make a few calls and exit: they run without the cyclic garbage collector,
+# which otherwise spends a tenth of an action's CPU walking the objects its imports made
+# (perf: gc_collect_main, visit_decref), and, run as a program, end without the
+# interpreter's finalization (tearing down every module and the TLS context took longer
+# than the action's own calls). Anything long-running (the operator, the dashboard,
+# `status -w`) has the collector back before it starts.
+ONE_SHOT = frozenset({"promote", "abort", "retry", "pause", "resume", "history", "status"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The command line `argv` (default: the program's own arguments); its exit code."""
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        args = quick_action(sys.argv[1:] if argv is None else argv)
+        if args is None:
+            args = build_parser().parse_args(argv)
+        long_running = args.command not in ONE_SHOT or getattr(args, "watch", False)
+        if long_running and collecting:
+            gc.enable()
+        code = _dispatch(args)
+    finally:
+        if collecting:
+            gc.enable()
+    if argv is None and not long_running:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process as the program `kubectl-lockgate` (never a caller of main(argv)):
+    what it printed flushed, nothing else left to do (no atexit handler on this path)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # a closed pipe: the interpreter's own exit reports it as it always does
+    os._exit(code)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     from .kubectl import COMMANDS, run
 
     if args.command in COMMANDS:
