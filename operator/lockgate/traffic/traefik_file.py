@@ -510,6 +510,9 @@ class TraefikFileRouter:
         self.route = route
         self.health = health
         self.sticky = sticky
+        # The text behind the declaration `declared()` last returned (or `apply` wrote):
+        # `apply(current=that declaration)` compares with it instead of reading again.
+        self._seen: tuple[FileConfig | None, str | None] | None = None
 
     @classmethod
     def for_application(
@@ -540,7 +543,9 @@ class TraefikFileRouter:
 
     async def declared(self) -> FileConfig | None:
         text = await self.store.read()
-        return parse(self.app, text) if text is not None else None
+        config = parse(self.app, text) if text is not None else None
+        self._seen = (config, text)
+        return config
 
     def desired(
         self,
@@ -568,22 +573,26 @@ class TraefikFileRouter:
         current: FileConfig | None = None,
     ) -> FileConfig:
         """Write the whole declared state (skipped when the file already says it). `current`:
-        what the caller has just read with `declared()`, saving a second read. `routes`:
-        the header route and mirror to declare; None keeps the ones the file declares."""
-        text_now: str | None = None
+        what the caller has just read with `declared()` (or what the last `apply` wrote),
+        so the file is not read again. `routes`: the header route and mirror to declare;
+        None keeps the ones the file declares."""
+        seen = self._seen
+        known = seen is not None and current is not None and seen[0] is current
+        text_now: str | None = seen[1] if known and seen is not None else None
         if routes is None:
             if current is None:
-                text_now = await self.store.read()
-                current = parse(self.app, text_now) if text_now is not None else None
+                current = await self.declared()
+                text_now, known = self._seen[1] if self._seen else None, True
             routes = current.routes if current is not None else NO_ROUTES
         config = self.desired(weights, servers, routes)
         if current is not None and current == config:
-            return config
+            return current
         text = dump(config)
-        if text_now is None:
+        if not known:
             text_now = await self.store.read()
         if text_now != text:
             await self.store.write(text)
+        self._seen = (config, text)
         return config
 
     async def remove_route(self) -> None:
