@@ -489,6 +489,13 @@ def store_for(
 # --- the router ------------------------------------------------------------------------------
 
 
+class _Unread:
+    """`apply` without `current`: the file is read first."""
+
+
+UNREAD = _Unread()
+
+
 class TraefikFileRouter:
     """Traffic of Docker targets: weights and servers in a file-provider config."""
 
@@ -570,19 +577,19 @@ class TraefikFileRouter:
         servers: Mapping[str, Sequence[str]],
         *,
         routes: Routes | None = None,
-        current: FileConfig | None = None,
+        current: FileConfig | _Unread | None = UNREAD,
     ) -> FileConfig:
         """Write the whole declared state (skipped when the file already says it). `current`:
-        what the caller has just read with `declared()` (or what the last `apply` wrote),
-        so the file is not read again. `routes`: the header route and mirror to declare;
-        None keeps the ones the file declares."""
+        what the caller has just read with `declared()` (None: no file), or what the last
+        `apply` wrote, so the file is not read again. `routes`: the header route and mirror
+        to declare; None keeps the ones the file declares."""
         seen = self._seen
-        known = seen is not None and current is not None and seen[0] is current
+        known = seen is not None and not isinstance(current, _Unread) and seen[0] is current
         text_now: str | None = seen[1] if known and seen is not None else None
+        if isinstance(current, _Unread):
+            current = await self.declared()
+            text_now, known = self._seen[1] if self._seen else None, True
         if routes is None:
-            if current is None:
-                current = await self.declared()
-                text_now, known = self._seen[1] if self._seen else None, True
             routes = current.routes if current is not None else NO_ROUTES
         config = self.desired(weights, servers, routes)
         if current is not None and current == config:

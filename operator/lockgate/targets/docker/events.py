@@ -177,9 +177,13 @@ class ContainerWatch:
         loop = asyncio.get_running_loop()
         opening = loop.run_in_executor(None, self.conns.open_events, host, event_filters(ids))
         try:
-            return await asyncio.wait_for(asyncio.shield(opening), self.conns.timeout)
+            async with asyncio.timeout(self.conns.timeout):
+                return await asyncio.shield(opening)
         except BaseException:
-            opening.add_done_callback(_close_late)
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                await asyncio.to_thread(opening.result().close)  # opened as it was cancelled
+            else:
+                opening.add_done_callback(_close_late)
             raise
 
     async def _until_change(
@@ -205,7 +209,10 @@ class ContainerWatch:
                 return
             timeout = min(delay, deadline - now) if own else deadline - now
             try:
-                kind, item = await asyncio.wait_for(queue.get(), timeout)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancellation that meets the inner wait's end, and the watch never ends.
+                async with asyncio.timeout(timeout):
+                    kind, item = await queue.get()
             except TimeoutError:
                 delay = min(delay * 2, self.probe_max)
                 continue
