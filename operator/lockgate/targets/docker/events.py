@@ -38,7 +38,7 @@ log = logging.getLogger("lockgate.docker")
 WAKE_EVENTS = ("start", "die", "health_status")
 PROBE_FIRST = 0.05  # the first own check of a container Docker cannot report on
 PROBE_MAX = 0.25  # and the longest wait between two (it doubles up to this)
-LIFETIME = 120.0  # a watch nobody renews ends (its rollout was deleted, the operator left)
+LIFETIME = 60.0  # a watch nobody renews ends (its rollout was deleted, the operator left)
 BROKEN_FOR = 10.0  # after a broken stream, the fleet polls this long before trying again
 
 Probe = Callable[[Instance], Awaitable[bool]]
