@@ -79,6 +79,9 @@ class FleetState:
     def watch(self, release: str) -> ContainerWatch:
         watch = self.watches.get(release)
         if watch is None:
+            # Those of rollouts gone meanwhile (deleted, superseded) go: idle, not broken.
+            for other in [r for r, w in self.watches.items() if w.idle]:
+                del self.watches[other]
             watch = self.watches[release] = ContainerWatch(self.conns)
         return watch
 

@@ -76,6 +76,7 @@ class ContainerWatch:
         self._ids: frozenset[str] = frozenset()
         self._broken_until: float | None = None
         self.broken_reason: str | None = None
+        self._last_wake: float | None = None
         self.opened = 0  # streams opened, for tests and logs
         self.woken = 0
 
@@ -85,6 +86,11 @@ class ContainerWatch:
         if self._task is None or self._task.done():
             return frozenset()
         return self._ids
+
+    @property
+    def idle(self) -> bool:
+        """No watch runs and no broken stream is remembered: nothing is lost by dropping it."""
+        return not self.watching and not self.broken
 
     @property
     def broken(self) -> bool:
@@ -195,15 +201,19 @@ class ContainerWatch:
         deadline: float,
     ) -> None:
         loop = asyncio.get_running_loop()
-        # Subscribed: what Docker cannot report on is asked directly, from now on.
-        own = [i for i in waiting if not docker_reports_health(i) and i.state == "running"]
+        # Subscribed: every running one is asked once (a change just before the stream
+        # opened is not missed), then only those Docker cannot report on, backing off.
+        running = [i for i in waiting if i.state == "running"]
+        own = [i for i in running if not docker_reports_health(i)]
+        asking = running
         delay = self.probe_first
         while True:
-            if own:
-                results = await asyncio.gather(*(probe(i) for i in own))
+            if asking:
+                results = await asyncio.gather(*(probe(i) for i in asking))
                 if any(results):
-                    self._wake(wake, "passed its check")
+                    await self._wake(wake, "passed its check")
                     return
+            asking = own
             now = loop.time()
             if now >= deadline:
                 return
@@ -221,10 +231,17 @@ class ContainerWatch:
                 self._break(f"host {host}: event stream ended ({why})", wake)
                 return
             status = str(item.get("status") or item.get("Action") or "")
-            self._wake(wake, status)
+            await self._wake(wake, status)
             return
 
-    def _wake(self, wake: Callable[[], None], why: str) -> None:
+    async def _wake(self, wake: Callable[[], None], why: str) -> None:
+        """Wake the rollout, but never twice within `probe_max`: a container whose check
+        flaps (passes here, fails in the round) must not spin rounds faster than the poll
+        this replaces."""
+        loop = asyncio.get_running_loop()
+        if self._last_wake is not None:
+            await asyncio.sleep(max(0.0, self._last_wake + self.probe_max - loop.time()))
+        self._last_wake = loop.time()
         self.woken += 1
         log.debug("container watch of %d container(s): %s", len(self._ids), why)
         wake()
