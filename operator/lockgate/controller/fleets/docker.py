@@ -384,7 +384,7 @@ class DockerFleet:
             return await check_health(self.rt.http, url, check.http.path, check.timeout_seconds)
 
         following = watch.follow(waiting, wake, probe)
-        if not waiting:
+        if watch.idle:  # nothing to wait for (a broken stream is remembered for a while)
             del self.state.watches[self.release]
         return following
 
