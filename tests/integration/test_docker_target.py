@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -217,7 +218,7 @@ def test_missing_image_is_an_error_naming_the_host(conns: HostConnections, app: 
 # --- Docker events on every transport -------------------------------------------------------
 
 
-def _read(stream: EventStream, seen: list[dict[str, object]], arrived: threading.Event) -> None:
+def _read(stream: EventStream, seen: list[dict[str, Any]], arrived: threading.Event) -> None:
     for event in stream:
         seen.append(event)
         arrived.set()
@@ -234,7 +235,7 @@ def test_an_event_stream_brings_the_containers_events_and_closes_on_every_transp
         ensure_instances(conns, host, app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080)
     )
     stream = conns.open_events(host, event_filters([mine.id]))
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
     arrived = threading.Event()
     reader = threading.Thread(target=_read, args=(stream, seen, arrived), daemon=True)
     reader.start()
@@ -246,10 +247,10 @@ def test_an_event_stream_brings_the_containers_events_and_closes_on_every_transp
         restart(other.id)  # not followed: nothing arrives from it
         restart(mine.id)
         deadline = time.monotonic() + 30
-        while {e.get("status") for e in seen} < {"die", "start"}:
+        while {e.get("Action") for e in seen} < {"die", "start"}:
             assert arrived.wait(max(0.0, deadline - time.monotonic())), seen
             arrived.clear()
-        assert {e.get("id") for e in seen} == {mine.id}
+        assert {(e.get("Actor") or {}).get("ID") for e in seen} == {mine.id}
     finally:
         stream.close()
     reader.join(30)

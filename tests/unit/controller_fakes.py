@@ -505,7 +505,15 @@ class FakeEventStream:
 
     def send(self, container_id: str, status: str) -> None:
         """An event of the container: `start`, `die`, `health_status: healthy`, …"""
-        self._queue.put({"Type": "container", "status": status, "id": container_id})
+        self._queue.put(
+            {
+                "Type": "container",
+                "Action": status,
+                "Actor": {"ID": container_id, "Attributes": {}},
+                "status": status,  # the legacy fields, as daemons before API 1.45 add them
+                "id": container_id,
+            }
+        )
 
     def fail(self, exc: BaseException) -> None:
         """The connection breaks: the reader's next read raises `exc`."""
