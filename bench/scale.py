@@ -35,6 +35,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import threading
 import time
@@ -164,12 +165,13 @@ def apiserver_requests(api: client.ApiClient) -> float:
     return metric_sum(response.data.decode(), "apiserver_request_total")
 
 
-def operator_counters(metrics_url: str) -> tuple[float, float]:
-    """(lockgate's own API requests, reconcile rounds) so far."""
+def operator_counters(metrics_url: str) -> tuple[float, float, float]:
+    """(lockgate's own API requests, reconcile rounds, requests to Traefik's API) so far."""
     text = httpx.get(metrics_url, timeout=10).text
     return (
         metric_sum(text, "lockgate_api_requests_total"),
         metric_sum(text, "lockgate_reconcile_seconds_count"),
+        metric_sum(text, "lockgate_traefik_api_requests_total"),
     )
 
 
@@ -188,6 +190,7 @@ class Window:
     pause_latency_p50_ms: float | None
     pause_latency_p99_ms: float | None
     pause_latency_n: int
+    traefik_requests: float = 0.0  # lockgate's requests to Traefik's API
 
     def line(self) -> str:
         per_step = (
@@ -207,7 +210,8 @@ class Window:
         return (
             f"N={self.level:5d} {self.state:9s} RSS {self.rss_mib:4.0f} MiB, "
             f"CPU {self.cpu_s_per_min:5.1f} s/min ({self.cpu_share:.1%} of a core), "
-            f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}{latency}"
+            f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}, "
+            f"{self.traefik_requests / self.seconds:.1f} Traefik API requests/s{latency}"
         )
 
 
@@ -372,6 +376,7 @@ class Bench:
             rounds=req1[1] - req0[1],
             lockgate_requests=req1[0] - req0[0],
             apiserver_requests=api1 - api0,
+            traefik_requests=req1[2] - req0[2],
             steps=steps,
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
@@ -418,7 +423,34 @@ def step_index(d: dict[str, Any]) -> int:
     return int(((d.get("status") or {}).get("step") or {}).get("index") or 0)
 
 
-def run(bench: Bench, levels: list[int], rate: float, seconds: float, out: Path) -> None:
+def memory_report(bench: Bench, prefix: str, seconds: float = 300) -> None:
+    """Ask the operator (started with bench/memtrace on its PYTHONPATH) what it retains: its
+    report names the live Kubernetes bodies by kind and by what refers to them."""
+    pid = bench.op.process.pid if bench.op.process else 0
+    before = set(Path(prefix).parent.glob(f"{Path(prefix).name}.{pid}.*"))
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        new = {
+            p
+            for p in Path(prefix).parent.glob(f"{Path(prefix).name}.{pid}.*")
+            if p.suffix not in (".tmp", ".json")
+        } - before
+        if new:
+            print(f"  memory report: {', '.join(str(p) for p in new)}", flush=True)
+            return
+        time.sleep(1)
+    print("  memory report: none written", flush=True)
+
+
+def run(
+    bench: Bench,
+    levels: list[int],
+    rate: float,
+    seconds: float,
+    out: Path,
+    report: str | None = None,
+) -> None:
     for level in levels:
         print(f"level {level}: {datetime.now(UTC):%H:%M:%S}")
         bench.grow(level, rate)
@@ -431,6 +463,8 @@ def run(bench: Bench, levels: list[int], rate: float, seconds: float, out: Path)
         )
         results = [bench.window(level, "in-flight", seconds, names)]
         print("  " + results[-1].line(), flush=True)
+        if report:  # what rounds in progress hold (the later windows' RSS includes the probe's)
+            memory_report(bench, report)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": True}}))
         bench.wait_all(set(names), lambda d: phase(d) in ("Paused", *FINAL), "paused")
         # The rounds that follow the patch are over by the next analysis (every 30 s).
@@ -444,6 +478,8 @@ def run(bench: Bench, levels: list[int], rate: float, seconds: float, out: Path)
         with out.open("a") as f:
             for r in results:
                 f.write(json.dumps({"at": datetime.now(UTC).isoformat(), **asdict(r)}) + "\n")
+        if report:
+            memory_report(bench, report)
         # Resumed: they finish while the next level sets up (its canaries queue behind them).
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": False}}))
 
@@ -493,6 +529,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="objects created per second")
     parser.add_argument("--window", type=float, default=60.0, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=Path("/tmp/lockgate-scale.jsonl"))
+    parser.add_argument(
+        "--memory-report",
+        metavar="PREFIX",
+        help="after each level's in-flight and idle windows, the operator writes what it "
+        "retains to PREFIX.<pid>.<time> (bench/memtrace; the RSS of the paused and idle "
+        "windows then includes what the probe allocated)",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     cluster, traefik = cluster_info(), traefik_info()
@@ -501,8 +544,15 @@ def main() -> None:
     print(f"bench/scale: namespace {bench_ns}, levels {levels}, results in {args.out}")
     with exits_cleanly(), PromStub() as prom, namespace(api, bench_ns):
         env = operator_env(cluster, traefik)
+        if args.memory_report:
+            env |= {
+                "PYTHONPATH": str(Path(__file__).with_name("memtrace")),
+                "MEMTRACE": "0",
+                "MEMTRACE_OUT": args.memory_report,
+            }
         with running_operator(env, bench_ns) as op:
-            run(Bench(api, bench_ns, op, prom.url), levels, args.rate, args.window, args.out)
+            bench = Bench(api, bench_ns, op, prom.url)
+            run(bench, levels, args.rate, args.window, args.out, args.memory_report)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from lockgate.traffic.traefik_file import (
     SftpStore,
     TraefikFileRouter,
     parse,
+    traefik_names,
 )
 from tests.support.cluster import Traefik
 from tests.support.docker_listing import Listing, listing, wait_healthy
@@ -562,6 +563,12 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
                 assert {r: len(s) for r, s in live_servers.items()} == {"stable": 2, "canary": 2}
             declared = parse(app, path.read_text())
             assert declared is not None and declared.weights == (0, 100)
+            # The Traefik observer finds the file's router and services under these names
+            # (a waiting Docker rollout names them, and is woken when one changes).
+            raw = (await http.get(f"{traefik.api_url}/api/rawdata")).json()
+            entries = set(raw["routers"]) | set(raw["services"])
+            named = set(traefik_names(app))
+            assert {f"{app}@file", f"{app}-stable@file", f"{app}-canary@file"} <= entries & named
             await router.remove_route()
 
     try:

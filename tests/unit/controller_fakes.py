@@ -54,6 +54,7 @@ from lockgate.names import (
     LABEL_RELEASE,
     LABEL_ROLE,
 )
+from lockgate.traffic.traefik_observer import TraefikWatch
 from tests.support.fakeworld import FakeWorld
 
 T = TypeVar("T")
@@ -300,6 +301,7 @@ class FakeFleet:
     poll_while_moving: float | None = None
     status_poll: float | None = None
     settling: bool = False  # what `observe` reports: the world settles where no watch tells
+    traefik_watch: TraefikWatch | None = None  # while settling: what of Traefik to watch
     unusable: str | None = None
     calls: list[str] = field(default_factory=list)
     releases: list[str | None] = field(default_factory=list)  # as made by fleet_for

@@ -15,18 +15,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import httpx
 import kopf
 import pytest
+import yaml
 
 from lockgate.controller import handlers
 from lockgate.controller.fleets import docker as docker_fleet
-from lockgate.controller.fleets.docker import EVENTS_FALLBACK, POLL, FleetState
+from lockgate.controller.fleets.docker import EVENTS_FALLBACK, POLL, TRAEFIK_FALLBACK, FleetState
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.kube import Kube
 from lockgate.traffic import traefik_file
+from lockgate.traffic.traefik_observer import TraefikWatch
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import (
     NS,
@@ -43,17 +45,53 @@ RELEASE = "dep/1"
 log = logging.getLogger("tests.docker_events")
 
 
+class FileTraefik:
+    """Traefik's API for the file provider, serving the route file as it was when Traefik
+    last loaded it: at every request while `prompt`, else only at `load()`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.prompt = True
+        self.loaded: dict[str, Any] = {}
+
+    def load(self) -> None:
+        text = self.path.read_text() if self.path.exists() else "{}"
+        self.loaded = (yaml.safe_load(text) or {}).get("http") or {}
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        if self.prompt:
+            self.load()
+        routers = self.loaded.get("routers") or {}
+        services = self.loaded.get("services") or {}
+        path = unquote(request.url.path)
+        if path.startswith("/api/http/services/"):
+            name = path.rsplit("/", 1)[1].removesuffix("@file")
+            if name not in services:
+                return httpx.Response(404)
+            return httpx.Response(200, json={**services[name], "status": "enabled"})
+        if path == "/api/http/routers":
+            search = request.url.params.get("search", "")
+            found = [
+                {**r, "name": f"{n}@file", "status": "enabled"}
+                for n, r in routers.items()
+                if search in n
+            ]
+            return httpx.Response(200, json=found)
+        return httpx.Response(404)
+
+
 class Env:
     """Application `shop` on h1..h3 (app:1 stable and healthy on each, route file local),
     and Deployment `dep` rolling app:2 host by host. `healthy` holds the published ports
     whose /health answers 200; everything else answers 503."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, traefik_api_url: str | None = None) -> None:
         self.kube = FakeKube()
+        self.traefik = FileTraefik(tmp / "shop.yml")
         self.healthy: set[int] = set()
         self.checks: Counter[int] = Counter()  # health checks asked, per port
         http = httpx.AsyncClient(transport=httpx.MockTransport(self._answer))
-        self.rt = Runtime(cast(Kube, self.kube), http, Settings())
+        self.rt = Runtime(cast(Kube, self.kube), http, Settings(traefik_api_url=traefik_api_url))
         self.hosts = FakeDockerHosts()
         self.state = self.rt.fleets[(NS, APP)] = FleetState(self.hosts)
         self.wake = asyncio.Event()  # the driver's, as its daemon registers it
@@ -76,6 +114,8 @@ class Env:
         self.kube.add_deployment("dep", dep_spec(strategy=ROLLING))
 
     def _answer(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "traefik.test":
+            return self.traefik.answer(request)
         port = urlparse(str(request.url)).port or 0
         self.checks[port] += 1
         return httpx.Response(200 if port in self.healthy else 503)
@@ -322,5 +362,41 @@ def test_the_route_file_is_read_once_per_round(env: Env, monkeypatch: pytest.Mon
         assert env.status().get("phase") == "Succeeded"
         assert max(reads) == 1, reads
         assert sum(writes) >= 6, "the rollout did change the route, round after round"
+
+    run(env, scenario)
+
+
+# --- Traefik loading the route file ------------------------------------------------------------
+
+
+def test_a_rollout_waiting_for_traefik_to_load_its_route_file_is_handed_to_the_observer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The new container passes its check and is in the route file; Traefik has yet to load
+    it: the round waits on the Traefik observer, naming what the file provider calls the
+    file's routers and services, not on a poll of the hosts."""
+    monkeypatch.setattr(kopf, "event", lambda *_, **__: None)
+    env = Env(tmp_path, traefik_api_url="http://traefik.test:8081")
+
+    async def scenario(env: Env) -> None:
+        env.healthy.update(range(33001, 33010))  # new containers answer at once
+        await env.drive_until(lambda: any(env.new_containers()))
+        env.traefik.prompt = False  # Traefik loads nothing more for now
+        delay = await env.drive()  # the new server goes into the file
+        assert isinstance(delay, handlers.Poll), delay
+        assert delay.timer == TRAEFIK_FALLBACK
+        assert delay.watch == TraefikWatch(
+            "http://traefik.test:8081",
+            (
+                "shop@file",
+                "shop-stable@file",
+                "shop-canary@file",
+                "shop-header@file",
+                "shop-mirror@file",
+            ),
+        )
+        port = env.new_container()["Ports"][0]["PublicPort"]
+        route = (tmp_path / "shop.yml").read_text()
+        assert f":{port}" in route, "the new container is in the route file"
 
     run(env, scenario)

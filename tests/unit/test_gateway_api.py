@@ -612,3 +612,48 @@ def test_the_kubectl_plugins_status_names_the_route_that_carries_the_split(
     view = render_status(obj, datetime(2026, 1, 1, tzinfo=UTC), app_spec=spec(traffic))
     assert shown in view.splitlines()
     assert "Route:" not in render_status(obj, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("traffic", [OWNED, REF], ids=["owned route", "routeRef"])
+def test_the_routers_watch_covers_everything_it_reads_of_traefik(traffic: dict[str, Any]) -> None:
+    """The Traefik observer wakes a waiting rollout only for changes of the routers and
+    services its router's watch names: every one the router reads (weights, a header route,
+    the Services' servers) must be among them, or a change it waits for never wakes it."""
+    _, traefik, router = ref_router() if traffic is REF else owned_router()
+    answered: list[tuple[str, str]] = []
+    answer = traefik.answer
+
+    def recorded(request: httpx.Request) -> httpx.Response:
+        response = answer(request)
+        if response.status_code == 200:
+            body = response.json()
+            for entry in body if isinstance(body, list) else [body]:
+                name = entry.get("name") or request.url.path.rpartition("/")[2]
+                answered.append((name, str(entry.get("service", ""))))
+        return response
+
+    router.http = httpx.AsyncClient(transport=httpx.MockTransport(recorded))
+    traefik.endpoints = {"shop-stable": ["10.244.0.5"], "shop-canary": ["10.244.0.6"]}
+
+    async def scenario() -> None:
+        await router.ensure_route()
+        await router.set_weights(90, 10)
+        await router.set_routes(Routes(header=(RULE,)))
+        traefik.sync()
+        answered.clear()
+        assert await router.live_weights() == (90, 10)
+        assert await router.live_routes() == Routes(header=(RULE,))
+        assert await router.serving() == {
+            "stable": frozenset({"10.244.0.5"}),
+            "canary": frozenset({"10.244.0.6"}),
+        }
+
+    asyncio.run(scenario())
+    watch = router.watch()
+    assert watch is not None and answered
+    uncovered = [
+        (name, service)
+        for name, service in answered
+        if not any(n in name or n in service for n in watch.names)
+    ]
+    assert uncovered == []

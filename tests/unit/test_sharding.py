@@ -99,10 +99,13 @@ def lockgate_handlers() -> list[Any]:
 def test_every_handler_of_an_application_or_deployment_is_filtered_by_shard() -> None:
     """kopf writes finalizers, progress and diff-base annotations only on objects one of the
     operator's handlers matches: with every handler filtered, another shard's objects get
-    none of this operator's (the indexes alone are unfiltered: they write nothing)."""
+    none of this operator's (the indexes alone are unfiltered: they write nothing; so are the
+    event handlers that trim what kopf keeps of each object, kept.py: they write nothing)."""
     for handler in lockgate_handlers():
         plural = handler.selector.any_name
-        if plural == "applications":
+        if handler.fn in (handlers.deployment_kept, handlers.application_kept):
+            assert handler in kopf.get_default_registry()._watching._handlers  # no writes
+        elif plural == "applications":
             assert handler.labels == handlers.IN_SHARD, handler.fn.__name__
         elif plural == "pods":  # an event handler only wakes this shard's loops: no writes
             assert handler.fn is handlers.pod_event

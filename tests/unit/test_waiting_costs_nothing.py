@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 import pytest
 
-from lockgate.controller import applications, deployments, handlers
+from lockgate.controller import applications, deployments, handlers, runtime
 from lockgate.controller.wakeups import PollPace
 from lockgate.names import LABEL_APP
 from tests.support.fakeworld import FakeWorld, dep_spec
@@ -485,3 +485,51 @@ def test_a_driver_counts_among_the_pollers_only_while_it_polls(env: Env) -> None
         return len(rt.polls), driver.done()
 
     assert asyncio.run(scenario()) == (0, True)
+
+
+def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothing(
+    env: Env,
+) -> None:
+    """Hundreds of rollouts woken at once: at most ROUNDS_AT_ONCE rounds are in progress,
+    the others wait before reading their Deployment (each round in progress holds it and its
+    Application, decoded, and their models; with the operator saturated, rounds can queue for
+    an API thread, each holding all of that). Every driver still gets its
+    round."""
+    drivers = 3 * runtime.ROUNDS_AT_ONCE
+    rt = env.op.rt
+
+    async def scenario() -> tuple[int, int]:
+        in_progress: set[str] = set()
+        most = 0
+        done: list[str] = []
+        release = asyncio.Event()
+
+        async def round_(rt: Any, namespace: str, name: str, *args: Any) -> float:
+            nonlocal most
+            in_progress.add(name)
+            most = max(most, len(in_progress))
+            await release.wait()
+            in_progress.discard(name)
+            done.append(name)
+            return handlers.SAFETY_NET
+
+        stops = [Stopped() for _ in range(drivers)]
+        wakes = [asyncio.Event() for _ in range(drivers)]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(handlers, "_drive_once", round_)
+            tasks = [
+                asyncio.create_task(handlers._drive(rt, stop, NS, f"dep{i}", {}, log, wake))
+                for i, (stop, wake) in enumerate(zip(stops, wakes, strict=True))
+            ]
+            await until(lambda: len(in_progress) >= runtime.ROUNDS_AT_ONCE)
+            for _ in range(100):
+                await asyncio.sleep(0)  # the others had every chance to start theirs
+            release.set()
+            await until(lambda: len(done) == drivers)
+            for stop, wake in zip(stops, wakes, strict=True):
+                stop.set(kopf.DaemonStoppingReason.OPERATOR_EXITING)
+                wake.set()  # as the driver's relay does
+            await asyncio.gather(*tasks)
+        return most, len(set(done))
+
+    assert asyncio.run(scenario()) == (runtime.ROUNDS_AT_ONCE, drivers)

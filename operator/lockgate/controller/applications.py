@@ -13,6 +13,7 @@ from lockgate.engine.conditions import conditions_for
 
 from .fleets import Census, FleetUnusable, fleet_for
 from .runtime import Runtime
+from .wakeups import WATCHED_SAFETY_NET
 
 SETTLE_POLL = 1.0  # a Ready instance the proxy has yet to load is looked at again after this
 
@@ -24,6 +25,7 @@ async def reconcile_application(
     refresh skips it, changes to the Application and operator restarts do it. Returns when
     the status should be counted again although no event comes (None: on events only)."""
     meta = body["metadata"]
+    marks = rt.traefik.marks()  # before the census reads Traefik
     try:
         app = ApplicationSpec.model_validate(body.get("spec") or {})
     except ValidationError as err:
@@ -88,6 +90,14 @@ async def reconcile_application(
         if status.get(key) != value:
             patch.status[key] = value
     poller = ("applications", str(meta.get("namespace", "")), str(meta.get("name", "")))
+    if census.settling and census.watch is not None:
+        # Traefik has yet to load a Ready instance: its observer wakes the status loop
+        # (through its wake-up, whichever handler counted) once Traefik changes there.
+        rt.polls.done(poller)
+        rt.traefik.watch(poller, census.watch, marks, lambda: rt.wakeups.wake(*poller))
+        return rt.watched.delay(poller, WATCHED_SAFETY_NET)
+    rt.traefik.forget(poller)
+    rt.watched.done(poller)
     if census.settling:
         return rt.polls.delay(poller, SETTLE_POLL)
     rt.polls.done(poller)

@@ -36,6 +36,7 @@ from lockgate.engine.decide import release_of
 from lockgate.names import ACTION_ANNOTATION, LABEL_SHARD, SUPERSEDED_ANNOTATION
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.resources import ResourceSample, with_resources
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 from . import metrics
 from .fleets import Fleet, FleetUnusable, fleet_for
@@ -370,6 +371,9 @@ class Round:
     # The world may still change where no watch tells (Traefik loading servers or weights,
     # Docker hosts, a fleet that could not be used): look again soon rather than wait.
     settling: bool = False
+    # While settling on Traefik alone: what of its API to watch (its change wakes the
+    # rollout); None: look again on the poll back-off.
+    watch: TraefikWatch | None = None
 
 
 async def reconcile(
@@ -448,6 +452,7 @@ async def reconcile(
     poll = rec.fleet.poll_while_moving if rec.fleet is not None else None
     if poll is not None and decision.status.phase in MOVING:
         requeue = poll if requeue is None else min(requeue, poll)
+    settling = rec.fleet is not None and (rec.fleet_problem is not None or rec.fleet.settling)
     return Round(
         progressed=bool(changes),
         acted=bool(decision.actions),
@@ -455,7 +460,10 @@ async def reconcile(
         finished=decision.status.phase in TERMINAL
         and not decision.actions
         and not any(call.pending for call in decision.status.webhooks),
-        settling=rec.fleet is not None and (rec.fleet_problem is not None or rec.fleet.settling),
+        settling=settling,
+        watch=rec.fleet.traefik_watch
+        if settling and rec.fleet is not None and rec.fleet_problem is None
+        else None,
     )
 
 

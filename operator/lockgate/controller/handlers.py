@@ -4,8 +4,9 @@ Each Deployment has one driver (a kopf daemon), so reconciles of one Deployment 
 overlap. A driver that waits costs nothing: it sleeps until a watch event wakes it (its own
 object, a sibling Deployment or its Application for the rollout lock, a Pod of its
 Application) or until the rollout's next timer (a pause's end, the next analysis, a
-deadline). It polls only while the world settles where no watch tells (Traefik loading
-servers or weights; Docker hosts), with a back-off. Each Application's status is refreshed
+deadline). While the world settles where no watch tells, a rollout waiting on Traefik
+(loading servers, weights, routes) is woken by the shared Traefik observer when Traefik
+changes there; one on Docker hosts polls, with a back-off. Each Application's status is refreshed
 the same way by its own loop: on its Pods' events, with a slow timer as a safety net.
 
 State lives where kopf keeps it: the Runtime (clients, caches, who to wake) in the operator
@@ -33,6 +34,7 @@ import kopf
 from lockgate.api import ApplicationSpec
 from lockgate.kube import API_THREADS
 from lockgate.names import GROUP, LABEL_APP, LABEL_SHARD, VERSION
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 from . import metrics, sharding
 from .applications import reconcile_application
@@ -48,9 +50,10 @@ from .deployments import (
 )
 from .fleets import FleetUnusable, fleet_for, removes_on_deletion
 from .fleets.kubernetes import RouteSwitchPending
+from .kept import keep_of_application, keep_of_deployment
 from .redact import install_log_redaction
 from .runtime import Runtime
-from .wakeups import PodIndex, SlotIndex, pod_entry, slot_entry
+from .wakeups import WATCHED_SAFETY_NET, PodIndex, SlotIndex, pod_entry, slot_entry
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
@@ -197,6 +200,20 @@ def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
     return rt
 
 
+# Of every Deployment and Application, this shard's or not: kopf keeps the last body of each
+# (for their daemons) as long as it exists, and no handler reads all of it (kept.py).
+@kopf.on.event(GROUP, VERSION, "deployments")
+async def deployment_kept(event: kopf.RawEvent, **_: Any) -> None:
+    """kopf keeps of each Deployment only what a handler reads of it."""
+    keep_of_deployment(cast(dict[str, Any], event["object"]))
+
+
+@kopf.on.event(GROUP, VERSION, "applications")
+async def application_kept(event: kopf.RawEvent, **_: Any) -> None:
+    """kopf keeps of each Application only what a handler reads of it."""
+    keep_of_application(cast(dict[str, Any], event["object"]))
+
+
 @kopf.on.event(GROUP, VERSION, "deployments", when=_deployment_in_shard)
 async def deployment_event(
     memo: kopf.Memo, namespace: str | None = None, spec: Any = None, **kwargs: Any
@@ -261,8 +278,9 @@ async def deployment_driver(
 ) -> None:
     """Drives one Deployment: reconciles again as soon as the status a round wrote comes back
     through the watch, so a rollout never waits for a timer between two steps; while it
-    waits it sleeps until an event wakes it or its next timer is due, and backs off to every
-    2 s only while the world settles where no watch tells (Traefik loading). A finished or
+    waits it sleeps until an event wakes it or its next timer is due; while Traefik has yet
+    to load what it waits on, until the Traefik observer sees Traefik change there (Docker
+    hosts: it polls, backing off to every 2 s). A finished or
     failed one reads nothing but its own object. The status is persisted after every round,
     so one round completes at most one step.
 
@@ -323,27 +341,48 @@ async def _drive(
     serves: Callable[[], bool] = lambda: True,
 ) -> None:
     """The driver's loop: a round (while the Deployment is this shard's), then a wait for
-    `wake` or the round's delay."""
+    `wake` or the round's delay. A round waiting on Traefik alone is woken by the Traefik
+    observer when what it waits on changes there; others waiting where no watch tells (Docker
+    hosts) poll on a back-off."""
     idle = IDLE_MIN
     key = ("deployments", namespace, name)
     try:
         while not stopped:
             wake.clear()
+            marks = rt.traefik.marks()  # before the round reads Traefik
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
-                delay = await _drive_once(rt, namespace, name, deployments, logger, wake.set)
-            if isinstance(delay, Poll):
+                async with rt.rounds:  # its turn (a waiting round holds nothing)
+                    if stopped or not serves():  # told to stop, or moved, while it waited
+                        delay = FINISHED_WAIT
+                    else:
+                        delay = await _drive_once(
+                            rt, namespace, name, deployments, logger, wake.set
+                        )
+            if isinstance(delay, Poll) and delay.watch is not None:
+                idle = IDLE_MIN
+                rt.polls.done(key)
+                rt.traefik.watch(key, delay.watch, marks, wake.set)
+                delay = watched_wait(rt, key, delay)
+            elif isinstance(delay, Poll):
                 idle = min(idle * 2, IDLE_MAX)
+                rt.watched.done(key)
                 delay = paced_poll(rt, key, idle, delay)
             else:
                 idle = IDLE_MIN
                 rt.polls.done(key)
+                rt.watched.done(key)
             if delay > 0 and not stopped:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=delay)
+            # Woken (by Traefik's change, an event or a timer): the next round says again
+            # what it waits on, if anything.
+            rt.traefik.forget(key)
     finally:
         rt.polls.done(key)
+        rt.watched.done(key)
+        rt.traefik.forget(key)
 
 
 async def _drive_once(
@@ -383,10 +422,12 @@ async def _drive_once(
 
 
 class Poll(NamedTuple):
-    """A round's answer when the world settles where no watch tells: look again soon, on
-    the poll back-off (stretched when many poll at once), but no later than `timer`."""
+    """A round's answer when the world settles where no watch tells: look again once Traefik
+    changes where `watch` says (or, without one, on the poll back-off, stretched when many
+    poll at once), but no later than `timer`."""
 
     timer: float | None = None
+    watch: TraefikWatch | None = None
 
 
 def paced_poll(rt: Runtime, key: tuple[str, str, str], backoff: float, poll: Poll) -> float:
@@ -395,6 +436,13 @@ def paced_poll(rt: Runtime, key: tuple[str, str, str], backoff: float, poll: Pol
     rollouts waiting on Traefik ended their 20 s pauses 13 s late (median)."""
     paced = rt.polls.delay(key, backoff)
     return paced if poll.timer is None else min(paced, poll.timer)
+
+
+def watched_wait(rt: Runtime, key: tuple[str, str, str], poll: Poll) -> float:
+    """The wait of a round the Traefik observer wakes: only the safety net (stretched when
+    many wait), and never past the round's own timer."""
+    safety = rt.watched.delay(key, WATCHED_SAFETY_NET)
+    return safety if poll.timer is None else min(safety, poll.timer)
 
 
 def round_delay(result: Round) -> float | Poll:
@@ -408,7 +456,7 @@ def round_delay(result: Round) -> float | Poll:
         timer = max(result.requeue_after, 0.0)
         wait = timer if wait is None else min(wait, timer)
     if result.settling and (wait is None or wait > IDLE_MAX):
-        return Poll(wait)  # until the world has settled, or the timer is due
+        return Poll(wait, result.watch)  # until the world has settled, or the timer is due
     return SAFETY_NET if wait is None else wait
 
 
@@ -523,7 +571,8 @@ async def application_status(
     **kwargs: Any,
 ) -> None:
     """Keeps the Application's status current: recounts when its Pods or the Application
-    change (events), while Traefik has yet to load a Ready Pod (polled: no watch tells),
+    change (events), while Traefik has yet to load a Ready Pod (woken by the Traefik
+    observer: no watch tells),
     on its fleet's own period (Docker hosts have no watch), and on a slow safety-net
     timer. The create/update/resume handlers also write it, with what the Application owns."""
     assert namespace is not None
@@ -550,6 +599,8 @@ async def application_status(
         relay.cancel()
         rt.wakeups.unregister("applications", namespace, name, wake)
         rt.polls.done(("applications", namespace, name))
+        rt.watched.done(("applications", namespace, name))
+        rt.traefik.forget(("applications", namespace, name))
 
 
 async def _refresh_application(

@@ -16,7 +16,7 @@ import yaml
 from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
-from lockgate.kube import ApiVersions, Kube, load_config
+from lockgate.kube import API_THREADS, ApiVersions, Kube, load_config
 from lockgate.names import shard_name_problem
 from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
@@ -31,12 +31,20 @@ from lockgate.probes.resources import (
 )
 from lockgate.probes.traefik_metrics import History, TraefikMetrics
 from lockgate.targets.kubernetes import PodInfo, PodSource, SlotInfo, SlotSource
+from lockgate.traffic.traefik_observer import TraefikObservers
 
 from .notifier import Notifier
 from .redact import Redactor
-from .wakeups import PollPace, Wakeups
+from .wakeups import WATCHED_PER_SECOND, PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
+
+ROUNDS_AT_ONCE = API_THREADS
+"""Rounds of Deployments in progress at once; the others wait their turn before reading
+anything. A round holds its Deployment and its Application, decoded, and their models (a few
+hundred KB once a status has its log and analysis runs) until it ends; with hundreds of
+rollouts woken at once, the rounds beyond what the API threads serve only queued for a
+thread, each holding all of that."""
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
@@ -92,16 +100,23 @@ class Runtime:
     wakeups: Wakeups = field(default_factory=Wakeups)
     # Who polls now, so that all polls together stay within a budget.
     polls: PollPace = field(default_factory=PollPace)
+    # Who waits on the Traefik observer: their safety-net looks share a budget too.
+    watched: PollPace = field(default_factory=lambda: PollPace(WATCHED_PER_SECOND))
+    # Turns for the rounds of Deployments (ROUNDS_AT_ONCE at a time).
+    rounds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ROUNDS_AT_ONCE))
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
     slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
     notifier: Notifier = field(init=False)
+    # One observer per Traefik API URL, looking for everything that waits on Traefik.
+    traefik: TraefikObservers = field(init=False)
     # Which version of an API group (Traefik's CRDs) the cluster serves, asked once a minute.
     api_versions: ApiVersions = field(init=False)
 
     def __post_init__(self) -> None:
         self.notifier = Notifier(self)
+        self.traefik = TraefikObservers(self.http)
         self.api_versions = ApiVersions(self.kube)
 
     @classmethod
@@ -187,6 +202,7 @@ class Runtime:
             task.cancel()
         self.webhook_calls.clear()
         await self.notifier.aclose()
+        await self.traefik.aclose()
         while self.fleets:
             _, state = self.fleets.popitem()
             await state.aclose()

@@ -5,8 +5,9 @@ watch event wakes the handler of that object), a sibling Deployment or its Appli
 rollout lock), and the Pods of its Application (instances turning ready or failing). The
 drivers register the asyncio.Event they wait on here; the event handlers of those other
 objects wake them by name. Timers (a pause that ends, the next analysis) are timeouts on the
-same wait. Only what no watch reports (Traefik loading servers or weights) is polled, and
-only while it is pending.
+same wait. What no watch reports (Traefik loading servers or weights) is looked at by one
+shared observer of Traefik's API while anybody waits on it, which wakes the waiters its
+changes concern; Docker hosts (no watch at all) are polled.
 
 The Pods and the apps/v1 Deployment of each Application slot are kept in kopf indexes
 (`pod_entry`, `slot_entry`), so no round lists the Pods or reads the slots to observe them.
@@ -76,6 +77,12 @@ class Wakeups:
 
 
 POLLS_PER_SECOND = 20.0
+# A waiter woken by the Traefik observer (traffic/traefik_observer.py) still looks again after
+# this, in case its own reads of Traefik failed where the observer's look did not (nothing
+# would change then to wake it); stretched so that all of them together look at most
+# WATCHED_PER_SECOND times a second.
+WATCHED_SAFETY_NET = 10.0
+WATCHED_PER_SECOND = 5.0
 
 
 class PollPace:

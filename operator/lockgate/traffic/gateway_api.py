@@ -51,6 +51,7 @@ from lockgate.kube import Kube, owner_reference
 from lockgate.names import GROUP, LABEL_APP, ROLES, service_name
 
 from .traefik_api import api_list, parse_live_weights, role_weights, service_answer, split
+from .traefik_observer import TraefikWatch
 from .traefik_rules import cookie_regex, decode, encode
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -246,6 +247,20 @@ class GatewayApiRouter:
 
     def owns_entry_route(self) -> bool:
         return self.gateway.route is not None
+
+    def watch(self) -> TraefikWatch | None:
+        """What of Traefik answers this router's reads: the routers it builds from the route
+        (and their `-wrr` services), and the Services' leaves. None without Traefik's API."""
+        if not self.api_url:
+            return None
+        return TraefikWatch(
+            self.api_url,
+            (self._router_prefix(), normalize(f"{self.namespace}-{self.name}")),
+        )
+
+    def _router_prefix(self) -> str:
+        """How the names of Traefik's routers of the route begin."""
+        return f"httproute-{normalize(self.namespace)}-{normalize(self.route_name)}-gw-"
 
     async def _get(self, name: str) -> dict[str, Any] | None:
         obj: dict[str, Any] | None = await self.kube.get_or_none(
@@ -462,7 +477,7 @@ class GatewayApiRouter:
     async def _routers(self) -> list[dict[str, Any]] | None:
         """Traefik's routers built from the route (None: its API cannot be read)."""
         assert self.api_url is not None
-        prefix = f"httproute-{normalize(self.namespace)}-{normalize(self.route_name)}-gw-"
+        prefix = self._router_prefix()
         routers = await api_list(self.http, self.api_url, "routers", search=prefix)
         if routers is None:
             return None

@@ -14,9 +14,16 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from prometheus_client import Counter
 
 from lockgate.api.application import Sticky
 from lockgate.names import ROLES
+
+# Requests to Traefik's API: a round's own reads ("round"), the shared observer's looks
+# ("observer").
+REQUESTS = Counter(
+    "lockgate_traefik_api_requests_total", "Requests to Traefik's API, by who sent them", ["by"]
+)
 
 
 def sticky_config(sticky: Sticky | None) -> dict[str, Any] | None:
@@ -48,6 +55,7 @@ async def service_answer(
     """Traefik's /api/http/services/<name>@<provider> answer; None when the service is not
     there or the API cannot be read (a change is then not confirmed, never assumed)."""
     url = f"{api_url.rstrip('/')}/api/http/services/{quote(name)}@{provider}"
+    REQUESTS.labels("round").inc()
     try:
         answer = await http.get(url, timeout=2.0)
     except httpx.HTTPError:
@@ -97,6 +105,7 @@ async def api_list(
     """Traefik's /api/http/<kind> (routers, services) answer for a query; None when the API
     cannot be read."""
     url = f"{api_url.rstrip('/')}/api/http/{kind}"
+    REQUESTS.labels("round").inc()
     try:
         answer = await http.get(url, params=query, timeout=2.0)
     except httpx.HTTPError:

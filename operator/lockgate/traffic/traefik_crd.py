@@ -31,6 +31,7 @@ metrics count the mirrored requests under the canary Service's leaf with their s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,6 +52,7 @@ from .traefik_api import (
     split,
     sticky_config,
 )
+from .traefik_observer import TraefikWatch
 from .traefik_rules import decode, encode, header_priority, header_rule
 
 HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
@@ -121,6 +123,18 @@ class TraefikCrdRouter:
 
     def owns_entry_route(self) -> bool:
         return self.app.traffic.traefik.route is not None
+
+    def watch(self) -> TraefikWatch | None:
+        """What of Traefik answers this router's reads: every router and service Traefik
+        names after the Application's objects, `<namespace>-<app>...` (the TraefikServices,
+        the Services' leaves, the probe and entry routes), and every router pointing at one
+        of them (a user's IngressRoute to the TraefikService). None without Traefik's API."""
+        if not self.api_url:
+            return None
+        prefix = f"{self.namespace}-{self.name}"
+        # Traefik normalises the names it makes (a dot, or a run of dashes, becomes one dash)
+        normalized = "-".join(part for part in re.split(r"[^0-9A-Za-z]+", prefix) if part)
+        return TraefikWatch(self.api_url, tuple(dict.fromkeys((prefix, normalized))))
 
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
         weighted: dict[str, Any] = {

@@ -176,6 +176,16 @@ def render(config: FileConfig) -> dict[str, Any]:
     return {"http": http}
 
 
+def traefik_names(app: str) -> tuple[str, ...]:
+    """The names Traefik's API gives what the file declares (the file provider adds
+    `@file`): the router, the weighted service and the load balancers, the header router and
+    the mirroring service; what the Traefik observer looks for to wake a waiting rollout."""
+    return tuple(
+        f"{name}@file"
+        for name in (app, *leaves(app).values(), header_router(app), mirror_service(app))
+    )
+
+
 def header_router(app: str) -> str:
     return f"{app}-header"
 

@@ -13,6 +13,7 @@ from lockgate.api import DeploymentSpec
 from lockgate.engine import NO_ROUTES, InstanceSet, Routes
 from lockgate.engine.model import Role
 from lockgate.kube import Kube
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 
 class FleetUnusable(Exception):
@@ -46,6 +47,8 @@ class Census:
     problem: str | None = None  # why some instances could not be counted
     # Some instance is ready but not yet among the proxy's servers (no watch tells when).
     settling: bool = False
+    # While settling: what of Traefik's API to watch for it (None: look again on a timer).
+    watch: TraefikWatch | None = None
 
 
 class Fleet(Protocol):
@@ -62,6 +65,12 @@ class Fleet(Protocol):
         """After `observe`: the world may still change where no watch event tells (the
         proxy loading servers or weights, hosts without a watch): the controller looks
         again soon instead of waiting for an event or a timer."""
+
+    @property
+    def traefik_watch(self) -> TraefikWatch | None:
+        """After `observe`, while `settling`: when only Traefik's API can tell that the
+        world has settled, what of it to watch (a change there wakes the rollout, looked at
+        by one shared observer); None: the controller polls."""
 
     @property
     def status_poll(self) -> float | None:

@@ -46,7 +46,14 @@ from lockgate.targets.docker.containers import (
 )
 from lockgate.targets.docker.events import ContainerWatch
 from lockgate.targets.docker.resources import Resources
-from lockgate.traffic.traefik_file import ConfigStore, FileConfig, TraefikFileRouter, store_for
+from lockgate.traffic.traefik_file import (
+    ConfigStore,
+    FileConfig,
+    TraefikFileRouter,
+    store_for,
+    traefik_names,
+)
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 from ..runtime import Runtime
 from .base import Census, FleetUnusable, FleetView, record_stable
@@ -57,8 +64,11 @@ LIVE_STATES = ("running", "restarting", "created", "paused")
 CONFIRM_SECONDS = 5.0  # how long to wait for Traefik to drop a server before stopping it
 STOP_GRACE = 10
 # While a rollout moves, how soon a round looks again when nothing wakes it:
-POLL = 0.25  # Traefik has not loaded the route yet (no watch tells), or events are broken
+POLL = 0.25  # a host fails, or its event stream is broken: nothing else tells
 EVENTS_FALLBACK = 2.0  # the hosts' events wake the round; this only catches a missed one
+# Traefik has yet to load the route file: its shared observer wakes the round. Above the
+# drivers' longest poll back-off (2 s, handlers.IDLE_MAX), so the round is handed to it.
+TRAEFIK_FALLBACK = 2.5
 
 
 @dataclass
@@ -117,6 +127,9 @@ class DockerFleet:
     # No watch of Traefik: a waiting rollout keeps looking (backing off), and the Application's
     # status is recounted every few seconds (which also keeps its route on healthy hosts).
     settling = True
+    # While Traefik has yet to load the route file: what of its API to watch (set by each
+    # observation; the observer's change wakes the round).
+    traefik_watch: TraefikWatch | None = None
     status_poll: float | None = 5.0
     # Docker hosts have no owner references: deleting the Application must wait for lockgate.
     removes_on_deletion = True
@@ -360,9 +373,18 @@ class DockerFleet:
             if i.id not in healthy and i.state in LIVE_STATES and i.host not in errors
         ]
         watched = self._follow(waiting)
-        self.poll_while_moving = (
-            POLL if traefik_pending or errors or (waiting and not watched) else EVENTS_FALLBACK
+        api_url = router.api_url
+        self.traefik_watch = (
+            TraefikWatch(api_url, traefik_names(self.name)) if traefik_pending and api_url else None
         )
+        if errors or (waiting and not watched):
+            self.poll_while_moving = POLL
+        elif self.traefik_watch is not None:
+            self.poll_while_moving = TRAEFIK_FALLBACK
+        elif traefik_pending:
+            self.poll_while_moving = POLL  # no Traefik API to watch
+        else:
+            self.poll_while_moving = EVENTS_FALLBACK
         return FleetView(stable, canary, live_weights, errors, live_routes=live_routes)
 
     def _follow(self, waiting: list[Instance]) -> bool:

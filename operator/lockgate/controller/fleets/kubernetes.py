@@ -17,6 +17,7 @@ from lockgate.names import LABEL_APP, service_name
 from lockgate.targets.kubernetes import KubernetesTarget
 from lockgate.traffic.gateway_api import GATEWAY_API_VERSIONS, GatewayApiRouter
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 from ..runtime import Runtime
 from .base import Census, FleetUnusable, FleetView, record_stable
@@ -52,6 +53,9 @@ class TrafficRouter(Protocol):
 
     async def live_routes(self) -> Routes | None:
         """The declared routes once the proxy serves them; None until then."""
+
+    def watch(self) -> TraefikWatch | None:
+        """What of Traefik's API answers the reads above (None without its API)."""
 
 
 async def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec) -> TrafficRouter:
@@ -116,6 +120,7 @@ class KubernetesFleet:
         self.rt = rt
         self._router: TrafficRouter | None = None
         self.settling = False
+        self.traefik_watch: TraefikWatch | None = None
 
     async def router(self) -> TrafficRouter:
         if self._router is None:
@@ -142,8 +147,10 @@ class KubernetesFleet:
         live = await router.live_weights()
         routes = await router.live_routes()
         # Traefik loads a Ready Pod, a new split and a new route a moment later: only its
-        # API tells (no watch event does), so the driver looks again until it has.
+        # API tells (no watch event does), so the driver looks again once it has changed
+        # (without its API: until the objects Traefik reads are there).
         self.settling = self.target.lagging or live is None or routes is None
+        self.traefik_watch = router.watch() if self.settling else None
         return FleetView(stable, canary, live, live_routes=routes)
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
@@ -218,12 +225,14 @@ class KubernetesFleet:
 
     async def census(self, rolling_out: bool) -> Census:
         stable, canary = await self._sets()
+        lagging = self.target.lagging
         return Census(
             stable_image=stable.image,
             desired=len(self.app.units()),
             ready=len(stable.ready) + (len(canary.ready) if rolling_out else 0),
             updated=len(canary.units) if rolling_out else len(stable.units),
-            settling=self.target.lagging,
+            settling=lagging,
+            watch=(await self.router()).watch() if lagging else None,
         )
 
     async def remove_rollout(self) -> None:

@@ -1,0 +1,295 @@
+"""One shared look at Traefik for everything that waits on it.
+
+Traefik loads a Ready Pod's address, a new split, a header route or a mirror a moment after
+the Kubernetes API has them, and only its own API tells when: no watch event comes. Each
+rollout and each Application status loop waiting on that used to ask Traefik itself, every
+0.1 to 2 s, so 500 waiting rollouts were 500 pollers (throttled to 20 polls a second in all,
+each waiting ~25 s between its looks). Now one observer per Traefik API URL looks for all of
+them: while at least one waiter is registered it reads `/api/rawdata` (every router and
+service in one request) every `tight` seconds, backing off to at most `slowest` when nothing
+has changed for `quiet_after`; with nobody waiting it sends nothing.
+
+A waiter names what it depends on: substrings of the names of Traefik's routers and services
+(or of the service a router points at) that its reads could see (`TraefikWatch.names`, from
+its router). A look whose answer differs from the previous one wakes the waiters for which
+some changed, added or removed entry carries one of their names; the others sleep on. Each
+waiter also says which look its own reads followed (`since`, the observer's generation when
+its round began): a change that came in a look during its round wakes it at once.
+
+The observer never decides anything: a woken waiter runs its own round and asks Traefik what
+it needs (a change is still confirmed only by what Traefik's API shows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .traefik_api import REQUESTS
+
+log = logging.getLogger("lockgate.traefik_observer")
+
+TIGHT = 0.15  # seconds between looks while something may change
+# With no change for this long (Traefik reloads at most every 2 s by default), the looks back
+# off (doubling)...
+QUIET_AFTER = 3.0
+SLOWEST = 1.0  # ...to at most this while anybody waits
+LOOK_SHARE = 4.0  # and never closer than this many times a look's own duration
+LOOK_TIMEOUT = 5.0
+HISTORY = 64  # changes kept for waiters whose round spanned several looks
+EVERYTHING = None  # a change of unknown extent (the first look, or one after failures)
+
+
+@dataclass(frozen=True)
+class TraefikWatch:
+    """What a waiter needs of Traefik: which API, and substrings of the names of the routers
+    and services (or of the service a router points at) whose change can answer it."""
+
+    api_url: str
+    names: tuple[str, ...]
+
+
+@dataclass
+class _Waiter:
+    names: tuple[str, ...]
+    wake: Callable[[], None]
+
+
+def _haystack(key: str, entry: Any) -> str:
+    """What a waiter's names are looked for in: an entry's name, and a router's service."""
+    name = key.partition(":")[2]
+    service = (
+        entry.get("service") if key.startswith("router:") and isinstance(entry, dict) else None
+    )
+    return f"{name}\n{service}" if service else name
+
+
+def _changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | None:
+    """What differs between two looks, as one string holding the haystack of every entry
+    added, changed or removed (one a line); EVERYTHING without a previous look."""
+    if old is None:
+        return EVERYTHING
+    lines = [_haystack(key, entry) for key, entry in new.items() if old.get(key) != entry]
+    lines += [_haystack(key, entry) for key, entry in old.items() if key not in new]
+    return "\n".join(lines)
+
+
+def _entries(raw: bytes) -> dict[str, Any]:
+    """Every HTTP router and service of a /api/rawdata answer, keyed `router:<name>` and
+    `service:<name>`."""
+    body = json.loads(raw)
+    return {
+        f"{kind}:{name}": entry
+        for kind, section in (("router", "routers"), ("service", "services"))
+        for name, entry in (body.get(section) or {}).items()
+    }
+
+
+class TraefikObserver:
+    """Looks at one Traefik API for all its waiters (see the module's docstring)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        api_url: str,
+        *,
+        tight: float = TIGHT,
+        quiet_after: float = QUIET_AFTER,
+        slowest: float = SLOWEST,
+        history: int = HISTORY,
+    ) -> None:
+        self.http = http
+        self.api_url = api_url.rstrip("/")
+        self.tight = tight
+        self.quiet_after = quiet_after
+        self.slowest = slowest
+        self.generation = 0  # how many looks found Traefik changed (0: none yet)
+        self.looks = 0  # requests sent
+        self._waiters: dict[Hashable, _Waiter] = {}
+        self._history: deque[tuple[int, str | None]] = deque(maxlen=history)
+        self._digest: bytes | None = None
+        self._entries: dict[str, Any] | None = None  # the last answer's, parsed
+        self._lost = False  # the last look failed: the next answer may hide anything
+        self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    @property
+    def looking(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def watch(
+        self, key: Hashable, names: tuple[str, ...], since: int, wake: Callable[[], None]
+    ) -> None:
+        """Call `wake` once, after the first look that finds one of `names` changed since
+        generation `since` (taken before the waiter's own reads); at once if one already
+        did. Replaces the waiter's previous registration under `key`."""
+        self._waiters.pop(key, None)
+        if since < self.generation:
+            known = [changes for generation, changes in self._history if generation > since]
+            if len(known) < self.generation - since or any(
+                _concerns(changes, names) for changes in known
+            ):
+                wake()  # a look during its round saw a change it may not have
+                return
+        self._waiters[key] = _Waiter(names, wake)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests run several): start afresh
+            self._loop, self._task, self._hurry = loop, None, asyncio.Event()
+        self._hurry.set()
+        if not self.looking:
+            self._task = asyncio.create_task(self._run(), name=f"traefik observer {self.api_url}")
+
+    def forget(self, key: Hashable) -> None:
+        self._waiters.pop(key, None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval, quiet = self.tight, 0.0
+        while self._waiters:
+            self._hurry.clear()
+            started = loop.time()
+            try:
+                changed = await self._look()
+            except Exception:  # never leave the waiters without a look; they have a safety net
+                log.exception("look at Traefik's API at %s failed", self.api_url)
+                changed = self._failed("see above")
+            took = loop.time() - started
+            if changed:
+                interval, quiet = self.tight, 0.0
+            else:
+                quiet += interval + took
+                if quiet >= self.quiet_after:
+                    interval = min(interval * 2, self.slowest)
+            if not self._waiters:
+                break
+            floor = LOOK_SHARE * took  # a slow answer (a loaded Traefik): look less often
+            try:
+                await asyncio.wait_for(self._hurry.wait(), timeout=max(interval, floor))
+            except TimeoutError:
+                continue
+            # A new waiter has most likely just changed something: a backed-off pause ends
+            # `tight` after the last look.
+            interval, quiet = self.tight, 0.0
+            rest = started + took + max(self.tight, floor) - loop.time()
+            if rest > 0:
+                await asyncio.sleep(rest)
+
+    async def _look(self) -> bool:
+        """One request; wakes the waiters a change concerns. Whether Traefik changed."""
+        self.looks += 1
+        REQUESTS.labels("observer").inc()
+        try:
+            answer = await self.http.get(f"{self.api_url}/api/rawdata", timeout=LOOK_TIMEOUT)
+        except httpx.HTTPError as err:
+            return self._failed(f"{type(err).__name__}: {err}")
+        if answer.status_code != 200:
+            return self._failed(f"HTTP {answer.status_code}")
+        raw = answer.content
+        digest = hashlib.sha256(raw).digest()
+        if digest == self._digest and not self._lost:
+            return False
+        try:
+            entries = await _parsed(raw)
+        except (ValueError, AttributeError) as err:
+            return self._failed(f"unreadable answer: {err}")
+        changes = EVERYTHING if self._lost else _changes(self._entries, entries)
+        self._digest, self._entries, self._lost = digest, entries, False
+        if changes == "":
+            return False  # the same entries (only their order in the answer moved)
+        self.generation += 1
+        self._history.append((self.generation, changes))
+        for key, waiter in list(self._waiters.items()):
+            if _concerns(changes, waiter.names):
+                del self._waiters[key]
+                waiter.wake()
+        return True
+
+    def _failed(self, why: str) -> bool:
+        if not self._lost:
+            log.warning("Traefik's API at %s cannot be read: %s", self.api_url, why)
+        self._lost = True
+        return False
+
+    async def aclose(self) -> None:
+        self._waiters.clear()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            if self._loop is asyncio.get_running_loop():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def _parsed(raw: bytes) -> dict[str, Any]:
+    """`_entries`, off the event loop when the answer is large (hundreds of Applications:
+    megabytes)."""
+    if len(raw) < 256 * 1024:
+        return _entries(raw)
+    return await asyncio.to_thread(_entries, raw)
+
+
+def _concerns(changes: str | None, names: tuple[str, ...]) -> bool:
+    return changes is EVERYTHING or any(name in changes for name in names)
+
+
+Marks = dict[str, int]  # API URL -> the observer's generation when a round began
+
+
+class TraefikObservers:
+    """The observers of every Traefik API URL in use (the operator's default, and any an
+    Application names), made on first use."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        make: Callable[[httpx.AsyncClient, str], TraefikObserver] = TraefikObserver,
+    ) -> None:
+        self.http = http
+        self._make = make
+        self._observers: dict[str, TraefikObserver] = {}
+
+    def get(self, api_url: str) -> TraefikObserver:
+        url = api_url.rstrip("/")
+        observer = self._observers.get(url)
+        if observer is None:
+            observer = self._observers[url] = self._make(self.http, url)
+        return observer
+
+    def marks(self) -> Marks:
+        """Taken before a round reads Traefik: what `watch` compares later looks with."""
+        return {url: observer.generation for url, observer in self._observers.items()}
+
+    def watch(
+        self, key: Hashable, watch: TraefikWatch, marks: Marks, wake: Callable[[], None]
+    ) -> None:
+        """`wake` once Traefik changes where `watch` names, after the round marked `marks`."""
+        self.forget(key)
+        url = watch.api_url.rstrip("/")
+        self.get(url).watch(key, watch.names, marks.get(url, 0), wake)
+
+    def forget(self, key: Hashable) -> None:
+        for observer in self._observers.values():
+            observer.forget(key)
+
+    def __len__(self) -> int:
+        return sum(len(observer) for observer in self._observers.values())
+
+    def __iter__(self) -> Any:
+        return iter(self._observers.values())
+
+    async def aclose(self) -> None:
+        for observer in self._observers.values():
+            await observer.aclose()
