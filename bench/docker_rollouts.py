@@ -74,7 +74,10 @@ def main() -> None:
     cluster, traefik = cluster_info(), traefik_info()
     hosts = {h.name: h for h in load_hosts()}
     env = operator_env(cluster, traefik)
-    op = Operator(env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port())
+    # Killed by the kernel if this process dies: a bench never leaves an operator behind.
+    op = Operator(
+        env, Path(f"/tmp/lockgate-bench-{uuid.uuid4().hex[:6]}"), free_port(), die_with_parent=True
+    )
     op.start()
     api = cluster.api_client()
     core = client.CoreV1Api(api)
