@@ -189,6 +189,12 @@ async def started_and_waiting(env: Env) -> dict[str, Any]:
     return container
 
 
+async def first_asked(env: Env) -> None:
+    """Until the watch has asked lockgate's check once, as it does right after subscribing
+    (what changes after this is for the events, or its own later checks, to tell)."""
+    await asyncio.wait_for(env.state.watches[RELEASE].asked.wait(), 30)
+
+
 async def stream_of(env: Env, container_id: str) -> FakeEventStream:
     """The event stream the watch opened on h1 for the container (in a worker thread)."""
     await asyncio.to_thread(env.hosts.stream_opened.wait, 30)
@@ -210,6 +216,7 @@ def test_a_health_event_wakes_the_rollout_without_waiting_for_a_poll(env: Env) -
         env.hosts.health_suffix = " (health: starting)"  # Docker checks it: no own probing
         container = await started_and_waiting(env)
         stream = await stream_of(env, container["Id"])
+        await first_asked(env)
         assert not env.wake.is_set()
 
         port = container["Ports"][0]["PublicPort"]
@@ -232,6 +239,7 @@ def test_a_container_docker_cannot_report_on_is_asked_directly(env: Env) -> None
     async def scenario(env: Env) -> None:
         container = await started_and_waiting(env)
         await stream_of(env, container["Id"])
+        await first_asked(env)
         port = container["Ports"][0]["PublicPort"]
         asked = env.checks[port]
         env.healthy.add(port)
@@ -250,6 +258,7 @@ def test_a_stream_that_breaks_falls_back_to_polling(env: Env) -> None:
         env.hosts.health_suffix = " (health: starting)"
         container = await started_and_waiting(env)
         stream = await stream_of(env, container["Id"])
+        await first_asked(env)
 
         stream.fail(ConnectionResetError("connection reset by peer"))
         await asyncio.wait_for(env.wake.wait(), 30)  # the driver hears of it at once
@@ -288,6 +297,7 @@ def test_the_stream_is_closed_once_the_wait_ends(env: Env) -> None:
         env.hosts.health_suffix = " (health: starting)"
         container = await started_and_waiting(env)
         stream = await stream_of(env, container["Id"])
+        await first_asked(env)
         env.healthy.add(container["Ports"][0]["PublicPort"])
         stream.send(container["Id"], "health_status: healthy")
         await asyncio.wait_for(env.wake.wait(), 30)
@@ -302,6 +312,7 @@ def test_no_stream_outlives_the_fleet(env: Env) -> None:
         env.hosts.health_suffix = " (health: starting)"
         container = await started_and_waiting(env)
         stream = await stream_of(env, container["Id"])
+        await first_asked(env)
         await env.rt.aclose()
         assert stream.closed.is_set()
         await asyncio.to_thread(stream.finished.wait, 30)
@@ -316,6 +327,7 @@ def test_a_rollout_no_longer_waiting_closes_its_stream(env: Env) -> None:
         env.hosts.health_suffix = " (health: starting)"
         container = await started_and_waiting(env)
         stream = await stream_of(env, container["Id"])
+        await first_asked(env)
         env.healthy.add(container["Ports"][0]["PublicPort"])
         await env.drive_until(lambda: env.step() >= 1)
         await asyncio.to_thread(stream.finished.wait, 30)

@@ -78,6 +78,7 @@ class ContainerWatch:
         self.broken_reason: str | None = None
         self._last_wake: float | None = None
         self.opened = 0  # streams opened, for tests and logs
+        self.asked = asyncio.Event()  # set each time it has asked lockgate's check (tests)
         self.woken = 0
 
     @property
@@ -210,6 +211,7 @@ class ContainerWatch:
         while True:
             if asking:
                 results = await asyncio.gather(*(probe(i) for i in asking))
+                self.asked.set()
                 if any(results):
                     await self._wake(wake, "passed its check")
                     return
