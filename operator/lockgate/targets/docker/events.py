@@ -8,11 +8,12 @@ whose image or settings define a Docker healthcheck. A `ContainerWatch` follows 
 for the containers a rollout waits for and calls its `wake` at the first one, so the next
 round (which does the real health check) comes at once rather than after a poll interval.
 
-A container without a Docker healthcheck reports no event when its application starts to
-answer: for those, and only while they run, the watch asks lockgate's own check (`probe`)
-itself, soon after subscribing and then backing off, and wakes when it passes. The stream
-is opened before anything is checked, so a change between the round's look and the
-subscription is not missed.
+The stream is opened first; then every waiting container that runs is asked lockgate's own
+check (`probe`) once, so a change between the round's look and the subscription is not
+missed. A container without a Docker healthcheck reports no event when its application
+starts to answer: those, while they run, the watch goes on asking itself (0.05 s, doubling
+to 0.25 s), and wakes when one passes. A rollout is never woken twice within 0.25 s (a
+check that flaps must not spin its rounds faster than the poll this replaces).
 
 The event stream blocks in docker-py: it is read in a thread of its own, never on the event
 loop, and closed when the watch ends (woken, replaced, expired or closed with its fleet). A
