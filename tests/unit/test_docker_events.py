@@ -412,3 +412,20 @@ def test_a_rollout_waiting_for_traefik_to_load_its_route_file_is_handed_to_the_o
         assert f":{port}" in route, "the new container is in the route file"
 
     run(env, scenario)
+
+
+def test_the_watches_of_rollouts_gone_are_dropped_and_a_broken_one_is_remembered() -> None:
+    """A Deployment deleted mid-wait leaves its watch idle: the next rollout's first round
+    drops it. One whose stream broke is kept, so its rollout goes on polling for a while
+    rather than reconnecting every round."""
+
+    async def scenario() -> None:
+        state = FleetState(FakeDockerHosts())
+        state.watch("gone/1")
+        broken = state.watch("broken/1")
+        broken._break("host h1: event stream ended (test)", lambda: None)
+        state.watch("next/1")
+        assert set(state.watches) == {"broken/1", "next/1"}
+        await state.aclose()
+
+    asyncio.run(scenario())
