@@ -24,14 +24,16 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.connections import EventStream, HostConnections
 from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable
 from lockgate.hosts.spec import HostSpec
 from lockgate.names import LABEL_APP, LABEL_RELEASE
+from lockgate.probes.health import check_health
 from lockgate.targets.docker.capacity import check_capacity, extra_instances, host_capacity
 from lockgate.targets.docker.containers import (
     Instance,
@@ -39,6 +41,7 @@ from lockgate.targets.docker.containers import (
     list_instances,
     remove_instances,
 )
+from lockgate.targets.docker.events import ContainerWatch, event_filters
 from lockgate.targets.docker.resources import Resources
 from lockgate.traffic.traefik_file import (
     LocalStore,
@@ -46,6 +49,7 @@ from lockgate.traffic.traefik_file import (
     SftpStore,
     TraefikFileRouter,
     parse,
+    traefik_names,
 )
 from tests.support.cluster import Traefik
 from tests.support.docker_listing import Listing, listing, wait_healthy
@@ -210,6 +214,74 @@ def test_missing_image_is_an_error_naming_the_host(conns: HostConnections, app: 
                 conns, "host1", app, f"{app}/1", "lgt-absent:v0", 1, {}, NO_LIMITS, 8080
             )
         )
+
+
+# --- Docker events on every transport -------------------------------------------------------
+
+
+def _read(stream: EventStream, seen: list[dict[str, Any]], arrived: threading.Event) -> None:
+    for event in stream:
+        seen.append(event)
+        arrived.set()
+
+
+@pytest.mark.parametrize("host", ["host1", "host2", "host3"], ids=["unix", "tls", "ssh"])
+def test_an_event_stream_brings_the_containers_events_and_closes_on_every_transport(
+    conns: HostConnections, app: str, host: str
+) -> None:
+    """A stream filtered on one container brings its `die` and `start` (none of another
+    container's), and `close()` from another thread ends the read blocked on it, leaving
+    the host's connection usable (over SSH: the channel goes, not the connection)."""
+    mine, other = asyncio.run(
+        ensure_instances(conns, host, app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080)
+    )
+    stream = conns.open_events(host, event_filters([mine.id]))
+    seen: list[dict[str, Any]] = []
+    arrived = threading.Event()
+    reader = threading.Thread(target=_read, args=(stream, seen, arrived), daemon=True)
+    reader.start()
+    try:
+
+        def restart(container_id: str) -> None:
+            asyncio.run(conns.run(host, lambda c: c.api.restart(container_id, timeout=5)))
+
+        restart(other.id)  # not followed: nothing arrives from it
+        restart(mine.id)
+        deadline = time.monotonic() + 30
+        while {e.get("Action") for e in seen} < {"die", "start"}:
+            assert arrived.wait(max(0.0, deadline - time.monotonic())), seen
+            arrived.clear()
+        assert {(e.get("Actor") or {}).get("ID") for e in seen} == {mine.id}
+    finally:
+        stream.close()
+    reader.join(30)
+    assert not reader.is_alive(), "close() ended the blocked read"
+    asyncio.run(conns.ping(host))
+
+
+@pytest.mark.parametrize("host", ["host1", "host3"], ids=["unix", "ssh"])
+def test_a_container_watch_wakes_once_the_new_container_answers_and_closes_its_stream(
+    conns: HostConnections, app: str, host: str
+) -> None:
+    async def scenario() -> None:
+        (instance,) = await ensure_instances(
+            conns, host, app, f"{app}/1", "demo:v1", 1, {}, NO_LIMITS, 8080
+        )
+        woken = asyncio.Event()
+        watch = ContainerWatch(conns)
+        async with httpx.AsyncClient() as http:
+
+            async def probe(i: Instance) -> bool:
+                return await check_health(http, i.running_url, "/health")
+
+            assert watch.follow([instance], woken.set, probe)
+            await asyncio.wait_for(woken.wait(), 30)
+            assert await probe(instance)
+        await watch.aclose()
+        assert watch.opened == 1 and watch.woken == 1 and not watch.broken
+        assert watch.watching == frozenset()
+
+    asyncio.run(scenario())
 
 
 # --- SSH host keys ---------------------------------------------------------------------------
@@ -491,6 +563,12 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
                 assert {r: len(s) for r, s in live_servers.items()} == {"stable": 2, "canary": 2}
             declared = parse(app, path.read_text())
             assert declared is not None and declared.weights == (0, 100)
+            # The Traefik observer finds the file's router and services under these names
+            # (a waiting Docker rollout names them, and is woken when one changes).
+            raw = (await http.get(f"{traefik.api_url}/api/rawdata")).json()
+            entries = set(raw["routers"]) | set(raw["services"])
+            named = set(traefik_names(app))
+            assert {f"{app}@file", f"{app}-stable@file", f"{app}-canary@file"} <= entries & named
             await router.remove_route()
 
     try:

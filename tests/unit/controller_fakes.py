@@ -8,15 +8,19 @@
   actions the way a target and a router would.
 - `FakeDockerHosts`: lockgate's own `HostConnections` whose daemons are in memory, for the
   real Docker fleet: every connection is a login, counted per host, and a host can refuse it
-  (a wrong SSH key); every call to a host is counted too.
+  (a wrong SSH key); every call to a host is counted too. Its `open_events` answers a
+  `FakeEventStream` (lockgate's `EventStream`) that the test feeds, breaks, and sees closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
+import queue
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar, cast
@@ -372,13 +376,57 @@ class FakeFleet:
         self.calls.append("remove_all")
 
 
+class FakeImages:
+    def get(self, image: str) -> dict[str, str]:
+        return {"Id": image}  # every image is on every fake host
+
+
 class FakeDockerClient:
-    """What lockgate asks of a docker-py client to list and size a host."""
+    """What lockgate asks of a docker-py client to list and size a host, and to create,
+    start, stop and remove containers (each created one publishes a new port)."""
 
     def __init__(self, hosts: FakeDockerHosts, host: str) -> None:
         self.hosts = hosts
         self.host = host
         self.api = self
+        self.images = FakeImages()
+
+    def create_host_config(self, **config: Any) -> dict[str, Any]:
+        return dict(config)
+
+    def create_container(
+        self, image: str, *, name: str, labels: dict[str, str], **_: Any
+    ) -> dict[str, str]:
+        port = next(self.hosts.ports)
+        container = {
+            "Id": f"{self.host}-{name}",
+            "Names": [f"/{name}"],
+            "Labels": dict(labels),
+            "Image": image,
+            "State": "created",
+            "Status": "Created",
+            "Ports": [{"PrivatePort": 8080, "PublicPort": port}],
+        }
+        self.hosts.containers.setdefault(self.host, []).append(container)
+        return {"Id": container["Id"]}
+
+    def _container(self, container_id: str) -> dict[str, Any]:
+        return next(c for c in self.hosts.containers[self.host] if c["Id"] == container_id)
+
+    def start(self, container_id: str) -> None:
+        container = self._container(container_id)
+        container["State"] = "running"
+        container["Status"] = "Up 1 second" + self.hosts.health_suffix
+
+    def stop(self, container_id: str, timeout: int = 10) -> None:
+        container = self._container(container_id)
+        container["State"], container["Status"] = "exited", "Exited (0) 1 second ago"
+
+    def remove_container(self, container_id: str, force: bool = False) -> None:
+        self.hosts.containers[self.host].remove(self._container(container_id))
+
+    def unpause(self, container_id: str) -> None:
+        self._container(container_id)["State"] = "running"
 
     def containers(self, **query: Any) -> list[dict[str, Any]]:
         """`containers(all=…, filters={"label": [...]} or {"status": "running"})`."""
@@ -425,11 +473,68 @@ def stable_container(app: str, host: str, release: str, image: str, port: int) -
     }
 
 
+class FakeEventStream:
+    """lockgate's `EventStream` over a queue the test feeds: it delivers the events its
+    filters select (container ids, event names), as the daemon does, blocks in between,
+    raises what `fail` puts in, and ends when closed."""
+
+    def __init__(self, host: str, filters: Mapping[str, Sequence[str]]) -> None:
+        self.host = host
+        self.filters = {k: list(v) for k, v in filters.items()}
+        self._queue: queue.Queue[dict[str, Any] | BaseException | None] = queue.Queue()
+        self.closed = threading.Event()
+        self.finished = threading.Event()  # no reader is (or will be) in it any more
+        self._lock = threading.Lock()
+        self._read = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            self._read = True
+        try:
+            while not self.closed.is_set():
+                item = self._queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                name = str(item["status"]).split(":")[0]
+                if item["id"] in self.filters.get("container", [item["id"]]) and name in (
+                    self.filters.get("event") or [name]
+                ):
+                    yield item
+        finally:
+            self.finished.set()
+
+    def send(self, container_id: str, status: str) -> None:
+        """An event of the container: `start`, `die`, `health_status: healthy`, …"""
+        self._queue.put(
+            {
+                "Type": "container",
+                "Action": status,
+                "Actor": {"ID": container_id, "Attributes": {}},
+                "status": status,  # the legacy fields, as daemons before API 1.45 add them
+                "id": container_id,
+            }
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        """The connection breaks: the reader's next read raises `exc`."""
+        self._queue.put(exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed.set()
+            if not self._read:  # closed before anyone read it
+                self.finished.set()
+        self._queue.put(None)
+
+
 class FakeDockerHosts(HostConnections):
     """HostConnections over in-memory daemons. `logins[host]` counts the connections opened
     (over SSH, each a login in the host's auth log); `calls[host]` every call to the host.
     A host in `refusing` refuses every login with its message, as sshd does a wrong key; the
-    connection is then dropped, so the next call logs in again (as the real one does)."""
+    connection is then dropped, so the next call logs in again (as the real one does).
+    `streams` are the event streams opened, in order (a host in `no_events` refuses them)."""
 
     def __init__(self) -> None:
         super().__init__([])
@@ -437,6 +542,19 @@ class FakeDockerHosts(HostConnections):
         self.calls: Counter[str] = Counter()
         self.refusing: dict[str, str] = {}
         self.containers: dict[str, list[dict[str, Any]]] = {}
+        self.ports = itertools.count(33001)  # the published port of each new container
+        self.health_suffix = ""  # " (health: starting)": new containers have a healthcheck
+        self.streams: list[FakeEventStream] = []
+        self.no_events: dict[str, str] = {}
+        self.stream_opened = threading.Event()
+
+    def open_events(self, host: str, filters: Mapping[str, Sequence[str]]) -> FakeEventStream:
+        if host in self.no_events:
+            raise HostUnavailable(host, self.no_events[host])
+        stream = FakeEventStream(host, filters)
+        self.streams.append(stream)
+        self.stream_opened.set()
+        return stream
 
     def _connect(self, spec: HostSpec) -> Any:
         self.logins[spec.name] += 1

@@ -15,8 +15,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import DockerTargetError, HostKeyError, HostUnavailable, translate_error
 from .spec import HostSpec
@@ -33,6 +33,44 @@ _MIN_API_VERSION = "1.24"
 
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
+
+
+class EventStream(Protocol):
+    """A host's Docker event stream: iterating blocks until the next event (a dict as the
+    daemon sends it) and ends when the stream ends or breaks; `close()`, from any thread,
+    ends it and frees its connection."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class _DockerEvents:
+    """docker-py's event stream, closable on every transport: docker-py's own `close()`
+    refuses an SSH channel ("Cancellable streams not supported"), so that one is closed
+    as a channel, which ends a read blocked on it as the socket's shutdown does."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for event in self._stream:
+            if isinstance(event, dict):
+                yield event
+
+    def close(self) -> None:
+        response = self._stream._response
+        try:
+            fp = response.raw._fp.fp if response.raw._fp is not None else None
+            channel = getattr(fp, "channel", None)
+            if channel is not None and hasattr(channel, "get_transport"):
+                channel.close()  # a paramiko channel (ssh://)
+            elif fp is not None:
+                self._stream.close()  # shutdown() of the socket (unix://, tcp://, TLS)
+        except Exception:  # already closed, or the connection is gone: nothing left to end
+            pass
+        with contextlib.suppress(Exception):
+            response.close()
 
 
 class HostConnections:
@@ -230,6 +268,24 @@ class HostConnections:
             else:
                 out[name] = result
         return out
+
+    def open_events(self, host: str, filters: Mapping[str, Sequence[str]]) -> EventStream:
+        """The host's Docker events matching `filters` (the Engine API's: type, container,
+        event, …) from now on. Blocking: call it in a worker thread, and read the stream in
+        a thread of its own (it holds one connection of the host until closed). Transport
+        failures raise the DockerTargetError naming the host, as `run` does."""
+        spec = self.spec(host)
+        try:
+            client = self._client_sync(host)
+            stream = client.api.events(
+                filters={key: list(values) for key, values in filters.items()}, decode=True
+            )
+        except Exception as exc:
+            error = translate_error(spec.name, exc)
+            if isinstance(error, HostUnavailable | HostKeyError):
+                self._drop(host)
+            raise error from exc
+        return _DockerEvents(stream)
 
     async def ping(self, host: str) -> None:
         await self.run(host, lambda c: c.ping())

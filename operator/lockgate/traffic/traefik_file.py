@@ -176,6 +176,16 @@ def render(config: FileConfig) -> dict[str, Any]:
     return {"http": http}
 
 
+def traefik_names(app: str) -> tuple[str, ...]:
+    """The names Traefik's API gives what the file declares (the file provider adds
+    `@file`): the router, the weighted service and the load balancers, the header router and
+    the mirroring service; what the Traefik observer looks for to wake a waiting rollout."""
+    return tuple(
+        f"{name}@file"
+        for name in (app, *leaves(app).values(), header_router(app), mirror_service(app))
+    )
+
+
 def header_router(app: str) -> str:
     return f"{app}-header"
 
@@ -489,6 +499,13 @@ def store_for(
 # --- the router ------------------------------------------------------------------------------
 
 
+class _Unread:
+    """`apply` without `current`: the file is read first."""
+
+
+UNREAD = _Unread()
+
+
 class TraefikFileRouter:
     """Traffic of Docker targets: weights and servers in a file-provider config."""
 
@@ -510,6 +527,9 @@ class TraefikFileRouter:
         self.route = route
         self.health = health
         self.sticky = sticky
+        # The text behind the declaration `declared()` last returned (or `apply` wrote):
+        # `apply(current=that declaration)` compares with it instead of reading again.
+        self._seen: tuple[FileConfig | None, str | None] | None = None
 
     @classmethod
     def for_application(
@@ -540,7 +560,9 @@ class TraefikFileRouter:
 
     async def declared(self) -> FileConfig | None:
         text = await self.store.read()
-        return parse(self.app, text) if text is not None else None
+        config = parse(self.app, text) if text is not None else None
+        self._seen = (config, text)
+        return config
 
     def desired(
         self,
@@ -565,25 +587,29 @@ class TraefikFileRouter:
         servers: Mapping[str, Sequence[str]],
         *,
         routes: Routes | None = None,
-        current: FileConfig | None = None,
+        current: FileConfig | _Unread | None = UNREAD,
     ) -> FileConfig:
         """Write the whole declared state (skipped when the file already says it). `current`:
-        what the caller has just read with `declared()`, saving a second read. `routes`:
-        the header route and mirror to declare; None keeps the ones the file declares."""
-        text_now: str | None = None
+        what the caller has just read with `declared()` (None: no file), or what the last
+        `apply` wrote, so the file is not read again. `routes`: the header route and mirror
+        to declare; None keeps the ones the file declares."""
+        seen = self._seen
+        known = seen is not None and not isinstance(current, _Unread) and seen[0] is current
+        text_now: str | None = seen[1] if known and seen is not None else None
+        if isinstance(current, _Unread):
+            current = await self.declared()
+            text_now, known = self._seen[1] if self._seen else None, True
         if routes is None:
-            if current is None:
-                text_now = await self.store.read()
-                current = parse(self.app, text_now) if text_now is not None else None
             routes = current.routes if current is not None else NO_ROUTES
         config = self.desired(weights, servers, routes)
         if current is not None and current == config:
-            return config
+            return current
         text = dump(config)
-        if text_now is None:
+        if not known:
             text_now = await self.store.read()
         if text_now != text:
             await self.store.write(text)
+        self._seen = (config, text)
         return config
 
     async def remove_route(self) -> None:

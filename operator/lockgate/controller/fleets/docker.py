@@ -41,10 +41,19 @@ from lockgate.targets.docker.containers import (
     instance_set,
     list_instances,
     remove_instances,
+    split_release,
     stop_instances,
 )
+from lockgate.targets.docker.events import ContainerWatch
 from lockgate.targets.docker.resources import Resources
-from lockgate.traffic.traefik_file import ConfigStore, TraefikFileRouter, store_for
+from lockgate.traffic.traefik_file import (
+    ConfigStore,
+    FileConfig,
+    TraefikFileRouter,
+    store_for,
+    traefik_names,
+)
+from lockgate.traffic.traefik_observer import TraefikWatch
 
 from ..runtime import Runtime
 from .base import Census, FleetUnusable, FleetView, record_stable
@@ -54,6 +63,12 @@ log = logging.getLogger("lockgate.docker")
 LIVE_STATES = ("running", "restarting", "created", "paused")
 CONFIRM_SECONDS = 5.0  # how long to wait for Traefik to drop a server before stopping it
 STOP_GRACE = 10
+# While a rollout moves, how soon a round looks again when nothing wakes it:
+POLL = 0.25  # a host fails, or its event stream is broken: nothing else tells
+EVENTS_FALLBACK = 2.0  # the hosts' events wake the round; this only catches a missed one
+# Traefik has yet to load the route file: its shared observer wakes the round. Above the
+# drivers' longest poll back-off (2 s, handlers.IDLE_MAX), so the round is handed to it.
+TRAEFIK_FALLBACK = 2.5
 
 
 @dataclass
@@ -67,8 +82,23 @@ class FleetState:
     store: ConfigStore | None = None
     errors: dict[str, dict[str, str]] = field(default_factory=dict)  # release -> host -> why
     backoff: HostBackoff = field(default_factory=HostBackoff)
+    # release -> the watch of the containers its rollout waits for (one per rollout: a
+    # queued Deployment's rounds never end the active one's watch)
+    watches: dict[str, ContainerWatch] = field(default_factory=dict)
+
+    def watch(self, release: str) -> ContainerWatch:
+        watch = self.watches.get(release)
+        if watch is None:
+            # Those of rollouts gone meanwhile (deleted, superseded) go: idle, not broken.
+            for other in [r for r, w in self.watches.items() if w.idle]:
+                del self.watches[other]
+            watch = self.watches[release] = ContainerWatch(self.conns)
+        return watch
 
     async def aclose(self) -> None:
+        for watch in self.watches.values():
+            await watch.aclose()
+        self.watches.clear()
         await self.conns.aclose()
         await self.close_store()
 
@@ -91,13 +121,15 @@ def guard_weights(weights: tuple[int, int], servers: dict[str, tuple[str, ...]])
 class DockerFleet:
     """One Application's containers on its Docker hosts, and its file-provider route."""
 
-    # Nothing wakes the driver when a container turns healthy (no watch, unlike Pods):
-    # poll while the rollout moves instead of backing off to seconds.
-    poll_while_moving: float | None = 0.25
-    # No watch at all: a waiting rollout keeps looking (backing off), and the Application's
+    # The hosts' Docker events wake the driver when a container it waits for changes (see
+    # `_follow`); only Traefik loading the route is polled. Set by each observation.
+    poll_while_moving: float | None = POLL
+    # No watch of Traefik: a waiting rollout keeps looking (backing off), and the Application's
     # status is recounted every few seconds (which also keeps its route on healthy hosts).
     settling = True
-    traefik_watch = None  # the hosts are polled anyway, and their route with them
+    # While Traefik has yet to load the route file: what of its API to watch (set by each
+    # observation; the observer's change wakes the round).
+    traefik_watch: TraefikWatch | None = None
     status_poll: float | None = 5.0
     # Docker hosts have no owner references: deleting the Application must wait for lockgate.
     removes_on_deletion = True
@@ -118,12 +150,17 @@ class DockerFleet:
         self.stable_release: str | None = stable.get("release")
         self.stable_image: str | None = stable.get("image")
         self.own_release = own_release if own_release != self.stable_release else None
+        self.release = own_release  # the rollout's, also once promoted (own_release is None)
         self.hosts = app.units()
         self.env: dict[str, str] = {}
         self.state: FleetState | None = None
         self._prepared = False
         self._listed: tuple[list[Instance], dict[str, str]] | None = None
         self.router: TraefikFileRouter | None = None
+        # The route file as this round last read or wrote it: one writer per file (the
+        # rollout holding the Application's lock), so a round reads it at most once.
+        self._declared: FileConfig | None = None
+        self._declared_known = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -285,7 +322,7 @@ class DockerFleet:
     async def _observe(self) -> FleetView:
         router = self._router()
         instances, errors = self._listed = await self._listing()
-        declared = await router.declared()
+        declared = await self._current()
         declared_servers = dict(declared.servers) if declared else {}
         for host in errors:
             instances += self._declared_as_instances(host, declared_servers)
@@ -304,7 +341,7 @@ class DockerFleet:
             for role, release in (("stable", self.stable_release), ("canary", self.own_release))
         }
         weights = guard_weights(declared.weights if declared else (100, 0), servers)
-        config = await router.apply(weights, servers, current=declared)
+        config = await self._apply(weights, servers, current=declared)
         live = await router.live_servers()
         stable = self._set(serving, healthy, live, self.stable_release, "stable")
         if stable.release and stable.image is None:
@@ -323,13 +360,74 @@ class DockerFleet:
                     units=tuple(h for h in self.hosts if any(i.host == h for i in leftovers)),
                 )
         errors.update(self._action_errors())
-        return FleetView(
-            stable,
-            canary,
-            await router.live_weights_of(config, live),
-            errors,
-            live_routes=await router.live_routes_of(config, live),
+        live_weights = await router.live_weights_of(config, live)
+        live_routes = await router.live_routes_of(config, live)
+        traefik_pending = (
+            live_weights is None
+            or live_routes is None
+            or (live is not None and any(live[r] != config.servers_of(r) for r in live))
         )
+        waiting = [
+            i
+            for i in serving
+            if i.id not in healthy and i.state in LIVE_STATES and i.host not in errors
+        ]
+        watched = self._follow(waiting)
+        api_url = router.api_url
+        self.traefik_watch = (
+            TraefikWatch(api_url, traefik_names(self.name)) if traefik_pending and api_url else None
+        )
+        if errors or (waiting and not watched):
+            self.poll_while_moving = POLL
+        elif self.traefik_watch is not None:
+            self.poll_while_moving = TRAEFIK_FALLBACK
+        elif traefik_pending:
+            self.poll_while_moving = POLL  # no Traefik API to watch
+        else:
+            self.poll_while_moving = EVENTS_FALLBACK
+        return FleetView(stable, canary, live_weights, errors, live_routes=live_routes)
+
+    def _follow(self, waiting: list[Instance]) -> bool:
+        """Have the hosts' Docker events wake this rollout when a container it waits for
+        (started, not yet passing its check) starts, dies or turns healthy. False when no
+        watch runs for them (events broken, or not a rollout's round): the round polls."""
+        assert self.state is not None
+        if self.release is None:
+            return False
+        deployment, _ = split_release(self.release)
+        watch = self.state.watch(self.release)
+        check = self.app.health_check
+
+        def wake() -> None:
+            self.rt.wakeups.wake("deployments", self.namespace, deployment)
+
+        async def probe(instance: Instance) -> bool:
+            url = instance.running_url
+            return await check_health(self.rt.http, url, check.http.path, check.timeout_seconds)
+
+        following = watch.follow(waiting, wake, probe)
+        if watch.idle:  # nothing to wait for (a broken stream is remembered for a while)
+            del self.state.watches[self.release]
+        return following
+
+    async def _current(self) -> FileConfig | None:
+        """The route file's declaration, read once per round (then what this round wrote)."""
+        if not self._declared_known:
+            self._declared = await self._router().declared()
+            self._declared_known = True
+        return self._declared
+
+    async def _apply(
+        self,
+        weights: tuple[int, int],
+        servers: dict[str, tuple[str, ...]],
+        *,
+        current: FileConfig | None,
+        routes: Routes | None = None,
+    ) -> FileConfig:
+        config = await self._router().apply(weights, servers, routes=routes, current=current)
+        self._declared, self._declared_known = config, True
+        return config
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<host>/<container id>` of the running containers of each role's release, from
@@ -417,12 +515,12 @@ class DockerFleet:
         """Remove servers from a role and wait until Traefik no longer routes to them, then
         for the drain period (requests already on their way finish)."""
         router = self._router()
-        declared = await router.declared()
+        declared = await self._current()
         if declared is None or not urls & set(declared.servers_of(role)):
             return
         servers = {r: tuple(declared.servers_of(r)) for r in ("stable", "canary")}
         servers[role] = tuple(u for u in servers[role] if u not in urls)
-        await router.apply(guard_weights(declared.weights, servers), servers)
+        await self._apply(guard_weights(declared.weights, servers), servers, current=declared)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_SECONDS
         while loop.time() < deadline:
@@ -543,30 +641,28 @@ class DockerFleet:
         )
 
     async def set_weights(self, stable: int, canary: int) -> None:
-        router = self._router()
-        declared = await router.declared()
+        declared = await self._current()
         servers = {
             r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
         }
-        await router.apply(guard_weights((stable, canary), servers), servers)
+        await self._apply(guard_weights((stable, canary), servers), servers, current=declared)
 
     async def set_routes(self, routes: Routes) -> None:
-        router = self._router()
-        declared = await router.declared()
+        declared = await self._current()
         servers = {
             r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
         }
         weights = declared.weights if declared else (100, 0)
-        await router.apply(weights, servers, routes=routes, current=declared)
+        await self._apply(weights, servers, routes=routes, current=declared)
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
         await record_stable(self.rt.kube, self.app_obj, image, deployment, release)
-        router = self._router()
-        declared = await router.declared()
+        declared = await self._current()
         if declared is not None:
-            await router.apply((100, 0), {"stable": declared.servers_of("canary"), "canary": ()})
+            servers = {"stable": declared.servers_of("canary"), "canary": ()}
+            await self._apply((100, 0), servers, current=declared)
 
     async def ensure_owned(self) -> None:
         return None  # the route file is written by rollouts (one writer per file)
@@ -636,7 +732,7 @@ class DockerFleet:
         if not servers or not self.stable_release:
             return  # nothing healthy to route to: leave the route to Traefik's own checks
         router = self._router()
-        declared = await router.declared()
+        declared = await self._current()
         if declared is not None and (declared.weights != (100, 0) or declared.servers_of("canary")):
             return  # a rollout's route, left for it to finish or roll back
         want = router.desired((100, 0), {"stable": servers})
@@ -646,7 +742,7 @@ class DockerFleet:
         if fresh is None or (fresh.get("status") or {}).get("activeDeployment"):
             return
         log.info("application %s: stable servers now %s", self.name, ", ".join(sorted(servers)))
-        await router.apply(want.weights, want.servers, current=declared)
+        await self._apply(want.weights, dict(want.servers), current=declared)
 
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""

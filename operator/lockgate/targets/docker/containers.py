@@ -99,6 +99,9 @@ class Instance:
     state: str  # created | running | restarting | exited | paused | dead | …
     address: str
     port: int | None  # the published host port of the container port, when running
+    # Docker's own health of a container with a healthcheck: starting | healthy | unhealthy;
+    # None without one (the daemon then sends no health_status events for it).
+    docker_health: str | None = None
 
     @property
     def url(self) -> str | None:
@@ -108,6 +111,12 @@ class Instance:
     def running_url(self) -> str | None:
         """The URL to check health at: none unless the container is running."""
         return self.url if self.state == "running" else None
+
+
+def _docker_health(status: str) -> str | None:
+    """From the list answer's Status text: "Up 3 seconds (health: starting)", "(healthy)"."""
+    match = re.search(r"\((?:health: )?(starting|healthy|unhealthy)\)", status)
+    return match.group(1) if match else None
 
 
 def _instance(host: HostSpec, attrs: Mapping[str, Any]) -> Instance:
@@ -131,6 +140,7 @@ def _instance(host: HostSpec, attrs: Mapping[str, Any]) -> Instance:
         state=str(attrs.get("State", "")),
         address=host.address,
         port=port,
+        docker_health=_docker_health(str(attrs.get("Status", ""))),
     )
 
 
