@@ -249,8 +249,7 @@ def test_canary_failing_30_percent_is_rolled_back_and_removed(
     assert served(responses[-100:], "v1") == 100
     assert [r for r in failed(responses) if r.version != "v2"] == [], "only the canary failed"
     wait_alone_everywhere(fleet, app, "demo:v1")
-    reasons = {e.reason for e in lockgate.events(f"{app}-bad")}
-    assert {"RollingBack", "RolledBack", "AnalysisFailed"} <= reasons
+    lockgate.wait_events(f"{app}-bad", {"RollingBack", "RolledBack", "AnalysisFailed"})
 
 
 def test_daemon_stopped_mid_batch_fails_naming_the_host_and_rolls_back(
@@ -388,7 +387,7 @@ def test_unknown_ssh_host_key_is_refused_and_nothing_is_deployed(
     assert "changed" in status["message"]
     assert containers(fleet, app) == {h: [] for h in fleet}
     assert not (traefik.dynamic_dir / f"{app}.yaml").exists()
-    assert "Failed" in {e.reason for e in lockgate.events(f"{app}-v1")}
+    lockgate.wait_events(f"{app}-v1", {"Failed"})
 
 
 def failed_logins(host: DockerHost, fingerprint: str) -> int:

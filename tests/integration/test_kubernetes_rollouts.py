@@ -99,8 +99,7 @@ def test_failing_canary_is_rolled_back_automatically(lockgate: Lockgate, traefik
     assert bad_share < 0.10, f"the bad version served {bad_share:.1%} of all requests"
     wait_for("no canary pods left", lambda: not canary_pods_left(lockgate, "demo:v2-errors30"))
     assert served(responses[-100:], "v1") == 100
-    reasons = {e.reason for e in lockgate.events("shop-bad")}
-    assert {"RollingBack", "RolledBack", "AnalysisFailed"} <= reasons
+    lockgate.wait_events("shop-bad", {"RollingBack", "RolledBack", "AnalysisFailed"})
 
 
 def test_canary_that_never_becomes_ready_times_out_without_traffic(

@@ -11,7 +11,7 @@ import pytest
 
 from hack.tools.load import Load, by_version, failed
 from tests.support.cluster import Prometheus, Traefik
-from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, host_of
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +78,7 @@ def test_a_canary_with_30_percent_errors_is_rolled_back_on_the_promql_figure(
     failures = [run for run in status["analysis"] if run["verdict"] == "Failed"]
     assert failures and all(run["source"] == source(prometheus) for run in failures)
     assert all(run["canary"]["errorRate"] > 0.05 for run in failures)
-    # kopf posts Events on its own schedule: the last may come after the status.
-    wanted = {"AnalysisFailed", "RollingBack", "RolledBack"}
-    wait_for(
-        f"Events {sorted(wanted)}",
-        lambda: wanted <= {e.reason for e in lockgate.events("shop-bad")},
-        timeout=30,
-    )
+    lockgate.wait_events("shop-bad", {"AnalysisFailed", "RollingBack", "RolledBack"})
 
 
 def test_a_custom_query_out_of_its_bound_rolls_back_naming_the_query(

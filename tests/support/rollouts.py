@@ -174,6 +174,15 @@ class Lockgate:
         ).items
         return list(items)
 
+    def wait_events(self, name: str, reasons: set[str]) -> None:
+        """Wait until `name`'s Events include every one of `reasons`: kopf posts Events on its
+        own schedule, so the last may come after the status that a test waited on."""
+        wait_for(
+            f"Events {sorted(reasons)} of {name}",
+            lambda: reasons <= {e.reason for e in self.events(name)},
+            timeout=30,
+        )
+
     def pods(self, selector: str) -> list[client.V1Pod]:
         return list(
             client.CoreV1Api(self.api)
