@@ -222,6 +222,12 @@ def test_operator_killed_at_seeded_steps_of_canaries_on_both_targets(
         f"#{k.number} on {k.trigger}: {k.describe()}" for k in kills
     )
     print(where.replace(" | ", "\n"))  # shown with -rP: where each kill landed
+    # A rollout ending the wrong way also misses its kills: its message says why.
+    for r in rollouts:
+        status = finals[r.name]
+        assert status["phase"] == expected_phase(r.image), (
+            f"{r.name} ({r.image}): {status.get('message')}; {where}"
+        )
     assert not missed, f"rollouts finished before these kills: {missed}; {where}"
     assert len(kills) == planned, where
     for kill, trigger in zip(kills, fired, strict=True):
@@ -229,11 +235,7 @@ def test_operator_killed_at_seeded_steps_of_canaries_on_both_targets(
             f"kill #{kill.number} ({kill.trigger}) landed outside the rollout: {where}"
         )
     for r in rollouts:
-        status = finals[r.name]
-        assert status["phase"] == expected_phase(r.image), (
-            f"{r.name} ({r.image}): {status.get('message')}; {where}"
-        )
-        problems = step_problems(status, r.image)
+        problems = step_problems(finals[r.name], r.image)
         assert problems == [], f"{r.name}: {problems}; {where}"
     for r in rollouts:
         bad = [version_of(r.image)] if r.image == BAD else []
