@@ -14,6 +14,7 @@ from typing import Any
 
 import kopf
 import pytest
+from prometheus_client import REGISTRY
 
 from lockgate.controller import applications, deployments, handlers, runtime
 from lockgate.controller.wakeups import PollPace
@@ -141,6 +142,11 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
     idle = asyncio.Event
     original = handlers._drive_once
 
+    def woken(by: str) -> float:
+        return REGISTRY.get_sample_value("lockgate_driver_wakeups_total", {"by": by}) or 0.0
+
+    events_before = woken("event")
+
     async def scenario() -> None:
         slept = idle()
 
@@ -168,6 +174,7 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
             )
             await slept.wait()
             assert len(rounds) == 2
+            assert woken("event") == events_before + 1, "the metric names what woke it"
             stop.set()
             handlers._wake(memo).set()
             await driver

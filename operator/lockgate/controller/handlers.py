@@ -346,9 +346,16 @@ async def _drive(
     hosts) poll on a back-off."""
     idle = IDLE_MIN
     key = ("deployments", namespace, name)
+    changed_in_traefik = asyncio.Event()  # set with `wake` by the Traefik observer
+
+    def traefik_changed() -> None:
+        changed_in_traefik.set()
+        wake.set()
+
     try:
         while not stopped:
             wake.clear()
+            changed_in_traefik.clear()
             marks = rt.traefik.marks()  # before the round reads Traefik
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
@@ -363,19 +370,31 @@ async def _drive(
             if isinstance(delay, Poll) and delay.watch is not None:
                 idle = IDLE_MIN
                 rt.polls.done(key)
-                rt.traefik.watch(key, delay.watch, marks, wake.set)
-                delay = watched_wait(rt, key, delay)
+                rt.traefik.watch(key, delay.watch, marks, traefik_changed)
+                timer, delay = delay.timer, watched_wait(rt, key, delay)
+                timed_out = (
+                    "timer" if timer is not None and delay >= timer else "traefik_safety_net"
+                )
             elif isinstance(delay, Poll):
                 idle = min(idle * 2, IDLE_MAX)
                 rt.watched.done(key)
-                delay = paced_poll(rt, key, idle, delay)
+                timer, delay = delay.timer, paced_poll(rt, key, idle, delay)
+                timed_out = "timer" if timer is not None and delay >= timer else "poll"
             else:
                 idle = IDLE_MIN
                 rt.polls.done(key)
                 rt.watched.done(key)
-            if delay > 0 and not stopped:
-                with contextlib.suppress(TimeoutError):
+                timed_out = "timer"
+            if delay <= 0:
+                woken_by = "at_once"
+            elif not stopped:
+                try:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
+                    woken_by = "traefik_change" if changed_in_traefik.is_set() else "event"
+                except TimeoutError:
+                    woken_by = timed_out
+            if not stopped:
+                metrics.DRIVER_WAKEUPS.labels(woken_by).inc()
             # Woken (by Traefik's change, an event or a timer): the next round says again
             # what it waits on, if anything.
             rt.traefik.forget(key)

@@ -23,6 +23,13 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+DRIVER_WAKEUPS = Counter(
+    "lockgate_driver_wakeups_total",
+    "What started a Deployment's next round: its own timer, a poll while the world settles "
+    "where no watch tells, the safety net of a wait on Traefik, Traefik's change, a watch "
+    "event (its object, a sibling, its Application, a Pod), or nothing (due again at once)",
+    ["by"],
+)
 ROUNDS_LOST = Counter(
     "lockgate_rounds_lost_total",
     "Rounds whose status write found the Deployment changed since the round read it "
