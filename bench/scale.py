@@ -42,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,6 +175,15 @@ def operator_counters(metrics_url: str) -> tuple[float, float, float]:
     )
 
 
+WAKEUP = re.compile(r'^lockgate_driver_wakeups_total\{by="([a-z_]+)"\} (\S+)$', re.M)
+
+
+def driver_wakeups(metrics_url: str) -> dict[str, float]:
+    """What started the Deployments' rounds so far, by reason (lockgate_driver_wakeups_total)."""
+    text = httpx.get(metrics_url, timeout=10).text
+    return {by: float(value) for by, value in WAKEUP.findall(text)}
+
+
 @dataclass
 class Window:
     level: int
@@ -191,6 +200,7 @@ class Window:
     pause_latency_p99_ms: float | None
     pause_latency_n: int
     traefik_requests: float = 0.0  # lockgate's requests to Traefik's API
+    wakeups: dict[str, float] = field(default_factory=dict)  # what started rounds, by reason
 
     def line(self) -> str:
         per_step = (
@@ -212,7 +222,13 @@ class Window:
             f"CPU {self.cpu_s_per_min:5.1f} s/min ({self.cpu_share:.1%} of a core), "
             f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}, "
             f"{self.traefik_requests / self.seconds:.1f} Traefik API requests/s{latency}"
+            + self.started_by()
         )
+
+    def started_by(self) -> str:
+        ranked = sorted(self.wakeups.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{by} {n / self.seconds:.1f}/s" for by, n in ranked if n)
+        return f"; rounds started by: {shown}" if shown else ""
 
 
 class Bench:
@@ -386,10 +402,12 @@ class Bench:
     def window(self, level: int, state: str, seconds: float, names: list[str]) -> Window:
         pid = self.op.process.pid if self.op.process else 0
         cpu0, req0, api0 = cpu_seconds(pid), operator_counters(self.metrics_url), 0.0
+        wake0 = driver_wakeups(self.metrics_url)
         api0 = apiserver_requests(self.api)
         t0, wall0 = time.monotonic(), datetime.now(UTC)
         time.sleep(seconds)
         cpu1, req1 = cpu_seconds(pid), operator_counters(self.metrics_url)
+        wake1 = driver_wakeups(self.metrics_url)
         api1 = apiserver_requests(self.api)
         elapsed, wall1 = time.monotonic() - t0, datetime.now(UTC)
         rss = rss_mib(pid)
@@ -409,6 +427,7 @@ class Bench:
             lockgate_requests=req1[0] - req0[0],
             apiserver_requests=api1 - api0,
             traefik_requests=req1[2] - req0[2],
+            wakeups={by: n - wake0.get(by, 0.0) for by, n in wake1.items()},
             steps=steps,
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
