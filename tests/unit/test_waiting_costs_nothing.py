@@ -145,7 +145,7 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
     def woken(by: str) -> float:
         return REGISTRY.get_sample_value("lockgate_driver_wakeups_total", {"by": by}) or 0.0
 
-    events_before = woken("event")
+    pod_events_before = woken("pod")
 
     async def scenario() -> None:
         slept = idle()
@@ -174,7 +174,7 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
             )
             await slept.wait()
             assert len(rounds) == 2
-            assert woken("event") == events_before + 1, "the metric names what woke it"
+            assert woken("pod") == pod_events_before + 1, "the metric names what woke it"
             stop.set()
             handlers._wake(memo).set()
             await driver

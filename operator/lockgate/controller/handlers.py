@@ -53,7 +53,15 @@ from .fleets.kubernetes import RouteSwitchPending
 from .kept import keep_of_application, keep_of_deployment
 from .redact import install_log_redaction
 from .runtime import Runtime
-from .wakeups import WATCHED_SAFETY_NET, PodIndex, SlotIndex, pod_entry, slot_entry
+from .wakeups import (
+    WATCHED_SAFETY_NET,
+    PodIndex,
+    SlotIndex,
+    Wake,
+    pod_entry,
+    set_by,
+    slot_entry,
+)
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
@@ -186,7 +194,7 @@ async def slot_deployments(body: kopf.Body, **_: Any) -> dict[tuple[str, str, st
 
 def _wake(memo: kopf.Memo) -> asyncio.Event:
     """The object's wake-up, in its own memo (shared by its handlers and its daemon)."""
-    wake: asyncio.Event = memo.setdefault("wake", asyncio.Event())
+    wake: asyncio.Event = memo.setdefault("wake", Wake())
     return wake
 
 
@@ -220,11 +228,11 @@ async def deployment_event(
 ) -> None:
     """Any change (spec, annotations, status) wakes the Deployment's driver at once, and the
     other Deployments of its Application (one waits for the rollout lock it releases)."""
-    _wake(memo).set()
+    set_by(_wake(memo), "own_object")
     rt = _runtime(memo, kwargs)
     application = (spec or {}).get("application")
     if rt is not None and namespace and application and DEPLOYMENT_INDEX in kwargs:
-        rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX])
+        rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX], "sibling")
 
 
 @kopf.on.event(GROUP, VERSION, "applications", labels=IN_SHARD)
@@ -244,7 +252,7 @@ async def application_event(
     if type == "DELETED":
         await rt.forget_application(namespace, name)
     if DEPLOYMENT_INDEX in kwargs:
-        rt.wakeups.wake_deployments(namespace, name, kwargs[DEPLOYMENT_INDEX])
+        rt.wakeups.wake_deployments(namespace, name, kwargs[DEPLOYMENT_INDEX], "application")
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_APP: kopf.PRESENT})
@@ -256,7 +264,8 @@ async def pod_event(
     rt = _runtime(memo, kwargs)
     application = (labels or {}).get(LABEL_APP)
     if rt is not None and namespace and application:
-        rt.wakeups.wake_application(namespace, application, kwargs.get(DEPLOYMENT_INDEX) or {})
+        deployments = kwargs.get(DEPLOYMENT_INDEX) or {}
+        rt.wakeups.wake_application(namespace, application, deployments, "pod")
 
 
 @kopf.daemon(
@@ -346,16 +355,16 @@ async def _drive(
     hosts) poll on a back-off."""
     idle = IDLE_MIN
     key = ("deployments", namespace, name)
-    changed_in_traefik = asyncio.Event()  # set with `wake` by the Traefik observer
 
     def traefik_changed() -> None:
-        changed_in_traefik.set()
-        wake.set()
+        set_by(wake, "traefik_change")
+
+    def webhook_answered() -> None:
+        set_by(wake, "webhook")
 
     try:
         while not stopped:
             wake.clear()
-            changed_in_traefik.clear()
             marks = rt.traefik.marks()  # before the round reads Traefik
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
@@ -365,7 +374,7 @@ async def _drive(
                         delay = FINISHED_WAIT
                     else:
                         delay = await _drive_once(
-                            rt, namespace, name, deployments, logger, wake.set
+                            rt, namespace, name, deployments, logger, webhook_answered
                         )
             if isinstance(delay, Poll) and delay.watch is not None:
                 idle = IDLE_MIN
@@ -390,7 +399,7 @@ async def _drive(
             elif not stopped:
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
-                    woken_by = "traefik_change" if changed_in_traefik.is_set() else "event"
+                    woken_by = (wake.by if isinstance(wake, Wake) else None) or "event"
                 except TimeoutError:
                     woken_by = timed_out
             if not stopped:

@@ -33,6 +33,31 @@ PodIndex = Mapping[SlotKey, Collection[PodInfo]]
 SlotIndex = Mapping[SlotKey, Collection[SlotInfo]]
 
 
+class Wake(asyncio.Event):
+    """A driver's wake-up, remembering what set it first since it was last cleared (for
+    lockgate_driver_wakeups_total)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by: str | None = None
+
+    def set_by(self, by: str) -> None:
+        if not self.is_set():
+            self.by = by
+        self.set()
+
+    def clear(self) -> None:
+        super().clear()
+        self.by = None
+
+
+def set_by(event: asyncio.Event, by: str) -> None:
+    if isinstance(event, Wake):
+        event.set_by(by)
+    else:
+        event.set()
+
+
 class Wakeups:
     """The wake-up Events of the running drivers (Deployments) and status loops
     (Applications), by object."""
@@ -50,12 +75,12 @@ class Wakeups:
             if not events:
                 del self._events[(kind, namespace, name)]
 
-    def wake(self, kind: str, namespace: str, name: str) -> None:
+    def wake(self, kind: str, namespace: str, name: str, by: str = "event") -> None:
         for event in self._events.get((kind, namespace, name), ()):
-            event.set()
+            set_by(event, by)
 
     def wake_deployments(
-        self, namespace: str, application: str, deployments: DeploymentIndex
+        self, namespace: str, application: str, deployments: DeploymentIndex, by: str
     ) -> None:
         """Every Deployment of the Application that may act on it (the rollout lock, its
         instances): a finished or failed one only wakes for a change of its own (a retry)."""
@@ -63,14 +88,14 @@ class Wakeups:
 
         for summary in deployments.get((namespace, application), ()):
             if summary.phase not in TERMINAL:
-                self.wake("deployments", namespace, summary.name)
+                self.wake("deployments", namespace, summary.name, by)
 
     def wake_application(
-        self, namespace: str, application: str, deployments: DeploymentIndex
+        self, namespace: str, application: str, deployments: DeploymentIndex, by: str
     ) -> None:
         """The Application's status loop and its Deployments."""
-        self.wake("applications", namespace, application)
-        self.wake_deployments(namespace, application, deployments)
+        self.wake("applications", namespace, application, by)
+        self.wake_deployments(namespace, application, deployments, by)
 
     def __len__(self) -> int:
         return sum(len(events) for events in self._events.values())

@@ -399,7 +399,7 @@ class DockerFleet:
         check = self.app.health_check
 
         def wake() -> None:
-            self.rt.wakeups.wake("deployments", self.namespace, deployment)
+            self.rt.wakeups.wake("deployments", self.namespace, deployment, "docker")
 
         async def probe(instance: Instance) -> bool:
             url = instance.running_url
