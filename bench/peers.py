@@ -333,6 +333,9 @@ class Target:
     # allows none), and how the table says so.
     step_wait: float = 0.0
     step_wait_note: str = "none (no pause step)"
+    # Seconds a Pod may take to be ready before lockgate or Flagger gives up (Argo's own
+    # default, 600 s, is left as it is); `fifty` raises it, as it starts many Pods at once.
+    deadline = 60
 
     def __init__(self, api: client.ApiClient, namespace: str, traefik: Traefik) -> None:
         self.api = api
@@ -455,10 +458,12 @@ class LockgateTarget(Target):
     ) -> None:
         self.weights[app] = weights
         self.lg.create(application(app, replicas, namespace=self.ns))
-        self.lg.create(deployment(f"{app}-0", app, f"demo:{STABLE}"))
+        self.lg.create(
+            deployment(f"{app}-0", app, f"demo:{STABLE}", progressDeadlineSeconds=self.deadline)
+        )
 
     def ready(self, app: str) -> str:
-        self.lg.wait_phase(f"{app}-0", {"Succeeded"})
+        self.lg.wait_phase(f"{app}-0", {"Succeeded"}, timeout=max(180, self.deadline))
         return f"{self.ns}-{app}@kubernetescrd"
 
     def start(self, app: str, run: int, image: str) -> Canary:
@@ -472,7 +477,11 @@ class LockgateTarget(Target):
         strategy = {"type": "Canary", "canary": {"steps": [*steps, {"setWeight": 100}]}}
         name = f"{app}-{run}"
         started = time.monotonic()
-        self.lg.create(deployment(name, app, image, strategy, **analysis))
+        self.lg.create(
+            deployment(
+                name, app, image, strategy, progressDeadlineSeconds=self.deadline, **analysis
+            )
+        )
         return Canary(name, started, image)
 
     def abort(self, app: str, canary: Canary) -> float | None:
@@ -617,7 +626,7 @@ class ArgoTarget(Target):
         wait_for(
             f"rollout {app} Healthy",
             lambda: (self._rollout(app).get("status") or {}).get("phase") == "Healthy",
-            timeout=180,
+            timeout=max(180, self.deadline),
         )
         return f"{self.ns}-{app}-wrr@kubernetescrd"
 
@@ -818,7 +827,7 @@ class FlaggerTarget(Target):
                 "metadata": {"name": app},
                 "spec": {
                     "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
-                    "progressDeadlineSeconds": 60,
+                    "progressDeadlineSeconds": self.deadline,
                     "service": {
                         "port": PORT,
                         "targetPort": PORT,
@@ -840,7 +849,7 @@ class FlaggerTarget(Target):
         wait_for(
             f"canary {app} Initialized",
             lambda: self._phase(app) == "Initialized",
-            timeout=180,
+            timeout=max(180, self.deadline),
             every=0.5,
         )
         prefix = f"httproute-{self.ns}-{app}-"
@@ -1140,6 +1149,7 @@ def fifty(target: Target, count: int, figures: Figures) -> None:
         )
         count = room // 2
     figures.fleet = count
+    target.deadline = 600
     apps = [f"fleet-{i:02d}" for i in range(count)]
     api_url = target.traefik.api_url
     since = time.monotonic()
