@@ -510,7 +510,11 @@ class LockgateTarget(Target):
                 f"{canary.name} ended {status.get('phase')}: {status.get('message')}"
             )
         done = re.compile(rf"done: setWeight {weights[0]}$")
-        first = next(t for t in status.get("transitions") or [] if done.search(t["message"]))
+        first = next(
+            (t for t in status.get("transitions") or [] if done.search(t["message"])), None
+        )
+        if first is None:
+            raise RuntimeError(f"{canary.name}: no transition '{done.pattern}' in its status")
         return (
             mono_of(datetime.fromisoformat(first["at"])),
             mono_of(datetime.fromisoformat(status["finishedAt"])),
