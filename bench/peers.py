@@ -189,9 +189,12 @@ class ShareTimeline(Recording):
                 self._stop.wait(0.005)
 
 
-def traefik_steps(changes: list[tuple[float, int]], since: float) -> tuple[float, list[int]]:
+def traefik_steps(
+    changes: list[tuple[float, int]], since: float
+) -> tuple[float, list[int], list[float]]:
     """(seconds from the first canary weight live to 100% of the traffic on the new version,
-    the shares Traefik's API showed in between) from a timeline: the end is the first share
+    the shares Traefik's API showed in between, the seconds each of them was shown before the
+    next) from a timeline: the end is the first share
     of 100, or of 0 after the first weight (a promotion: Flagger's primary runs the new
     version; Argo and lockgate give stable the new version after 100)."""
     after = [(t, s) for t, s in changes if t >= since]
@@ -200,11 +203,15 @@ def traefik_steps(changes: list[tuple[float, int]], since: float) -> tuple[float
         raise RuntimeError(f"Traefik's API never showed a canary weight: {after}")
     t_first, shown = after[first][0], [after[first][1]]
     if shown[0] == 100:  # every weight below 100 came and went between two polls
-        return 0.0, shown
+        return 0.0, shown, []
+    hops: list[float] = []
+    last = t_first
     for t, s in after[first + 1 :]:
         shown.append(s)
+        hops.append(t - last)
+        last = t
         if s in (0, 100):
-            return t - t_first, shown
+            return t - t_first, shown, hops
     raise RuntimeError(f"Traefik's API never showed 100% on the new version: {after}")
 
 
@@ -1111,7 +1118,7 @@ def steps(target: Target, runs: int, figures: Figures) -> None:
                 first, done = target.completed(app, canary, tail)
                 # Until the promotion is in Traefik's API: the next run starts from 0%.
                 wait_share(api_url, wrr, lambda s: s == 0, "0% canary after the promotion")
-            took, shown = traefik_steps(timeline.changes, canary.started)
+            took, shown, hops = traefik_steps(timeline.changes, canary.started)
             per_step = took / len(STEP_WEIGHTS)
             own = (done - first) / len(STEP_WEIGHTS)
             figures.step_traefik.append(per_step)
@@ -1119,7 +1126,8 @@ def steps(target: Target, runs: int, figures: Figures) -> None:
             figures.step_shown.append(shown)
             print(
                 f"  {target.label} steps run {run}: {per_step:.2f} s per step in Traefik's API "
-                f"(shares {shown}), {own:.2f} s per step by its own record"
+                f"(shares {shown}, each shown for {', '.join(f'{h:.2f}' for h in hops)} s), "
+                f"{own:.2f} s per step by its own record"
             )
 
 
