@@ -191,16 +191,18 @@ class ShareTimeline(Recording):
 
 def traefik_steps(
     changes: list[tuple[float, int]], since: float
-) -> tuple[float, list[int], list[float]]:
+) -> tuple[float, list[int], list[float]] | None:
     """(seconds from the first canary weight live to 100% of the traffic on the new version,
     the shares Traefik's API showed in between, the seconds each of them was shown before the
-    next) from a timeline: the end is the first share
+    next) from a timeline, or None when Traefik's API never showed a canary weight (a
+    controller that does not wait for a weight to be live set them all, and promoted, between
+    two of Traefik's loads: Argo). The end is the first share
     of 100, or of 0 after the first weight (a promotion: Flagger's primary runs the new
     version; Argo and lockgate give stable the new version after 100)."""
     after = [(t, s) for t, s in changes if t >= since]
     first = next((i for i, (_, s) in enumerate(after) if s > 0), None)
     if first is None:
-        raise RuntimeError(f"Traefik's API never showed a canary weight: {after}")
+        return None
     t_first, shown = after[first][0], [after[first][1]]
     if shown[0] == 100:  # every weight below 100 came and went between two polls
         return 0.0, shown, []
@@ -1118,11 +1120,19 @@ def steps(target: Target, runs: int, figures: Figures) -> None:
                 first, done = target.completed(app, canary, tail)
                 # Until the promotion is in Traefik's API: the next run starts from 0%.
                 wait_share(api_url, wrr, lambda s: s == 0, "0% canary after the promotion")
-            took, shown, hops = traefik_steps(timeline.changes, canary.started)
-            per_step = took / len(STEP_WEIGHTS)
             own = (done - first) / len(STEP_WEIGHTS)
-            figures.step_traefik.append(per_step)
             figures.step_own.append(own)
+            seen = traefik_steps(timeline.changes, canary.started)
+            if seen is None:
+                figures.step_shown.append([])
+                print(
+                    f"  {target.label} steps run {run}: Traefik's API never showed a canary "
+                    f"weight; {own:.2f} s per step by its own record"
+                )
+                continue
+            took, shown, hops = seen
+            per_step = took / len(STEP_WEIGHTS)
+            figures.step_traefik.append(per_step)
             figures.step_shown.append(shown)
             print(
                 f"  {target.label} steps run {run}: {per_step:.2f} s per step in Traefik's API "
@@ -1284,7 +1294,7 @@ def table(targets: list[Target], figures: list[Figures]) -> str:
             lambda t, f: f"{f.idle_cpu:.2f} s" if f.idle_cpu is not None else "n/a",
         ),
     ]
-    if any(f.step_traefik for f in figures):
+    if any(f.step_own for f in figures):
         lines += steps_rows(row)
     if any(f.fleet for f in figures):
         lines += fleet_rows(row)
@@ -1304,7 +1314,9 @@ def steps_rows(row: Callable[[str, Callable[[Target, Figures], str]], str]) -> l
             return "n/a"
         counts: dict[str, int] = {}
         for seq in f.step_shown:
-            text = " → ".join(str(s) for s in seq) + (" (promoted)" if seq[-1] == 0 else "")
+            text = " → ".join(str(s) for s in seq) + (" (promoted)" if seq[-1:] == [0] else "")
+            if not seq:
+                text = "none: every weight and the promotion between two of Traefik's loads"
             counts[text] = counts.get(text, 0) + 1
         return "; ".join(f"{k} ({n} of {len(f.step_shown)})" for k, n in counts.items())
 
