@@ -1420,27 +1420,29 @@ How each is driven:
 The 5-step canary (`steps`): one application of 1 replica (so the canary Pod starts once,
 before the first weight; no step after it starts a Pod), canary weights 10, 30, 50, 70, 90,
 then 100 / promotion, no analysis, no load, each run until the controller reports the rollout
-completed. lockgate and Argo Rollouts take setWeight steps with no pause between; Flagger
+completed. lockgate and Argo Rollouts take setWeight steps with no pause between (lockgate:
+setWeight 10, 30, 50, 70, 90, 100; Argo: setWeight 10 … 90, then its promotion); Flagger
 advances one step weight per analysis interval, at least 10 s, so its "beyond the configured
 wait" subtracts 10 s per step. Per step in Traefik's API: from the first canary weight Traefik
 serves to 100% of the traffic on the new version there (the canary at 100% for lockgate and
 Argo; for Flagger the canary back at 0% once its primary runs the new version, which takes its
 promotion's two ticks and the primary's Pod start), polled every 5 ms, divided by 5. Traefik
-loads a provider's changes at most every {TRAEFIK_THROTTLE_SECONDS} s, so a controller that
-waits until a weight is live before the next step cannot go below that here; one that does not
-wait may have weights Traefik never served (the row of shares shows what it served). By the
+loads a provider's changes at most every {TRAEFIK_THROTTLE_SECONDS} s, so a controller that waits until a
+weight is live before the next step cannot go below that here; one that does not wait may
+have weights Traefik never served (the row of shares shows what it served). By the
 controller's own record: its first step done → its rollout completed (lockgate: the
 transition's `at` and `finishedAt`; Argo: its log lines' arrival, read every 2 ms, as its own
 timestamps have whole seconds; Flagger: its log lines' own `ts`), divided by 5.
 
 The footprint with many rollouts (`fifty`): {FLEET} applications of 1 replica each (fewer
-only if the process kubelet's Node (110 Pods) has no room; the table says how many),
-created side by side, all stable (and 0% canary in Traefik's API), {FLEET_SETTLE_SECONDS:.0f}
-s, then the controller's RSS and CPU seconds over {FLEET_WINDOW_SECONDS:.0f} s; then all
-updated to a canary 10 → 50 → pause with no end (Flagger: its closed confirm-promotion gate at
-50%, called every 10 s per canary, with its rollback webhook), all at 50% in Traefik's API, {FLEET_SETTLE_SECONDS:.0f}
-s, RSS and CPU seconds over {FLEET_WINDOW_SECONDS:.0f} s (RSS at the window's end, CPU =
-utime + stime of the controller's process, all its threads). 100 demo-app processes in all.
+only if the process kubelet's Node, 110 Pods, has no room; the table says how many), created
+side by side; once all are stable (and 0% canary in Traefik's API), {FLEET_SETTLE_SECONDS:.0f} s
+of quiet, then the controller's RSS and CPU seconds over {FLEET_WINDOW_SECONDS:.0f} s. Then all
+updated to a canary 10 → 50 → pause with no end (Flagger: its closed confirm-promotion gate,
+called every 10 s per canary with its rollback webhook); once all are at 50% in Traefik's
+API, {FLEET_SETTLE_SECONDS:.0f} s, and the same {FLEET_WINDOW_SECONDS:.0f} s window. RSS at the
+window's end; CPU = utime + stime of the controller's process (all its threads). 100
+demo-app processes in all.
 
 Every figure is a median over the runs named in its cell.
 
