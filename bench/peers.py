@@ -17,9 +17,21 @@ Per controller:
             Traefik's API shows 100% stable; requests answered by the bad version, and failed
             requests, over the whole rollout
   idle      controller RSS and CPU seconds over 10 s with one paused rollout
+  steps     a 5-step canary (setWeight 10, 30, 50, 70, 90, then 100 / promotion), 1 replica,
+            no analysis, no pause where the controller allows none (Flagger: its least
+            analysis interval, 10 s, per step): from the first weight live in Traefik's API to
+            100% of the traffic on the new version there (the canary at 100%, or Flagger's
+            promoted primary), divided by the 5 steps; and the same between the controller's
+            own records (its first step done -> its rollout completed), divided by 5
+  fifty     50 applications of 1 replica each (fewer when the process kubelet's Node has no
+            room for 2 Pods each): created -> all stable; controller RSS and CPU seconds over
+            30 s with all stable and nothing in flight; all 50 updated to a canary that pauses
+            at 50% with no end (as `abort` does); update -> all 50 at 50% in Traefik's API;
+            RSS and CPU seconds over 30 s with all 50 paused there
 
 Usage: python -m bench.peers [--controllers lockgate,argo,flagger] [--runs 20] [--aborts 5]
-       [--failing 3] [--flagger-runs 5] [--only abort,reaction,failing] [--no-doc]
+       [--failing 3] [--flagger-runs 5] [--step-runs 5] [--fleet 50]
+       [--only abort,failing,steps,fifty] [--no-doc]
 """
 
 from __future__ import annotations
@@ -70,8 +82,17 @@ DOC = REPO_ROOT / "docs" / "comparison.md"
 # the canary's error rate above 5% fails it, one failure ends the rollout. The peers get the
 # same threshold (5% errors), the same single failure, their shortest interval.
 LOCKGATE_ANALYSIS = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
-FLAGGER_MIN_INTERVAL = "10s"
-TRAEFIK_THROTTLE_SECONDS = 2  # Flagger raises any analysis interval below 10 s to 10 s
+FLAGGER_MIN_INTERVAL = "10s"  # Flagger raises any analysis interval below 10 s to 10 s
+FLAGGER_MIN_INTERVAL_SECONDS = 10.0
+TRAEFIK_THROTTLE_SECONDS = 2
+# The steps scenario: these weights, then 100 (promotion); each a step, no pause between.
+STEP_WEIGHTS = (10, 30, 50, 70, 90)
+STEP_REPLICAS = 1  # one canary Pod from the first weight on: no Pod start after step 1
+# The fifty scenario: this many applications of one replica, two windows of this length.
+FLEET = 50
+FLEET_REPLICAS = 1
+FLEET_WINDOW_SECONDS = 30.0
+FLEET_SETTLE_SECONDS = 5.0  # after all are stable / in flight, before a window
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,6 +120,11 @@ def canary_share(api_url: str, service: str, http: httpx.Client | None = None) -
         data = getter(f"{api_url}/api/http/services/{service}", timeout=2).json()
     except (httpx.HTTPError, ValueError):
         return None
+    return share_of(data)
+
+
+def share_of(data: dict[str, Any]) -> int | None:
+    """The canary's share (percent) of one weighted service as Traefik's API shows it."""
     children = (data.get("weighted") or {}).get("services") or []
     if not children:
         return None
@@ -122,6 +148,73 @@ def wait_share(
                 return time.monotonic()
             time.sleep(0.005)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last share {last})")
+
+
+def wait_shares(
+    api_url: str, names: list[str], predicate: Callable[[int], bool], what: str, timeout: float
+) -> float:
+    """Lists Traefik's services every 0.5 s until `predicate(canary share)` holds for every
+    service of `names`; the monotonic time."""
+    deadline = time.monotonic() + timeout
+    left: list[str] = list(names)
+    while time.monotonic() < deadline:
+        shown = {s.get("name"): share_of(s) for s in services(api_url)}
+        left = [n for n in names if (v := shown.get(n)) is None or not predicate(v)]
+        if not left:
+            return time.monotonic()
+        time.sleep(0.5)
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what} ({len(left)} of {len(names)} "
+        f"not yet, e.g. {left[:3]})"
+    )
+
+
+@dataclass
+class ShareTimeline(Recording):
+    """Every change of the canary's share of Traefik's weighted `service`, polled every 5 ms:
+    (monotonic time first seen, share)."""
+
+    api_url: str
+    service: str
+    changes: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        with httpx.Client() as http:
+            while not self._stop.is_set():
+                share = canary_share(self.api_url, self.service, http)
+                if share is not None and (not self.changes or self.changes[-1][1] != share):
+                    self.changes.append((time.monotonic(), share))
+                self._stop.wait(0.005)
+
+
+def traefik_steps(
+    changes: list[tuple[float, int]], since: float
+) -> tuple[float, list[int], list[float]] | None:
+    """(seconds from the first canary weight live to 100% of the traffic on the new version,
+    the shares Traefik's API showed in between, the seconds each of them was shown before the
+    next) from a timeline, or None when Traefik's API never showed a canary weight (a
+    controller that does not wait for a weight to be live set them all, and promoted, between
+    two of Traefik's loads: Argo). The end is the first share
+    of 100, or of 0 after the first weight (a promotion: Flagger's primary runs the new
+    version; Argo and lockgate give stable the new version after 100)."""
+    after = [(t, s) for t, s in changes if t >= since]
+    first = next((i for i, (_, s) in enumerate(after) if s > 0), None)
+    if first is None:
+        return None
+    t_first, shown = after[first][0], [after[first][1]]
+    if shown[0] == 100:  # every weight below 100 came and went between two polls
+        return 0.0, shown, []
+    hops: list[float] = []
+    last = t_first
+    for t, s in after[first + 1 :]:
+        shown.append(s)
+        hops.append(t - last)
+        last = t
+        if s in (0, 100):
+            return t - t_first, shown, hops
+    raise RuntimeError(f"Traefik's API never showed 100% on the new version: {after}")
 
 
 # --- the controllers' own words --------------------------------------------------------------
@@ -245,6 +338,13 @@ class Target:
     label: str = ""
     version: str = ""
     how: str = ""
+    # The steps scenario: the wait each step is configured with (none where the controller
+    # allows none), and how the table says so.
+    step_wait: float = 0.0
+    step_wait_note: str = "none (no pause step)"
+    # Seconds a Pod may take to be ready before lockgate or Flagger gives up (Argo's own
+    # default, 600 s, is left as it is); `fifty` raises it, as it starts many Pods at once.
+    deadline = 60
 
     def __init__(self, api: client.ApiClient, namespace: str, traefik: Traefik) -> None:
         self.api = api
@@ -252,9 +352,35 @@ class Target:
         self.traefik = traefik
         self.custom = client.CustomObjectsApi(api)
 
-    # set-up of one application; returns its weighted service's name in Traefik's API
-    def setup(self, app: str, failing: bool) -> str:
+    def setup(
+        self,
+        app: str,
+        failing: bool = False,
+        replicas: int = REPLICAS,
+        weights: tuple[int, ...] | None = None,
+    ) -> str:
+        """Set-up of one application, until it is stable; its weighted service's name in
+        Traefik's API. Without `weights` its canaries go 10 -> 50 -> pause (-> 100); with
+        them, each weight, then 100, without a pause."""
+        self.create(app, failing, replicas, weights)
+        return self.ready(app)
+
+    def create(
+        self, app: str, failing: bool, replicas: int, weights: tuple[int, ...] | None
+    ) -> None:
+        """What `setup` creates, without waiting (many applications start side by side)."""
         raise NotImplementedError
+
+    def ready(self, app: str) -> str:
+        """Until a created application is stable; its weighted service in Traefik's API."""
+        raise NotImplementedError
+
+    def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
+        """Until a canary with `weights` has completed: the monotonic times of its first step
+        done and of the rollout completed, by the controller's own record."""
+        raise NotImplementedError
+
+    completed_source: str = ""
 
     def start(self, app: str, run: int, image: str) -> Canary:
         raise NotImplementedError
@@ -329,15 +455,30 @@ class LockgateTarget(Target):
         ).stdout.strip()
         self.version = f"(this tree, {commit})"
         self.label = "lockgate (kubectl lockgate abort)" if cli else "lockgate"
+        self.weights: dict[str, tuple[int, ...] | None] = {}
 
-    def setup(self, app: str, failing: bool) -> str:
-        self.lg.create(application(app, REPLICAS, namespace=self.ns))
-        self.lg.create(deployment(f"{app}-0", app, f"demo:{STABLE}"))
-        self.lg.wait_phase(f"{app}-0", {"Succeeded"})
+    completed_source = (
+        "status.transitions 'step … done: setWeight 10' → status.finishedAt (Succeeded, "
+        "after the promote step)"
+    )
+
+    def create(
+        self, app: str, failing: bool, replicas: int, weights: tuple[int, ...] | None
+    ) -> None:
+        self.weights[app] = weights
+        self.lg.create(application(app, replicas, namespace=self.ns))
+        self.lg.create(
+            deployment(f"{app}-0", app, f"demo:{STABLE}", progressDeadlineSeconds=self.deadline)
+        )
+
+    def ready(self, app: str) -> str:
+        self.lg.wait_phase(f"{app}-0", {"Succeeded"}, timeout=max(180, self.deadline))
         return f"{self.ns}-{app}@kubernetescrd"
 
     def start(self, app: str, run: int, image: str) -> Canary:
         steps: list[dict[str, Any]] = [{"setWeight": 10}, {"setWeight": 50}, {"pause": {}}]
+        if weights := self.weights.get(app):
+            steps = [{"setWeight": w} for w in weights]
         analysis: dict[str, Any] = {}
         if "errors" in image:
             steps[-1] = {"pause": {"seconds": 60}}
@@ -345,7 +486,11 @@ class LockgateTarget(Target):
         strategy = {"type": "Canary", "canary": {"steps": [*steps, {"setWeight": 100}]}}
         name = f"{app}-{run}"
         started = time.monotonic()
-        self.lg.create(deployment(name, app, image, strategy, **analysis))
+        self.lg.create(
+            deployment(
+                name, app, image, strategy, progressDeadlineSeconds=self.deadline, **analysis
+            )
+        )
         return Canary(name, started, image)
 
     def abort(self, app: str, canary: Canary) -> float | None:
@@ -364,6 +509,25 @@ class LockgateTarget(Target):
         if not runs:
             raise RuntimeError(f"{canary.name}: ended without a Failed analysis run: {status}")
         return mono_of(datetime.fromisoformat(runs[0]["at"])), "status.analysis[].at (Failed)"
+
+    def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
+        weights = self.weights.get(app)
+        assert weights
+        status = self.lg.wait_phase(canary.name, set(TERMINAL_PHASES), timeout=300)
+        if status.get("phase") != "Succeeded":
+            raise RuntimeError(
+                f"{canary.name} ended {status.get('phase')}: {status.get('message')}"
+            )
+        done = re.compile(rf"done: setWeight {weights[0]}$")
+        first = next(
+            (t for t in status.get("transitions") or [] if done.search(t["message"])), None
+        )
+        if first is None:
+            raise RuntimeError(f"{canary.name}: no transition '{done.pattern}' in its status")
+        return (
+            mono_of(datetime.fromisoformat(first["at"])),
+            mono_of(datetime.fromisoformat(status["finishedAt"])),
+        )
 
     def pid(self) -> int:
         assert self.op.process is not None
@@ -396,7 +560,14 @@ class ArgoTarget(Target):
         )
         return result
 
-    def setup(self, app: str, failing: bool) -> str:
+    completed_source = (
+        "arrival of its log lines 'Rollout step 1/5 completed' → 'Rollout completed update "
+        "to revision' (its own timestamps have whole seconds)"
+    )
+
+    def create(
+        self, app: str, failing: bool, replicas: int, weights: tuple[int, ...] | None
+    ) -> None:
         apply(self.api, self.ns, service(f"{app}-stable", app))
         apply(self.api, self.ns, service(f"{app}-canary", app))
         weighted = {
@@ -435,6 +606,9 @@ class ArgoTarget(Target):
             },
         )
         steps: list[dict[str, Any]] = [{"setWeight": 10}, {"setWeight": 50}, {"pause": {}}]
+        if weights:
+            # No pause: after the last weight Argo promotes (100%, then the stable switch).
+            steps = [{"setWeight": w} for w in weights]
         canary: dict[str, Any] = {
             "stableService": f"{app}-stable",
             "canaryService": f"{app}-canary",
@@ -453,17 +627,19 @@ class ArgoTarget(Target):
                 "kind": "Rollout",
                 "metadata": {"name": app},
                 "spec": {
-                    "replicas": REPLICAS,
+                    "replicas": replicas,
                     "selector": {"matchLabels": {"app": app}},
                     "template": pod_template(app, f"demo:{STABLE}"),
                     "strategy": {"canary": canary},
                 },
             },
         )
+
+    def ready(self, app: str) -> str:
         wait_for(
             f"rollout {app} Healthy",
             lambda: (self._rollout(app).get("status") or {}).get("phase") == "Healthy",
-            timeout=120,
+            timeout=max(180, self.deadline),
         )
         return f"{self.ns}-{app}-wrr@kubernetescrd"
 
@@ -496,6 +672,21 @@ class ArgoTarget(Target):
             timeout=120,
         )
         return found[0], "its log line 'Measurement Completed. Result: Failed' (arrival)"
+
+    def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
+        assert tail is not None
+        mine = rf'".*\brollout={re.escape(app)}\b'
+        first = wait_for(
+            "Argo's first step completed in its log",
+            lambda: tail.find(rf'msg="Rollout step 1/\d+ completed[^"]*{mine}', canary.started),
+            timeout=300,
+        )
+        done = wait_for(
+            "Argo's rollout completed in its log",
+            lambda: tail.find(rf'msg="Rollout completed update to revision[^"]*{mine}', first[0]),
+            timeout=300,
+        )
+        return first[0], done[0]
 
     def pid(self) -> int:
         return int(self.pid_file.read_text())
@@ -589,7 +780,18 @@ class FlaggerTarget(Target):
         phase: str | None = (self._canary(app).get("status") or {}).get("phase")
         return phase
 
-    def setup(self, app: str, failing: bool) -> str:
+    step_wait = FLAGGER_MIN_INTERVAL_SECONDS
+    step_wait_note = (
+        f"{FLAGGER_MIN_INTERVAL} per step: its analysis interval, the least it allows "
+        "(a step per tick; no zero-length step)"
+    )
+    completed_source = (
+        "its log lines 'Advance … canary weight 10' → 'Promotion completed!' (own ts, ms)"
+    )
+
+    def create(
+        self, app: str, failing: bool, replicas: int, weights: tuple[int, ...] | None
+    ) -> None:
         apps = client.AppsV1Api(self.api)
         apps.create_namespaced_deployment(
             self.ns,
@@ -598,7 +800,7 @@ class FlaggerTarget(Target):
                 "kind": "Deployment",
                 "metadata": {"name": app, "labels": {"app": app}},
                 "spec": {
-                    "replicas": REPLICAS,
+                    "replicas": replicas,
                     "selector": {"matchLabels": {"app": app}},
                     "template": pod_template(app, f"demo:{STABLE}"),
                 },
@@ -616,6 +818,8 @@ class FlaggerTarget(Target):
                 "url": f"http://127.0.0.1:{self.gate_port}/rollback/{app}",
             },
         ]
+        if weights:
+            hooks = []  # no pause, no abort: it advances a weight per tick, then promotes
         metrics: list[dict[str, Any]] = []
         if failing:
             apply(self.api, self.ns, flagger_errors_template(self.ns, app))
@@ -636,7 +840,7 @@ class FlaggerTarget(Target):
                 "metadata": {"name": app},
                 "spec": {
                     "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": app},
-                    "progressDeadlineSeconds": 60,
+                    "progressDeadlineSeconds": self.deadline,
                     "service": {
                         "port": PORT,
                         "targetPort": PORT,
@@ -646,17 +850,19 @@ class FlaggerTarget(Target):
                     "analysis": {
                         "interval": FLAGGER_MIN_INTERVAL,
                         "threshold": 1,
-                        "stepWeights": [10, 50],
+                        "stepWeights": list(weights or (10, 50)),
                         "metrics": metrics,
                         "webhooks": hooks,
                     },
                 },
             },
         )
+
+    def ready(self, app: str) -> str:
         wait_for(
             f"canary {app} Initialized",
             lambda: self._phase(app) == "Initialized",
-            timeout=180,
+            timeout=max(180, self.deadline),
             every=0.5,
         )
         prefix = f"httproute-{self.ns}-{app}-"
@@ -691,14 +897,33 @@ class FlaggerTarget(Target):
             lambda: tail.find(r"Halt .*advancement", canary.started),
             timeout=120,
         )
-        at = datetime.fromisoformat(json.loads(found[2])["ts"].replace("Z", "+00:00"))
-        return mono_of(at), "its log line 'Halt … advancement' (own ts, ms)"
+        return flagger_ts(found[2]), "its log line 'Halt … advancement' (own ts, ms)"
+
+    def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
+        assert tail is not None
+        name = re.escape(f"{app}.{self.ns}")
+        first = wait_for(
+            "Flagger's first weight in its log",
+            lambda: tail.find(rf'"Advance {name} canary weight {STEP_WEIGHTS[0]}"', canary.started),
+            timeout=300,
+        )
+        done = wait_for(
+            "Flagger's promotion completed in its log",
+            lambda: tail.find(rf'"Promotion completed! Scaling down {name}"', first[0]),
+            timeout=300,
+        )
+        return flagger_ts(first[2]), flagger_ts(done[2])
 
     def pid(self) -> int:
         return int(self.pid_file.read_text())
 
     def log(self) -> Path | None:
         return self.log_file
+
+
+def flagger_ts(line: str) -> float:
+    """The monotonic time of a Flagger log line's own timestamp (ms)."""
+    return mono_of(datetime.fromisoformat(json.loads(line)["ts"].replace("Z", "+00:00")))
 
 
 def flagger_errors_template(namespace: str, app: str) -> dict[str, Any]:
@@ -748,6 +973,18 @@ class Figures:
     failed_requests: list[int] = field(default_factory=list)
     rss: float | None = None
     idle_cpu: float | None = None
+    # steps: per step, seconds, one figure per run
+    step_traefik: list[float] = field(default_factory=list)
+    step_own: list[float] = field(default_factory=list)
+    step_shown: list[list[int]] = field(default_factory=list)
+    step_wait: float = 0.0
+    step_wait_note: str = ""
+    # fifty
+    fleet: int | None = None
+    fleet_ready: float | None = None  # created -> all stable (and 0% canary in Traefik)
+    fleet_to_flight: float | None = None  # updated -> all at 50% in Traefik
+    fleet_idle: tuple[float, float] | None = None  # (RSS MiB, CPU s over the window)
+    fleet_busy: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -868,6 +1105,129 @@ def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
             )
 
 
+def steps(target: Target, runs: int, figures: Figures) -> None:
+    """`runs` 5-step canaries of one replica, one after another, each until completed."""
+    app = "steps"
+    wrr = target.setup(app, replicas=STEP_REPLICAS, weights=STEP_WEIGHTS)
+    api_url = target.traefik.api_url
+    figures.step_wait, figures.step_wait_note = target.step_wait, target.step_wait_note
+    log = target.log()
+    with contextlib.ExitStack() as stack:
+        tail = stack.enter_context(LogTail(log)) if log else None
+        for run in range(1, runs + 1):
+            with ShareTimeline(api_url, wrr) as timeline:
+                canary = target.start(app, run, f"demo:v{run + 1}")
+                first, done = target.completed(app, canary, tail)
+                # Until the promotion is in Traefik's API: the next run starts from 0%.
+                wait_share(api_url, wrr, lambda s: s == 0, "0% canary after the promotion")
+            own = (done - first) / len(STEP_WEIGHTS)
+            figures.step_own.append(own)
+            seen = traefik_steps(timeline.changes, canary.started)
+            if seen is None:
+                figures.step_shown.append([])
+                print(
+                    f"  {target.label} steps run {run}: Traefik's API never showed a canary "
+                    f"weight; {own:.2f} s per step by its own record"
+                )
+                continue
+            took, shown, hops = seen
+            figures.step_shown.append(shown)
+            if shown[0] != STEP_WEIGHTS[0]:
+                # Traefik served none of the first weights: its time covers fewer than the 5
+                # steps (Argo: 50 for one 2 s window, then the promotion), not a step's cost.
+                print(
+                    f"  {target.label} steps run {run}: Traefik's API showed only {shown}; "
+                    f"{own:.2f} s per step by its own record"
+                )
+                continue
+            per_step = took / len(STEP_WEIGHTS)
+            figures.step_traefik.append(per_step)
+            print(
+                f"  {target.label} steps run {run}: {per_step:.2f} s per step in Traefik's API "
+                f"(shares {shown}, each shown for {', '.join(f'{h:.2f}' for h in hops)} s), "
+                f"{own:.2f} s per step by its own record"
+            )
+
+
+def node_room(core: client.CoreV1Api) -> tuple[str, int]:
+    """(the process kubelet's Node, how many more Pods it takes): its allocatable Pods less
+    the Pods on it that have not ended."""
+    nodes = [n for n in core.list_node().items if not n.metadata.name.startswith("lg-sim")]
+    node = nodes[0]
+    allowed = int(node.status.allocatable.get("pods", "110"))
+    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node.metadata.name}")
+    running = [p for p in pods.items if p.status.phase not in {"Succeeded", "Failed"}]
+    return node.metadata.name, allowed - len(running)
+
+
+def mem_available_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemAvailable"))
+    return kib / 1024 / 1024
+
+
+def fifty(target: Target, count: int, figures: Figures) -> None:
+    """`count` applications of one replica: the controller's footprint with all stable, then
+    with all of them paused at 50% (two Pods each, a stable and a canary)."""
+    core = client.CoreV1Api(target.api)
+    node, room = node_room(core)
+    # Two Pods each while in flight (Flagger: the target and its primary at initialisation).
+    if 2 * count > room:
+        figures.notes.append(
+            f"{room // 2} applications, not {count}: the process kubelet's Node {node} had "
+            f"room for {room} more Pods"
+        )
+        count = room // 2
+    figures.fleet = count
+    target.deadline = 600
+    apps = [f"fleet-{i:02d}" for i in range(count)]
+    api_url = target.traefik.api_url
+    since = time.monotonic()
+    for app in apps:
+        target.create(app, False, FLEET_REPLICAS, None)
+    wrrs = [target.ready(app) for app in apps]
+    wait_shares(api_url, wrrs, lambda s: s == 0, f"all {count} stable in Traefik", timeout=300)
+    figures.fleet_ready = time.monotonic() - since
+    time.sleep(FLEET_SETTLE_SECONDS)
+    figures.fleet_idle = idle(target.pid(), FLEET_WINDOW_SECONDS)
+    print(
+        f"  {target.label} {count} stable after {figures.fleet_ready:.1f} s: RSS "
+        f"{figures.fleet_idle[0]:.0f} MiB, CPU {figures.fleet_idle[1]:.2f} s over "
+        f"{FLEET_WINDOW_SECONDS:.0f} s"
+    )
+    since = time.monotonic()
+    for app in apps:
+        target.start(app, 1, "demo:v2")
+    wait_shares(api_url, wrrs, lambda s: s == 50, f"all {count} at 50%", timeout=600)
+    figures.fleet_to_flight = time.monotonic() - since
+    time.sleep(FLEET_SETTLE_SECONDS)
+    figures.fleet_busy = idle(target.pid(), FLEET_WINDOW_SECONDS)
+    # Still all paused at 50% at the end of the window?
+    wait_shares(api_url, wrrs, lambda s: s == 50, f"all {count} still at 50%", timeout=5)
+    memory = mem_available_gib()
+    print(
+        f"  {target.label} {count} at 50% after {figures.fleet_to_flight:.1f} s: RSS "
+        f"{figures.fleet_busy[0]:.0f} MiB, CPU {figures.fleet_busy[1]:.2f} s over "
+        f"{FLEET_WINDOW_SECONDS:.0f} s; the machine's MemAvailable {memory:.1f} GiB"
+    )
+
+
+def wait_pods_gone(core: client.CoreV1Api, namespace: str, timeout: float = 300) -> None:
+    """Until the deleted namespace's Pods are gone (the next controller's runs must not share
+    the Node and the CPU with a hundred Pods shutting down); a warning when they are not."""
+    deadline = time.monotonic() + timeout
+    left = -1
+    while time.monotonic() < deadline:
+        try:
+            left = len(core.list_namespaced_pod(namespace).items)
+        except client.ApiException:
+            return
+        if not left:
+            return
+        time.sleep(1)
+    print(f"warning: {left} Pods of {namespace} still there after {timeout:.0f} s")
+
+
 # --- the table -------------------------------------------------------------------------------
 
 
@@ -942,8 +1302,85 @@ def table(targets: list[Target], figures: list[Figures]) -> str:
             lambda t, f: f"{f.idle_cpu:.2f} s" if f.idle_cpu is not None else "n/a",
         ),
     ]
+    if any(f.step_own for f in figures):
+        lines += steps_rows(row)
+    if any(f.fleet for f in figures):
+        lines += fleet_rows(row)
     notes = [f"- {t.label}: {n}" for t, f in zip(targets, figures, strict=False) for n in f.notes]
     return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def steps_rows(row: Callable[[str, Callable[[Target, Figures], str]], str]) -> list[str]:
+    def beyond(t: Target, f: Figures) -> str:
+        if not f.step_traefik:
+            return "n/a"
+        extra = statistics.median(f.step_traefik) - f.step_wait
+        return f"{extra:.2f} s" + (f" (less {f.step_wait:.0f} s configured)" if f.step_wait else "")
+
+    def shown(t: Target, f: Figures) -> str:
+        if not f.step_shown:
+            return "n/a"
+        counts: dict[str, int] = {}
+        for seq in f.step_shown:
+            text = " → ".join(str(s) for s in seq) + (" (promoted)" if seq[-1:] == [0] else "")
+            if not seq:
+                text = "none: every weight and the promotion between two of Traefik's loads"
+            counts[text] = counts.get(text, 0) + 1
+        return "; ".join(f"{k} ({n} of {len(f.step_shown)})" for k, n in counts.items())
+
+    weights = " → ".join(str(w) for w in (*STEP_WEIGHTS, 100))
+    return [
+        row(
+            f"5-step canary ({weights}, 1 replica, no analysis): configured wait per step",
+            lambda t, f: f.step_wait_note or "n/a",
+        ),
+        row(
+            "… per step: first weight live → 100% on the new version in Traefik's API, ÷ 5 "
+            "(median / max)",
+            lambda t, f: med_max(f.step_traefik),
+        ),
+        row("… of which beyond the configured wait (median)", beyond),
+        row(
+            "… per step by the controller's own record: first step done → rollout completed, "
+            "÷ 5 (median / max)",
+            lambda t, f: med_max(f.step_own),
+        ),
+        row("… its own record", lambda t, f: t.completed_source if f.step_own else "n/a"),
+        row("… the canary shares Traefik's API showed (runs)", shown),
+    ]
+
+
+def fleet_rows(row: Callable[[str, Callable[[Target, Figures], str]], str]) -> list[str]:
+    def footprint(which: str) -> Callable[[Target, Figures], str]:
+        def cell(t: Target, f: Figures) -> str:
+            value = f.fleet_idle if which == "idle" else f.fleet_busy
+            return f"{value[0]:.0f} MiB / {value[1]:.2f} s" if value else "n/a"
+
+        return cell
+
+    def seconds(value: float | None) -> str:
+        return f"{value:.1f} s" if value is not None else "n/a"
+
+    window = f"{FLEET_WINDOW_SECONDS:.0f} s"
+    return [
+        row(
+            "applications in the footprint rows below (1 replica each)",
+            lambda t, f: str(f.fleet) if f.fleet else "n/a",
+        ),
+        row(
+            "… created → all stable (and 0% canary in Traefik's API)",
+            lambda t, f: seconds(f.fleet_ready),
+        ),
+        row(
+            f"controller RSS / CPU seconds over {window}, all stable, nothing in flight",
+            footprint("idle"),
+        ),
+        row("… all updated → all at 50% in Traefik's API", lambda t, f: seconds(f.fleet_to_flight)),
+        row(
+            f"controller RSS / CPU seconds over {window}, all paused at 50% (in flight)",
+            footprint("busy"),
+        ),
+    ]
 
 
 def write_doc(text: str, argv: list[str]) -> None:
@@ -961,7 +1398,8 @@ Measured by `bench/peers.py` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on one m
 ({os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}), the local
 environment of hack/ (control plane Kubernetes {tool_version("kubernetes")}, the process
 kubelet, Traefik {tool_version("traefik")}, Prometheus scraping Traefik every second), one
-controller at a time, 3 replicas, canary steps 10 → 50 → 100, demo images (hack/demo-app).
+controller at a time, 3 replicas, canary steps 10 → 50 → 100 (but see `steps` and `fifty`
+below), demo images (hack/demo-app).
 
 Command (after `hack/build-tools peers` and hack/cluster, hack/traefik, hack/kubelet,
 hack/prometheus up):
@@ -987,24 +1425,94 @@ How each is driven:
   shorter intervals are raised to 10 s), a MetricTemplate on Traefik's metrics (5% errors,
   threshold 1). Its verdict is its log line "Halt … advancement" (own ts, milliseconds).
 
-Not measured here (yet): the overhead per step beyond the configured pauses, and the
-footprint with 50 rollouts in flight. Every figure is a median over the runs named in its cell.
+The 5-step canary (`steps`): one application of 1 replica (so the canary Pod starts once,
+before the first weight; no step after it starts a Pod), canary weights 10, 30, 50, 70, 90,
+then 100 / promotion, no analysis, no load, each run until the controller reports the rollout
+completed. lockgate and Argo Rollouts take setWeight steps with no pause between (lockgate:
+setWeight 10, 30, 50, 70, 90, 100; Argo: setWeight 10 … 90, then its promotion); Flagger
+advances one step weight per analysis interval, at least 10 s, so its "beyond the configured
+wait" subtracts 10 s per step. Per step in Traefik's API: from the first canary weight Traefik
+serves to 100% of the traffic on the new version there (the canary at 100% for lockgate and
+Argo; for Flagger the canary back at 0% once its primary runs the new version, which takes its
+promotion's two ticks and the primary's Pod start), polled every 5 ms, divided by 5. Traefik
+loads a provider's changes at most every {TRAEFIK_THROTTLE_SECONDS} s, so a controller that waits until a
+weight is live before the next step cannot go below that here; one that does not wait may
+have weights Traefik never served (the row of shares shows what it served). By the
+controller's own record: its first step done → its rollout completed (lockgate: the
+transition's `at` and `finishedAt`; Argo: its log lines' arrival, read every 2 ms, as its own
+timestamps have whole seconds; Flagger: its log lines' own `ts`), divided by 5.
+
+The footprint with many rollouts (`fifty`): {FLEET} applications of 1 replica each (fewer
+only if the process kubelet's Node, 110 Pods, has no room; the table says how many), created
+side by side; once all are stable (and 0% canary in Traefik's API), {FLEET_SETTLE_SECONDS:.0f} s
+of quiet, then the controller's RSS and CPU seconds over {FLEET_WINDOW_SECONDS:.0f} s. Then all
+updated to a canary 10 → 50 → pause with no end (Flagger: its closed confirm-promotion gate,
+called every 10 s per canary with its rollback webhook); once all are at 50% in Traefik's
+API, {FLEET_SETTLE_SECONDS:.0f} s, and the same {FLEET_WINDOW_SECONDS:.0f} s window. RSS at the
+window's end; CPU = utime + stime of the controller's process (all its threads). 100
+demo-app processes in all.
+
+Every figure is a median over the runs named in its cell.
 
 """
     DOC.write_text(head + text + "\n")
     print(f"wrote {DOC}")
 
 
+def run_scenarios(
+    name: str,
+    target: Target,
+    web_url: str,
+    args: argparse.Namespace,
+    only: set[str],
+    f: Figures,
+) -> None:
+    """The scenarios of `only` against one controller; one that stops early is noted and
+    the next one runs."""
+
+    def attempt(scenario: str, run_it: Callable[[], None]) -> None:
+        try:
+            run_it()
+        except (AssertionError, RuntimeError) as err:
+            f.notes.append(f"{scenario} stopped early: {err}")
+            print(f"{target.label}: {scenario} stopped early: {err}")
+
+    runs = {"flagger": args.flagger_runs, "lockgate-cli": args.aborts}.get(name, args.runs)
+    aborts = min(args.aborts, runs)
+    if "abort" in only:
+        if name == "flagger":
+            f.notes.append(f"{runs} runs, not {args.runs}: each waits for Flagger's 10 s ticks")
+        attempt("abort", lambda: abort_and_reaction(target, web_url, runs, aborts, f))
+    if name == "lockgate-cli":
+        return  # the same operator as lockgate's: only the abort's CLI differs
+    if "failing" in only:
+        attempt("failing", lambda: failing(target, web_url, args.failing, f))
+    if "steps" in only:
+        step_runs = args.step_runs
+        if name == "flagger":
+            step_runs = min(step_runs, args.flagger_runs)
+        attempt("steps", lambda: steps(target, step_runs, f))
+    if "fifty" in only:
+        attempt("fifty", lambda: fifty(target, args.fleet, f))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--controllers", default="lockgate,lockgate-cli,argo,flagger")
-    parser.add_argument("--only", default="abort,failing")
+    parser.add_argument("--only", default="abort,failing,steps,fifty")
     parser.add_argument("--runs", type=int, default=20, help="apply -> first weight runs")
     parser.add_argument("--aborts", type=int, default=5, help="of which timed aborts")
     parser.add_argument("--failing", type=int, default=3, help="failing-canary runs")
     parser.add_argument("--flagger-runs", type=int, default=5, help="Flagger's (10 s ticks)")
+    parser.add_argument("--step-runs", type=int, default=5, help="5-step canary runs")
+    parser.add_argument("--fleet", type=int, default=FLEET, help="applications in `fifty`")
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args()
+    # "reaction" (apply -> first weight) is timed by the abort scenario's runs.
+    only = {"abort" if o == "reaction" else o for o in args.only.split(",")}
+    unknown = only - {"abort", "failing", "steps", "fifty"}
+    if unknown:
+        parser.error(f"--only: unknown scenario(s) {sorted(unknown)}")
     cluster, traefik = cluster_info(), traefik_info()
     api = cluster.api_client()
     core = client.CoreV1Api(api)
@@ -1017,27 +1525,14 @@ def main() -> None:
             try:
                 with controller(name, api, ns, cluster, traefik) as target:
                     f = Figures()
-                    runs = {"flagger": args.flagger_runs, "lockgate-cli": args.aborts}.get(
-                        name, args.runs
-                    )
-                    aborts = min(args.aborts, runs)
-                    if name == "flagger":
-                        f.notes.append(
-                            f"{runs} runs, not {args.runs}: each waits for Flagger's 10 s ticks"
-                        )
-                    try:
-                        if "abort" in args.only:
-                            abort_and_reaction(target, traefik.web_url, runs, aborts, f)
-                        if "failing" in args.only and name != "lockgate-cli":
-                            failing(target, traefik.web_url, args.failing, f)
-                    except (AssertionError, RuntimeError) as err:
-                        f.notes.append(f"stopped early: {err}")
-                        print(f"{target.label}: stopped early: {err}")
+                    run_scenarios(name, target, traefik.web_url, args, only, f)
                     targets.append(target)
                     figures.append(f)
             finally:
                 with contextlib.suppress(client.ApiException):
                     core.delete_namespace(ns)
+            if "fifty" in only:  # not when stopped by a signal: that ends the run at once
+                wait_pods_gone(core, ns)
     text = table(targets, figures)
     print(text)
     if not args.no_doc:
