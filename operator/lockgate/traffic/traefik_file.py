@@ -499,13 +499,6 @@ def store_for(
 # --- the router ------------------------------------------------------------------------------
 
 
-class _Unread:
-    """`apply` without `current`: the file is read first."""
-
-
-UNREAD = _Unread()
-
-
 class TraefikFileRouter:
     """Traffic of Docker targets: weights and servers in a file-provider config."""
 
@@ -527,9 +520,11 @@ class TraefikFileRouter:
         self.route = route
         self.health = health
         self.sticky = sticky
-        # The text behind the declaration `declared()` last returned (or `apply` wrote):
-        # `apply(current=that declaration)` compares with it instead of reading again.
-        self._seen: tuple[FileConfig | None, str | None] | None = None
+        # The route file as this router last read or wrote it. A router lives one round of
+        # the file's one writer (the rollout holding the Application's lock), so it reads
+        # the file at most once.
+        self._declared: FileConfig | None = None
+        self._read = False
 
     @classmethod
     def for_application(
@@ -559,10 +554,11 @@ class TraefikFileRouter:
         )
 
     async def declared(self) -> FileConfig | None:
-        text = await self.store.read()
-        config = parse(self.app, text) if text is not None else None
-        self._seen = (config, text)
-        return config
+        if not self._read:
+            text = await self.store.read()
+            self._declared = parse(self.app, text) if text is not None else None
+            self._read = True
+        return self._declared
 
     def desired(
         self,
@@ -587,33 +583,21 @@ class TraefikFileRouter:
         servers: Mapping[str, Sequence[str]],
         *,
         routes: Routes | None = None,
-        current: FileConfig | _Unread | None = UNREAD,
     ) -> FileConfig:
-        """Write the whole declared state (skipped when the file already says it). `current`:
-        what the caller has just read with `declared()` (None: no file), or what the last
-        `apply` wrote, so the file is not read again. `routes`: the header route and mirror
-        to declare; None keeps the ones the file declares."""
-        seen = self._seen
-        known = seen is not None and not isinstance(current, _Unread) and seen[0] is current
-        text_now: str | None = seen[1] if known and seen is not None else None
-        if isinstance(current, _Unread):
-            current = await self.declared()
-            text_now, known = self._seen[1] if self._seen else None, True
+        """Write the whole declared state (skipped when the file already says it). `routes`:
+        the header route and mirror to declare; None keeps the ones the file declares."""
+        current = await self.declared()
         if routes is None:
             routes = current.routes if current is not None else NO_ROUTES
         config = self.desired(weights, servers, routes)
-        if current is not None and current == config:
-            return current
-        text = dump(config)
-        if not known:
-            text_now = await self.store.read()
-        if text_now != text:
-            await self.store.write(text)
-        self._seen = (config, text)
+        if current != config:
+            await self.store.write(dump(config))
+            self._declared = config
         return config
 
     async def remove_route(self) -> None:
         await self.store.remove()
+        self._declared, self._read = None, True
 
     async def _api(self, name: str) -> dict[str, Any] | None:
         """Traefik's answer for one service of the file provider; None if absent or the API

@@ -48,7 +48,6 @@ from lockgate.targets.docker.events import ContainerWatch
 from lockgate.targets.docker.resources import Resources
 from lockgate.traffic.traefik_file import (
     ConfigStore,
-    FileConfig,
     TraefikFileRouter,
     store_for,
     traefik_names,
@@ -157,10 +156,6 @@ class DockerFleet:
         self._prepared = False
         self._listed: tuple[list[Instance], dict[str, str]] | None = None
         self.router: TraefikFileRouter | None = None
-        # The route file as this round last read or wrote it: one writer per file (the
-        # rollout holding the Application's lock), so a round reads it at most once.
-        self._declared: FileConfig | None = None
-        self._declared_known = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -322,7 +317,7 @@ class DockerFleet:
     async def _observe(self) -> FleetView:
         router = self._router()
         instances, errors = self._listed = await self._listing()
-        declared = await self._current()
+        declared = await self._router().declared()
         declared_servers = dict(declared.servers) if declared else {}
         for host in errors:
             instances += self._declared_as_instances(host, declared_servers)
@@ -341,7 +336,7 @@ class DockerFleet:
             for role, release in (("stable", self.stable_release), ("canary", self.own_release))
         }
         weights = guard_weights(declared.weights if declared else (100, 0), servers)
-        config = await self._apply(weights, servers, current=declared)
+        config = await self._router().apply(weights, servers)
         live = await router.live_servers()
         stable = self._set(serving, healthy, live, self.stable_release, "stable")
         if stable.release and stable.image is None:
@@ -409,25 +404,6 @@ class DockerFleet:
         if watch.idle:  # nothing to wait for (a broken stream is remembered for a while)
             del self.state.watches[self.release]
         return following
-
-    async def _current(self) -> FileConfig | None:
-        """The route file's declaration, read once per round (then what this round wrote)."""
-        if not self._declared_known:
-            self._declared = await self._router().declared()
-            self._declared_known = True
-        return self._declared
-
-    async def _apply(
-        self,
-        weights: tuple[int, int],
-        servers: dict[str, tuple[str, ...]],
-        *,
-        current: FileConfig | None,
-        routes: Routes | None = None,
-    ) -> FileConfig:
-        config = await self._router().apply(weights, servers, routes=routes, current=current)
-        self._declared, self._declared_known = config, True
-        return config
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<host>/<container id>` of the running containers of each role's release, from
@@ -515,12 +491,12 @@ class DockerFleet:
         """Remove servers from a role and wait until Traefik no longer routes to them, then
         for the drain period (requests already on their way finish)."""
         router = self._router()
-        declared = await self._current()
+        declared = await self._router().declared()
         if declared is None or not urls & set(declared.servers_of(role)):
             return
         servers = {r: tuple(declared.servers_of(r)) for r in ("stable", "canary")}
         servers[role] = tuple(u for u in servers[role] if u not in urls)
-        await self._apply(guard_weights(declared.weights, servers), servers, current=declared)
+        await self._router().apply(guard_weights(declared.weights, servers), servers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_SECONDS
         while loop.time() < deadline:
@@ -641,28 +617,28 @@ class DockerFleet:
         )
 
     async def set_weights(self, stable: int, canary: int) -> None:
-        declared = await self._current()
+        declared = await self._router().declared()
         servers = {
             r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
         }
-        await self._apply(guard_weights((stable, canary), servers), servers, current=declared)
+        await self._router().apply(guard_weights((stable, canary), servers), servers)
 
     async def set_routes(self, routes: Routes) -> None:
-        declared = await self._current()
+        declared = await self._router().declared()
         servers = {
             r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
         }
         weights = declared.weights if declared else (100, 0)
-        await self._apply(weights, servers, routes=routes, current=declared)
+        await self._router().apply(weights, servers, routes=routes)
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
         await record_stable(self.rt.kube, self.app_obj, image, deployment, release)
-        declared = await self._current()
+        declared = await self._router().declared()
         if declared is not None:
             servers = {"stable": declared.servers_of("canary"), "canary": ()}
-            await self._apply((100, 0), servers, current=declared)
+            await self._router().apply((100, 0), servers)
 
     async def ensure_owned(self) -> None:
         return None  # the route file is written by rollouts (one writer per file)
@@ -732,7 +708,7 @@ class DockerFleet:
         if not servers or not self.stable_release:
             return  # nothing healthy to route to: leave the route to Traefik's own checks
         router = self._router()
-        declared = await self._current()
+        declared = await self._router().declared()
         if declared is not None and (declared.weights != (100, 0) or declared.servers_of("canary")):
             return  # a rollout's route, left for it to finish or roll back
         want = router.desired((100, 0), {"stable": servers})
@@ -742,7 +718,7 @@ class DockerFleet:
         if fresh is None or (fresh.get("status") or {}).get("activeDeployment"):
             return
         log.info("application %s: stable servers now %s", self.name, ", ".join(sorted(servers)))
-        await self._apply(want.weights, dict(want.servers), current=declared)
+        await self._router().apply(want.weights, dict(want.servers))
 
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""
