@@ -25,7 +25,7 @@ def test_a_watch_event_wakes_the_deployments_driver() -> None:
     wake = handlers._wake(memo)  # what the driver waits on
     asyncio.run(handlers.deployment_event(memo=memo))
     assert wake.is_set()
-    assert getattr(wake, "by", None) == "own_object", "what woke it, for the metric"
+    assert wake.by == "own_object", "what woke it, for the metric"
     assert handlers._wake(kopf.Memo()) is not wake  # each Deployment has its own
 
 

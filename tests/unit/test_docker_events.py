@@ -26,6 +26,7 @@ from lockgate.controller import handlers
 from lockgate.controller.fleets import docker as docker_fleet
 from lockgate.controller.fleets.docker import EVENTS_FALLBACK, POLL, TRAEFIK_FALLBACK, FleetState
 from lockgate.controller.runtime import Runtime, Settings
+from lockgate.controller.wakeups import Wake
 from lockgate.kube import Kube
 from lockgate.traffic import traefik_file
 from lockgate.traffic.traefik_observer import TraefikWatch
@@ -94,7 +95,7 @@ class Env:
         self.rt = Runtime(cast(Kube, self.kube), http, Settings(traefik_api_url=traefik_api_url))
         self.hosts = FakeDockerHosts()
         self.state = self.rt.fleets[(NS, APP)] = FleetState(self.hosts)
-        self.wake = asyncio.Event()  # the driver's, as its daemon registers it
+        self.wake = Wake()  # the driver's, as its daemon registers it
         self.rt.wakeups.register("deployments", NS, "dep", self.wake)
         hosts = [
             {"name": h, "url": f"unix:///run/fake/{h}.sock", "address": f"10.0.0.{i}"}

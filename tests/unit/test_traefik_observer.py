@@ -19,7 +19,7 @@ from lockgate.api import ApplicationSpec
 from lockgate.controller import applications, handlers
 from lockgate.controller.fleets import Census
 from lockgate.controller.runtime import Runtime, Settings
-from lockgate.controller.wakeups import WATCHED_SAFETY_NET
+from lockgate.controller.wakeups import WATCHED_SAFETY_NET, Wake
 from lockgate.engine.model import HeaderRule, Routes
 from lockgate.kube import Kube
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
@@ -285,7 +285,7 @@ def test_an_applications_status_waiting_on_traefik_is_woken_by_the_observer(
     rt.traefik._make = fast
 
     async def scenario() -> tuple[float, int, int]:
-        loop_wake = asyncio.Event()
+        loop_wake = Wake()
         rt.wakeups.register("applications", NS, "shop", loop_wake)
         memo = kopf.Memo(runtime=rt)
         delay = await handlers.application_tick(body=kopf.Body(body), patch=kopf.Patch(), memo=memo)

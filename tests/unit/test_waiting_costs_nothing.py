@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from lockgate.controller import applications, deployments, handlers, runtime
-from lockgate.controller.wakeups import PollPace
+from lockgate.controller.wakeups import PollPace, Wake
 from lockgate.names import LABEL_APP
 from lockgate.traffic.traefik_observer import TraefikWatch
 from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec
@@ -186,7 +186,7 @@ def test_a_pod_event_wakes_the_rollouts_of_its_application(env: Env) -> None:
 
 def test_a_released_lock_wakes_the_deployment_queued_behind_it(env: Env) -> None:
     rt = env.op.rt
-    queued = asyncio.Event()
+    queued = Wake()
     rt.wakeups.register("deployments", NS, "next", queued)
     env.kube.add_deployment("first", dep_spec(strategy=FOREVER))
     env.kube.add_deployment("next", dep_spec("app:3", strategy=FOREVER))
@@ -341,7 +341,7 @@ def test_a_finished_deployment_is_not_woken_by_its_applications_changes(env: Env
     """A Pod or a sibling changing wakes the rollouts that may act, not the finished ones
     (each would read itself again for nothing)."""
     rt = env.op.rt
-    woken = {name: asyncio.Event() for name in ("old", "dep")}
+    woken = {name: Wake() for name in ("old", "dep")}
     for name, event in woken.items():
         rt.wakeups.register("deployments", NS, name, event)
     env.kube.add_deployment("old", dep_spec("app:1", strategy=FOREVER))
@@ -523,7 +523,7 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
             return handlers.SAFETY_NET
 
         stops = [Stopped() for _ in range(drivers)]
-        wakes = [asyncio.Event() for _ in range(drivers)]
+        wakes = [Wake() for _ in range(drivers)]
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(handlers, "_drive_once", round_)
             tasks = [

@@ -59,7 +59,6 @@ from .wakeups import (
     SlotIndex,
     Wake,
     pod_entry,
-    set_by,
     slot_entry,
 )
 
@@ -192,9 +191,9 @@ async def slot_deployments(body: kopf.Body, **_: Any) -> dict[tuple[str, str, st
     return slot_entry(body)
 
 
-def _wake(memo: kopf.Memo) -> asyncio.Event:
+def _wake(memo: kopf.Memo) -> Wake:
     """The object's wake-up, in its own memo (shared by its handlers and its daemon)."""
-    wake: asyncio.Event = memo.setdefault("wake", Wake())
+    wake: Wake = memo.setdefault("wake", Wake())
     return wake
 
 
@@ -228,7 +227,7 @@ async def deployment_event(
 ) -> None:
     """Any change (spec, annotations, status) wakes the Deployment's driver at once, and the
     other Deployments of its Application (one waits for the rollout lock it releases)."""
-    set_by(_wake(memo), "own_object")
+    _wake(memo).set("own_object")
     rt = _runtime(memo, kwargs)
     application = (spec or {}).get("application")
     if rt is not None and namespace and application and DEPLOYMENT_INDEX in kwargs:
@@ -346,7 +345,7 @@ async def _drive(
     name: str,
     deployments: DeploymentIndex,
     logger: Any,
-    wake: asyncio.Event,
+    wake: Wake,
     serves: Callable[[], bool] = lambda: True,
 ) -> None:
     """The driver's loop: a round (while the Deployment is this shard's), then a wait for
@@ -357,10 +356,10 @@ async def _drive(
     key = ("deployments", namespace, name)
 
     def traefik_changed() -> None:
-        set_by(wake, "traefik_change")
+        wake.set("traefik_change")
 
     def webhook_answered() -> None:
-        set_by(wake, "webhook")
+        wake.set("webhook")
 
     try:
         while not stopped:
@@ -399,7 +398,7 @@ async def _drive(
             elif not stopped:
                 try:
                     await asyncio.wait_for(wake.wait(), timeout=delay)
-                    woken_by = (wake.by if isinstance(wake, Wake) else None) or "event"
+                    woken_by = wake.by or "event"
                 except TimeoutError:
                     woken_by = timed_out
             if not stopped:

@@ -3,8 +3,8 @@
 A rollout or an Application's status waits on a few kinds of change: its own object (a kopf
 watch event wakes the handler of that object), a sibling Deployment or its Application (the
 rollout lock), and the Pods of its Application (instances turning ready or failing). The
-drivers register the asyncio.Event they wait on here; the event handlers of those other
-objects wake them by name. Timers (a pause that ends, the next analysis) are timeouts on the
+drivers register the Wake (an asyncio.Event) they wait on here; the event handlers of those
+other objects wake them by name. Timers (a pause that ends, the next analysis) are timeouts on the
 same wait. What no watch reports (Traefik loading servers or weights) is looked at by one
 shared observer of Traefik's API while anybody waits on it, which wakes the waiters its
 changes concern; Docker hosts (no watch at all) are polled.
@@ -34,28 +34,21 @@ SlotIndex = Mapping[SlotKey, Collection[SlotInfo]]
 
 
 class Wake(asyncio.Event):
-    """A driver's wake-up, remembering what set it first since it was last cleared (for
-    lockgate_driver_wakeups_total)."""
+    """A driver's or status loop's wake-up, remembering what set it first since it was last
+    cleared (for lockgate_driver_wakeups_total); a plain `set()` counts as an event."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by: str | None = None
 
-    def set_by(self, by: str) -> None:
+    def set(self, by: str = "event") -> None:
         if not self.is_set():
             self.by = by
-        self.set()
+        super().set()
 
     def clear(self) -> None:
         super().clear()
         self.by = None
-
-
-def set_by(event: asyncio.Event, by: str) -> None:
-    if isinstance(event, Wake):
-        event.set_by(by)
-    else:
-        event.set()
 
 
 class Wakeups:
@@ -63,12 +56,12 @@ class Wakeups:
     (Applications), by object."""
 
     def __init__(self) -> None:
-        self._events: dict[Key, set[asyncio.Event]] = {}
+        self._events: dict[Key, set[Wake]] = {}
 
-    def register(self, kind: str, namespace: str, name: str, event: asyncio.Event) -> None:
+    def register(self, kind: str, namespace: str, name: str, event: Wake) -> None:
         self._events.setdefault((kind, namespace, name), set()).add(event)
 
-    def unregister(self, kind: str, namespace: str, name: str, event: asyncio.Event) -> None:
+    def unregister(self, kind: str, namespace: str, name: str, event: Wake) -> None:
         events = self._events.get((kind, namespace, name))
         if events is not None:
             events.discard(event)
@@ -77,7 +70,7 @@ class Wakeups:
 
     def wake(self, kind: str, namespace: str, name: str, by: str = "event") -> None:
         for event in self._events.get((kind, namespace, name), ()):
-            set_by(event, by)
+            event.set(by)
 
     def wake_deployments(
         self, namespace: str, application: str, deployments: DeploymentIndex, by: str
