@@ -200,6 +200,49 @@ def test_canary_losing_its_ready_instances_at_promotion_gets_no_traffic() -> Non
     assert world.stable.image == "app:2" and world.weights == (100, 0)
 
 
+def test_a_switch_to_a_new_set_with_no_ready_instance_waits_for_it() -> None:
+    """A step giving the new version traffic is not done on the split held while none of its
+    instances is ready (all to the old set): the switch waits for them, and the scale-down
+    delay counts from the switch (it ran on 100% to the old set, then held 100% on a router
+    that never served it, forever)."""
+    app = app_spec(1)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 5}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("switch"))
+    world.unready_images = {"app:2"}
+    for _ in range(5):
+        driver.step()
+        world.now += timedelta(seconds=1)
+    assert driver.status.step is not None
+    assert driver.status.step.description.startswith("switch"), "done with no traffic moved"
+    assert world.weights == (100, 0)
+    world.unready_images = set()
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("keep"))
+    assert world.weights == (0, 100), "the delay starts once the switch is live"
+    assert driver.run().phase == "Succeeded"
+    assert world.stable.image == "app:2"
+
+
+def test_paused_at_the_promotion_with_nothing_ready_asks_for_no_split() -> None:
+    """Paused at the promotion of a rolling update whose old instances are all gone, while
+    the new one is down too: no split is asked for (all to the old set would leave the new
+    one without traffic once it recovers); once it is ready again it has it all."""
+    app = app_spec(1)
+    world = FakeWorld(units=app.units(), ready_after=0)
+    strategy = {"type": "Rolling", "rolling": {"batchSize": 1, "minHealthy": "0%"}}
+    driver = Driver(app, dep_spec(strategy=strategy), world)
+    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    assert not world.stable.started, "the old instance is gone"
+    driver.with_spec(paused=True)
+    world.unready_images = {"app:2"}
+    asked = [a for _ in range(3) for a in driver.step().actions if isinstance(a, SetWeights)]
+    assert asked == [], "nothing ready on either side: no split to ask for"
+    world.unready_images = set()
+    driver.step()
+    assert world.weights == (0, 100)
+
+
 def test_rolling_drains_old_instances_only_once_traffic_has_left_them() -> None:
     """A batch whose new instance was down while it shifted traffic confirmed a split that
     still sends everything to the old one. When the drain comes, the new one is back: the
@@ -233,9 +276,10 @@ def test_promote_step_waits_no_longer_than_the_progress_deadline() -> None:
     world = FakeWorld(units=app.units(), ready_after=0)
     strategy = {"type": "Canary", "canary": {"steps": [100]}}
     driver = Driver(app, dep_spec(strategy=strategy, progressDeadlineSeconds=30), world)
-    run_until(driver, lambda s: s.step is not None and s.step.description.startswith("setWeight"))
-    world.unready_images = {"app:2"}  # down while its step routes: the split live is 100/0
     run_until(driver, lambda s: s.step is not None and s.step.description.startswith("promote"))
+    world.unready_images = {"app:2"}  # down at the promotion: the traffic goes back to 100/0
+    driver.step()
+    assert world.weights == (100, 0)
     world.unready_images = set()
     world.weight_delay = None  # and from now on the router applies nothing
     status = driver.run()

@@ -727,8 +727,19 @@ class _Run:
             weight = step.weight
         return safe_weights(weight, len(canary_ready), len(stable_ready))
 
+    def canary_withheld(self, step: Step) -> bool:
+        """The step gives the canary weight, but none of its instances is ready to take it:
+        the split held meanwhile (all to stable) is not the step's, so the step is not done
+        (it completed on that split once, and the next step waited on 100% forever)."""
+        return step.weight is not None and step.weight > 0 and self.target_weights(step)[1] == 0
+
     def hold_weights(self, step: Step) -> bool:
         """Ask for the step's traffic split; True when it is live."""
+        if step.kind == "promote" and not self.obs.stable.ready and not self.canary_ready():
+            # As the promotion itself does: with nothing ready on either side no split
+            # helps, and all to an old set with no instance left cuts off the new one's
+            # recovery (paused at the promotion, it asked for exactly that).
+            return self.obs.live_weights is not None
         target = self.target_weights(step)
         if self.obs.live_weights != target:
             self.emit(SetWeights(*target))
@@ -811,7 +822,7 @@ class _Run:
         if step.kind == "start":
             return set(step.canary_units) <= self.canary_ready()
         if step.kind == "shift":
-            if not weights_live:
+            if not weights_live or self.canary_withheld(step):
                 return False
             if s.step.weights_live_at is None:
                 s.step = s.step.model_copy(update={"weights_live_at": self.now})
