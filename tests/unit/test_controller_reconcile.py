@@ -11,6 +11,7 @@ import pytest
 
 from lockgate.api import DeploymentSpec
 from lockgate.controller import deployments
+from lockgate.controller.fleets import FleetView
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.kube import Kube
 from tests.support.fakeworld import FakeWorld, dep_spec
@@ -114,6 +115,29 @@ def test_the_fleet_polls_while_the_rollout_moves(env: Env) -> None:
     assert moving.requeue_after is None or moving.requeue_after > 0.25
     env.fleet.poll_while_moving = 0.25
     assert env.op.round("dep").requeue_after == 0.25
+
+
+def test_a_timer_counts_from_the_decision_not_from_the_end_of_the_round(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pause's end is due 1 s after the engine decided; a round that spent 0.3 s observing
+    (and writing) waits 0.3 s less, not 1 s from its end (at 500 in flight rounds took 1-3 s,
+    and every pause ended that much late)."""
+    env.kube.add_deployment("dep", dep_spec(strategy=CANARY))
+    while (env.kube.deployment("dep").get("status") or {}).get("step", {}).get(
+        "description"
+    ) != "pause 2s":
+        env.op.round("dep")
+    observe = env.fleet.observe
+
+    async def slow_observe() -> FleetView:
+        await asyncio.sleep(0.3)
+        return await observe()
+
+    monkeypatch.setattr(env.fleet, "observe", slow_observe)
+    waiting = env.op.round("dep")  # 1 s into the 2 s pause
+    assert waiting.requeue_after is not None
+    assert 0 < waiting.requeue_after <= 0.7, waiting.requeue_after
 
 
 def test_deleting_the_active_deployment_restores_stable_through_the_fleet(env: Env) -> None:

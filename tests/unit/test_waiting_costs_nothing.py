@@ -111,7 +111,9 @@ def test_a_timed_pause_sleeps_until_it_ends(env: Env) -> None:
         ).step.started_at
     ).total_seconds()  # type: ignore[union-attr]
     assert started
-    assert wait == pytest.approx(30 - elapsed), "it sleeps until the pause ends"
+    # Less the round's own time since the engine decided (a fraction of a millisecond here).
+    assert wait <= 30 - elapsed
+    assert wait == pytest.approx(30 - elapsed, abs=1), "it sleeps until the pause ends"
 
 
 def test_a_round_that_wrote_the_status_waits_for_its_watch_event(env: Env) -> None:
