@@ -34,7 +34,12 @@ from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailabl
 from lockgate.hosts.spec import HostSpec
 from lockgate.names import LABEL_APP, LABEL_RELEASE
 from lockgate.probes.health import check_health
-from lockgate.targets.docker.capacity import check_capacity, extra_instances, host_capacity
+from lockgate.targets.docker.capacity import (
+    _capacity_sync,
+    check_capacity,
+    extra_instances,
+    host_capacity,
+)
 from lockgate.targets.docker.containers import (
     Instance,
     ensure_instances,
@@ -485,6 +490,37 @@ def test_capacity_shortfall_names_host_and_resource(
         assert await check_capacity(conns, extra, Resources.parse("0.01", "8Mi")) == []
 
     asyncio.run(scenario())
+
+
+def test_a_container_removed_between_listing_and_inspection_does_not_fail_the_check(
+    conns: HostConnections, app: str, docker_hosts_by_name: dict[str, DockerHost]
+) -> None:
+    """Other applications' containers come and go on a shared host. One removed between the
+    capacity check's listing and its inspection reserves nothing and fails nothing (the
+    check raised "No such container", and a good rollout was refused and rolled back while
+    a neighbour removed its own containers)."""
+    asyncio.run(
+        ensure_instances(
+            conns, "host1", app, f"{app}/1", "demo:v1", 1, {}, Resources.parse("1", "1Gi"), 8080
+        )
+    )
+    client = local_client(docker_hosts_by_name["host1"])
+    listed = client.api.containers
+
+    def listed_then_removed(**query: Any) -> Any:
+        found = listed(**query)
+        assert any(c["Labels"].get(LABEL_APP) == app for c in found), "ours was listed"
+        for container in listed(filters={"label": f"{LABEL_APP}={app}"}):
+            client.api.remove_container(container["Id"], force=True)  # its owner, meanwhile
+        return found
+
+    try:
+        client.api.containers = listed_then_removed
+        capacity = _capacity_sync(client, "host1")
+    finally:
+        client.close()
+    assert capacity.total.nano_cpus >= 1_000_000_000
+    assert labelled(docker_hosts_by_name["host1"], app) == []
 
 
 # --- the file router with Traefik ------------------------------------------------------------

@@ -103,11 +103,18 @@ def shortfalls(
 
 
 def _capacity_sync(client: docker.DockerClient, host: str) -> HostCapacity:
+    import docker.errors  # loaded with the first Docker host (tests/unit/test_footprint.py)
+
     info = client.info()
     total = Resources(int(info.get("NCPU", 0)) * 1_000_000_000, int(info.get("MemTotal", 0)))
     reserved = Resources()
     for c in client.api.containers(filters={"status": "running"}):
-        hc = client.api.inspect_container(c["Id"]).get("HostConfig") or {}
+        try:
+            hc = client.api.inspect_container(c["Id"]).get("HostConfig") or {}
+        except docker.errors.NotFound:
+            # Removed since the listing (other applications' containers come and go on a
+            # shared host): it reserves nothing now. Raised, it refused a good rollout.
+            continue
         nano = int(hc.get("NanoCpus") or 0)
         if not nano and hc.get("CpuQuota") and hc.get("CpuPeriod"):
             nano = int(hc["CpuQuota"] * 1_000_000_000 / hc["CpuPeriod"])
