@@ -288,6 +288,28 @@ def test_promote_step_waits_no_longer_than_the_progress_deadline() -> None:
     assert world.stable.image == "app:1" and world.weights == (100, 0)
 
 
+def test_a_pause_whose_split_stops_being_served_fails_at_the_deadline() -> None:
+    """A pause judged by analysis holds its split. When the proxy stops serving it (back to
+    the old split, applying nothing any more), the pause does not wait for ever: at
+    progressDeadlineSeconds after the split stopped being live the rollout rolls back,
+    naming the split (it stayed Progressing for ever)."""
+    app = app_spec(4)
+    world = FakeWorld(units=app.units())
+    strategy = {"type": "Canary", "canary": {"steps": [10, {"pause": {"seconds": 600}}, 100]}}
+    spec = dep_spec(strategy=strategy, analysis=ANALYSIS, progressDeadlineSeconds=30)
+    driver = Driver(app, spec, world)
+    run_until(driver, lambda s: s.step is not None and s.step.description == "pause 600s")
+    world.weights, world.weight_delay = (100, 0), None
+    lost = world.now
+    status = driver.run()
+    assert status.phase == "RolledBack", status.message
+    assert "traffic split not confirmed live within progressDeadlineSeconds 30" in (
+        status.message or ""
+    )
+    assert world.now - lost < timedelta(seconds=60), "ended by the deadline, not the pause"
+    assert world.stable.image == "app:1" and world.weights == (100, 0)
+
+
 def test_a_gate_inconclusive_until_the_deadline_fails_naming_the_last_reason() -> None:
     """A metrics source that stops answering mid-rollout (Prometheus down) never passes a
     gate: every run after is Inconclusive, and the progress deadline fails the step with the

@@ -841,14 +841,18 @@ class _Run:
         # pause
         if s.skip_waits:
             return True
-        if not weights_live and self.spec.analysis is not None:
+        if self.spec.analysis is not None and not weights_live:
             # The proxy does not serve the split this pause holds: an operator killed while
             # traffic changed (between a failed analysis's switch back to stable and the
             # status recording it) comes back to a pause at 0% canary, where no analysis
             # runs. Its wait restarts once the split is live again, so it never ends on
-            # traffic nobody judged (as a timed wait restarts after spec.paused).
-            s.step = s.step.model_copy(update={"started_at": self.now})
+            # traffic nobody judged (as a timed wait restarts after spec.paused); meanwhile
+            # progressDeadlineSeconds counts from when the split stopped being live.
+            if s.step.weights_live_at is not None:
+                s.step = s.step.model_copy(update={"started_at": self.now, "weights_live_at": None})
             return False
+        if self.spec.analysis is not None and s.step.weights_live_at is None:
+            s.step = s.step.model_copy(update={"started_at": self.now, "weights_live_at": self.now})
         if step.seconds is None:
             return False
         started = s.step.started_at or self.now
@@ -925,7 +929,12 @@ class _Run:
         if step.batch is not None and nxt.batch != step.batch:
             self.end_batch(step.batch, "Succeeded")
         s.step = StepStatus(
-            index=index + 1, total=total, description=nxt.description, started_at=self.now
+            index=index + 1,
+            total=total,
+            description=nxt.description,
+            started_at=self.now,
+            # A pause holds the split the step before it confirmed live.
+            weights_live_at=self.now if nxt.kind == "pause" else None,
         )
         self.begin_batch(nxt)
         if nxt.waits_for_promote:
@@ -956,8 +965,10 @@ class _Run:
     def check_deadline(self, plan: Plan, step: Step) -> None:
         s = self.s
         assert s.step is not None
-        if step.kind == "pause" or s.step.started_at is None:
+        if s.step.started_at is None:
             return
+        if step.kind == "pause" and (self.spec.analysis is None or s.step.weights_live_at):
+            return  # a pause waits as long as it says (its split is live, or unjudged)
         if step.kind == "promote" and self.obs.stable.release == self.release:
             return  # the new version is the stable one: there is nothing left to go back to
         deadline = s.step.started_at + timedelta(seconds=self.spec.progress_deadline_seconds)
@@ -974,7 +985,7 @@ class _Run:
         elif step.kind == "shift" and s.step.weights_live_at is not None:
             last = s.analysis[-1].reason if s.analysis else "no analysis ran"
             reason = f"no passed analysis within progressDeadlineSeconds {limit} ({last})"
-        elif step.kind == "shift":
+        elif step.kind in ("shift", "pause"):
             reason = f"traffic split not confirmed live within progressDeadlineSeconds {limit}"
         elif step.kind == "promote":
             ready = len(self.canary_ready() & set(step.canary_units))
