@@ -613,19 +613,31 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
         path.unlink(missing_ok=True)
 
 
+def watched_strays(traefik: Traefik, app: str) -> set[str]:
+    """Files of `app` other than its route file in the directory Traefik watches."""
+    with os.scandir(traefik.dynamic_dir) as entries:
+        return {
+            e.name for e in entries if app in e.name and e.name != f"{app}.yaml" and e.is_file()
+        }
+
+
 def test_rewrites_are_atomic_while_traefik_and_a_reader_read(
     conns: HostConnections, app: str, traefik: Traefik
 ) -> None:
     """Many rewrites of the file while a reader parses it in a loop and requests flow through
-    Traefik: every read is a whole config, every request is answered, no temp file stays."""
+    Traefik: every read is a whole config, every request is answered, no temp file stays,
+    and none ever appears in the directory Traefik watches (each of its events there has
+    Traefik read the directory and spend its 2 s throttle, maybe on the old file)."""
     path = traefik.dynamic_dir / f"{app}.yaml"
     stop = threading.Event()
     reads: list[bool] = []
+    strays: set[str] = set()
     failures: list[str] = []
     answered = Counter[int]()
 
     def reader() -> None:
         while not stop.is_set():
+            strays.update(watched_strays(traefik, app))
             try:
                 text = path.read_text()
             except FileNotFoundError:
@@ -682,6 +694,7 @@ def test_rewrites_are_atomic_while_traefik_and_a_reader_read(
     assert not failures, failures[:3]
     assert set(answered) == {200}, answered
     assert sum(answered.values()) > 50
+    assert strays == set(), "temp files in the directory Traefik watches"
     leftovers = [p.name for p in traefik.dynamic_dir.iterdir() if app in p.name]
     assert leftovers == [], leftovers
 
@@ -783,8 +796,11 @@ def test_sftp_writes_atomically_to_a_file_traefik_serves(
     reads: list[bool] = []
     stop = threading.Event()
 
+    strays: set[str] = set()
+
     def reader() -> None:
         while not stop.is_set():
+            strays.update(watched_strays(traefik, app))
             with contextlib.suppress(FileNotFoundError):
                 reads.append(parse(app, path.read_text()) is not None)
 
@@ -823,6 +839,7 @@ def test_sftp_writes_atomically_to_a_file_traefik_serves(
         store.close()
         path.unlink(missing_ok=True)
     assert reads and all(reads), f"{reads.count(False)} partial reads of {len(reads)}"
+    assert strays == set(), "temp files in the directory Traefik watches"
     assert [p.name for p in traefik.dynamic_dir.iterdir() if app in p.name] == []
 
 

@@ -41,6 +41,7 @@ from lockgate.targets.docker.resources import Resources, parse_cpus, parse_memor
 from lockgate.traffic.traefik_api import parse_live_weights
 from lockgate.traffic.traefik_crd import live_leaves
 from lockgate.traffic.traefik_file import (
+    TEMP_DIR,
     FileConfig,
     HealthCheckConfig,
     LocalStore,
@@ -212,7 +213,9 @@ def test_local_store_replaces_the_file_whole_and_leaves_no_temp_file(tmp_path: P
         assert await store.read() is None
 
     asyncio.run(scenario())
-    assert list(tmp_path.iterdir()) == []
+    # The temp files went to a subdirectory Traefik does not watch, and none stayed there.
+    assert [p.name for p in tmp_path.iterdir()] == [TEMP_DIR]
+    assert list((tmp_path / TEMP_DIR).iterdir()) == []
 
 
 def test_local_store_file_is_readable_by_the_proxy(tmp_path: Path) -> None:

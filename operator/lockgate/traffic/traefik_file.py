@@ -7,10 +7,13 @@ list (its load balancer stays defined while it has servers, so Traefik keeps che
 and `live_servers` lists them before they get traffic).
 
 The file is the declared state: every change reads it, changes weights or servers, and
-writes it whole and atomically (a temp file in the same directory, renamed over the old
-one), locally or over SFTP with strict host keys. Traefik ignores the temp file: its file
-provider reads only .yaml/.yml/.toml. A change counts as done only when Traefik's API
-serves the declared weights and servers.
+writes it whole and atomically (a temp file in TEMP_DIR beside it, renamed over the old
+one), locally or over SFTP with strict host keys. The temp file is not in the directory
+itself: Traefik's file provider (v3) re-reads its directory on every event there and passes
+the result through the provider's throttle (providersThrottleDuration, 2 s), so the temp
+file's own creation could spend the window on the old configuration and hold the new one
+back ~2 s. It watches no subdirectory, and reads only .yaml/.yml/.toml files in one. A
+change counts as done only when Traefik's API serves the declared weights and servers.
 
 A header route is a second router `<app>-header`: the Application's rule AND the route's
 conditions, at a higher priority, to the canary's load balancer (whose requests analysis
@@ -290,9 +293,12 @@ class ConfigStore(Protocol):
     async def remove(self) -> None: ...
 
 
+TEMP_DIR = ".lockgate-tmp"  # beside the route file (the same filesystem, for the rename)
+
+
 def _temp_name(path: str) -> str:
     directory, base = posixpath.split(path)
-    return posixpath.join(directory, f".{base}.{secrets.token_hex(4)}.tmp")
+    return posixpath.join(directory, TEMP_DIR, f"{base}.{secrets.token_hex(4)}.tmp")
 
 
 class LocalStore:
@@ -303,8 +309,11 @@ class LocalStore:
 
     def _write_sync(self, text: str) -> None:
         directory = os.path.dirname(self.path) or "."
+        temp_dir = os.path.join(directory, TEMP_DIR)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(temp_dir)  # not the route's own directory: missing, it is an error
         fd, tmp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(self.path)}.", suffix=".tmp"
+            dir=temp_dir, prefix=f"{os.path.basename(self.path)}.", suffix=".tmp"
         )
         try:
             with os.fdopen(fd, "w") as out:
@@ -404,11 +413,15 @@ class SftpStore:
         sftp = self._sftp()
         if sftp is None:
             t, p = shlex.quote(tmp), shlex.quote(self.path)
+            d = shlex.quote(posixpath.dirname(tmp))
             self._exec(
-                f"umask 022 && {{ cat > {t} && mv -f {t} {p}; }} || {{ rm -f {t}; exit 1; }}",
+                f"umask 022 && mkdir -p {d} && {{ cat > {t} && mv -f {t} {p}; }} "
+                f"|| {{ rm -f {t}; exit 1; }}",
                 text.encode(),
             )
             return
+        with contextlib.suppress(OSError):  # there already (or the open below says why)
+            sftp.mkdir(posixpath.dirname(tmp))
         try:
             with sftp.open(tmp, "w") as out:
                 out.write(text.encode())
