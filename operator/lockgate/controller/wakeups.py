@@ -4,8 +4,8 @@ A rollout or an Application's status waits on a few kinds of change: its own obj
 watch event wakes the handler of that object), a sibling Deployment or its Application (the
 rollout lock), and the Pods of its Application (instances turning ready or failing). The
 drivers register the Wake (an asyncio.Event) they wait on here; the event handlers of those
-other objects wake them by name. Timers (a pause that ends, the next analysis) are timeouts on the
-same wait. What no watch reports (Traefik loading servers or weights) is looked at by one
+other objects wake them by name. Timers (a pause that ends, the next analysis) are timeouts
+on the same wait. What no watch reports (Traefik loading servers or weights) is looked at by one
 shared observer of Traefik's API while anybody waits on it, which wakes the waiters its
 changes concern; Docker hosts (no watch at all) are polled.
 

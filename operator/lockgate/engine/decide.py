@@ -841,18 +841,24 @@ class _Run:
         # pause
         if s.skip_waits:
             return True
-        if self.spec.analysis is not None and not weights_live:
-            # The proxy does not serve the split this pause holds: an operator killed while
-            # traffic changed (between a failed analysis's switch back to stable and the
-            # status recording it) comes back to a pause at 0% canary, where no analysis
-            # runs. Its wait restarts once the split is live again, so it never ends on
-            # traffic nobody judged (as a timed wait restarts after spec.paused); meanwhile
-            # progressDeadlineSeconds counts from when the split stopped being live.
-            if s.step.weights_live_at is not None:
-                s.step = s.step.model_copy(update={"started_at": self.now, "weights_live_at": None})
-            return False
-        if self.spec.analysis is not None and s.step.weights_live_at is None:
-            s.step = s.step.model_copy(update={"started_at": self.now, "weights_live_at": self.now})
+        if self.spec.analysis is not None:
+            if not weights_live:
+                # The proxy does not serve the split this pause holds: an operator killed
+                # while traffic changed (between a failed analysis's switch back to stable
+                # and the status recording it) comes back to a pause at 0% canary, where no
+                # analysis runs. Its wait restarts once the split is live again, so it never
+                # ends on traffic nobody judged (as a timed wait restarts after
+                # spec.paused); meanwhile progressDeadlineSeconds counts from when the
+                # split stopped being live.
+                if s.step.weights_live_at is not None:
+                    s.step = s.step.model_copy(
+                        update={"started_at": self.now, "weights_live_at": None}
+                    )
+                return False
+            if s.step.weights_live_at is None:
+                s.step = s.step.model_copy(
+                    update={"started_at": self.now, "weights_live_at": self.now}
+                )
         if step.seconds is None:
             return False
         started = s.step.started_at or self.now

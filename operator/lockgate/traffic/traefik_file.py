@@ -367,6 +367,7 @@ class SftpStore:
         self._ssh: paramiko.SSHClient | None = None
         self._sftp_session: paramiko.SFTPClient | None = None
         self._lock = asyncio.Lock()
+        self._temp_dir_made = False  # one SFTP round trip for it per store, not per write
 
     def _connected(self) -> paramiko.SSHClient:
         transport = self._ssh.get_transport() if self._ssh else None
@@ -420,8 +421,10 @@ class SftpStore:
                 text.encode(),
             )
             return
-        with contextlib.suppress(OSError):  # there already (or the open below says why)
-            sftp.mkdir(posixpath.dirname(tmp))
+        if not self._temp_dir_made:
+            with contextlib.suppress(OSError):  # there already (or the open below says why)
+                sftp.mkdir(posixpath.dirname(tmp))
+            self._temp_dir_made = True
         try:
             with sftp.open(tmp, "w") as out:
                 out.write(text.encode())
@@ -429,6 +432,7 @@ class SftpStore:
             sftp.chmod(tmp, 0o644)
             sftp.posix_rename(tmp, self.path)  # replaces atomically (plain rename refuses)
         except BaseException:
+            self._temp_dir_made = False  # gone since, maybe: the next write makes it again
             with contextlib.suppress(OSError):
                 sftp.remove(tmp)
             raise

@@ -317,7 +317,7 @@ class DockerFleet:
     async def _observe(self) -> FleetView:
         router = self._router()
         instances, errors = self._listed = await self._listing()
-        declared = await self._router().declared()
+        declared = await router.declared()
         declared_servers = dict(declared.servers) if declared else {}
         for host in errors:
             instances += self._declared_as_instances(host, declared_servers)
@@ -336,7 +336,7 @@ class DockerFleet:
             for role, release in (("stable", self.stable_release), ("canary", self.own_release))
         }
         weights = guard_weights(declared.weights if declared else (100, 0), servers)
-        config = await self._router().apply(weights, servers)
+        config = await router.apply(weights, servers)
         live = await router.live_servers()
         stable = self._set(serving, healthy, live, self.stable_release, "stable")
         if stable.release and stable.image is None:
@@ -491,12 +491,12 @@ class DockerFleet:
         """Remove servers from a role and wait until Traefik no longer routes to them, then
         for the drain period (requests already on their way finish)."""
         router = self._router()
-        declared = await self._router().declared()
+        declared = await router.declared()
         if declared is None or not urls & set(declared.servers_of(role)):
             return
         servers = {r: tuple(declared.servers_of(r)) for r in ("stable", "canary")}
         servers[role] = tuple(u for u in servers[role] if u not in urls)
-        await self._router().apply(guard_weights(declared.weights, servers), servers)
+        await router.apply(guard_weights(declared.weights, servers), servers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_SECONDS
         while loop.time() < deadline:
@@ -708,7 +708,7 @@ class DockerFleet:
         if not servers or not self.stable_release:
             return  # nothing healthy to route to: leave the route to Traefik's own checks
         router = self._router()
-        declared = await self._router().declared()
+        declared = await router.declared()
         if declared is not None and (declared.weights != (100, 0) or declared.servers_of("canary")):
             return  # a rollout's route, left for it to finish or roll back
         want = router.desired((100, 0), {"stable": servers})
@@ -718,7 +718,7 @@ class DockerFleet:
         if fresh is None or (fresh.get("status") or {}).get("activeDeployment"):
             return
         log.info("application %s: stable servers now %s", self.name, ", ".join(sorted(servers)))
-        await self._router().apply(want.weights, dict(want.servers))
+        await router.apply(want.weights, dict(want.servers))
 
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""
