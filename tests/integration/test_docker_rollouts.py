@@ -11,10 +11,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from kubernetes import client
 
 from hack.tools.load import Load, by_version, failed
 from lockgate.targets.docker.containers import container_labels, container_name
+from lockgate.traffic.traefik_file import parse
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
     containers,
@@ -111,6 +114,53 @@ def served(responses: list[Any], version: str) -> int:
     return sum(1 for r in responses if r.version == version)
 
 
+Routing = tuple[tuple[str, ...], tuple[str, ...]]  # (hosts routed to canary, to stable)
+
+
+class RouteRecorder:
+    """Every distinct routing the application's route file declares, read as fast as it
+    can be, from start to stop (writes are whole-file renames: each read is one version)."""
+
+    def __init__(self, path: Path, app: str, hosts: dict[str, DockerHost]) -> None:
+        self.path, self.app = path, app
+        self.host_at = {h.address: name for name, h in hosts.items()}
+        self.seen: list[Routing] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _routing(self) -> Routing | None:
+        try:
+            config = parse(self.app, self.path.read_text())
+        except FileNotFoundError:
+            return None
+        if config is None:
+            return None
+        return cast(
+            Routing,
+            tuple(
+                tuple(
+                    sorted(self.host_at[urlparse(u).hostname or ""] for u in config.servers_of(r))
+                )
+                for r in ("canary", "stable")
+            ),
+        )
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            routing = self._routing()
+            if routing is not None and (not self.seen or self.seen[-1] != routing):
+                self.seen.append(routing)
+            time.sleep(0.002)
+
+    def __enter__(self) -> RouteRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 @pytest.mark.parametrize("batch", [1, "50%"])
 def test_rolling_update_host_by_host_loses_no_request(
     lockgate: Lockgate, app: str, fleet: dict[str, DockerHost], traefik: Traefik, batch: int | str
@@ -118,13 +168,26 @@ def test_rolling_update_host_by_host_loses_no_request(
     deploy_v1(lockgate, app, fleet, traefik)
     assert running_images(fleet, app) == {h: ["demo:v1"] for h in fleet}
     rolling = {"type": "Rolling", "rolling": {"batchSize": batch, "minHealthy": 1}}
-    with load_for(traefik, lockgate, app) as load:
+    route = RouteRecorder(traefik.dynamic_dir / f"{app}.yaml", app, fleet)
+    with load_for(traefik, lockgate, app) as load, route:
         load.wait_answered(20)
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
         status = lockgate.wait_finished(f"{app}-v2")
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
+    # Each batch changes the route once: its hosts' new containers in, their old ones out,
+    # with the split (one reload of Traefik per batch); no host is ever routed to both.
+    everyone = ("host1", "host2", "host3")
+    batches = (
+        [("host1",), ("host2",), ("host3",)] if batch == 1 else [("host1", "host2"), ("host3",)]
+    )
+    shifted = [tuple(sorted(sum(batches[: i + 1], ()))) for i in range(len(batches))]
+    assert route.seen == [
+        ((), everyone),
+        *[(done, tuple(h for h in everyone if h not in done)) for done in shifted],
+        ((), everyone),  # promoted: the new containers are the stable ones
+    ]
     assert len(responses) > 200
     assert failed(responses) == [], (
         f"{len(failed(responses))} of {len(responses)} failed: {by_version(responses)}"

@@ -315,7 +315,7 @@ class FakeFleet:
     def metric_sources(self) -> dict[str, str]:
         return {"stable": "fake-stable", "canary": "fake-canary"}
 
-    async def observe(self) -> FleetView:
+    async def observe(self, routed: Any = None) -> FleetView:
         self.reads["observe"] += 1
         if self.unusable:
             raise FleetUnusable(self.unusable)
@@ -348,6 +348,9 @@ class FakeFleet:
     async def set_routes(self, routes: Any) -> None:
         self.calls.append(f"routes {routes.describe()}")
         self.world.apply("fleet", [SetRoutes(routes)])
+
+    async def flush(self) -> None:
+        return None
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         self.calls.append(f"promote {image}")

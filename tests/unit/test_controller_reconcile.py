@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -130,9 +130,9 @@ def test_a_timer_counts_from_the_decision_not_from_the_end_of_the_round(
         env.op.round("dep")
     observe = env.fleet.observe
 
-    async def slow_observe() -> FleetView:
+    async def slow_observe(routed: Any = None) -> FleetView:
         await asyncio.sleep(0.3)
-        return await observe()
+        return await observe(routed)
 
     monkeypatch.setattr(env.fleet, "observe", slow_observe)
     waiting = env.op.round("dep")  # 1 s into the 2 s pause

@@ -32,7 +32,7 @@ from lockgate.engine import (
     decide,
 )
 from lockgate.engine.analysis import wants_resources
-from lockgate.engine.decide import release_of
+from lockgate.engine.decide import release_of, routed_units
 from lockgate.names import ACTION_ANNOTATION, LABEL_SHARD, SUPERSEDED_ANNOTATION
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.resources import ResourceSample, with_resources
@@ -216,7 +216,7 @@ class Reconciler:
         own = release_of(self.name, status.revision) if status.revision else None
         self.fleet = fleet = fleet_for(self.rt, self.app_obj, self.app, own)
         try:
-            view = await fleet.observe()
+            view = await fleet.observe(routed_units(self.app, spec, status))
         except FleetUnusable as err:
             self.fleet_problem = err.reason
             return Observation(
@@ -299,6 +299,8 @@ class Reconciler:
                 await self.fleet.set_routes(action.routes)
             elif isinstance(action, Promote):
                 await self.fleet.promote(action.release, action.image, self.name)
+        if self.fleet is not None and self.fleet_problem is None:
+            await self.fleet.flush()
 
     async def acquire_lock(self) -> None:
         assert self.app_obj is not None

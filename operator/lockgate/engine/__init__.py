@@ -7,6 +7,7 @@ from .decide import (
     cross_check,
     decide,
     release_of,
+    routed_units,
     safe_weights,
     spec_fingerprint,
 )
@@ -24,6 +25,7 @@ from .model import (
     Observation,
     Promote,
     ReleaseLock,
+    RoutedUnits,
     Routes,
     SetRoutes,
     SetWeights,
@@ -50,6 +52,7 @@ __all__ = [
     "Plan",
     "Promote",
     "ReleaseLock",
+    "RoutedUnits",
     "Routes",
     "SetRoutes",
     "SetWeights",
@@ -62,6 +65,7 @@ __all__ = [
     "cross_check",
     "decide",
     "release_of",
+    "routed_units",
     "safe_weights",
     "spec_fingerprint",
 ]

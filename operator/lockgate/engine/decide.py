@@ -48,6 +48,7 @@ from .model import (
     Observation,
     Promote,
     ReleaseLock,
+    RoutedUnits,
     Routes,
     SetRoutes,
     SetWeights,
@@ -97,6 +98,22 @@ def _fingerprint(spec: DeploymentSpec) -> str:
 
 def release_of(name: str, revision: int) -> str:
     return f"{name}/{revision}"
+
+
+def routed_units(
+    app: ApplicationSpec | None, spec: DeploymentSpec, status: DeploymentStatus
+) -> RoutedUnits | None:
+    """Which units serve each side at the step the status is at, when that step moves
+    traffic unit by unit (a Rolling batch); None: every ready instance serves. Rolling back,
+    or restoring a failed batch, every ready instance serves."""
+    at = status.step
+    if app is None or at is None or at.restoring or status.phase not in ("Progressing", "Paused"):
+        return None
+    steps = compile_plan(app, spec, has_stable=status.previous_image is not None).steps
+    step = steps[min(at.index, len(steps) - 1)]
+    if step.weight is not None:
+        return None
+    return RoutedUnits(step.traffic_canary, step.traffic_stable)
 
 
 def safe_weights(canary_weight: int, canary_ready: int, stable_ready: int) -> tuple[int, int]:

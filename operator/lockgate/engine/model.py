@@ -149,6 +149,16 @@ class EnsureInstances:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutedUnits:
+    """The units whose instances serve each side while a step moves traffic unit by unit
+    (Rolling): an instance anywhere else stays out of the proxy, so a unit changes over in
+    the one proxy change that moves its traffic, not in one change per instance."""
+
+    canary: tuple[str, ...]
+    stable: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SetWeights:
     """Route ``stable``/``canary`` percent of traffic; the pair always sums to 100."""
 

@@ -542,6 +542,8 @@ class TraefikFileRouter:
         # the file at most once.
         self._declared: FileConfig | None = None
         self._read = False
+        # What this round declares but has not written yet (see `stage`).
+        self._staged: FileConfig | None = None
 
     @classmethod
     def for_application(
@@ -594,6 +596,34 @@ class TraefikFileRouter:
             sticky=self.sticky,
         )
 
+    async def current(self) -> FileConfig | None:
+        """What this round declares: the staged configuration, else the file's."""
+        return self._staged if self._staged is not None else await self.declared()
+
+    async def stage(
+        self,
+        weights: tuple[int, int],
+        servers: Mapping[str, Sequence[str]],
+        *,
+        routes: Routes | None = None,
+    ) -> FileConfig:
+        """Declare the whole state, written by the next `flush`: what a round stages is one
+        write, so one reload of Traefik (its file provider sends each change it reads and
+        then takes no other for 2 s). `routes`: the header route and mirror to declare;
+        None keeps the ones declared."""
+        current = await self.current()
+        if routes is None:
+            routes = current.routes if current is not None else NO_ROUTES
+        self._staged = self.desired(weights, servers, routes)
+        return self._staged
+
+    async def flush(self) -> None:
+        """Write what is staged (nothing when the file already says it)."""
+        staged, self._staged = self._staged, None
+        if staged is not None and staged != await self.declared():
+            await self.store.write(dump(staged))
+            self._declared = staged
+
     async def apply(
         self,
         weights: tuple[int, int],
@@ -601,20 +631,14 @@ class TraefikFileRouter:
         *,
         routes: Routes | None = None,
     ) -> FileConfig:
-        """Write the whole declared state (skipped when the file already says it). `routes`:
-        the header route and mirror to declare; None keeps the ones the file declares."""
-        current = await self.declared()
-        if routes is None:
-            routes = current.routes if current is not None else NO_ROUTES
-        config = self.desired(weights, servers, routes)
-        if current != config:
-            await self.store.write(dump(config))
-            self._declared = config
+        """Stage and write at once."""
+        config = await self.stage(weights, servers, routes=routes)
+        await self.flush()
         return config
 
     async def remove_route(self) -> None:
         await self.store.remove()
-        self._declared, self._read = None, True
+        self._declared, self._read, self._staged = None, True, None
 
     async def _api(self, name: str) -> dict[str, Any] | None:
         """Traefik's answer for one service of the file provider; None if absent or the API

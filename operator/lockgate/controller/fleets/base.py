@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from lockgate.api import DeploymentSpec
-from lockgate.engine import NO_ROUTES, InstanceSet, Routes
+from lockgate.engine import NO_ROUTES, InstanceSet, RoutedUnits, Routes
 from lockgate.engine.model import Role
 from lockgate.kube import Kube
 from lockgate.traffic.traefik_observer import TraefikWatch
@@ -80,8 +80,10 @@ class Fleet(Protocol):
     def metric_sources(self) -> dict[Role, str]:
         """Per role, the prefix of the proxy's leaf-service names its traffic metrics carry."""
 
-    async def observe(self) -> FleetView:
-        """Stable and canary instances, live weights, per-unit errors. Raises FleetUnusable."""
+    async def observe(self, routed: RoutedUnits | None = None) -> FleetView:
+        """Stable and canary instances, live weights, per-unit errors. `routed`: the units
+        whose instances may serve each side (None: every ready one), where the target routes
+        by unit. Raises FleetUnusable."""
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """Per role, the ids of its running instances as the target's resource-usage provider
@@ -102,6 +104,9 @@ class Fleet(Protocol):
     async def set_routes(self, routes: Routes) -> None:
         """Declare the header route and the mirror (NO_ROUTES: neither). May take several
         calls: each write waits for the proxy to confirm the one it depends on."""
+
+    async def flush(self) -> None:
+        """Write the route changes the round declared (observing and acting), as one."""
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The canary instances become stable, and the Application's status records it."""

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 from kubernetes.client.exceptions import ApiException
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
-from lockgate.engine import NO_ROUTES, InstanceSet, Routes
+from lockgate.engine import NO_ROUTES, InstanceSet, RoutedUnits, Routes
 from lockgate.engine.model import Role
 from lockgate.engine.plan import first_canary_units
 from lockgate.hosts.backoff import HostBackoff
@@ -84,6 +84,10 @@ class FleetState:
     # release -> the watch of the containers its rollout waits for (one per rollout: a
     # queued Deployment's rounds never end the active one's watch)
     watches: dict[str, ContainerWatch] = field(default_factory=dict)
+    # Servers a write took out of the route -> when Traefik was first seen without them
+    # (None: not yet). Their containers stop a drain period after that, not after a second
+    # write of the route.
+    left_route: dict[str, float | None] = field(default_factory=dict)
 
     def watch(self, release: str) -> ContainerWatch:
         watch = self.watches.get(release)
@@ -305,16 +309,17 @@ class DockerFleet:
                     )
         return out
 
-    async def observe(self) -> FleetView:
-        """After bringing the configuration's server lists in line with the healthy
-        containers. Without its credentials or its route file no host can be used."""
+    async def observe(self, routed: RoutedUnits | None = None) -> FleetView:
+        """After staging the configuration's server lists in line with the healthy
+        containers (on the `routed` hosts of each side only, when given; written by
+        `flush`). Without its credentials or its route file no host can be used."""
         try:
             await self._prepare()
-            return await self._observe()
+            return await self._observe(routed)
         except DockerTargetError as err:
             raise FleetUnusable(f"host {err.host}: {err.reason}") from err
 
-    async def _observe(self) -> FleetView:
+    async def _observe(self, routed: RoutedUnits | None) -> FleetView:
         router = self._router()
         instances, errors = self._listed = await self._listing()
         declared = await router.declared()
@@ -329,19 +334,32 @@ class DockerFleet:
             and i.release in (self.stable_release, self.own_release)
         ]
         healthy = await self._healthy(serving)
+        hosts = {"stable": routed.stable, "canary": routed.canary} if routed else None
         servers = {
             role: tuple(
-                sorted(i.url for i in serving if i.release == release and i.id in healthy and i.url)
+                sorted(
+                    i.url
+                    for i in serving
+                    if i.release == release
+                    and i.id in healthy
+                    and i.url
+                    and (hosts is None or i.host in hosts[role])
+                )
             )
             for role, release in (("stable", self.stable_release), ("canary", self.own_release))
         }
         weights = guard_weights(declared.weights if declared else (100, 0), servers)
-        config = await router.apply(weights, servers)
+        config = await router.stage(weights, servers)
         live = await router.live_servers()
-        stable = self._set(serving, healthy, live, self.stable_release, "stable")
+        self._note_out_of_route(live)
+        # A step that routes by unit puts a unit's instances in the proxy together with its
+        # split, and the split counts as live only once the proxy has them: passing their
+        # check makes them ready for it (waiting for the proxy first took two reloads).
+        in_proxy = live if routed is None else None
+        stable = self._set(serving, healthy, in_proxy, self.stable_release, "stable")
         if stable.release and stable.image is None:
             stable = InstanceSet(stable.release, self.stable_image, stable.units, stable.ready)
-        canary = self._set(serving, healthy, live, self.own_release, "canary")
+        canary = self._set(serving, healthy, in_proxy, self.own_release, "canary")
         if not canary.units:
             leftovers = [
                 i
@@ -487,25 +505,50 @@ class DockerFleet:
 
     # ------------------------------------------------------------------ act
 
+    def _note_out_of_route(self, live: dict[str, tuple[str, ...]] | None) -> None:
+        """When Traefik is first seen without the servers written out of the route."""
+        assert self.state is not None
+        if live is None:
+            return
+        now = asyncio.get_running_loop().time()
+        serving = {url for urls in live.values() for url in urls}
+        left = self.state.left_route
+        for url, gone in list(left.items()):
+            if gone is None and url not in serving:
+                left[url] = now
+            elif gone is not None and now - gone > self.docker.drain_seconds + CONFIRM_SECONDS:
+                del left[url]  # drained long ago (or never stopped by lockgate)
+
     async def _take_out(self, role: str, urls: set[str]) -> None:
         """Remove servers from a role and wait until Traefik no longer routes to them, then
-        for the drain period (requests already on their way finish)."""
+        for the drain period (requests already on their way finish). Servers an earlier
+        write took out (a Rolling step's) wait only what is left of their drain period."""
+        assert self.state is not None
         router = self._router()
-        declared = await router.declared()
-        if declared is None or not urls & set(declared.servers_of(role)):
-            return
-        servers = {r: tuple(declared.servers_of(r)) for r in ("stable", "canary")}
-        servers[role] = tuple(u for u in servers[role] if u not in urls)
-        await router.apply(guard_weights(declared.weights, servers), servers)
+        current = await router.current()
+        left = self.state.left_route
+        if current is not None and urls & set(current.servers_of(role)):
+            servers = {r: tuple(current.servers_of(r)) for r in ("stable", "canary")}
+            servers[role] = tuple(u for u in servers[role] if u not in urls)
+            await router.apply(guard_weights(current.weights, servers), servers)
+            for url in urls:
+                left[url] = None
+        elif not urls & left.keys():
+            return  # never served, or drained long ago
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_SECONDS
         while loop.time() < deadline:
             live = await router.live_servers()
+            self._note_out_of_route(live)
             if live is None or not urls & set(live.get(role, ())):
                 break
             await asyncio.sleep(0.1)
-        if self.docker.drain_seconds:
-            await asyncio.sleep(self.docker.drain_seconds)
+        seen = [left.pop(url) for url in urls if url in left]
+        gone = [at for at in seen if at is not None]
+        since = max(gone) if gone and len(gone) == len(seen) else loop.time()
+        rest = self.docker.drain_seconds - (loop.time() - since)
+        if rest > 0:
+            await asyncio.sleep(rest)
 
     def _record(self, release: str | None, results: dict[str, Any]) -> None:
         assert self.state is not None
@@ -617,27 +660,35 @@ class DockerFleet:
         )
 
     async def set_weights(self, stable: int, canary: int) -> None:
-        declared = await self._router().declared()
-        servers = {
-            r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
-        }
-        await self._router().apply(guard_weights((stable, canary), servers), servers)
+        current = await self._router().current()
+        servers = {r: tuple(current.servers_of(r)) if current else () for r in ("stable", "canary")}
+        await self._router().stage(guard_weights((stable, canary), servers), servers)
 
     async def set_routes(self, routes: Routes) -> None:
-        declared = await self._router().declared()
-        servers = {
-            r: tuple(declared.servers_of(r)) if declared else () for r in ("stable", "canary")
-        }
-        weights = declared.weights if declared else (100, 0)
-        await self._router().apply(weights, servers, routes=routes)
+        current = await self._router().current()
+        servers = {r: tuple(current.servers_of(r)) if current else () for r in ("stable", "canary")}
+        weights = current.weights if current else (100, 0)
+        await self._router().stage(weights, servers, routes=routes)
+
+    async def flush(self) -> None:
+        """Write what the round staged (the observation's server lists, the actions'
+        weights and routes): one change of the route, one reload of Traefik."""
+        assert self.state is not None
+        router = self._router()
+        declared, staged = await router.declared(), await router.current()
+        if declared is not None and staged is not None:
+            for role in ("stable", "canary"):
+                for url in set(declared.servers_of(role)) - set(staged.servers_of(role)):
+                    self.state.left_route[url] = None
+        await router.flush()
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
         await record_stable(self.rt.kube, self.app_obj, image, deployment, release)
-        declared = await self._router().declared()
-        if declared is not None:
-            servers = {"stable": declared.servers_of("canary"), "canary": ()}
+        current = await self._router().current()
+        if current is not None:
+            servers = {"stable": current.servers_of("canary"), "canary": ()}
             await self._router().apply((100, 0), servers)
 
     async def ensure_owned(self) -> None:
@@ -748,5 +799,6 @@ class DockerFleet:
         await self._prepare()
         await self.set_routes(NO_ROUTES)
         await self.set_weights(100, 0)
+        await self.flush()
         if self.own_release:
             await self.ensure("canary", None, (), None)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 from lockgate.api import ApplicationSpec, DeploymentSpec
 from lockgate.api.application import TRAEFIK_API_VERSIONS
-from lockgate.engine import NO_ROUTES, InstanceSet, Routes
+from lockgate.engine import NO_ROUTES, InstanceSet, RoutedUnits, Routes
 from lockgate.engine.model import Role
 from lockgate.kube import DiscoveryPending
 from lockgate.names import LABEL_APP, service_name
@@ -143,7 +143,8 @@ class KubernetesFleet:
         serving = await (await self.router()).serving() if in_proxy else None
         return await self.target.observe(self.namespace, self.name, self.app.units(), serving)
 
-    async def observe(self) -> FleetView:
+    async def observe(self, routed: RoutedUnits | None = None) -> FleetView:
+        # `routed` does not apply: a rollout's Pods are routed by their slot's Service.
         router = await self.router()
         problem = await router.problem()
         if problem:
@@ -187,6 +188,9 @@ class KubernetesFleet:
 
     async def set_routes(self, routes: Routes) -> None:
         await (await self.router()).set_routes(routes)
+
+    async def flush(self) -> None:
+        return None  # each route write above is already one object's update
 
     async def promote(self, release: str, image: str, deployment: str) -> None:
         await self.target.promote(self.app_obj, self.app)
