@@ -12,8 +12,10 @@ measures:
             update (python -m bench.docker_swarm); also the engine's own startedAt ->
             finishedAt, and where that time went: each step's seconds from the status log
             ("step i/n done" entries), summed per kind over the three batches (start: the
-            new container up, passing its check and in Traefik; shift: the new split live in
-            Traefik; drain: the old server out of Traefik, drainSeconds, SIGTERM; promote)
+            new container up and passing its check, still out of Traefik; shift: one write
+            of the route, the new container in, the old one out, the new split, live in
+            Traefik; drain: what is left of drainSeconds since Traefik dropped the old
+            container, SIGTERM; promote)
 Usage: python -m bench.docker_rollouts [--runs 5]
 """
 
