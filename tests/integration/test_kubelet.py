@@ -3,6 +3,7 @@ readiness, deletion is graceful, and Traefik splits real HTTP between two Deploy
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import threading
 import time
@@ -339,20 +340,26 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
     wait_until(lambda: ready_endpoints(api, namespace, "slow") == {pod.status.pod_ip}, 30, "slice")
     url = f"http://{pod.status.pod_ip}:{PORT}/"
     result: dict[str, Any] = {}
+    # The request is on its way before the delete: connected and sent (a thread given a
+    # fixed head start sometimes had not even connected when the Pod began terminating).
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(pod.status.pod_ip, PORT, timeout=15)
+    connection.connect()
+    connection.request("GET", "/")
 
-    def request() -> None:
-        started = time.monotonic()
+    def answer() -> None:
         try:
-            response = http_get(url, timeout=15)
-            result["status"] = response.status_code
-            result["version"] = response.headers.get("X-Version")
-        except httpx.HTTPError as exc:
+            response = connection.getresponse()
+            response.read()
+            result["status"] = response.status
+            result["version"] = response.getheader("X-Version")
+        except (OSError, http.client.HTTPException) as exc:
             result["error"] = repr(exc)
         result["seconds"] = time.monotonic() - started
+        connection.close()
 
-    worker = threading.Thread(target=request)
+    worker = threading.Thread(target=answer)
     worker.start()
-    time.sleep(0.5)  # the request is in the app now, 4.5 s from its answer
     k8s.CoreV1Api(api).delete_namespaced_pod("slow", namespace, grace_period_seconds=30)
 
     # While it drains, it is Terminating and not ready.
