@@ -86,7 +86,9 @@ class Env:
     and Deployment `dep` rolling app:2 host by host. `healthy` holds the published ports
     whose /health answers 200; everything else answers 503."""
 
-    def __init__(self, tmp: Path, traefik_api_url: str | None = None) -> None:
+    def __init__(
+        self, tmp: Path, traefik_api_url: str | None = None, drain_seconds: int = 0
+    ) -> None:
         self.kube = FakeKube()
         self.traefik = FileTraefik(tmp / "shop.yml")
         self.healthy: set[int] = set()
@@ -102,7 +104,7 @@ class Env:
             for i, h in enumerate(HOSTS, 1)
         ]
         spec = {
-            "docker": {"hosts": hosts, "drainSeconds": 0},
+            "docker": {"hosts": hosts, "drainSeconds": drain_seconds},
             "healthCheck": {"http": {"path": "/health"}},
             "traffic": {
                 "traefik": {"fileProvider": {"host": "local", "path": str(tmp / "shop.yml")}}
@@ -479,5 +481,35 @@ def test_each_host_changes_over_in_one_write_of_the_route(
             ((0, 100), {"stable": [], "canary": ["h1", "h2", "h3"]}),
             ((100, 0), all_stable),  # promoted: the new containers are the stable ones
         ]
+
+    run(env, scenario)
+
+
+def test_a_rolling_batch_goes_on_while_its_old_container_drains(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A host's old container leaves the route with its batch's shift and stops once its
+    drainSeconds are over; the next host's new container starts meanwhile (nothing waits
+    for a container that serves no more); only the new ones run at the end."""
+    monkeypatch.setattr(kopf, "event", lambda *_, **__: None)
+    env = Env(tmp_path, drain_seconds=1)
+
+    def old(host: str) -> dict[str, Any]:
+        (found,) = [c for c in env.hosts.containers[host] if c not in env.new_containers(host)]
+        return found
+
+    async def scenario(env: Env) -> None:
+        for c in env.hosts.containers.values():
+            c[0]["Status"] = "Up 1 minute"
+        env.hosts.health_suffix = ""
+        env.healthy.update(range(33001, 33010))  # new containers answer at once
+        await env.drive_until(lambda: any(env.new_containers("h2")))
+        assert old("h1")["State"] == "running", "h1's old container drains meanwhile"
+        port = old("h1")["Ports"][0]["PublicPort"]
+        assert f":{port}" not in (tmp_path / "shop.yml").read_text(), "and serves no more"
+        await env.drive_until(lambda: env.status().get("phase") == "Succeeded", limit=60)
+        assert env.state.draining == {}
+        running = [c for h in HOSTS for c in env.hosts.containers[h] if c["State"] == "running"]
+        assert running == [env.new_container(h) for h in HOSTS]  # promoted: the old ones go
 
     run(env, scenario)

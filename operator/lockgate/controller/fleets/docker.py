@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -88,6 +89,9 @@ class FleetState:
     # (None: not yet). Their containers stop a drain period after that, not after a second
     # write of the route.
     left_route: dict[str, float | None] = field(default_factory=dict)
+    # Old containers of a Rolling batch out of the route, waiting out their drain period
+    # before they stop while the rollout goes on: container id -> (host, its stop).
+    draining: dict[str, tuple[str, asyncio.Task[None]]] = field(default_factory=dict)
 
     def watch(self, release: str) -> ContainerWatch:
         watch = self.watches.get(release)
@@ -99,6 +103,9 @@ class FleetState:
         return watch
 
     async def aclose(self) -> None:
+        for _, task in self.draining.values():
+            task.cancel()  # left running: the next operator's rollout stops it
+        self.draining.clear()
         for watch in self.watches.values():
             await watch.aclose()
         self.watches.clear()
@@ -160,6 +167,7 @@ class DockerFleet:
         self._prepared = False
         self._listed: tuple[list[Instance], dict[str, str]] | None = None
         self.router: TraefikFileRouter | None = None
+        self.routed: RoutedUnits | None = None  # this round's, from `observe`
 
     # ------------------------------------------------------------------ set-up
 
@@ -272,11 +280,13 @@ class DockerFleet:
         )
         instances: list[Instance] = []
         errors: dict[str, str] = {}
+        assert self.state is not None
         for host, result in listed.items():
             if isinstance(result, DockerTargetError):
                 errors[host] = result.reason
             else:
-                instances += result
+                # Draining ones have left: no step waits for them, none may act on them.
+                instances += [i for i in result if i.id not in self.state.draining]
         return instances, errors
 
     def _declared_as_instances(
@@ -313,6 +323,7 @@ class DockerFleet:
         """After staging the configuration's server lists in line with the healthy
         containers (on the `routed` hosts of each side only, when given; written by
         `flush`). Without its credentials or its route file no host can be used."""
+        self.routed = routed
         try:
             await self._prepare()
             return await self._observe(routed)
@@ -519,10 +530,10 @@ class DockerFleet:
             elif gone is not None and now - gone > self.docker.drain_seconds + CONFIRM_SECONDS:
                 del left[url]  # drained long ago (or never stopped by lockgate)
 
-    async def _take_out(self, role: str, urls: set[str]) -> None:
-        """Remove servers from a role and wait until Traefik no longer routes to them, then
-        for the drain period (requests already on their way finish). Servers an earlier
-        write took out (a Rolling step's) wait only what is left of their drain period."""
+    async def _take_out(self, role: str, urls: set[str]) -> float:
+        """Remove servers from a role and wait until Traefik no longer routes to them; the
+        seconds of their drain period left (requests already on their way finish). Servers
+        an earlier write took out (a Rolling step's) have part of it behind them."""
         assert self.state is not None
         router = self._router()
         current = await router.current()
@@ -534,7 +545,7 @@ class DockerFleet:
             for url in urls:
                 left[url] = None
         elif not urls & left.keys():
-            return  # never served, or drained long ago
+            return 0.0  # never served, or drained long ago
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONFIRM_SECONDS
         while loop.time() < deadline:
@@ -546,9 +557,46 @@ class DockerFleet:
         seen = [left.pop(url) for url in urls if url in left]
         gone = [at for at in seen if at is not None]
         since = max(gone) if gone and len(gone) == len(seen) else loop.time()
-        rest = self.docker.drain_seconds - (loop.time() - since)
-        if rest > 0:
-            await asyncio.sleep(rest)
+        return max(0.0, self.docker.drain_seconds - (loop.time() - since))
+
+    def _stop_after(self, seconds: float, leaving: list[Instance], release: str) -> None:
+        """Stop the containers once their drain period is over, without holding the round:
+        a Rolling batch's next host starts meanwhile (as Swarm's start-first update goes on
+        while the old task stops). Only a Rolling step's: Recreate must stop before it
+        starts. A stop that fails is recorded as the host's error, and the container, seen
+        again, is stopped by the next step."""
+        state = self.state
+        assert state is not None
+
+        async def stop() -> None:
+            try:
+                await asyncio.sleep(seconds)
+                await self._stop(leaving, release)
+            finally:
+                for i in leaving:
+                    state.draining.pop(i.id, None)
+
+        task = asyncio.create_task(stop(), name=f"drain {self.name} {release}")
+        for i in leaving:
+            state.draining[i.id] = (i.host, task)
+
+    async def _stop(self, leaving: list[Instance], release: str) -> None:
+        hosts = sorted({i.host for i in leaving})
+        self._record(
+            self.own_release,
+            await self.conns.each(
+                hosts,
+                lambda h: stop_instances(self.conns, h, self.name, release, grace=STOP_GRACE),
+            ),
+        )
+
+    async def _drained(self, hosts: Iterable[str] | None = None) -> None:
+        """Once the draining containers (on `hosts`) have stopped."""
+        assert self.state is not None
+        wanted = None if hosts is None else set(hosts)
+        tasks = {t for h, t in self.state.draining.values() if wanted is None or h in wanted}
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _record(self, release: str | None, results: dict[str, Any]) -> None:
         assert self.state is not None
@@ -566,21 +614,19 @@ class DockerFleet:
         """The role's containers run `release` on exactly `units` (stable: the others are
         stopped and kept for a rollback; canary: the others, and every release that is
         neither stable nor this one, are removed)."""
+        if role == "stable":
+            await self._drained(units)  # a rollback wants a draining host back: once stopped
         instances, _ = await self._listing()
         live = [i for i in instances if i.state in LIVE_STATES]
         if role == "stable":
             rel = release or self.stable_release
             leaving = [i for i in live if rel and i.release == rel and i.host not in units]
-            await self._take_out("stable", {i.url for i in leaving if i.url})
-            stop_hosts = sorted({i.host for i in leaving})
-            assert rel is not None or not stop_hosts
-            self._record(
-                self.own_release,
-                await self.conns.each(
-                    stop_hosts,
-                    lambda h: stop_instances(self.conns, h, self.name, rel or "", grace=STOP_GRACE),
-                ),
-            )
+            drain = await self._take_out("stable", {i.url for i in leaving if i.url})
+            if leaving and rel and self.routed is not None:
+                self._stop_after(drain, leaving, rel)
+            elif leaving and rel:
+                await asyncio.sleep(drain)
+                await self._stop(leaving, rel)
             have = instance_set(rel, self.hosts, live, (), self.docker.instances_per_host)
             start = [h for h in units if h not in have.units or h in have.incomplete]
             if start and rel and image:
@@ -594,7 +640,11 @@ class DockerFleet:
             and i.release != self.stable_release
             and (i.release != keep or i.host not in units)
         ]
-        await self._take_out("canary", {i.url for i in leaving if i.url and i.state in LIVE_STATES})
+        await asyncio.sleep(
+            await self._take_out(
+                "canary", {i.url for i in leaving if i.url and i.state in LIVE_STATES}
+            )
+        )
         by_host: dict[str, set[str]] = {}
         for i in leaving:
             by_host.setdefault(i.host, set()).add(i.release)
@@ -685,6 +735,7 @@ class DockerFleet:
     async def promote(self, release: str, image: str, deployment: str) -> None:
         """The status record moves first: whatever happens next, the next observation
         declares the new release's servers as stable and nothing as canary."""
+        await self._drained()  # the old release's last containers, before it is the canary's
         await record_stable(self.rt.kube, self.app_obj, image, deployment, release)
         current = await self._router().current()
         if current is not None:
@@ -774,6 +825,7 @@ class DockerFleet:
     async def remove_all(self) -> None:
         """Every container of the application on every host, and its route file."""
         await self._prepare()
+        await self._drained()
 
         async def remove(host: str) -> None:
             for rel in sorted(
@@ -797,6 +849,7 @@ class DockerFleet:
     async def remove_rollout(self) -> None:
         """A deleted Deployment's containers go, after traffic is back on stable."""
         await self._prepare()
+        await self._drained()
         await self.set_routes(NO_ROUTES)
         await self.set_weights(100, 0)
         await self.flush()
