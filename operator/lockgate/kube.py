@@ -180,8 +180,10 @@ class Kube:
             if status
             else self.custom.patch_namespaced_custom_object
         )
+        # As field manager `lockgate`: managedFields tell its writes from a user's (and from
+        # any script's with this client's default manager, "OpenAPI-Generator").
         result: dict[str, Any] = await self.call(
-            patch, GROUP, VERSION, namespace, plural, name, body
+            patch, GROUP, VERSION, namespace, plural, name, body, field_manager="lockgate"
         )
         return result
 

@@ -156,6 +156,12 @@ def test_recreate_replaces_every_instance(lockgate: Lockgate, traefik: Traefik) 
     with load_for(traefik, lockgate) as load:
         wait_for("some answers", lambda: len(load.responses) > 50)
     assert {r.version for r in load.stop()} == {"v2"}
+    # lockgate writes the statuses as field manager "lockgate", not as the client library.
+    for name, plural in (("shop-v2", "deployments"), ("shop", "applications")):
+        fields = lockgate.get(name, plural)["metadata"]["managedFields"]
+        managers = {(f["manager"], f.get("subresource")) for f in fields}
+        assert ("lockgate", "status") in managers, managers
+        assert ("OpenAPI-Generator", "status") not in managers, managers
 
 
 def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
