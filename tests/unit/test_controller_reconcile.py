@@ -378,29 +378,3 @@ def test_a_write_that_only_records_an_analysis_needs_no_round_of_its_own(
     other = {**body, "metadata": {**body["metadata"], "resourceVersion": written + "1"}}
     assert event(other), "any other change"
     assert event(body), "an echo is ignored once"
-
-
-def test_a_write_that_changes_the_steps_record_is_read_back(
-    prom_env: tuple[Env, FakePrometheus],
-) -> None:
-    """The round that sees a gate's split live records when (`weightsLiveAt`); the first
-    analysis is timed from that record, so only the round reading it back knows when: a
-    rollout whose echo of that write woke nobody slept its 10 min safety net at every
-    analysis gate (seen at 20 in flight: 1 step in 30 s)."""
-    env, prom = prom_env
-    prom.answers[ERRORS_ASKED] = 0.0
-    env.kube.add_deployment("dep", prom_deployment(0.5))
-
-    def live_at() -> str | None:
-        step = env.kube.deployment("dep").get("status", {}).get("step") or {}
-        return step.get("weightsLiveAt")
-
-    for _ in range(40):
-        before = live_at()
-        result = env.op.round("dep")
-        if before is None and live_at() is not None:
-            break
-    else:
-        raise AssertionError("no split went live")
-    assert result.progressed, "read back by the round its event starts"
-    assert env.op.rt.quiet_writes == {}

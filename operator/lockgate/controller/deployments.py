@@ -478,19 +478,18 @@ async def reconcile(
 
 
 def records_only(before: DeploymentStatus, decision: Decision) -> bool:
-    """The decision acts on nothing, leaves the phase and the step as they were and knows
-    its next timer: its status write only records (an analysis run, a message), so the
-    next round could do nothing new with it until then. Reading such a write back cost a
-    round per analysis, and at 500 in flight those rounds queued every other one ~20 s
-    (docs/scale.md). A step's own record changing (its split live, a gate passed) is read
-    back: what follows is decided from it (the analysis timer counts from the split)."""
+    """The decision acts on nothing and moves no step or phase: its status write only
+    records (an analysis run, a message), so the next round could do nothing new with it.
+    Reading such a write back cost a round per analysis, and at 500 in flight those rounds
+    queued every other one ~20 s (docs/scale.md)."""
     after = decision.status
     return (
-        not decision.actions
-        and after.phase == before.phase
-        and after.step == before.step
-        and decision.requeue_after is not None
+        not decision.actions and after.phase == before.phase and _step_of(after) == _step_of(before)
     )
+
+
+def _step_of(status: DeploymentStatus) -> tuple[int, bool] | None:
+    return (status.step.index, status.step.restoring) if status.step is not None else None
 
 
 def _record(rec: Reconciler, before: DeploymentStatus, decision: Decision) -> None:
