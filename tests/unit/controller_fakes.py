@@ -172,11 +172,8 @@ class FakeKube:
 
     async def patch_deployment_status(
         self, namespace: str, name: str, body: dict[str, Any]
-    ) -> str | None:
-        rv: str | None = self._patch("deployments", namespace, name, body)["metadata"].get(
-            "resourceVersion"
-        )
-        return rv
+    ) -> None:
+        self._patch("deployments", namespace, name, body)
 
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]

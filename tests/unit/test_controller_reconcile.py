@@ -7,11 +7,10 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-import kopf
 import pytest
 
 from lockgate.api import DeploymentSpec
-from lockgate.controller import deployments, handlers
+from lockgate.controller import deployments
 from lockgate.controller.fleets import FleetView
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.kube import Kube
@@ -337,44 +336,3 @@ def test_prometheus_stopped_mid_analysis_is_inconclusive_then_fails_at_the_deadl
     assert after and {r["verdict"] for r in after} == {"Inconclusive"}
     assert "no passed analysis within progressDeadlineSeconds 30" in status["message"]
     assert f"Prometheus at {PROM} unreachable" in status["message"]
-
-
-def test_a_write_that_only_records_an_analysis_needs_no_round_of_its_own(
-    prom_env: tuple[Env, FakePrometheus],
-) -> None:
-    """Paused with analysis running, each run is written, and that write's watch event used
-    to start a round that found nothing to do: two rounds per analysis, and at 500 in flight
-    those rounds queued every other one ~20 s. The echo of such a write wakes nobody; any
-    other change of the Deployment still does."""
-    env, prom = prom_env
-    prom.answers[ERRORS_ASKED] = 0.0
-    query = {"name": "canary-5xx", "promql": ERRORS, "max": 0.5}
-    forever = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, 100]}}
-    analysis = {"intervalSeconds": 2, "minRequests": 20, "queries": [query]}
-    env.kube.add_deployment("dep", dep_spec(strategy=forever, analysis=analysis))
-
-    def runs() -> int:
-        return len(env.kube.deployment("dep").get("status", {}).get("analysis") or [])
-
-    for _ in range(40):
-        before = runs()
-        result = env.op.round("dep")
-        if env.op.phase("dep") == "Paused" and runs() > before and not result.progressed:
-            break
-    else:
-        raise AssertionError(f"no quiet analysis round: {env.kube.deployment('dep')['status']}")
-    body = env.kube.deployment("dep")
-    written = body["metadata"]["resourceVersion"]
-    assert env.op.rt.quiet_writes == {(NS, "dep"): written}
-    wait = handlers.round_delay(result)
-    assert isinstance(wait, float) and 0 < wait <= 2, "it sleeps until the next analysis"
-
-    def event(obj: dict[str, Any]) -> bool:
-        memo = kopf.Memo(runtime=env.op.rt)
-        asyncio.run(handlers.deployment_event(memo=memo, namespace=NS, name="dep", body=obj))
-        return handlers._wake(memo).is_set()
-
-    assert not event(body), "the echo of its own quiet write"
-    other = {**body, "metadata": {**body["metadata"], "resourceVersion": written + "1"}}
-    assert event(other), "any other change"
-    assert event(body), "an echo is ignored once"

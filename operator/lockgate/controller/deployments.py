@@ -427,15 +427,11 @@ async def reconcile(
         for key, value in wire.items()
         if without_nulls(raw_status.get(key)) != without_nulls(value)
     }
-    quiet = records_only(status, decision)
-    rt.quiet_writes.pop((rec.namespace, rec.name), None)
     if changes:
         try:
-            written = await rt.kube.patch_deployment_status(
+            await rt.kube.patch_deployment_status(
                 rec.namespace, rec.name, rec.conditional({"status": changes})
             )
-            if quiet and written is not None:
-                rt.quiet_writes[(rec.namespace, rec.name)] = written
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -464,7 +460,7 @@ async def reconcile(
         requeue = poll if requeue is None else min(requeue, poll)
     settling = rec.fleet is not None and (rec.fleet_problem is not None or rec.fleet.settling)
     return Round(
-        progressed=bool(changes) and not quiet,
+        progressed=bool(changes),
         acted=bool(decision.actions),
         requeue_after=requeue,
         finished=decision.status.phase in TERMINAL
@@ -475,21 +471,6 @@ async def reconcile(
         if settling and rec.fleet is not None and rec.fleet_problem is None
         else None,
     )
-
-
-def records_only(before: DeploymentStatus, decision: Decision) -> bool:
-    """The decision acts on nothing and moves no step or phase: its status write only
-    records (an analysis run, a message), so the next round could do nothing new with it.
-    Reading such a write back cost a round per analysis, and at 500 in flight those rounds
-    queued every other one ~20 s (docs/scale.md)."""
-    after = decision.status
-    return (
-        not decision.actions and after.phase == before.phase and _step_of(after) == _step_of(before)
-    )
-
-
-def _step_of(status: DeploymentStatus) -> tuple[int, bool] | None:
-    return (status.step.index, status.step.restoring) if status.step is not None else None
 
 
 def _record(rec: Reconciler, before: DeploymentStatus, decision: Decision) -> None:
