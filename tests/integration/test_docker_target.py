@@ -478,6 +478,7 @@ def test_capacity_shortfall_names_host_and_resource(
             await remove_instances(conns, "host1", app, f"{app}/1")
         else:
             pytest.fail("host1's other containers changed during each of 10 measurements")
+        docker.close()
         assert before.total.nano_cpus >= 1_000_000_000 and before.total.memory > 2**28
         assert after.reserved.nano_cpus - before.reserved.nano_cpus >= 1_000_000_000
         assert after.reserved.memory - before.reserved.memory >= 2**30

@@ -572,6 +572,8 @@ class DockerFleet:
             try:
                 await asyncio.sleep(seconds)
                 await self._stop(leaving, release)
+            except Exception:  # nobody awaits this task: say it, the next step retries
+                log.exception("application %s: stopping drained %s failed", self.name, release)
             finally:
                 for i in leaving:
                     state.draining.pop(i.id, None)
