@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from lockgate.controller.deployments import Round
+from lockgate.controller.deployments import Round, records_only
 from lockgate.controller.handlers import Poll, round_delay
 from lockgate.traffic.traefik_observer import TraefikWatch
 from tests.support.fakeworld import Driver, FakeWorld, app_spec, dep_spec
@@ -62,7 +62,7 @@ def main() -> None:
         decision = driver.step()
         rounds += 1
         result = Round(
-            progressed=decision.status != before,
+            progressed=decision.status != before and not records_only(before, decision),
             acted=bool(decision.actions),
             requeue_after=decision.requeue_after,
             finished=False,

@@ -210,8 +210,11 @@ class Kube:
 
     async def patch_deployment_status(
         self, namespace: str, name: str, body: dict[str, Any]
-    ) -> None:
-        await self._patch_own("deployments", namespace, name, body, status=True)
+    ) -> str | None:
+        """The resourceVersion the write made."""
+        result = await self._patch_own("deployments", namespace, name, body, status=True)
+        rv: str | None = (result.get("metadata") or {}).get("resourceVersion")
+        return rv
 
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]

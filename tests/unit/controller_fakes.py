@@ -172,8 +172,11 @@ class FakeKube:
 
     async def patch_deployment_status(
         self, namespace: str, name: str, body: dict[str, Any]
-    ) -> None:
-        self._patch("deployments", namespace, name, body)
+    ) -> str | None:
+        rv: str | None = self._patch("deployments", namespace, name, body)["metadata"].get(
+            "resourceVersion"
+        )
+        return rv
 
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]

@@ -7,12 +7,14 @@ import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import kopf
 import pytest
 
 from lockgate.api import DeploymentSpec
-from lockgate.controller import deployments
+from lockgate.controller import deployments, handlers
 from lockgate.controller.fleets import FleetView
 from lockgate.controller.runtime import Runtime, Settings
+from lockgate.controller.wakeups import Wake
 from lockgate.kube import Kube
 from tests.support.fakeworld import FakeWorld, dep_spec
 from tests.unit.controller_fakes import NS, Env, Operator, env_over_fakes
@@ -336,3 +338,86 @@ def test_prometheus_stopped_mid_analysis_is_inconclusive_then_fails_at_the_deadl
     assert after and {r["verdict"] for r in after} == {"Inconclusive"}
     assert "no passed analysis within progressDeadlineSeconds 30" in status["message"]
     assert f"Prometheus at {PROM} unreachable" in status["message"]
+
+
+def test_a_write_that_only_records_an_analysis_needs_no_round_of_its_own(
+    prom_env: tuple[Env, FakePrometheus],
+) -> None:
+    """Paused with analysis running, each run is written, and that write's watch event used
+    to start a round that found nothing to do: two rounds per analysis, and at 500 in flight
+    those rounds queued every other one ~20 s. The echo of such a write wakes nobody; any
+    other change of the Deployment still does."""
+    env, prom = prom_env
+    prom.answers[ERRORS_ASKED] = 0.0
+    query = {"name": "canary-5xx", "promql": ERRORS, "max": 0.5}
+    forever = {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, 100]}}
+    analysis = {"intervalSeconds": 2, "minRequests": 20, "queries": [query]}
+    env.kube.add_deployment("dep", dep_spec(strategy=forever, analysis=analysis))
+
+    def runs() -> int:
+        return len(env.kube.deployment("dep").get("status", {}).get("analysis") or [])
+
+    for _ in range(40):
+        before = runs()
+        result = env.op.round("dep")
+        if env.op.phase("dep") == "Paused" and runs() > before and not result.progressed:
+            break
+    else:
+        raise AssertionError(f"no quiet analysis round: {env.kube.deployment('dep')['status']}")
+    body = env.kube.deployment("dep")
+    written = body["metadata"]["resourceVersion"]
+    assert env.op.rt.quiet_writes == {(NS, "dep"): written}
+    wait = handlers.round_delay(result)
+    assert isinstance(wait, float) and 0 < wait <= 2, "it sleeps until the next analysis"
+
+    # A Deployment queued behind it on the same Application still hears of every write.
+    queued = Wake()
+    env.op.rt.wakeups.register("deployments", NS, "next", queued)
+    siblings = {(NS, "shop"): [deployments.DeploymentSummary("next", "Queued", "")]}
+
+    def event(obj: dict[str, Any]) -> bool:
+        memo = kopf.Memo(runtime=env.op.rt)
+        queued.clear()
+        asyncio.run(
+            handlers.deployment_event(
+                memo=memo,
+                namespace=NS,
+                name="dep",
+                body=obj,
+                spec=obj["spec"],
+                **{handlers.DEPLOYMENT_INDEX: siblings},
+            )
+        )
+        assert queued.is_set(), "the Deployment queued behind it is woken"
+        return handlers._wake(memo).is_set()
+
+    assert not event(body), "the echo of its own quiet write"
+    other = {**body, "metadata": {**body["metadata"], "resourceVersion": written + "1"}}
+    assert event(other), "any other change"
+    assert event(body), "an echo is ignored once"
+
+
+def test_a_write_that_changes_the_steps_record_is_read_back(
+    prom_env: tuple[Env, FakePrometheus],
+) -> None:
+    """The round that sees a gate's split live records when (`weightsLiveAt`); the first
+    analysis is timed from that record, so only the round reading it back knows when: a
+    rollout whose echo of that write woke nobody slept its 10 min safety net at every
+    analysis gate (seen at 20 in flight: 1 step in 30 s)."""
+    env, prom = prom_env
+    prom.answers[ERRORS_ASKED] = 0.0
+    env.kube.add_deployment("dep", prom_deployment(0.5))
+
+    def live_at() -> str | None:
+        step = env.kube.deployment("dep").get("status", {}).get("step") or {}
+        return step.get("weightsLiveAt")
+
+    for _ in range(40):
+        before = live_at()
+        result = env.op.round("dep")
+        if before is None and live_at() is not None:
+            break
+    else:
+        raise AssertionError("no split went live")
+    assert result.progressed, "read back by the round its event starts"
+    assert env.op.rt.quiet_writes == {}

@@ -427,11 +427,15 @@ async def reconcile(
         for key, value in wire.items()
         if without_nulls(raw_status.get(key)) != without_nulls(value)
     }
+    quiet = records_only(status, decision)
+    rt.quiet_writes.pop((rec.namespace, rec.name), None)
     if changes:
         try:
-            await rt.kube.patch_deployment_status(
+            written = await rt.kube.patch_deployment_status(
                 rec.namespace, rec.name, rec.conditional({"status": changes})
             )
+            if quiet and written is not None:
+                rt.quiet_writes[(rec.namespace, rec.name)] = written
         except ApiException as err:
             if err.status != 409:
                 raise
@@ -460,7 +464,7 @@ async def reconcile(
         requeue = poll if requeue is None else min(requeue, poll)
     settling = rec.fleet is not None and (rec.fleet_problem is not None or rec.fleet.settling)
     return Round(
-        progressed=bool(changes),
+        progressed=bool(changes) and not quiet,
         acted=bool(decision.actions),
         requeue_after=requeue,
         finished=decision.status.phase in TERMINAL
@@ -470,6 +474,22 @@ async def reconcile(
         watch=rec.fleet.traefik_watch
         if settling and rec.fleet is not None and rec.fleet_problem is None
         else None,
+    )
+
+
+def records_only(before: DeploymentStatus, decision: Decision) -> bool:
+    """The decision acts on nothing, leaves the phase and the step as they were and knows
+    its next timer: its status write only records (an analysis run, a message), so the
+    next round could do nothing new with it until then. Reading such a write back cost a
+    round per analysis, and at 500 in flight those rounds queued every other one ~20 s
+    (docs/scale.md). A step's own record changing (its split live, a gate passed) is read
+    back: what follows is decided from it (the analysis timer counts from the split)."""
+    after = decision.status
+    return (
+        not decision.actions
+        and after.phase == before.phase
+        and after.step == before.step
+        and decision.requeue_after is not None
     )
 
 

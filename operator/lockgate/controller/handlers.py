@@ -226,9 +226,15 @@ async def deployment_event(
     memo: kopf.Memo, namespace: str | None = None, spec: Any = None, **kwargs: Any
 ) -> None:
     """Any change (spec, annotations, status) wakes the Deployment's driver at once, and the
-    other Deployments of its Application (one waits for the rollout lock it releases)."""
-    _wake(memo).set("own_object")
+    other Deployments of its Application (one waits for the rollout lock it releases); the
+    echo of a status write its round said needs no round of its own wakes only those."""
     rt = _runtime(memo, kwargs)
+    key = (namespace or "", kwargs.get("name") or "")
+    rv = ((kwargs.get("body") or {}).get("metadata") or {}).get("resourceVersion")
+    if rt is not None and rv is not None and rt.quiet_writes.get(key) == rv:
+        del rt.quiet_writes[key]
+    else:
+        _wake(memo).set("own_object")
     application = (spec or {}).get("application")
     if rt is not None and namespace and application and DEPLOYMENT_INDEX in kwargs:
         rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX], "sibling")

@@ -104,6 +104,9 @@ class Runtime:
     watched: PollPace = field(default_factory=lambda: PollPace(WATCHED_PER_SECOND))
     # Turns for the rounds of Deployments (ROUNDS_AT_ONCE at a time).
     rounds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ROUNDS_AT_ONCE))
+    # (namespace, name) -> the resourceVersion of a Deployment's last status write that needs
+    # no round of its own (it recorded, it moved nothing): its watch event wakes nobody.
+    quiet_writes: dict[tuple[str, str], str] = field(default_factory=dict)
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
