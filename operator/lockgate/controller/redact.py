@@ -63,6 +63,8 @@ class Redactor:
         return text
 
     def tree(self, value: Any) -> Any:
+        if not self._forms:
+            return value  # nothing to mask: no need to walk a ~20 KB status (0.15 ms)
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
