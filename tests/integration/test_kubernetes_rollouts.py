@@ -275,8 +275,10 @@ def test_a_canary_right_after_an_aborted_one_starts_while_that_one_drains(
 ) -> None:
     # The slot's Pods do not wait for the aborted canary's Pods to be gone (their 5 s drain
     # held every canary started after an abort, bench/peers.py: 7.4 s to the first weight
-    # against 3.5 s into a fresh slot); the aborted ones get no traffic meanwhile.
-    deploy_v1(lockgate, replicas=3)
+    # against 3.5 s into a fresh slot); the aborted ones get no traffic meanwhile. A 20 s
+    # drain: under the whole suite's load v3's Pods once took longer than the default 5 s
+    # to appear, and a canary that waited for the drain still shows none beside them.
+    deploy_v1(lockgate, replicas=3, kubernetes={"replicas": 3, "template": {}, "drainSeconds": 20})
     manual = {
         "type": "Canary",
         "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
