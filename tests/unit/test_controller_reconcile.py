@@ -371,13 +371,20 @@ def test_a_write_that_only_records_an_analysis_needs_no_round_of_its_own(
     assert isinstance(wait, float) and 0 < wait <= 2, "it sleeps until the next analysis"
 
     # A Deployment queued behind it on the same Application still hears of every write.
-    queued = Wake()
+    queued, own = Wake(), Wake()
     env.op.rt.wakeups.register("deployments", NS, "next", queued)
-    siblings = {(NS, "shop"): [deployments.DeploymentSummary("next", "Queued", "")]}
+    siblings = {
+        (NS, "shop"): [
+            deployments.DeploymentSummary("dep", "Paused", ""),
+            deployments.DeploymentSummary("next", "Queued", ""),
+        ]
+    }
 
     def event(obj: dict[str, Any]) -> bool:
-        memo = kopf.Memo(runtime=env.op.rt)
+        memo = kopf.Memo(runtime=env.op.rt, wake=own)  # the driver's, registered as it does
+        env.op.rt.wakeups.register("deployments", NS, "dep", own)
         queued.clear()
+        own.clear()
         asyncio.run(
             handlers.deployment_event(
                 memo=memo,

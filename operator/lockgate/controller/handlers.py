@@ -229,15 +229,16 @@ async def deployment_event(
     other Deployments of its Application (one waits for the rollout lock it releases); the
     echo of a status write its round said needs no round of its own wakes only those."""
     rt = _runtime(memo, kwargs)
-    key = (namespace or "", kwargs.get("name") or "")
+    name = kwargs.get("name") or ""
     rv = ((kwargs.get("body") or {}).get("metadata") or {}).get("resourceVersion")
-    if rt is not None and rv is not None and rt.quiet_writes.get(key) == rv:
-        del rt.quiet_writes[key]
+    if rt is not None and rv is not None and rt.quiet_writes.get((namespace or "", name)) == rv:
+        del rt.quiet_writes[(namespace or "", name)]
     else:
         _wake(memo).set("own_object")
     application = (spec or {}).get("application")
     if rt is not None and namespace and application and DEPLOYMENT_INDEX in kwargs:
-        rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX], "sibling")
+        siblings = kwargs[DEPLOYMENT_INDEX]
+        rt.wakeups.wake_deployments(namespace, application, siblings, "sibling", but=name)
 
 
 @kopf.on.event(GROUP, VERSION, "applications", labels=IN_SHARD)

@@ -73,14 +73,20 @@ class Wakeups:
             event.set(by)
 
     def wake_deployments(
-        self, namespace: str, application: str, deployments: DeploymentIndex, by: str
+        self,
+        namespace: str,
+        application: str,
+        deployments: DeploymentIndex,
+        by: str,
+        but: str | None = None,
     ) -> None:
         """Every Deployment of the Application that may act on it (the rollout lock, its
-        instances): a finished or failed one only wakes for a change of its own (a retry)."""
+        instances), but `but`: a finished or failed one only wakes for a change of its own
+        (a retry)."""
         from .deployments import TERMINAL  # deployments imports the Runtime, which holds us
 
         for summary in deployments.get((namespace, application), ()):
-            if summary.phase not in TERMINAL:
+            if summary.phase not in TERMINAL and summary.name != but:
                 self.wake("deployments", namespace, summary.name, by)
 
     def wake_application(
