@@ -167,7 +167,9 @@ def test_recreate_replaces_every_instance(lockgate: Lockgate, traefik: Traefik) 
 def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
     lockgate: Lockgate, traefik: Traefik, own_operator: Operator
 ) -> None:
-    """One SIGKILL inside each of the first five steps, at a seeded random moment of it."""
+    """Five SIGKILLs, each in a later step than the one before, at a seeded random moment
+    after that step began (a step may end first: starting an instance or confirming a
+    weight can take less than the moment, so where each kill landed is read, not assumed)."""
     deploy_v1(lockgate)
     steps = [5, 10, 25, 50, 75, 100]
     canary = {"type": "Canary", "canary": {"steps": steps, "stepSeconds": 3}}
@@ -175,9 +177,9 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
     kills: list[Kill] = []
     with load_for(traefik, lockgate) as load:
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
-        for step in range(5):
-            lockgate.wait_step("shop-v2", step)
-            time.sleep(rng.uniform(0.0, 1.5))  # the seeded moment inside the step
+        for _ in range(5):
+            lockgate.wait_step("shop-v2", kills[-1].step + 1 if kills else 0)
+            time.sleep(rng.uniform(0.0, 1.5))  # the seeded moment
             own_operator.kill()
             kills.append(interruption(lockgate, "shop-v2"))
             own_operator.start()
@@ -185,7 +187,8 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
     responses = load.stop()
     where = f"seed {seed}, kills at {kills}"
     assert all(k.inside for k in kills), f"a kill landed outside the rollout: {where}"
-    assert [k.step for k in kills] == list(range(5)), f"one kill per step: {where}"
+    kill_steps = [k.step for k in kills]
+    assert kill_steps == sorted(set(kill_steps)), f"one kill per step: {where}"
     assert status["phase"] == "Succeeded", f"{status.get('message')}; {where}"
     done = [e["message"] for e in status["log"] if " done: " in e["message"]]
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
