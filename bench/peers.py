@@ -2,8 +2,8 @@
 controller in turn, one at a time, on the same control plane, process kubelet, Traefik and
 demo images, with the same replica count (3) and canary steps (10 -> 50 -> 100).
 
-Needs hack/cluster, hack/traefik, hack/kubelet and hack/prometheus up, and the peers built
-(`hack/build-tools peers`); this starts and stops each controller itself (lockgate as the
+Needs `hack/cluster up`, `hack/traefik up`, `hack/kubelet start` and `hack/prometheus up`,
+and the peers built (`hack/build-tools peers`); this starts and stops each controller itself (lockgate as the
 other benchmarks do, the peers through `hack/peers up|down` limited to this run's namespace).
 
 Per controller:
@@ -1401,8 +1401,8 @@ kubelet, Traefik {tool_version("traefik")}, Prometheus scraping Traefik every se
 controller at a time, 3 replicas, canary steps 10 → 50 → 100 (but see `steps` and `fifty`
 below), demo images (hack/demo-app).
 
-Command (after `hack/build-tools peers` and hack/cluster, hack/traefik, hack/kubelet,
-hack/prometheus up):
+Command (after `hack/build-tools peers`, `hack/cluster up`, `hack/traefik up`,
+`hack/kubelet start` and `hack/prometheus up`):
 
 ```
 {shlex.join(["python", "-m", "bench.peers", *argv])}
