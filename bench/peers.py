@@ -3,8 +3,9 @@ controller in turn, one at a time, on the same control plane, process kubelet, T
 demo images, with the same replica count (3) and canary steps (10 -> 50 -> 100).
 
 Needs `hack/cluster up`, `hack/traefik up`, `hack/kubelet start` and `hack/prometheus up`,
-and the peers built (`hack/build-tools peers`); this starts and stops each controller itself (lockgate as the
-other benchmarks do, the peers through `hack/peers up|down` limited to this run's namespace).
+and the peers built (`hack/build-tools peers`); this starts and stops each controller itself
+(lockgate as the other benchmarks do, the peers through `hack/peers up|down` limited to this
+run's namespace).
 
 Per controller:
   abort     a canary paused at 50% under load (one thread, requests 10 ms apart), then, 3 s
