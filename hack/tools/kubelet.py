@@ -61,6 +61,10 @@ JSON = dict[str, Any]
 BRIDGE = "lg-pods"
 # The bridge's address is the gateway every Pod sees on-link; pods of every node share the /16.
 BRIDGE_ADDRESS = ipaddress.IPv4Interface("10.244.0.1/16")
+# Set, not inherited: a bridge without an address of its own takes the lowest of its ports',
+# so a Pod's veth leaving would change the gateway's MAC under every other Pod's ARP cache,
+# and their answers to the host would go to a port that is gone until the entry expires.
+BRIDGE_MAC = "02:6c:67:00:00:01"
 DEFAULT_POD_CIDR = "10.244.0.0/24"
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_S = 40
@@ -215,6 +219,7 @@ class Network:
         of this node (namespaces and the processes in them) are removed."""
         if ip("link", "show", BRIDGE, check=False).returncode != 0:
             ip("link", "add", BRIDGE, "type", "bridge")
+        ip("link", "set", BRIDGE, "address", BRIDGE_MAC)
         ip("addr", "replace", str(BRIDGE_ADDRESS), "dev", BRIDGE)
         ip("link", "set", BRIDGE, "up")
         # A fence behind the bridge's own route: should the bridge ever be gone, traffic to a

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import socket
+import struct
+import subprocess
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from hack.tools.kubelet import is_demo_image
+from hack.tools.kubelet import BRIDGE, BRIDGE_ADDRESS, is_demo_image
 from tests.support.cluster import Cluster, Traefik
 from tests.support.kubelet_fixtures import ProcessKubelet
 
@@ -150,6 +154,14 @@ def get_pod(api: ApiClient, namespace: str, name: str) -> k8s.V1Pod | None:
         if exc.status == 404:
             return None
         raise
+
+
+def connected(connection: http.client.HTTPConnection) -> bool:
+    try:
+        connection.connect()
+    except ConnectionRefusedError:
+        return False
+    return True
 
 
 # --- tests -----------------------------------------------------------------------------------
@@ -390,6 +402,56 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
     # Its namespace and address are gone with it.
     with pytest.raises(httpx.TransportError):
         http_get(url, timeout=1)
+
+
+def test_a_pod_answers_the_host_after_the_lowest_port_leaves_the_bridge(
+    api: ApiClient, namespace: str
+) -> None:
+    """The gateway's MAC a Pod has learnt stays right when another port leaves the bridge, so
+    its answer reaches the host at once. CI once lost a response this way: a bridge without a
+    MAC of its own takes the lowest of its ports', so a deleted Pod's veth took the gateway's
+    MAC with it, under the ARP cache of every Pod that had learnt it; a Pod hearing nothing
+    new from the host (its request acknowledged, no probes) sent its answer to that MAC until
+    the entry expired, 10 to 50 s later. The link here stands for the deleted Pod: its MAC
+    (00:00:5e:00:53:01, documentation range) is below any random one."""
+    link = f"lgt{uuid.uuid4().hex[:8]}"
+
+    def ip(command: str) -> str:
+        return subprocess.run(
+            ["ip", *command.split()], check=True, capture_output=True, text=True
+        ).stdout
+
+    def unacknowledged(connection: http.client.HTTPConnection) -> int:
+        assert connection.sock is not None
+        info = connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return int(struct.unpack_from("I", info, 24)[0])  # struct tcp_info's tcpi_unacked
+
+    ip(f"link add {link} address 00:00:5e:00:53:01 type veth peer name {link}p")
+    try:
+        ip(f"link set {link} master {BRIDGE} up")
+        # The Pod learns the gateway's MAC while the link is a port of the bridge. No
+        # readiness probe: its packets from the host would teach the Pod the MAC anew.
+        create_pod(api, namespace, "steady", demo_container("demo:v2-slow2000", probe=False))
+        pod = wait_until(
+            lambda: (p := get_pod(api, namespace, "steady")) and p.status.pod_ip and p, 30, "an IP"
+        )
+        connection = http.client.HTTPConnection(pod.status.pod_ip, PORT, timeout=15)
+        wait_until(lambda: connected(connection), 30, "the app listening")
+        connection.request("GET", "/")
+        wait_until(lambda: unacknowledged(connection) == 0, 5, "the request acknowledged", 0.01)
+        ip(f"link del {link}")
+
+        # The kubelet's namespace for the Pod (hack/tools/kubelet.py, Network.create).
+        sandbox = f"lgpod-{pod.spec.node_name}-{pod.metadata.uid}"
+        gateway = str(BRIDGE_ADDRESS.ip)
+        learnt = ip(f"-n {sandbox} neigh show {gateway}").split()
+        bridge = ip(f"-br link show {BRIDGE}").split()
+        assert learnt[learnt.index("lladdr") + 1] == bridge[2], (learnt, bridge)
+        response = connection.getresponse()
+        assert (response.status, response.getheader("X-Version")) == (200, "v2")
+        connection.close()
+    finally:
+        subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
 
 
 def test_traefik_splits_traffic_by_weight_between_two_deployments(
