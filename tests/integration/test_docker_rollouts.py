@@ -662,6 +662,42 @@ def test_container_left_created_by_a_killed_operator_is_started_on_resume(
     wait_alone_everywhere(fleet, app, "demo:v2")
 
 
+def test_a_canary_left_stopped_by_a_killed_operator_is_removed_by_the_abort(
+    lockgate: Lockgate,
+    app: str,
+    fleet: dict[str, DockerHost],
+    traefik: Traefik,
+    own_operator: Operator,
+) -> None:
+    """An operator killed between stopping a canary's container and removing it, as its
+    rollback does after the drain, leaves it stopped: the resumed rollback removes it instead
+    of ending without it (as a whole-suite run of the kill test once did). The drain is long
+    so that the kill lands inside it; the stop is done here, where the kill cut it short."""
+    deploy_v1(lockgate, app, fleet, traefik, drain_seconds=60)
+    manual = {"type": "Canary", "canary": {"canaryHosts": 1, "steps": [50, {"pause": {}}, 100]}}
+    lockgate.create(deployment(f"{app}-v2", app, "demo:v2", manual))
+    lockgate.wait_phase(f"{app}-v2", {"Paused"})
+    lockgate.annotate(f"{app}-v2", "abort")
+    lockgate.wait_phase(f"{app}-v2", {"RollingBack"})
+    own_operator.kill()
+    canary = [
+        (host, name)
+        for host, found in containers(fleet, app).items()
+        for name, image, _ in found
+        if image == "demo:v2"
+    ]
+    assert len(canary) == 1, canary
+    host, name = canary[0]
+    client = local_client(fleet[host])
+    try:
+        client.api.stop(name, timeout=10)
+    finally:
+        client.close()
+    own_operator.start()
+    lockgate.wait_phase(f"{app}-v2", {"Aborted"}, timeout=120)
+    wait_alone_everywhere(fleet, app, "demo:v1")
+
+
 # Alone: the requests the stopping container had taken fail, and how many it has taken grows
 # with the machine's load (9 of 847 with the parallel phase's four workers and a browser).
 @pytest.mark.serial

@@ -53,6 +53,7 @@ def docker_application(
     urls: dict[str, str] | None = None,
     memory: str = "32Mi",
     cpus: str = "0.1",
+    drain_seconds: float = 1,
 ) -> dict[str, Any]:
     entries = {
         "host1": {"name": "host1", "url": hosts["host1"].url, "address": hosts["host1"].address},
@@ -79,7 +80,7 @@ def docker_application(
             "docker": {
                 "hosts": [entries[h] for h in order],
                 "container": {"port": 8080, "resources": {"cpus": cpus, "memory": memory}},
-                "drainSeconds": 1,
+                "drainSeconds": drain_seconds,
             },
             "port": 8080,
             "healthCheck": {"http": {"path": "/health"}, "intervalSeconds": 1},

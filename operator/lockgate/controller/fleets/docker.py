@@ -370,7 +370,17 @@ class DockerFleet:
         stable = self._set(serving, healthy, in_proxy, self.stable_release, "stable")
         if stable.release and stable.image is None:
             stable = InstanceSet(stable.release, self.stable_image, stable.units, stable.ready)
-        canary = self._set(serving, healthy, in_proxy, self.own_release, "canary")
+        # A stopped container of this rollout counts as its unit, not started: a resumed
+        # step starts it again, and a rollback removes it. An operator killed between stopping
+        # a canary and removing it left one, which the finished rollback never saw.
+        stopped = [
+            i
+            for i in instances
+            if i.state not in LIVE_STATES
+            and i.release == self.own_release
+            and i.release != self.stable_release
+        ]
+        canary = self._set(serving + stopped, healthy, in_proxy, self.own_release, "canary")
         if not canary.units:
             leftovers = [
                 i
