@@ -513,9 +513,14 @@ class Invariants:
         for m in said:
             assert (int(m.group(1)), int(m.group(2))) == live, (m.group(0), live, where)
 
-        # In proportion: each weight change is the split of the step the rollout is at.
+        # In proportion: each weight change is the split of the step the rollout is at, or,
+        # while an abort waits for its annotation's removal, all on a ready stable at once.
         step = self.step_of(driver, before, after)
-        if step is not None:
+        aborting = after.pending_action == "abort" and after.phase in ("Progressing", "Paused")
+        promoted = step is not None and step.kind == "promote" and obs.stable.release == release
+        if aborting and obs.stable.ready and not promoted:
+            assert all(split == (100, 0) for split in asked), f"asked for {asked}, abort pending"
+        elif step is not None:
             want = expected_split(step, obs, release)
             for split in asked:
                 assert split == want, f"asked for {split}, step {step.description!r} holds {want}"

@@ -527,6 +527,20 @@ def test_abort_rolls_back_and_ends_aborted() -> None:
     assert driver.world.weights == (100, 0)
 
 
+def test_abort_takes_traffic_off_the_new_version_in_the_decision_that_sees_it() -> None:
+    """The abort itself waits for its annotation's removal (two-phase); the traffic does not:
+    the first decision that sees the annotation asks for all of it on stable."""
+    driver = manual_driver()
+    run_until(driver, lambda s: s.phase == "Paused")
+    assert driver.world.weights != (100, 0)
+    driver.world.action = "abort"
+    decision = driver.step()
+    assert decision.status.phase == "Paused" and decision.status.pending_action == "abort"
+    assert SetWeights(100, 0) in decision.actions
+    assert driver.world.weights == (100, 0)
+    assert driver.step().status.phase == "RollingBack"
+
+
 def test_abort_once_the_new_version_is_stable_lets_the_promotion_complete() -> None:
     """After the promote step swapped the roles, rolling back would remove the previous
     version and call it restored: the abort is ignored, saying why, and the rollout ends."""

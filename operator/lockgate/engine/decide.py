@@ -650,6 +650,11 @@ class _Run:
         if action == "abort" and not promoted:
             self.fail("aborted by the lockgate.dev/action annotation", aborted=True)
             return
+        if s.pending_action == "abort" and not promoted and self.obs.stable.ready:
+            # Taking the abort waits for its annotation's removal (two-phase: two rounds and
+            # two writes later); taking traffic off the new version needs no such care.
+            self.traffic_to_stable()
+            return
         if self.obs.superseded_by and not promoted:
             self.fail(f"superseded by {self.obs.superseded_by}", aborted=True)
             return
@@ -1167,11 +1172,7 @@ class _Run:
         s.aborted = aborted
         s.pending_action = None
         target = s.previous_image or "no previous version"
-        if self.obs.stable.ready and self.obs.live_weights != (100, 0):
-            # Traffic leaves the new version in this very decision, not one round later.
-            self.emit(SetWeights(100, 0))
-        if self.obs.live_routes != NO_ROUTES:
-            self.emit(SetRoutes(NO_ROUTES))
+        self.traffic_to_stable()  # in this very decision, not one round later
         if aborted or self.spec.rollback.automatic:
             self.enter("RollingBack", f"{reason}; rolling back to {target}", warning=True)
         else:
@@ -1182,6 +1183,13 @@ class _Run:
                 "(abort removes them, retry starts over)",
                 warning=True,
             )
+
+    def traffic_to_stable(self) -> None:
+        """All traffic on stable, as far as healthy stable instances allow; no routes."""
+        if self.obs.stable.ready and self.obs.live_weights != (100, 0):
+            self.emit(SetWeights(100, 0))
+        if self.obs.live_routes != NO_ROUTES:
+            self.emit(SetRoutes(NO_ROUTES))
 
     def everything_stable(self) -> Step:
         units = self.app.units() if self.app and self.s.previous_image is not None else ()
