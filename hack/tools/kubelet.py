@@ -195,6 +195,11 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def pod_netns(node: str, uid: str) -> str:
+    """The network namespace of the Pod `uid`'s sandbox on `node`."""
+    return f"lgpod-{node}-{uid}"
+
+
 @dataclass(frozen=True)
 class Sandbox:
     netns: str
@@ -208,7 +213,7 @@ class Network:
     def __init__(self, node: str, pod_cidr: ipaddress.IPv4Network) -> None:
         if not pod_cidr.subnet_of(BRIDGE_ADDRESS.network):
             raise ValueError(f"podCIDR {pod_cidr} is outside the bridge's {BRIDGE_ADDRESS.network}")
-        self.prefix = f"lgpod-{node}-"
+        self.prefix = pod_netns(node, "")
         self.pod_cidr = pod_cidr
         self._lock = threading.Lock()
         self._used: set[str] = set()

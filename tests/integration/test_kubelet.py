@@ -7,7 +7,6 @@ import http.client
 import ipaddress
 import socket
 import struct
-import subprocess
 import threading
 import time
 import uuid
@@ -21,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from hack.tools.kubelet import BRIDGE, BRIDGE_ADDRESS, is_demo_image
+from hack.tools.kubelet import BRIDGE, BRIDGE_ADDRESS, ip, is_demo_image, pod_netns
 from tests.support.cluster import Cluster, Traefik
 from tests.support.kubelet_fixtures import ProcessKubelet
 
@@ -416,19 +415,14 @@ def test_a_pod_answers_the_host_after_the_lowest_port_leaves_the_bridge(
     (00:00:5e:00:53:01, documentation range) is below any random one."""
     link = f"lgt{uuid.uuid4().hex[:8]}"
 
-    def ip(command: str) -> str:
-        return subprocess.run(
-            ["ip", *command.split()], check=True, capture_output=True, text=True
-        ).stdout
-
     def unacknowledged(connection: http.client.HTTPConnection) -> int:
         assert connection.sock is not None
         info = connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
         return int(struct.unpack_from("I", info, 24)[0])  # struct tcp_info's tcpi_unacked
 
-    ip(f"link add {link} address 00:00:5e:00:53:01 type veth peer name {link}p")
+    ip(*f"link add {link} address 00:00:5e:00:53:01 type veth peer name {link}p".split())
     try:
-        ip(f"link set {link} master {BRIDGE} up")
+        ip("link", "set", link, "master", BRIDGE, "up")
         # The Pod learns the gateway's MAC while the link is a port of the bridge. No
         # readiness probe: its packets from the host would teach the Pod the MAC anew.
         create_pod(api, namespace, "steady", demo_container("demo:v2-slow2000", probe=False))
@@ -439,19 +433,17 @@ def test_a_pod_answers_the_host_after_the_lowest_port_leaves_the_bridge(
         wait_until(lambda: connected(connection), 30, "the app listening")
         connection.request("GET", "/")
         wait_until(lambda: unacknowledged(connection) == 0, 5, "the request acknowledged", 0.01)
-        ip(f"link del {link}")
+        ip("link", "del", link)
 
-        # The kubelet's namespace for the Pod (hack/tools/kubelet.py, Network.create).
-        sandbox = f"lgpod-{pod.spec.node_name}-{pod.metadata.uid}"
-        gateway = str(BRIDGE_ADDRESS.ip)
-        learnt = ip(f"-n {sandbox} neigh show {gateway}").split()
-        bridge = ip(f"-br link show {BRIDGE}").split()
+        sandbox = pod_netns(pod.spec.node_name, pod.metadata.uid)
+        learnt = ip("-n", sandbox, "neigh", "show", str(BRIDGE_ADDRESS.ip)).stdout.split()
+        bridge = ip("-br", "link", "show", BRIDGE).stdout.split()
         assert learnt[learnt.index("lladdr") + 1] == bridge[2], (learnt, bridge)
         response = connection.getresponse()
         assert (response.status, response.getheader("X-Version")) == (200, "v2")
         connection.close()
     finally:
-        subprocess.run(["ip", "link", "del", link], check=False, capture_output=True)
+        ip("link", "del", link, check=False)
 
 
 def test_traefik_splits_traffic_by_weight_between_two_deployments(
