@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import docker
 import httpx
@@ -225,15 +226,6 @@ def test_ready_version_passes_health_and_reports_version(
         assert r.json() == {"version": "v1", "image": "demo:v1", "instance": "local", "status": 200}
 
 
-def _slow_get(url: str, result: dict[str, Any]) -> None:
-    started = time.monotonic()
-    try:
-        result["status"] = httpx.get(url, timeout=30).status_code
-    except httpx.HTTPError as exc:
-        result["error"] = repr(exc)
-    result["seconds"] = time.monotonic() - started
-
-
 def _slow_answer(conn: http.client.HTTPConnection, started: float, result: dict[str, Any]) -> None:
     try:
         response = conn.getresponse()
@@ -257,14 +249,21 @@ def test_sigterm_stops_accepting_finishes_in_flight_request_then_exits_0(
 ) -> None:
     with demo_process(demo_app_binary, "demo:v2-slow3000", tmp_path) as demo:
         result: dict[str, Any] = {}
-        inflight = threading.Thread(target=_slow_get, args=(demo.url + "/", result))
+        # Connected and sent here, before the signal: started in the thread, the request
+        # could come after the listener closed (refused under a cold run's load).
+        address = urlparse(demo.url)
+        conn = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        started = time.monotonic()
+        conn.request("GET", "/")
+        inflight = threading.Thread(target=_slow_answer, args=(conn, started, result))
         inflight.start()
-        time.sleep(0.5)  # the request is now inside its 3 s of latency
+        time.sleep(0.5)  # the app has accepted it: it is inside its 3 s of latency
         demo.proc.send_signal(signal.SIGTERM)
         _wait_until(lambda: _refuses(demo.url + "/health"), 2, "refusing new connections")
         assert "status" not in result, "the in-flight request should still be running"
         assert demo.proc.wait(timeout=10) == 0
         inflight.join(timeout=10)
+        conn.close()
     assert result.get("status") == 200, result
     assert result["seconds"] >= 2.9
     assert "draining" in demo.log.read_text()
