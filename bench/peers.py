@@ -970,6 +970,9 @@ class Figures:
     first_weight: list[float] = field(default_factory=list)
     verdict_to_stable: list[float] = field(default_factory=list)
     verdict_source: str = ""
+    # the canary's weight first live in Traefik -> the verdict, -> 100% stable in Traefik
+    live_to_verdict: list[float] = field(default_factory=list)
+    live_to_stable: list[float] = field(default_factory=list)
     bad_requests: list[int] = field(default_factory=list)
     failed_requests: list[int] = field(default_factory=list)
     rss: float | None = None
@@ -1085,7 +1088,7 @@ def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
             load = Load(web_url, host_of(app, target.ns), threads=2).start()
             try:
                 canary = target.start(app, run, f"demo:v{run + 1}-errors30")
-                wait_share(api_url, wrr, lambda s: s > 0, "the canary live", timeout=180)
+                live = wait_share(api_url, wrr, lambda s: s > 0, "the canary live", timeout=180)
                 stable = wait_share(api_url, wrr, lambda s: s == 0, "100% stable again")
                 verdict, source = target.verdict(app, canary, tail)
                 # The load runs on until the rollout has ended, so stragglers count too.
@@ -1097,6 +1100,8 @@ def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:
             quiet_canary(app, target.ns)
             figures.verdict_to_stable.append(stable - verdict)
             figures.verdict_source = source
+            figures.live_to_verdict.append(verdict - live)
+            figures.live_to_stable.append(stable - live)
             figures.bad_requests.append(len(bad))
             figures.failed_requests.append(len(failed(mine)))
             print(
@@ -1286,6 +1291,15 @@ def table(targets: list[Target], figures: list[Figures]) -> str:
             lambda t, f: med_max(f.verdict_to_stable),
         ),
         row("… the verdict's timestamp", lambda t, f: f.verdict_source or "n/a"),
+        row(
+            "… canary weight first live in Traefik → verdict; → 100% stable (medians)",
+            lambda t, f: (
+                f"{statistics.median(f.live_to_verdict):.2f} s; "
+                f"{statistics.median(f.live_to_stable):.2f} s ({len(f.live_to_stable)} runs)"
+                if f.live_to_stable
+                else "n/a"
+            ),
+        ),
         row(
             "… requests answered by the bad version, whole rollout (median)",
             lambda t, f: median_int(f.bad_requests),
