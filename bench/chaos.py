@@ -257,6 +257,40 @@ def recreate_downtime(
     return begin, end
 
 
+def failure_context(soak: Soak, app: App, unexpected: list[Response]) -> list[str]:
+    """Each burst of unexpected failures (no gap over 1 s), on the clock of the load, with
+    the app's rollout transitions and the kills within 5 s of it: what a diagnosis needs
+    first, as a seed repeats the kill moments only roughly."""
+    events: list[tuple[float, str]] = []
+    for name, image, status in app.finished:
+        for t in status.get("transitions") or []:
+            what = t.get("event") or t["phase"]
+            message = t.get("message", "")
+            events.append(
+                (
+                    soak.to_monotonic(datetime.fromisoformat(t["at"])),
+                    f"{name} ({image}): {what} {message}",
+                )
+            )
+    events += [(soak.to_monotonic(k.at), f"kill {k.number}") for k in soak.kills]
+    bursts: list[list[Response]] = []
+    for r in sorted(unexpected, key=lambda r: r.at):
+        if bursts and r.at - bursts[-1][-1].at <= 1.0:
+            bursts[-1].append(r)
+        else:
+            bursts.append([r])
+    lines = []
+    for burst in bursts:
+        first, last = burst[0].at, burst[-1].at
+        lines.append(f"{len(burst)} from {first:.2f} to {last:.2f}: {by_version(burst)}")
+        lines += [
+            f"  {at - first:+7.2f} s  {what}"
+            for at, what in sorted(events)
+            if first - 5.0 <= at <= last + 5.0
+        ]
+    return lines
+
+
 class Soak:
     def __init__(self, args: argparse.Namespace, rng: random.Random) -> None:
         self.args = args
@@ -560,6 +594,7 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
         downtime_total += len(everything) - len(designed)
         if unexpected:
             details.append(f"  {app.short}: {by_version(unexpected)}")
+            details += [f"    {line}" for line in failure_context(soak, app, unexpected)]
     print(
         f"\nrequests: {count} through Traefik, {failed_total} failed "
         f"(besides: {by_design} 5xx answered by bad images by design, "
