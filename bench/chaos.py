@@ -280,9 +280,14 @@ def failure_context(soak: Soak, app: App, unexpected: list[Response]) -> list[st
         else:
             bursts.append([r])
     lines = []
+    to_wall = time.time() - time.monotonic()
     for burst in bursts:
         first, last = burst[0].at, burst[-1].at
-        lines.append(f"{len(burst)} from {first:.2f} to {last:.2f}: {by_version(burst)}")
+        begins = datetime.fromtimestamp(first + to_wall, UTC)
+        lines.append(
+            f"{len(burst)} in {last - first:.2f} s from {begins:%H:%M:%S.%f} UTC: "
+            f"{by_version(burst)}"
+        )
         lines += [
             f"  {at - first:+7.2f} s  {what}"
             for at, what in sorted(events)
