@@ -19,6 +19,10 @@ API_URL = "http://traefik:8080"
 
 
 class FakeTraefikApi:
+    # Looks at /api/rawdata answered by every fake: what a test waiting on an observer
+    # counts its progress in (`test_traefik_observer.until`).
+    looks_made = 0
+
     def __init__(self) -> None:
         self.routers: dict[str, dict[str, Any]] = {}
         self.services: dict[str, dict[str, Any]] = {}
@@ -100,6 +104,7 @@ class FakeTraefikApi:
         path = unquote(request.url.path)
         self.requests[path if not path.startswith("/api/http/services/") else "service"] += 1
         if path == "/api/rawdata":
+            FakeTraefikApi.looks_made += 1
             hook = self.before_look.pop(self.looks, None)
             if hook is not None:
                 hook()

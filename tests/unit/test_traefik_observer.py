@@ -40,13 +40,25 @@ def observer_of(traefik: FakeTraefikApi) -> TraefikObserver:
     return fast(traefik.client(), API_URL)
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Lets the observer run until `predicate` holds (a few hundred of its tiny pauses)."""
-    for _ in range(2000):
-        if predicate():
-            return
+async def until(predicate: Callable[[], bool], what: str, looks: int = 500) -> None:
+    """Lets the observer run until `predicate` holds. Bounded by the observer's progress,
+    not by time (a loaded machine only makes each look slower): it fails once the fake
+    Traefik answered `looks` more looks without it, or after STALLED pauses of the test
+    without a single look (the observer stopped looking; it looks every millisecond or so)."""
+    start = FakeTraefikApi.looks_made
+    seen, still = start, 0
+    while not predicate():
+        made = FakeTraefikApi.looks_made
+        if made - start > looks:
+            raise AssertionError(f"never: {what} (after {made - start} looks)")
+        still = still + 1 if made == seen else 0
+        if still > STALLED:
+            raise AssertionError(f"never: {what} (the observer stopped looking)")
+        seen = made
         await asyncio.sleep(0.001)
-    raise AssertionError(f"never: {what}")
+
+
+STALLED = 60_000  # pauses of at least 1 ms: a minute without a look
 
 
 class Woken:
