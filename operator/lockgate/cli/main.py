@@ -325,6 +325,7 @@ def run_operator(args: argparse.Namespace) -> int:
     import kopf
 
     import lockgate.controller  # noqa: F401  (registers the handlers)
+    from lockgate import heap
     from lockgate.controller.process import OperatorOptions, run
     from lockgate.election import Timing
 
@@ -347,6 +348,7 @@ def run_operator(args: argparse.Namespace) -> int:
             identity=default_identity(),
             timing=timing,
         )
+    heap.limit_arenas()  # before any thread: every API thread would grow an arena of its own
     kopf.configure(verbose=False)
     settings = kopf.OperatorSettings()
     clusterwide = args.all_namespaces or not args.namespace

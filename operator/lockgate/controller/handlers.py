@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, cast
 
 import kopf
 
+from lockgate import heap
 from lockgate.api import ApplicationSpec
 from lockgate.kube import API_THREADS
 from lockgate.names import GROUP, LABEL_APP, LABEL_SHARD, VERSION
@@ -115,6 +116,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # in-flight rollouts queue behind background reconciles.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
     memo.runtime.notifier.start()  # the notifications worker
+    memo.heap_trim = asyncio.create_task(heap.trim_periodically(), name="heap trim")
     # Before anything can read a Secret: from here on every log line, and every Event kopf
     # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
     install_log_redaction(memo.runtime.redactor)
@@ -126,6 +128,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    trim: asyncio.Task[None] | None = memo.get("heap_trim")
+    if trim is not None:
+        trim.cancel()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.aclose()
