@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import statistics
 import sys
@@ -113,6 +114,10 @@ BAD = {
 BAD_VERSIONS = {version_of(image) for images in BAD.values() for image in images}
 GOOD_DEADLINE, UNREADY_DEADLINE = 180, 20  # progressDeadlineSeconds
 TERMINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")
+# Traefik's own log (hack/traefik), for what it said around a burst of failures.
+TRAEFIK_LOG = Path(os.environ.get("LOCKGATE_RUN", "/tmp/lockgate-run")) / "traefik" / "traefik.log"
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (WRN|ERR) (.*)$")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 # ------------------------------------------------------------------ environment
@@ -293,7 +298,37 @@ def failure_context(soak: Soak, app: App, unexpected: list[Response]) -> list[st
             for at, what in sorted(events)
             if first - 5.0 <= at <= last + 5.0
         ]
+        lines += [
+            f"  traefik {line}"
+            for line in traefik_says(
+                first + to_wall - 3.0, last + to_wall + 3.0, about=(app.name, "providerName=file")
+            )[:MAX_LOG_LINES]
+        ]
     return lines
+
+
+MAX_LOG_LINES = 20
+
+
+def traefik_says(
+    since: float, until: float, about: tuple[str, ...], path: Path = TRAEFIK_LOG
+) -> list[str]:
+    """Traefik's warnings and errors logged between two wall-clock times (its log has whole
+    seconds, so the window is widened to them) that mention one of `about`: a router or
+    service it could not build answers 404 for as long as it stays out."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for raw in text.splitlines():
+        match = LOG_LINE.match(ANSI.sub("", raw))
+        if match is None:
+            continue
+        at = datetime.strptime(match[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        if int(since) <= at <= until and any(word in match[3] for word in about):
+            out.append(f"{match[1]} {match[2]} {match[3]}")
+    return out
 
 
 class Soak:
