@@ -114,8 +114,6 @@ BAD = {
 BAD_VERSIONS = {version_of(image) for images in BAD.values() for image in images}
 GOOD_DEADLINE, UNREADY_DEADLINE = 180, 20  # progressDeadlineSeconds
 TERMINAL = ("Succeeded", "RolledBack", "Failed", "Aborted")
-# Traefik's own log (hack/traefik), for what it said around a burst of failures.
-TRAEFIK_LOG = Path(os.environ.get("LOCKGATE_RUN", "/tmp/lockgate-run")) / "traefik" / "traefik.log"
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (WRN|ERR) (.*)$")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -301,7 +299,10 @@ def failure_context(soak: Soak, app: App, unexpected: list[Response]) -> list[st
         lines += [
             f"  traefik {line}"
             for line in traefik_says(
-                first + to_wall - 3.0, last + to_wall + 3.0, about=(app.name, "providerName=file")
+                traefik_log(soak.traefik),
+                first + to_wall - 3.0,
+                last + to_wall + 3.0,
+                about=(app.name, "providerName=file"),
             )[:MAX_LOG_LINES]
         ]
     return lines
@@ -310,9 +311,12 @@ def failure_context(soak: Soak, app: App, unexpected: list[Response]) -> list[st
 MAX_LOG_LINES = 20
 
 
-def traefik_says(
-    since: float, until: float, about: tuple[str, ...], path: Path = TRAEFIK_LOG
-) -> list[str]:
+def traefik_log(traefik: Traefik) -> Path:
+    """hack/traefik's log, beside the dynamic configuration it serves."""
+    return traefik.dynamic_dir.parent / "traefik.log"
+
+
+def traefik_says(path: Path, since: float, until: float, about: tuple[str, ...]) -> list[str]:
     """Traefik's warnings and errors logged between two wall-clock times (its log has whole
     seconds, so the window is widened to them) that mention one of `about`: a router or
     service it could not build answers 404 for as long as it stays out."""

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
+import functools
 from typing import Any
-
-log = logging.getLogger("lockgate.heap")
 
 M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 ARENAS = 2
 TRIM_EVERY = 30.0  # seconds; a trim of a few hundred MiB takes a few milliseconds
 
 
+@functools.cache  # the process's own libc: looked up once, not on every trim
 def _glibc() -> Any | None:
     try:
         libc = ctypes.CDLL(None)
