@@ -392,7 +392,7 @@ class Soak:
         for app in self.apps:
             self.lg.create(deployment(f"{app.name}-000", app.name, app.stable))
         for app in self.apps:
-            status = self.lg.wait_finished(f"{app.name}-000", timeout=300)
+            status = self.lg.wait_finished(f"{app.name}-000")
             if status["phase"] != "Succeeded":
                 raise RuntimeError(f"{app.name}: first rollout {status['phase']}: {status}")
         for app in self.apps:

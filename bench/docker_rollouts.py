@@ -112,7 +112,7 @@ def main() -> None:
                 lg.create(
                     deployment(name, app, image, {"type": "Rolling", "rolling": {"batchSize": 1}})
                 )
-                status = lg.wait_finished(name, timeout=300)
+                status = lg.wait_finished(name)
                 rolling.append(time.monotonic() - start)
                 if status["phase"] != "Succeeded":
                     failures.append(f"{name}: {status.get('message')}")

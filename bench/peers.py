@@ -473,7 +473,7 @@ class LockgateTarget(Target):
         )
 
     def ready(self, app: str) -> str:
-        self.lg.wait_phase(f"{app}-0", {"Succeeded"}, timeout=max(180, self.deadline))
+        self.lg.wait_phase(f"{app}-0", {"Succeeded"})
         return f"{self.ns}-{app}@kubernetescrd"
 
     def start(self, app: str, run: int, image: str) -> Canary:
@@ -514,7 +514,7 @@ class LockgateTarget(Target):
     def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
         weights = self.weights.get(app)
         assert weights
-        status = self.lg.wait_phase(canary.name, set(TERMINAL_PHASES), timeout=300)
+        status = self.lg.wait_phase(canary.name, set(TERMINAL_PHASES))
         if status.get("phase") != "Succeeded":
             raise RuntimeError(
                 f"{canary.name} ended {status.get('phase')}: {status.get('message')}"

@@ -68,7 +68,7 @@ def test_a_canary_survives_a_control_plane_restart_in_its_second_step(
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
         lockgate.wait_step("shop-v2", 1)
         restart_control_plane()
-        status = lockgate.wait_finished("shop-v2", timeout=300)
+        status = lockgate.wait_finished("shop-v2")
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")

@@ -612,7 +612,7 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
             own_operator.kill()
             kills.append(interruption(lockgate, f"{app}-v2"))
             own_operator.start()
-        status = lockgate.wait_finished(f"{app}-v2", timeout=300)
+        status = lockgate.wait_finished(f"{app}-v2")
         load.wait_answered(len(load.responses) + 100)
     responses = load.stop()
     where = f"seed {seed}, kills at {kills}"
@@ -657,7 +657,7 @@ def test_container_left_created_by_a_killed_operator_is_started_on_resume(
         client.close()
     rolling = {"type": "Rolling", "rolling": {"batchSize": 1}}
     lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling, progressDeadlineSeconds=30))
-    status = lockgate.wait_finished(f"{app}-v2", timeout=120)
+    status = lockgate.wait_finished(f"{app}-v2")
     assert status["phase"] == "Succeeded", status.get("message")
     wait_alone_everywhere(fleet, app, "demo:v2")
 
@@ -694,7 +694,7 @@ def test_a_canary_left_stopped_by_a_killed_operator_is_removed_by_the_abort(
     finally:
         client.close()
     own_operator.start()
-    lockgate.wait_phase(f"{app}-v2", {"Aborted"}, timeout=120)
+    lockgate.wait_phase(f"{app}-v2", {"Aborted"})
     wait_alone_everywhere(fleet, app, "demo:v1")
 
 

@@ -178,7 +178,7 @@ def canary_handed_over(
         interrupted = interruption(lg, "shop-v2")
         old, new = ops.identity("op-a"), ops.identity("op-b")
         lease.wait_holder(lambda h: h == new, "op-b to take the Lease", timeout=60)
-        status = lg.wait_finished("shop-v2", timeout=300)
+        status = lg.wait_finished("shop-v2")
         load.wait_answered(len(load.responses) + 200)
     finally:
         responses = load.stop()

@@ -57,7 +57,7 @@ def test_status_shows_a_running_canary_and_promote_advances_an_indefinite_pause(
     deploy_v1(lockgate)
     with Load(traefik.web_url, host_of("shop", ns)):
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", MANUAL, analysis=ANALYSIS))
-        lockgate.wait_phase("shop-v2", {"Paused"}, timeout=120)
+        lockgate.wait_phase("shop-v2", {"Paused"})
         # the view once an analysis has run at this pause
         wait_for(
             "an analysis run at the pause",
@@ -106,7 +106,7 @@ def test_abort_rolls_back_to_the_previous_version(cluster: Cluster, lockgate: Lo
     ns = lockgate.namespace
     deploy_v1(lockgate)
     lockgate.create(deployment("shop-v2", "shop", "demo:v2", MANUAL))
-    lockgate.wait_phase("shop-v2", {"Paused"}, timeout=120)
+    lockgate.wait_phase("shop-v2", {"Paused"})
     aborted = plugin(cluster, "abort", "shop-v2", "-n", ns)
     assert aborted.returncode == 0, aborted.stderr
     status = lockgate.wait_phase("shop-v2", {"Aborted", "RolledBack", "Succeeded"})
@@ -133,7 +133,7 @@ def test_pause_resume_watch_and_history(cluster: Cluster, lockgate: Lockgate) ->
     paused = plugin(cluster, "pause", "shop-v2", "-n", ns)
     assert paused.returncode == 0, paused.stderr
     assert "shop-v2: spec.paused set to true" in paused.stdout
-    status = lockgate.wait_phase("shop-v2", {"Paused"}, timeout=30)
+    status = lockgate.wait_phase("shop-v2", {"Paused"})
     assert status["message"] == "paused by spec.paused"
     time.sleep(6)  # longer than stepSeconds: a paused rollout holds
     status = lockgate.status("shop-v2")

@@ -57,7 +57,7 @@ def resource_rollout(
                 progressDeadlineSeconds=DEADLINE_S,
             )
         )
-        status = lg.wait_finished("shop-v2", timeout=DEADLINE_S + 60)
+        status = lg.wait_finished("shop-v2")
     return status, load.stop()
 
 

@@ -184,7 +184,7 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
             own_operator.kill()
             kills.append(interruption(lockgate, "shop-v2"))
             own_operator.start()
-        status = lockgate.wait_finished("shop-v2", timeout=300)
+        status = lockgate.wait_finished("shop-v2")
     responses = load.stop()
     where = f"seed {seed}, kills at {kills}"
     assert all(k.inside for k in kills), f"a kill landed outside the rollout: {where}"

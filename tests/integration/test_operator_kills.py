@@ -212,7 +212,7 @@ def test_operator_killed_at_seeded_steps_of_canaries_on_both_targets(
             kills.append(KillRecord(len(kills) + 1, at, before, after, str(trigger)))
             fired.append(trigger)
             own_operator.start()  # at once, as a crash-looping Pod would be
-        finals = {r.name: lockgate.wait_finished(r.name, timeout=300) for r in rollouts}
+        finals = {r.name: lockgate.wait_finished(r.name) for r in rollouts}
         for load in loads.values():
             load.wait_answered(len(load.responses) + 50)
     finally:

@@ -133,7 +133,7 @@ def test_prometheus_stopped_mid_analysis_is_inconclusive_then_fails_at_the_deadl
             )
             prometheus.stop()
             stopped = datetime.now(UTC)
-            status = lockgate.wait_phase("shop-v2", {"Failed", "RolledBack", "Succeeded"}, 150)
+            status = lockgate.wait_phase("shop-v2", {"Failed", "RolledBack", "Succeeded"})
         finally:
             prometheus.start()
         load.wait_answered(len(load.responses) + 100)

@@ -16,6 +16,12 @@ from kubernetes import client, watch
 from lockgate.api.deployment import TERMINAL_PHASES
 from lockgate.names import ACTION_ANNOTATION, GROUP, LABEL_SHARD, VERSION
 
+# How long a Deployment's status may stay unchanged before a wait gives up on it: in flight
+# (longer than any progress deadline the tests set, so lockgate ends a stuck rollout first),
+# and ended in another phase than the one waited for.
+STALLED_QUIET_S = 600.0
+ENDED_QUIET_S = 60.0
+
 
 def wait_for(
     what: str, predicate: Callable[[], Any], timeout: float = 120.0, every: float = 0.25
@@ -77,35 +83,46 @@ class Lockgate:
     def annotate(self, name: str, action: str) -> None:
         self.patch(name, {"metadata": {"annotations": {ACTION_ANNOTATION: action}}})
 
-    def wait_finished(self, name: str, timeout: float = 180.0) -> dict[str, Any]:
+    def wait_finished(self, name: str) -> dict[str, Any]:
         """The status once the Deployment has ended, whichever way."""
-        return self.wait_phase(name, {"Succeeded", "RolledBack", "Failed"}, timeout)
+        return self.wait_phase(name, {"Succeeded", "RolledBack", "Failed"})
 
-    def wait_phase(self, name: str, phases: set[str], timeout: float = 180.0) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
+    def wait_phase(self, name: str, phases: set[str]) -> dict[str, Any]:
+        return self.wait_status(
+            name, lambda status: status.get("phase") in phases, f"one of {sorted(phases)}"
+        )
 
-        def reached() -> dict[str, Any] | None:
-            seen.clear()
-            seen.update(self.status(name))
-            return dict(seen) if seen.get("phase") in phases else None
-
-        try:
-            status: dict[str, Any] = wait_for(f"{name} to reach {sorted(phases)}", reached, timeout)
-        except AssertionError as err:
-            raise AssertionError(
-                f"{err}; it is {seen.get('phase')}: {seen.get('message')}"
-            ) from None
-        return status
-
-    def wait_step(self, name: str, index: int, timeout: float = 180.0) -> dict[str, Any]:
+    def wait_step(self, name: str, index: int) -> dict[str, Any]:
         """The status once the rollout has reached step `index` (0-based) or ended."""
 
-        def reached() -> dict[str, Any] | None:
-            status = self.status(name)
+        def reached(status: dict[str, Any]) -> bool:
             at = (status.get("step") or {}).get("index", -1)
-            return status if at >= index or status.get("phase") in TERMINAL_PHASES else None
+            return at >= index or status.get("phase") in TERMINAL_PHASES
 
-        status: dict[str, Any] = wait_for(f"{name} to reach step {index + 1}", reached, timeout)
+        return self.wait_status(name, reached, f"step {index + 1}")
+
+    def wait_status(
+        self, name: str, done: Callable[[dict[str, Any]], bool], what: str
+    ) -> dict[str, Any]:
+        """The Deployment's status once `done(status)`. No wall-clock limit: a rollout that
+        moves is waited for however slow the machine is (lockgate's own progress deadline ends
+        one that does not); only a status that has stopped changing fails the wait, so a test
+        never hangs on a dead operator."""
+        seen: dict[str, Any] | None = None
+        since = time.monotonic()
+        while not done(status := self.status(name)):
+            if status != seen:
+                seen, since = status, time.monotonic()
+            # An ended rollout changes again only when told to (a retry, a new spec): a short
+            # allowance for the operator to take that up.
+            ended = status.get("phase") in TERMINAL_PHASES
+            allowance = ENDED_QUIET_S if ended else STALLED_QUIET_S
+            if time.monotonic() - since >= allowance:
+                raise AssertionError(
+                    f"{name} never reached {what}: its status has not changed for "
+                    f"{allowance:.0f}s; it is {status.get('phase')}: {status.get('message')}"
+                )
+            time.sleep(0.25)
         return status
 
     def watch_status(
@@ -139,9 +156,11 @@ class Lockgate:
     ) -> tuple[dict[str, Any], Any]:
         """Wait on the object's watch events (no polling) until `predicate(object)` is truthy;
         (the object, what the predicate returned). Fails naming `what` and `describe(object)`
-        of the last one seen."""
+        of the last one seen once the object has not changed for `timeout` seconds: a slow
+        machine that still moves it is waited for."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
+        version = None
         stream = watch.Watch()
         try:
             while (remaining := deadline - time.monotonic()) > 0:
@@ -159,12 +178,16 @@ class Lockgate:
                     found = predicate(last)
                     if found:
                         return last, found
-                    if time.monotonic() >= deadline:
+                    # A restarted watch begins with the object again: not a change.
+                    if (changed := last["metadata"]["resourceVersion"]) != version:
+                        version, deadline = changed, time.monotonic() + timeout
+                    elif time.monotonic() >= deadline:
                         break
         finally:
             stream.stop()
         raise AssertionError(
-            f"timed out after {timeout:.0f}s waiting for {what} ({describe(last)})"
+            f"{what}: not seen, and the object has not changed for {timeout:.0f}s "
+            f"({describe(last)})"
         )
 
     def events(self, name: str) -> list[client.CoreV1Event]:
@@ -227,7 +250,9 @@ def deployment(
             "application": app,
             "image": image,
             "strategy": strategy or {"type": "Recreate"},
-            "progressDeadlineSeconds": extra.pop("progressDeadlineSeconds", 60),
+            # Long: a loaded machine may take a minute to start an instance. Tests that mean a
+            # deadline set their own.
+            "progressDeadlineSeconds": extra.pop("progressDeadlineSeconds", 300),
             **extra,
         },
     }
