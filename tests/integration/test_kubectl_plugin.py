@@ -59,10 +59,10 @@ def test_status_shows_a_running_canary_and_promote_advances_an_indefinite_pause(
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", MANUAL, analysis=ANALYSIS))
         lockgate.wait_phase("shop-v2", {"Paused"})
         # the view once an analysis has run at this pause
-        wait_for(
+        lockgate.wait_status(
+            "shop-v2",
+            lambda s: any(r["step"] == 2 for r in s.get("analysis", [])),
             "an analysis run at the pause",
-            lambda: any(r["step"] == 2 for r in lockgate.status("shop-v2").get("analysis", [])),
-            timeout=30,
         )
         shown = plugin(cluster, "status", "shop-v2", "-n", ns)
         assert shown.returncode == 0, shown.stderr
@@ -125,10 +125,8 @@ def test_pause_resume_watch_and_history(cluster: Cluster, lockgate: Lockgate) ->
     deploy_v1(lockgate)
     canary = {"type": "Canary", "canary": {"steps": [30, 100], "stepSeconds": 4}}
     lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary))
-    wait_for(
-        "the canary to take traffic",
-        lambda: (lockgate.status("shop-v2").get("weights") or {}).get("canary") == 30,
-        timeout=120,
+    lockgate.wait_status(
+        "shop-v2", lambda s: (s.get("weights") or {}).get("canary") == 30, "canary weight 30"
     )
     paused = plugin(cluster, "pause", "shop-v2", "-n", ns)
     assert paused.returncode == 0, paused.stderr

@@ -260,9 +260,7 @@ def test_promote_abort_and_pause_by_annotation_and_spec(
 
     timed = {"type": "Canary", "canary": {"steps": [20, 100], "stepSeconds": 4}}
     lockgate.create(deployment("shop-v4", "shop", "demo:v4", timed))
-    wait_for(
-        "the 20% step", lambda: (lockgate.status("shop-v4").get("step") or {}).get("index", 0) >= 1
-    )
+    lockgate.wait_step("shop-v4", 1)
     lockgate.patch("shop-v4", {"spec": {"paused": True}})
     lockgate.wait_phase("shop-v4", {"Paused"})
     index = lockgate.status("shop-v4")["step"]["index"]
@@ -341,7 +339,7 @@ def test_queue_waits_and_replace_supersedes_never_interleaved(lockgate: Lockgate
     lockgate.create(deployment("first", "shop", "demo:v2", manual))
     lockgate.wait_phase("first", {"Paused"})
     lockgate.create(deployment("queued", "shop", "demo:v3", {"type": "Rolling"}))
-    wait_for("queued to queue", lambda: lockgate.phase("queued") == "Queued")
+    lockgate.wait_phase("queued", {"Queued"})
     for _ in range(10):
         sample()
         time.sleep(0.3)

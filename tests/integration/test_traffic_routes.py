@@ -267,14 +267,10 @@ def sticky_rollout(lg: Lockgate, traefik: Traefik, host: str, name: str, strateg
         before = sessions.add(15)
         sessions.wait_each(before, 3)
         lg.create(deployment(name, name.rsplit("-", 1)[0], "demo:v2", strategy))
-        wait_for(
-            "weight 10 live", lambda: (lg.status(name).get("weights") or {}).get("canary") == 10
-        )
+        lg.wait_status(name, lambda s: (s.get("weights") or {}).get("canary") == 10, "weight 10")
         at_10 = sessions.add(20)
         sessions.wait_each(at_10, 3)
-        wait_for(
-            "weight 50 live", lambda: (lg.status(name).get("weights") or {}).get("canary") == 50
-        )
+        lg.wait_status(name, lambda s: (s.get("weights") or {}).get("canary") == 50, "weight 50")
         at_50 = sessions.add(20)
         sessions.wait_each(at_50, 3)
         assert lg.wait_phase(name, {"Paused"})["weights"] == {"stable": 50, "canary": 50}
