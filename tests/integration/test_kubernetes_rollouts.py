@@ -187,8 +187,10 @@ def test_operator_killed_five_times_mid_rollout_resumes_without_skipping_a_step(
         status = lockgate.wait_finished("shop-v2")
     responses = load.stop()
     where = f"seed {seed}, kills at {kills}"
-    assert all(k.inside for k in kills), f"a kill landed outside the rollout: {where}"
+    # The phase first: a rollout that ended early (its message says why) also leaves the kills
+    # after its end outside it.
     assert status["phase"] == "Succeeded", f"{status.get('message')}; {where}"
+    assert all(k.inside for k in kills), f"a kill landed outside the rollout: {where}"
     done = [e["message"] for e in status["log"] if " done: " in e["message"]]
     numbers = [int(m.split()[1].split("/")[0]) for m in done]
     total = status["step"]["total"]
