@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import json
 import os
 import re
@@ -141,6 +142,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+# The processes that share the machine with the operator (their /proc comm, 15 characters
+# at most): where the cores go when the operator is not the one using them.
+COMPONENTS = ("kube-apiserver", "etcd", "traefik", "kube-controller", "kube-scheduler")
+
+
+def component_pids() -> dict[str, int]:
+    found: dict[str, int] = {}
+    for comm in glob.glob("/proc/[0-9]*/comm"):
+        try:
+            with open(comm) as f:
+                name = f.read().strip()
+        except OSError:
+            continue  # gone since the listing
+        if name in COMPONENTS:
+            found.setdefault(name, int(comm.split("/")[2]))
+    return found
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine since boot, over every core."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
@@ -201,6 +228,8 @@ class Window:
     pause_latency_n: int
     traefik_requests: float = 0.0  # lockgate's requests to Traefik's API
     wakeups: dict[str, float] = field(default_factory=dict)  # what started rounds, by reason
+    components: dict[str, float] = field(default_factory=dict)  # CPU share of a core each
+    machine_busy: float | None = None  # share of all the machine's cores in use
 
     def line(self) -> str:
         per_step = (
@@ -223,7 +252,15 @@ class Window:
             f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}, "
             f"{self.traefik_requests / self.seconds:.1f} Traefik API requests/s{latency}"
             + self.started_by()
+            + self.machine()
         )
+
+    def machine(self) -> str:
+        if self.machine_busy is None:
+            return ""
+        ranked = sorted(self.components.items(), key=lambda kv: -kv[1])
+        shown = ", ".join(f"{name} {share:.0%}" for name, share in ranked)
+        return f"; machine {self.machine_busy:.0%} busy ({shown} of a core)"
 
     def started_by(self) -> str:
         ranked = sorted(self.wakeups.items(), key=lambda kv: -kv[1])
@@ -404,8 +441,13 @@ class Bench:
         cpu0, req0, api0 = cpu_seconds(pid), operator_counters(self.metrics_url), 0.0
         wake0 = driver_wakeups(self.metrics_url)
         api0 = apiserver_requests(self.api)
+        pids = component_pids()
+        others0 = {name: cpu_seconds(p) for name, p in pids.items()}
+        busy0, all0 = machine_ticks()
         t0, wall0 = time.monotonic(), datetime.now(UTC)
         time.sleep(seconds)
+        busy1, all1 = machine_ticks()
+        others1 = {name: cpu_seconds(p) for name, p in pids.items()}
         cpu1, req1 = cpu_seconds(pid), operator_counters(self.metrics_url)
         wake1 = driver_wakeups(self.metrics_url)
         api1 = apiserver_requests(self.api)
@@ -428,6 +470,8 @@ class Bench:
             apiserver_requests=api1 - api0,
             traefik_requests=req1[2] - req0[2],
             wakeups={by: n - wake0.get(by, 0.0) for by, n in wake1.items()},
+            components={name: (others1[name] - others0[name]) / elapsed for name in pids},
+            machine_busy=(busy1 - busy0) / (all1 - all0) if all1 > all0 else None,
             steps=steps,
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
