@@ -1,7 +1,7 @@
 """The operator's C heap, held to what it uses.
 
 glibc's malloc gives every thread that allocates an arena of its own (up to 8 per core) and
-keeps what is freed in each arena for that arena's later use. The operator's 32 API threads
+keeps what is freed in each arena for that arena's later use. The operator's 64 API threads
 each read and decode response bodies, so each grows an arena to its own high-water mark and
 the RSS holds the sum of them, long after the rounds that needed it (docs/scale.md: 316 MiB
 at 1,000 in flight, the same in the idle window after it). Two arenas for the whole process,

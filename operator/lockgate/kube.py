@@ -21,10 +21,12 @@ REQUESTS = Counter(
     "Kubernetes API requests lockgate's own client made (kopf's watches and patches aside)",
     ["call"],
 )
-API_THREADS = 32
+API_THREADS = 64
 """Worker threads for API calls (the controller's bounded default executor), and as many
 pooled connections: a smaller pool drops and re-opens a TLS connection for each call beyond
-it."""
+it. Also the rounds in progress at once (`runtime.ROUNDS_AT_ONCE`): with 32, 300 canaries in
+flight on the 2-core VM queued for a turn (pauses ended 7 to 8 s late, the machine 82% busy);
+with 64, p50 0.7 s, the machine 95% busy (docs/scale.md)."""
 
 
 def load_config() -> client.ApiClient:
