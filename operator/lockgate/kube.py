@@ -26,7 +26,8 @@ API_THREADS = 64
 pooled connections: a smaller pool drops and re-opens a TLS connection for each call beyond
 it. Also the rounds in progress at once (`runtime.ROUNDS_AT_ONCE`): with 32, 300 canaries in
 flight on the 2-core VM queued for a turn (pauses ended 7 to 8 s late, the machine 82% busy);
-with 64, p50 0.7 s, the machine 95% busy (docs/scale.md)."""
+with 64, p50 0.7 s, the machine 95% busy. At 1,000 the machine was full either way, and
+pauses ended later with 64 (one run each: docs/scale.md)."""
 
 
 def load_config() -> client.ApiClient:
