@@ -179,7 +179,7 @@ class Lockgate:
                     if found:
                         return last, found
                     # A restarted watch begins with the object again: not a change.
-                    if (changed := last["metadata"]["resourceVersion"]) != version:
+                    if (changed := (last.get("metadata") or {}).get("resourceVersion")) != version:
                         version, deadline = changed, time.monotonic() + timeout
                     elif time.monotonic() >= deadline:
                         break
