@@ -160,6 +160,14 @@ class _PinnedKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
             "timeout": 10,
         }
 
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        # docker-py keys its pools by the full request URL, so each image's inspect URL had
+        # a pool of its own with up to 10 channels: 24 threads listing the demo images held
+        # 100 sessions open on one connection (sshd's log, CI on 2026-12-03), sshd's
+        # MaxSessions here, and the next channel was refused. One pool per host, as the
+        # operator's adapter does.
+        return super().get_connection("http+docker://ssh/", proxies)
+
 
 def docker_client(
     host: DockerHost, *, known_hosts: Path | None = None, timeout: int = 60
