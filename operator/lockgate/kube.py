@@ -22,22 +22,24 @@ REQUESTS = Counter(
     ["call"],
 )
 API_THREADS = 64
-"""Worker threads for API calls (the controller's bounded default executor), and as many
-pooled connections: a smaller pool drops and re-opens a TLS connection for each call beyond
-it. Also the rounds in progress at once (`runtime.ROUNDS_AT_ONCE`): with 32, 300 canaries in
-flight on the 2-core VM queued for a turn (pauses ended 7 to 8 s late, the machine 82% busy);
-with 64, p50 0.7 s, the machine 95% busy. At 1,000 the machine was full either way, and
-pauses ended later with 64 (one run each: docs/scale.md)."""
+"""The default of `--api-threads`: worker threads for API calls (the controller's bounded
+default executor), and as many pooled connections: a smaller pool drops and re-opens a TLS
+connection for each call beyond it. Also the rounds in progress at once
+(`runtime.ROUNDS_AT_ONCE`): with 32, 300 canaries in flight on the 2-core VM queued for a
+turn (pauses ended 7 to 8 s late, the machine 82% busy); with 64, p50 0.7 s, the machine 95%
+busy. At 1,000 the machine was full either way, and pauses ended later with 64 (one run
+each: docs/scale.md)."""
 
 
-def load_config() -> client.ApiClient:
-    """In-cluster configuration when running in a Pod, else the kubeconfig (KUBECONFIG)."""
+def load_config(pooled: int = API_THREADS) -> client.ApiClient:
+    """In-cluster configuration when running in a Pod, else the kubeconfig (KUBECONFIG);
+    `pooled` connections kept open (one per API thread)."""
     try:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
     configuration = client.Configuration.get_default_copy()
-    configuration.connection_pool_maxsize = API_THREADS
+    configuration.connection_pool_maxsize = pooled
     return client.ApiClient(configuration)
 
 

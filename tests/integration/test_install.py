@@ -71,6 +71,12 @@ def kinds(docs: list[dict[str, Any]]) -> list[str]:
     return sorted(d["kind"] for d in docs)
 
 
+def container_args(docs: list[dict[str, Any]]) -> list[str]:
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    args: list[str] = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
 # ---------------------------------------------------------------------------- chart, offline
 
 
@@ -173,6 +179,13 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
         [helm, "template", "x", CHART, "--set", "leaderElection.enabled=false"]
     )  # replicaCount 2 by default
     assert refused.returncode != 0 and "needs leaderElection.enabled=true" in refused.stderr
+
+    assert not [a for a in container_args(default) if a.startswith("--api-threads")]
+    assert "--api-threads=16" in container_args(template(helm, "--set", "apiThreads=16"))
+    for bad in ("0", "1.5", "many"):
+        refused = run([helm, "template", "x", CHART, "--set", f"apiThreads={bad}"])
+        assert refused.returncode != 0
+        assert f'apiThreads "{bad}" is not a positive whole number' in refused.stderr
 
     monitor = template(helm, "--set", "metrics.serviceMonitor.enabled=true")
     assert "ServiceMonitor" in kinds(monitor)

@@ -16,6 +16,7 @@ import kopf
 import pytest
 from prometheus_client import REGISTRY
 
+from lockgate.cli.main import build_parser
 from lockgate.controller import applications, deployments, handlers, runtime
 from lockgate.controller.wakeups import PollPace, Wake
 from lockgate.names import LABEL_APP
@@ -498,16 +499,20 @@ def test_a_driver_counts_among_the_pollers_only_while_it_polls(env: Env) -> None
     assert asyncio.run(scenario()) == (0, True)
 
 
+@pytest.mark.parametrize("api_threads", [None, 5])
 def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothing(
-    env: Env,
+    env: Env, api_threads: int | None
 ) -> None:
-    """Hundreds of rollouts woken at once: at most ROUNDS_AT_ONCE rounds are in progress,
-    the others wait before reading their Deployment (each round in progress holds it and its
-    Application, decoded, and their models; with the operator saturated, rounds can queue for
-    an API thread, each holding all of that). Every driver still gets its
-    round."""
-    drivers = 3 * runtime.ROUNDS_AT_ONCE
+    """Hundreds of rollouts woken at once: at most as many rounds as API threads (64, or
+    `--api-threads`) are in progress, the others wait before reading their Deployment (each
+    round in progress holds it and its Application, decoded, and their models; with the
+    operator saturated, rounds can queue for an API thread, each holding all of that). Every
+    driver still gets its round."""
     rt = env.op.rt
+    if api_threads is not None:
+        rt = runtime.Runtime(rt.kube, rt.http, runtime.Settings(api_threads=api_threads))
+    turns = api_threads or 64
+    drivers = 3 * turns
 
     async def scenario() -> tuple[int, int]:
         in_progress: set[str] = set()
@@ -532,7 +537,7 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
                 asyncio.create_task(handlers._drive(rt, stop, NS, f"dep{i}", {}, log, wake))
                 for i, (stop, wake) in enumerate(zip(stops, wakes, strict=True))
             ]
-            await until(lambda: len(in_progress) >= runtime.ROUNDS_AT_ONCE)
+            await until(lambda: len(in_progress) >= turns)
             for _ in range(100):
                 await asyncio.sleep(0)  # the others had every chance to start theirs
             release.set()
@@ -543,7 +548,27 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
             await asyncio.gather(*tasks)
         return most, len(set(done))
 
-    assert asyncio.run(scenario()) == (runtime.ROUNDS_AT_ONCE, drivers)
+    assert asyncio.run(scenario()) == (turns, drivers)
+
+
+def test_api_threads_come_from_the_flag_and_a_bad_number_is_refused_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert build_parser().parse_args(["operator", "--api-threads", "16"]).api_threads == 16
+    for bad in ("0", "-1", "1.5", "many"):
+        with pytest.raises(SystemExit) as exit:
+            build_parser().parse_args(["operator", f"--api-threads={bad}"])
+        assert exit.value.code == 2
+        assert f"argument --api-threads: {bad!r} is not a positive whole number" in (
+            capsys.readouterr().err
+        )
+    monkeypatch.delenv("LOCKGATE_API_THREADS", raising=False)
+    assert runtime.Settings.from_env().api_threads == 64
+    monkeypatch.setenv("LOCKGATE_API_THREADS", "16")
+    assert runtime.Settings.from_env().api_threads == 16
+    monkeypatch.setenv("LOCKGATE_API_THREADS", "0")
+    with pytest.raises(ValueError, match="LOCKGATE_API_THREADS: '0' is not a positive whole"):
+        runtime.Settings.from_env()
 
 
 def test_a_rollout_between_analyses_sleeps_until_its_next_timer() -> None:

@@ -40,6 +40,15 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
+def positive_whole(value: str) -> int:
+    import argparse
+
+    number = int(value) if value.isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return number
+
+
 def a_path(value: str) -> Path:
     from pathlib import Path
 
@@ -281,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Deployments); without it, those without the label (sets LOCKGATE_SHARD)",
     )
     operator.add_argument(
+        "--api-threads",
+        type=positive_whole,
+        default=None,
+        metavar="N",
+        help="worker threads for API calls, connections kept to the API server, and rollout "
+        "rounds in progress at once (default: 64; docs/scale.md; sets LOCKGATE_API_THREADS)",
+    )
+    operator.add_argument(
         "--notifications-file",
         default=None,
         help="YAML/JSON list of notification targets every Application gets "
@@ -333,6 +350,8 @@ def run_operator(args: argparse.Namespace) -> int:
         os.environ["LOCKGATE_NOTIFICATIONS_FILE"] = args.notifications_file
     if args.shard is not None:
         os.environ["LOCKGATE_SHARD"] = args.shard
+    if args.api_threads is not None:
+        os.environ["LOCKGATE_API_THREADS"] = str(args.api_threads)
     election = None
     if args.leader_elect:
         from lockgate.controller.leader import ElectionConfig, default_identity, lease_namespace

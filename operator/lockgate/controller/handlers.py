@@ -33,7 +33,6 @@ import kopf
 
 from lockgate import heap
 from lockgate.api import ApplicationSpec
-from lockgate.kube import API_THREADS
 from lockgate.names import GROUP, LABEL_APP, LABEL_SHARD, VERSION
 from lockgate.traffic.traefik_observer import TraefikWatch
 
@@ -114,7 +113,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 30
     # Every API call runs in a worker thread; asyncio's default pool (cores + 4) would make
     # in-flight rollouts queue behind background reconciles.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=API_THREADS))
+    threads = memo.runtime.settings.api_threads
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=threads))
     memo.runtime.notifier.start()  # the notifications worker
     memo.heap_trim = asyncio.create_task(heap.trim_periodically(), name="heap trim")
     # Before anything can read a Secret: from here on every log line, and every Event kopf

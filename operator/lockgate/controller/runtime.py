@@ -40,14 +40,22 @@ from .wakeups import WATCHED_PER_SECOND, PollPace, Wakeups
 log = logging.getLogger("lockgate.runtime")
 
 ROUNDS_AT_ONCE = API_THREADS
-"""Rounds of Deployments in progress at once; the others wait their turn before reading
-anything. A round holds its Deployment and its Application, decoded, and their models (a few
-hundred KB once a status has its log and analysis runs) until it ends; with hundreds of
-rollouts woken at once, the rounds beyond what the API threads serve only queued for a
-thread, each holding all of that."""
+"""Rounds of Deployments in progress at once by default (`Settings.api_threads`); the others
+wait their turn before reading anything. A round holds its Deployment and its Application,
+decoded, and their models (a few hundred KB once a status has its log and analysis runs)
+until it ends; with hundreds of rollouts woken at once, the rounds beyond what the API
+threads serve only queued for a thread, each holding all of that."""
 
 if TYPE_CHECKING:  # the Docker fleet keeps its state here, and needs a Runtime to run
     from .fleets.docker import FleetState
+
+
+def api_threads_from_env() -> int:
+    value = os.environ.get("LOCKGATE_API_THREADS") or str(API_THREADS)
+    threads = int(value) if value.isdigit() else 0
+    if threads < 1:
+        raise ValueError(f"LOCKGATE_API_THREADS: {value!r} is not a positive whole number")
+    return threads
 
 
 def shard_from_env() -> str:
@@ -69,6 +77,9 @@ class Settings:
     shard: str = ""
     """The shard this operator serves (`--shard`, LOCKGATE_SHARD): the Applications labelled
     `lockgate.dev/shard=<shard>`; "" is the default shard, those without the label."""
+    api_threads: int = ROUNDS_AT_ONCE
+    """Worker threads for API calls, pooled connections to the API server, and rounds of
+    Deployments in progress at once (`--api-threads`, LOCKGATE_API_THREADS)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,6 +89,7 @@ class Settings:
             metrics_port=int(os.environ.get("LOCKGATE_METRICS_PORT", "9108")),
             notifications_file=os.environ.get("LOCKGATE_NOTIFICATIONS_FILE") or None,
             shard=shard_from_env(),
+            api_threads=api_threads_from_env(),
         )
 
 
@@ -102,8 +114,8 @@ class Runtime:
     polls: PollPace = field(default_factory=PollPace)
     # Who waits on the Traefik observer: their safety-net looks share a budget too.
     watched: PollPace = field(default_factory=lambda: PollPace(WATCHED_PER_SECOND))
-    # Turns for the rounds of Deployments (ROUNDS_AT_ONCE at a time).
-    rounds: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(ROUNDS_AT_ONCE))
+    # Turns for the rounds of Deployments (`settings.api_threads` at a time).
+    rounds: asyncio.Semaphore = field(init=False)
     # (namespace, name) -> the resourceVersion of a Deployment's last status write that needs
     # no round of its own (it recorded, it moved nothing): its watch event wakes nobody.
     quiet_writes: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -118,13 +130,15 @@ class Runtime:
     api_versions: ApiVersions = field(init=False)
 
     def __post_init__(self) -> None:
+        self.rounds = asyncio.Semaphore(self.settings.api_threads)
         self.notifier = Notifier(self)
         self.traefik = TraefikObservers(self.http)
         self.api_versions = ApiVersions(self.kube)
 
     @classmethod
     def from_env(cls) -> Runtime:
-        rt = cls(Kube(load_config()), BoundedClient(), Settings.from_env())
+        settings = Settings.from_env()
+        rt = cls(Kube(load_config(settings.api_threads)), BoundedClient(), settings)
         rt.notifier.defaults = rt.default_notifications()
         return rt
 
