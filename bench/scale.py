@@ -18,6 +18,8 @@ For each level N (cumulative: 100, 500, 1000 by default) in one namespace:
              started after the pause's end (from the status log's timestamps)
   paused     spec.paused=true on all N (analysis keeps running): one window
   idle       the same with spec.analysis removed (a rollout paused indefinitely): one window
+  reads      Traefik's CPU per request of each read a round makes of Traefik's API, and of
+             the observer's look, sent one at a time while nothing else moves
   then       resumed: they finish while the next level sets up, whose canaries queue
              behind them (each Application's rollout lock).
 
@@ -269,8 +271,11 @@ class Window:
 
 
 class Bench:
-    def __init__(self, api: client.ApiClient, namespace: str, op: Operator, prom: str) -> None:
+    def __init__(
+        self, api: client.ApiClient, namespace: str, op: Operator, prom: str, traefik_api: str
+    ) -> None:
         self.api = api
+        self.traefik_api = traefik_api
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
         self.op = op
@@ -314,6 +319,14 @@ class Bench:
             futures.append(self.pool.submit(fn, item))
         for future in futures:
             future.result()
+
+    def application_uids(self, count: int) -> list[str]:
+        return [
+            self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "applications", f"app{i}"
+            )["metadata"]["uid"]
+            for i in range(count)
+        ]
 
     def wait_quiet(self, what: str, quiet: float = 5.0) -> None:
         """Until the operator has run no round for `quiet` seconds: the rounds that follow a
@@ -538,6 +551,53 @@ def memory_report(bench: Bench, prefix: str, seconds: float = 300) -> None:
     print("  memory report: none written", flush=True)
 
 
+def traefik_read_costs(api_url: str, namespace: str, level: int, uids: list[str]) -> str:
+    """Traefik's CPU per request, and the median wall time, of each read a round makes of its
+    API and of the observer's look, sent one at a time while nothing else moves (after the
+    idle window): which of them grow with the Applications Traefik holds. Traefik's own
+    background (its watches) is measured over as long just before and taken off."""
+    pid = component_pids().get("traefik")
+    if pid is None:
+        return "Traefik's process not found"
+    base = api_url.rstrip("/")
+    apps = [f"app{i}" for i in range(min(level, len(uids), 40))]
+    kinds: dict[str, list[tuple[str, dict[str, str]]]] = {
+        "weighted service (by name)": [
+            (f"/api/http/services/{namespace}-{a}@kubernetescrd", {}) for a in apps
+        ],
+        "probe routers (search=uid)": [("/api/http/routers", {"search": u}) for u in uids],
+        "probe services (search=name)": [
+            ("/api/http/services", {"search": f"{namespace}-{a}-lockgate-probe"}) for a in apps
+        ],
+        "routers to a service (serviceName=)": [
+            (
+                "/api/http/routers",
+                {"serviceName": f"{namespace}-{a}@kubernetescrd", "status": "enabled"},
+            )
+            for a in apps
+        ],
+        "observer's look (/api/rawdata)": [("/api/rawdata", {})] * 5,
+    }
+    out = []
+    with httpx.Client(timeout=30) as http:
+        for kind, requests in kinds.items():
+            t0, c0 = time.monotonic(), cpu_seconds(pid)
+            time.sleep(2.0)
+            background = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+            walls = []
+            t0, c0 = time.monotonic(), cpu_seconds(pid)
+            for path, params in requests:
+                started = time.monotonic()
+                http.get(base + path, params=params).raise_for_status()
+                walls.append(time.monotonic() - started)
+            cpu = cpu_seconds(pid) - c0 - background * (time.monotonic() - t0)
+            out.append(
+                f"{kind}: {max(cpu, 0.0) / len(requests) * 1000:.1f} ms CPU, "
+                f"{statistics.median(walls) * 1000:.1f} ms"
+            )
+    return f"Traefik per request at N={level}: " + "; ".join(out)
+
+
 def run(
     bench: Bench,
     levels: list[int],
@@ -574,6 +634,11 @@ def run(
         with out.open("a") as f:
             for r in results:
                 f.write(json.dumps({"at": datetime.now(UTC).isoformat(), **asdict(r)}) + "\n")
+        uids = bench.application_uids(min(level, 40))
+        try:
+            print("  " + traefik_read_costs(bench.traefik_api, bench.namespace, level, uids))
+        except httpx.HTTPError as err:
+            print(f"  Traefik per request: not measured ({err})")
         if report:
             memory_report(bench, report)
         # Resumed: they finish while the next level sets up (its canaries queue behind them).
@@ -647,7 +712,7 @@ def main() -> None:
                 "MEMTRACE_OUT": args.memory_report,
             }
         with running_operator(env, bench_ns) as op:
-            bench = Bench(api, bench_ns, op, prom.url)
+            bench = Bench(api, bench_ns, op, prom.url, traefik.api_url)
             run(bench, levels, args.rate, args.window, args.out, args.memory_report)
 
 
