@@ -27,8 +27,8 @@ default executor), and as many pooled connections: a smaller pool drops and re-o
 connection for each call beyond it. Also the rounds in progress at once
 (`runtime.ROUNDS_AT_ONCE`): with 32, 300 canaries in flight on the 2-core VM queued for a
 turn (pauses ended 7 to 8 s late, the machine 82% busy); with 64, p50 0.7 s, the machine 95%
-busy. At 1,000 the machine was full either way, and pauses ended later with 64 (one run
-each: docs/scale.md)."""
+busy. At 1,000 the machine was full either way, and pauses ended later with 64 (p50 16 to
+29 s against 11 to 18 s in five runs: docs/scale.md)."""
 
 
 def load_config(pooled: int = API_THREADS) -> client.ApiClient:
