@@ -511,7 +511,7 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
     rt = env.op.rt
     if api_threads is not None:
         rt = runtime.Runtime(rt.kube, rt.http, runtime.Settings(api_threads=api_threads))
-    turns = api_threads or 64
+    turns = api_threads or runtime.ROUNDS_AT_ONCE
     drivers = 3 * turns
 
     async def scenario() -> tuple[int, int]:
