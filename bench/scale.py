@@ -555,7 +555,7 @@ def traefik_read_costs(api_url: str, namespace: str, level: int, uids: list[str]
     """Traefik's CPU per request, and the median wall time, of each read a round makes of its
     API and of the observer's look, sent one at a time while nothing else moves (after the
     idle window): which of them grow with the Applications Traefik holds. Traefik's own
-    background (its watches) is measured over as long just before and taken off."""
+    background (its watches) is measured over 2 s just before and taken off."""
     pid = component_pids().get("traefik")
     if pid is None:
         return "Traefik's process not found"
