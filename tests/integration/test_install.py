@@ -153,8 +153,7 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["blog", "lockgate-system", "shop"]
     cluster_roles = [d for d in namespaced if d["kind"] == "ClusterRole"]
     assert [r["metadata"]["name"] for r in cluster_roles] == ["lockgate-discovery"]
-    (dep,) = [d for d in namespaced if d["kind"] == "Deployment"]
-    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = container_args(namespaced)
     assert "--namespace=shop" in args and "--namespace=blog" in args
     assert "--all-namespaces" not in args
 
@@ -173,7 +172,7 @@ def test_helm_lint_is_clean_and_template_renders_every_mode(helm: Path) -> None:
     alone = template(helm, "--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
     (dep,) = [d for d in alone if d["kind"] == "Deployment"]
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
-    assert "--leader-elect" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-elect" not in container_args(alone)
     assert "Role" not in kinds(alone)
     refused = run(
         [helm, "template", "x", CHART, "--set", "leaderElection.enabled=false"]
