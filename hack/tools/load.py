@@ -20,7 +20,8 @@ class Response:
 
 @dataclass
 class Load:
-    """Steady HTTP load through Traefik from a few threads, bounded in time and count."""
+    """Steady HTTP load through Traefik from a few threads until stopped, bounded in count
+    (and in time if asked)."""
 
     url: str
     host: str
@@ -37,9 +38,9 @@ class Load:
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
-    def _run(self, deadline: float) -> None:
+    def _run(self, deadline: float | None) -> None:
         with httpx.Client(timeout=3.0) as http:
-            while not self._stop.is_set() and time.monotonic() < deadline:
+            while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 with self._lock:
                     if len(self.responses) >= self.max_requests:
                         return
@@ -55,8 +56,8 @@ class Load:
                     self._lock.notify_all()
                 time.sleep(self.pause)
 
-    def start(self, max_seconds: float = 600.0) -> Load:
-        deadline = time.monotonic() + max_seconds
+    def start(self, max_seconds: float | None = None) -> Load:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         self._workers = [
             threading.Thread(target=self._run, args=(deadline,), daemon=True)
             for _ in range(self.threads)
@@ -65,11 +66,16 @@ class Load:
             worker.start()
         return self
 
-    def wait_answered(self, count: int, timeout: float = 120.0) -> None:
-        """Until `count` requests have been answered or failed: load observed, not slept on."""
+    def wait_answered(self, count: int, quiet: float = 120.0) -> None:
+        """Until `count` requests have been answered or failed: load observed, not slept on.
+        No wall-clock limit: it gives up only once no answer came for `quiet` seconds (every
+        request has its own timeout, so the load itself has stopped)."""
         with self._lock:
-            if not self._lock.wait_for(lambda: len(self.responses) >= count, timeout):
-                raise TimeoutError(f"{len(self.responses)} of {count} requests after {timeout}s")
+            while (answered := len(self.responses)) < count:
+                if not self._lock.wait_for(lambda: len(self.responses) > answered, quiet):
+                    raise TimeoutError(
+                        f"{answered} of {count} requests answered, none for {quiet:.0f}s"
+                    )
 
     def stop(self) -> list[Response]:
         self._stop.set()

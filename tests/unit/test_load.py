@@ -1,8 +1,16 @@
-"""What the load helper of the demo, the tests and the benchmarks calls a failed request."""
+"""What the load helper of the demo, the tests and the benchmarks calls a failed request, and
+how it waits for answers."""
 
 from __future__ import annotations
 
-from hack.tools.load import Response, by_version, failed
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from hack.tools.load import Load, Response, by_version, failed
 
 APP_OK = Response(0.0, 200, "v1")
 APP_ERROR = Response(0.0, 500, "v2")
@@ -20,3 +28,39 @@ def test_only_an_application_answer_without_error_counts_as_served() -> None:
 def test_by_version_names_each_kind_of_failure() -> None:
     counts = by_version([APP_OK, APP_OK, APP_ERROR, PROXY_404, NO_ANSWER])
     assert counts == {"v1": 2, "v2 500": 1, "proxy 404": 1, "no answer": 1}
+
+
+class SlowApp(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        time.sleep(0.02)  # a slow machine: an answer every 30 ms with the load's pause
+        self.send_response(200)
+        self.send_header("X-Version", "v1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_app() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowApp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def test_waiting_for_answers_has_no_wall_clock_limit_while_they_come(slow_app: str) -> None:
+    with Load(slow_app, "app.test", threads=1) as load:
+        # 20 answers take about 0.6 s, six times the quiet time: they keep coming.
+        load.wait_answered(20, quiet=0.1)
+    assert by_version(load.responses[:20]) == {"v1": 20}
+
+
+def test_waiting_for_answers_of_a_stopped_load_fails_naming_the_count(slow_app: str) -> None:
+    with Load(slow_app, "app.test", threads=1) as load:
+        load.wait_answered(2)
+    answered = len(load.responses)
+    with pytest.raises(TimeoutError, match=f"^{answered} of {answered + 5} requests answered"):
+        load.wait_answered(answered + 5, quiet=0.1)
