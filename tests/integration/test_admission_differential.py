@@ -11,7 +11,6 @@ in tests/unit/test_admission.py. Each example is one API round trip: the count i
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +30,7 @@ from tests.support.admission import (
     server_verdict,
 )
 from tests.support.cluster import Cluster
+from tests.support.rollouts import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +50,21 @@ def objects(cluster: Cluster) -> Iterator[Any]:
         yield k8s.CustomObjectsApi(api)
 
 
+def admission_policies(cluster: Cluster) -> str:
+    """The ValidatingAdmissionPolicies and their bindings, with resource versions (a policy's
+    also changes when its type checking is recorded): what the API server loads on the way
+    to enforcing them."""
+    listed = cluster.kubectl(
+        "get",
+        "validatingadmissionpolicies,validatingadmissionpolicybindings",
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion} {end}",
+    )
+    return listed.stdout or listed.stderr
+
+
 @pytest.fixture(scope="module")
-def policy_in_effect(objects: Any, namespace: str) -> None:
+def policy_in_effect(cluster: Cluster, objects: Any, namespace: str) -> None:
     """The admission policy takes effect a moment after it is applied: wait until it refuses
     a step only it checks (a pause with an unknown field)."""
     doc = {
@@ -64,15 +77,14 @@ def policy_in_effect(objects: Any, namespace: str) -> None:
             "strategy": {"type": "Canary", "canary": {"steps": [{"pause": {"minutes": 1}}, 100]}},
         },
     }
-    deadline = time.monotonic() + 60
-    while True:
-        body = dry_run_create(objects, namespace, doc)
-        if body is not None:
-            assert dep.MSG_PAUSE in body, body
-            return
-        if time.monotonic() > deadline:
-            pytest.fail("the ValidatingAdmissionPolicy from crds/ took no effect within 60 s")
-        time.sleep(0.5)
+    # No wall-clock limit: the wait goes on while the policies and bindings change.
+    body = wait_for(
+        "the ValidatingAdmissionPolicy from crds/ taking effect",
+        lambda: dry_run_create(objects, namespace, doc),
+        lambda: admission_policies(cluster),
+        every=0.5,
+    )
+    assert dep.MSG_PAUSE in body, body
 
 
 @pytest.mark.usefixtures("policy_in_effect")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import yaml
 from kubernetes import client as k8s
 
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik, tool_dir, tool_version
+from tests.support.rollouts import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -48,12 +48,19 @@ def _established(cluster: Cluster, name: str) -> bool:
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+def _controller_work(cluster: Cluster, namespace: str) -> str:
+    """What kube-controller-manager has put in the namespace so far (its ServiceAccounts and
+    the root CA ConfigMap), with resource versions: a wait on one of them goes on while the
+    controllers are still at work there."""
+    listed = cluster.kubectl(
+        "-n",
+        namespace,
+        "get",
+        "serviceaccounts,configmaps",
+        "-o",
+        "jsonpath={range .items[*]}{.kind}/{.metadata.name}@{.metadata.resourceVersion} {end}",
+    )
+    return listed.stdout or listed.stderr
 
 
 def _admin_ca_file(cluster: Cluster) -> str:
@@ -95,15 +102,37 @@ def backend() -> Iterator[tuple[str, int, str]]:
     server.server_close()
 
 
-def _routes_to(traefik: Traefik, host: str, body: str) -> Callable[[], bool]:
-    def check() -> bool:
-        try:
-            r = httpx.get(traefik.web_url, headers={"Host": host}, timeout=2)
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200 and r.text == body
+def _answer(traefik: Traefik, host: str) -> str:
+    """Traefik's answer for the host on its web entry point: status and body, or the error."""
+    try:
+        r = httpx.get(traefik.web_url, headers={"Host": host}, timeout=2)
+    except httpx.HTTPError as exc:
+        return repr(exc)
+    return f"{r.status_code} {r.text}"
 
-    return check
+
+def _loaded(traefik: Traefik, marker: str) -> dict[str, Any]:
+    """What Traefik has loaded (its API's raw data) of the routers and services whose names
+    hold `marker`, with their status."""
+    raw = httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5).json()
+    return {
+        name: entry
+        for kind in ("routers", "services")
+        for name, entry in (raw.get(kind) or {}).items()
+        if marker in name
+    }
+
+
+def _wait_routed(traefik: Traefik, host: str, body: str, marker: str, what: str) -> None:
+    """Until Traefik answers `host` with the backend's `body`. No wall-clock limit: the wait
+    goes on while what Traefik has loaded under `marker` or its answers change."""
+    last = [""]  # the latest answer, for the progress
+
+    def routed() -> bool:
+        last[0] = _answer(traefik, host)
+        return last[0] == f"200 {body}"
+
+    wait_for(what, routed, lambda: (_loaded(traefik, marker), last[0]))
 
 
 # --- control plane ---------------------------------------------------------------------------
@@ -133,12 +162,12 @@ def test_controller_manager_creates_service_accounts_with_working_tokens(
     cluster: Cluster, namespace: str
 ) -> None:
     # The `default` ServiceAccount appears only if kube-controller-manager runs.
-    _wait_until(
+    wait_for(
+        "the default ServiceAccount",
         lambda: (
             cluster.kubectl("-n", namespace, "get", "serviceaccount", "default").returncode == 0
         ),
-        30,
-        "the default ServiceAccount",
+        lambda: _controller_work(cluster, namespace),
     )
     token = _ok(cluster.kubectl("-n", namespace, "create", "token", "default")).strip()
     ca = _admin_ca_file(cluster)
@@ -299,7 +328,7 @@ def test_traefik_file_provider_routes_and_labels_metrics_per_service(
     tmp.write_text(yaml.safe_dump(config))
     tmp.rename(path)  # atomic, so Traefik never reads half a file
     try:
-        _wait_until(_routes_to(traefik, f"{name}.test", body), 10, "the file-provider route")
+        _wait_routed(traefik, f"{name}.test", body, name, "the file-provider route")
         metrics = httpx.get(traefik.metrics_url, timeout=5).text
         assert f'service="{name}@file"' in metrics
         assert 'entrypoint="web"' in metrics
@@ -333,4 +362,4 @@ spec:
     services: [{{name: app, port: {port}}}]
 """
     _ok(cluster.kubectl("apply", "-f", "-", input=manifest))
-    _wait_until(_routes_to(traefik, f"{namespace}.crd.test", body), 15, "the IngressRoute")
+    _wait_routed(traefik, f"{namespace}.crd.test", body, namespace, "the IngressRoute")

@@ -10,7 +10,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,14 @@ from kubernetes import client
 from hack.tools.load import Load, failed
 from tests.support.browser import Browser, Page
 from tests.support.cluster import Cluster, Traefik
-from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import (
+    Lockgate,
+    application,
+    cpu_ticks,
+    deployment,
+    host_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +91,7 @@ def dashboard(
             found = re.search(r" at (http://127\.0\.0\.1:\d+/)$", out.read_text(), re.M)
             return found.group(1) if found else None
 
-        yield wait_for("the dashboard to listen", started, timeout=30)
+        yield wait_for("the dashboard to listen", started, lambda: cpu_ticks(proc.pid))
     finally:
         proc.terminate()
         try:
@@ -100,6 +107,9 @@ def deploy_v1(lg: Lockgate) -> None:
     lg.wait_phase("shop-v1", {"Succeeded"})
 
 
+APP_ROW = "#s-applications tbody tr"
+
+
 def shown(page: Page) -> tuple[str | None, str | None, str | None]:
     """(phase, step, canary weight) as the page shows them now."""
     return (
@@ -107,6 +117,21 @@ def shown(page: Page) -> tuple[str | None, str | None, str | None]:
         page.text('[data-field="step"]'),
         page.text('[data-field="canary"]'),
     )
+
+
+def stage(lg: Lockgate, name: str) -> tuple[Any, ...]:
+    """Where Deployment `name`'s rollout stands: what a dashboard page shows of it follows
+    this. Not the whole status: at a pause under analysis that changes every analysis
+    interval for as long as the pause lasts, and a wait on it would never give up."""
+    status = lg.status(name)
+    return tuple(status.get(k) for k in ("phase", "message", "step", "weights", "pendingAction"))
+
+
+def following(page: Page, lg: Lockgate, name: str) -> Callable[[], Any]:
+    """Progress of a wait on the live view of Deployment `name`: where its rollout stands and
+    what the page shows of it (the page's own count of updates, like every message it gets,
+    grows at each analysis run of a pause, so it is left out)."""
+    return lambda: (stage(lg, name), shown(page))
 
 
 def confirm(page: Page, action: str, keyboard: bool = False) -> str:
@@ -120,7 +145,12 @@ def confirm(page: Page, action: str, keyboard: bool = False) -> str:
     else:
         page.click(button)
     dialog_open = "document.getElementById('confirm').open"
-    wait_for("the confirmation dialog", lambda: page.evaluate(dialog_open), timeout=10)
+    # The click's handler fills the dialog's text and opens it: nothing else feeds it.
+    wait_for(
+        "the confirmation dialog",
+        lambda: page.evaluate(dialog_open),
+        lambda: page.text("#confirm-text"),
+    )
     text = page.text("#confirm-text") or ""
     assert action.split("-")[0] in text.lower(), text
     if keyboard:
@@ -135,7 +165,10 @@ def confirm(page: Page, action: str, keyboard: bool = False) -> str:
         now = (page.text("#result") or "").strip()
         return now if now and not now.startswith("sending") else None
 
-    result: str = wait_for(f"the answer to {action}", answered, timeout=30)
+    # The dashboard's answer to the page's POST: what the page shows and has been answered.
+    result: str = wait_for(
+        f"the answer to {action}", answered, lambda: (page.text("#result"), page.answered())
+    )
     return result
 
 
@@ -171,7 +204,11 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
                     and "pause until promote" in (now[1] or "")
                 )
 
-            wait_for("the page to show the manual pause at 50%", at_the_manual_pause, timeout=240)
+            wait_for(
+                "the page to show the manual pause at 50%",
+                at_the_manual_pause,
+                following(page, lockgate, "shop-v2"),
+            )
             weights = [w for _, _, w in seen]
             steps = {s for _, s, _ in seen if s}
             assert "20%" in weights and weights.index("20%") < weights.index("50%"), seen
@@ -186,10 +223,15 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
             assert page.text("#live-state") == "live"
             current = page.text('.timeline [aria-current="step"] .desc')
             assert current == "pause until promote", current
+
+            def charts() -> int:
+                return int(page.evaluate("document.querySelectorAll('figure.chart').length"))
+
+            # Fed by the analysis runs recorded (a bounded list: it stops growing once full).
             wait_for(
                 "an analysis chart",
-                lambda: page.evaluate("document.querySelectorAll('figure.chart').length") >= 2,
-                timeout=30,
+                lambda: charts() >= 2,
+                lambda: (charts(), len(lockgate.status("shop-v2").get("analysis") or [])),
             )
             live_shot = page.screenshot(screenshots / "dashboard-live.png")
             # the list, in another tab, while the rollout waits
@@ -203,10 +245,10 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
                 lambda: (
                     text
                     if "shop-v2 Paused step 5/8 pause until promote, canary 50%"
-                    in (text := listing.text("#s-applications tbody tr") or "")
+                    in (text := listing.text(APP_ROW) or "")
                     else None
                 ),
-                timeout=30,
+                lambda: (listing.text(APP_ROW), stage(lockgate, "shop-v2")),
             )
             assert "Kubernetes, 2 replica(s)" in row and "demo:v1 from shop-v1" in row, row
             list_shot = listing.screenshot(screenshots / "dashboard-list.png")
@@ -217,7 +259,9 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
             status = lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack", "Failed"})
             assert status["phase"] == "Succeeded", status.get("message")
             wait_for(
-                "the page to show Succeeded", lambda: shown(page)[0] == "Succeeded", timeout=30
+                "the page to show Succeeded",
+                lambda: shown(page)[0] == "Succeeded",
+                following(page, lockgate, "shop-v2"),
             )
             assert shown(page)[2] == "0%"
             assert page.navigations() == navigations
@@ -226,14 +270,17 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
             responses = load.stop()
             assert failed(responses) == []
 
-        # the list, live in its tab: the new version is stable, no rollout is active
+        # the list, live in its tab: the new version is stable, no rollout is active (the row
+        # is the Application's, fed by its status)
         wait_for(
             "the list to show demo:v2 stable and no active rollout",
             lambda: (
-                "demo:v2 from shop-v2" in (row := listing.text("#s-applications tbody tr") or "")
-                and "none" in row
+                "demo:v2 from shop-v2" in (row := listing.text(APP_ROW) or "") and "none" in row
             ),
-            timeout=60,
+            lambda: (
+                listing.text(APP_ROW),
+                lockgate.get("shop", "applications").get("status"),
+            ),
         )
         assert listing.navigations() == listing_navigations  # updated live, not reloaded
         assert page.console_errors() == [] and listing.console_errors() == []
@@ -250,7 +297,11 @@ def test_abort_rolls_back_and_forged_requests_change_nothing(
     with dashboard(cluster, ns, tmp_path) as url:
         live_url = f"{url}ns/{ns}/deployments/shop-v2"
         page.open(live_url)
-        wait_for("the page to show Paused", lambda: shown(page)[0] == "Paused", timeout=120)
+        wait_for(
+            "the page to show Paused",
+            lambda: shown(page)[0] == "Paused",
+            following(page, lockgate, "shop-v2"),
+        )
 
         # a forged POST: without the token, or from another origin with it, changes nothing
         token = page.evaluate("document.querySelector('meta[name=csrf-token]').content")
@@ -269,7 +320,11 @@ def test_abort_rolls_back_and_forged_requests_change_nothing(
         assert "abort requested for shop-v2 (it was Paused)" in result, result
         status = lockgate.wait_phase("shop-v2", {"Aborted", "RolledBack", "Succeeded"})
         assert status["phase"] == "Aborted", status.get("message")
-        wait_for("the page to show Aborted", lambda: shown(page)[0] == "Aborted", timeout=30)
+        wait_for(
+            "the page to show Aborted",
+            lambda: shown(page)[0] == "Aborted",
+            following(page, lockgate, "shop-v2"),
+        )
         assert page.text('[data-field="stable"]') == "100%"
         assert "rolled back to demo:v1" in (page.text('[data-field="message"]') or "")
         assert (
@@ -340,9 +395,22 @@ def test_a_read_only_user_sees_the_actions_refused_with_the_apis_reason(
             page.open(url)
             return "shop-v1" in (page.text("#s-deployments") or "")
 
-        wait_for("the role binding to take effect", shows_the_deployment, timeout=30)
+        # The API server's authorization cache takes up the new binding on its own schedule,
+        # with nothing to watch on the way: the progress is its answer, the section's text
+        # (the refusal it shows until then). Not the API server's CPU time: the polling
+        # itself, and every other test of the run, keep that moving.
+        wait_for(
+            "the role binding to take effect",
+            shows_the_deployment,
+            lambda: page.text("#s-deployments"),
+        )
         page.open(f"{url}ns/{ns}/deployments/shop-v1")
-        wait_for("the live view", lambda: page.text("#live-state") == "live", timeout=30)
+        # The page's event stream connecting: the server's answer to it.
+        wait_for(
+            "the live view",
+            lambda: page.text("#live-state") == "live",
+            lambda: (page.text("#live-state"), page.answered()),
+        )
         for action in ("abort", "pause"):
             result = confirm(page, action)
             assert result.startswith(

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
@@ -27,6 +27,7 @@ from lockgate.targets.docker.containers import container_labels, container_name
 from lockgate.traffic.traefik_file import parse
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
+    application_status,
     containers,
     create_secrets,
     delete_application,
@@ -40,6 +41,7 @@ from tests.support.operator_fixtures import Operator
 from tests.support.rollouts import (
     Kill,
     Lockgate,
+    cpu_ticks,
     deployment,
     host_of,
     interruption,
@@ -68,7 +70,7 @@ def fleet(
     """The three hosts, clean of this test's application before and after."""
     remove_all(docker_hosts_by_name, app)
     yield docker_hosts_by_name
-    delete_application(lockgate, app)
+    delete_application(lockgate, app, docker_hosts_by_name)
     remove_all(docker_hosts_by_name, app)
     (traefik.dynamic_dir / f"{app}.yaml").unlink(missing_ok=True)
 
@@ -112,6 +114,14 @@ def load_for(traefik: Traefik, lg: Lockgate, app: str) -> Load:
 
 def served(responses: list[Any], version: str) -> int:
     return sum(1 for r in responses if r.version == version)
+
+
+def rollout_progress(
+    lg: Lockgate, name: str, hosts: dict[str, DockerHost], app: str
+) -> Callable[[], Any]:
+    """A wait's progress while Deployment `name` brings a change about on the hosts: its
+    status and the app's containers there."""
+    return lambda: (lg.status(name), containers(hosts, app))
 
 
 Routing = tuple[tuple[str, ...], tuple[str, ...]]  # (hosts routed to canary, to stable)
@@ -210,23 +220,24 @@ def test_rolling_update_host_by_host_loses_no_request(
             [image for _, image, _ in found] == ["demo:v2"]
             for found in containers(fleet, app).values()
         ),
-        timeout=30,
+        rollout_progress(lockgate, f"{app}-v2", fleet, app),
     )
     app_status = lockgate.get(app, "applications")["status"]
     assert app_status["stable"]["release"] == f"{app}-v2/1"
     try:
+        # The Application's refresh counts the containers: its status moves with them.
         wait_for(
             "application Healthy, every instance updated",
             lambda: (
                 (st := lockgate.get(app, "applications")["status"]).get("phase") == "Healthy"
                 and st.get("instances") == {"desired": 3, "ready": 3, "updated": 3}
             ),
-            timeout=30,
+            lambda: (application_status(lockgate, app), containers(fleet, app)),
         )
     except AssertionError as err:
         raise AssertionError(f"{err}: {lockgate.get(app, 'applications')['status']}") from None
     # Deleting the Application removes its containers and its route.
-    assert delete_application(lockgate, app)
+    assert delete_application(lockgate, app, fleet)
     assert containers(fleet, app) == {h: [] for h in fleet}
     assert not (traefik.dynamic_dir / f"{app}.yaml").exists()
 
@@ -242,6 +253,7 @@ def test_blue_green_runs_both_sets_then_switches_every_host_at_once(
         wait_for(
             "both sets on every host",
             lambda: running_images(fleet, app) == {h: ["demo:v1", "demo:v2"] for h in fleet},
+            rollout_progress(lockgate, f"{app}-v2", fleet, app),
             every=0.1,
         )
         status = lockgate.wait_finished(f"{app}-v2")
@@ -276,6 +288,7 @@ def test_good_canary_is_promoted_to_every_host(
                 running_images(fleet, app)["host1"] == ["demo:v1", "demo:v2"]
                 and running_images(fleet, app)["host2"] == ["demo:v1"]
             ),
+            rollout_progress(lockgate, f"{app}-v2", fleet, app),
         )
         status = lockgate.wait_finished(f"{app}-v2")
         load.wait_answered(len(load.responses) + 200)
@@ -355,7 +368,12 @@ def stop_daemon(host: DockerHost) -> None:
     so its containers stop with it. Returns once the daemon has exited."""
     pid = int((host.socket.parent / "dockerd.pid").read_text())
     os.kill(pid, signal.SIGTERM)
-    wait_for(f"{host.name}'s dockerd to exit", lambda: not Path(f"/proc/{pid}").exists())
+    # Waited for while it still works on its shutdown (stopping its containers).
+    wait_for(
+        f"{host.name}'s dockerd to exit",
+        lambda: not Path(f"/proc/{pid}").exists(),
+        lambda: cpu_ticks(pid),
+    )
 
 
 @pytest.fixture
@@ -418,6 +436,8 @@ def test_host_lost_between_rollouts_fails_only_requests_in_flight_and_is_reporte
     with load_for(traefik, lockgate, app) as load:
         load.wait_answered(20)
         stop_daemon(host1_restored)
+        # The operator's refresh of the Application, woken by host1's broken event stream,
+        # is what brings it about: waited for while its status still changes.
         application = wait_for(
             "the Application to report host1",
             lambda: (
@@ -426,6 +446,7 @@ def test_host_lost_between_rollouts_fails_only_requests_in_flight_and_is_reporte
                 in ((a := lockgate.get(app, "applications")).get("status") or {}).get("message", "")
                 else None
             ),
+            lambda: application_status(lockgate, app),
         )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
@@ -607,7 +628,11 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
     with load_for(traefik, lockgate, app) as load:
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", rolling))
         for batch in range(3):
-            wait_for(f"batch {batch + 1} to start", lambda b=batch: batch_started(lockgate, app, b))
+            lockgate.wait_until(
+                f"{app}-v2",
+                f"batch {batch + 1} to start",
+                lambda b=batch: batch_started(lockgate, app, b),
+            )
             time.sleep(rng.uniform(0.0, 0.5))  # the seeded moment inside the batch
             own_operator.kill()
             kills.append(interruption(lockgate, f"{app}-v2"))
@@ -631,7 +656,7 @@ def test_operator_killed_mid_rollout_resumes_from_labels_without_duplicates(
             {h: [(n, i) for n, i, _ in found] for h, found in containers(fleet, app).items()}
             == {h: [(f"{app}-v2-r1-0", "demo:v2")] for h in fleet}
         ),
-        timeout=30,
+        rollout_progress(lockgate, f"{app}-v2", fleet, app),
     )
 
 
@@ -727,13 +752,15 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
         finally:
             client.close()
         assert new_port != old_port, "docker kept the port: the test shows nothing"
+        # The operator's refresh of the Application (woken by the container's events) points
+        # the route at the new port, and Traefik takes it up: waited for while either moves.
         wait_for(
             "Traefik routes to the new port, not the old one",
             lambda: (
                 routed().get(f"http://{address}:{new_port}") == "UP"
                 and f"http://{address}:{old_port}" not in routed()
             ),
-            timeout=30,
+            lambda: (routed(), application_status(lockgate, app)),
         )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
@@ -753,18 +780,21 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
     with load_for(traefik, lockgate, app) as load:
         lockgate.create(deployment(f"{app}-v2", app, "demo:v2", manual))
         lockgate.wait_phase(f"{app}-v2", {"Paused"})
-        wait_for("the canary serves", lambda: served(load.responses[-50:], "v2") > 0)
+        # Not the count of answers as the progress: the load grows it whoever serves.
+        lockgate.wait_until(
+            f"{app}-v2", "the canary serves", lambda: served(load.responses[-50:], "v2") > 0
+        )
         wait_for(
             "the application counts one updated instance",
             lambda: (
                 lockgate.get(app, "applications")["status"].get("instances", {}).get("updated") == 1
             ),
-            timeout=15,
+            lambda: (lockgate.status(f"{app}-v2"), application_status(lockgate, app)),
         )
         lockgate.custom.delete_namespaced_custom_object(
             "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments", f"{app}-v2"
         )
-        wait_alone_everywhere(fleet, app, "demo:v1", timeout=60)
+        wait_alone_everywhere(fleet, app, "demo:v1")
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert failed(responses) == [], (

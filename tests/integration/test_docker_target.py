@@ -48,6 +48,7 @@ from lockgate.targets.docker.containers import (
 )
 from lockgate.targets.docker.events import ContainerWatch, event_filters
 from lockgate.targets.docker.resources import Resources
+from lockgate.traffic.traefik_api import service_answer
 from lockgate.traffic.traefik_file import (
     LocalStore,
     RouteConfig,
@@ -57,8 +58,15 @@ from lockgate.traffic.traefik_file import (
     traefik_names,
 )
 from tests.support.cluster import Traefik
-from tests.support.docker_listing import Listing, listing, wait_healthy
-from tests.support.dockerhosts import DockerHost, local_client
+from tests.support.docker_listing import (
+    Listing,
+    containers_progress,
+    listing,
+    until_healthy,
+    wait_for_async,
+)
+from tests.support.dockerhosts import DockerHost, local_client, process_progress
+from tests.support.rollouts import wait_for
 from tests.support.socket_relay import SocketRelay
 
 pytestmark = pytest.mark.integration
@@ -145,7 +153,7 @@ def test_instances_on_unix_tls_and_ssh_hosts_answer(
         instances = [i for result in started.values() if isinstance(result, list) for i in result]
         assert len(instances) == 6, started
         async with httpx.AsyncClient() as http:
-            assert await wait_healthy(http, instances, "/health", within=30)
+            await until_healthy(conns, http, instances, "/health")
             for instance in instances:
                 answer = await http.get(f"{instance.url}/")
                 assert answer.headers["X-Version"] == "v1", instance
@@ -224,10 +232,9 @@ def test_missing_image_is_an_error_naming_the_host(conns: HostConnections, app: 
 # --- Docker events on every transport -------------------------------------------------------
 
 
-def _read(stream: EventStream, seen: list[dict[str, Any]], arrived: threading.Event) -> None:
+def _read(stream: EventStream, seen: list[dict[str, Any]]) -> None:
     for event in stream:
         seen.append(event)
-        arrived.set()
 
 
 @pytest.mark.parametrize("host", ["host1", "host2", "host3"], ids=["unix", "tls", "ssh"])
@@ -242,8 +249,7 @@ def test_an_event_stream_brings_the_containers_events_and_closes_on_every_transp
     )
     stream = conns.open_events(host, event_filters([mine.id]))
     seen: list[dict[str, Any]] = []
-    arrived = threading.Event()
-    reader = threading.Thread(target=_read, args=(stream, seen, arrived), daemon=True)
+    reader = threading.Thread(target=_read, args=(stream, seen), daemon=True)
     reader.start()
     try:
 
@@ -252,10 +258,13 @@ def test_an_event_stream_brings_the_containers_events_and_closes_on_every_transp
 
         restart(other.id)  # not followed: nothing arrives from it
         restart(mine.id)
-        deadline = time.monotonic() + 30
-        while {e.get("Action") for e in seen} < {"die", "start"}:
-            assert arrived.wait(max(0.0, deadline - time.monotonic())), seen
-            arrived.clear()
+        # The restart has returned: the daemon has sent both events; what moves towards the
+        # answer is their arrival, so the wait goes on while events still come.
+        wait_for(
+            "the restarted container's die and start",
+            lambda: {e.get("Action") for e in list(seen)} >= {"die", "start"},
+            lambda: len(seen),
+        )
         assert {(e.get("Actor") or {}).get("ID") for e in seen} == {mine.id}
     finally:
         stream.close()
@@ -280,7 +289,17 @@ def test_a_container_watch_wakes_once_the_new_container_answers_and_closes_its_s
                 return await check_health(http, i.running_url, "/health")
 
             assert watch.follow([instance], woken.set, probe)
-            await asyncio.wait_for(woken.wait(), 30)
+
+            async def is_woken() -> bool:
+                return woken.is_set()
+
+            # Waited for while the container still starts (its state and CPU time).
+            await wait_for_async(
+                "the watch to wake",
+                is_woken,
+                lambda: containers_progress(conns, [instance]),
+                every=0.1,
+            )
             assert await probe(instance)
         await watch.aclose()
         assert watch.opened == 1 and watch.woken == 1 and not watch.broken
@@ -432,7 +451,7 @@ def test_ensure_is_idempotent_and_a_restarted_operator_finds_containers_by_label
         async def observed() -> Listing:
             async with httpx.AsyncClient() as http:
                 listed_now = await list_instances(second, "host2", app)
-                assert await wait_healthy(http, listed_now, "/health", within=20)
+                await until_healthy(second, http, listed_now, "/health")
                 return await listing(second, ("host1", "host2", "host3"), app, http)
 
         seen = asyncio.run(observed())
@@ -540,16 +559,20 @@ def test_a_container_removed_between_listing_and_inspection_does_not_fail_the_ch
 # --- the file router with Traefik ------------------------------------------------------------
 
 
-async def until_live(
-    router: TraefikFileRouter, weights: tuple[int, int], within: float = 15
-) -> None:
-    """Until Traefik's API serves the declared weights and servers."""
-    deadline = time.monotonic() + within
-    live = await router.live_weights()
-    while live != weights:
-        assert time.monotonic() < deadline, f"{weights} not live after {within} s (live: {live})"
-        await asyncio.sleep(0.02)
-        live = await router.live_weights()
+async def until_live(router: TraefikFileRouter, weights: tuple[int, int]) -> None:
+    """Until Traefik's API serves the declared weights and servers, waited for while what it
+    serves of the route still changes (Traefik takes the file up)."""
+    api_url = router.api_url
+    assert api_url
+
+    async def live() -> bool:
+        return await router.live_weights() == weights
+
+    async def serving() -> tuple[Any, Any]:
+        split = await service_answer(router.http, api_url, router.app, "file")
+        return split, await router.live_servers()
+
+    await wait_for_async(f"{weights} live in Traefik", live, serving, every=0.02)
 
 
 def _versions(traefik: Traefik, app: str, n: int) -> Counter[str]:
@@ -564,20 +587,28 @@ def test_file_router_splits_real_traffic_and_confirms_through_traefiks_api(
     path = traefik.dynamic_dir / f"{app}.yaml"
 
     async def scenario() -> None:
-        await ensure_instances(
+        made = await ensure_instances(
             conns, "host1", app, f"{app}-a/1", "demo:v1", 2, {}, NO_LIMITS, 8080, role="stable"
         )
-        await ensure_instances(conns, "host3", app, f"{app}-b/1", "demo:v2", 2, {}, NO_LIMITS, 8080)
+        made += await ensure_instances(
+            conns, "host3", app, f"{app}-b/1", "demo:v2", 2, {}, NO_LIMITS, 8080
+        )
         async with httpx.AsyncClient() as http:
             stable_release, canary_release = f"{app}-a/1", f"{app}-b/1"
-            for _ in range(100):
+
+            async def ready() -> Listing | None:
                 seen = await listing(conns, conns.names, app, http)
                 stable = seen.instance_set(stable_release, 2)
                 canary = seen.instance_set(canary_release, 2)
-                if stable.ready == ("host1",) and canary.ready == ("host3",):
-                    break
-                await asyncio.sleep(0.2)
-            assert stable.ready == ("host1",) and canary.ready == ("host3",), seen
+                return seen if stable.ready == ("host1",) and canary.ready == ("host3",) else None
+
+            # Waited for while the containers still start (their states and CPU time).
+            seen = await wait_for_async(
+                "stable ready on host1 and the canary on host3",
+                ready,
+                lambda: containers_progress(conns, made),
+                every=0.2,
+            )
             router = TraefikFileRouter(
                 app,
                 LocalStore(str(path)),
@@ -673,7 +704,7 @@ def test_rewrites_are_atomic_while_traefik_and_a_reader_read(
             conns, "host2", app, f"{app}/1", "demo:v1", 2, {}, NO_LIMITS, 8080
         )
         async with httpx.AsyncClient() as http:
-            assert await wait_healthy(http, made, "/health", within=20)
+            await until_healthy(conns, http, made, "/health")
             router = TraefikFileRouter(
                 app,
                 LocalStore(str(path)),
@@ -726,7 +757,7 @@ def test_sftp_store_writes_config_traefik_serves(
             conns, "host3", app, f"{app}/1", "demo:v3", 1, {}, NO_LIMITS, 8080
         )
         async with httpx.AsyncClient() as http:
-            assert await wait_healthy(http, made, "/health", within=20)
+            await until_healthy(conns, http, made, "/health")
             router = TraefikFileRouter(
                 app,
                 store,
@@ -780,14 +811,13 @@ def sftp_sshd(tmp_path: Path) -> Iterator[HostSpec]:
         ["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        def listening() -> bool:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, (d / "sshd.log").read_text()
-            assert time.monotonic() < deadline, "sshd did not listen"
-            time.sleep(0.05)
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        # Waited for while sshd still works towards it; its log at once if it exited.
+        wait_for("sshd to listen", listening, process_progress(proc, d / "sshd.log"), every=0.05)
         host_key = (d / "host_key.pub").read_text().split()[:2]
         yield HostSpec(
             "edge",
@@ -823,7 +853,7 @@ def test_sftp_writes_atomically_to_a_file_traefik_serves(
             conns, "host1", app, f"{app}/1", "demo:v3", 1, {}, NO_LIMITS, 8080
         )
         async with httpx.AsyncClient() as http:
-            assert await wait_healthy(http, made, "/health", within=20)
+            await until_healthy(conns, http, made, "/health")
             urls = [u for i in made if (u := i.url)]
             router = TraefikFileRouter(
                 app,
@@ -883,7 +913,7 @@ def test_host_swap_under_load_loses_no_request(
         instances = [i for r in made.values() if isinstance(r, list) for i in r]
         assert len(instances) == 3, made
         async with httpx.AsyncClient() as http:
-            assert await wait_healthy(http, instances, "/health", within=30)
+            await until_healthy(conns, http, instances, "/health")
         return [u for i in instances if (u := i.url)]
 
     async def scenario() -> None:

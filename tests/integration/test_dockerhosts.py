@@ -25,17 +25,20 @@ import paramiko
 import pytest
 import requests
 import yaml
+from docker.models.containers import Container
 
 from tests.support.cluster import Traefik
 from tests.support.dockerhosts import (
     REPO_ROOT,
     DockerHost,
+    container_progress,
     demo_images,
     demo_process,
     docker_client,
     local_client,
     wait_http,
 )
+from tests.support.rollouts import cpu_ticks, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,12 +60,9 @@ def running(client: docker.DockerClient, image: str, **kwargs: Any) -> Iterator[
         container.remove(force=True)
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s")
-        time.sleep(0.1)
+def starting(container: Container) -> Callable[[], Any]:
+    """A wait's progress while the container gets ready (`container_progress`)."""
+    return lambda: container_progress(container.client.api.inspect_container(container.id))
 
 
 # --- the hosts and their transports ---------------------------------------------------------
@@ -114,7 +114,7 @@ def test_container_started_over_ssh_answers_at_its_host_address(
     try:
         with running(client, "demo:v2") as (container, port):
             url = f"http://{host.address}:{port}/"
-            wait_http(url)
+            wait_http(url, starting(container))
             r = httpx.get(url, timeout=5)
             assert r.status_code == 200
             assert r.headers["X-Version"] == "v2"
@@ -196,9 +196,9 @@ def test_errors30_fails_thirty_percent_in_a_container_over_tls(
     host = docker_hosts_by_name["host2"]
     client = docker_client(host)
     try:
-        with running(client, "demo:v2-errors30") as (_, port):
+        with running(client, "demo:v2-errors30") as (container, port):
             base = f"http://{host.address}:{port}"
-            wait_http(base + "/health")
+            wait_http(base + "/health", starting(container))
             with httpx.Client(base_url=base, timeout=5) as http:
                 codes = Counter(http.get("/").status_code for _ in range(300))
     finally:
@@ -259,10 +259,17 @@ def test_sigterm_stops_accepting_finishes_in_flight_request_then_exits_0(
         inflight.start()
         time.sleep(0.5)  # the app has accepted it: it is inside its 3 s of latency
         demo.proc.send_signal(signal.SIGTERM)
-        _wait_until(lambda: _refuses(demo.url + "/health"), 2, "refusing new connections")
+        # Waited for while the app still works (its CPU time); the in-flight request's 3 s
+        # are what must not have passed by then.
+        wait_for(
+            "refusing new connections",
+            lambda: _refuses(demo.url + "/health"),
+            lambda: cpu_ticks(demo.proc.pid),
+            every=0.1,
+        )
         assert "status" not in result, "the in-flight request should still be running"
-        assert demo.proc.wait(timeout=10) == 0
-        inflight.join(timeout=10)
+        assert demo.wait_exit() == 0
+        inflight.join()  # the app has exited: the answer is in or the connection is closed
         conn.close()
     assert result.get("status") == 200, result
     assert result["seconds"] >= 2.9
@@ -279,7 +286,7 @@ def test_docker_stop_lets_in_flight_request_finish(
         slow = {"DEMO_IMAGE": "demo:v2-slow3000"}
         with running(client, "demo:v2-slow", environment=slow) as (container, port):
             url = f"http://{host.address}:{port}/"
-            wait_http(url + "health")
+            wait_http(url + "health", starting(container))
             result: dict[str, Any] = {}
             # Connected and sent here, before the stop: started in the thread, the request
             # could come after the listener closed (refused under load).
@@ -290,7 +297,7 @@ def test_docker_stop_lets_in_flight_request_finish(
             inflight.start()
             time.sleep(0.5)  # the app has accepted it: it is inside its 3 s of latency
             container.stop(timeout=20)  # SIGTERM, SIGKILL only after 20 s
-            inflight.join(timeout=10)
+            inflight.join()  # the container has stopped: the answer is in or the socket closed
             conn.close()
             container.reload()
             # 0, not 137: the app drained and exited on SIGTERM, nothing waited for SIGKILL.
@@ -341,6 +348,12 @@ def test_file_provider_config_routes_weighted_traffic_to_containers_on_docker_ho
         tmp.write_text(yaml.safe_dump(config))
         tmp.rename(path)  # atomic: Traefik never reads half a file
 
+    def loaded() -> tuple[int, str]:
+        """Traefik's view of the weighted service (its API): it changes only as Traefik loads
+        the file, so a wait for the routing moves while Traefik still takes a change up."""
+        answer = httpx.get(f"{traefik.api_url}/api/http/services/{name}@file", timeout=5)
+        return answer.status_code, answer.text
+
     def versions(n: int) -> Counter[str]:
         with httpx.Client(timeout=5) as http:
             return Counter(
@@ -352,23 +365,23 @@ def test_file_provider_config_routes_weighted_traffic_to_containers_on_docker_ho
 
     try:
         with (
-            running(stable_client, "demo:v1") as (_, stable_port),
-            running(canary_client, "demo:v2") as (_, canary_port),
+            running(stable_client, "demo:v1") as (stable, stable_port),
+            running(canary_client, "demo:v2") as (canary, canary_port),
         ):
-            wait_http(f"http://{stable_host.address}:{stable_port}/health")
-            wait_http(f"http://{canary_host.address}:{canary_port}/health")
+            wait_http(f"http://{stable_host.address}:{stable_port}/health", starting(stable))
+            wait_http(f"http://{canary_host.address}:{canary_port}/health", starting(canary))
 
             write(100, 0)
-            _wait_until(lambda: versions(1) == {"v1": 1}, 15, "routing to the stable container")
+            wait_for("routing to the stable container", lambda: versions(1) == {"v1": 1}, loaded)
             assert versions(20) == {"v1": 20}
 
             write(50, 50)  # Traefik reloads the changed file: half the traffic to the canary
-            _wait_until(lambda: "v2" in versions(4), 15, "the reload with the canary's weight")
+            wait_for("the reload with the canary's weight", lambda: "v2" in versions(4), loaded)
             split = versions(40)
             assert set(split) == {"v1", "v2"} and abs(split["v2"] - 20) <= 4, split
 
             write(0, 100)
-            _wait_until(lambda: versions(4) == {"v2": 4}, 15, "full promotion to the canary")
+            wait_for("full promotion to the canary", lambda: versions(4) == {"v2": 4}, loaded)
     finally:
         path.unlink(missing_ok=True)
         stable_client.close()

@@ -143,7 +143,9 @@ def test_canary_through_an_httproute_shifts_real_traffic_with_no_failed_request(
         load.wait_answered(20)
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
         status = lockgate.wait_finished("shop-v2")
-        wait_for("enough requests", lambda: len(load.responses) >= 5000, timeout=120)
+        wait_for(
+            "enough requests", lambda: len(load.responses) >= 5000, lambda: len(load.responses)
+        )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -220,7 +222,11 @@ def test_header_route_through_an_httproute_sends_testers_and_only_them_to_the_ca
         assert [r["name"] for r in rules] == ["header-route", "weighted"]
         lockgate.annotate("shop-v2", end)
         status = lockgate.wait_phase("shop-v2", ENDED)
-        wait_for("the header rule gone from Traefik", lambda: not header_routers(traefik, lockgate))
+        wait_for(
+            "the header rule gone from Traefik",
+            lambda: not header_routers(traefik, lockgate),
+            lambda: (header_routers(traefik, lockgate), lockgate.status("shop-v2")),
+        )
         after = len(testers.responses)
         testers.wait_answered(after + 200)
         late = testers.responses[after:]
@@ -306,6 +312,11 @@ def route_objects(lg: Lockgate) -> set[str]:
     return out
 
 
+def application_status(lg: Lockgate) -> dict[str, Any]:
+    status: dict[str, Any] = lg.get("shop", "applications").get("status") or {}
+    return status
+
+
 def patch_application(lg: Lockgate, spec: dict[str, Any]) -> None:
     lg.custom.patch_namespaced_custom_object(
         GROUP, VERSION, lg.namespace, "applications", "shop", {"spec": spec}
@@ -337,19 +348,26 @@ def test_an_application_moved_to_an_httproute_and_back_serves_every_request_and_
             lambda: (
                 route_objects(lockgate) == {"httproutes/shop", "httproutes/shop-lockgate-probe"}
             ),
+            lambda: (route_objects(lockgate), application_status(lockgate)),
         )
         wait_for(
             "Traefik to drop the IngressRoute's router",
             lambda: not traefik_routers(traefik, f"{lockgate.namespace}-shop-"),
+            lambda: traefik_routers(traefik, f"{lockgate.namespace}-shop-"),
         )
         load.wait_answered(len(load.responses) + 200)
         patch_application(
             lockgate, {"traffic": {"gatewayAPI": None, "traefik": {"route": ingress}}}
         )
-        wait_for("only the Traefik routes left", lambda: route_objects(lockgate) == traefik_routes)
+        wait_for(
+            "only the Traefik routes left",
+            lambda: route_objects(lockgate) == traefik_routes,
+            lambda: (route_objects(lockgate), application_status(lockgate)),
+        )
         wait_for(
             "Traefik to drop the HTTPRoute's routers",
             lambda: not traefik_routers(traefik, route_prefix(lockgate)),
+            lambda: traefik_routers(traefik, route_prefix(lockgate)),
         )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()

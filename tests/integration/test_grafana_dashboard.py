@@ -47,7 +47,12 @@ def test_traefik_and_operator_expose_what_the_dashboard_queries(
             if stable.fullmatch(labels.get("service", ""))
         ]
 
-    ours = wait_for("Traefik metrics of the shop services", scraped, timeout=30)
+    # What moves towards them: the services Traefik has loaded and counts.
+    ours = wait_for(
+        "Traefik metrics of the shop services",
+        scraped,
+        lambda: sorted({labels.get("service", "") for _, labels in samples(traefik.metrics_url)}),
+    )
     names = {name for name, _ in ours}
     for name, labels in TRAEFIK_METRICS.items():
         assert name in names, f"{name} not scraped (have {sorted(names)})"

@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,14 @@ from hack.tools.load import Load
 from lockgate.outbound.notifications import load_defaults
 from tests.support.cluster import HACK, REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator, free_port
-from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import (
+    Lockgate,
+    application,
+    cpu_ticks,
+    deployment,
+    host_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -534,7 +540,13 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
             )
             return reply.headers.get("x-version") == "v2"
 
-        wait_for("Traefik to serve only v2", lambda: all(answers_v2() for _ in range(20)), 30)
+        # Traefik follows the rollout's last routing (from the Kubernetes objects) on its own
+        # schedule: what it has taken up so far is its view of the namespace's services.
+        wait_for(
+            "Traefik to serve only v2",
+            lambda: all(answers_v2() for _ in range(20)),
+            lambda: traefik_services(traefik, namespace),
+        )
         assert lg.events("shop-v2"), "no Events posted"
 
         # It acted as the holder of the release's Lease, renewed with the account's rights.
@@ -560,18 +572,29 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         operator.start()
 
 
+def traefik_services(traefik: Traefik, namespace: str) -> Any:
+    """Traefik's view of the namespace's HTTP services (its API), or why there is none."""
+    try:
+        reply = httpx.get(
+            f"{traefik.api_url}/api/http/services", params={"search": namespace}, timeout=5
+        )
+        return reply.json()
+    except (httpx.HTTPError, ValueError) as err:
+        return repr(err)
+
+
 def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"the operator exited:\n{log_path.read_text(errors='replace')[-4000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"not healthy in 60s:\n{log_path.read_text(errors='replace')[-4000:]}")
+            return False
+
+    # Starting, the operator works (its CPU time moves) until it answers. (The caller adds the
+    # operator's log to a failure.)
+    wait_for("the operator to answer /healthz", healthy, lambda: cpu_ticks(proc.pid), every=0.2)
 
 
 def test_chart_with_two_replicas_elects_one_leader_as_its_service_account(
@@ -620,20 +643,46 @@ def test_chart_with_two_replicas_elects_one_leader_as_its_service_account(
             replica.start()  # healthy: the standby answers the liveness probe too
         coordination = client.CoordinationV1Api(cluster.api_client())
 
-        def holder() -> str:
+        def read_lease() -> client.V1Lease | None:
             try:
-                lease = coordination.read_namespaced_lease("lockgate", install_ns)
+                lease: client.V1Lease = coordination.read_namespaced_lease("lockgate", install_ns)
             except client.ApiException:
-                return ""
-            return str(lease.spec.holder_identity or "")
+                return None
+            return lease
 
-        leader = wait_for("one replica to hold the Lease", holder, 60)
+        def holder() -> str:
+            lease = read_lease()
+            return str(lease.spec.holder_identity or "") if lease else ""
+
+        def lease_version() -> str | None:
+            """The Lease's resourceVersion: every write to it (created, taken, released,
+            renewed) moves it; nothing else does."""
+            lease = read_lease()
+            return str(lease.metadata.resource_version) if lease else None
+
+        def running() -> bool:
+            """True, or fails at once if a replica has exited (its log is added below)."""
+            for replica in replicas:
+                if not replica.alive():
+                    raise AssertionError(f"{replica.log_path.name} exited")
+            return True
+
+        # What moves towards a holder is the Lease: the replicas race to create it, and the
+        # winner renews it.
+        leader = wait_for(
+            "one replica to hold the Lease",
+            lambda: running() and holder(),
+            lease_version,
+        )
         (leading,) = [r for r in replicas if leader.startswith(r.env["POD_NAME"] + "_")]
         (standby,) = [r for r in replicas if r is not leading]
+        assert standby.process is not None
+        # The standby getting to its place: it logs as it starts, until it says so (its CPU
+        # time would move for ever, as it looks at the Lease every retry period).
         wait_for(
             "the standby to say it waits for the leader",
-            lambda: f"standby: waiting for the leader {leader}" in standby.log_text(),
-            30,
+            lambda: running() and f"standby: waiting for the leader {leader}" in standby.log_text(),
+            lambda: len(standby.log_text()),
         )
         leader_metric = re.compile(r"^lockgate_leader (\S+)$", re.M)
 
@@ -646,12 +695,19 @@ def test_chart_with_two_replicas_elects_one_leader_as_its_service_account(
 
         leading.stop()  # SIGTERM: it releases the Lease, and the standby takes it
         assert leading.process is not None and leading.process.returncode == 0
+        # The leader released the Lease: nothing moves it again but the standby taking it.
         wait_for(
             "the standby to take the Lease",
             lambda: holder().startswith(standby.env["POD_NAME"] + "_"),
-            30,
+            lease_version,
         )
-        wait_for("the new leader's gauge", lambda: is_leader(standby) == 1.0, 30)
+        # The gauge is set as the standby takes up leading, which it logs as it goes. (Not its
+        # CPU time: a leader renews the Lease every retry period, so that never stands still.)
+        wait_for(
+            "the new leader's gauge",
+            lambda: is_leader(standby) == 1.0,
+            lambda: (is_leader(standby), len(standby.log_text())),
+        )
     except AssertionError as err:
         tails = "".join(
             f"\n--- {r.log_path.name} (tail) ---\n{r.log_text()[-2000:]}" for r in replicas

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from hack.tools.kubelet import BRIDGE, BRIDGE_ADDRESS, ip, is_demo_image, pod_netns
 from tests.support.cluster import Cluster, Traefik
 from tests.support.kubelet_fixtures import ProcessKubelet
+from tests.support.rollouts import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,16 +33,46 @@ PORT = 8080
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll until check() returns something truthy and return it; fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
+def app_versions(api: ApiClient, namespace: str, app: str) -> list[tuple[str, str, str]]:
+    """The kind, name and resource version of each Pod labelled app=`app` and of each
+    EndpointSlice of Service `app`: what the kubelet (Pod status) and the controllers change
+    on the way to whatever a test here waits for. Only that app's: a neighbour in back-off
+    (a failed pull, a crash loop) changes its Pod every minute forever."""
+    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={app}")
+    slices = k8s.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={app}"
+    )
+    return [
+        *(("Pod", p.metadata.name, p.metadata.resource_version) for p in pods.items),
+        *(("EndpointSlice", e.metadata.name, e.metadata.resource_version) for e in slices.items),
+    ]
+
+
+def wait_until(
+    api: ApiClient,
+    namespace: str,
+    app: str,
+    what: str,
+    check: Callable[[], Any],
+    *,
+    every: float = 0.1,
+) -> Any:
+    """Poll until check() returns something truthy and return it. No wall-clock limit: the
+    wait goes on while the app's Pods or EndpointSlices change (a loaded machine only slows
+    them), and fails naming `what` once they and the answer have stood still."""
+    return wait_for(what, check, lambda: app_versions(api, namespace, app), every=every)
+
+
+def traefik_loaded(traefik: Traefik, namespace: str) -> dict[str, Any]:
+    """What Traefik has loaded from the namespace (its API's raw data): the routers and
+    services, with their status and weights, on the way to the answers a test waits for."""
+    raw = httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5, trust_env=False).json()
+    return {
+        name: entry
+        for kind in ("routers", "services")
+        for name, entry in (raw.get(kind) or {}).items()
+        if name.startswith(f"{namespace}-")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +212,21 @@ def test_deployment_pods_become_ready_with_pod_ips_and_are_replaced(
     started = time.monotonic()
     create_deployment(api, namespace, "web", "demo:v1", replicas=3)
     pods = wait_until(
-        lambda: (p := ready_pods(api, namespace, "app=web")) and len(p) == 3 and p,
-        60,
+        api,
+        namespace,
+        "web",
         "3 ready pods",
+        lambda: (p := ready_pods(api, namespace, "app=web")) and len(p) == 3 and p,
     )
     print(f"3-replica Deployment Ready in {time.monotonic() - started:.2f}s")
     ips = {p.status.pod_ip for p in pods}
-    wait_until(lambda: ready_endpoints(api, namespace, "web") == ips, 30, "3 ready endpoints")
+    wait_until(
+        api,
+        namespace,
+        "web",
+        "3 ready endpoints",
+        lambda: ready_endpoints(api, namespace, "web") == ips,
+    )
 
     cidr = ipaddress.ip_network(kubelet.pod_cidr)
     for pod in pods:
@@ -218,13 +257,21 @@ def test_deployment_pods_become_ready_with_pod_ips_and_are_replaced(
             return now
         return None
 
-    new_pods = wait_until(replaced, 60, "a replacement pod to become ready")
+    new_pods = wait_until(api, namespace, "web", "a replacement pod to become ready", replaced)
     new_ips = {p.status.pod_ip for p in new_pods}
     wait_until(
-        lambda: ready_endpoints(api, namespace, "web") == new_ips, 30, "3 ready endpoints again"
+        api,
+        namespace,
+        "web",
+        "3 ready endpoints again",
+        lambda: ready_endpoints(api, namespace, "web") == new_ips,
     )
     wait_until(
-        lambda: get_pod(api, namespace, victim.metadata.name) is None, 30, "the old pod gone"
+        api,
+        namespace,
+        "web",
+        "the old pod gone",
+        lambda: get_pod(api, namespace, victim.metadata.name) is None,
     )
 
 
@@ -240,9 +287,17 @@ def test_unready_image_never_ready_and_foreign_image_fails_to_pull(
         statuses = pod.status.container_statuses if pod else None
         return bool(statuses and statuses[0].state.running)
 
-    wait_until(lambda: running("unready"), 30, "the unready pod's process to run")
+    wait_until(
+        api, namespace, "unready", "the unready pod's process to run", lambda: running("unready")
+    )
     # It has an endpoint (it has an IP), but never a ready one, over several probe periods.
-    wait_until(lambda: all_endpoints(api, namespace, "unready"), 30, "an endpoint for it")
+    wait_until(
+        api,
+        namespace,
+        "unready",
+        "an endpoint for it",
+        lambda: all_endpoints(api, namespace, "unready"),
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         pod = get_pod(api, namespace, "unready")
@@ -260,7 +315,7 @@ def test_unready_image_never_ready_and_foreign_image_fails_to_pull(
         waiting = statuses[0].state.waiting if statuses else None
         return pod if waiting and waiting.reason == "ErrImagePull" else None
 
-    pod = wait_until(pull_failed, 30, "ErrImagePull for nginx:1.0")
+    pod = wait_until(api, namespace, "foreign", "ErrImagePull for nginx:1.0", pull_failed)
     (status,) = pod.status.container_statuses
     assert "nginx:1.0" in status.state.waiting.message
     assert pod.status.phase == "Pending" and not status.ready and not status.started
@@ -285,7 +340,7 @@ def test_crashing_process_is_restarted_with_back_off(
         statuses = pod.status.container_statuses if pod else None
         return pod if statuses and statuses[0].restart_count >= 2 else None
 
-    pod = wait_until(restarted_twice, 30, "two restarts")
+    pod = wait_until(api, namespace, "crash", "two restarts", restarted_twice)
     (status,) = pod.status.container_statuses
     assert status.last_state.terminated is not None
     assert status.last_state.terminated.exit_code == 1
@@ -293,7 +348,13 @@ def test_crashing_process_is_restarted_with_back_off(
     assert "errors101" in kubelet.container_log(namespace, "crash", "app")
     # A healthy pod next to it is unaffected: the kubelet survives its neighbour's crashes.
     create_pod(api, namespace, "healthy", demo_container("demo:v1"))
-    wait_until(lambda: (p := get_pod(api, namespace, "healthy")) and is_ready(p), 30, "healthy")
+    wait_until(
+        api,
+        namespace,
+        "healthy",
+        "healthy",
+        lambda: (p := get_pod(api, namespace, "healthy")) and is_ready(p),
+    )
 
 
 def test_env_from_configmap_and_field_refs(api: ApiClient, namespace: str) -> None:
@@ -312,12 +373,22 @@ def test_env_from_configmap_and_field_refs(api: ApiClient, namespace: str) -> No
         return waiting.reason if waiting else None
 
     # No ConfigMap yet: the container can't be configured, as a kubelet reports it.
-    wait_until(lambda: waiting_reason() == "CreateContainerConfigError", 30, "a config error")
+    wait_until(
+        api,
+        namespace,
+        "env",
+        "a config error",
+        lambda: waiting_reason() == "CreateContainerConfigError",
+    )
     k8s.CoreV1Api(api).create_namespaced_config_map(
         namespace, {"metadata": {"name": "cfg"}, "data": {"who": "from-configmap"}}
     )
     pod = wait_until(
-        lambda: (p := get_pod(api, namespace, "env")) and is_ready(p) and p, 30, "env ready"
+        api,
+        namespace,
+        "env",
+        "env ready",
+        lambda: (p := get_pod(api, namespace, "env")) and is_ready(p) and p,
     )
     response = http_get(f"http://{pod.status.pod_ip}:{PORT}/", timeout=5)
     assert response.headers["X-Instance"] == "from-configmap"
@@ -337,7 +408,7 @@ def test_failing_liveness_probe_restarts_the_container(api: ApiClient, namespace
         statuses = pod.status.container_statuses if pod else None
         return pod if statuses and statuses[0].restart_count >= 1 else None
 
-    pod = wait_until(restarted, 30, "a restart after failed liveness probes")
+    pod = wait_until(api, namespace, "sick", "a restart after failed liveness probes", restarted)
     # SIGTERM: the demo app drains and exits 0, as it would in a container.
     assert pod.status.container_statuses[0].last_state.terminated is not None
 
@@ -346,9 +417,19 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
     create_service(api, namespace, "slow", {"app": "slow"})
     create_pod(api, namespace, "slow", demo_container("demo:v2-slow5000"))
     pod = wait_until(
-        lambda: (p := get_pod(api, namespace, "slow")) and is_ready(p) and p, 30, "slow ready"
+        api,
+        namespace,
+        "slow",
+        "slow ready",
+        lambda: (p := get_pod(api, namespace, "slow")) and is_ready(p) and p,
     )
-    wait_until(lambda: ready_endpoints(api, namespace, "slow") == {pod.status.pod_ip}, 30, "slice")
+    wait_until(
+        api,
+        namespace,
+        "slow",
+        "slice",
+        lambda: ready_endpoints(api, namespace, "slow") == {pod.status.pod_ip},
+    )
     url = f"http://{pod.status.pod_ip}:{PORT}/"
     result: dict[str, Any] = {}
     # The request is on its way before the delete: connected and sent (a thread given a
@@ -375,9 +456,11 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
 
     # While it drains, it is Terminating and not ready.
     terminating = wait_until(
-        lambda: (p := get_pod(api, namespace, "slow")) and not is_ready(p) and p,
-        5,
+        api,
+        namespace,
+        "slow",
         "the pod marked not ready",
+        lambda: (p := get_pod(api, namespace, "slow")) and not is_ready(p) and p,
         every=0.05,
     )
     assert terminating.metadata.deletion_timestamp is not None
@@ -391,13 +474,23 @@ def test_graceful_delete_lets_in_flight_request_finish(api: ApiClient, namespace
             for e in endpoints
         )
 
-    wait_until(drained, 5, "the endpoint terminating, neither ready nor serving", every=0.05)
+    wait_until(
+        api,
+        namespace,
+        "slow",
+        "the endpoint terminating, neither ready nor serving",
+        drained,
+        every=0.05,
+    )
     assert "status" not in result, "the request finished before the pod began terminating"
 
-    worker.join(20)
+    # No limit of its own: the connection's socket timeout (15 s without a byte) ends it.
+    worker.join()
     assert result.get("status") == 200, result
     assert result["version"] == "v2" and result["seconds"] >= 4.5
-    wait_until(lambda: get_pod(api, namespace, "slow") is None, 20, "the pod deleted")
+    wait_until(
+        api, namespace, "slow", "the pod deleted", lambda: get_pod(api, namespace, "slow") is None
+    )
     # Its namespace and address are gone with it.
     with pytest.raises(httpx.TransportError):
         http_get(url, timeout=1)
@@ -420,6 +513,11 @@ def test_a_pod_answers_the_host_after_the_lowest_port_leaves_the_bridge(
         info = connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
         return int(struct.unpack_from("I", info, 24)[0])  # struct tcp_info's tcpi_unacked
 
+    def retransmitted(connection: http.client.HTTPConnection) -> int:
+        assert connection.sock is not None
+        info = connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        return int(struct.unpack_from("I", info, 100)[0])  # tcpi_total_retrans
+
     ip(*f"link add {link} address 00:00:5e:00:53:01 type veth peer name {link}p".split())
     try:
         ip("link", "set", link, "master", BRIDGE, "up")
@@ -427,12 +525,23 @@ def test_a_pod_answers_the_host_after_the_lowest_port_leaves_the_bridge(
         # readiness probe: its packets from the host would teach the Pod the MAC anew.
         create_pod(api, namespace, "steady", demo_container("demo:v2-slow2000", probe=False))
         pod = wait_until(
-            lambda: (p := get_pod(api, namespace, "steady")) and p.status.pod_ip and p, 30, "an IP"
+            api,
+            namespace,
+            "steady",
+            "an IP",
+            lambda: (p := get_pod(api, namespace, "steady")) and p.status.pod_ip and p,
         )
         connection = http.client.HTTPConnection(pod.status.pod_ip, PORT, timeout=15)
-        wait_until(lambda: connected(connection), 30, "the app listening")
+        wait_until(api, namespace, "steady", "the app listening", lambda: connected(connection))
         connection.request("GET", "/")
-        wait_until(lambda: unacknowledged(connection) == 0, 5, "the request acknowledged", 0.01)
+        # What moves towards the acknowledgement: the segments outstanding and the kernel's
+        # retransmissions of them (the Pod's objects stand still meanwhile).
+        wait_for(
+            "the request acknowledged",
+            lambda: unacknowledged(connection) == 0,
+            lambda: (unacknowledged(connection), retransmitted(connection)),
+            every=0.01,
+        )
         ip("link", "del", link)
 
         sandbox = pod_netns(pod.spec.node_name, pod.metadata.uid)
@@ -453,7 +562,13 @@ def test_traefik_splits_traffic_by_weight_between_two_deployments(
         create_service(api, namespace, name, {"app": name})
         create_deployment(api, namespace, name, image, replicas=2)
     for name in ("w-a", "w-b"):
-        wait_until(lambda n=name: len(ready_endpoints(api, namespace, n)) == 2, 60, f"{name} ready")
+        wait_until(
+            api,
+            namespace,
+            name,
+            f"{name} ready",
+            lambda n=name: len(ready_endpoints(api, namespace, n)) == 2,
+        )
 
     custom = k8s.CustomObjectsApi(api)
     group, version = "traefik.io", "v1alpha1"
@@ -487,16 +602,20 @@ def test_traefik_splits_traffic_by_weight_between_two_deployments(
     ) as web:
 
         def versions(n: int) -> Counter[str]:
-            """n requests in a row (bounded: 60 s at most), counted by X-Version."""
+            """n requests in a row (each bounded by the client's timeout), counted by
+            X-Version."""
             counts: Counter[str] = Counter()
-            deadline = time.monotonic() + 60
             for _ in range(n):
-                assert time.monotonic() < deadline, f"{n} requests took over 60s: {counts}"
                 response = web.get("/")
                 counts[response.headers.get("X-Version", str(response.status_code))] += 1
             return counts
 
-        wait_until(lambda: web.get("/").status_code == 200, 30, "the route to be live")
+        # What moves towards a live route: Traefik loading the namespace's routers and services.
+        wait_for(
+            "the route to be live",
+            lambda: web.get("/").status_code == 200,
+            lambda: traefik_loaded(traefik, namespace),
+        )
         started = time.monotonic()
         counts = versions(2000)
         elapsed = time.monotonic() - started
@@ -507,9 +626,15 @@ def test_traefik_splits_traffic_by_weight_between_two_deployments(
         custom.patch_namespaced_custom_object(
             group, version, namespace, "traefikservices", "split", {"spec": weighted(0, 100)}
         )
-        # Traefik applies the change after its provider throttle: poll, bounded.
+        # Traefik applies the change after its provider throttle: poll while what it has
+        # loaded (the split's weights) changes; not the answers, which vary at 80/20 forever.
         changed = time.monotonic()
-        wait_until(lambda: versions(20) == Counter({"v2": 20}), 30, "all traffic on v2", 0.2)
+        wait_for(
+            "all traffic on v2",
+            lambda: versions(20) == Counter({"v2": 20}),
+            lambda: traefik_loaded(traefik, namespace),
+            every=0.2,
+        )
         print(f"weights 0/100 live after {time.monotonic() - changed:.2f}s")
         counts = versions(500)
         assert counts == Counter({"v2": 500}), counts

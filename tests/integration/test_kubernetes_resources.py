@@ -61,12 +61,15 @@ def resource_rollout(
     return status, load.stop()
 
 
+SHOP_PODS = "lockgate.dev/application=shop"
+
+
 def only_image_left(lg: Lockgate, image: str) -> None:
     def alone() -> bool:
-        pods = lg.pods("lockgate.dev/application=shop")
+        pods = lg.pods(SHOP_PODS)
         return bool(pods) and all(p.spec.containers[0].image == image for p in pods)
 
-    wait_for(f"only {image} Pods left", alone)
+    wait_for(f"only {image} Pods left", alone, lambda: lg.pod_versions(SHOP_PODS))
 
 
 def test_canary_pod_using_twice_the_memory_is_rolled_back_naming_memory(

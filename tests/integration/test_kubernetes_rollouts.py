@@ -43,12 +43,11 @@ def served(responses: list[Any], version: str) -> int:
     return sum(1 for r in responses if r.version == version)
 
 
+SHOP_PODS = "lockgate.dev/application=shop"
+
+
 def canary_pods_left(lg: Lockgate, image: str) -> list[str]:
-    return [
-        p.metadata.name
-        for p in lg.pods("lockgate.dev/application=shop")
-        if p.spec.containers[0].image == image
-    ]
+    return [p.metadata.name for p in lg.pods(SHOP_PODS) if p.spec.containers[0].image == image]
 
 
 def test_healthy_canary_shifts_real_traffic_step_by_step_with_no_failed_request(
@@ -61,7 +60,9 @@ def test_healthy_canary_shifts_real_traffic_step_by_step_with_no_failed_request(
         load.wait_answered(20)
         lockgate.create(deployment("shop-v2", "shop", "demo:v2", canary, analysis=ANALYSIS))
         status = lockgate.wait_finished("shop-v2")
-        wait_for("enough requests", lambda: len(load.responses) >= 5000, timeout=120)
+        wait_for(
+            "enough requests", lambda: len(load.responses) >= 5000, lambda: len(load.responses)
+        )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
     assert status["phase"] == "Succeeded", status.get("message")
@@ -97,7 +98,11 @@ def test_failing_canary_is_rolled_back_automatically(lockgate: Lockgate, traefik
     assert "rolled back to demo:v1" in status["message"]
     bad_share = served(responses, "v2") / len(responses)
     assert bad_share < 0.10, f"the bad version served {bad_share:.1%} of all requests"
-    wait_for("no canary pods left", lambda: not canary_pods_left(lockgate, "demo:v2-errors30"))
+    wait_for(
+        "no canary pods left",
+        lambda: not canary_pods_left(lockgate, "demo:v2-errors30"),
+        lambda: lockgate.pod_versions(SHOP_PODS),
+    )
     assert served(responses[-100:], "v1") == 100
     lockgate.wait_events("shop-bad", {"RollingBack", "RolledBack", "AnalysisFailed"})
 
@@ -120,7 +125,11 @@ def test_canary_that_never_becomes_ready_times_out_without_traffic(
     assert "new instance(s) ready after progressDeadlineSeconds 15" in status["message"]
     assert all(weight == 0 for _, weight in weights.samples), "the canary must never get weight"
     assert failed(responses) == [], by_version(responses)
-    wait_for("no canary pods left", lambda: not canary_pods_left(lockgate, "demo:v2-unready"))
+    wait_for(
+        "no canary pods left",
+        lambda: not canary_pods_left(lockgate, "demo:v2-unready"),
+        lambda: lockgate.pod_versions(SHOP_PODS),
+    )
 
 
 @pytest.mark.parametrize(
@@ -154,7 +163,7 @@ def test_recreate_replaces_every_instance(lockgate: Lockgate, traefik: Traefik) 
     lockgate.create(deployment("shop-v2", "shop", "demo:v2", {"type": "Recreate"}))
     assert lockgate.wait_phase("shop-v2", {"Succeeded", "RolledBack"})["phase"] == "Succeeded"
     with load_for(traefik, lockgate) as load:
-        wait_for("some answers", lambda: len(load.responses) > 50)
+        wait_for("some answers", lambda: len(load.responses) > 50, lambda: len(load.responses))
     assert {r.version for r in load.stop()} == {"v2"}
     # lockgate writes the statuses as field manager "lockgate", not as the client library.
     for name, plural in (("shop-v2", "deployments"), ("shop", "applications")):
@@ -217,7 +226,8 @@ def test_missing_application_is_a_condition_and_an_event_not_a_crash(
     lockgate: Lockgate, operator: Operator
 ) -> None:
     lockgate.create(deployment("orphan", "nope", "demo:v2"))
-    status = wait_for(
+    status = lockgate.wait_until(
+        "orphan",
         "a message about the missing application",
         lambda: (
             "not found" in (lockgate.status("orphan").get("message") or "")
@@ -228,10 +238,7 @@ def test_missing_application_is_a_condition_and_an_event_not_a_crash(
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Ready"]["status"] == "False"
     assert "application 'nope' not found" in conditions["Ready"]["message"]
-    wait_for(
-        "an ApplicationNotFound event",
-        lambda: any(e.reason == "ApplicationNotFound" for e in lockgate.events("orphan")),
-    )
+    lockgate.wait_events("orphan", {"ApplicationNotFound"})
     assert operator.alive()
 
 
@@ -258,7 +265,11 @@ def test_promote_abort_and_pause_by_annotation_and_spec(
     lockgate.annotate("shop-v3", "abort")
     status = lockgate.wait_phase("shop-v3", {"Aborted"})
     assert "aborted" in status["message"]
-    wait_for("no v3 pods", lambda: not canary_pods_left(lockgate, "demo:v3"))
+    wait_for(
+        "no v3 pods",
+        lambda: not canary_pods_left(lockgate, "demo:v3"),
+        lambda: lockgate.pod_versions(SHOP_PODS),
+    )
 
     timed = {"type": "Canary", "canary": {"steps": [20, 100], "stepSeconds": 4}}
     lockgate.create(deployment("shop-v4", "shop", "demo:v4", timed))
@@ -294,7 +305,7 @@ def test_a_canary_right_after_an_aborted_one_starts_while_that_one_drains(
         }
 
     def side_by_side() -> bool:
-        pods = lockgate.pods("lockgate.dev/application=shop")
+        pods = lockgate.pods(SHOP_PODS)
         return "demo:v2" in images(pods, draining=True) and "demo:v3" in images(
             pods, draining=False
         )
@@ -307,7 +318,10 @@ def test_a_canary_right_after_an_aborted_one_starts_while_that_one_drains(
         lockgate.wait_phase("shop-v2", {"Aborted"})
         lockgate.create(deployment("shop-v3", "shop", "demo:v3", manual))
         wait_for(
-            "a v3 canary Pod while the aborted v2 Pods still drain", side_by_side, 60, every=0.1
+            "a v3 canary Pod while the aborted v2 Pods still drain",
+            side_by_side,
+            lambda: lockgate.pod_versions(SHOP_PODS),
+            every=0.1,
         )
         lockgate.wait_phase("shop-v3", {"Paused"})
         load.wait_answered(len(load.responses) + 200)
@@ -347,10 +361,12 @@ def test_queue_waits_and_replace_supersedes_never_interleaved(lockgate: Lockgate
         time.sleep(0.3)
     assert lockgate.phase("queued") == "Queued", "Queue waits for the active rollout"
     lockgate.annotate("first", "promote")
-    deadline = time.monotonic() + 120
-    while lockgate.phase("queued") != "Succeeded" and time.monotonic() < deadline:
-        sample()
-        time.sleep(0.3)
+    wait_for(
+        "queued to succeed",
+        lambda: sample() or lockgate.phase("queued") == "Succeeded",
+        lambda: (lockgate.status("first"), lockgate.status("queued")),
+        every=0.3,
+    )
     assert lockgate.phase("first") == "Succeeded" and lockgate.phase("queued") == "Succeeded"
 
     lockgate.create(deployment("old", "shop", "demo:v4", manual))
@@ -358,10 +374,12 @@ def test_queue_waits_and_replace_supersedes_never_interleaved(lockgate: Lockgate
     lockgate.create(
         deployment("new", "shop", "demo:v5", {"type": "Rolling"}, concurrencyPolicy="Replace")
     )
-    deadline = time.monotonic() + 120
-    while lockgate.phase("new") != "Succeeded" and time.monotonic() < deadline:
-        sample()
-        time.sleep(0.3)
+    wait_for(
+        "new to succeed",
+        lambda: sample() or lockgate.phase("new") == "Succeeded",
+        lambda: (lockgate.status("old"), lockgate.status("new")),
+        every=0.3,
+    )
     old = lockgate.status("old")
     assert old["phase"] == "Aborted" and "superseded by new" in old["message"]
     assert lockgate.phase("new") == "Succeeded"

@@ -17,9 +17,6 @@ from tests.support.rollouts import Lockgate, application, deployment, wait_for
 
 pytestmark = pytest.mark.integration
 
-# The namespace controller waits out its Pods' termination grace before it looks again;
-# lockgate gives its Pods drainSeconds + 10 (15 s here), and its finalizers hold nothing.
-GONE_WITHIN = 30
 PAUSED_CANARY = {
     "type": "Canary",
     "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]},
@@ -75,8 +72,11 @@ def canary_paused_mid_rollout(lg: Lockgate) -> None:
     assert status["weights"] == {"stable": 50, "canary": 50}, status
 
 
-def wait_gone(core: client.CoreV1Api, name: str, timeout: float) -> None:
-    """Until the namespace is gone; on timeout the failure names what still holds it."""
+def wait_gone(lg: Lockgate, core: client.CoreV1Api) -> None:
+    """Until the namespace is gone; once it and its Pods stop changing before that, the
+    failure names what still holds it. (The namespace controller waits out its Pods'
+    termination grace before it looks again; lockgate gives its Pods drainSeconds + 10.)"""
+    name = lg.namespace
     holding: list[str] = []
 
     def gone() -> bool:
@@ -92,7 +92,7 @@ def wait_gone(core: client.CoreV1Api, name: str, timeout: float) -> None:
         return False
 
     try:
-        wait_for(f"namespace {name} gone", gone, timeout=timeout)
+        wait_for(f"namespace {name} gone", gone, lambda: (holding[:], lg.pod_versions("")))
     except AssertionError as err:
         raise AssertionError(f"{err}; still holding it: {holding}") from None
 
@@ -106,7 +106,7 @@ def test_deleting_a_watched_namespace_mid_canary_finishes(
 
     core.delete_namespace(lg.namespace)
 
-    wait_gone(core, lg.namespace, timeout=GONE_WITHIN)
+    wait_gone(lg, core)
     assert serving.alive(), "the operator kept running"
 
 
@@ -129,7 +129,8 @@ def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
             c.type == "NamespaceFinalizersRemaining" and c.status == "True"
             for c in core.read_namespace(lg.namespace).status.conditions or []
         ),
+        lambda: (core.read_namespace(lg.namespace).metadata.resource_version, lg.pod_versions("")),
     )
     serving.start()
 
-    wait_gone(core, lg.namespace, timeout=GONE_WITHIN)
+    wait_gone(lg, core)

@@ -18,7 +18,7 @@ from kubernetes import client
 
 from tests.support.operator_fixtures import Operator
 from tests.support.receiver import HOLD, Received, Receiver
-from tests.support.rollouts import Lockgate, application, deployment, wait_for
+from tests.support.rollouts import Lockgate, application, deployment
 
 pytestmark = pytest.mark.integration
 
@@ -87,8 +87,10 @@ def test_a_receiver_failing_three_times_gets_each_notification_exactly_once(
         roll_out(lockgate, "shop-v2", "demo:v2", CANARY)
         records: dict[str, dict[int, dict[str, Any]]] = {}
         for name in ("shop-v1", "shop-v2"):
-            records[name] = wait_for(
-                f"{name}'s notifications recorded", functools.partial(delivered, lockgate, name)
+            records[name] = lockgate.wait_until(
+                name,
+                f"{name}'s notifications recorded",
+                functools.partial(delivered, lockgate, name),
             )
         got = receiver.snapshot()
     expected = {
@@ -173,14 +175,18 @@ def test_operator_killed_right_after_a_transition_sends_its_notification_once(
         app_with(lockgate, "shop", [{"name": "hook", "url": receiver.url}])
         roll_out(lockgate, "shop-v1", "demo:v1")
         roll_out(lockgate, "shop-v2", "demo:v2", CANARY)
-        wait_for("the Succeeded notification to be held", lambda: receiver.held == 1)
+        lockgate.wait_until(
+            "shop-v2", "the Succeeded notification to be held", lambda: receiver.held == 1
+        )
         own_operator.kill()
         receiver.release()  # the killed operator's request ends unanswered
         own_operator.start()
-        records = wait_for(
-            "shop-v2's notifications recorded", lambda: delivered(lockgate, "shop-v2")
+        records = lockgate.wait_until(
+            "shop-v2", "shop-v2's notifications recorded", lambda: delivered(lockgate, "shop-v2")
         )
-        wait_for("shop-v1's notifications recorded", lambda: delivered(lockgate, "shop-v1"))
+        lockgate.wait_until(
+            "shop-v1", "shop-v1's notifications recorded", lambda: delivered(lockgate, "shop-v1")
+        )
         got = receiver.snapshot()
     accepted = receiver.accepted()
     succeeded = held_once[0]

@@ -12,6 +12,7 @@ but the bad canaries' own 5xx. `LOCKGATE_SEED=<seed> hack/test <this file>` repe
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +46,14 @@ from tests.support.kills import (
     version_of,
 )
 from tests.support.operator_fixtures import Operator
-from tests.support.rollouts import Lockgate, application, deployment, host_of, seeded_random
+from tests.support.rollouts import (
+    QUIET_S,
+    Lockgate,
+    application,
+    deployment,
+    host_of,
+    seeded_random,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,39 +120,48 @@ def plan_length(app: dict[str, Any], spec: dict[str, Any]) -> int:
 
 
 def next_trigger(
-    lg: Lockgate, pending: dict[str, deque[Trigger]], missed: list[Trigger], timeout: float
+    lg: Lockgate, pending: dict[str, deque[Trigger]], missed: list[Trigger]
 ) -> Trigger | None:
     """Watch the namespace's Deployments (a fresh watch starts with each as it is now) until
     a rollout's next trigger fires; None once none is left. A rollout that finishes with
-    triggers left records them as missed."""
-    if not any(pending.values()):
-        return None
-    stream = watch.Watch()
-    try:
-        for event in stream.stream(
-            lg.custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            lg.namespace,
-            "deployments",
-            timeout_seconds=int(timeout),
-        ):
-            obj = event["object"]
-            name = obj["metadata"]["name"]
-            queue = pending.get(name)
-            if not queue:
-                continue
-            status = obj.get("status") or {}
-            if queue[0].fires(status):
-                return queue.popleft()
-            if Position.of(status).phase in ("Succeeded", "RolledBack", "Failed", "Aborted"):
-                missed.extend(queue)
-                queue.clear()
-                if not any(pending.values()):
-                    return None
-    finally:
-        stream.stop()
-    raise AssertionError(f"no trigger fired within {timeout:.0f}s: {dict(pending)}")
+    triggers left records them as missed. No wall-clock limit: it fails only once none of
+    the Deployments has changed for `QUIET_S`."""
+    versions: dict[str, str] = {}
+    changed_at = time.monotonic()
+    while any(pending.values()):
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                lg.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                lg.namespace,
+                "deployments",
+                timeout_seconds=int(QUIET_S),
+            ):
+                obj = event["object"]
+                name = obj["metadata"]["name"]
+                # A restarted watch begins with every object again: not a change.
+                if versions.get(name) != (version := obj["metadata"]["resourceVersion"]):
+                    versions[name], changed_at = version, time.monotonic()
+                queue = pending.get(name)
+                if not queue:
+                    continue
+                status = obj.get("status") or {}
+                if queue[0].fires(status):
+                    return queue.popleft()
+                if Position.of(status).phase in ("Succeeded", "RolledBack", "Failed", "Aborted"):
+                    missed.extend(queue)
+                    queue.clear()
+                    if not any(pending.values()):
+                        return None
+        finally:
+            stream.stop()
+        if time.monotonic() - changed_at >= QUIET_S:
+            raise AssertionError(
+                f"no trigger fired, and no Deployment changed for {QUIET_S:.0f}s: {dict(pending)}"
+            )
+    return None
 
 
 def test_operator_killed_at_seeded_steps_of_canaries_on_both_targets(
@@ -204,7 +221,7 @@ def test_operator_killed_at_seeded_steps_of_canaries_on_both_targets(
             load.wait_answered(20)
         for r in rollouts:
             lockgate.create(specs[r.name])
-        while (trigger := next_trigger(lockgate, pending, missed, timeout=300)) is not None:
+        while (trigger := next_trigger(lockgate, pending, missed)) is not None:
             before = positions(deployments_list(lockgate.custom, ns))
             own_operator.kill()
             at = datetime.now(UTC)

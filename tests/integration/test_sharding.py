@@ -133,11 +133,11 @@ def rollouts(op: Operator) -> dict[str, float]:
 
 def succeeded(op: Operator, count: int) -> None:
     """The operator's rounds ended `count` Deployments Succeeded (its metric is set just
-    after the status write another client saw: wait for it, briefly)."""
+    after the status write another client saw: wait for it)."""
     wait_for(
         f"lockgate_rollouts{{phase='Succeeded'}} == {count}",
         lambda: rollouts(op).get("Succeeded") == count,
-        timeout=10,
+        lambda: rollouts(op),
     )
     assert rollouts(op).get("Succeeded") == count
 

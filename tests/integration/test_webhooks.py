@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, watch
 
 from tests.support.receiver import Receiver
-from tests.support.rollouts import Lockgate, application, deployment, wait_for
+from tests.support.rollouts import Lockgate, application, deployment
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,9 @@ def test_confirm_promotion_holds_until_the_receiver_says_yes(lockgate: Lockgate)
         progressing = [c for c in status["conditions"] if c["type"] == "Progressing"]
         assert progressing[0]["message"] == waiting
         asked = len(rx.requests("/approve"))
-        wait_for("the webhook asked again", lambda: len(rx.requests("/approve")) > asked)
+        lockgate.wait_until(
+            "shop-v2", "the webhook asked again", lambda: len(rx.requests("/approve")) > asked
+        )
         # Nothing was promoted meanwhile: v1 is stable and keeps half of the traffic.
         status = lockgate.status("shop-v2")
         assert status["phase"] == "Progressing" and status["message"] == waiting
@@ -186,8 +188,9 @@ def test_webhook_calls_are_signed_and_carry_the_headers_of_their_secret(
         )
         status = lockgate.wait_finished("shop-v1")
         assert status["phase"] == "Succeeded", status.get("message")
-        wait_for("the postRollout call", lambda: rx.requests("/post"))
-        recorded = wait_for(
+        lockgate.wait_until("shop-v1", "the postRollout call", lambda: rx.requests("/post"))
+        recorded = lockgate.wait_until(
+            "shop-v1",
             "the postRollout answer recorded",
             lambda: [
                 c

@@ -22,7 +22,7 @@ import pytest
 import websocket
 
 from tests.support.cluster import REPO_ROOT
-from tests.support.rollouts import wait_for
+from tests.support.rollouts import cpu_ticks, wait_for
 
 
 def chromium_path() -> str:
@@ -93,7 +93,8 @@ class Browser:
             lines = port_file.read_text().split() if port_file.exists() else []
             return lines if len(lines) >= 2 else None
 
-        port, path = wait_for("chromium's DevTools port", ready, timeout=60)
+        # Chromium writes the port once it has started: until then, its own CPU time moves.
+        port, path = wait_for("chromium's DevTools port", ready, lambda: cpu_ticks(process.pid))
         ws = websocket.create_connection(
             f"ws://127.0.0.1:{port}{path}", suppress_origin=True, timeout=None
         )
@@ -188,6 +189,15 @@ class Page:
                 if e.get("sessionId") == self.session and e.get("method") == method
             ]
 
+    def answered(self) -> int:
+        """Answers the page has had so far (responses, and loads finished): what a page being
+        loaded or waiting on a request moves on. Neither the event streams' data nor their
+        failed reconnections count: the dashboard's keep-alives, and an EventSource retrying a
+        server that is gone, keep coming whether or not anything else happens."""
+        return len(self.events("Network.responseReceived")) + len(
+            self.events("Network.loadingFinished")
+        )
+
     def navigations(self) -> int:
         """Main-frame navigations so far (a reload is one)."""
         return sum(1 for p in self.events("Page.frameNavigated") if not p["frame"].get("parentId"))
@@ -198,7 +208,7 @@ class Page:
         if answer.get("errorText"):
             raise CDPError(f"navigate to {url}: {answer['errorText']}")
         wait_for(
-            f"{url} to load", lambda: len(self.events("Page.loadEventFired")) > loads, timeout=30
+            f"{url} to load", lambda: len(self.events("Page.loadEventFired")) > loads, self.answered
         )
 
     def evaluate(self, expression: str) -> Any:

@@ -4,7 +4,6 @@ local hosts (hack/dockerhosts), and the containers they run, read over each host
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 from kubernetes import client
@@ -137,24 +136,38 @@ def remove_all(hosts: dict[str, DockerHost], app: str) -> None:
             c.close()
 
 
-def delete_application(lg: Lockgate, app: str) -> bool:
-    """Delete it and wait until the operator's finalizer let it go; False if it did not."""
+def application_status(lg: Lockgate, app: str) -> dict[str, Any] | None:
+    """The Application's status; None once it is gone."""
+    try:
+        status: dict[str, Any] = lg.get(app, "applications").get("status") or {}
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+    return status
+
+
+def delete_application(lg: Lockgate, app: str, hosts: dict[str, DockerHost] | None = None) -> bool:
+    """Delete it and wait until the operator's finalizer let it go; False if it did not:
+    once neither its status nor, given `hosts`, its containers there (what the finalizer
+    removes) have changed for the quiet time. Not its resourceVersion: kopf's bookkeeping of a
+    finalizer that fails and is retried would change it forever."""
     try:
         lg.custom.delete_namespaced_custom_object(GROUP, VERSION, lg.namespace, "applications", app)
     except ApiException as err:
         if err.status == 404:
             return True
         raise
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            lg.get(app, "applications")
-        except ApiException as err:
-            if err.status == 404:
-                return True
-            raise
-        time.sleep(0.5)
-    return False
+    try:
+        wait_for(
+            f"Application {app} gone",
+            lambda: application_status(lg, app) is None,
+            lambda: (application_status(lg, app), containers(hosts, app) if hosts else None),
+            every=0.5,
+        )
+    except AssertionError:
+        return False
+    return True
 
 
 def alone_everywhere(hosts: dict[str, DockerHost], app: str, image: str) -> bool:
@@ -165,8 +178,11 @@ def alone_everywhere(hosts: dict[str, DockerHost], app: str, image: str) -> bool
     )
 
 
-def wait_alone_everywhere(
-    hosts: dict[str, DockerHost], app: str, image: str, timeout: float = 30
-) -> None:
-    """Wait until `alone_everywhere`: old containers go after the phase is reached."""
-    wait_for(f"{image} alone on every host", lambda: alone_everywhere(hosts, app, image), timeout)
+def wait_alone_everywhere(hosts: dict[str, DockerHost], app: str, image: str) -> None:
+    """Wait until `alone_everywhere`: old containers go after the phase is reached, waited for
+    while the app's containers on the hosts still change."""
+    wait_for(
+        f"{image} alone on every host",
+        lambda: alone_everywhere(hosts, app, image),
+        lambda: containers(hosts, app),
+    )

@@ -6,8 +6,10 @@ operator uses (`instance_set`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -16,6 +18,51 @@ from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import DockerTargetError
 from lockgate.probes.health import check_health
 from lockgate.targets.docker.containers import Instance, instance_set, list_instances
+from tests.support.dockerhosts import container_progress
+from tests.support.rollouts import QUIET_S
+
+
+async def wait_for_async(
+    what: str,
+    predicate: Callable[[], Coroutine[Any, Any, Any]],
+    progress: Callable[[], Coroutine[Any, Any, Any]],
+    *,
+    every: float = 0.25,
+    quiet: float = QUIET_S,
+) -> Any:
+    """`rollouts.wait_for` for coroutines, by the same rule: no wall-clock limit; it fails
+    naming `what` only once neither `predicate()`'s answer nor `progress()` has changed for
+    `quiet` seconds. (Not `wait_for` run in a thread calling back into the loop: a wait
+    cancelled mid-call would leave that thread blocked on a loop that is gone.)"""
+    seen: Any = None
+    since = time.monotonic()
+    while not (last := await predicate()):
+        now = (last, await progress())
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            raise AssertionError(
+                f"never saw {what}: nothing it waits on changed for {quiet:.0f}s "
+                f"(last answer {last!r}, progress {now[1]!r})"
+            )
+        await asyncio.sleep(every)
+    return last
+
+
+async def containers_progress(
+    conns: HostConnections, instances: Sequence[Instance]
+) -> tuple[Any, ...]:
+    """A wait's progress while containers get ready: each one's state, process and CPU time
+    (`container_progress`), inspected through `conns`; a container gone, its error."""
+
+    async def one(i: Instance) -> Any:
+        try:
+            attrs = await conns.run(i.host, lambda c: c.api.inspect_container(i.id))
+        except DockerTargetError as err:
+            return str(err)
+        return container_progress(attrs)
+
+    return tuple(await asyncio.gather(*(one(i) for i in instances)))
 
 
 async def healthy_ids(
@@ -28,6 +75,27 @@ async def healthy_ids(
     return frozenset(i.id for i, ok in zip(instances, results, strict=True) if ok)
 
 
+async def until_healthy(
+    conns: HostConnections, http: httpx.AsyncClient, instances: Sequence[Instance], path: str
+) -> None:
+    """Until every instance passes its check, waited for while those that do not yet still
+    start (their containers' states and CPU time); no wall-clock limit."""
+    pending = list(instances)
+
+    async def all_healthy() -> bool:
+        nonlocal pending
+        healthy = await healthy_ids(http, pending, path)
+        pending = [i for i in pending if i.id not in healthy]
+        return not pending
+
+    await wait_for_async(
+        f"{len(instances)} instance(s) healthy",
+        all_healthy,
+        lambda: containers_progress(conns, pending),
+        every=0.2,
+    )
+
+
 async def wait_healthy(
     http: httpx.AsyncClient,
     instances: Sequence[Instance],
@@ -36,7 +104,8 @@ async def wait_healthy(
     within: float = 60.0,
     interval: float = 0.2,
 ) -> bool:
-    """Until every instance passes its check (True) or `within` seconds pass (False)."""
+    """Until every instance passes its check (True) or `within` seconds pass (False). For
+    bench/docker_swap, whose measurement bounds each step; tests wait with `until_healthy`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     pending = list(instances)

@@ -13,8 +13,7 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 import docker
 import paramiko
 from docker.transport import SSHHTTPAdapter
+
+from tests.support.rollouts import cpu_ticks, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HACK = REPO_ROOT / "hack"
@@ -220,19 +221,42 @@ def free_port(address: str = "127.0.0.1") -> int:
         return port
 
 
-def wait_http(url: str, timeout: float = 10.0) -> None:
-    """Wait until something accepts connections and answers at url."""
+def process_progress(proc: subprocess.Popen[Any], log: Path) -> Callable[[], int | None]:
+    """A wait's progress while a local process gets ready: its CPU time. Raises at once, with
+    the tail of its log, once the process has exited: it will never be ready then."""
+
+    def ticks() -> int | None:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"{proc.args!r} exited {proc.returncode}:\n{tail}")
+        return cpu_ticks(proc.pid)
+
+    return ticks
+
+
+def container_progress(attrs: dict[str, Any]) -> tuple[str, int, int | None]:
+    """A wait's progress while a container gets ready, from its inspection: its state, its
+    process and that process's CPU time (the daemons share this machine's pid namespace:
+    hack/dockerhosts gives each a network namespace only; None where the pid is not seen)."""
+    state = attrs["State"]
+    pid = int(state.get("Pid") or 0)
+    return state["Status"], pid, cpu_ticks(pid) if pid else None
+
+
+def wait_http(url: str, progress: Callable[[], Any]) -> None:
+    """Wait until something accepts connections and answers at url. No wall-clock limit: it
+    fails once `progress` (what moves while the server starts: its process's CPU time) has
+    stood still for the quiet time."""
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers() -> bool:
         try:
             httpx.get(url, timeout=2)
-            return
         except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return False
+        return True
+
+    wait_for(f"an answer at {url}", answers, progress, every=0.05)
 
 
 @dataclass
@@ -243,9 +267,19 @@ class DemoProcess:
     url: str
     log: Path
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def wait_exit(self) -> int:
+        """Its exit code once it has exited; it may drain requests first: waited for while it
+        still uses CPU."""
+        wait_for(
+            "the demo app to exit",
+            lambda: self.proc.poll() is not None,
+            lambda: cpu_ticks(self.proc.pid),
+        )
+        return self.proc.returncode
+
+    def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return self.wait_exit()
 
 
 @contextmanager
@@ -262,7 +296,7 @@ def demo_process(binary: Path, image: str, log_dir: Path) -> Iterator[DemoProces
         )
     demo = DemoProcess(proc=proc, url=f"http://127.0.0.1:{port}", log=log)
     try:
-        wait_http(demo.url + "/health")
+        wait_http(demo.url + "/health", process_progress(proc, log))
         yield demo
     finally:
         if proc.poll() is None:

@@ -7,7 +7,6 @@ tail: an integration test never turns into a silent skip.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +50,22 @@ def kubelet_status() -> int:
     return hack("kubelet", "status").returncode
 
 
+def node_version(cluster: Cluster, node: str) -> str:
+    """The Node's resource version (or kubectl's error): the kubelet registering it again and
+    posting its status change it on the way to Ready."""
+    got = cluster.kubectl("get", "node", node, "-o", "jsonpath={.metadata.resourceVersion}")
+    return got.stdout or got.stderr
+
+
+def pod_versions(core: k8s.CoreV1Api, namespace: str) -> list[tuple[str, str]]:
+    """Each Pod's name and resource version: the kubelet's status updates while it stops them,
+    the API server's deletions."""
+    return [
+        (p.metadata.name, p.metadata.resource_version)
+        for p in core.list_namespaced_pod(namespace).items
+    ]
+
+
 def kubelet_info() -> ProcessKubelet:
     proc = hack("kubelet", "env")
     values: dict[str, str] = {}
@@ -82,17 +97,22 @@ def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
                 )
         elif status != 0:
             # Running, Node not Ready: e.g. the control plane was just restarted; the kubelet
-            # re-registers within a heartbeat (10 s).
-            deadline = time.monotonic() + 60
-            while kubelet_status() != 0:
-                if time.monotonic() > deadline:
-                    info = kubelet_info()
-                    pytest.fail(
-                        f"the running process kubelet's node {info.node_name} is not Ready "
-                        f"after 60s; its log ({info.log_path}) ends:\n{info.log_tail()}",
-                        pytrace=False,
-                    )
-                time.sleep(0.5)
+            # re-registers within a heartbeat (10 s). No wall-clock limit: the wait goes on
+            # while the Node changes (the kubelet writes it; its status at least every 60 s).
+            info = kubelet_info()
+            try:
+                wait_for(
+                    f"node {info.node_name} Ready",
+                    lambda: kubelet_status() == 0,
+                    lambda: node_version(cluster, info.node_name),
+                    every=0.5,
+                )
+            except AssertionError as exc:
+                pytest.fail(
+                    f"the running process kubelet's node {info.node_name} is not Ready ({exc}); "
+                    f"its log ({info.log_path}) ends:\n{info.log_tail()}",
+                    pytrace=False,
+                )
         stop = stops_at_session_end("kubelet", reused)
     try:
         yield kubelet_info()
@@ -104,7 +124,7 @@ def kubelet(cluster: Cluster) -> Iterator[ProcessKubelet]:
 @pytest.fixture
 def pod_namespace(cluster: Cluster, kubelet: ProcessKubelet) -> Iterator[str]:
     """A fresh namespace for Pods on the process kubelet; at the end it is deleted and its
-    Pods are waited for (bounded), so no test leaves processes behind for the next one."""
+    Pods are waited for, so no test leaves processes behind for the next one."""
     with cluster.api_client() as api:
         core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
         name = f"lgkt-{uuid.uuid4().hex[:8]}"
@@ -115,13 +135,30 @@ def pod_namespace(cluster: Cluster, kubelet: ProcessKubelet) -> Iterator[str]:
             accounts = core.list_namespaced_service_account(name).items
             return any(sa.metadata.name == "default" for sa in accounts)
 
-        wait_for("the default ServiceAccount", has_default_account, 30, every=0.1)
+        # What moves towards it: kube-controller-manager filling the new namespace (its
+        # ServiceAccounts and the root CA ConfigMap come from its controllers).
+        def controller_work() -> list[tuple[str, str, str]]:
+            found = [
+                *(("ServiceAccount", o) for o in core.list_namespaced_service_account(name).items),
+                *(("ConfigMap", o) for o in core.list_namespaced_config_map(name).items),
+            ]
+            return [(kind, o.metadata.name, o.metadata.resource_version) for kind, o in found]
+
+        wait_for("the default ServiceAccount", has_default_account, controller_work, every=0.1)
         yield name
         # The namespace controller takes seconds to get to the Pods: remove them first.
         apps.delete_collection_namespaced_deployment(name)
         apps.delete_collection_namespaced_replica_set(name)
         core.delete_collection_namespaced_pod(name)
         core.delete_namespace(name)
-        deadline = time.monotonic() + 30
-        while core.list_namespaced_pod(name).items and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # No wall-clock limit: the wait goes on while the Pods change (a graceful stop takes
+        # their grace period), and fails with the kubelet's log once they stand still.
+        try:
+            wait_for(
+                f"the Pods of {name} gone",
+                lambda: not core.list_namespaced_pod(name).items,
+                lambda: pod_versions(core, name),
+                every=0.2,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the kubelet's log ends:\n{kubelet.log_tail()}") from None

@@ -90,12 +90,17 @@ class LeaseRecorder(Recording):
         versions = self.history()
         return versions[-1].holder if versions else ""
 
-    def wait_holder(self, predicate: Any, what: str, timeout: float = 60.0) -> LeaseVersion:
+    def wait_holder(self, predicate: Any, what: str) -> LeaseVersion:
+        """The Lease's latest version once `predicate(holder)`. Waited for as long as new
+        versions keep coming (a holder renews it every retry period); a Lease left alone
+        (expiring, before someone takes it) is quiet for a lease duration only, and one that
+        stays so for much longer than that has nobody left to take it."""
+
         def held() -> LeaseVersion | None:
             versions = self.history()
             return versions[-1] if versions and predicate(versions[-1].holder) else None
 
-        found: LeaseVersion = wait_for(what, held, timeout, every=0.05)
+        found: LeaseVersion = wait_for(what, held, lambda: len(self.history()), every=0.05)
         return found
 
     def handover(self, old: str, new: str) -> tuple[list[LeaseVersion], LeaseVersion]:

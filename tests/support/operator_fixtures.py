@@ -26,7 +26,7 @@ from lockgate.controller.sharding import DEFAULT as DEFAULT_SHARD
 from lockgate.controller.sharding import finalizer
 from lockgate.names import GROUP, VERSION
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
-from tests.support.rollouts import Lockgate, wait_for
+from tests.support.rollouts import Lockgate, cpu_ticks, wait_for
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
 
@@ -84,21 +84,28 @@ class Operator:
             cwd=REPO_ROOT,
             preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def healthy() -> bool:
+            if process.poll() is not None:
                 pytest.fail(f"the operator exited at start:\n{self.log_text()[-4000:]}")
             try:
-                if (
-                    httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1).status_code
-                    == 200
-                ):
-                    return
+                url = f"http://127.0.0.1:{self.health_port}/healthz"
+                return httpx.get(url, timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.kill()  # a start that failed leaves no operator running
-        pytest.fail(f"the operator did not become healthy within 60s:\n{self.log_text()[-4000:]}")
+                return False
+
+        try:
+            # Starting, the operator works (its CPU time moves) until it answers.
+            wait_for(
+                "the operator to answer /healthz",
+                healthy,
+                lambda: cpu_ticks(process.pid),
+                every=0.2,
+            )
+        except AssertionError as err:
+            self.kill()  # a start that failed leaves no operator running
+            pytest.fail(f"{err}:\n{self.log_text()[-4000:]}")
 
     def kill(self) -> None:
         """SIGKILL: no chance to clean up, as when a node dies."""
@@ -255,8 +262,20 @@ def release(lg: Lockgate, operators: Iterable[Operator]) -> None:
     for plural in plurals:
         for name in names(plural):
             lg.custom.delete_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural, name)
+
+    def left() -> list[tuple[str, str, str]]:
+        """(plural, name, resourceVersion) of what is left: the operators releasing an object
+        change it (status, finalizers) until it is gone."""
+        return [
+            (plural, item["metadata"]["name"], item["metadata"]["resourceVersion"])
+            for plural in plurals
+            for item in lg.custom.list_namespaced_custom_object(
+                GROUP, VERSION, lg.namespace, plural
+            )["items"]
+        ]
+
     try:
-        wait_for("the test's objects deleted", lambda: not any(names(p) for p in plurals), 60)
+        wait_for("the test's objects deleted", lambda: not left(), left)
     finally:
         for plural in plurals:  # what an operator failed to release: let it go
             for name in names(plural):

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Self
 
 import httpx
@@ -21,20 +22,46 @@ from lockgate.names import ACTION_ANNOTATION, GROUP, LABEL_SHARD, VERSION
 # and ended in another phase than the one waited for.
 STALLED_QUIET_S = 600.0
 ENDED_QUIET_S = 60.0
+# How long a wait lets what it watches stay unchanged before it gives up.
+QUIET_S = 300.0
 
 
 def wait_for(
-    what: str, predicate: Callable[[], Any], timeout: float = 120.0, every: float = 0.25
+    what: str,
+    predicate: Callable[[], Any],
+    progress: Callable[[], Any],
+    *,
+    every: float = 0.25,
+    quiet: float = QUIET_S,
 ) -> Any:
-    """Poll until `predicate()` is truthy; fail naming `what` (bounded, never hangs)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
+    """Poll until `predicate()` is truthy and return that. No wall-clock limit: however slow
+    the machine, the wait goes on while `progress()` (a snapshot of what moves towards the
+    answer: a Deployment's status, a process's CPU time, a count of answers) or the
+    predicate's own answer keeps changing, and fails naming `what` only once both have stood
+    still for `quiet` seconds, so a test never hangs on something that stopped."""
+    seen: Any = None
+    since = time.monotonic()
+    while not (last := predicate()):
+        now = (last, progress())
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            raise AssertionError(
+                f"never saw {what}: nothing it waits on changed for {quiet:.0f}s "
+                f"(last answer {last!r}, progress {now[1]!r})"
+            )
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return last
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """The process's CPU time so far (clock ticks; None once it has exited): a process that
+    still works on something is still getting there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 @dataclass
@@ -203,8 +230,13 @@ class Lockgate:
         wait_for(
             f"Events {sorted(reasons)} of {name}",
             lambda: reasons <= {e.reason for e in self.events(name)},
-            timeout=30,
+            lambda: (len(self.events(name)), self.status(name)),
         )
+
+    def wait_until(self, name: str, what: str, predicate: Callable[[], Any]) -> Any:
+        """`wait_for` something that Deployment `name`'s rollout brings about: it fails once
+        neither the answer nor that Deployment's status has changed for a while."""
+        return wait_for(what, predicate, lambda: self.status(name))
 
     def pods(self, selector: str) -> list[client.V1Pod]:
         return list(
@@ -212,6 +244,10 @@ class Lockgate:
             .list_namespaced_pod(self.namespace, label_selector=selector)
             .items
         )
+
+    def pod_versions(self, selector: str) -> list[tuple[str, str]]:
+        """Each Pod's name and resource version: a wait's progress while Pods come and go."""
+        return [(p.metadata.name, p.metadata.resource_version) for p in self.pods(selector)]
 
 
 def host_of(app: str, namespace: str) -> str:
