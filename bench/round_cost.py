@@ -29,12 +29,15 @@ analysis runs) as after ~50 minutes of a rollout paused under analysis; `sampled
 sampled body's (12 log entries, 3 runs).
 
     python -m bench.round_cost [--scenario S] [--rounds 200] [--runs 5] [--history H]
-        [--inline] [--profile FILE.prof] [--breakdown]
+        [--inline] [--profile FILE.prof] [--breakdown] [--read-route-objects]
 
 `--inline`: the API calls run on the event loop instead of the worker threads (what
 cProfile can see: it profiles one thread); `--profile`: cProfile of one run (CPU time);
 `--breakdown`: CPU per round in each part (API calls by kind, Traefik and PromQL requests,
 `decide`, the status diff, redaction, ...; inline), the rest of the round beside.
+`--read-route-objects`: Traefik's route objects read from the API in every round, as before
+the operator kept them from their watch (here the watch's events are the world's reset
+objects, handed over before each round).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import asyncio
 import copy
 import cProfile
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -67,7 +71,7 @@ from lockgate.controller import handlers
 from lockgate.controller.deployments import DeploymentSummary
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine.decide import release_of
-from lockgate.kube import API_THREADS, Kube
+from lockgate.kube import API_THREADS, WATCHED_TRUST_S, Kube, WatchedObjects
 from lockgate.names import LABEL_APP, LABEL_RELEASE_HASH, LABEL_SLOT
 from lockgate.outbound.http import BoundedClient
 from lockgate.targets.kubernetes import PodInfo, SlotInfo, release_hash
@@ -579,11 +583,14 @@ async def run(
     profile: cProfile.Profile | None,
     describe: bool,
     parts: Parts | None = None,
+    read_route_objects: bool = False,
 ) -> float:
     """CPU seconds per round over `rounds` rounds (after a few not counted)."""
     bodies = json.loads(BODIES.read_text())
     objects, traefik, dep = world_objects(bodies, scenario, history, url, datetime.now(UTC))
     rt = runtime(url, inline)
+    if read_route_objects:  # as before their watch: each read an API call (trust expired)
+        rt.route_objects = WatchedObjects(clock=itertools.count(step=WATCHED_TRUST_S).__next__)
     control = httpx.AsyncClient(base_url=url)
     ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
     path = f"{GROUP_PATH}/{ns}/deployments/{name}"
@@ -609,6 +616,9 @@ async def run(
     warmup = 5
     for i in range(warmup + rounds):
         await control.put("/_reset")
+        for at, obj in objects.items():  # what the route objects' watch delivers of the reset
+            if at.startswith(TRAEFIK_PATH):
+                rt.route_objects.seen(at.split("/")[-2], "MODIFIED", obj)
         if i == warmup:
             await control.get("/_requests")  # counts from here
             if profile is not None:
@@ -676,6 +686,11 @@ def main() -> None:
     parser.add_argument("--inline", action="store_true")
     parser.add_argument("--profile", metavar="FILE")
     parser.add_argument("--breakdown", action="store_true", help="CPU per part (inline)")
+    parser.add_argument(
+        "--read-route-objects",
+        action="store_true",
+        help="read Traefik's route objects from the API each round, as before their watch",
+    )
     args = parser.parse_args()
     if args.breakdown:
         args.inline = True
@@ -704,6 +719,7 @@ def main() -> None:
                             profile if n == 0 else None,
                             n == 0,
                             parts,
+                            args.read_route_objects,
                         )
                     )
                 )

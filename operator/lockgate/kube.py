@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from kubernetes import client, config
@@ -228,9 +230,10 @@ class Kube:
 
     async def apply(
         self, group_version: str, plural: str, namespace: str, body: dict[str, Any]
-    ) -> None:
+    ) -> dict[str, Any] | None:
         """Create or update an object lockgate owns, by server-side apply as field manager
-        `lockgate` (forced: these objects are lockgate's, a GitOps sync must not hold them)."""
+        `lockgate` (forced: these objects are lockgate's, a GitOps sync must not hold them).
+        A custom object's answer is the object as written."""
         name = body["metadata"]["name"]
         options: dict[str, Any] = {
             "field_manager": "lockgate",
@@ -242,8 +245,8 @@ class Kube:
             if plural != "services":
                 raise ValueError(f"apply of core/{plural} is not supported")
             await self.call(self.core.patch_namespaced_service, name, namespace, body, **options)
-            return
-        await self.call(
+            return None
+        answer: dict[str, Any] = await self.call(
             self.custom.patch_namespaced_custom_object,
             group,
             version,
@@ -253,6 +256,7 @@ class Kube:
             body,
             **options,
         )
+        return answer
 
     async def list_labelled(
         self, group_version: str, plural: str, namespace: str, selector: str
@@ -365,3 +369,63 @@ class ApiVersions:
                     f"the API server lists no {group} API group yet: asking again"
                 )
             return frozenset()
+
+
+# How long a kept object is trusted without a watch event, a write or a read confirming it:
+# a watch that stopped (RBAC without `watch`, a CRD installed after the start) costs a read
+# per object every few minutes, not a stale view for ever.
+WATCHED_TRUST_S = 300.0
+SWEEP_EVERY = 1024
+
+
+@dataclass
+class WatchedObjects:
+    """Objects lockgate owns (Traefik's route objects), as their watch last delivered them,
+    lockgate last wrote them or a read found them: a round reads them here instead of an API
+    call each. A miss is read from the API (and kept, absent ones too); a watch event or a
+    write's answer replaces an entry, a deletion keeps it as absent. What is kept of each
+    object is what a router compares: its spec and annotations."""
+
+    clock: Callable[[], float] = time.monotonic
+    # (plural, namespace, name) -> (when confirmed, the object or None: absent)
+    _kept: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = field(
+        default_factory=dict
+    )
+    _puts: int = 0
+
+    def get(self, plural: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
+        """(known, the object): known False when it must be read from the API."""
+        kept = self._kept.get((plural, namespace, name))
+        if kept is None or self.clock() - kept[0] >= WATCHED_TRUST_S:
+            return False, None
+        return True, kept[1]
+
+    def put(self, plural: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> None:
+        now = self.clock()
+        self._kept[(plural, namespace, name)] = (now, _kept_of(obj))
+        self._puts += 1
+        if self._puts % SWEEP_EVERY == 0:  # what nobody confirmed for long: a deleted app's
+            for key in [k for k, (at, _) in self._kept.items() if now - at >= WATCHED_TRUST_S]:
+                del self._kept[key]
+
+    def seen(self, plural: str, event: str, obj: Mapping[str, Any]) -> None:
+        """A watch event of the object."""
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        self.put(plural, namespace, name, None if event == "DELETED" else obj)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+
+def _kept_of(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of what a router reads (the watch's bodies are kopf's; the rest is dropped)."""
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    return copy.deepcopy(
+        {
+            "metadata": {"name": meta.get("name"), "annotations": meta.get("annotations") or {}},
+            "spec": obj.get("spec") or {},
+        }
+    )

@@ -185,9 +185,11 @@ class FakeKube:
 
     async def apply(
         self, group_version: str, plural: str, namespace: str, body: dict[str, Any]
-    ) -> None:
+    ) -> dict[str, Any] | None:
         key = "deployments.apps" if group_version == "apps/v1" else plural
-        self.put(key, namespace, body)
+        written = self.put(key, namespace, body)
+        # As the API server's answer: a custom object as written, nothing for core/apps.
+        return copy.deepcopy(written) if "." in group_version.partition("/")[0] else None
 
     async def list_labelled(
         self, group_version: str, plural: str, namespace: str, selector: str

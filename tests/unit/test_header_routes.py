@@ -489,6 +489,7 @@ def test_an_observation_reads_each_route_object_once() -> None:
     from lockgate.controller.fleets.kubernetes import KubernetesFleet
     from lockgate.controller.runtime import Runtime, Settings
     from lockgate.engine import InstanceSet
+    from lockgate.kube import WATCHED_TRUST_S
     from tests.unit.fake_traefik import API_URL, FakeTraefikApi
 
     kube = FakeKube()
@@ -509,11 +510,22 @@ def test_an_observation_reads_each_route_object_once() -> None:
 
     fleet._sets = sets  # type: ignore[method-assign]
 
+    now = [0.0]
+    rt.route_objects.clock = lambda: now[0]
+
     async def scenario() -> None:
         await (await fleet.router()).ensure_route()
         traefik.load_crd_objects(kube.store)
         kube.custom.get_namespaced_custom_object = counted  # type: ignore[method-assign]
-        for _ in range(2):
+        for _ in range(2):  # the route objects as lockgate wrote them: no read of those
+            view = await fleet.observe()
+            assert view.live_weights == (100, 0) and view.live_routes == NO_ROUTES
+        # Only the two parked backends, never written, are read: once, and kept as absent.
+        parked = {("traefikservices", "shop-headers"), ("traefikservices", "shop-mirror")}
+        assert reads == dict.fromkeys(parked, 1), reads
+        reads.clear()
+        for _ in range(2):  # nothing confirmed them for WATCHED_TRUST_S: read again
+            now[0] += WATCHED_TRUST_S
             view = await fleet.observe()
             assert view.live_weights == (100, 0) and view.live_routes == NO_ROUTES
         await rt.aclose()

@@ -100,7 +100,8 @@ def test_every_handler_of_an_application_or_deployment_is_filtered_by_shard() ->
     """kopf writes finalizers, progress and diff-base annotations only on objects one of the
     operator's handlers matches: with every handler filtered, another shard's objects get
     none of this operator's (the indexes alone are unfiltered: they write nothing; so are the
-    event handlers that trim what kopf keeps of each object, kept.py: they write nothing)."""
+    event handlers that trim what kopf keeps of each object, kept.py, and those keeping
+    Traefik's route objects: they write nothing)."""
     for handler in lockgate_handlers():
         plural = handler.selector.any_name
         if handler.fn in (handlers.deployment_kept, handlers.application_kept):
@@ -109,6 +110,8 @@ def test_every_handler_of_an_application_or_deployment_is_filtered_by_shard() ->
             assert handler.labels == handlers.IN_SHARD, handler.fn.__name__
         elif plural == "pods":  # an event handler only wakes this shard's loops: no writes
             assert handler.fn is handlers.pod_event
+        elif plural in ("traefikservices", "ingressroutes"):  # kept as seen: no writes
+            assert handler in kopf.get_default_registry()._watching._handlers
         else:
             assert plural == "deployments"
             assert handler.when is handlers._deployment_in_shard, handler.fn.__name__

@@ -72,7 +72,8 @@ The rules the operator needs in every namespace it watches. Each one is traced t
   metrics.k8s.io pods: listed for canary and stable CPU and memory (analysis.maxCpuIncrease,
     maxMemoryIncrease).
   events: kopf posts Events for the handlers and lockgate's own.
-  traefik.io traefikservices, ingressroutes: read and server-side applied.
+  traefik.io traefikservices, ingressroutes: read, watched (lockgate's own, by the label
+    lockgate.dev/application: what a round reads of them) and server-side applied.
   gateway.networking.k8s.io httproutes (spec.traffic.gatewayAPI): read; lockgate's own
     server-side applied, a rule of someone else's merge-patched.
   Both: listed by the label lockgate.dev/application and deleted when the Application owns them and
@@ -106,7 +107,7 @@ The leader election's Lease has a Role of its own in the release namespace (rbac
   verbs: [create]
 - apiGroups: [traefik.io]
   resources: [traefikservices, ingressroutes]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [get, list, create, patch, delete]

@@ -16,7 +16,7 @@ import yaml
 from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
-from lockgate.kube import API_THREADS, ApiVersions, Kube, load_config
+from lockgate.kube import API_THREADS, ApiVersions, Kube, WatchedObjects, load_config
 from lockgate.names import shard_name_problem
 from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
@@ -123,6 +123,8 @@ class Runtime:
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
     slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
+    # Traefik's route objects lockgate owns, as their watch keeps them (handlers.py).
+    route_objects: WatchedObjects = field(default_factory=WatchedObjects)
     notifier: Notifier = field(init=False)
     # One observer per Traefik API URL, looking for everything that waits on Traefik.
     traefik: TraefikObservers = field(init=False)

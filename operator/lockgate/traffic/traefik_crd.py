@@ -41,7 +41,7 @@ import httpx
 
 from lockgate.api.application import ApplicationSpec
 from lockgate.engine.model import NO_ROUTES, Routes
-from lockgate.kube import Kube, owner_reference
+from lockgate.kube import Kube, WatchedObjects, owner_reference
 from lockgate.names import GROUP, LABEL_APP, ROLES, service_name
 
 from .traefik_api import (
@@ -92,8 +92,10 @@ class TraefikCrdRouter:
         api_url: str | None,
         http: httpx.AsyncClient,
         api_version: str,
+        watched: WatchedObjects | None = None,
     ) -> None:
-        """`api_version`: of Traefik's CRDs, e.g. traefik.io/v1alpha1."""
+        """`api_version`: of Traefik's CRDs, e.g. traefik.io/v1alpha1. `watched`: the route
+        objects as their watch keeps them (None: each read is an API call)."""
         self.kube = kube
         self.app_obj = app_obj
         self.app = app
@@ -102,6 +104,7 @@ class TraefikCrdRouter:
         self.api_version = api_version
         self.api_url = app.traffic.traefik.api_url or api_url
         self.http = http
+        self.watched = watched
         # While an observation reads (`reading_once`): each object read once, by (plural, name).
         self._read: dict[tuple[str, str], dict[str, Any] | None] | None = None
 
@@ -174,9 +177,7 @@ class TraefikCrdRouter:
     async def ensure_route(self) -> None:
         declared = await self._declared()
         if declared is None:
-            await self.kube.apply(
-                self.api_version, "traefikservices", self.namespace, self._traefik_service(100, 0)
-            )
+            await self._apply("traefikservices", self._traefik_service(100, 0))
         else:
             weighted = (declared.get("spec") or {}).get("weighted") or {}
             if weighted.get("sticky") != sticky_config(self.app.traffic.traefik.sticky):
@@ -188,15 +189,11 @@ class TraefikCrdRouter:
                     )
                 ) or (100, 0)
                 await self.set_weights(*split_now)
-        await self.kube.apply(
-            self.api_version, "ingressroutes", self.namespace, self._probe_route()
-        )
+        await self._apply("ingressroutes", self._probe_route())
         if self.app.traffic.traefik.route is not None:
             # A rollout's header route stays as it is (only the rollout changes it).
             routes = await self.declared_routes()
-            await self.kube.apply(
-                self.api_version, "ingressroutes", self.namespace, self._ingress_route(routes)
-            )
+            await self._apply("ingressroutes", self._ingress_route(routes))
 
     def _ingress_route(self, routes: Routes) -> dict[str, Any]:
         route = self.app.traffic.traefik.route
@@ -271,6 +268,10 @@ class TraefikCrdRouter:
     async def _get(self, plural: str, name: str) -> dict[str, Any] | None:
         if self._read is not None and (plural, name) in self._read:
             return self._read[(plural, name)]
+        if self.watched is not None:
+            known, kept = self.watched.get(plural, self.namespace, name)
+            if known:
+                return kept
         group, _, version = self.api_version.partition("/")
         obj: dict[str, Any] | None = await self.kube.get_or_none(
             self.kube.custom.get_namespaced_custom_object,
@@ -282,7 +283,14 @@ class TraefikCrdRouter:
         )
         if self._read is not None:
             self._read[(plural, name)] = obj
+        if self.watched is not None:
+            self.watched.put(plural, self.namespace, name, obj)
         return obj
+
+    async def _apply(self, plural: str, body: dict[str, Any]) -> None:
+        written = await self.kube.apply(self.api_version, plural, self.namespace, body)
+        if self.watched is not None:  # the next round reads what was written, not the past
+            self.watched.put(plural, self.namespace, body["metadata"]["name"], written)
 
     async def declared_routes(self) -> Routes:
         """The header route and the mirror the IngressRoute `<app>` declares."""
@@ -316,21 +324,19 @@ class TraefikCrdRouter:
         for name, body in backends:
             if body is None:
                 continue
-            await self.kube.apply(self.api_version, "traefikservices", self.namespace, body)
+            await self._apply("traefikservices", body)
             if self.api_url and not await self._loaded(name, body["spec"]):
                 waiting = True  # the route follows once Traefik has its backend
         if waiting:
             return
-        await self.kube.apply(
-            self.api_version, "ingressroutes", self.namespace, self._ingress_route(routes)
-        )
+        await self._apply("ingressroutes", self._ingress_route(routes))
         for name, body in backends:
             if body is not None:
                 continue
             current = await self._get("traefikservices", name)
             parked = self._parked(name)
             if current is not None and current.get("spec") != parked["spec"]:
-                await self.kube.apply(self.api_version, "traefikservices", self.namespace, parked)
+                await self._apply("traefikservices", parked)
 
     async def _loaded(self, name: str, spec: dict[str, Any] | None = None) -> bool:
         """Traefik serves TraefikService `name` (with a mirror's percent as declared)."""
@@ -447,12 +453,7 @@ class TraefikCrdRouter:
         return out
 
     async def set_weights(self, stable: int, canary: int) -> None:
-        await self.kube.apply(
-            self.api_version,
-            "traefikservices",
-            self.namespace,
-            self._traefik_service(stable, canary),
-        )
+        await self._apply("traefikservices", self._traefik_service(stable, canary))
 
     async def declared_weights(self) -> tuple[int, int] | None:
         obj = await self._declared()

@@ -76,7 +76,7 @@ async def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec)
     version = app.traffic.traefik.api_group or await _newest(
         rt, TRAEFIK_API_VERSIONS, "traefik.apiGroup", "Traefik's"
     )
-    return TraefikCrdRouter(rt.kube, app_obj, app, api_url, rt.http, version)
+    return TraefikCrdRouter(rt.kube, app_obj, app, api_url, rt.http, version, rt.route_objects)
 
 
 async def _newest(rt: Runtime, versions: Sequence[str], field: str, whose: str) -> str:
@@ -232,6 +232,8 @@ class KubernetesFleet:
             )
         for version, plural, name, obj_uid in stale:
             await self.rt.kube.delete(version, plural, self.namespace, name, obj_uid)
+            # Gone for the next round too, before the watch says so (a move back recreates it).
+            self.rt.route_objects.put(plural, self.namespace, name, None)
 
     async def census(self, rolling_out: bool) -> Census:
         stable, canary = await self._sets()
