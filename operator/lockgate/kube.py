@@ -408,11 +408,14 @@ class WatchedObjects:
             for key in [k for k, (at, _) in self._kept.items() if now - at >= WATCHED_TRUST_S]:
                 del self._kept[key]
 
-    def seen(self, plural: str, event: str, obj: Mapping[str, Any]) -> None:
-        """A watch event of the object."""
+    def seen(self, plural: str, event: str, obj: Mapping[str, Any]) -> bool:
+        """A watch event of the object. True when it differs from what was kept: somebody
+        else changed it (lockgate's own writes are kept as their answer came)."""
         meta = obj.get("metadata") or {}
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        self.put(plural, namespace, name, None if event == "DELETED" else obj)
+        key = (plural, meta.get("namespace", ""), meta.get("name", ""))
+        before = self._kept.get(key)
+        self.put(*key, None if event == "DELETED" else obj)
+        return before is not None and before[1] != self._kept[key][1]
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -401,3 +401,48 @@ def test_examples_apply_to_the_real_api_server(cluster: Cluster, lockgate: Lockg
                 input=yaml.safe_dump(doc),
             )
             assert proc.returncode == 0, f"{path}: {proc.stderr}"
+
+
+def split_of(lg: Lockgate) -> tuple[dict[str, int], str]:
+    """The TraefikService `shop`'s weights by Service, and its resourceVersion."""
+    obj = lg.custom.get_namespaced_custom_object(
+        "traefik.io", "v1alpha1", lg.namespace, "traefikservices", "shop"
+    )
+    services = obj["spec"]["weighted"]["services"]
+    return {s["name"]: s["weight"] for s in services}, obj["metadata"]["resourceVersion"]
+
+
+def test_a_split_edited_by_hand_is_put_back_as_soon_as_its_watch_event_comes(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    """The TraefikService is lockgate's. Somebody sending all traffic to the canary during a
+    manual pause finds the split put back: its watch event wakes the rollout, which would
+    otherwise sleep until its 10-minute safety net (a manual pause has no timer)."""
+    deploy_v1(lockgate)
+    manual = {
+        "type": "Canary",
+        "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
+    }
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", manual))
+    lockgate.wait_phase("shop-v2", {"Paused"})
+    declared, _ = split_of(lockgate)
+    assert declared == {"shop-stable": 80, "shop-canary": 20}
+
+    all_canary = [{"name": "shop-canary", "port": 8080, "weight": 100}]
+    lockgate.custom.patch_namespaced_custom_object(
+        "traefik.io",
+        "v1alpha1",
+        lockgate.namespace,
+        "traefikservices",
+        "shop",
+        {"spec": {"weighted": {"services": all_canary}}},
+    )
+    # Until lockgate writes it again, the edited version stands still.
+    wait_for(
+        "the split put back",
+        lambda: split_of(lockgate)[0] == declared,
+        lambda: split_of(lockgate)[1],
+    )
+    status = lockgate.status("shop-v2")
+    assert status["phase"] == "Paused", status.get("message")
+    assert status["weights"] == {"stable": 80, "canary": 20}

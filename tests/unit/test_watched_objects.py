@@ -11,7 +11,10 @@ import kopf
 from lockgate.api import ApplicationSpec
 from lockgate.controller import handlers
 from lockgate.controller.fleets import fleet_for
+from lockgate.controller.wakeups import Wake
 from lockgate.kube import SWEEP_EVERY, WATCHED_TRUST_S, WatchedObjects
+from lockgate.names import LABEL_APP
+from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import NS, FakeKube, runtime_over
 
 ROUTED = {
@@ -120,10 +123,41 @@ def test_a_round_sees_its_own_write_at_once_and_anybody_elses_with_its_event() -
         cast(dict[str, Any], kube.store[("traefikservices", NS, "shop")]).update(service((50, 50)))
         assert await declared() == (80, 20)
         handlers._route_object_seen(
-            kopf.Memo(runtime=rt), "traefikservices", "MODIFIED", kopf.Body(service((50, 50)))
+            kopf.Memo(runtime=rt), "traefikservices", "MODIFIED", kopf.Body(service((50, 50))), {}
         )
         assert await declared() == (50, 50)
         await rt.aclose()
 
     asyncio.run(scenario())
     assert reads == [], "every read answered by what lockgate wrote or the watch delivered"
+
+
+def test_a_route_object_somebody_else_changed_wakes_the_rollouts_and_an_echo_does_not() -> None:
+    """A split edited by hand wakes the Application's rollouts, which put back what they
+    declared; the watch event of lockgate's own write (kept as its answer came) wakes none,
+    or every write would cost a round more."""
+    kube = FakeKube()
+    kube.add_application("shop", ROUTED)
+    kube.add_deployment("dep", dep_spec())
+    rt = runtime_over(kube)
+    woken = Wake()
+    rt.wakeups.register("deployments", NS, "dep", woken)
+    labelled = {**service((80, 20))}
+    labelled["metadata"] = {**labelled["metadata"], "labels": {LABEL_APP: "shop"}}
+
+    def event(body: dict[str, Any]) -> None:
+        asyncio.run(
+            handlers.traefik_service_event(
+                memo=kopf.Memo(runtime=rt),
+                body=kopf.Body(body),
+                type="MODIFIED",
+                deployments_by_application=kube.index(),
+            )
+        )
+
+    rt.route_objects.put("traefikservices", NS, "shop", labelled)  # lockgate's write
+    event(labelled)  # its echo
+    assert not woken.is_set()
+    edited = {**labelled, "spec": service((0, 100))["spec"]}
+    event(edited)
+    assert woken.is_set() and woken.by == "route"

@@ -283,22 +283,30 @@ async def pod_event(
 # them from `Runtime.route_objects` instead of four API calls (`WatchedObjects`).
 @kopf.on.event("traefik.io", "traefikservices", labels={LABEL_APP: kopf.PRESENT})
 async def traefik_service_event(
-    memo: kopf.Memo, body: kopf.Body, type: str | None = None, **_: Any
+    memo: kopf.Memo, body: kopf.Body, type: str | None = None, **kwargs: Any
 ) -> None:
-    _route_object_seen(memo, "traefikservices", type, body)
+    _route_object_seen(memo, "traefikservices", type, body, kwargs)
 
 
 @kopf.on.event("traefik.io", "ingressroutes", labels={LABEL_APP: kopf.PRESENT})
 async def ingress_route_event(
-    memo: kopf.Memo, body: kopf.Body, type: str | None = None, **_: Any
+    memo: kopf.Memo, body: kopf.Body, type: str | None = None, **kwargs: Any
 ) -> None:
-    _route_object_seen(memo, "ingressroutes", type, body)
+    _route_object_seen(memo, "ingressroutes", type, body, kwargs)
 
 
-def _route_object_seen(memo: kopf.Memo, plural: str, type: str | None, body: kopf.Body) -> None:
-    rt: Runtime | None = memo.get("runtime")
-    if rt is not None:
-        rt.route_objects.seen(plural, type or "", body)
+def _route_object_seen(
+    memo: kopf.Memo, plural: str, type: str | None, body: kopf.Body, kwargs: dict[str, Any]
+) -> None:
+    """Kept for the rounds; changed by somebody else (a split edited by hand), it wakes the
+    Application's rollouts, which put back what lockgate declared."""
+    rt = _runtime(memo, kwargs)
+    if rt is None or not rt.route_objects.seen(plural, type or "", body):
+        return
+    namespace = body.get("metadata", {}).get("namespace")
+    application = (body.get("metadata", {}).get("labels") or {}).get(LABEL_APP)
+    if namespace and application and DEPLOYMENT_INDEX in kwargs:
+        rt.wakeups.wake_deployments(namespace, application, kwargs[DEPLOYMENT_INDEX], "route")
 
 
 @kopf.daemon(

@@ -27,7 +27,8 @@ DRIVER_WAKEUPS = Counter(
     "lockgate_driver_wakeups_total",
     "What started a Deployment's next round: its own timer, a poll while the world settles "
     "where no watch tells, the safety net of a wait on Traefik, Traefik's change, a watch "
-    "event (its object, a sibling, its Application, a Pod), or nothing (due again at once)",
+    "event (its object, a sibling, its Application, a Pod, a route object somebody else "
+    "changed), or nothing (due again at once)",
     ["by"],
 )
 ROUNDS_LOST = Counter(
