@@ -29,6 +29,12 @@ pytestmark = pytest.mark.integration
 ANALYSIS = {"intervalSeconds": 2, "minRequests": 10, "maxConsecutiveFailures": 2}
 
 
+MANUAL_AT_20 = {
+    "type": "Canary",
+    "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
+}
+
+
 def deploy_v1(lg: Lockgate, app: str = "shop", replicas: int = 4, **extra: Any) -> None:
     lg.create(application(app, replicas, namespace=lg.namespace, **extra))
     lg.create(deployment(f"{app}-v1", app, "demo:v1"))
@@ -246,11 +252,7 @@ def test_promote_abort_and_pause_by_annotation_and_spec(
     lockgate: Lockgate, traefik: Traefik
 ) -> None:
     deploy_v1(lockgate)
-    manual = {
-        "type": "Canary",
-        "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
-    }
-    lockgate.create(deployment("shop-v2", "shop", "demo:v2", manual))
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", MANUAL_AT_20))
     lockgate.wait_phase("shop-v2", {"Paused"})
     time.sleep(3)  # an observation window: nothing may happen in it
     assert lockgate.phase("shop-v2") == "Paused", "an indefinite pause waits"
@@ -260,7 +262,7 @@ def test_promote_abort_and_pause_by_annotation_and_spec(
         lockgate.get("shop-v2")["metadata"].get("annotations") or {}
     )
 
-    lockgate.create(deployment("shop-v3", "shop", "demo:v3", manual))
+    lockgate.create(deployment("shop-v3", "shop", "demo:v3", MANUAL_AT_20))
     lockgate.wait_phase("shop-v3", {"Paused"})
     lockgate.annotate("shop-v3", "abort")
     status = lockgate.wait_phase("shop-v3", {"Aborted"})
@@ -292,10 +294,6 @@ def test_a_canary_right_after_an_aborted_one_starts_while_that_one_drains(
     # drain: under the whole suite's load v3's Pods once took longer than the default 5 s
     # to appear, and a canary that waited for the drain still shows none beside them.
     deploy_v1(lockgate, replicas=3, kubernetes={"replicas": 3, "template": {}, "drainSeconds": 20})
-    manual = {
-        "type": "Canary",
-        "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
-    }
 
     def images(pods: list[Any], *, draining: bool) -> set[str]:
         return {
@@ -312,11 +310,11 @@ def test_a_canary_right_after_an_aborted_one_starts_while_that_one_drains(
 
     with load_for(traefik, lockgate) as load:
         load.wait_answered(20)
-        lockgate.create(deployment("shop-v2", "shop", "demo:v2", manual))
+        lockgate.create(deployment("shop-v2", "shop", "demo:v2", MANUAL_AT_20))
         lockgate.wait_phase("shop-v2", {"Paused"})
         lockgate.annotate("shop-v2", "abort")
         lockgate.wait_phase("shop-v2", {"Aborted"})
-        lockgate.create(deployment("shop-v3", "shop", "demo:v3", manual))
+        lockgate.create(deployment("shop-v3", "shop", "demo:v3", MANUAL_AT_20))
         wait_for(
             "a v3 canary Pod while the aborted v2 Pods still drain",
             side_by_side,
@@ -419,11 +417,7 @@ def test_a_split_edited_by_hand_is_put_back_as_soon_as_its_watch_event_comes(
     manual pause finds the split put back: its watch event wakes the rollout, which would
     otherwise sleep until its 10-minute safety net (a manual pause has no timer)."""
     deploy_v1(lockgate)
-    manual = {
-        "type": "Canary",
-        "canary": {"steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 100}]},
-    }
-    lockgate.create(deployment("shop-v2", "shop", "demo:v2", manual))
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", MANUAL_AT_20))
     lockgate.wait_phase("shop-v2", {"Paused"})
     declared, _ = split_of(lockgate)
     assert declared == {"shop-stable": 80, "shop-canary": 20}

@@ -6,7 +6,6 @@ operator uses (`instance_set`)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from lockgate.hosts.errors import DockerTargetError
 from lockgate.probes.health import check_health
 from lockgate.targets.docker.containers import Instance, instance_set, list_instances
 from tests.support.dockerhosts import container_progress
-from tests.support.rollouts import QUIET_S
+from tests.support.rollouts import QUIET_S, StandingStill
 
 
 async def wait_for_async(
@@ -34,17 +33,9 @@ async def wait_for_async(
     naming `what` only once neither `predicate()`'s answer nor `progress()` has changed for
     `quiet` seconds. (Not `wait_for` run in a thread calling back into the loop: a wait
     cancelled mid-call would leave that thread blocked on a loop that is gone.)"""
-    seen: Any = None
-    since = time.monotonic()
+    still = StandingStill(what, quiet)
     while not (last := await predicate()):
-        now = (last, await progress())
-        if now != seen:
-            seen, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            raise AssertionError(
-                f"never saw {what}: nothing it waits on changed for {quiet:.0f}s "
-                f"(last answer {last!r}, progress {now[1]!r})"
-            )
+        still.check(last, await progress())
         await asyncio.sleep(every)
     return last
 

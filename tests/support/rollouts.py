@@ -39,19 +39,32 @@ def wait_for(
     answer: a Deployment's status, a process's CPU time, a count of answers) or the
     predicate's own answer keeps changing, and fails naming `what` only once both have stood
     still for `quiet` seconds, so a test never hangs on something that stopped."""
-    seen: Any = None
-    since = time.monotonic()
+    still = StandingStill(what, quiet)
     while not (last := predicate()):
-        now = (last, progress())
-        if now != seen:
-            seen, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            raise AssertionError(
-                f"never saw {what}: nothing it waits on changed for {quiet:.0f}s "
-                f"(last answer {last!r}, progress {now[1]!r})"
-            )
+        still.check(last, progress())
         time.sleep(every)
     return last
+
+
+@dataclass
+class StandingStill:
+    """The rule of a wait without a wall-clock limit: what it watches (the answer so far and
+    a progress) must change at least every `quiet` seconds."""
+
+    what: str
+    quiet: float
+    seen: Any = None
+    since: float = field(default_factory=time.monotonic)
+
+    def check(self, last: Any, progress: Any) -> None:
+        """Fails naming what was waited for once (last, progress) stood still too long."""
+        if (now := (last, progress)) != self.seen:
+            self.seen, self.since = now, time.monotonic()
+        elif time.monotonic() - self.since >= self.quiet:
+            raise AssertionError(
+                f"never saw {self.what}: nothing it waits on changed for {self.quiet:.0f}s "
+                f"(last answer {last!r}, progress {progress!r})"
+            )
 
 
 def cpu_ticks(pid: int) -> int | None:
