@@ -87,7 +87,7 @@ from tests.support.kills import (
     version_of,
 )
 from tests.support.operator_fixtures import Operator, free_port, operator_env
-from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_within
 
 SUITE_LOCK = Path("/tmp/lockgate-suite.lock")
 TARGETS = ("kubernetes", "docker")
@@ -190,7 +190,7 @@ def environment(targets: tuple[str, ...]) -> Iterator[None]:
                 print(f"starting {name}" if not was_running else "cluster up", flush=True)
                 start()
         if "kubernetes" in targets:
-            wait_for(
+            wait_within(
                 "the process kubelet's Node Ready",
                 lambda: hack("kubelet", "status").returncode == 0,
                 60,
@@ -514,7 +514,7 @@ class Soak:
         with contextlib.suppress(Exception):
             self.core.delete_namespace(self.namespace)
             if alive:
-                wait_for(
+                wait_within(
                     f"namespace {self.namespace} to go",
                     lambda: (
                         self.namespace

@@ -29,7 +29,7 @@ from bench.rollback import live_canary_weight, seconds_to_stable
 from hack.tools.load import Load
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.operator_fixtures import Operator, operator_env
-from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, host_of, wait_within
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -66,9 +66,9 @@ def reaction(lg: Lockgate, api_url: str, runs: int) -> tuple[list[float], list[f
                 for d in items
             )
 
-        wait_for("the canary slot", slot_changed, timeout=60, every=0.005)
+        wait_within("the canary slot", slot_changed, timeout=60, every=0.005)
         to_action.append(time.monotonic() - start)
-        wait_for(
+        wait_within(
             "canary weight live",
             lambda: (live_canary_weight(api_url, service) or 0) > 0,
             timeout=60,
@@ -130,7 +130,7 @@ def in_flight(lg: Lockgate, operator: Operator, count: int) -> tuple[float, floa
     for i in range(count):
         lg.create(application(f"app{i}", 1, namespace=lg.namespace))
         lg.create(deployment(f"app{i}-v1", f"app{i}", "demo:v1"))
-    wait_for(
+    wait_within(
         "all initial rollouts",
         lambda: all(lg.phase(f"app{i}-v1") == "Succeeded" for i in range(count)),
         timeout=900,
@@ -150,7 +150,7 @@ def in_flight(lg: Lockgate, operator: Operator, count: int) -> tuple[float, floa
                 analysis={"intervalSeconds": 10, "minRequests": 1},
             )
         )
-    wait_for(
+    wait_within(
         "all paused",
         lambda: all(lg.phase(f"app{i}-v2") == "Paused" for i in range(count)),
         timeout=900,

@@ -28,7 +28,7 @@ from bench.k8s_rollouts import percentile
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.operator_fixtures import Operator, free_port, operator_env
 from tests.support.receiver import Receiver
-from tests.support.rollouts import Lockgate, application, deployment, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, wait_within
 
 CANARY = {"type": "Canary", "canary": {"steps": [25, 50, 100], "stepSeconds": 1}}
 
@@ -55,7 +55,9 @@ def run(lg: Lockgate, receiver: Receiver, rounds: int, parallel: int) -> list[fl
             strategy = CANARY if r else None
             lg.create(deployment(name, app, f"demo:v{r + 1}", strategy))
         for name in names:
-            owed += wait_for(f"{name} finished and notified", functools.partial(notified, lg, name))
+            owed += wait_within(
+                f"{name} finished and notified", functools.partial(notified, lg, name)
+            )
     first: dict[str, Any] = {}
     for got in receiver.snapshot():
         if got.answer == 200 and got.delivery not in first:

@@ -43,7 +43,7 @@ from bench.operator import exits_cleanly, running_operator
 from bench.peers import REPLICAS, STABLE, idle, proc_cpu_rss, wait_share
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.operator_fixtures import operator_env
-from tests.support.rollouts import Lockgate, application, deployment, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, wait_within
 
 WINDOW = 10.0
 SETTLE = 20.0
@@ -123,7 +123,7 @@ def one_run(
             # Deleted while the operator runs, so kopf's finalizers come off.
             with contextlib.suppress(client.ApiException):
                 core.delete_namespace(ns)
-            wait_for(f"namespace {ns} deleted", lambda: not _exists(core, ns), 120)
+            wait_within(f"namespace {ns} deleted", lambda: not _exists(core, ns), 120)
     return figures
 
 

@@ -72,7 +72,7 @@ from tests.support.rollouts import (
     application,
     deployment,
     host_of,
-    wait_for,
+    wait_within,
 )
 
 REPLICAS = 3
@@ -637,7 +637,7 @@ class ArgoTarget(Target):
         )
 
     def ready(self, app: str) -> str:
-        wait_for(
+        wait_within(
             f"rollout {app} Healthy",
             lambda: (self._rollout(app).get("status") or {}).get("phase") == "Healthy",
             timeout=max(180, self.deadline),
@@ -661,13 +661,13 @@ class ArgoTarget(Target):
             status = self._rollout(app).get("status") or {}
             return bool(status.get("abort")) and status.get("phase") == "Degraded"
 
-        wait_for(f"rollout {app} aborted", ended, timeout=120)
+        wait_within(f"rollout {app} aborted", ended, timeout=120)
         # The canary ReplicaSet scaled to 0 before the next update (Argo scales it down after
         # abortScaleDownDelaySeconds, 30 s by default: not waited for).
 
     def verdict(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, str]:
         assert tail is not None
-        found = wait_for(
+        found = wait_within(
             "Argo's failed measurement in its log",
             lambda: tail.find(r"Measurement Completed\. Result: Failed", canary.started),
             timeout=120,
@@ -677,12 +677,12 @@ class ArgoTarget(Target):
     def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
         assert tail is not None
         mine = rf'".*\brollout={re.escape(app)}\b'
-        first = wait_for(
+        first = wait_within(
             "Argo's first step completed in its log",
             lambda: tail.find(rf'msg="Rollout step 1/\d+ completed[^"]*{mine}', canary.started),
             timeout=300,
         )
-        done = wait_for(
+        done = wait_within(
             "Argo's rollout completed in its log",
             lambda: tail.find(rf'msg="Rollout completed update to revision[^"]*{mine}', first[0]),
             timeout=300,
@@ -860,7 +860,7 @@ class FlaggerTarget(Target):
         )
 
     def ready(self, app: str) -> str:
-        wait_for(
+        wait_within(
             f"canary {app} Initialized",
             lambda: self._phase(app) == "Initialized",
             timeout=max(180, self.deadline),
@@ -874,7 +874,7 @@ class FlaggerTarget(Target):
                     return str(s["name"])
             return None
 
-        found: str = wait_for(f"Traefik's weighted service for {app}", weighted, timeout=60)
+        found: str = wait_within(f"Traefik's weighted service for {app}", weighted, timeout=60)
         return found
 
     def start(self, app: str, run: int, image: str) -> Canary:
@@ -888,12 +888,12 @@ class FlaggerTarget(Target):
         return None
 
     def settle(self, app: str, canary: Canary) -> None:
-        wait_for(f"canary {app} Failed", lambda: self._phase(app) == "Failed", timeout=180)
+        wait_within(f"canary {app} Failed", lambda: self._phase(app) == "Failed", timeout=180)
         self.gates.rollback.discard(app)
 
     def verdict(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, str]:
         assert tail is not None
-        found = wait_for(
+        found = wait_within(
             "Flagger's failed check in its log",
             lambda: tail.find(r"Halt .*advancement", canary.started),
             timeout=120,
@@ -903,12 +903,12 @@ class FlaggerTarget(Target):
     def completed(self, app: str, canary: Canary, tail: LogTail | None) -> tuple[float, float]:
         assert tail is not None
         name = re.escape(f"{app}.{self.ns}")
-        first = wait_for(
+        first = wait_within(
             "Flagger's first weight in its log",
             lambda: tail.find(rf'"Advance {name} canary weight {STEP_WEIGHTS[0]}"', canary.started),
             timeout=300,
         )
-        done = wait_for(
+        done = wait_within(
             "Flagger's promotion completed in its log",
             lambda: tail.find(rf'"Promotion completed! Scaling down {name}"', first[0]),
             timeout=300,
@@ -1074,7 +1074,7 @@ def quiet_canary(app: str, namespace: str, window: str = "10s") -> None:
             return False
         return not result or float(result[0]["value"][1]) == 0
 
-    wait_for("no canary requests in Prometheus's window", quiet, timeout=120, every=0.5)
+    wait_within("no canary requests in Prometheus's window", quiet, timeout=120, every=0.5)
 
 
 def failing(target: Target, web_url: str, runs: int, figures: Figures) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.rollouts import Lockgate, deployment, wait_for
+from tests.support.rollouts import Lockgate, deployment, wait_within
 
 # Fails after one window of 5 requests: the bad image errs on 30% of them.
 ANALYSIS = {"intervalSeconds": 1, "minRequests": 5, "maxConsecutiveFailures": 1}
@@ -43,7 +43,9 @@ def seconds_to_stable(
         canary_seen = canary_seen or bool(weight)
         return canary_seen and weight == 0
 
-    wait_for("canary weight live, then 0% again in Traefik", canary_gone, timeout=180, every=0.005)
+    wait_within(
+        "canary weight live, then 0% again in Traefik", canary_gone, timeout=180, every=0.005
+    )
     seen = datetime.now(UTC)
     status = lg.wait_phase(name, {"RolledBack"})
     failed = [run for run in status.get("analysis") or [] if run["verdict"] == "Failed"]

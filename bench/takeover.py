@@ -37,7 +37,7 @@ from lockgate.names import ACTION_ANNOTATION
 from tests.support.cluster import cluster_info, traefik_info
 from tests.support.leases import LeaseRecorder
 from tests.support.operator_fixtures import Operator, free_port, operator_env
-from tests.support.rollouts import Lockgate, application, deployment, wait_for
+from tests.support.rollouts import Lockgate, application, deployment, wait_within
 
 PAUSED = {
     "type": "Canary",
@@ -114,7 +114,7 @@ def run(runs: int) -> None:
             standby = fleet.start()
             for how in ["kill -9"] * runs + ["SIGTERM"] * runs:
                 old, new = fleet.identity(leader), ""
-                wait_for(
+                wait_within(
                     "the standby to wait",
                     lambda s=standby, o=old: f"waiting for the leader {o}" in s.log_text(),
                     30,

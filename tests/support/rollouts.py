@@ -67,6 +67,19 @@ class StandingStill:
             )
 
 
+def wait_within(
+    what: str, predicate: Callable[[], Any], timeout: float = 120.0, every: float = 0.25
+) -> Any:
+    """Poll until `predicate()` is truthy and return that; fail naming `what` after `timeout`
+    seconds. For the benchmarks, whose runs are bounded by design; tests use `wait_for`."""
+    deadline = time.monotonic() + timeout
+    while not (last := predicate()):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+    return last
+
+
 def cpu_ticks(pid: int) -> int | None:
     """The process's CPU time so far (clock ticks; None once it has exited): a process that
     still works on something is still getting there."""
