@@ -493,8 +493,12 @@ class Soak:
                     time.sleep(1)
             if not ok:
                 problems.append(f"{app.short}: not {app.stable} alone on every instance after 60 s")
+            # The 20 answers after that: the last ones before it may be the end of a Recreate
+            # downtime that ended a moment ago (the run stops as the last rollout ends).
             assert app.load is not None
-            last = app.load.responses[-20:]
+            after = len(app.load.responses)
+            app.load.wait_answered(after + 20)
+            last = app.load.responses[after : after + 20]
             if {r.version for r in last} != {version_of(app.stable)}:
                 problems.append(f"{app.short}: last answers {by_version(last)}, not {app.stable}")
         return problems
