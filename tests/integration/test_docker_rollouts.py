@@ -27,7 +27,6 @@ from lockgate.targets.docker.containers import container_labels, container_name
 from lockgate.traffic.traefik_file import parse
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
-    application_status,
     containers,
     create_secrets,
     delete_application,
@@ -232,7 +231,7 @@ def test_rolling_update_host_by_host_loses_no_request(
                 (st := lockgate.get(app, "applications")["status"]).get("phase") == "Healthy"
                 and st.get("instances") == {"desired": 3, "ready": 3, "updated": 3}
             ),
-            lambda: (application_status(lockgate, app), containers(fleet, app)),
+            lambda: (lockgate.application_status(app), containers(fleet, app)),
         )
     except AssertionError as err:
         raise AssertionError(f"{err}: {lockgate.get(app, 'applications')['status']}") from None
@@ -446,7 +445,7 @@ def test_host_lost_between_rollouts_fails_only_requests_in_flight_and_is_reporte
                 in ((a := lockgate.get(app, "applications")).get("status") or {}).get("message", "")
                 else None
             ),
-            lambda: application_status(lockgate, app),
+            lambda: lockgate.application_status(app),
         )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
@@ -760,7 +759,7 @@ def test_a_container_restarted_by_its_daemon_is_routed_again_on_its_new_port(
                 routed().get(f"http://{address}:{new_port}") == "UP"
                 and f"http://{address}:{old_port}" not in routed()
             ),
-            lambda: (routed(), application_status(lockgate, app)),
+            lambda: (routed(), lockgate.application_status(app)),
         )
         load.wait_answered(len(load.responses) + 200)
     responses = load.stop()
@@ -789,7 +788,7 @@ def test_deleting_a_deployment_mid_canary_puts_stable_back_and_removes_its_conta
             lambda: (
                 lockgate.get(app, "applications")["status"].get("instances", {}).get("updated") == 1
             ),
-            lambda: (lockgate.status(f"{app}-v2"), application_status(lockgate, app)),
+            lambda: (lockgate.status(f"{app}-v2"), lockgate.application_status(app)),
         )
         lockgate.custom.delete_namespaced_custom_object(
             "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments", f"{app}-v2"

@@ -312,11 +312,6 @@ def route_objects(lg: Lockgate) -> set[str]:
     return out
 
 
-def application_status(lg: Lockgate) -> dict[str, Any]:
-    status: dict[str, Any] = lg.get("shop", "applications").get("status") or {}
-    return status
-
-
 def patch_application(lg: Lockgate, spec: dict[str, Any]) -> None:
     lg.custom.patch_namespaced_custom_object(
         GROUP, VERSION, lg.namespace, "applications", "shop", {"spec": spec}
@@ -348,7 +343,7 @@ def test_an_application_moved_to_an_httproute_and_back_serves_every_request_and_
             lambda: (
                 route_objects(lockgate) == {"httproutes/shop", "httproutes/shop-lockgate-probe"}
             ),
-            lambda: (route_objects(lockgate), application_status(lockgate)),
+            lambda: (route_objects(lockgate), lockgate.application_status("shop")),
         )
         wait_for(
             "Traefik to drop the IngressRoute's router",
@@ -362,7 +357,7 @@ def test_an_application_moved_to_an_httproute_and_back_serves_every_request_and_
         wait_for(
             "only the Traefik routes left",
             lambda: route_objects(lockgate) == traefik_routes,
-            lambda: (route_objects(lockgate), application_status(lockgate)),
+            lambda: (route_objects(lockgate), lockgate.application_status("shop")),
         )
         wait_for(
             "Traefik to drop the HTTPRoute's routers",

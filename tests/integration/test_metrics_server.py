@@ -21,7 +21,7 @@ from lockgate.probes.kube_resources import PodUsage, pod_usage
 from tests.support.cluster import Cluster
 from tests.support.kubelet_fixtures import ProcessKubelet
 from tests.support.metrics_server_fixtures import MetricsServer
-from tests.support.rollouts import wait_for
+from tests.support.rollouts import pod_versions, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,12 +63,6 @@ def create_demo_pod(api: ApiClient, namespace: str, name: str) -> None:
         },
     }
     k8s.CoreV1Api(api).create_namespaced_pod(namespace, body)
-
-
-def versions(api: ApiClient, namespace: str) -> list[str]:
-    """The namespace's Pods' resource versions: they change as the kubelet starts them."""
-    pods = k8s.CoreV1Api(api).list_namespaced_pod(namespace).items
-    return [p.metadata.resource_version for p in pods]
 
 
 def ready_ip(api: ApiClient, namespace: str, name: str) -> str | None:
@@ -122,10 +116,14 @@ def test_busy_pod_uses_more_cpu_than_idle_one(
     create_demo_pod(api, namespace, "busy")
     create_demo_pod(api, namespace, "idle")
     busy_ip = wait_for(
-        "pod busy Ready", lambda: ready_ip(api, namespace, "busy"), lambda: versions(api, namespace)
+        "pod busy Ready",
+        lambda: ready_ip(api, namespace, "busy"),
+        lambda: pod_versions(k8s.CoreV1Api(api), namespace),
     )
     wait_for(
-        "pod idle Ready", lambda: ready_ip(api, namespace, "idle"), lambda: versions(api, namespace)
+        "pod idle Ready",
+        lambda: ready_ip(api, namespace, "idle"),
+        lambda: pod_versions(k8s.CoreV1Api(api), namespace),
     )
     kube = Kube(api)
     seen: dict[str, PodUsage] = {}

@@ -136,17 +136,6 @@ def remove_all(hosts: dict[str, DockerHost], app: str) -> None:
             c.close()
 
 
-def application_status(lg: Lockgate, app: str) -> dict[str, Any] | None:
-    """The Application's status; None once it is gone."""
-    try:
-        status: dict[str, Any] = lg.get(app, "applications").get("status") or {}
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
-    return status
-
-
 def delete_application(lg: Lockgate, app: str, hosts: dict[str, DockerHost] | None = None) -> bool:
     """Delete it and wait until the operator's finalizer let it go; False if it did not:
     once neither its status nor, given `hosts`, its containers there (what the finalizer
@@ -161,8 +150,8 @@ def delete_application(lg: Lockgate, app: str, hosts: dict[str, DockerHost] | No
     try:
         wait_for(
             f"Application {app} gone",
-            lambda: application_status(lg, app) is None,
-            lambda: (application_status(lg, app), containers(hosts, app) if hosts else None),
+            lambda: lg.application_status(app) is None,
+            lambda: (lg.application_status(app), containers(hosts, app) if hosts else None),
             every=0.5,
         )
     except AssertionError:

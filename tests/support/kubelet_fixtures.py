@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.support.cluster import Cluster, hack
-from tests.support.rollouts import wait_for
+from tests.support.rollouts import pod_versions, wait_for
 from tests.support.shared_run import exclusive, stops_at_session_end
 
 
@@ -55,15 +55,6 @@ def node_version(cluster: Cluster, node: str) -> str:
     posting its status change it on the way to Ready."""
     got = cluster.kubectl("get", "node", node, "-o", "jsonpath={.metadata.resourceVersion}")
     return got.stdout or got.stderr
-
-
-def pod_versions(core: k8s.CoreV1Api, namespace: str) -> list[tuple[str, str]]:
-    """Each Pod's name and resource version: the kubelet's status updates while it stops them,
-    the API server's deletions."""
-    return [
-        (p.metadata.name, p.metadata.resource_version)
-        for p in core.list_namespaced_pod(namespace).items
-    ]
 
 
 def kubelet_info() -> ProcessKubelet:

@@ -80,6 +80,15 @@ def wait_within(
     return last
 
 
+def pod_versions(
+    core: client.CoreV1Api, namespace: str, selector: str = ""
+) -> list[tuple[str, str]]:
+    """Each Pod's name and resource version: a wait's progress while Pods start, change and
+    go (the kubelet's status updates, the API server's deletions)."""
+    pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+    return [(p.metadata.name, p.metadata.resource_version) for p in pods]
+
+
 def cpu_ticks(pid: int) -> int | None:
     """The process's CPU time so far (clock ticks; None once it has exited): a process that
     still works on something is still getting there."""
@@ -272,8 +281,17 @@ class Lockgate:
         )
 
     def pod_versions(self, selector: str) -> list[tuple[str, str]]:
-        """Each Pod's name and resource version: a wait's progress while Pods come and go."""
-        return [(p.metadata.name, p.metadata.resource_version) for p in self.pods(selector)]
+        return pod_versions(client.CoreV1Api(self.api), self.namespace, selector)
+
+    def application_status(self, name: str) -> dict[str, Any] | None:
+        """The Application's status; None once it is gone."""
+        try:
+            status: dict[str, Any] = self.get(name, "applications").get("status") or {}
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return status
 
 
 def host_of(app: str, namespace: str) -> str:
