@@ -15,7 +15,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
-from lockgate.names import API_VERSION, GROUP, VERSION
+from lockgate.names import API_VERSION, GROUP, LABEL_APP, VERSION
 
 T = TypeVar("T")
 REQUESTS = Counter(
@@ -391,6 +391,8 @@ class WatchedObjects:
     _kept: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = field(
         default_factory=dict
     )
+    # (namespace, application) -> when one of its objects last changed (`put`)
+    _changed: dict[tuple[str, str], float] = field(default_factory=dict)
     _puts: int = 0
 
     def get(self, plural: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
@@ -400,22 +402,47 @@ class WatchedObjects:
             return False, None
         return True, kept[1]
 
-    def put(self, plural: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> None:
+    def put(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        obj: Mapping[str, Any] | None,
+        app: str | None = None,
+    ) -> bool:
+        """Keeps what was read, written or delivered; True when it differs from what was
+        kept. A change of one of Application `app`'s objects (or the first sight of one) is
+        when Traefik's looks must have begun after (`changed_at`)."""
         now = self.clock()
-        self._kept[(plural, namespace, name)] = (now, _kept_of(obj))
+        key = (plural, namespace, name)
+        before = self._kept.get(key)
+        kept = _kept_of(obj)
+        self._kept[key] = (now, kept)
+        changed = before is None or before[1] != kept
+        if changed and app:
+            self._changed[(namespace, app)] = now
         self._puts += 1
         if self._puts % SWEEP_EVERY == 0:  # what nobody confirmed for long: a deleted app's
-            for key in [k for k, (at, _) in self._kept.items() if now - at >= WATCHED_TRUST_S]:
-                del self._kept[key]
+            for old in [k for k, (at, _) in self._kept.items() if now - at >= WATCHED_TRUST_S]:
+                del self._kept[old]
+            for owner in [k for k, at in self._changed.items() if now - at >= WATCHED_TRUST_S]:
+                del self._changed[owner]
+        return changed
 
     def seen(self, plural: str, event: str, obj: Mapping[str, Any]) -> bool:
         """A watch event of the object. True when it differs from what was kept: somebody
         else changed it (lockgate's own writes are kept as their answer came)."""
         meta = obj.get("metadata") or {}
         key = (plural, meta.get("namespace", ""), meta.get("name", ""))
-        before = self._kept.get(key)
-        self.put(*key, None if event == "DELETED" else obj)
-        return before is not None and before[1] != self._kept[key][1]
+        known = key in self._kept
+        app = (meta.get("labels") or {}).get(LABEL_APP)
+        changed = self.put(*key, None if event == "DELETED" else obj, app=app)
+        return known and changed
+
+    def changed_at(self, namespace: str, app: str) -> float:
+        """When (`clock`) one of the Application's objects last changed here: a look at
+        Traefik from before then may not show it. 0 when none has for long."""
+        return self._changed.get((namespace, app), 0.0)
 
     def __len__(self) -> int:
         return len(self._kept)

@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from hack.tools.load import Load, by_version, failed
+from lockgate.traffic.traefik_api import listing_in, service_in
+from lockgate.traffic.traefik_observer import look_entries
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
     create_secrets,
@@ -119,6 +121,74 @@ def test_header_route_on_kubernetes_sends_testers_and_only_them_to_the_canary(
     assert parked["spec"]["weighted"]["services"] == [
         {"name": "shop", "kind": "TraefikService", "weight": 1}
     ], "parked over the weights once no route uses it"
+
+
+def test_what_a_round_reads_from_a_look_is_what_traefiks_own_queries_answer(
+    lockgate: Lockgate, traefik: Traefik
+) -> None:
+    """A round asks Traefik for one service and for routers and services by `search`,
+    `status` and `serviceName`; the operator answers those from the observer's
+    /api/rawdata look with Traefik's filters done again in lockgate (`listing_in`). Here,
+    with a header route live, every such question (and a few more, mixed case) is asked of
+    the real Traefik and of a look taken just before and after it."""
+    deploy_v1(lockgate)
+    lockgate.create(deployment("shop-v2", "shop", "demo:v2", TESTERS_FIRST))
+    lockgate.wait_phase("shop-v2", {"Paused"})
+    ns = lockgate.namespace
+    uid = lockgate.get("shop", "applications")["metadata"]["uid"]
+    crd = "kubernetescrd"
+    services = [f"{ns}-shop", f"{ns}-shop-headers", f"{ns}-shop-mirror", f"{ns}-gone"]
+    lists: list[tuple[str, dict[str, str]]] = [
+        ("routers", {"search": uid}),
+        ("services", {"search": f"{ns}-shop-lockgate-probe"}),
+        ("routers", {"serviceName": f"{ns}-shop@{crd}", "status": "enabled"}),
+        ("routers", {"serviceName": f"{ns}-shop-headers@{crd}", "status": "enabled"}),
+        ("routers", {"serviceName": f"{ns}-shop-headers", "status": "ENABLED"}),
+        ("routers", {"search": ns.upper()}),
+        ("routers", {"search": "x-canary", "status": "disabled"}),
+        ("services", {"search": ns, "status": "Enabled"}),
+    ]
+
+    def compared() -> tuple[list[str]] | None:
+        """What differs between Traefik's answers and the look's; None when Traefik
+        changed between the two looks around its answers."""
+        before = httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5).content
+        own: list[Any] = [
+            httpx.get(f"{traefik.api_url}/api/http/services/{name}@{crd}", timeout=5)
+            for name in services
+        ] + [
+            httpx.get(f"{traefik.api_url}/api/http/{kind}", params=query, timeout=5)
+            for kind, query in lists
+        ]
+        if httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5).content != before:
+            return None
+        entries = look_entries(before)
+        differ = []
+        for name, answer in zip(services, own, strict=False):
+            mine = service_in(entries, name, crd)
+            theirs = traefiks(answer.json()) if answer.status_code == 200 else None
+            if mine != theirs:
+                differ.append(f"service {name}: look {mine}, Traefik {theirs}")
+        for (kind, query), answer in zip(lists, own[len(services) :], strict=True):
+            assert answer.status_code == 200, answer.text
+            mine_list = listing_in(entries, kind, **query)
+            theirs_list = [traefiks(item) for item in answer.json()]
+            if mine_list != theirs_list:
+                differ.append(f"{kind} {query}: look {mine_list}, Traefik {theirs_list}")
+        return (differ,)
+
+    (differ,) = wait_for(
+        "two looks alike around Traefik's answers",
+        compared,
+        lambda: lockgate.status("shop-v2"),
+    )
+    assert differ == [], "\n".join(differ)
+    assert len(look_entries(httpx.get(f"{traefik.api_url}/api/rawdata").content)) > 8
+
+
+def traefiks(item: dict[str, Any]) -> dict[str, Any]:
+    """Traefik's answer without what its API adds to the look's entry beside the name."""
+    return {k: v for k, v in item.items() if k not in ("provider", "priorityStr", "type")}
 
 
 # --- Docker hosts ----------------------------------------------------------------------------

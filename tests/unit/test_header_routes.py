@@ -395,7 +395,8 @@ def test_a_kubernetes_rollout_keeps_looking_until_traefik_serves_its_header_rout
     kube = FakeKube()
     traefik = FakeTraefik(kube)
     router = crd_router(kube, traefik)
-    rt = Runtime(kube, router.http, Settings(traefik_api_url="http://traefik:8081"))  # type: ignore[arg-type]
+    http = httpx.AsyncClient(transport=httpx.MockTransport(traefik.answer))
+    rt = Runtime(kube, http, Settings(traefik_api_url="http://traefik:8081"))  # type: ignore[arg-type]
     fleet = KubernetesFleet(rt, router.app_obj, router.app, f"{NS}/shop-v2/1")
     fleet._router = router
 

@@ -10,7 +10,8 @@ name starts with, and the caller says what those names are.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -116,10 +117,80 @@ async def api_list(
     return items
 
 
-async def routes_to(http: httpx.AsyncClient, api_url: str, service: str, provider: str) -> bool:
+class TraefikReads(Protocol):
+    """What a router asks Traefik's API: one service by name, and the routers or services a
+    query finds (Traefik's `search`, `status` and `serviceName` filters). None when the API
+    cannot be read: a change is then not confirmed, never assumed."""
+
+    async def service(self, name: str, provider: str) -> dict[str, Any] | None: ...
+
+    async def listing(self, kind: str, **query: str) -> list[dict[str, Any]] | None: ...
+
+
+@dataclass
+class HttpReads:
+    """Each read a request of its own."""
+
+    http: httpx.AsyncClient
+    api_url: str
+
+    async def service(self, name: str, provider: str) -> dict[str, Any] | None:
+        return await service_answer(self.http, self.api_url, name, provider)
+
+    async def listing(self, kind: str, **query: str) -> list[dict[str, Any]] | None:
+        return await api_list(self.http, self.api_url, kind, **query)
+
+
+async def routes_to(reads: TraefikReads, service: str, provider: str) -> bool:
     """Whether Traefik serves an enabled router to `service`: a weighted service it has
     loaded is no use to clients until the route to it is loaded too."""
-    routers = await api_list(
-        http, api_url, "routers", serviceName=f"{service}@{provider}", status="enabled"
-    )
+    routers = await reads.listing("routers", serviceName=f"{service}@{provider}", status="enabled")
     return bool(routers)
+
+
+# --- the same answers from one /api/rawdata look ---------------------------------------------
+# Keys as the Traefik observer keeps a look: `router:<name>@<provider>`, `service:<...>`.
+
+
+def service_in(entries: Mapping[str, Any], name: str, provider: str) -> dict[str, Any] | None:
+    """What /api/http/services/<name>@<provider> answers, from a look."""
+    qualified = f"{name}@{provider}"
+    entry = entries.get(f"service:{qualified}")
+    return None if entry is None else {**entry, "name": qualified}
+
+
+def listing_in(
+    entries: Mapping[str, Any],
+    kind: str,
+    search: str = "",
+    status: str = "",
+    serviceName: str = "",  # Traefik's query parameter
+) -> list[dict[str, Any]]:
+    """What /api/http/<kind> answers for a query, from a look: Traefik's filters
+    (pkg/api/criterion.go: `status` equal ignoring case, `search` within a router's rule or
+    name or a service's name ignoring case, `serviceName` for routers only), sorted by
+    name, unpaged."""
+    prefix = "router:" if kind == "routers" else "service:"
+    found = []
+    for key, entry in entries.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix) :]
+        if status and str(entry.get("status", "")).lower() != status.lower():
+            continue
+        searched = [name, str(entry.get("rule", ""))] if kind == "routers" else [name]
+        if search and not any(search.lower() in value.lower() for value in searched):
+            continue
+        service = str(entry.get("service", ""))
+        if serviceName and kind == "routers" and not _same_service(serviceName, service):
+            continue
+        found.append({**entry, "name": name})
+    return sorted(found, key=lambda item: item["name"])
+
+
+def _same_service(wanted: str, service: str) -> bool:
+    """Traefik's `serviceName` filter: a router's service named without a provider matches
+    the wanted name without its own."""
+    if "@" in service:
+        return wanted == service
+    return wanted.partition("@")[0] == service

@@ -45,16 +45,16 @@ from lockgate.kube import Kube, WatchedObjects, owner_reference
 from lockgate.names import GROUP, LABEL_APP, ROLES, service_name
 
 from .traefik_api import (
-    api_list,
+    HttpReads,
+    TraefikReads,
     live_sticky_matches,
     parse_live_weights,
     role_weights,
     routes_to,
-    service_answer,
     split,
     sticky_config,
 )
-from .traefik_observer import TraefikWatch
+from .traefik_observer import TraefikObservers, TraefikWatch
 from .traefik_rules import decode, encode, header_priority, header_rule
 
 HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
@@ -93,9 +93,12 @@ class TraefikCrdRouter:
         http: httpx.AsyncClient,
         api_version: str,
         watched: WatchedObjects | None = None,
+        observers: TraefikObservers | None = None,
     ) -> None:
         """`api_version`: of Traefik's CRDs, e.g. traefik.io/v1alpha1. `watched`: the route
-        objects as their watch keeps them (None: each read is an API call)."""
+        objects as their watch keeps them (None: each read is an API call). `observers`
+        with `watched`: Traefik's API is read from the observer's looks (none begun before
+        the Application's route objects last changed), else with requests of its own."""
         self.kube = kube
         self.app_obj = app_obj
         self.app = app
@@ -103,8 +106,14 @@ class TraefikCrdRouter:
         self.name: str = app_obj["metadata"]["name"]
         self.api_version = api_version
         self.api_url = app.traffic.traefik.api_url or api_url
-        self.http = http
         self.watched = watched
+        self.reads: TraefikReads | None = None  # None without Traefik's API
+        if self.api_url and observers is not None and watched is not None:
+            self.reads = observers.reads(
+                self.api_url, lambda: watched.changed_at(self.namespace, self.name)
+            )
+        elif self.api_url:
+            self.reads = HttpReads(http, self.api_url)
         # While an observation reads (`reading_once`): each object read once, by (plural, name).
         self._read: dict[tuple[str, str], dict[str, Any] | None] | None = None
 
@@ -284,13 +293,15 @@ class TraefikCrdRouter:
         if self._read is not None:
             self._read[(plural, name)] = obj
         if self.watched is not None:
-            self.watched.put(plural, self.namespace, name, obj)
+            self.watched.put(plural, self.namespace, name, obj, app=self.name)
         return obj
 
     async def _apply(self, plural: str, body: dict[str, Any]) -> None:
         written = await self.kube.apply(self.api_version, plural, self.namespace, body)
         if self.watched is not None:  # the next round reads what was written, not the past
-            self.watched.put(plural, self.namespace, body["metadata"]["name"], written)
+            self.watched.put(
+                plural, self.namespace, body["metadata"]["name"], written, app=self.name
+            )
 
     async def declared_routes(self) -> Routes:
         """The header route and the mirror the IngressRoute `<app>` declares."""
@@ -325,7 +336,7 @@ class TraefikCrdRouter:
             if body is None:
                 continue
             await self._apply("traefikservices", body)
-            if self.api_url and not await self._loaded(name, body["spec"]):
+            if self.reads and not await self._loaded(name, body["spec"]):
                 waiting = True  # the route follows once Traefik has its backend
         if waiting:
             return
@@ -340,10 +351,8 @@ class TraefikCrdRouter:
 
     async def _loaded(self, name: str, spec: dict[str, Any] | None = None) -> bool:
         """Traefik serves TraefikService `name` (with a mirror's percent as declared)."""
-        assert self.api_url is not None
-        body = await service_answer(
-            self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
-        )
+        assert self.reads is not None
+        body = await self.reads.service(f"{self.namespace}-{name}", "kubernetescrd")
         if body is None or body.get("status") not in (None, "enabled"):
             return False
         wanted = ((spec or {}).get("mirroring") or {}).get("mirrors")
@@ -370,17 +379,17 @@ class TraefikCrdRouter:
                 continue
             if current.get("spec") != self._parked(name)["spec"]:
                 return None
-            if self.api_url and await routes_to(
-                self.http, self.api_url, f"{self.namespace}-{name}", "kubernetescrd"
+            if self.reads and await routes_to(
+                self.reads, f"{self.namespace}-{name}", "kubernetescrd"
             ):
                 return None
-        if not declared or not self.api_url:
+        if not declared or not self.reads:
             return declared
         if declared.mirror:
             mirror = mirror_service_name(self.name)
             spec = self._mirror_service(declared.mirror)["spec"]
             if not await self._loaded(mirror, spec) or not await routes_to(
-                self.http, self.api_url, f"{self.namespace}-{mirror}", "kubernetescrd"
+                self.reads, f"{self.namespace}-{mirror}", "kubernetescrd"
             ):
                 return None
         if not declared.header:
@@ -391,9 +400,7 @@ class TraefikCrdRouter:
         route = self.app.traffic.traefik.route
         assert route is not None
         want = header_rule(route.match, declared.header)
-        routers = await api_list(
-            self.http,
-            self.api_url,
+        routers = await self.reads.listing(
             "routers",
             serviceName=f"{self.namespace}-{headers}@kubernetescrd",
             status="enabled",
@@ -428,13 +435,13 @@ class TraefikCrdRouter:
         """Per role, the IPs Traefik has loaded as servers of the role's Service; None
         without Traefik's API (readiness then rests on the Pods alone). Traefik names a
         one-Service rule's service after the rule, so the probe routers say whose it is."""
-        if not self.api_url:
+        if not self.reads:
             return None
         out: dict[str, frozenset[str]] = dict.fromkeys(ROLES, frozenset())
         uid = self.app_obj["metadata"]["uid"]
-        routers = await api_list(self.http, self.api_url, "routers", search=uid)
+        routers = await self.reads.listing("routers", search=uid)
         probe = f"{self.namespace}-{self.name}-lockgate-probe"
-        services = await api_list(self.http, self.api_url, "services", search=probe)
+        services = await self.reads.listing("services", search=probe)
         if routers is None or services is None:
             return out  # not confirmed, so not ready: never assumed
         role_of = {
@@ -464,10 +471,10 @@ class TraefikCrdRouter:
 
     async def live_weights(self) -> tuple[int, int] | None:
         declared = await self.declared_weights()
-        if declared is None or not self.api_url:
+        if declared is None or not self.reads:
             return declared  # without Traefik's API the declared split is all we can know
         service = f"{self.namespace}-{self.name}"
-        body = await service_answer(self.http, self.api_url, service, "kubernetescrd")
+        body = await self.reads.service(service, "kubernetescrd")
         if body is None:
             return None
         live = parse_live_weights(body, live_leaves(self.namespace, self.name))
@@ -478,9 +485,7 @@ class TraefikCrdRouter:
         if self.app.traffic.traefik.route is not None:
             # The route reaches the weights directly, or through the mirror service.
             target = _main_target(await self._get("ingressroutes", self.name)) or self.name
-            if not await routes_to(
-                self.http, self.api_url, f"{self.namespace}-{target}", "kubernetescrd"
-            ):
+            if not await routes_to(self.reads, f"{self.namespace}-{target}", "kubernetescrd"):
                 return None
         return live
 

@@ -16,8 +16,16 @@ some changed, added or removed entry carries one of their names; the others slee
 waiter also says which look its own reads followed (`since`, the observer's generation when
 its round began): a change that came in a look during its round wakes it at once.
 
-The observer never decides anything: a woken waiter runs its own round and asks Traefik what
-it needs (a change is still confirmed only by what Traefik's API shows).
+The observer never decides anything: a woken waiter runs its own round, which asks Traefik
+what it needs (a change is still confirmed only by what Traefik's API shows).
+
+A round's questions (`LookReads`) are answered from a look too, instead of four requests of
+its own: a look begun at most MAX_AGE ago, and after the round's Application last changed
+its route objects (so a split written is never confirmed by a look from before it). When the
+latest look is older, the round asks for a new one; every round asking meanwhile shares it.
+At 1,000 Applications a round's own four reads cost Traefik 4.4 ms of CPU (its list queries
+go through every router) and the operator about 2 ms; one look serves every round of that
+second.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
@@ -34,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from .traefik_api import REQUESTS
+from .traefik_api import REQUESTS, listing_in, service_in
 
 log = logging.getLogger("lockgate.traefik_observer")
 
@@ -47,6 +56,9 @@ LOOK_SHARE = 4.0  # and never closer than this many times a look's own duration
 LOOK_TIMEOUT = 5.0
 HISTORY = 64  # changes kept for waiters whose round spanned several looks
 EVERYTHING = None  # a change of unknown extent (the first look, or one after failures)
+# A round's reads are answered from a look begun at most this long ago (Traefik itself loads a
+# change up to 2 s after the API has it: its providers' default throttle).
+MAX_AGE = 1.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,7 @@ def _changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str | Non
     return "\n".join(lines)
 
 
-def _entries(raw: bytes) -> dict[str, Any]:
+def look_entries(raw: bytes) -> dict[str, Any]:
     """Every HTTP router and service of a /api/rawdata answer, keyed `router:<name>` and
     `service:<name>`."""
     body = json.loads(raw)
@@ -122,6 +134,11 @@ class TraefikObserver:
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The look in flight (one at a time, shared by the loop and the rounds asking), when
+        # it began, and when the look `_entries` holds began (None: that look failed).
+        self._look_task: asyncio.Task[bool] | None = None
+        self._look_began = 0.0
+        self._answered: float | None = None
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -145,9 +162,7 @@ class TraefikObserver:
                 wake()  # a look during its round saw a change it may not have
                 return
         self._waiters[key] = _Waiter(names, wake)
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (tests run several): start afresh
-            self._loop, self._task, self._hurry = loop, None, asyncio.Event()
+        self._on_this_loop()
         self._hurry.set()
         if not self.looking:
             self._task = asyncio.create_task(self._run(), name=f"traefik observer {self.api_url}")
@@ -155,17 +170,46 @@ class TraefikObserver:
     def forget(self, key: Hashable) -> None:
         self._waiters.pop(key, None)
 
+    def _on_this_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests run several): start afresh
+            self._loop, self._task, self._hurry = loop, None, asyncio.Event()
+            self._look_task, self._answered = None, None
+
+    async def entries_since(self, since: float) -> dict[str, Any] | None:
+        """Traefik's routers and services (`look_entries`) from a look begun at or after
+        `since` (time.monotonic()): the latest one if it did, else a new one, shared with
+        everybody asking meanwhile. None when that look failed."""
+        self._on_this_loop()
+        while True:
+            if self._answered is not None and self._answered >= since:
+                return self._entries
+            task = self._look_task
+            if task is not None and task.done() and self._look_began >= since:
+                return None  # the look asked for failed
+            await asyncio.shield(self._shared_look())
+
+    def _shared_look(self) -> asyncio.Task[bool]:
+        """The look in flight, or a new one."""
+        if self._look_task is None or self._look_task.done():
+            self._look_began = time.monotonic()
+            self._look_task = asyncio.create_task(self._guarded_look(self._look_began))
+        return self._look_task
+
+    async def _guarded_look(self, began: float) -> bool:
+        try:
+            return await self._look(began)
+        except Exception:  # never leave the waiters without a look; they have a safety net
+            log.exception("look at Traefik's API at %s failed", self.api_url)
+            return self._failed("see above")
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         interval, quiet = self.tight, 0.0
         while self._waiters:
             self._hurry.clear()
             started = loop.time()
-            try:
-                changed = await self._look()
-            except Exception:  # never leave the waiters without a look; they have a safety net
-                log.exception("look at Traefik's API at %s failed", self.api_url)
-                changed = self._failed("see above")
+            changed = await asyncio.shield(self._shared_look())
             took = loop.time() - started
             if changed:
                 interval, quiet = self.tight, 0.0
@@ -187,7 +231,7 @@ class TraefikObserver:
             if rest > 0:
                 await asyncio.sleep(rest)
 
-    async def _look(self) -> bool:
+    async def _look(self, began: float) -> bool:
         """One request; wakes the waiters a change concerns. Whether Traefik changed."""
         self.looks += 1
         REQUESTS.labels("observer").inc()
@@ -200,6 +244,7 @@ class TraefikObserver:
         raw = answer.content
         digest = hashlib.sha256(raw).digest()
         if digest == self._digest and not self._lost:
+            self._answered = began
             return False
         try:
             entries = await _parsed(raw)
@@ -207,6 +252,7 @@ class TraefikObserver:
             return self._failed(f"unreadable answer: {err}")
         changes = EVERYTHING if self._lost else _changes(self._entries, entries)
         self._digest, self._entries, self._lost = digest, entries, False
+        self._answered = began
         if changes == "":
             return False  # the same entries (only their order in the answer moved)
         self.generation += 1
@@ -218,6 +264,7 @@ class TraefikObserver:
         return True
 
     def _failed(self, why: str) -> bool:
+        self._answered = None
         if not self._lost:
             log.warning("Traefik's API at %s cannot be read: %s", self.api_url, why)
         self._lost = True
@@ -225,24 +272,48 @@ class TraefikObserver:
 
     async def aclose(self) -> None:
         self._waiters.clear()
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            if self._loop is asyncio.get_running_loop():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for task in (self._task, self._look_task):
+            if task is not None and not task.done():
+                task.cancel()
+                if self._loop is asyncio.get_running_loop():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        self._task = self._look_task = None
 
 
 async def _parsed(raw: bytes) -> dict[str, Any]:
-    """`_entries`, off the event loop when the answer is large (hundreds of Applications:
+    """`look_entries`, off the event loop when the answer is large (hundreds of Applications:
     megabytes)."""
     if len(raw) < 256 * 1024:
-        return _entries(raw)
-    return await asyncio.to_thread(_entries, raw)
+        return look_entries(raw)
+    return await asyncio.to_thread(look_entries, raw)
 
 
 def _concerns(changes: str | None, names: tuple[str, ...]) -> bool:
     return changes is EVERYTHING or any(name in changes for name in names)
+
+
+@dataclass
+class LookReads:
+    """A router's reads of Traefik (`TraefikReads`) answered from the observer's looks: one
+    begun at most MAX_AGE ago, and not before `changed()` (time.monotonic() of the last
+    change of what the router declares to Traefik)."""
+
+    observer: TraefikObserver
+    changed: Callable[[], float]
+    max_age: float = MAX_AGE
+
+    async def _entries(self) -> dict[str, Any] | None:
+        since = max(time.monotonic() - self.max_age, self.changed())
+        return await self.observer.entries_since(since)
+
+    async def service(self, name: str, provider: str) -> dict[str, Any] | None:
+        entries = await self._entries()
+        return None if entries is None else service_in(entries, name, provider)
+
+    async def listing(self, kind: str, **query: str) -> list[dict[str, Any]] | None:
+        entries = await self._entries()
+        return None if entries is None else listing_in(entries, kind, **query)
 
 
 Marks = dict[str, int]  # API URL -> the observer's generation when a round began
@@ -279,6 +350,10 @@ class TraefikObservers:
         self.forget(key)
         url = watch.api_url.rstrip("/")
         self.get(url).watch(key, watch.names, marks.get(url, 0), wake)
+
+    def reads(self, api_url: str, changed: Callable[[], float]) -> LookReads:
+        """A router's reads of Traefik at `api_url`, answered from looks (`LookReads`)."""
+        return LookReads(self.get(api_url), changed)
 
     def forget(self, key: Hashable) -> None:
         for observer in self._observers.values():

@@ -76,7 +76,9 @@ async def router_for(rt: Runtime, app_obj: dict[str, Any], app: ApplicationSpec)
     version = app.traffic.traefik.api_group or await _newest(
         rt, TRAEFIK_API_VERSIONS, "traefik.apiGroup", "Traefik's"
     )
-    return TraefikCrdRouter(rt.kube, app_obj, app, api_url, rt.http, version, rt.route_objects)
+    return TraefikCrdRouter(
+        rt.kube, app_obj, app, api_url, rt.http, version, rt.route_objects, rt.traefik
+    )
 
 
 async def _newest(rt: Runtime, versions: Sequence[str], field: str, whose: str) -> str:

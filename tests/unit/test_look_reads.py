@@ -1,0 +1,145 @@
+"""A round's questions to Traefik answered from the observer's look (`LookReads`) instead of
+four requests of its own: every round asking at once shares one look, no look older than
+its limit is used, and never one begun before the Application's route objects last changed
+(a split written after a look is not confirmed by it). Against the fake Traefik API, whose
+filters stand in for Traefik's (the integration test `test_traffic_routes.py` compares the
+answers with the real Traefik's)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lockgate.api import ApplicationSpec
+from lockgate.kube import WatchedObjects
+from lockgate.traffic.traefik_api import HttpReads, TraefikReads
+from lockgate.traffic.traefik_crd import TraefikCrdRouter
+from lockgate.traffic.traefik_observer import LookReads, TraefikObserver, TraefikObservers
+from tests.unit.controller_fakes import NS, FakeKube
+from tests.unit.fake_traefik import API_URL, FakeTraefikApi
+
+SPEC: dict[str, Any] = {"kubernetes": {"replicas": 2}}
+FOREVER = 3600.0  # a look this old still counts: only the changes decide
+
+
+def routers(
+    kube: FakeKube,
+    traefik: FakeTraefikApi,
+    n: int,
+    looks: bool = True,
+    watched: WatchedObjects | None = None,
+) -> list[TraefikCrdRouter]:
+    """The routers of n rounds of Applications shop0..: reading through one observer's looks
+    (as the operator does), or each read a request."""
+    watched = WatchedObjects() if watched is None else watched  # an empty one is falsy
+    observers = TraefikObservers(traefik.client())
+    out = []
+    for i in range(n):
+        name = f"shop{i}"
+        app_obj = kube.store.get(("applications", NS, name)) or kube.add_application(name, SPEC)
+        out.append(
+            TraefikCrdRouter(
+                kube,  # type: ignore[arg-type]
+                app_obj,
+                ApplicationSpec.model_validate(SPEC),
+                API_URL,
+                traefik.client(),
+                "traefik.io/v1alpha1",
+                watched,
+                observers if looks else None,
+            )
+        )
+    return out
+
+
+async def observation(router: TraefikCrdRouter) -> tuple[Any, Any]:
+    return await router.live_weights(), await router.serving()
+
+
+def test_rounds_asking_at_once_share_one_look_and_get_what_requests_would() -> None:
+    """Twenty rounds observing at once: one request in all (each used to send four), and
+    each answer is the one its own requests get. (The route objects are known, as their watch
+    keeps them: one seen for the first time counts as changed then.)"""
+    kube, traefik, watched = FakeKube(), FakeTraefikApi(), WatchedObjects()
+
+    async def scenario() -> None:
+        by_requests = routers(kube, traefik, 20, looks=False, watched=watched)
+        for i, router in enumerate(by_requests):
+            await router.set_weights(100 - i, i)
+        traefik.load_crd_objects(kube.store)
+        expected = [await observation(r) for r in by_requests]
+        assert expected[7][0] == (93, 7)
+        traefik.requests.clear()
+
+        looking = routers(kube, traefik, 20, watched=watched)
+        answers = await asyncio.gather(*(observation(r) for r in looking))
+        assert answers == expected
+        assert dict(traefik.requests) == {"/api/rawdata": 1}, "one look, nothing else"
+
+    asyncio.run(scenario())
+
+
+def test_a_split_written_after_the_latest_look_is_confirmed_only_by_a_later_look() -> None:
+    """Traefik serves 100/0 when a round looks; the rollout then moves to 70/30 (Traefik loads
+    it) and aborts back to 100/0 (not loaded yet). That first look says 100/0, but it is
+    older than the write: confirming the abort from it would take the canary's Pods away
+    while Traefik still sends them 30%."""
+    kube, traefik = FakeKube(), FakeTraefikApi()
+
+    async def scenario() -> None:
+        (router,) = routers(kube, traefik, 1)
+        await router.set_weights(100, 0)
+        traefik.load_crd_objects(kube.store)
+        assert await router.live_weights() == (100, 0)
+        await router.set_weights(70, 30)
+        traefik.load_crd_objects(kube.store)
+        await router.set_weights(100, 0)
+        looks = traefik.looks
+        assert await router.live_weights() is None, "Traefik serves 70/30"
+        assert traefik.looks == looks + 1
+        traefik.load_crd_objects(kube.store)
+        assert await router.live_weights() is None, "not until a look after the last one"
+
+    asyncio.run(scenario())
+
+
+def reads(traefik: FakeTraefikApi, max_age: float, changed: float = 0.0) -> LookReads:
+    return LookReads(TraefikObserver(traefik.client(), API_URL), lambda: changed, max_age)
+
+
+async def weighted(reads: TraefikReads) -> Any:
+    answer = await reads.service(f"{NS}-shop", "kubernetescrd")
+    return answer and answer["weighted"]["services"][1]["weight"]
+
+
+def test_a_look_older_than_its_limit_is_looked_again_and_a_younger_one_shared() -> None:
+    traefik = FakeTraefikApi()
+    traefik.app(NS, "shop", 90, 10)
+
+    async def scenario() -> None:
+        young, old = reads(traefik, FOREVER), reads(traefik, 0.0)
+        assert [await weighted(young) for _ in range(3)] == [10, 10, 10]
+        assert traefik.looks == 1
+        traefik.app(NS, "shop", 80, 20)  # Traefik reloads
+        assert await weighted(young) == 10, "no change of the Application's: the look holds"
+        assert [await weighted(old) for _ in range(3)] == [20, 20, 20]
+        assert traefik.looks == 4, "every read of a 0 s limit looks again"
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_look_confirms_nothing_and_a_later_read_looks_again() -> None:
+    traefik = FakeTraefikApi()
+    traefik.app(NS, "shop", 90, 10)
+
+    async def scenario() -> None:
+        look = reads(traefik, 0.0)
+        assert await weighted(look) == 10
+        traefik.down = True
+        assert await weighted(look) is None, "not the answer of the look before"
+        assert await look.listing("routers", search="shop") is None
+        traefik.down = False
+        assert await weighted(look) == 10
+        assert await weighted(HttpReads(traefik.client(), API_URL)) == 10
+
+    asyncio.run(scenario())
