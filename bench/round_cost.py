@@ -56,6 +56,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -75,6 +76,8 @@ from lockgate.kube import API_THREADS, WATCHED_TRUST_S, Kube, WatchedObjects
 from lockgate.names import LABEL_APP, LABEL_RELEASE_HASH, LABEL_SLOT
 from lockgate.outbound.http import BoundedClient
 from lockgate.targets.kubernetes import PodInfo, SlotInfo, release_hash
+from lockgate.traffic.traefik_api import HttpReads, TraefikReads
+from lockgate.traffic.traefik_observer import LookReads
 
 BODIES = Path(__file__).parent / "data" / "kopf-bodies.json"
 ANALYSIS = {"intervalSeconds": 30, "minRequests": 1, "maxErrorRate": 0.05}  # bench.scale's
@@ -141,6 +144,7 @@ class World:
         self.moving = moving  # the object whose status times move with the clock
         self.anchor = time.time()
         self.requests: Counter[str] = Counter()
+        self.looks = 0
 
     def reset(self) -> None:
         """Back to the initial objects, the moving status's times moved on by the time
@@ -154,6 +158,10 @@ class World:
         split = urlsplit(target)
         path = unquote(split.path)
         self.requests[f"{method} {kind_of(path)}"] += 1
+        if path == "/api/rawdata":  # Traefik reloads between two looks at scale
+            self.looks += 1
+            body = self.traefik[path]
+            return 200, json.dumps({**body, "looks": self.looks}).encode()
         if path.startswith("/api/http/"):  # Traefik
             query = parse_qs(split.query)
             key = path + "?" + "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()))
@@ -201,6 +209,8 @@ def kind_of(path: str) -> str:
         return "traefik service"
     if path.startswith("/api/http/"):
         return "traefik " + path.removeprefix("/api/http/")
+    if path == "/api/rawdata":
+        return "traefik rawdata"
     if path == "/api/v1/query":
         return "promql"
     parts = path.split("/")
@@ -247,7 +257,7 @@ def full_histories(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def world_objects(
-    bodies: dict[str, Any], scenario: str, history: str, url: str, now: datetime
+    bodies: dict[str, Any], scenario: str, history: str, url: str, now: datetime, apps: int = 1
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(API objects by path, Traefik answers by path, the canary Deployment) of a scenario."""
     dep = copy.deepcopy(bodies["in-flight"])
@@ -397,8 +407,25 @@ def world_objects(
         f"/api/http/routers?serviceName={ns}-{app_name}@kubernetescrd&status=enabled": [
             main_router
         ],
+        "/api/rawdata": rawdata([*routers, main_router], [*services, weighted], apps),
     }
     return objects, traefik, dep
+
+
+def rawdata(
+    routers: list[dict[str, Any]], services: list[dict[str, Any]], apps: int
+) -> dict[str, Any]:
+    """Traefik's /api/rawdata holding these routers and services, and as many again for each
+    of `apps` - 1 other Applications (`<name>-<i>`): the size of the look at that scale."""
+    body: dict[str, dict[str, Any]] = {"routers": {}, "services": {}}
+    for section, items in (("routers", routers), ("services", services)):
+        for item in items:
+            entry = {k: v for k, v in item.items() if k not in ("name", "provider", "type")}
+            name, _, provider = item["name"].partition("@")
+            body[section][item["name"]] = entry
+            for i in range(1, apps):
+                body[section][f"{name}-{i}@{provider}"] = entry
+    return body
 
 
 # ------------------------------------------------------------------ the child: the server
@@ -574,6 +601,20 @@ def indexes(rt: Runtime, bodies: dict[str, Any]) -> dict[Any, Any]:
     }
 
 
+FOREVER = 1e9  # a look's age alone never asks for a new one here (`Looks.per_look` does)
+
+
+@dataclass
+class Looks:
+    """How a round reads Traefik's API: from a look at `apps` Applications' routers and
+    services, a new one every `per_look` rounds (what the operator does: at 1,000 in flight
+    about 40 rounds a second share each look); or, with `per_look` 0, four requests."""
+
+    apps: int = 1000
+    per_look: int = 40
+    rounds: int = 0  # the round under way (run's count)
+
+
 async def run(
     url: str,
     scenario: str,
@@ -584,11 +625,26 @@ async def run(
     describe: bool,
     parts: Parts | None = None,
     read_route_objects: bool = False,
+    looks: Looks | None = None,
 ) -> float:
     """CPU seconds per round over `rounds` rounds (after a few not counted)."""
+    looks = looks or Looks()
     bodies = json.loads(BODIES.read_text())
-    objects, traefik, dep = world_objects(bodies, scenario, history, url, datetime.now(UTC))
+    objects, traefik, dep = world_objects(
+        bodies, scenario, history, url, datetime.now(UTC), looks.apps
+    )
     rt = runtime(url, inline)
+    round_began = 0.0
+
+    def reads(api_url: str, changed: Callable[[], float]) -> TraefikReads:
+        """A new look every `per_look` rounds (begun after that round's start), besides those
+        a change of the route objects asks for; or requests."""
+        if not looks.per_look:
+            return HttpReads(rt.http, api_url)
+        fresh = round_began if looks.rounds % looks.per_look == 0 else 0.0
+        return LookReads(rt.traefik.get(api_url), lambda: max(changed(), fresh), FOREVER)
+
+    rt.traefik.reads = reads  # type: ignore[method-assign]
     if read_route_objects:  # as before their watch: each read an API call (trust expired)
         rt.route_objects = WatchedObjects(clock=itertools.count(step=WATCHED_TRUST_S).__next__)
     control = httpx.AsyncClient(base_url=url)
@@ -625,6 +681,7 @@ async def run(
                 profile.enable()
             if parts is not None:
                 parts.on = True
+        looks.rounds, round_began = i, time.monotonic()
         started = time.process_time()
         delay = await handlers._drive_once(rt, ns, name, deployments, logger)
         spent = time.process_time() - started
@@ -687,6 +744,13 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE")
     parser.add_argument("--breakdown", action="store_true", help="CPU per part (inline)")
     parser.add_argument(
+        "--traefik-requests",
+        action="store_true",
+        help="read Traefik's API with four requests a round, as before the shared look",
+    )
+    parser.add_argument("--apps", type=int, default=1000, help="Applications in each look")
+    parser.add_argument("--rounds-per-look", type=int, default=40)
+    parser.add_argument(
         "--read-route-objects",
         action="store_true",
         help="read Traefik's route objects from the API each round, as before their watch",
@@ -720,6 +784,7 @@ def main() -> None:
                             n == 0,
                             parts,
                             args.read_route_objects,
+                            Looks(args.apps, 0 if args.traefik_requests else args.rounds_per_look),
                         )
                     )
                 )

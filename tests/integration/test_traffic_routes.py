@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from hack.tools.load import Load, by_version, failed
-from lockgate.traffic.traefik_api import listing_in, service_in
+from lockgate.traffic.traefik_api import Look, listing_in, service_in
 from lockgate.traffic.traefik_observer import look_entries
 from tests.support.cluster import Traefik
 from tests.support.docker_apps import (
@@ -171,10 +171,13 @@ def test_what_a_round_reads_from_a_look_is_what_traefiks_own_queries_answer(
                 differ.append(f"service {name}: look {mine}, Traefik {theirs}")
         for (kind, query), answer in zip(lists, own[len(services) :], strict=True):
             assert answer.status_code == 200, answer.text
-            mine_list = listing_in(entries, kind, **query)
             theirs_list = [traefiks(item) for item in answer.json()]
-            if mine_list != theirs_list:
-                differ.append(f"{kind} {query}: look {mine_list}, Traefik {theirs_list}")
+            for how, mine_list in (
+                ("listing_in", listing_in(entries, kind, **query)),
+                ("Look", Look(entries).listing(kind, **query)),
+            ):
+                if mine_list != theirs_list:
+                    differ.append(f"{kind} {query}: {how} {mine_list}, Traefik {theirs_list}")
         return (differ,)
 
     (differ,) = wait_for(

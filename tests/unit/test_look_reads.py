@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from lockgate.api import ApplicationSpec
 from lockgate.kube import WatchedObjects
-from lockgate.traffic.traefik_api import HttpReads, TraefikReads
+from lockgate.traffic.traefik_api import HttpReads, Look, TraefikReads, listing_in
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
 from lockgate.traffic.traefik_observer import LookReads, TraefikObserver, TraefikObservers
 from tests.unit.controller_fakes import NS, FakeKube
@@ -143,3 +146,48 @@ def test_a_failed_look_confirms_nothing_and_a_later_read_looks_again() -> None:
         assert await weighted(HttpReads(traefik.client(), API_URL)) == 10
 
     asyncio.run(scenario())
+
+
+# --- Look: the same answers as going through every entry -------------------------------------
+
+NAMES = st.text(alphabet="abAB-@x0", min_size=0, max_size=6)
+ENTRIES = st.dictionaries(
+    st.tuples(st.sampled_from(["router:", "service:"]), NAMES).map("".join),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "rule": NAMES,
+            "service": NAMES,
+            "status": st.sampled_from(["enabled", "disabled", "Enabled", "warning"]),
+        },
+    ),
+    max_size=12,
+)
+
+
+def part_of(words: list[str]) -> st.SearchStrategy[str]:
+    """Any string, or (mostly) a piece of one of `words`: what a search finds."""
+    pieces = st.sampled_from(words or [""]).flatmap(
+        lambda w: st.tuples(st.integers(0, len(w)), st.integers(0, len(w))).map(
+            lambda ij: w[min(ij) : max(ij)]
+        )
+    )
+    return st.one_of(NAMES, pieces, pieces.map(str.upper))
+
+
+@settings(max_examples=400, deadline=None)
+@given(entries=ENTRIES, kind=st.sampled_from(["routers", "services"]), data=st.data())
+def test_a_looks_indexes_answer_as_going_through_every_entry(
+    entries: dict[str, Any], kind: str, data: st.DataObject
+) -> None:
+    """`Look.listing` finds candidates in its text and service index; `listing_in` (whose
+    filters the integration test holds against the real Traefik's) checks every entry."""
+    words = [k.partition(":")[2] for k in entries] + [
+        str(v) for e in entries.values() for v in e.values()
+    ]
+    search, service = data.draw(part_of(words)), data.draw(part_of(words))
+    status = data.draw(st.sampled_from(["", "enabled", "ENABLED", "disabled"]))
+    look = Look(entries)
+    query = {"search": search, "status": status, "serviceName": service}
+    assert look.listing(kind, **query) == listing_in(entries, kind, **query)
+    assert look.listing(kind, serviceName=service) == listing_in(entries, kind, serviceName=service)

@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from .traefik_api import REQUESTS, listing_in, service_in
+from .traefik_api import REQUESTS, Look, TraefikReads
 
 log = logging.getLogger("lockgate.traefik_observer")
 
@@ -130,6 +130,7 @@ class TraefikObserver:
         self._history: deque[tuple[int, str | None]] = deque(maxlen=history)
         self._digest: bytes | None = None
         self._entries: dict[str, Any] | None = None  # the last answer's, parsed
+        self._view: Look | None = None  # the same, for the rounds' questions
         self._lost = False  # the last look failed: the next answer may hide anything
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()
@@ -176,14 +177,14 @@ class TraefikObserver:
             self._loop, self._task, self._hurry = loop, None, asyncio.Event()
             self._look_task, self._answered = None, None
 
-    async def entries_since(self, since: float) -> dict[str, Any] | None:
+    async def look_since(self, since: float) -> Look | None:
         """Traefik's routers and services (`look_entries`) from a look begun at or after
         `since` (time.monotonic()): the latest one if it did, else a new one, shared with
         everybody asking meanwhile. None when that look failed."""
         self._on_this_loop()
         while True:
             if self._answered is not None and self._answered >= since:
-                return self._entries
+                return self._view
             task = self._look_task
             if task is not None and task.done() and self._look_began >= since:
                 return None  # the look asked for failed
@@ -252,6 +253,7 @@ class TraefikObserver:
             return self._failed(f"unreadable answer: {err}")
         changes = EVERYTHING if self._lost else _changes(self._entries, entries)
         self._digest, self._entries, self._lost = digest, entries, False
+        self._view = Look(entries)
         self._answered = began
         if changes == "":
             return False  # the same entries (only their order in the answer moved)
@@ -303,17 +305,17 @@ class LookReads:
     changed: Callable[[], float]
     max_age: float = MAX_AGE
 
-    async def _entries(self) -> dict[str, Any] | None:
+    async def _look(self) -> Look | None:
         since = max(time.monotonic() - self.max_age, self.changed())
-        return await self.observer.entries_since(since)
+        return await self.observer.look_since(since)
 
     async def service(self, name: str, provider: str) -> dict[str, Any] | None:
-        entries = await self._entries()
-        return None if entries is None else service_in(entries, name, provider)
+        look = await self._look()
+        return None if look is None else look.service(name, provider)
 
     async def listing(self, kind: str, **query: str) -> list[dict[str, Any]] | None:
-        entries = await self._entries()
-        return None if entries is None else listing_in(entries, kind, **query)
+        look = await self._look()
+        return None if look is None else look.listing(kind, **query)
 
 
 Marks = dict[str, int]  # API URL -> the observer's generation when a round began
@@ -351,7 +353,7 @@ class TraefikObservers:
         url = watch.api_url.rstrip("/")
         self.get(url).watch(key, watch.names, marks.get(url, 0), wake)
 
-    def reads(self, api_url: str, changed: Callable[[], float]) -> LookReads:
+    def reads(self, api_url: str, changed: Callable[[], float]) -> TraefikReads:
         """A router's reads of Traefik at `api_url`, answered from looks (`LookReads`)."""
         return LookReads(self.get(api_url), changed)
 
