@@ -407,24 +407,37 @@ def world_objects(
         f"/api/http/routers?serviceName={ns}-{app_name}@kubernetescrd&status=enabled": [
             main_router
         ],
-        "/api/rawdata": rawdata([*routers, main_router], [*services, weighted], apps),
+        "/api/rawdata": rawdata(
+            [*routers, main_router], [*services, weighted], apps, app_name, uid
+        ),
     }
     return objects, traefik, dep
 
 
 def rawdata(
-    routers: list[dict[str, Any]], services: list[dict[str, Any]], apps: int
+    routers: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    apps: int,
+    app_name: str,
+    uid: str,
 ) -> dict[str, Any]:
     """Traefik's /api/rawdata holding these routers and services, and as many again for each
-    of `apps` - 1 other Applications (`<name>-<i>`): the size of the look at that scale."""
+    of `apps` - 1 other Applications (their names and UIDs made from these): the size of the
+    look at that scale, each Application's search finding its own."""
     body: dict[str, dict[str, Any]] = {"routers": {}, "services": {}}
     for section, items in (("routers", routers), ("services", services)):
-        for item in items:
-            entry = {k: v for k, v in item.items() if k not in ("name", "provider", "type")}
-            name, _, provider = item["name"].partition("@")
-            body[section][item["name"]] = entry
-            for i in range(1, apps):
-                body[section][f"{name}-{i}@{provider}"] = entry
+        own = json.dumps(
+            {
+                item["name"]: {
+                    k: v for k, v in item.items() if k not in ("name", "provider", "type")
+                }
+                for item in items
+            }
+        )
+        body[section].update(json.loads(own))
+        for i in range(1, apps):
+            other = own.replace(app_name, f"{app_name}x{i}").replace(uid, f"{uid[:-6]}{i:06d}")
+            body[section].update(json.loads(other))
     return body
 
 
