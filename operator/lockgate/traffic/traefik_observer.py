@@ -306,7 +306,8 @@ class LookReads:
     max_age: float = MAX_AGE
 
     async def _look(self) -> Look | None:
-        since = max(time.monotonic() - self.max_age, self.changed())
+        now = time.monotonic()
+        since = min(max(now - self.max_age, self.changed()), now)  # a look now always serves
         return await self.observer.look_since(since)
 
     async def service(self, name: str, provider: str) -> dict[str, Any] | None:
