@@ -21,8 +21,9 @@ Scenarios (`--scenario`, default all):
                  observes, decides, writes nothing
   paused-analysis  spec.paused, an analysis due: 4 PromQL queries, an analysis run and a
                  log entry appended, status written
-  pause-end      the timed pause is over: the next step (setWeight 30) starts, the
-                 TraefikService is applied, status written
+  pause-end      the timed pause is over: it is recorded done and the next step (setWeight
+                 30) begins, status written (its weight is applied by the next round: the
+                 weight-shift scenario)
 
 `--history full` fills the status's histories to their bounds (100 log entries, 30
 analysis runs) as after ~50 minutes of a rollout paused under analysis; `sampled` keeps the
@@ -284,6 +285,10 @@ def world_objects(
         dep["status"] = shifted(status, now - timedelta(seconds=31) - started)
     elif scenario in ("pause-end", "weight-shift"):
         dep["status"] = shifted(status, now - timedelta(seconds=21) - started)  # pause: 20 s
+        # Under analysis a pause counts from when its split was confirmed live; the sampled
+        # body has none (it was resumed from spec.paused), so the round would start it again.
+        step = dep["status"]["step"]
+        step["weightsLiveAt"] = step["startedAt"]
     else:
         dep["status"] = shifted(status, now - timedelta(seconds=5) - started)
     if history == "full":
@@ -720,7 +725,8 @@ async def run(
         status = (await control.get(f"{GROUP_PATH}/{ns}/deployments/{name}")).json()["status"]
         print(
             f"    status as read: {len(json.dumps(dep['status']))} bytes, "
-            f"{len(status.get('log', []))} log entries after the last round"
+            f"{len(status.get('log', []))} log entries after the last round; "
+            f"its message: {status.get('message')!r}"
         )
     await control.aclose()
     await rt.aclose()
