@@ -8,7 +8,8 @@ answers with the real Traefik's)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,11 +87,14 @@ def test_a_split_written_after_the_latest_look_is_confirmed_only_by_a_later_look
     """Traefik serves 100/0 when a round looks; the rollout then moves to 70/30 (Traefik loads
     it) and aborts back to 100/0 (not loaded yet). That first look says 100/0, but it is
     older than the write: confirming the abort from it would take the canary's Pods away
-    while Traefik still sends them 30%."""
+    while Traefik still sends them 30%. Nor does the write send a look of its own: the
+    observer's next one (its waiters') tells."""
     kube, traefik = FakeKube(), FakeTraefikApi()
 
     async def scenario() -> None:
         (router,) = routers(kube, traefik, 1)
+        observer = cast(LookReads, router.reads).observer
+        await router.ensure_route()  # the probe route: which Pod addresses Traefik serves
         await router.set_weights(100, 0)
         traefik.load_crd_objects(kube.store)
         assert await router.live_weights() == (100, 0)
@@ -98,10 +102,16 @@ def test_a_split_written_after_the_latest_look_is_confirmed_only_by_a_later_look
         traefik.load_crd_objects(kube.store)
         await router.set_weights(100, 0)
         looks = traefik.looks
+        assert await router.live_weights() is None, "a look from before the write"
+        served = await router.serving()
+        assert served is not None and served["stable"] == {"10.246.0.1"}, "not tied to the split"
+        assert traefik.looks == looks, "no look of its own"
+        await observer.look_since(time.monotonic())  # the observer's next look
         assert await router.live_weights() is None, "Traefik serves 70/30"
-        assert traefik.looks == looks + 1
         traefik.load_crd_objects(kube.store)
-        assert await router.live_weights() is None, "not until a look after the last one"
+        await observer.look_since(time.monotonic())
+        assert await router.live_weights() == (100, 0)
+        assert traefik.looks == looks + 2
 
     asyncio.run(scenario())
 

@@ -107,13 +107,17 @@ class TraefikCrdRouter:
         self.api_version = api_version
         self.api_url = app.traffic.traefik.api_url or api_url
         self.watched = watched
-        self.reads: TraefikReads | None = None  # None without Traefik's API
+        # Without Traefik's API: None. What Traefik serves of the split and the routes, and
+        # which Pod addresses it has loaded (the latter not tied to the route objects).
+        self.reads: TraefikReads | None = None
+        self.server_reads: TraefikReads | None = None
         if self.api_url and observers is not None and watched is not None:
             self.reads = observers.reads(
                 self.api_url, lambda: watched.changed_at(self.namespace, self.name)
             )
+            self.server_reads = observers.reads(self.api_url)
         elif self.api_url:
-            self.reads = HttpReads(http, self.api_url)
+            self.reads = self.server_reads = HttpReads(http, self.api_url)
         # While an observation reads (`reading_once`): each object read once, by (plural, name).
         self._read: dict[tuple[str, str], dict[str, Any] | None] | None = None
 
@@ -435,13 +439,13 @@ class TraefikCrdRouter:
         """Per role, the IPs Traefik has loaded as servers of the role's Service; None
         without Traefik's API (readiness then rests on the Pods alone). Traefik names a
         one-Service rule's service after the rule, so the probe routers say whose it is."""
-        if not self.reads:
+        if not self.server_reads:
             return None
         out: dict[str, frozenset[str]] = dict.fromkeys(ROLES, frozenset())
         uid = self.app_obj["metadata"]["uid"]
-        routers = await self.reads.listing("routers", search=uid)
+        routers = await self.server_reads.listing("routers", search=uid)
         probe = f"{self.namespace}-{self.name}-lockgate-probe"
-        services = await self.reads.listing("services", search=probe)
+        services = await self.server_reads.listing("services", search=probe)
         if routers is None or services is None:
             return out  # not confirmed, so not ready: never assumed
         role_of = {

@@ -20,12 +20,14 @@ The observer never decides anything: a woken waiter runs its own round, which as
 what it needs (a change is still confirmed only by what Traefik's API shows).
 
 A round's questions (`LookReads`) are answered from a look too, instead of four requests of
-its own: a look begun at most MAX_AGE ago, and after the round's Application last changed
-its route objects (so a split written is never confirmed by a look from before it). When the
-latest look is older, the round asks for a new one; every round asking meanwhile shares it.
-At 1,000 Applications a round's own four reads cost Traefik 4.4 ms of CPU (its list queries
-go through every router) and the operator about 2 ms; one look serves every round of that
-second.
+its own: a look begun at most MAX_AGE ago (when the latest is older, the round asks for a new
+one, which every round asking meanwhile shares). What a round asks about its split and
+routes is answered only from a look begun after its Application last changed its route
+objects: until the observer's next look (which its wait on the observer brings), the answer
+is "not confirmed", so a split written is never confirmed by a look from before it, and no
+write makes anybody wait for a look of its own. At 1,000 Applications a round's own four
+reads cost Traefik 4.4 ms of CPU (its list queries go through every router) and the
+operator about 2 ms; one look serves every round of a second.
 """
 
 from __future__ import annotations
@@ -143,6 +145,12 @@ class TraefikObserver:
 
     def __len__(self) -> int:
         return len(self._waiters)
+
+    @property
+    def answered_at(self) -> float | None:
+        """When (time.monotonic()) the look `look_since` answers from began; None when the
+        last look failed."""
+        return self._answered
 
     @property
     def looking(self) -> bool:
@@ -298,17 +306,22 @@ def _concerns(changes: str | None, names: tuple[str, ...]) -> bool:
 @dataclass
 class LookReads:
     """A router's reads of Traefik (`TraefikReads`) answered from the observer's looks: one
-    begun at most MAX_AGE ago, and not before `changed()` (time.monotonic() of the last
-    change of what the router declares to Traefik)."""
+    begun at most `max_age` ago, and, with `changed` (time.monotonic() of the last change of
+    what the router declares to Traefik), none begun before it: until a later look, the
+    answer is None (not confirmed)."""
 
     observer: TraefikObserver
-    changed: Callable[[], float]
+    changed: Callable[[], float] | None = None
     max_age: float = MAX_AGE
 
     async def _look(self) -> Look | None:
-        now = time.monotonic()
-        since = min(max(now - self.max_age, self.changed()), now)  # a look now always serves
-        return await self.observer.look_since(since)
+        look = await self.observer.look_since(time.monotonic() - self.max_age)
+        began = self.observer.answered_at
+        if look is None or began is None:
+            return None
+        if self.changed is not None and began < self.changed():
+            return None  # from before the change: the observer's next look will tell
+        return look
 
     async def service(self, name: str, provider: str) -> dict[str, Any] | None:
         look = await self._look()
@@ -354,7 +367,7 @@ class TraefikObservers:
         url = watch.api_url.rstrip("/")
         self.get(url).watch(key, watch.names, marks.get(url, 0), wake)
 
-    def reads(self, api_url: str, changed: Callable[[], float]) -> TraefikReads:
+    def reads(self, api_url: str, changed: Callable[[], float] | None = None) -> TraefikReads:
         """A router's reads of Traefik at `api_url`, answered from looks (`LookReads`)."""
         return LookReads(self.get(api_url), changed)
 
