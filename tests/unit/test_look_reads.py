@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockgate.api import ApplicationSpec
+from lockgate.engine.model import NO_ROUTES, HeaderRule, Routes
 from lockgate.kube import WatchedObjects
 from lockgate.traffic.traefik_api import HttpReads, Look, TraefikReads, listing_in
 from lockgate.traffic.traefik_crd import TraefikCrdRouter
@@ -32,6 +33,7 @@ def routers(
     n: int,
     looks: bool = True,
     watched: WatchedObjects | None = None,
+    spec: dict[str, Any] = SPEC,
 ) -> list[TraefikCrdRouter]:
     """The routers of n rounds of Applications shop0..: reading through one observer's looks
     (as the operator does), or each read a request."""
@@ -40,12 +42,12 @@ def routers(
     out = []
     for i in range(n):
         name = f"shop{i}"
-        app_obj = kube.store.get(("applications", NS, name)) or kube.add_application(name, SPEC)
+        app_obj = kube.store.get(("applications", NS, name)) or kube.add_application(name, spec)
         out.append(
             TraefikCrdRouter(
                 kube,  # type: ignore[arg-type]
                 app_obj,
-                ApplicationSpec.model_validate(SPEC),
+                ApplicationSpec.model_validate(spec),
                 API_URL,
                 traefik.client(),
                 "traefik.io/v1alpha1",
@@ -112,6 +114,32 @@ def test_a_split_written_after_the_latest_look_is_confirmed_only_by_a_later_look
         await observer.look_since(time.monotonic())
         assert await router.live_weights() == (100, 0)
         assert traefik.looks == looks + 2
+
+    asyncio.run(scenario())
+
+
+def test_a_header_route_is_not_taken_as_gone_while_traefik_cannot_say() -> None:
+    """Once the header route is dropped and its backend parked, the route counts as gone
+    when Traefik no longer routes to that backend, not when Traefik's API cannot be read
+    (nor, reading from looks, while the latest look is older than the change)."""
+    kube, traefik = FakeKube(), FakeTraefikApi()
+    routed = {**SPEC, "traffic": {"traefik": {"route": {"match": "Host(`shop.test`)"}}}}
+    tester = Routes(header=(HeaderRule(header="X-Canary", exact="always"),))
+
+    async def scenario() -> None:
+        (router,) = routers(kube, traefik, 1, looks=False, spec=routed)
+        await router.ensure_route()
+        await router.set_weights(100, 0)
+        for _ in range(3):  # the backend, Traefik loads it, the route to it
+            traefik.load_crd_objects(kube.store)
+            await router.set_routes(tester)
+        traefik.load_crd_objects(kube.store)
+        assert await router.live_routes() == tester
+        for _ in range(2):  # the route dropped, then the backend parked
+            await router.set_routes(NO_ROUTES)
+        assert await router.live_routes() is None, "Traefik still routes to the backend"
+        traefik.down = True
+        assert await router.live_routes() is None, "not known to be gone"
 
     asyncio.run(scenario())
 

@@ -142,11 +142,12 @@ class HttpReads:
         return await api_list(self.http, self.api_url, kind, **query)
 
 
-async def routes_to(reads: TraefikReads, service: str, provider: str) -> bool:
-    """Whether Traefik serves an enabled router to `service`: a weighted service it has
-    loaded is no use to clients until the route to it is loaded too."""
+async def routes_to(reads: TraefikReads, service: str, provider: str) -> bool | None:
+    """Whether Traefik serves an enabled router to `service` (a weighted service it has
+    loaded is no use to clients until the route to it is loaded too); None when that is not
+    known (its API unread, or a look from before a change), which is neither."""
     routers = await reads.listing("routers", serviceName=f"{service}@{provider}", status="enabled")
-    return bool(routers)
+    return None if routers is None else bool(routers)
 
 
 # --- the same answers from one /api/rawdata look ---------------------------------------------

@@ -385,8 +385,8 @@ class TraefikCrdRouter:
                 return None
             if self.reads and await routes_to(
                 self.reads, f"{self.namespace}-{name}", "kubernetescrd"
-            ):
-                return None
+            ) in (True, None):
+                return None  # still routed to, or not known to be no longer
         if not declared or not self.reads:
             return declared
         if declared.mirror:
