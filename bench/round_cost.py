@@ -623,6 +623,22 @@ FOREVER = 1e9  # a look's age alone never asks for a new one here (`Looks.per_lo
 
 
 @dataclass
+class FreshLook:
+    """Reads that pay for a new look: the first asks for one begun after `began`."""
+
+    shared: LookReads
+    began: float
+
+    async def service(self, name: str, provider: str) -> dict[str, Any] | None:
+        await self.shared.observer.look_since(self.began)
+        return await self.shared.service(name, provider)
+
+    async def listing(self, kind: str, **query: str) -> list[dict[str, Any]] | None:
+        await self.shared.observer.look_since(self.began)
+        return await self.shared.listing(kind, **query)
+
+
+@dataclass
 class Looks:
     """How a round reads Traefik's API: from a look at `apps` Applications' routers and
     services, a new one every `per_look` rounds (what the operator does: at 1,000 in flight
@@ -654,13 +670,15 @@ async def run(
     rt = runtime(url, inline)
     round_began = 0.0
 
-    def reads(api_url: str, changed: Callable[[], float]) -> TraefikReads:
-        """A new look every `per_look` rounds (begun after that round's start), besides those
-        a change of the route objects asks for; or requests."""
+    def reads(api_url: str, changed: Callable[[], float] | None = None) -> TraefikReads:
+        """The operator's reads from looks, with a new look every `per_look` rounds (begun
+        after that round's start); or requests."""
         if not looks.per_look:
             return HttpReads(rt.http, api_url)
-        fresh = round_began if looks.rounds % looks.per_look == 0 else 0.0
-        return LookReads(rt.traefik.get(api_url), lambda: max(changed(), fresh), FOREVER)
+        shared = LookReads(rt.traefik.get(api_url), changed, FOREVER)
+        if looks.rounds % looks.per_look:
+            return shared
+        return FreshLook(shared, round_began)
 
     rt.traefik.reads = reads  # type: ignore[method-assign]
     if read_route_objects:  # as before their watch: each read an API call (trust expired)

@@ -409,16 +409,18 @@ class WatchedObjects:
         name: str,
         obj: Mapping[str, Any] | None,
         app: str | None = None,
+        read: bool = False,
     ) -> bool:
-        """Keeps what was read, written or delivered; True when it differs from what was
-        kept. A change of one of Application `app`'s objects (or the first sight of one) is
-        when Traefik's looks must have begun after (`changed_at`)."""
+        """Keeps what was `read`, written or delivered; True when it differs from what was
+        kept (or nothing was, unless it was read: a read tells what is, not that it just
+        changed). A change of one of Application `app`'s objects is when Traefik's looks
+        must have begun after to show it (`changed_at`)."""
         now = self.clock()
         key = (plural, namespace, name)
         before = self._kept.get(key)
         kept = _kept_of(obj)
         self._kept[key] = (now, kept)
-        changed = before is None or before[1] != kept
+        changed = before[1] != kept if before is not None else not read
         if changed and app:
             self._changed[(namespace, app)] = now
         self._puts += 1

@@ -118,6 +118,26 @@ def test_a_split_written_after_the_latest_look_is_confirmed_only_by_a_later_look
     asyncio.run(scenario())
 
 
+def test_reading_a_route_object_for_the_first_time_is_no_change() -> None:
+    """A round reads the parked backends it has never seen (absent here): what it finds is
+    how things are, not a change Traefik has yet to show, so the next round's questions are
+    answered from the same look."""
+    kube, traefik = FakeKube(), FakeTraefikApi()
+    routed = {**SPEC, "traffic": {"traefik": {"route": {"match": "Host(`shop.test`)"}}}}
+
+    async def scenario() -> None:
+        (router,) = routers(kube, traefik, 1, spec=routed)
+        await router.ensure_route()
+        await router.set_weights(100, 0)
+        traefik.load_crd_objects(kube.store)
+        for _ in range(2):
+            assert await router.live_weights() == (100, 0)
+            assert await router.live_routes() == NO_ROUTES
+        assert traefik.looks == 1
+
+    asyncio.run(scenario())
+
+
 def test_a_header_route_is_not_taken_as_gone_while_traefik_cannot_say() -> None:
     """Once the header route is dropped and its backend parked, the route counts as gone
     when Traefik no longer routes to that backend, not when Traefik's API cannot be read

@@ -297,7 +297,7 @@ class TraefikCrdRouter:
         if self._read is not None:
             self._read[(plural, name)] = obj
         if self.watched is not None:
-            self.watched.put(plural, self.namespace, name, obj, app=self.name)
+            self.watched.put(plural, self.namespace, name, obj, app=self.name, read=True)
         return obj
 
     async def _apply(self, plural: str, body: dict[str, Any]) -> None:
