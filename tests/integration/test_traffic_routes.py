@@ -145,13 +145,17 @@ def test_what_a_round_reads_from_a_look_is_what_traefiks_own_queries_answer(
         ("routers", {"serviceName": f"{ns}-shop-headers@{crd}", "status": "enabled"}),
         ("routers", {"serviceName": f"{ns}-shop-headers", "status": "ENABLED"}),
         ("routers", {"search": ns.upper()}),
-        ("routers", {"search": "x-canary", "status": "disabled"}),
+        ("routers", {"search": ns, "status": "disabled"}),
         ("services", {"search": ns, "status": "Enabled"}),
     ]
 
+    def ours(raw: bytes) -> dict[str, Any]:
+        return {k: v for k, v in look_entries(raw).items() if ns in k}
+
     def compared() -> tuple[list[str]] | None:
-        """What differs between Traefik's answers and the look's; None when Traefik
-        changed between the two looks around its answers."""
+        """What differs between Traefik's answers and the look's; None when this test's
+        routers or services changed between the two looks around its answers (every
+        question is about this namespace's: other tests' changes do not matter)."""
         before = httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5).content
         own: list[Any] = [
             httpx.get(f"{traefik.api_url}/api/http/services/{name}@{crd}", timeout=5)
@@ -160,7 +164,7 @@ def test_what_a_round_reads_from_a_look_is_what_traefiks_own_queries_answer(
             httpx.get(f"{traefik.api_url}/api/http/{kind}", params=query, timeout=5)
             for kind, query in lists
         ]
-        if httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5).content != before:
+        if ours(httpx.get(f"{traefik.api_url}/api/rawdata", timeout=5).content) != ours(before):
             return None
         entries = look_entries(before)
         differ = []
