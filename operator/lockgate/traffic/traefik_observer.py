@@ -131,14 +131,13 @@ class TraefikObserver:
         self._waiters: dict[Hashable, _Waiter] = {}
         self._history: deque[tuple[int, str | None]] = deque(maxlen=history)
         self._digest: bytes | None = None
-        self._entries: dict[str, Any] | None = None  # the last answer's, parsed
-        self._view: Look | None = None  # the same, for the rounds' questions
+        self._latest: Look | None = None  # the last answer's entries, parsed
         self._lost = False  # the last look failed: the next answer may hide anything
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         # The look in flight (one at a time, shared by the loop and the rounds asking), when
-        # it began, and when the look `_entries` holds began (None: that look failed).
+        # it began, and when the look `_latest` holds began (None: that look failed).
         self._look_task: asyncio.Task[bool] | None = None
         self._look_began = 0.0
         self._answered: float | None = None
@@ -192,7 +191,7 @@ class TraefikObserver:
         self._on_this_loop()
         while True:
             if self._answered is not None and self._answered >= since:
-                return self._view
+                return self._latest
             task = self._look_task
             if task is not None and task.done() and self._look_began >= since:
                 return None  # the look asked for failed
@@ -259,9 +258,9 @@ class TraefikObserver:
             entries = await _parsed(raw)
         except (ValueError, AttributeError) as err:
             return self._failed(f"unreadable answer: {err}")
-        changes = EVERYTHING if self._lost else _changes(self._entries, entries)
-        self._digest, self._entries, self._lost = digest, entries, False
-        self._view = Look(entries)
+        before = None if self._latest is None else self._latest.entries
+        changes = EVERYTHING if self._lost else _changes(before, entries)
+        self._digest, self._latest, self._lost = digest, Look(entries), False
         self._answered = began
         if changes == "":
             return False  # the same entries (only their order in the answer moved)
