@@ -255,12 +255,12 @@ class TraefikObserver:
             self._answered = began
             return False
         try:
-            entries = await _parsed(raw)
+            look = await _parsed(raw)
         except (ValueError, AttributeError) as err:
             return self._failed(f"unreadable answer: {err}")
         before = None if self._latest is None else self._latest.entries
-        changes = EVERYTHING if self._lost else _changes(before, entries)
-        self._digest, self._latest, self._lost = digest, Look(entries), False
+        changes = EVERYTHING if self._lost else _changes(before, look.entries)
+        self._digest, self._latest, self._lost = digest, look, False
         self._answered = began
         if changes == "":
             return False  # the same entries (only their order in the answer moved)
@@ -290,12 +290,16 @@ class TraefikObserver:
         self._task = self._look_task = None
 
 
-async def _parsed(raw: bytes) -> dict[str, Any]:
-    """`look_entries`, off the event loop when the answer is large (hundreds of Applications:
-    megabytes)."""
+def _look_of(raw: bytes) -> Look:
+    return Look(look_entries(raw))
+
+
+async def _parsed(raw: bytes) -> Look:
+    """The answer's entries and their indexes, off the event loop when the answer is large
+    (hundreds of Applications: megabytes)."""
     if len(raw) < 256 * 1024:
-        return look_entries(raw)
-    return await asyncio.to_thread(look_entries, raw)
+        return _look_of(raw)
+    return await asyncio.to_thread(_look_of, raw)
 
 
 def _concerns(changes: str | None, names: tuple[str, ...]) -> bool:
