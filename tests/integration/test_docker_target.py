@@ -178,17 +178,21 @@ def test_instances_on_unix_tls_and_ssh_hosts_answer(
     assert f"creating {app}-1-r1-0" in caplog.text
 
 
-def test_tls_material_lives_in_a_private_directory_removed_on_close(
+def test_tls_material_is_in_memory_reread_on_reconnect_and_closed_with_the_pool(
     docker_hosts_by_name: dict[str, DockerHost],
 ) -> None:
     conns = HostConnections([host_spec(docker_hosts_by_name["host2"])])
     asyncio.run(conns.ping("host2"))
-    directory = Path(conns._tls_dirs["host2"])
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
+    files = {fd: os.fstat(fd).st_ino for fd in conns._tls_files["host2"].values()}
+    assert len(files) == 3
+    for fd in files:
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")  # never on disk
+    conns._drop("host2")  # what a failed call does: the next one connects again
+    asyncio.run(conns.ping("host2"))  # mutual TLS again, from the same in-memory files
     conns.close()
-    assert not directory.exists()
+    for fd, inode in files.items():
+        with contextlib.suppress(OSError):  # closed; or its number reused by another file
+            assert os.fstat(fd).st_ino != inode
 
 
 def test_remove_stops_with_sigterm_and_removes(

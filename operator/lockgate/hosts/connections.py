@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -95,7 +93,7 @@ class HostConnections:
         self.max_parallel = max_parallel
         self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._clients: dict[str, docker.DockerClient] = {}
-        self._tls_dirs: dict[str, str] = {}
+        self._tls_files: dict[str, dict[str, int]] = {}  # host -> PEM name -> memfd
         self._lock = threading.Lock()  # guards the dicts between worker threads
         self._connecting: dict[str, threading.Lock] = {}  # one connect at a time per host
 
@@ -183,28 +181,25 @@ class HostConnections:
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()  # an SSH connection may be open already
-            self._remove_tls(spec.name)
             raise translate_error(spec.name, exc) from exc
 
     def _tls_file(self, spec: HostSpec, name: str) -> str:
-        """Write one PEM to the host's private directory (0700, files 0600)."""
+        """A path to one PEM that only this process can open and that ends with it.
+
+        docker-py takes the client certificate and key as paths and reads them at every new
+        connection, so they must outlive the client's construction. An in-memory file
+        (memfd) is never on disk: the key is not written out, and an operator killed with
+        SIGKILL leaves nothing behind (a temporary directory was left in /tmp each time)."""
         content = {"ca.pem": spec.tls_ca, "cert.pem": spec.tls_cert, "key.pem": spec.tls_key}[name]
         if not content:
             raise DockerTargetError(spec.name, f"TLS needs ca.pem, cert.pem and key.pem ({name})")
-        directory = self._tls_dirs.get(spec.name)
-        if directory is None:
-            directory = tempfile.mkdtemp(prefix=f"lockgate-tls-{spec.name}-")
-            self._tls_dirs[spec.name] = directory
-        path = os.path.join(directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(content)
-        return path
-
-    def _remove_tls(self, host: str) -> None:
-        directory = self._tls_dirs.pop(host, None)
-        if directory:
-            shutil.rmtree(directory, ignore_errors=True)
+        with self._lock:
+            files = self._tls_files.setdefault(spec.name, {})
+            fd = files.get(name)
+            if fd is None:
+                fd = files[name] = os.memfd_create(f"lockgate-tls-{spec.name}-{name}")
+                os.write(fd, content.encode())
+        return f"/proc/self/fd/{fd}"
 
     def _drop(self, host: str) -> None:
         with self._lock:
@@ -212,7 +207,6 @@ class HostConnections:
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
-        self._remove_tls(host)
 
     def _semaphore(self) -> asyncio.Semaphore:
         """The bound on worker threads, one per event loop (tests run several loops)."""
@@ -293,8 +287,12 @@ class HostConnections:
     def close(self) -> None:
         for host in list(self._clients):
             self._drop(host)
-        for host in list(self._tls_dirs):
-            self._remove_tls(host)
+        # The in-memory PEMs live as long as the pool: a client dropped by one thread may
+        # still be connecting in another, and a closed descriptor's number is soon reused.
+        with self._lock:
+            files, self._tls_files = self._tls_files, {}
+        for fd in (fd for pems in files.values() for fd in pems.values()):
+            os.close(fd)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
