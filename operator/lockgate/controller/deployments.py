@@ -132,7 +132,7 @@ class Reconciler:
         self.fleet_problem: str | None = None  # why the fleet cannot be acted on this round
 
     async def load_application(self, app_name: str) -> None:
-        self.app_obj = await self.rt.kube.get_application(self.namespace, app_name)
+        self.app_obj = await self.rt.application(self.namespace, app_name)
         if self.app_obj is None:
             return
         try:
@@ -303,32 +303,38 @@ class Reconciler:
             await self.fleet.flush()
 
     async def acquire_lock(self) -> None:
+        """Take the Application's rollout lock, on the version this round read of it. Another
+        writer first (another Deployment taking the lock, say): the round is lost before it
+        acts on anything (LockNotTaken), and the next one reads who holds it now."""
         assert self.app_obj is not None
         rv = self.app_obj["metadata"]["resourceVersion"]
         try:
-            await self.rt.kube.patch_application_status(
+            written = await self.rt.kube.patch_application_status(
                 self.namespace,
                 self.name_of_app(),
                 {"metadata": {"resourceVersion": rv}, "status": {"activeDeployment": self.name}},
             )
         except ApiException as err:
-            if err.status != 409:  # 409: someone else moved first; the next reconcile sees it
-                raise
+            if err.status == 409:
+                raise LockNotTaken from err
+            raise
+        self.rt.wrote_application(written)
 
     async def release_lock(self, status: DeploymentStatus) -> None:
-        """Record the outcome in the Application's history and free its lock. A conflict
-        (the Application's status timer wrote meanwhile) is retried on a fresh read: a
-        finished rollout is not reconciled again, so a lost release would stay held."""
+        """Record the outcome in the Application's history and free its lock, on a fresh
+        read (the watch's copy has no history). A conflict (the Application's status timer
+        wrote meanwhile) is retried: a finished rollout is not reconciled again, so a lost
+        release would stay held."""
         for _ in range(5):
+            self.app_obj = await self.rt.kube.get_application(self.namespace, self.name_of_app())
+            if self.app_obj is None:
+                return
             try:
                 await self._release_lock_once(status)
                 return
             except ApiException as err:
                 if err.status != 409:
                     raise
-            self.app_obj = await self.rt.kube.get_application(self.namespace, self.name_of_app())
-            if self.app_obj is None:
-                return
         raise RuntimeError("rollout lock not released: the Application kept changing; retrying")
 
     async def _release_lock_once(self, status: DeploymentStatus) -> None:
@@ -355,7 +361,15 @@ class Reconciler:
         }
         if app_status.get("activeDeployment") == self.name:
             body["status"]["activeDeployment"] = None
-        await self.rt.kube.patch_application_status(self.namespace, self.name_of_app(), body)
+        written = await self.rt.kube.patch_application_status(
+            self.namespace, self.name_of_app(), body
+        )
+        self.rt.wrote_application(written)
+
+
+class LockNotTaken(Exception):
+    """Another writer changed the Application since the round read it: the rollout lock was
+    not taken, and nothing the round decided after taking it may be done."""
 
 
 PostEvent = Callable[[str, str, str], None]  # (type, reason, message)
@@ -420,7 +434,11 @@ async def reconcile(
     decision = decide(rec.app, DeploymentRef(rec.name, rec.generation, spec), status, obs, at)
     if rec.app_problem:
         decision.status.message = rec.app_problem
-    await rec.execute(decision, status, obs)
+    try:
+        await rec.execute(decision, status, obs)
+    except LockNotTaken:
+        metrics.ROUNDS_LOST.inc()
+        return Round(progressed=True, acted=False, requeue_after=None, finished=False)
     wire = rt.redactor.tree(decision.status.model_dump(by_alias=True, mode="json"))
     changes = {key: value for key, value in wire.items() if changed(raw_status.get(key), value)}
     quiet = records_only(status, decision)

@@ -55,6 +55,7 @@ from .redact import install_log_redaction
 from .runtime import Runtime
 from .wakeups import (
     WATCHED_SAFETY_NET,
+    ApplicationIndex,
     PodIndex,
     SlotIndex,
     Wake,
@@ -86,6 +87,7 @@ SHARD_INDEX = "application_shards"  # the shard of every Application, this shard
 ROUND_GRACE = 30.0
 log = logging.getLogger("lockgate.handlers")
 POD_INDEX = "pods_by_slot"
+APPLICATION_INDEX = "applications_by_key"
 SLOT_INDEX = "slot_deployments"
 
 
@@ -184,6 +186,15 @@ def _serves(
     return shard == _my_shard(memo)
 
 
+@kopf.index(GROUP, VERSION, "applications", id=APPLICATION_INDEX, labels=IN_SHARD)
+async def applications_by_key(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[ApplicationKey, kopf.Body]:
+    """What a round reads of its Application, without reading it every round: the body kopf
+    keeps anyway (kept.py), not a copy."""
+    return {(namespace or "", name): body}
+
+
 @kopf.index("", "v1", "pods", id=POD_INDEX, labels={LABEL_APP: kopf.PRESENT})
 async def pods_by_slot(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], Any]:
     """What a round reads of the Pods of each slot, without listing them every round."""
@@ -209,6 +220,8 @@ def _runtime(memo: kopf.Memo, kwargs: dict[str, Any]) -> Runtime | None:
         rt.pod_index = cast(PodIndex, kwargs[POD_INDEX])
     if rt is not None and rt.slot_index is None and SLOT_INDEX in kwargs:
         rt.slot_index = cast(SlotIndex, kwargs[SLOT_INDEX])
+    if rt is not None and rt.application_index is None and APPLICATION_INDEX in kwargs:
+        rt.application_index = cast(ApplicationIndex, kwargs[APPLICATION_INDEX])
     return rt
 
 
@@ -262,6 +275,7 @@ async def application_event(
         return
     if type == "DELETED":
         await rt.forget_application(namespace, name)
+    rt.application_moved(namespace, name, (kwargs.get("body") or {}).get("metadata", {}))
     if DEPLOYMENT_INDEX in kwargs:
         rt.wakeups.wake_deployments(namespace, name, kwargs[DEPLOYMENT_INDEX], "application")
 

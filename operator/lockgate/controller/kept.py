@@ -6,8 +6,9 @@ shard serves it and whether its rollout is in flight or long finished. The watch
 the whole object: its `managedFields`, and for a Deployment the histories of its status (the
 rollout log, transitions, analysis runs, notifications, webhook calls, conditions: up to
 ~35 KB of JSON, 150 KB once decoded). No handler reads those from kopf's copy: a round
-reads the Deployment and its Application afresh from the API, and what a handler takes from
-kopf's body is its metadata, spec, the Deployment's phase and revision, and the
+reads the Deployment afresh from the API, and its Application from kopf's copy (the
+rollout's outcome goes into the Application's history from a fresh read); what a handler
+takes from kopf's body is its metadata, spec, the Deployment's phase and revision, and the
 Application's status without its history.
 
 So the first handler of each event drops them from the body kopf keeps (the raw event's

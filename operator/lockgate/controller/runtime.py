@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
@@ -35,7 +35,7 @@ from lockgate.traffic.traefik_observer import TraefikObservers
 
 from .notifier import Notifier
 from .redact import Redactor
-from .wakeups import WATCHED_PER_SECOND, PollPace, Wakeups
+from .wakeups import WATCHED_PER_SECOND, ApplicationIndex, PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
 
@@ -123,6 +123,13 @@ class Runtime:
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
     slot_index: Mapping[tuple[str, str, str], Collection[SlotInfo]] | None = None
+    # (namespace, name) -> the Application as kopf keeps it (kept.py): likewise.
+    application_index: ApplicationIndex | None = None
+    # (namespace, name) -> what this operator last wrote of an Application, and the version
+    # the index held then: used instead of the index until the watch brings something newer.
+    application_writes: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = field(
+        default_factory=dict
+    )
     # Traefik's route objects lockgate owns, as their watch keeps them (handlers.py).
     route_objects: WatchedObjects = field(default_factory=WatchedObjects)
     notifier: Notifier = field(init=False)
@@ -207,8 +214,45 @@ class Runtime:
 
         return slot
 
+    async def application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An Application as a round reads it: from the watch (kopf's index, without its
+        status's history), or as this operator last wrote it while the watch has not brought
+        that write back yet (a round would otherwise take its own lock for free, say); from
+        the API before a handler saw the index. Every write a round makes from it is
+        conditional on its resourceVersion, so one a few milliseconds old loses a write,
+        never overwrites a newer one."""
+        index = self.application_index
+        if index is None:
+            return await self.kube.get_application(namespace, name)
+        kept = next(iter(index.get((namespace, name), ())), None)
+        written = self.application_writes.get((namespace, name))
+        if written is not None:
+            if _version(kept) == written[0]:
+                return written[1]
+            del self.application_writes[(namespace, name)]  # the watch has moved on
+        return None if kept is None else dict(kept)
+
+    def wrote_application(self, obj: Mapping[str, Any]) -> None:
+        """What the API answered to a write of an Application (see `application`)."""
+        index = self.application_index
+        if index is None:
+            return
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        kept = next(iter(index.get(key, ())), None)
+        self.application_writes[key] = (_version(kept), dict(obj))
+
+    def application_moved(self, namespace: str, name: str, meta: Mapping[str, Any]) -> None:
+        """The watch brought a version of an Application: what this operator wrote of it
+        before is not needed any more, unless the watch still shows the version before that
+        write."""
+        written = self.application_writes.get((namespace, name))
+        if written is not None and written[0] != meta.get("resourceVersion"):
+            del self.application_writes[(namespace, name)]
+
     async def forget_application(self, namespace: str, name: str) -> None:
         """The Application is gone: close its host connections and drop its histories."""
+        self.application_writes.pop((namespace, name), None)
         self.stats.pop((namespace, name), None)
         self.pod_metrics.pop((namespace, name), None)
         state = self.fleets.pop((namespace, name), None)
@@ -226,3 +270,7 @@ class Runtime:
             _, state = self.fleets.popitem()
             await state.aclose()
         await self.http.aclose()
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else (obj.get("metadata") or {}).get("resourceVersion")

@@ -31,6 +31,8 @@ SlotKey = tuple[str, str, str]  # (namespace, application, slot)
 PodIndex = Mapping[SlotKey, Collection[PodInfo]]
 # The apps/v1 Deployment of each slot: kopf's index in the operator.
 SlotIndex = Mapping[SlotKey, Collection[SlotInfo]]
+# Each Application as kopf keeps it, by (namespace, name): kopf's index in the operator.
+ApplicationIndex = Mapping[tuple[str, str], Collection[Mapping[str, Any]]]
 
 
 class Wake(asyncio.Event):
