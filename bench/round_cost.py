@@ -71,6 +71,7 @@ from kubernetes import client
 
 from lockgate.controller import handlers
 from lockgate.controller.deployments import DeploymentSummary
+from lockgate.controller.kept import keep_of_application
 from lockgate.controller.runtime import Runtime, Settings
 from lockgate.engine.decide import release_of
 from lockgate.kube import API_THREADS, WATCHED_TRUST_S, Kube, WatchedObjects
@@ -660,6 +661,7 @@ async def run(
     parts: Parts | None = None,
     read_route_objects: bool = False,
     looks: Looks | None = None,
+    read_application: bool = False,
 ) -> float:
     """CPU seconds per round over `rounds` rounds (after a few not counted)."""
     looks = looks or Looks()
@@ -689,6 +691,10 @@ async def run(
     world = {"objects": objects, "traefik": traefik, "moving": path}
     await control.put("/_world", content=json.dumps(world))
     deployments = indexes(rt, bodies)
+    if not read_application:  # from kopf's index, as the watch keeps it
+        kept = copy.deepcopy(objects[f"{GROUP_PATH}/{ns}/applications/app0"])
+        keep_of_application(kept)
+        rt.application_index = {(ns, "app0"): [kept]}
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(API_THREADS))
     queue: asyncio.Queue[Any] = asyncio.Queue()
     posting.settings_var.set(kopf.OperatorSettings())
@@ -792,6 +798,11 @@ def main() -> None:
         action="store_true",
         help="read Traefik's route objects from the API each round, as before their watch",
     )
+    parser.add_argument(
+        "--read-application",
+        action="store_true",
+        help="read the Application from the API each round, as before its index",
+    )
     args = parser.parse_args()
     if args.breakdown:
         args.inline = True
@@ -822,6 +833,7 @@ def main() -> None:
                             parts,
                             args.read_route_objects,
                             Looks(args.apps, 0 if args.traefik_requests else args.rounds_per_look),
+                            args.read_application,
                         )
                     )
                 )
