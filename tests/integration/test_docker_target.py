@@ -183,7 +183,7 @@ def test_tls_material_is_in_memory_reread_on_reconnect_and_closed_with_the_pool(
 ) -> None:
     conns = HostConnections([host_spec(docker_hosts_by_name["host2"])])
     asyncio.run(conns.ping("host2"))
-    files = {fd: os.fstat(fd).st_ino for fd in conns._tls_files["host2"].values()}
+    files = {fd: os.fstat(fd).st_ino for fd in conns._tls_files.values()}
     assert len(files) == 3
     for fd in files:
         assert os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:")  # never on disk

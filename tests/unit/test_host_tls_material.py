@@ -11,6 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from lockgate.hosts.connections import HostConnections
+from lockgate.hosts.spec import HostSpec
+
 CHILD = textwrap.dedent(
     """
     import json, os, signal
@@ -41,3 +44,26 @@ def test_a_killed_operator_leaves_no_tls_key_behind(tmp_path: Path) -> None:
     assert child.returncode == -signal.SIGKILL, child.stderr
     assert json.loads(child.stdout) == {"read_back": True, "again": True}
     assert list(tmp.iterdir()) == []
+
+
+def test_a_rotated_client_key_is_the_one_the_next_connection_reads() -> None:
+    def spec(key: str) -> HostSpec:
+        return HostSpec(
+            name="host2",
+            url="tcp://127.0.0.1:2376",
+            address="127.0.0.1",
+            tls_ca="ca",
+            tls_cert="cert",
+            tls_key=key,
+        )
+
+    conns = HostConnections([spec("old key")])
+    try:
+        before = conns._tls_file(spec("old key"), "key.pem")
+        conns.update([spec("new key")])  # the Secret was rotated: the host reconnects
+        after = conns._tls_file(spec("new key"), "key.pem")
+        assert Path(after).read_text() == "new key"
+        # A client made before the rotation may still be connecting with the old file.
+        assert Path(before).read_text() == "old key"
+    finally:
+        conns.close()

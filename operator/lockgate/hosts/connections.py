@@ -93,7 +93,8 @@ class HostConnections:
         self.max_parallel = max_parallel
         self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._clients: dict[str, docker.DockerClient] = {}
-        self._tls_files: dict[str, dict[str, int]] = {}  # host -> PEM name -> memfd
+        # (host, PEM name, content) -> memfd: a rotated certificate gets a file of its own
+        self._tls_files: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Lock()  # guards the dicts between worker threads
         self._connecting: dict[str, threading.Lock] = {}  # one connect at a time per host
 
@@ -194,11 +195,11 @@ class HostConnections:
         if not content:
             raise DockerTargetError(spec.name, f"TLS needs ca.pem, cert.pem and key.pem ({name})")
         with self._lock:
-            files = self._tls_files.setdefault(spec.name, {})
-            fd = files.get(name)
+            fd = self._tls_files.get((spec.name, name, content))
             if fd is None:
-                fd = files[name] = os.memfd_create(f"lockgate-tls-{spec.name}-{name}")
+                fd = os.memfd_create(f"lockgate-tls-{spec.name}-{name}")
                 os.write(fd, content.encode())
+                self._tls_files[(spec.name, name, content)] = fd
         return f"/proc/self/fd/{fd}"
 
     def _drop(self, host: str) -> None:
@@ -291,7 +292,7 @@ class HostConnections:
         # still be connecting in another, and a closed descriptor's number is soon reused.
         with self._lock:
             files, self._tls_files = self._tls_files, {}
-        for fd in (fd for pems in files.values() for fd in pems.values()):
+        for fd in files.values():
             os.close(fd)
 
     async def aclose(self) -> None:
