@@ -270,6 +270,21 @@ class Window:
         return f"; rounds started by: {shown}" if shown else ""
 
 
+def through_overload(call: Callable[[], Any]) -> Any:
+    """call(), again after a 5xx: at 1,000 in flight the API server answers the bench's own
+    requests (a list of every Deployment above all) with 504 now and then, and a run of an
+    hour should not end on one of them."""
+    for delay in (1, 2, 4, 8, 16, 32):
+        try:
+            return call()
+        except client.ApiException as err:
+            if (err.status or 0) < 500:
+                raise
+            print(f"  the API server answered {err.status}; again in {delay} s")
+            time.sleep(delay)
+    return call()
+
+
 class Bench:
     def __init__(
         self, api: client.ApiClient, namespace: str, op: Operator, prom: str, traefik_api: str
@@ -289,22 +304,21 @@ class Bench:
     # -- objects --
     def create(self, plural: str, body: dict[str, Any]) -> None:
         body = {"apiVersion": f"{GROUP}/{VERSION}", **body}
-        for attempt in range(5):
-            try:
-                self.custom.create_namespaced_custom_object(
+        try:
+            through_overload(
+                lambda: self.custom.create_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, plural, body
                 )
-                return
-            except client.ApiException as err:
-                if err.status == 409:
-                    return
-                if attempt == 4 or err.status < 500:
-                    raise
-                time.sleep(1)
+            )
+        except client.ApiException as err:
+            if err.status != 409:  # made by an earlier attempt whose answer was lost
+                raise
 
     def patch(self, name: str, body: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "deployments", name, body
+        through_overload(
+            lambda: self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "deployments", name, body
+            )
         )
 
     def paced(self, items: list[Any], rate: float, fn: Callable[[Any], None]) -> None:
@@ -322,8 +336,10 @@ class Bench:
 
     def application_uids(self, count: int) -> list[str]:
         return [
-            self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "applications", f"app{i}"
+            through_overload(
+                lambda i=i: self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "applications", f"app{i}"
+                )
             )["metadata"]["uid"]
             for i in range(count)
         ]
@@ -373,8 +389,10 @@ class Bench:
         print(f"  logs of the {len(latest)} latest pauses: {path}")
 
     def deployments(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, "deployments"
+        items: list[dict[str, Any]] = through_overload(
+            lambda: self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, "deployments"
+            )
         )["items"]
         return items
 
