@@ -10,7 +10,8 @@ Application's `metrics.prometheus.url`.
 For each level N (cumulative: 100, 500, 1000 by default) in one namespace:
   setup      Applications up to N, each made stable with a Recreate Deployment (not measured)
   in flight  a canary Deployment for every one of the N (setWeight 10, pause, 30, pause, 60,
-             pause, 100, analysis every 30 s gating each weight), created at --rate per s;
+             pause, 100; pauses of --pause s, 20 by default; analysis every 30 s gating each
+             weight), created at --rate per s;
              once all are created and moving, one window of --window s measures:
              operator RSS, CPU seconds per minute, API requests per rollout step (lockgate's
              own client, from its metrics; and the apiserver's total, every client), and step
@@ -27,7 +28,8 @@ The operator runs as `lockgate operator --namespace <ns>` (the namespace exists 
 dies with this process however it ends (bench/operator.py).
 
 Usage (under the suite's lock, see docs/scale.md):
-    python -m bench.scale [--levels 100,500,1000] [--rate 10] [--window 60] [--out FILE]
+    python -m bench.scale [--levels 100,500,1000] [--rate 10] [--window 60] [--pause 20]
+                          [--out FILE]
 """
 
 from __future__ import annotations
@@ -60,22 +62,17 @@ from tests.support.operator_fixtures import Operator, operator_env
 from tests.support.rollouts import application, deployment
 
 GROUP, VERSION = "lockgate.dev", "v1alpha1"
-PAUSE_S = 20
 SIM = "lockgate.dev/simulated"
-CANARY = {
-    "type": "Canary",
-    "canary": {
-        "steps": [
-            {"setWeight": 10},
-            {"pause": {"seconds": PAUSE_S}},
-            {"setWeight": 30},
-            {"pause": {"seconds": PAUSE_S}},
-            {"setWeight": 60},
-            {"pause": {"seconds": PAUSE_S}},
-            {"setWeight": 100},
-        ]
-    },
-}
+
+
+def canary(pause_s: int) -> dict[str, Any]:
+    weights = [10, 30, 60, 100]
+    steps: list[dict[str, Any]] = [{"setWeight": weights[0]}]
+    for weight in weights[1:]:
+        steps += [{"pause": {"seconds": pause_s}}, {"setWeight": weight}]
+    return {"type": "Canary", "canary": {"steps": steps}}
+
+
 ANALYSIS = {"intervalSeconds": 30, "minRequests": 1, "maxErrorRate": 0.05}  # the default interval
 # Only on the simulated Node: its taint keeps every other Pod away.
 TEMPLATE = {
@@ -228,6 +225,7 @@ class Window:
     pause_latency_p50_ms: float | None
     pause_latency_p99_ms: float | None
     pause_latency_n: int
+    pause_s: int = 20  # the length of each of the canary's pauses
     traefik_requests: float = 0.0  # lockgate's requests to Traefik's API
     wakeups: dict[str, float] = field(default_factory=dict)  # what started rounds, by reason
     components: dict[str, float] = field(default_factory=dict)  # CPU share of a core each
@@ -287,7 +285,13 @@ def through_overload(call: Callable[[], Any]) -> Any:
 
 class Bench:
     def __init__(
-        self, api: client.ApiClient, namespace: str, op: Operator, prom: str, traefik_api: str
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        op: Operator,
+        prom: str,
+        traefik_api: str,
+        pause_s: int,
     ) -> None:
         self.api = api
         self.traefik_api = traefik_api
@@ -300,6 +304,7 @@ class Bench:
         self.generation = 1
         self.pool = ThreadPoolExecutor(8)
         self.latest_logs: Path | None = None  # where the in-flight windows' latest pauses go
+        self.pause_s = pause_s
 
     # -- objects --
     def create(self, plural: str, body: dict[str, Any]) -> None:
@@ -456,7 +461,7 @@ class Bench:
                     f"app{i}-g{g}",
                     f"app{i}",
                     f"demo:v{g}",
-                    CANARY,
+                    canary(self.pause_s),
                     analysis=ANALYSIS,
                     progressDeadlineSeconds=900,
                 ),
@@ -507,6 +512,7 @@ class Bench:
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
             pause_latency_n=len(late),
+            pause_s=self.pause_s,
         )
 
 
@@ -709,6 +715,13 @@ def main() -> None:
     parser.add_argument("--levels", default="100,500,1000")
     parser.add_argument("--rate", type=float, default=10.0, help="objects created per second")
     parser.add_argument("--window", type=float, default=60.0, help="seconds per measurement")
+    parser.add_argument(
+        "--pause",
+        type=int,
+        default=20,
+        help="seconds of each of the canary's three pauses: with the rollouts' analyses, "
+        "what sets how many steps a second N rollouts in flight ask for",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/lockgate-scale.jsonl"))
     parser.add_argument(
         "--memory-report",
@@ -732,7 +745,7 @@ def main() -> None:
                 "MEMTRACE_OUT": args.memory_report,
             }
         with running_operator(env, bench_ns) as op:
-            bench = Bench(api, bench_ns, op, prom.url, traefik.api_url)
+            bench = Bench(api, bench_ns, op, prom.url, traefik.api_url, args.pause)
             run(bench, levels, args.rate, args.window, args.out, args.memory_report)
 
 
