@@ -417,8 +417,10 @@ class Bench:
             if ok != last and time.monotonic() - started > 30:
                 print(f"  {what}: {ok}/{len(names)} after {time.monotonic() - started:.0f}s")
                 last = ok
-            if time.monotonic() - started > 900:
-                raise TimeoutError(f"{what}: only {ok}/{len(names)} after 15 min")
+            # 1,000 were stable in 568 to 665 s on most days; on a day the VM ran 4 times
+            # slower, 78 after 15 min. A slow day's figures still say something.
+            if time.monotonic() - started > 2400:
+                raise TimeoutError(f"{what}: only {ok}/{len(names)} after 40 min")
             time.sleep(5)
 
     # -- the phases --
