@@ -10,9 +10,10 @@ Application's `metrics.prometheus.url`.
 For each level N (cumulative: 100, 500, 1000 by default) in one namespace:
   setup      Applications up to N, each made stable with a Recreate Deployment (not measured)
   in flight  a canary Deployment for every one of the N (setWeight 10, pause, 30, pause, 60,
-             pause, 100; pauses of --pause s, 20 by default; analysis every 30 s gating each
-             weight), created at --rate per s;
-             once all are created and moving, one window of --window s measures:
+             pause, 100; pauses of --pause s, 20 by default; analysis every --analysis s, 30
+             by default, gating each weight), created at --rate per s;
+             once all are created and moving and a first pause has ended, one window of
+             --window s measures:
              operator RSS, CPU seconds per minute, API requests per rollout step (lockgate's
              own client, from its metrics; and the apiserver's total, every client), and step
              latency: for each timed pause that ended in the window, how late the next step
@@ -29,7 +30,7 @@ dies with this process however it ends (bench/operator.py).
 
 Usage (under the suite's lock, see docs/scale.md):
     python -m bench.scale [--levels 100,500,1000] [--rate 10] [--window 60] [--pause 20]
-                          [--out FILE]
+                          [--analysis 30] [--out FILE]
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ GROUP, VERSION = "lockgate.dev", "v1alpha1"
 SIM = "lockgate.dev/simulated"
 
 
+FIRST_PAUSE = 2  # the index of the canary's first pause in its status (start, setWeight 10)
+
+
 def canary(pause_s: int) -> dict[str, Any]:
     weights = [10, 30, 60, 100]
     steps: list[dict[str, Any]] = [{"setWeight": weights[0]}]
@@ -73,7 +77,6 @@ def canary(pause_s: int) -> dict[str, Any]:
     return {"type": "Canary", "canary": {"steps": steps}}
 
 
-ANALYSIS = {"intervalSeconds": 30, "minRequests": 1, "maxErrorRate": 0.05}  # the default interval
 # Only on the simulated Node: its taint keeps every other Pod away.
 TEMPLATE = {
     "spec": {
@@ -226,6 +229,7 @@ class Window:
     pause_latency_p99_ms: float | None
     pause_latency_n: int
     pause_s: int = 20  # the length of each of the canary's pauses
+    analysis_s: int = 30  # seconds between a rollout's analyses
     traefik_requests: float = 0.0  # lockgate's requests to Traefik's API
     wakeups: dict[str, float] = field(default_factory=dict)  # what started rounds, by reason
     components: dict[str, float] = field(default_factory=dict)  # CPU share of a core each
@@ -292,6 +296,7 @@ class Bench:
         prom: str,
         traefik_api: str,
         pause_s: int,
+        analysis_s: int,
     ) -> None:
         self.api = api
         self.traefik_api = traefik_api
@@ -305,6 +310,7 @@ class Bench:
         self.pool = ThreadPoolExecutor(8)
         self.latest_logs: Path | None = None  # where the in-flight windows' latest pauses go
         self.pause_s = pause_s
+        self.analysis = {"intervalSeconds": analysis_s, "minRequests": 1, "maxErrorRate": 0.05}
 
     # -- objects --
     def create(self, plural: str, body: dict[str, Any]) -> None:
@@ -401,6 +407,12 @@ class Bench:
         )["items"]
         return items
 
+    def wait_any(self, names: set[str], done: Callable[[dict[str, Any]], bool], what: str) -> None:
+        started = time.monotonic()
+        while not any(d["metadata"]["name"] in names and done(d) for d in self.deployments()):
+            time.sleep(5)
+        print(f"  {what} after {time.monotonic() - started:.0f}s")
+
     def wait_all(self, names: set[str], done: Callable[[dict[str, Any]], bool], what: str) -> None:
         started = time.monotonic()
         last = -1
@@ -464,7 +476,7 @@ class Bench:
                     f"app{i}",
                     f"demo:v{g}",
                     canary(self.pause_s),
-                    analysis=ANALYSIS,
+                    analysis=self.analysis,
                     progressDeadlineSeconds=900,
                 ),
             )
@@ -515,6 +527,7 @@ class Bench:
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
             pause_latency_n=len(late),
             pause_s=self.pause_s,
+            analysis_s=self.analysis["intervalSeconds"],
         )
 
 
@@ -645,14 +658,21 @@ def run(
             lambda d: step_index(d) >= 1 or phase(d) in FINAL,
             "canaries past their first step",
         )
+        # With long pauses nothing ends in a window right after that: it starts once the
+        # first pause has ended, with the others ending at the pace they were created.
+        bench.wait_any(
+            set(names),
+            lambda d: step_index(d) > FIRST_PAUSE or phase(d) in FINAL,
+            "a first pause ended",
+        )
         results = [bench.window(level, "in-flight", seconds, names)]
         print("  " + results[-1].line(), flush=True)
         if report:  # what rounds in progress hold (the later windows' RSS includes the probe's)
             memory_report(bench, report)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"paused": True}}))
         bench.wait_all(set(names), lambda d: phase(d) in ("Paused", *FINAL), "paused")
-        # The rounds that follow the patch are over by the next analysis (every 30 s).
-        time.sleep(ANALYSIS["intervalSeconds"])
+        # The rounds that follow the patch are over by the next analysis.
+        time.sleep(bench.analysis["intervalSeconds"])
         results.append(bench.window(level, "paused", seconds, names))
         print("  " + results[-1].line(), flush=True)
         bench.paced(names, rate * 5, lambda n: bench.patch(n, {"spec": {"analysis": None}}))
@@ -724,6 +744,12 @@ def main() -> None:
         help="seconds of each of the canary's three pauses: with the rollouts' analyses, "
         "what sets how many steps a second N rollouts in flight ask for",
     )
+    parser.add_argument(
+        "--analysis",
+        type=int,
+        default=30,
+        help="seconds between a rollout's analyses (30: the API's default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/lockgate-scale.jsonl"))
     parser.add_argument(
         "--memory-report",
@@ -747,7 +773,7 @@ def main() -> None:
                 "MEMTRACE_OUT": args.memory_report,
             }
         with running_operator(env, bench_ns) as op:
-            bench = Bench(api, bench_ns, op, prom.url, traefik.api_url, args.pause)
+            bench = Bench(api, bench_ns, op, prom.url, traefik.api_url, args.pause, args.analysis)
             run(bench, levels, args.rate, args.window, args.out, args.memory_report)
 
 
