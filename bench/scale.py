@@ -64,8 +64,6 @@ from tests.support.rollouts import application, deployment
 
 GROUP, VERSION = "lockgate.dev", "v1alpha1"
 SIM = "lockgate.dev/simulated"
-
-
 FIRST_PAUSE = 2  # the index of the canary's first pause in its status (start, setWeight 10)
 
 
