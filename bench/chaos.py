@@ -622,18 +622,18 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
     # Requests.
     count = failed_total = by_design = downtime_total = 0
     details = []
-    longest = 0.0
+    longest = (0.0, "")
     for app in soak.apps:
         assert app.load is not None
         responses: list[Response] = app.load.responses
         count += len(responses)
         windows = []
         if app.strategy == "Recreate":
-            for _, _, status in app.finished:
+            for name, image, status in app.finished:
                 window = recreate_downtime(status, soak.to_monotonic)
                 if window is not None:
                     windows.append(window)
-                    longest = max(longest, window[1] - window[0] - 4.0)
+                    longest = max(longest, (window[1] - window[0] - 4.0, f"{name}, {image}"))
         unexpected = unexpected_failures(responses, BAD_VERSIONS, windows)
         designed = unexpected_failures(responses, (), windows)
         everything = unexpected_failures(responses)
@@ -650,8 +650,11 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
     )
     for line in details:
         print(line)
-    if longest:
-        print(f"longest Recreate downtime (start -> new or old version serving): {longest:.0f} s")
+    if longest[0]:
+        print(
+            "longest Recreate downtime (start -> new or old version serving): "
+            f"{longest[0]:.0f} s ({longest[1]})"
+        )
     ok = ok and failed_total == 0
     if soak.restarts:
         print(
