@@ -30,7 +30,7 @@ dies with this process however it ends (bench/operator.py).
 
 Usage (under the suite's lock, see docs/scale.md):
     python -m bench.scale [--levels 100,500,1000] [--rate 10] [--window 60] [--pause 20]
-                          [--analysis 30] [--out FILE]
+                          [--analysis 30] [--in-flight-window S] [--out FILE]
 """
 
 from __future__ import annotations
@@ -644,6 +644,7 @@ def run(
     seconds: float,
     out: Path,
     report: str | None = None,
+    in_flight_seconds: float | None = None,
 ) -> None:
     bench.latest_logs = out
     for level in levels:
@@ -663,7 +664,7 @@ def run(
             lambda d: step_index(d) > FIRST_PAUSE or phase(d) in FINAL,
             "a first pause ended",
         )
-        results = [bench.window(level, "in-flight", seconds, names)]
+        results = [bench.window(level, "in-flight", in_flight_seconds or seconds, names)]
         print("  " + results[-1].line(), flush=True)
         if report:  # what rounds in progress hold (the later windows' RSS includes the probe's)
             memory_report(bench, report)
@@ -736,6 +737,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="objects created per second")
     parser.add_argument("--window", type=float, default=60.0, help="seconds per measurement")
     parser.add_argument(
+        "--in-flight-window",
+        type=float,
+        help="seconds of the in-flight window (default: --window): with pauses of minutes, "
+        "long enough for most rollouts' first pause to end in it",
+    )
+    parser.add_argument(
         "--pause",
         type=int,
         default=20,
@@ -772,7 +779,15 @@ def main() -> None:
             }
         with running_operator(env, bench_ns) as op:
             bench = Bench(api, bench_ns, op, prom.url, traefik.api_url, args.pause, args.analysis)
-            run(bench, levels, args.rate, args.window, args.out, args.memory_report)
+            run(
+                bench,
+                levels,
+                args.rate,
+                args.window,
+                args.out,
+                args.memory_report,
+                args.in_flight_window,
+            )
 
 
 if __name__ == "__main__":
