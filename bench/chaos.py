@@ -260,6 +260,21 @@ def recreate_downtime(
     return begin, end
 
 
+def downtime_story(soak: Soak, status: dict[str, Any]) -> list[str]:
+    """A Recreate rollout's transitions and the kills among them, seconds from its start:
+    which step a long downtime was spent in, and how many kills cut into it."""
+    transitions = status.get("transitions") or []
+    if not transitions:
+        return []
+    at = [datetime.fromisoformat(t["at"]) for t in transitions]
+    events = [
+        (when, f"{t.get('event') or t['phase']} {t.get('message', '')}".rstrip())
+        for when, t in zip(at, transitions, strict=True)
+    ]
+    events += [(k.at, f"kill {k.number}") for k in soak.kills if at[0] <= k.at <= at[-1]]
+    return [f"+{(when - at[0]).total_seconds():6.1f} s {what}" for when, what in sorted(events)]
+
+
 def failure_context(soak: Soak, app: App, unexpected: list[Response]) -> list[str]:
     """Each burst of unexpected failures (no gap over 1 s), on the clock of the load, with
     the app's rollout transitions and the kills within 5 s of it: what a diagnosis needs
@@ -622,7 +637,7 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
     # Requests.
     count = failed_total = by_design = downtime_total = 0
     details = []
-    longest = (0.0, "")
+    longest: tuple[float, str, dict[str, Any]] = (0.0, "", {})
     for app in soak.apps:
         assert app.load is not None
         responses: list[Response] = app.load.responses
@@ -633,7 +648,9 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
                 window = recreate_downtime(status, soak.to_monotonic)
                 if window is not None:
                     windows.append(window)
-                    longest = max(longest, (window[1] - window[0] - 4.0, f"{name}, {image}"))
+                    seconds = window[1] - window[0] - 4.0
+                    if seconds > longest[0]:
+                        longest = (seconds, f"{name}, {image}", status)
         unexpected = unexpected_failures(responses, BAD_VERSIONS, windows)
         designed = unexpected_failures(responses, (), windows)
         everything = unexpected_failures(responses)
@@ -655,6 +672,8 @@ def summary(soak: Soak, args: argparse.Namespace, final: list[str], wall: float)
             "longest Recreate downtime (start -> new or old version serving): "
             f"{longest[0]:.0f} s ({longest[1]})"
         )
+        for line in downtime_story(soak, longest[2]):
+            print(f"  {line}")
     ok = ok and failed_total == 0
     if soak.restarts:
         print(
