@@ -401,9 +401,9 @@ def test_a_rollout_waiting_for_traefik_to_load_its_route_file_is_handed_to_the_o
         await env.drive_until(lambda: f":{port}" in (tmp_path / "shop.yml").read_text())
         delay = await env.drive()
         assert isinstance(delay, handlers.Poll), delay
-        # The round asked for its split again (acted): a look in 2 s at most, not the
-        # hosts' poll.
-        assert delay.timer == handlers.IDLE_MAX
+        # The round asked for its split again (acted): the observer wakes it, the fleet's
+        # Traefik fallback at the latest (the hosts' faster poll is off).
+        assert delay.timer == docker_fleet.TRAEFIK_FALLBACK
         assert delay.watch == TraefikWatch(
             "http://traefik.test:8081",
             (

@@ -249,3 +249,49 @@ def test_a_looks_indexes_answer_as_going_through_every_entry(
     query = {"search": search, "status": status, "serviceName": service}
     assert look.listing(kind, **query) == listing_in(entries, kind, **query)
     assert look.listing(kind, serviceName=service) == listing_in(entries, kind, serviceName=service)
+
+
+def test_a_write_traefik_already_serves_wakes_its_waiter_at_the_first_look_after_it() -> None:
+    """A round asks for 70/30 and the next, aborting, for 90/10 again before Traefik loaded
+    70/30: Traefik serves 90/10 throughout, so no look sees a change. The round could not
+    confirm 90/10 from the look it read (begun before the write), so its watch asks to be
+    woken by the first look begun after the write, change or not: it used to look again
+    every 2 s instead, whatever the reason it waited (at 1,000 Applications, with Traefik
+    taking 20 to 110 s to load a split, 10 to 55 rounds per weight). A round that read a
+    look begun after the write waits for a change only."""
+    from tests.unit.test_traefik_observer import fast, until
+
+    kube, traefik = FakeKube(), FakeTraefikApi()
+
+    async def scenario() -> None:
+        (router,) = routers(kube, traefik, 1)
+        observers = TraefikObservers(traefik.client(), fast)
+        router.reads = observers.reads(API_URL, cast(LookReads, router.reads).changed)
+        observer = observers.get(API_URL)
+        await router.ensure_route()
+        await router.set_weights(90, 10)
+        traefik.load_crd_objects(kube.store)
+        assert await router.live_weights() == (90, 10)
+        await router.set_weights(70, 30)
+        await router.set_weights(90, 10)  # before Traefik loaded 70/30
+        assert await router.live_weights() is None, "a look from before the write"
+        watch = router.watch()
+        assert watch is not None and watch.fresh_after is not None
+        woken: list[str] = []
+        observers.watch("rollout", watch, observers.marks(), lambda: woken.append("after"))
+        await until(lambda: bool(woken), "woken by a look after the write, with no change")
+        assert await router.live_weights() == (90, 10)
+
+        # Its reads now come from a look begun after the write: only a change wakes it.
+        watch = router.watch()
+        assert watch is not None and watch.fresh_after is None
+        observers.watch("rollout", watch, observers.marks(), lambda: woken.append("change"))
+        looks = traefik.looks
+        await until(lambda: traefik.looks >= looks + 5, "five more looks")
+        assert woken == ["after"], "unchanged looks wake nobody"
+        await router.set_weights(70, 30)
+        traefik.load_crd_objects(kube.store)
+        await until(lambda: woken == ["after", "change"], "woken by Traefik's change")
+        await observer.aclose()
+
+    asyncio.run(scenario())

@@ -70,12 +70,18 @@ class TraefikWatch:
 
     api_url: str
     names: tuple[str, ...]
+    # When (time.monotonic()) the waiter's route objects last changed, if its round's reads
+    # came from a look begun before then (or from none): the first look begun after it
+    # wakes the waiter even if Traefik did not change (it may serve what was written
+    # already); otherwise only a change does.
+    fresh_after: float | None = None
 
 
 @dataclass
 class _Waiter:
     names: tuple[str, ...]
     wake: Callable[[], None]
+    fresh_after: float | None = None
 
 
 def _haystack(key: str, entry: Any) -> str:
@@ -156,12 +162,21 @@ class TraefikObserver:
         return self._task is not None and not self._task.done()
 
     def watch(
-        self, key: Hashable, names: tuple[str, ...], since: int, wake: Callable[[], None]
+        self,
+        key: Hashable,
+        names: tuple[str, ...],
+        since: int,
+        wake: Callable[[], None],
+        fresh_after: float | None = None,
     ) -> None:
         """Call `wake` once, after the first look that finds one of `names` changed since
-        generation `since` (taken before the waiter's own reads); at once if one already
-        did. Replaces the waiter's previous registration under `key`."""
+        generation `since` (taken before the waiter's own reads), or with `fresh_after`,
+        after the first look begun at or after it; at once if one already did. Replaces
+        the waiter's previous registration under `key`."""
         self._waiters.pop(key, None)
+        if fresh_after is not None and self._answered is not None and self._answered >= fresh_after:
+            wake()  # a look begun after the change has answered since the round read
+            return
         if since < self.generation:
             known = [changes for generation, changes in self._history if generation > since]
             if len(known) < self.generation - since or any(
@@ -169,7 +184,7 @@ class TraefikObserver:
             ):
                 wake()  # a look during its round saw a change it may not have
                 return
-        self._waiters[key] = _Waiter(names, wake)
+        self._waiters[key] = _Waiter(names, wake, fresh_after)
         self._on_this_loop()
         self._hurry.set()
         if not self.looking:
@@ -253,6 +268,7 @@ class TraefikObserver:
         digest = hashlib.sha256(raw).digest()
         if digest == self._digest and not self._lost:
             self._answered = began
+            self._wake_fresh(began)
             return False
         try:
             look = await _parsed(raw)
@@ -262,6 +278,7 @@ class TraefikObserver:
         changes = EVERYTHING if self._lost else _changes(before, look.entries)
         self._digest, self._latest, self._lost = digest, look, False
         self._answered = began
+        self._wake_fresh(began)
         if changes == "":
             return False  # the same entries (only their order in the answer moved)
         self.generation += 1
@@ -271,6 +288,12 @@ class TraefikObserver:
                 del self._waiters[key]
                 waiter.wake()
         return True
+
+    def _wake_fresh(self, began: float) -> None:
+        for key, waiter in list(self._waiters.items()):
+            if waiter.fresh_after is not None and began >= waiter.fresh_after:
+                del self._waiters[key]
+                waiter.wake()
 
     def _failed(self, why: str) -> bool:
         self._answered = None
@@ -316,10 +339,20 @@ class LookReads:
     observer: TraefikObserver
     changed: Callable[[], float] | None = None
     max_age: float = MAX_AGE
+    began: float | None = None  # when the look of the latest answer began (None: none)
+
+    def fresh_after(self) -> float | None:
+        """When the route objects last changed, if no answer so far came from a look begun
+        after that (`TraefikWatch.fresh_after`)."""
+        if self.changed is None:
+            return None
+        changed = self.changed()
+        return changed if self.began is None or self.began < changed else None
 
     async def _look(self) -> Look | None:
         look = await self.observer.look_since(time.monotonic() - self.max_age)
         began = self.observer.answered_at
+        self.began = None if look is None else began
         if look is None or began is None:
             return None
         if self.changed is not None and began < self.changed():
@@ -368,7 +401,7 @@ class TraefikObservers:
         """`wake` once Traefik changes where `watch` names, after the round marked `marks`."""
         self.forget(key)
         url = watch.api_url.rstrip("/")
-        self.get(url).watch(key, watch.names, marks.get(url, 0), wake)
+        self.get(url).watch(key, watch.names, marks.get(url, 0), wake, watch.fresh_after)
 
     def reads(self, api_url: str, changed: Callable[[], float] | None = None) -> TraefikReads:
         """A router's reads of Traefik at `api_url`, answered from looks (`LookReads`)."""

@@ -66,8 +66,9 @@ STOP_GRACE = 10
 # While a rollout moves, how soon a round looks again when nothing wakes it:
 POLL = 0.25  # a host fails, or its event stream is broken: nothing else tells
 EVENTS_FALLBACK = 2.0  # the hosts' events wake the round; this only catches a missed one
-# Traefik has yet to load the route file: its shared observer wakes the round. Above the
-# drivers' longest poll back-off (2 s, handlers.IDLE_MAX), so the round is handed to it.
+# Traefik has yet to load the route file: its shared observer wakes the round, or this
+# (an unchanged file changes nothing there: no look would). Above the drivers' longest poll
+# back-off (2 s, handlers.IDLE_MAX), so the round is handed to the observer.
 TRAEFIK_FALLBACK = 2.5
 
 

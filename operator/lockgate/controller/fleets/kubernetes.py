@@ -127,7 +127,6 @@ class KubernetesFleet:
         self.rt = rt
         self._router: TrafficRouter | None = None
         self.settling = False
-        self.traefik_watch: TraefikWatch | None = None
 
     async def router(self) -> TrafficRouter:
         if self._router is None:
@@ -159,8 +158,14 @@ class KubernetesFleet:
         # API tells (no watch event does), so the driver looks again once it has changed
         # (without its API: until the objects Traefik reads are there).
         self.settling = self.target.lagging or live is None or routes is None
-        self.traefik_watch = router.watch() if self.settling else None
         return FleetView(stable, canary, live, live_routes=routes)
+
+    @property
+    def traefik_watch(self) -> TraefikWatch | None:
+        # Asked after the round acted: what it wrote to the route objects is in the watch.
+        if not self.settling or self._router is None:
+            return None
+        return self._router.watch()
 
     async def resource_instances(self) -> dict[Role, tuple[str, ...]]:
         """`<namespace>/<pod>` of the running Pods of each role's slot (what metrics.k8s.io
