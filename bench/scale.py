@@ -214,6 +214,24 @@ def driver_wakeups(metrics_url: str) -> dict[str, float]:
     return {by: float(value) for by, value in WAKEUP.findall(text)}
 
 
+TURN_BUCKET = re.compile(r'^lockgate_round_turn_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+
+
+def turn_waits(metrics_url: str) -> dict[float, float]:
+    """Rounds so far that waited for their turn at most `le` seconds, by `le`
+    (lockgate_round_turn_seconds: cumulative buckets)."""
+    text = httpx.get(metrics_url, timeout=10).text
+    return {float(le): float(n) for le, n in TURN_BUCKET.findall(text)}
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The upper bound of the bucket holding the q-quantile of cumulative `buckets`."""
+    total = buckets.get(float("inf"), 0.0)
+    if not total:
+        return None
+    return next(le for le, n in sorted(buckets.items()) if n >= q * total)
+
+
 @dataclass
 class Window:
     level: int
@@ -235,6 +253,9 @@ class Window:
     wakeups: dict[str, float] = field(default_factory=dict)  # what started rounds, by reason
     components: dict[str, float] = field(default_factory=dict)  # CPU share of a core each
     machine_busy: float | None = None  # share of all the machine's cores in use
+    # Upper bounds of the buckets of lockgate_round_turn_seconds holding its p50 and p99
+    turn_wait_p50_s: float | None = None
+    turn_wait_p99_s: float | None = None
 
     def line(self) -> str:
         per_step = (
@@ -257,7 +278,16 @@ class Window:
             f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}, "
             f"{self.traefik_requests / self.seconds:.1f} Traefik API requests/s{latency}"
             + self.started_by()
+            + self.turn_wait()
             + self.machine()
+        )
+
+    def turn_wait(self) -> str:
+        if self.turn_wait_p50_s is None or self.turn_wait_p99_s is None:
+            return ""
+        return (
+            f"; rounds waited for a turn p50 <= {self.turn_wait_p50_s:g} s, "
+            f"p99 <= {self.turn_wait_p99_s:g} s"
         )
 
     def machine(self) -> str:
@@ -491,6 +521,7 @@ class Bench:
         pid = self.op.process.pid if self.op.process else 0
         cpu0, req0, api0 = cpu_seconds(pid), operator_counters(self.metrics_url), 0.0
         wake0 = driver_wakeups(self.metrics_url)
+        turn0 = turn_waits(self.metrics_url)
         api0 = apiserver_requests(self.api)
         pids = component_pids()
         others0 = {name: cpu_seconds(p) for name, p in pids.items()}
@@ -501,6 +532,7 @@ class Bench:
         others1 = {name: cpu_seconds(p) for name, p in pids.items()}
         cpu1, req1 = cpu_seconds(pid), operator_counters(self.metrics_url)
         wake1 = driver_wakeups(self.metrics_url)
+        turns = {le: n - turn0.get(le, 0.0) for le, n in turn_waits(self.metrics_url).items()}
         api1 = apiserver_requests(self.api)
         elapsed, wall1 = time.monotonic() - t0, datetime.now(UTC)
         rss = rss_mib(pid)
@@ -523,6 +555,8 @@ class Bench:
             wakeups={by: n - wake0.get(by, 0.0) for by, n in wake1.items()},
             components={name: (others1[name] - others0[name]) / elapsed for name in pids},
             machine_busy=(busy1 - busy0) / (all1 - all0) if all1 > all0 else None,
+            turn_wait_p50_s=bucket_quantile(turns, 0.5),
+            turn_wait_p99_s=bucket_quantile(turns, 0.99),
             steps=steps,
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, cast
@@ -424,7 +425,9 @@ async def _drive(
             if not serves():
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
+                asked = time.monotonic()
                 async with rt.rounds:  # its turn (a waiting round holds nothing)
+                    metrics.ROUND_TURN_SECONDS.observe(time.monotonic() - asked)
                     if stopped or not serves():  # told to stop, or moved, while it waited
                         delay = FINISHED_WAIT
                     else:

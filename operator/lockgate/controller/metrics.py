@@ -22,6 +22,12 @@ RECONCILE_SECONDS = Histogram(
     "Time from the start of a reconcile to its actions executed (reaction latency)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+ROUND_TURN_SECONDS = Histogram(
+    "lockgate_round_turn_seconds",
+    "Time a woken Deployment's round waited for its turn (rounds in progress at once are "
+    "bounded by the API threads) before it read anything",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
 
 DRIVER_WAKEUPS = Counter(
     "lockgate_driver_wakeups_total",
