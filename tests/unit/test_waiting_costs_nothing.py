@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
@@ -549,6 +550,52 @@ def test_rounds_beyond_what_the_api_threads_serve_wait_their_turn_holding_nothin
         return most, len(set(done))
 
     assert asyncio.run(scenario()) == (turns, drivers)
+
+
+def test_the_wait_of_a_round_for_its_turn_is_measured(env: Env) -> None:
+    """`lockgate_round_turn_seconds`: the rounds that got a turn at once count as no wait, the
+    ones queued behind them as the time until a turn came free (late steps at 1,000 in
+    flight were rounds queued there)."""
+    rt = runtime.Runtime(env.op.rt.kube, env.op.rt.http, runtime.Settings(api_threads=2))
+    clock = [100.0]
+
+    def turn_waits() -> tuple[float, float]:
+        bucket = "lockgate_round_turn_seconds_bucket"
+        at_once = REGISTRY.get_sample_value(bucket, {"le": "0.01"}) or 0.0
+        ten = REGISTRY.get_sample_value(bucket, {"le": "10.0"}) or 0.0
+        five = REGISTRY.get_sample_value(bucket, {"le": "5.0"}) or 0.0
+        return at_once, ten - five
+
+    async def scenario() -> None:
+        in_progress: set[str] = set()
+        release = asyncio.Event()
+
+        async def round_(rt: Any, namespace: str, name: str, *args: Any) -> float:
+            in_progress.add(name)
+            await release.wait()
+            return handlers.SAFETY_NET
+
+        stops, wakes = [Stopped() for _ in range(5)], [Wake() for _ in range(5)]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(handlers, "_drive_once", round_)
+            patch.setattr(handlers, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+            tasks = [
+                asyncio.create_task(handlers._drive(rt, stop, NS, f"dep{i}", {}, log, wake))
+                for i, (stop, wake) in enumerate(zip(stops, wakes, strict=True))
+            ]
+            await until(lambda: len(in_progress) == 2)
+            clock[0] += 7.0  # the other three wait this long for a turn
+            release.set()
+            await until(lambda: len(in_progress) == 5)
+            for stop, wake in zip(stops, wakes, strict=True):
+                stop.set(kopf.DaemonStoppingReason.OPERATOR_EXITING)
+                wake.set()
+            await asyncio.gather(*tasks)
+
+    before = turn_waits()
+    asyncio.run(scenario())
+    after = turn_waits()
+    assert (after[0] - before[0], after[1] - before[1]) == (2, 3)
 
 
 def test_api_threads_come_from_the_flag_and_a_bad_number_is_refused_naming_it(
