@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from lockgate.names import API_VERSION, GROUP, LABEL_APP, VERSION
 
@@ -22,6 +22,12 @@ REQUESTS = Counter(
     "lockgate_api_requests_total",
     "Kubernetes API requests lockgate's own client made (kopf's watches and patches aside)",
     ["call"],
+)
+REQUEST_SECONDS = Histogram(
+    "lockgate_api_request_seconds",
+    "Time a Kubernetes API request of lockgate's own client took, from the ask to the answer "
+    "(the wait for a free API thread included)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 API_THREADS = 64
 """The default of `--api-threads`: worker threads for API calls (the controller's bounded
@@ -163,7 +169,11 @@ class Kube:
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         REQUESTS.labels(getattr(fn, "__name__", "other")).inc()
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        asked = time.monotonic()
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        finally:
+            REQUEST_SECONDS.observe(time.monotonic() - asked)
 
     async def get_or_none(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 from typing import Any, cast
 
 from hypothesis import given, settings
@@ -295,3 +296,32 @@ def test_a_write_traefik_already_serves_wakes_its_waiter_at_the_first_look_after
         await observer.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_wait_of_a_round_for_a_fresh_look_is_measured(monkeypatch: Any) -> None:
+    """`lockgate_traefik_look_wait_seconds`: how long a round's read waited for a look recent
+    enough to answer it, while it held its turn."""
+    from prometheus_client import REGISTRY
+
+    from lockgate.traffic import traefik_observer
+
+    clock = [50.0]
+
+    class SlowObserver:
+        answered_at: float | None = None
+
+        async def look_since(self, since: float) -> Look:
+            clock[0] += 3.0  # the next look answers 3 s after the round asked
+            self.answered_at = clock[0]
+            return Look({})
+
+    def in_bucket() -> float:
+        bucket = "lockgate_traefik_look_wait_seconds_bucket"
+        five = REGISTRY.get_sample_value(bucket, {"le": "5.0"}) or 0.0
+        return five - (REGISTRY.get_sample_value(bucket, {"le": "2.5"}) or 0.0)
+
+    monkeypatch.setattr(traefik_observer, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    reads = LookReads(cast(TraefikObserver, SlowObserver()))
+    before = in_bucket()
+    asyncio.run(reads.service("web@kubernetescrd", "kubernetescrd"))
+    assert in_bucket() - before == 1

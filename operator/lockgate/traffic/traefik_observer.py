@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client import Histogram
 
 from .traefik_api import REQUESTS, Look, TraefikReads
 
@@ -61,6 +62,12 @@ EVERYTHING = None  # a change of unknown extent (the first look, or one after fa
 # A round's reads are answered from a look begun at most this long ago (Traefik itself loads a
 # change up to 2 s after the API has it: its providers' default throttle).
 MAX_AGE = 1.0
+LOOK_WAIT_SECONDS = Histogram(
+    "lockgate_traefik_look_wait_seconds",
+    "Time a round waited for a look at Traefik's API recent enough to answer its reads "
+    "(begun at most a second before it asked)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 
 @dataclass(frozen=True)
@@ -350,7 +357,9 @@ class LookReads:
         return changed if self.began is None or self.began < changed else None
 
     async def _look(self) -> Look | None:
-        look = await self.observer.look_since(time.monotonic() - self.max_age)
+        asked = time.monotonic()
+        look = await self.observer.look_since(asked - self.max_age)
+        LOOK_WAIT_SECONDS.observe(time.monotonic() - asked)
         began = self.observer.answered_at
         self.began = None if look is None else began
         if look is None or began is None:
