@@ -214,14 +214,22 @@ def driver_wakeups(metrics_url: str) -> dict[str, float]:
     return {by: float(value) for by, value in WAKEUP.findall(text)}
 
 
-TURN_BUCKET = re.compile(r'^lockgate_round_turn_seconds_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+# What a round waits on, each a histogram of lockgate's: a turn, a look at Traefik, the API.
+WAITS = {
+    "turn": "lockgate_round_turn_seconds",
+    "Traefik look": "lockgate_traefik_look_wait_seconds",
+    "API request": "lockgate_api_request_seconds",
+}
 
 
-def turn_waits(metrics_url: str) -> dict[float, float]:
-    """Rounds so far that waited for their turn at most `le` seconds, by `le`
-    (lockgate_round_turn_seconds: cumulative buckets)."""
+def waits(metrics_url: str) -> dict[str, dict[float, float]]:
+    """Each of WAITS' histograms so far: cumulative counts by bucket bound `le`."""
     text = httpx.get(metrics_url, timeout=10).text
-    return {float(le): float(n) for le, n in TURN_BUCKET.findall(text)}
+    found: dict[str, dict[float, float]] = {}
+    for what, name in WAITS.items():
+        bucket = re.compile(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', re.M)
+        found[what] = {float(le): float(n) for le, n in bucket.findall(text)}
+    return found
 
 
 def bucket_quantile(buckets: dict[float, float], q: float) -> float | None:
@@ -253,9 +261,8 @@ class Window:
     wakeups: dict[str, float] = field(default_factory=dict)  # what started rounds, by reason
     components: dict[str, float] = field(default_factory=dict)  # CPU share of a core each
     machine_busy: float | None = None  # share of all the machine's cores in use
-    # Upper bounds of the buckets of lockgate_round_turn_seconds holding its p50 and p99
-    turn_wait_p50_s: float | None = None
-    turn_wait_p99_s: float | None = None
+    # Per WAITS entry: the upper bounds of the buckets holding its p50 and p99 in the window
+    waits: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     def line(self) -> str:
         per_step = (
@@ -278,17 +285,20 @@ class Window:
             f"{self.rounds / self.seconds:.1f} rounds/s, {self.steps} steps, {per_step}, "
             f"{self.traefik_requests / self.seconds:.1f} Traefik API requests/s{latency}"
             + self.started_by()
-            + self.turn_wait()
+            + self.waited()
             + self.machine()
         )
 
-    def turn_wait(self) -> str:
-        if self.turn_wait_p50_s is None or self.turn_wait_p99_s is None:
-            return ""
-        return (
-            f"; rounds waited for a turn p50 <= {self.turn_wait_p50_s:g} s, "
-            f"p99 <= {self.turn_wait_p99_s:g} s"
-        )
+    def waited(self) -> str:
+        def bound(p: float) -> str:
+            return f"<= {p:g} s" if p != float("inf") else "above the last bucket"
+
+        shown = [
+            f"{what} p50 {bound(p50)}, p99 {bound(p99)}"
+            for what, (p50, p99) in self.waits.items()
+            if p50 is not None and p99 is not None
+        ]
+        return "; waits: " + "; ".join(shown) if shown else ""
 
     def machine(self) -> str:
         if self.machine_busy is None:
@@ -521,7 +531,7 @@ class Bench:
         pid = self.op.process.pid if self.op.process else 0
         cpu0, req0, api0 = cpu_seconds(pid), operator_counters(self.metrics_url), 0.0
         wake0 = driver_wakeups(self.metrics_url)
-        turn0 = turn_waits(self.metrics_url)
+        waits0 = waits(self.metrics_url)
         api0 = apiserver_requests(self.api)
         pids = component_pids()
         others0 = {name: cpu_seconds(p) for name, p in pids.items()}
@@ -532,7 +542,10 @@ class Bench:
         others1 = {name: cpu_seconds(p) for name, p in pids.items()}
         cpu1, req1 = cpu_seconds(pid), operator_counters(self.metrics_url)
         wake1 = driver_wakeups(self.metrics_url)
-        turns = {le: n - turn0.get(le, 0.0) for le, n in turn_waits(self.metrics_url).items()}
+        waited = {
+            what: {le: n - waits0[what].get(le, 0.0) for le, n in buckets.items()}
+            for what, buckets in waits(self.metrics_url).items()
+        }
         api1 = apiserver_requests(self.api)
         elapsed, wall1 = time.monotonic() - t0, datetime.now(UTC)
         rss = rss_mib(pid)
@@ -555,8 +568,10 @@ class Bench:
             wakeups={by: n - wake0.get(by, 0.0) for by, n in wake1.items()},
             components={name: (others1[name] - others0[name]) / elapsed for name in pids},
             machine_busy=(busy1 - busy0) / (all1 - all0) if all1 > all0 else None,
-            turn_wait_p50_s=bucket_quantile(turns, 0.5),
-            turn_wait_p99_s=bucket_quantile(turns, 0.99),
+            waits={
+                what: (bucket_quantile(b, 0.5), bucket_quantile(b, 0.99))
+                for what, b in waited.items()
+            },
             steps=steps,
             pause_latency_p50_ms=statistics.median(late) * 1000 if late else None,
             pause_latency_p99_ms=percentile(late, 0.99) * 1000 if late else None,
