@@ -638,6 +638,9 @@ class FreshLook:
         await self.shared.observer.look_since(self.began)
         return await self.shared.listing(kind, **query)
 
+    def fresh_after(self) -> float | None:
+        return self.shared.fresh_after()
+
 
 @dataclass
 class Looks:

@@ -195,9 +195,13 @@ def apiserver_requests(api: client.ApiClient) -> float:
     return metric_sum(response.data.decode(), "apiserver_request_total")
 
 
-def operator_counters(metrics_url: str) -> tuple[float, float, float]:
+def operator_metrics(metrics_url: str) -> str:
+    """The operator's metrics page (Prometheus text)."""
+    return httpx.get(metrics_url, timeout=10).text
+
+
+def operator_counters(text: str) -> tuple[float, float, float]:
     """(lockgate's own API requests, reconcile rounds, requests to Traefik's API) so far."""
-    text = httpx.get(metrics_url, timeout=10).text
     return (
         metric_sum(text, "lockgate_api_requests_total"),
         metric_sum(text, "lockgate_reconcile_seconds_count"),
@@ -208,9 +212,8 @@ def operator_counters(metrics_url: str) -> tuple[float, float, float]:
 WAKEUP = re.compile(r'^lockgate_driver_wakeups_total\{by="([a-z_]+)"\} (\S+)$', re.M)
 
 
-def driver_wakeups(metrics_url: str) -> dict[str, float]:
+def driver_wakeups(text: str) -> dict[str, float]:
     """What started the Deployments' rounds so far, by reason (lockgate_driver_wakeups_total)."""
-    text = httpx.get(metrics_url, timeout=10).text
     return {by: float(value) for by, value in WAKEUP.findall(text)}
 
 
@@ -222,9 +225,8 @@ WAITS = {
 }
 
 
-def waits(metrics_url: str) -> dict[str, dict[float, float]]:
+def waits(text: str) -> dict[str, dict[float, float]]:
     """Each of WAITS' histograms so far: cumulative counts by bucket bound `le`."""
-    text = httpx.get(metrics_url, timeout=10).text
     found: dict[str, dict[float, float]] = {}
     for what, name in WAITS.items():
         bucket = re.compile(rf'^{name}_bucket\{{le="([^"]+)"\}} (\S+)$', re.M)
@@ -401,10 +403,10 @@ class Bench:
         patch of all N are over (at 100, five seconds were not enough, and the idle window
         counted them)."""
         started = last_change = time.monotonic()
-        rounds = operator_counters(self.metrics_url)[1]
+        rounds = operator_counters(operator_metrics(self.metrics_url))[1]
         while time.monotonic() - last_change < quiet:
             time.sleep(0.5)
-            now = operator_counters(self.metrics_url)[1]
+            now = operator_counters(operator_metrics(self.metrics_url))[1]
             if now != rounds:
                 rounds, last_change = now, time.monotonic()
             if time.monotonic() - started > 300:
@@ -529,9 +531,8 @@ class Bench:
 
     def window(self, level: int, state: str, seconds: float, names: list[str]) -> Window:
         pid = self.op.process.pid if self.op.process else 0
-        cpu0, req0, api0 = cpu_seconds(pid), operator_counters(self.metrics_url), 0.0
-        wake0 = driver_wakeups(self.metrics_url)
-        waits0 = waits(self.metrics_url)
+        cpu0, page0 = cpu_seconds(pid), operator_metrics(self.metrics_url)
+        req0, wake0, waits0 = operator_counters(page0), driver_wakeups(page0), waits(page0)
         api0 = apiserver_requests(self.api)
         pids = component_pids()
         others0 = {name: cpu_seconds(p) for name, p in pids.items()}
@@ -540,11 +541,11 @@ class Bench:
         time.sleep(seconds)
         busy1, all1 = machine_ticks()
         others1 = {name: cpu_seconds(p) for name, p in pids.items()}
-        cpu1, req1 = cpu_seconds(pid), operator_counters(self.metrics_url)
-        wake1 = driver_wakeups(self.metrics_url)
+        cpu1, page1 = cpu_seconds(pid), operator_metrics(self.metrics_url)
+        req1, wake1 = operator_counters(page1), driver_wakeups(page1)
         waited = {
             what: {le: n - waits0[what].get(le, 0.0) for le, n in buckets.items()}
-            for what, buckets in waits(self.metrics_url).items()
+            for what, buckets in waits(page1).items()
         }
         api1 = apiserver_requests(self.api)
         elapsed, wall1 = time.monotonic() - t0, datetime.now(UTC)

@@ -660,7 +660,7 @@ def test_a_round_that_asked_traefik_for_a_split_sleeps_until_the_observer_sees_i
     per weight; bench.rounds_per_rollout with a 2 s delay: 96 rounds a rollout instead of
     28). Now it sleeps until the Traefik observer sees a change where it waits, or its own
     timer (an apply of what Traefik serves already changes nothing there: the watch's
-    `fresh_after` has the first look after it wake the rollout; test_traefik_observer).
+    `fresh_after` has the first look after it wake the rollout; test_look_reads).
     It used to look again every 2 s as well: with Traefik taking 20 to 110 s to load a
     split of 1,000 Applications, 10 to 55 rounds per weight. Docker hosts without an
     observer still look again soon."""

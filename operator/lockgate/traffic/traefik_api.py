@@ -127,6 +127,11 @@ class TraefikReads(Protocol):
 
     async def listing(self, kind: str, **query: str) -> list[dict[str, Any]] | None: ...
 
+    def fresh_after(self) -> float | None:
+        """When the route objects last changed, if the reads so far may predate that
+        (`TraefikWatch.fresh_after`); None if they cannot."""
+        ...
+
 
 @dataclass
 class HttpReads:
@@ -134,6 +139,9 @@ class HttpReads:
 
     http: httpx.AsyncClient
     api_url: str
+
+    def fresh_after(self) -> float | None:
+        return None  # each read asked after whatever came before it
 
     async def service(self, name: str, provider: str) -> dict[str, Any] | None:
         return await service_answer(self.http, self.api_url, name, provider)

@@ -54,7 +54,7 @@ from .traefik_api import (
     split,
     sticky_config,
 )
-from .traefik_observer import LookReads, TraefikObservers, TraefikWatch
+from .traefik_observer import TraefikObservers, TraefikWatch
 from .traefik_rules import decode, encode, header_priority, header_rule
 
 HEADER_ROUTE_ANNOTATION = f"{GROUP}/header-route"
@@ -165,7 +165,7 @@ class TraefikCrdRouter:
         prefix = f"{self.namespace}-{self.name}"
         # Traefik normalises the names it makes (a dot, or a run of dashes, becomes one dash)
         normalized = "-".join(part for part in re.split(r"[^0-9A-Za-z]+", prefix) if part)
-        fresh_after = self.reads.fresh_after() if isinstance(self.reads, LookReads) else None
+        fresh_after = self.reads.fresh_after() if self.reads is not None else None
         return TraefikWatch(self.api_url, tuple(dict.fromkeys((prefix, normalized))), fresh_after)
 
     def _traefik_service(self, stable: int, canary: int) -> dict[str, Any]:
