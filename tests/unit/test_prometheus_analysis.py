@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lockgate.api.deployment import Analysis, AnalysisQuery
@@ -119,6 +120,37 @@ def test_a_custom_query_gets_each_roles_services_and_the_window() -> None:
     assert sample.error is None, sample.error
     assert sample.queries == {"ratio": 0.03, "up": 1.0}
     assert prom.asked[-2:] == [RATIO_ASKED, "up"]
+
+
+def test_an_analysis_asks_its_queries_side_by_side() -> None:
+    """A round holds one of the operator's turns while it waits for Prometheus: the roles'
+    four queries go out at once, then the custom ones at once, so it waits for the slowest
+    of each, not for the sum."""
+    prom = FakePrometheus(KUBERNETES_TRAFFIC, answers={RATIO_ASKED: 0.03, "up": 1})
+    in_flight = 0
+    asked_beside: list[int] = []  # queries in flight as each one is asked, itself included
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight
+        in_flight += 1
+        asked_beside.append(in_flight)
+        for _ in range(10):  # the round's other queries get their turn to be asked
+            await asyncio.sleep(0)
+        in_flight -= 1
+        return prom.handler(request)
+
+    async def scenario() -> MetricsSample:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            provider = PrometheusMetrics(http, URL)
+            return await provider.window(
+                KUBERNETES, T0, T0 + timedelta(seconds=60), [query(), query("up", name="up")]
+            )
+
+    sample = asyncio.run(scenario())
+    assert sample.error is None, sample.error
+    assert sample.canary == VersionMetrics(100, 30, 0.2)
+    assert sample.queries == {"ratio": 0.03, "up": 1.0}
+    assert asked_beside == [1, 2, 3, 4, 1, 2]
 
 
 @pytest.mark.parametrize(
