@@ -227,6 +227,7 @@ WAITS = {
     "turn": "lockgate_round_turn_seconds",
     "Traefik look": "lockgate_traefik_look_wait_seconds",
     "API request": "lockgate_api_request_seconds",
+    "event loop lag": "lockgate_event_loop_lag_seconds",
 }
 
 

@@ -120,6 +120,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=threads))
     memo.runtime.notifier.start()  # the notifications worker
     memo.heap_trim = asyncio.create_task(heap.trim_periodically(), name="heap trim")
+    memo.loop_lag = asyncio.create_task(metrics.measure_loop_lag(), name="event loop lag")
     # Before anything can read a Secret: from here on every log line, and every Event kopf
     # posts from one, is masked by the Redactor that learns each Secret value lockgate reads.
     install_log_redaction(memo.runtime.redactor)
@@ -131,9 +132,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def close_clients(memo: kopf.Memo, **_: Any) -> None:
-    trim: asyncio.Task[None] | None = memo.get("heap_trim")
-    if trim is not None:
-        trim.cancel()
+    for name in ("heap_trim", "loop_lag"):
+        task: asyncio.Task[None] | None = memo.get(name)
+        if task is not None:
+            task.cancel()
     runtime: Runtime | None = memo.get("runtime")
     if runtime is not None:
         await runtime.aclose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from typing import get_args
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -28,6 +31,29 @@ ROUND_TURN_SECONDS = Histogram(
     "bounded by the API threads) before it read anything",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
 )
+
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "lockgate_event_loop_lag_seconds",
+    "How late a timer of the operator's event loop fired (sampled every half second): "
+    "what every await in the operator waits on top of its own cause while the loop is busy",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LAG_SAMPLE_EVERY = 0.5
+
+
+async def measure_loop_lag(
+    every: float = LAG_SAMPLE_EVERY,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Until cancelled: how late each wake-up of a sleep of `every` seconds comes. An API
+    request or a look at Traefik that takes long while the API server and Traefik answer
+    fast is a busy loop's doing, and this tells the two apart."""
+    while True:
+        due = clock() + every
+        await sleep(every)
+        EVENT_LOOP_LAG_SECONDS.observe(max(0.0, clock() - due))
+
 
 DRIVER_WAKEUPS = Counter(
     "lockgate_driver_wakeups_total",
