@@ -89,7 +89,8 @@ def test_planted_secrets_never_appear_in_status_events_or_the_operator_log(
     env_app = apps["env"]
     lockgate.create(with_env(docker_application(lockgate, env_app, hosts, traefik)))
     lockgate.create(deployment(f"{env_app}-v1", env_app, "demo:v1"))
-    assert lockgate.wait_finished(f"{env_app}-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished(f"{env_app}-v1")
+    assert finished["phase"] == "Succeeded", finished
     docker = local_client(hosts["host1"])
     try:
         (container,) = docker.containers.list(filters={"label": f"{LABEL_APP}={env_app}"})
@@ -113,7 +114,8 @@ def test_planted_secrets_never_appear_in_status_events_or_the_operator_log(
     key_app["spec"]["docker"]["hosts"][0]["knownHostsSecretRef"]["name"] = "wrong-ssh"
     lockgate.create(with_env(key_app))
     lockgate.create(deployment(f"{apps['key']}-v1", apps["key"], "demo:v1"))
-    assert lockgate.wait_finished(f"{apps['key']}-v1")["phase"] == "Failed"
+    finished = lockgate.wait_finished(f"{apps['key']}-v1")
+    assert finished["phase"] == "Failed", finished
 
     texts: dict[str, str] = {"operator log": operator.log_text()}
     for name in apps.values():

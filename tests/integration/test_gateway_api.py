@@ -55,7 +55,8 @@ def gateway_application(lg: Lockgate, traefik: Traefik, name: str = "shop") -> d
 def deploy_v1(lg: Lockgate, traefik: Traefik) -> None:
     lg.create(gateway_application(lg, traefik))
     lg.create(deployment("shop-v1", "shop", "demo:v1"))
-    assert lg.wait_finished("shop-v1")["phase"] == "Succeeded"
+    finished = lg.wait_finished("shop-v1")
+    assert finished["phase"] == "Succeeded", finished
 
 
 def load_for(traefik: Traefik, lg: Lockgate, **extra: Any) -> Load:
@@ -279,7 +280,8 @@ def test_a_rule_of_someone_elses_httproute_carries_the_rollout_and_nothing_else_
     app["spec"]["traffic"] = {"gatewayAPI": {"routeRef": {"name": "storefront", "rule": "shop"}}}
     lockgate.create(app)
     lockgate.create(deployment("shop-v1", "shop", "demo:v1"))
-    assert lockgate.wait_finished("shop-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished("shop-v1")
+    assert finished["phase"] == "Succeeded", finished
     canary = {"type": "Canary", "canary": {"steps": [50, 100], "stepSeconds": 5}}
     with load_for(traefik, lockgate) as load:
         load.wait_answered(20)
@@ -324,7 +326,8 @@ def test_an_application_moved_to_an_httproute_and_back_serves_every_request_and_
     host = host_of("shop", lockgate.namespace)
     lockgate.create(application("shop", 3, namespace=lockgate.namespace))
     lockgate.create(deployment("shop-v1", "shop", "demo:v1"))
-    assert lockgate.wait_finished("shop-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished("shop-v1")
+    assert finished["phase"] == "Succeeded", finished
     traefik_routes = {
         "traefikservices/shop",
         "ingressroutes/shop",

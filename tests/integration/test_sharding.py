@@ -219,7 +219,8 @@ def test_an_application_moved_mid_rollout_finishes_under_the_new_shard(
     assert status["weights"] == {"stable": 50, "canary": 50}, status
     relabel(lg, "shop", "a")
     watch_object(lg, "deployments", "shop-v2", served_by("a"), "the Deployment handed back to a")
-    assert lg.wait_finished("shop-v2")["phase"] == "Succeeded"
+    finished = lg.wait_finished("shop-v2")
+    assert finished["phase"] == "Succeeded", finished
     assert lg.get("shop", "applications")["status"]["stable"]["image"] == "demo:v2"
     # Who finished what: a the first rollout and the second (once it was back), b neither.
     succeeded(shards["a"], 2)

@@ -224,7 +224,8 @@ def test_header_route_on_docker_hosts_sends_testers_and_only_them_to_the_canary(
     create_secrets(lockgate, fleet)
     lockgate.create(docker_application(lockgate, app, fleet, traefik))
     lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
-    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished(f"{app}-v1")
+    assert finished["phase"] == "Succeeded", finished
     host = host_of(app, lockgate.namespace)
     strategy = {
         "type": "Canary",
@@ -403,7 +404,8 @@ def test_sticky_canary_on_docker_hosts_keeps_each_client_on_its_version(
     manifest["spec"]["traffic"]["traefik"]["sticky"] = STICKY
     lockgate.create(manifest)
     lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
-    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished(f"{app}-v1")
+    assert finished["phase"] == "Succeeded", finished
     strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **GROWING["canary"]}}
     sticky_rollout(lockgate, traefik, host_of(app, lockgate.namespace), f"{app}-v2", strategy)
     wait_alone_everywhere(fleet, app, "demo:v1")
@@ -524,7 +526,8 @@ def test_mirror_on_docker_hosts_copies_its_share_to_the_canary_and_clients_see_s
     create_secrets(lockgate, fleet)
     lockgate.create(docker_application(lockgate, app, fleet, traefik))
     lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
-    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished(f"{app}-v1")
+    assert finished["phase"] == "Succeeded", finished
     strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **MIRROR_THEN_WEIGHTS["canary"]}}
     leaves = {"stable": f"{app}-stable@file", "canary": f"{app}-canary@file"}
     mirror_rollout(
@@ -540,7 +543,8 @@ def test_a_canary_failing_every_mirrored_request_on_docker_hosts_never_meets_a_c
     create_secrets(lockgate, fleet)
     lockgate.create(docker_application(lockgate, app, fleet, traefik))
     lockgate.create(deployment(f"{app}-v1", app, "demo:v1"))
-    assert lockgate.wait_finished(f"{app}-v1")["phase"] == "Succeeded"
+    finished = lockgate.wait_finished(f"{app}-v1")
+    assert finished["phase"] == "Succeeded", finished
     strategy = {"type": "Canary", "canary": {"canaryHosts": 1, **FAILING_MIRROR["canary"]}}
     failing_mirror_rollout(
         lockgate, traefik, host_of(app, lockgate.namespace), f"{app}-bad", strategy
