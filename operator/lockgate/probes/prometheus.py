@@ -128,9 +128,9 @@ T = TypeVar("T")
 
 async def _all(calls: Sequence[Awaitable[T]]) -> list[T]:
     """The answers of `calls` run side by side: a round holding one of the turns waits for
-    the slowest query, not for the sum of them (4 at each analysis, one after another, were
-    most of such a round's time at 1,000 in flight). All end before the first failure in
-    their order is raised: the same error as one after another, and no query left behind."""
+    the slowest query, not for the sum of them (an analysis asks four). All end before the
+    first failure in their order is raised: the same error as one after another, and no
+    query left behind."""
     answers = await asyncio.gather(*calls, return_exceptions=True)
     for answer in answers:
         if isinstance(answer, BaseException):
