@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,48 @@ def test_tls_material_is_in_memory_reread_on_reconnect_and_closed_with_the_pool(
     for fd, inode in files.items():
         with contextlib.suppress(OSError):  # closed; or its number reused by another file
             assert os.fstat(fd).st_ino != inode
+
+
+def test_an_applications_ssh_connection_fits_a_stock_sshd(
+    docker_hosts_by_name: dict[str, DockerHost],
+) -> None:
+    """host3's sshd keeps the default MaxSessions: 10 channels on one SSH connection, the
+    11th refused ("open failed"). An Application's connection at its fullest, as many calls
+    as it runs at once each holding a channel while a container watch holds another, fits."""
+    conns = HostConnections([host_spec(docker_hosts_by_name["host3"])])
+    all_open = threading.Barrier(conns.max_parallel)
+    filters = event_filters(["none"])
+
+    def hold_a_channel(_client: Any) -> None:
+        try:
+            stream = conns.open_events("host3", filters)  # a channel until it is closed
+        except BaseException:
+            all_open.abort()
+            raise
+        try:
+            all_open.wait()
+        finally:
+            stream.close()
+
+    async def scenario() -> list[BaseException | None]:
+        # Threads for all of them at once, as the operator's pool has (asyncio's default
+        # of cores + 4 is 6 here).
+        pool = ThreadPoolExecutor(max_workers=conns.max_parallel + 1)
+        asyncio.get_running_loop().set_default_executor(pool)
+        watch = await asyncio.to_thread(conns.open_events, "host3", filters)
+        try:
+            # One round of calls only: a session's slot outlives its closed channel for a
+            # moment (until the remote `docker system dial-stdio` exits).
+            calls = [conns.run("host3", hold_a_channel) for _ in range(conns.max_parallel)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            watch.close()
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        conns.close()
+    assert [r for r in results if r is not None] == []
 
 
 def test_remove_stops_with_sigterm_and_removes(

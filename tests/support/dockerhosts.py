@@ -141,7 +141,7 @@ class _PinnedKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
     def __init__(self, base_url: str, key: Path, known_hosts: Path, timeout: int) -> None:
         self._key = key
         self._known_hosts = known_hosts
-        super().__init__(base_url, timeout=timeout, shell_out=False)
+        super().__init__(base_url, timeout=timeout, shell_out=False, max_pool_size=8)
 
     def _create_paramiko_client(self, base_url: str) -> None:
         from urllib.parse import urlparse
@@ -162,12 +162,14 @@ class _PinnedKeySSHAdapter(SSHHTTPAdapter):  # type: ignore[misc]
         }
 
     def get_connection(self, url: str, proxies: Any = None) -> Any:
-        # docker-py keys its pools by the full request URL, so each image's inspect URL had
-        # a pool of its own with up to 10 channels: 24 threads listing the demo images held
-        # 100 sessions open on one connection (sshd's log, CI on 2026-12-03), sshd's
-        # MaxSessions here, and the next channel was refused. One pool per host, as the
-        # operator's adapter does.
-        return super().get_connection("http+docker://ssh/", proxies)
+        # docker-py keys its pools by the full request URL: each image's inspect URL had a
+        # pool of its own, and 24 threads held 100 channels on one connection (CI on
+        # 2026-12-03). One pool per host, as the operator's adapter does; and it blocks
+        # when full, so this helper stays within sshd's default of 10 sessions (host3's
+        # sshd keeps it) however many threads share the client.
+        pool = super().get_connection("http+docker://ssh/", proxies)
+        pool.block = True
+        return pool
 
 
 def docker_client(
