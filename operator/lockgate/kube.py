@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
+import json
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -192,17 +195,34 @@ class Kube:
     async def _patch_own(
         self, plural: str, namespace: str, name: str, body: dict[str, Any], *, status: bool
     ) -> dict[str, Any]:
+        return await self._patched(plural, namespace, name, body, status, lambda answer: answer)
+
+    async def _patched(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+        status: bool,
+        then: Callable[[dict[str, Any]], T],
+    ) -> T:
+        """A patch of one of lockgate's own objects; `then` takes the answer in the API
+        thread, off the event loop."""
         patch = (
             self.custom.patch_namespaced_custom_object_status
             if status
             else self.custom.patch_namespaced_custom_object
         )
+
+        @functools.wraps(patch)  # counted under the client call's name
+        def patched(*args: Any, **kwargs: Any) -> T:
+            return then(patch(*args, **kwargs))
+
         # As field manager `lockgate`: managedFields tell its writes from a user's (and from
         # any script's with this client's default manager, "OpenAPI-Generator").
-        result: dict[str, Any] = await self.call(
-            patch, GROUP, VERSION, namespace, plural, name, body, field_manager="lockgate"
+        return await self.call(
+            patched, GROUP, VERSION, namespace, plural, name, body, field_manager="lockgate"
         )
-        return result
 
     async def get_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._get_own("applications", namespace, name)
@@ -227,11 +247,9 @@ class Kube:
 
     async def patch_deployment_status(
         self, namespace: str, name: str, body: dict[str, Any]
-    ) -> str | None:
-        """The resourceVersion the write made."""
-        result = await self._patch_own("deployments", namespace, name, body, status=True)
-        rv: str | None = (result.get("metadata") or {}).get("resourceVersion")
-        return rv
+    ) -> Written:
+        """The Deployment as the write left it, packed."""
+        return await self._patched("deployments", namespace, name, body, True, Written.of)
 
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]
@@ -379,6 +397,28 @@ class ApiVersions:
                     f"the API server lists no {group} API group yet: asking again"
                 )
             return frozenset()
+
+
+@dataclass(frozen=True)
+class Written:
+    """An object as the API server answered a write of it, its JSON compressed: a
+    Deployment with full status histories is up to ~35 KB of JSON and 150 KB decoded, a few
+    KB packed, so one per Deployment in flight stays small."""
+
+    resource_version: str | None
+    packed: bytes
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Written:
+        return cls(
+            (obj.get("metadata") or {}).get("resourceVersion"),
+            zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 1),
+        )
+
+    def object(self) -> dict[str, Any]:
+        """A fresh copy: the caller may change it."""
+        obj: dict[str, Any] = json.loads(zlib.decompress(self.packed))
+        return obj
 
 
 # How long a kept object is trusted without a watch event, a write or a read confirming it:

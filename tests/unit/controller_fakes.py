@@ -45,7 +45,7 @@ from lockgate.engine import EnsureInstances, Promote, SetRoutes, SetWeights
 from lockgate.hosts.connections import HostConnections
 from lockgate.hosts.errors import HostUnavailable
 from lockgate.hosts.spec import HostSpec
-from lockgate.kube import Kube
+from lockgate.kube import Kube, Written
 from lockgate.names import (
     LABEL_APP,
     LABEL_IMAGE,
@@ -138,6 +138,8 @@ class FakeKube:
         }
         self.discoveries = 0
         self.deleted: list[str] = []
+        self.deployment_reads = 0
+        self.status_writes = 0
 
     # ---------------------------------------------------------------- Kube's interface
 
@@ -156,6 +158,7 @@ class FakeKube:
         return copy.deepcopy(self.store.get(("applications", namespace, name)))
 
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.deployment_reads += 1
         return copy.deepcopy(self.store.get(("deployments", namespace, name)))
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
@@ -172,11 +175,9 @@ class FakeKube:
 
     async def patch_deployment_status(
         self, namespace: str, name: str, body: dict[str, Any]
-    ) -> str | None:
-        rv: str | None = self._patch("deployments", namespace, name, body)["metadata"].get(
-            "resourceVersion"
-        )
-        return rv
+    ) -> Written:
+        self.status_writes += 1
+        return Written.of(self._patch("deployments", namespace, name, body))
 
     async def patch_deployment(
         self, namespace: str, name: str, body: dict[str, Any]
@@ -630,6 +631,12 @@ class Env:
     world: FakeWorld
     fleet: FakeFleet
     op: Operator
+
+
+def deployment_step(env: Env) -> dict[str, Any]:
+    """The status's current step of Deployment `dep`, as the fake API holds it."""
+    found: dict[str, Any] = (env.kube.deployment("dep").get("status") or {}).get("step") or {}
+    return found
 
 
 def env_over_fakes(

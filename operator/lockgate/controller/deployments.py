@@ -448,11 +448,13 @@ async def reconcile(
             written = await rt.kube.patch_deployment_status(
                 rec.namespace, rec.name, rec.conditional({"status": changes})
             )
-            if quiet and written is not None:
-                rt.quiet_writes[(rec.namespace, rec.name)] = written
+            rt.deployment_writes[(rec.namespace, rec.name)] = written
+            if quiet and written.resource_version is not None:
+                rt.quiet_writes[(rec.namespace, rec.name)] = written.resource_version
         except ApiException as err:
             if err.status != 409:
                 raise
+            rt.deployment_writes.pop((rec.namespace, rec.name), None)
             # The Deployment changed since this round read it: the round is lost, as if the
             # operator had stopped before persisting (its actions are idempotent), and the
             # next one starts from what is there now. Another operator's round never
@@ -468,6 +470,10 @@ async def reconcile(
     rt.notifier.enqueue_owed(body["metadata"], spec.application, decision.status, rec.app)
     _record(rec, status, decision)
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+    if decision.step_ends_after is None:
+        rt.step_ends.pop((rec.namespace, rec.name), None)
+    else:
+        rt.step_ends[(rec.namespace, rec.name)] = decided + decision.step_ends_after
     requeue = decision.requeue_after
     if requeue is not None:
         # The engine's timers count from `at`; observing, acting and writing took their time

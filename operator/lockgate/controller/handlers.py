@@ -66,6 +66,9 @@ from .wakeups import (
 
 IDLE_MIN, IDLE_MAX = 0.1, 2.0  # back-off while the world settles where no watch tells
 ACTED_WAIT = 0.1  # after acting, give the world a moment before looking again
+# A step's end and the timer waking its driver are computed apart (float seconds): the round
+# the timer wakes counts as the one after the step's end if it comes this much before it.
+TIMER_SLACK = 0.05
 # A round that wrote the status looks again when that write's watch event wakes it (then
 # the next round reads what was written). Looking at once cost a round that found nothing
 # to do, and the event brought a third: three rounds per write. Only if no event comes.
@@ -367,8 +370,12 @@ async def deployment_driver(
     def serves() -> bool:
         return _serves(shards, namespace, kwargs["spec"], kwargs["labels"], memo)
 
+    def watched_version() -> str | None:
+        # kopf's live body: the version its watch last delivered, current with each event.
+        return ((kwargs.get("body") or {}).get("metadata") or {}).get("resourceVersion")
+
     driving = asyncio.create_task(
-        _drive(rt, stopped, namespace, name, deployments, logger, wake, serves)
+        _drive(rt, stopped, namespace, name, deployments, logger, wake, serves, watched_version)
     )
     relay = asyncio.create_task(_wake_when_stopped(stopped, wake, driving))
     try:
@@ -406,11 +413,13 @@ async def _drive(
     logger: Any,
     wake: Wake,
     serves: Callable[[], bool] = lambda: True,
+    watched_version: Callable[[], str | None] = lambda: None,
 ) -> None:
     """The driver's loop: a round (while the Deployment is this shard's), then a wait for
     `wake` or the round's delay. A round waiting on Traefik alone is woken by the Traefik
     observer when what it waits on changes there; others waiting where no watch tells (Docker
-    hosts) poll on a back-off."""
+    hosts) poll on a back-off. `watched_version`: the resourceVersion the watch last
+    delivered of the Deployment."""
     idle = IDLE_MIN
     key = ("deployments", namespace, name)
 
@@ -428,13 +437,21 @@ async def _drive(
                 delay: float | Poll = FINISHED_WAIT  # not ours (any more): nothing to do
             else:
                 asked = time.monotonic()
-                async with rt.rounds:  # its turn (a waiting round holds nothing)
+                ends = rt.step_ends.get((namespace, name))
+                moves_on = ends is not None and asked >= ends - TIMER_SLACK
+                async with rt.rounds.turn(first=moves_on):  # a waiting round holds nothing
                     metrics.ROUND_TURN_SECONDS.observe(time.monotonic() - asked)
                     if stopped or not serves():  # told to stop, or moved, while it waited
                         delay = FINISHED_WAIT
                     else:
                         delay = await _drive_once(
-                            rt, namespace, name, deployments, logger, webhook_answered
+                            rt,
+                            namespace,
+                            name,
+                            deployments,
+                            logger,
+                            webhook_answered,
+                            watched_version(),
                         )
             if isinstance(delay, Poll) and delay.watch is not None:
                 idle = IDLE_MIN
@@ -471,6 +488,8 @@ async def _drive(
         rt.polls.done(key)
         rt.watched.done(key)
         rt.traefik.forget(key)
+        rt.deployment_writes.pop((namespace, name), None)
+        rt.step_ends.pop((namespace, name), None)
 
 
 async def _drive_once(
@@ -480,17 +499,35 @@ async def _drive_once(
     deployments: DeploymentIndex,
     logger: Any,
     wake: Callable[[], None] | None = None,
+    watched_version: str | None = None,
 ) -> float | Poll:
     """One round; returns how long to wait before the next unless woken (a Poll: the world
-    settles where no watch tells)."""
+    settles where no watch tells).
+
+    The Deployment is read from the API, or, when the version the watch last delivered
+    (`watched_version`) is the one this operator's last status write made, from that
+    write's answer: nobody changed it since, as far as the watch tells, and a change the
+    watch has yet to deliver makes the round's conditional write fail (409, the round is
+    lost) and wakes the driver for another round when it arrives. That GET was one of a
+    round's ~4 API requests, and at 1,000 in flight each took 0.3 s of the API server's
+    time (docs/scale.md)."""
     try:
-        obj = await rt.kube.get_deployment(namespace, name)
-        if obj is not None and settled(obj):
-            # No reconcile looks at it: notifications it still owes are queued from here.
-            await rt.notifier.catch_up(obj)
+        written = rt.deployment_writes.get((namespace, name))
+        if (
+            written is not None
+            and watched_version is not None
+            and written.resource_version == watched_version
+        ):
+            obj: dict[str, Any] | None = written.object()
+        else:
+            obj = await rt.kube.get_deployment(namespace, name)
         if obj is None or settled(obj):
             # Finished or failed with nothing to act on: no round, so nothing touches its
             # hosts until its spec or an action changes (a watch event wakes it then).
+            rt.deployment_writes.pop((namespace, name), None)
+            if obj is not None:
+                # No reconcile looks at it: notifications it still owes are queued from here.
+                await rt.notifier.catch_up(obj)
             return FINISHED_WAIT
         body = kopf.Body(cast(kopf.RawBody, obj))
         result = await reconcile(

@@ -16,7 +16,7 @@ import yaml
 from lockgate.api import ApplicationSpec
 from lockgate.api.application import NotificationTarget
 from lockgate.engine import WebhookAnswer
-from lockgate.kube import API_THREADS, ApiVersions, Kube, WatchedObjects, load_config
+from lockgate.kube import API_THREADS, ApiVersions, Kube, WatchedObjects, Written, load_config
 from lockgate.names import shard_name_problem
 from lockgate.outbound.http import BoundedClient
 from lockgate.outbound.notifications import load_defaults
@@ -35,6 +35,7 @@ from lockgate.traffic.traefik_observer import TraefikObservers
 
 from .notifier import Notifier
 from .redact import Redactor
+from .turns import Turns
 from .wakeups import WATCHED_PER_SECOND, ApplicationIndex, PollPace, Wakeups
 
 log = logging.getLogger("lockgate.runtime")
@@ -114,11 +115,17 @@ class Runtime:
     polls: PollPace = field(default_factory=PollPace)
     # Who waits on the Traefik observer: their safety-net looks share a budget too.
     watched: PollPace = field(default_factory=lambda: PollPace(WATCHED_PER_SECOND))
-    # Turns for the rounds of Deployments (`settings.api_threads` at a time).
-    rounds: asyncio.Semaphore = field(init=False)
+    # Turns for the rounds of Deployments (`settings.api_threads` at a time, turns.py).
+    rounds: Turns = field(init=False)
+    # (namespace, name) -> a Deployment as this operator's last status write of it left it: the
+    # next round reads it from here while the watch has brought nothing newer (handlers.py).
+    deployment_writes: dict[tuple[str, str], Written] = field(default_factory=dict)
     # (namespace, name) -> the resourceVersion of a Deployment's last status write that needs
     # no round of its own (it recorded, it moved nothing): its watch event wakes nobody.
     quiet_writes: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (namespace, name) -> when (time.monotonic()) the current step's timed wait ends: the
+    # round from then on moves the rollout on and takes its turn first (turns.py).
+    step_ends: dict[tuple[str, str], float] = field(default_factory=dict)
     # (namespace, application, slot) -> its Pods: kopf's index, once a handler has seen it.
     pod_index: Mapping[tuple[str, str, str], Collection[PodInfo]] | None = None
     # (namespace, application, slot) -> its apps/v1 Deployment: likewise.
@@ -139,7 +146,7 @@ class Runtime:
     api_versions: ApiVersions = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rounds = asyncio.Semaphore(self.settings.api_threads)
+        self.rounds = Turns(self.settings.api_threads)
         self.notifier = Notifier(self)
         self.traefik = TraefikObservers(self.http)
         self.api_versions = ApiVersions(self.kube)

@@ -78,6 +78,9 @@ class Decision:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None  # seconds until a timer of the rollout elapses
+    # Seconds until the current step's timed wait (a pause) ends, when the round then moves
+    # the rollout on: that round goes before rounds that only look (controller/turns.py).
+    step_ends_after: float | None = None
 
 
 def spec_fingerprint(spec: DeploymentSpec) -> str:
@@ -219,6 +222,7 @@ class _Run:
         self.actions: list[Action] = []
         self.events: list[Event] = []
         self.wakeups: list[datetime] = []
+        self.step_ends: datetime | None = None
         self._plan: Plan | None = None
         self._release = ""
         self._release_revision = -1
@@ -488,7 +492,10 @@ class _Run:
         requeue = None
         if self.wakeups:
             requeue = max(0.0, (min(self.wakeups) - self.now).total_seconds())
-        return Decision(s, self.actions, self.events, requeue)
+        step_ends = None
+        if self.step_ends is not None:
+            step_ends = max(0.0, (self.step_ends - self.now).total_seconds())
+        return Decision(s, self.actions, self.events, requeue, step_ends)
 
     # ----------------------------------------------------------------- top level
 
@@ -888,6 +895,7 @@ class _Run:
         if self.now >= ends:
             return True
         self.wakeups.append(ends)
+        self.step_ends = ends
         return False
 
     def promote(self, step: Step) -> bool:
