@@ -284,6 +284,13 @@ def test_live_canary_under_load_step_and_weight_change_without_reload_and_promot
         )
         assert listing.navigations() == listing_navigations  # updated live, not reloaded
         assert page.console_errors() == [] and listing.console_errors() == []
+        # A stream cut by a change of the host's network (`Page.network_changes`) is taken up again.
+        for tab in (page, listing):
+            wait_for(
+                "the page's event stream to be live",
+                lambda tab=tab: tab.text("#live-state") == "live",
+                lambda tab=tab: (tab.text("#live-state"), tab.network_changes()),
+            )
         assert live_shot.stat().st_size > 10_000 and list_shot.stat().st_size > 5_000
 
 

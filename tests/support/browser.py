@@ -24,6 +24,8 @@ import websocket
 from tests.support.cluster import REPO_ROOT
 from tests.support.rollouts import cpu_ticks, wait_for
 
+NETWORK_CHANGED = "net::ERR_NETWORK_CHANGED"
+
 
 def chromium_path() -> str:
     """The browser's executable, installed through the project's own script when missing."""
@@ -280,14 +282,28 @@ class Page:
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
+    def network_changes(self) -> int:
+        """How many of the page's requests chromium cut with net::ERR_NETWORK_CHANGED. Chromium
+        does so when the host's interfaces or their addresses change, and while the suite runs
+        they do: the process kubelet adds a veth pair for every Pod it starts, Docker one for
+        every container. So another test's Pod can cut a long-lived request (the live view's
+        event stream). A user's browser does the same when their network changes; what counts
+        is that the page reconnects."""
+        return sum(
+            NETWORK_CHANGED in p["entry"].get("text", "") for p in self.events("Log.entryAdded")
+        )
+
     def requests_since(self, index: int) -> list[str]:
         return [p["request"]["url"] for p in self.events("Network.requestWillBeSent")[index:]]
 
     def console_errors(self) -> list[str]:
+        """The page's errors, but for requests chromium cut because the host's network changed
+        (see `network_changes`)."""
         found = [
-            p["entry"].get("text", "")
+            text
             for p in self.events("Log.entryAdded")
             if p["entry"].get("level") == "error"
+            and NETWORK_CHANGED not in (text := p["entry"].get("text", ""))
         ]
         found += [
             str(p["exceptionDetails"].get("exception", {}).get("description"))
