@@ -564,8 +564,11 @@ def test_capacity_shortfall_names_host_and_resource(
         huge = Resources.parse("0.1", f"{after.total.memory // 2**30 + 1}Gi")
         canary = extra_instances("Canary", conns.names, 1, canary_units=conns.names[:1])
         found = await check_capacity(conns, canary, huge)
-        assert [(s.host, s.resource) for s in found] == [("host1", "memory")]
-        assert "not enough memory" in str(found[0])
+        # Only host1 gets a canary. Its CPU may be short too: this test's own instance holds
+        # a core of host1, and other tests' instances may hold the rest at that moment.
+        assert {s.host for s in found} == {"host1"}, found
+        memory = [s for s in found if s.resource == "memory"]
+        assert len(memory) == 1 and "not enough memory" in str(memory[0]), found
 
         assert await check_capacity(conns, extra, Resources.parse("0.01", "8Mi")) == []
 
