@@ -50,8 +50,18 @@ proc_start() { # dir name binary args... ; detached, so it outlives the calling 
   # lock would be held as long as the component runs: ours (8, 9) and a caller's such as
   # `flock FILE hack/cluster up`, whose lock is on descriptor 3.
   setsid "$bin" "$@" >>"$dir/$name.log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
-  echo $! >"$dir/$name.pid"
-  readlink -f "$bin" >"$dir/$name.exe"
+  local pid=$! exe i
+  exe="$(readlink -f "$bin")"
+  echo "$pid" >"$dir/$name.pid"
+  echo "$exe" >"$dir/$name.exe"
+  # Until the background shell has exec'd the binary, /proc/PID/exe names bash (then setsid),
+  # and proc_alive would call a component that is only starting dead (seen once in CI, on
+  # Prometheus, whose log was still empty). Up to 10 s; a failed exec ends the process.
+  for ((i = 0; i < 200; i++)); do
+    [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" != "$exe" ]] || return 0
+    pid_running "$pid" || return 0
+    sleep 0.05
+  done
 }
 
 proc_stop() { # dir name ; TERM, wait up to 10 s, then KILL, and wait until it is gone
@@ -76,6 +86,16 @@ proc_stop() { # dir name ; TERM, wait up to 10 s, then KILL, and wait until it i
   [[ "$(cat "$dir/$name.pid" 2>/dev/null)" != "$pid" ]] || rm -f "$dir/$name.pid"
 }
 
+proc_whatis() { # dir name ; what its PID is now, when that is not the process we started
+  local pid
+  pid="$(cat "$1/$2.pid" 2>/dev/null)" || return 0
+  if pid_running "$pid"; then
+    echo " (pid $pid runs $(readlink "/proc/$pid/exe" 2>/dev/null), not $(cat "$1/$2.exe" 2>/dev/null))"
+  else
+    echo " (pid $pid is gone)"
+  fi
+}
+
 proc_fail() { # dir name message ; the component's own words are the best diagnosis
   log "error: $3"
   log "last lines of $1/$2.log (this start only):"
@@ -90,7 +110,7 @@ proc_wait() { # dir name timeout_s check...
   shift 3
   deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    proc_alive "$dir" "$name" || proc_fail "$dir" "$name" "$name exited during startup"
+    proc_alive "$dir" "$name" || proc_fail "$dir" "$name" "$name exited during startup$(proc_whatis "$dir" "$name")"
     ((SECONDS < deadline)) || proc_fail "$dir" "$name" "$name not ready after ${timeout}s"
     sleep 0.2
   done
