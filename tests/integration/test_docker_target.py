@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
+import signal
 import socket
 import stat
 import subprocess
@@ -236,6 +238,105 @@ def test_an_applications_ssh_connection_fits_a_stock_sshd(
     finally:
         conns.close()
     assert [r for r in results if r is not None] == []
+
+
+def _ssh_ports_to(host: DockerHost) -> set[int]:
+    """Local ports of this process's established SSH connections to host."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( dst {host.address}:22 )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    mine = f"pid={os.getpid()},"
+    return {int(line.split()[2].rsplit(":", 1)[1]) for line in out.splitlines() if mine in line}
+
+
+def _sshd_session(host: DockerHost, port: int) -> list[int]:
+    """The host's sshd processes serving the SSH connection from local `port`."""
+    in_host = ["nsenter", f"--net=/run/netns/{host.netns}"]
+    out = subprocess.run(
+        [*in_host, "ss", "-tnpH", "state", "established", f"( sport = :22 and dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
+
+
+def _descendants(pids: list[int]) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat_line = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat_line.rsplit(")", 1)[1].split()[1])
+    found, todo = [], list(pids)
+    while todo:
+        parent = todo.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found += children
+        todo += children
+    return found
+
+
+def _an_ssh_connection_in_use(host: DockerHost) -> tuple[HostConnections, int]:
+    """HostConnections with a call done on host (a channel back in its pool), and the local
+    port of its SSH connection."""
+    before = _ssh_ports_to(host)
+    conns = HostConnections([host_spec(host)])
+    asyncio.run(conns.ping(host.name))
+    (port,) = _ssh_ports_to(host) - before
+    return conns, port
+
+
+def test_a_call_after_the_hosts_sshd_ended_the_connection_opens_a_new_one(
+    docker_hosts_by_name: dict[str, DockerHost],
+) -> None:
+    """An SSH connection that ended between calls (its sshd session killed on the host, as
+    a restart or a network cut ends it) does not fail the next call: it connects again."""
+    host = docker_hosts_by_name["host3"]
+    conns, port = _an_ssh_connection_in_use(host)
+    try:
+        for pid in _sshd_session(host, port):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(
+            "the client to see its SSH connection end",
+            lambda: port not in _ssh_ports_to(host),
+            lambda: _sshd_session(host, port),
+        )
+        asyncio.run(conns.ping("host3"))
+    finally:
+        conns.close()
+
+
+def test_a_call_after_the_hosts_dial_stdio_ended_opens_a_new_channel(
+    docker_hosts_by_name: dict[str, DockerHost],
+) -> None:
+    """A pooled channel whose `docker system dial-stdio` on the host ended (killed here) is
+    not used for the next call, which opens a new channel on the same connection."""
+    host = docker_hosts_by_name["host3"]
+    conns, port = _an_ssh_connection_in_use(host)
+    try:
+        dial_stdio = [
+            pid
+            for pid in _descendants(_sshd_session(host, port))
+            if b"dial-stdio" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        assert dial_stdio, "a pooled channel runs dial-stdio on the host"
+        for pid in dial_stdio:
+            os.kill(pid, signal.SIGKILL)
+        # Read only to know when: the client has seen the channel's close.
+        pool = conns._client_sync("host3").api._custom_adapter.get_connection("")
+        wait_for(
+            "the client to see the channel's close",
+            lambda: all(c.sock is None or c.sock.closed for c in list(pool.pool.queue) if c),
+            lambda: [Path(f"/proc/{pid}").exists() for pid in dial_stdio],
+        )
+        asyncio.run(conns.ping("host3"))
+        assert _ssh_ports_to(host) >= {port}, "the same SSH connection"
+    finally:
+        conns.close()
 
 
 def test_remove_stops_with_sigterm_and_removes(
