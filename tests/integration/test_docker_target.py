@@ -381,8 +381,11 @@ def test_missing_image_is_an_error_naming_the_host(conns: HostConnections, app: 
 
 
 def _read(stream: EventStream, seen: list[dict[str, Any]]) -> None:
-    for event in stream:
-        seen.append(event)
+    # A read that close() cuts may end in any error (http.client's own, mid-chunk), and the
+    # operator's watch takes any as the stream's end: so does this reader.
+    with contextlib.suppress(Exception):
+        for event in stream:
+            seen.append(event)
 
 
 @pytest.mark.parametrize("host", ["host1", "host2", "host3"], ids=["unix", "tls", "ssh"])
