@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from lockgate.hosts.connections import EventStream, HostConnections
-from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable
+from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable, SessionRefused
 from lockgate.hosts.spec import HostSpec
 from lockgate.names import LABEL_APP, LABEL_RELEASE
 from lockgate.probes.health import check_health
@@ -308,6 +308,82 @@ def test_a_call_after_the_hosts_sshd_ended_the_connection_opens_a_new_one(
         asyncio.run(conns.ping("host3"))
     finally:
         conns.close()
+
+
+@pytest.fixture
+def host3_allowing_two_sessions(
+    docker_hosts_by_name: dict[str, DockerHost], tmp_path: Path
+) -> Iterator[HostSpec]:
+    """host3 through a second sshd of its own, whose MaxSessions is 2 (a hardened sshd)."""
+    host = docker_hosts_by_name["host3"]
+    assert host.ssh_key is not None and host.known_hosts is not None
+    port = 2222
+    config = (host.ssh_key.parent / "sshd_config").read_text()
+    config = re.sub(r"(?m)^ListenAddress .*$", f"ListenAddress {host.address}:{port}", config)
+    config = re.sub(r"(?m)^PidFile .*$", "PidFile none", config) + "MaxSessions 2\n"
+    (tmp_path / "sshd_config").write_text(config)
+    in_host = ["nsenter", f"--net=/run/netns/{host.netns}"]
+    log = tmp_path / "sshd.log"
+    sshd = subprocess.Popen(
+        [*in_host, "/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
+        stderr=log.open("w"),
+    )
+    try:
+        wait_for(
+            "the second sshd to listen",
+            lambda: sshd.poll() is not None or "listening" in log.read_text(),
+            log.read_text,
+        )
+        assert sshd.poll() is None, log.read_text()
+        known = host.known_hosts.read_text().replace(host.address, f"[{host.address}]:{port}", 1)
+        yield host_spec(host, url=host.url.replace(":22", f":{port}"), known_hosts=known)
+    finally:
+        sshd.kill()
+        sshd.wait()
+
+
+def test_a_session_the_sshd_refuses_fails_that_call_alone_naming_max_sessions(
+    docker_hosts_by_name: dict[str, DockerHost], host3_allowing_two_sessions: HostSpec
+) -> None:
+    """An sshd that allows fewer sessions than lockgate uses: the call it refuses a session
+    fails with an error that says so, and what runs on the connection's other sessions (two
+    event streams, as container watches hold them) goes on: the connection is kept."""
+    conns = HostConnections([host3_allowing_two_sessions])
+    name = f"lgt-{uuid.uuid4().hex[:8]}"
+    filters = {"type": ["network"], "network": [name]}
+    streams = [conns.open_events("host3", filters) for _ in range(2)]  # both sessions
+    seen: list[list[dict[str, Any]]] = [[], []]
+    readers = [
+        threading.Thread(target=_read, args=(stream, events), daemon=True)
+        for stream, events in zip(streams, seen, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
+    local = local_client(docker_hosts_by_name["host3"])
+    network = None
+    try:
+        with pytest.raises(SessionRefused) as refused:
+            asyncio.run(conns.ping("host3"))
+        network = local.networks.create(name)
+
+        def both_brought_it() -> bool:
+            alive = [r.is_alive() for r in readers]  # before what they read: no race
+            got = [any(e.get("Action") == "create" for e in list(s)) for s in seen]
+            cut = [i for i in range(2) if not alive[i] and not got[i]]
+            assert not cut, f"event streams {cut} ended without the event: the connection went"
+            return all(got)
+
+        wait_for("both streams to bring the new network's event", both_brought_it, seen.copy)
+    finally:
+        for stream in streams:
+            stream.close()
+        conns.close()
+        if network is not None:
+            network.remove()
+        local.close()
+    message = str(refused.value)
+    assert message.startswith("docker host host3: the SSH server refused another session")
+    assert "MaxSessions must be at least 9" in message
 
 
 def test_a_call_after_the_hosts_dial_stdio_ended_opens_a_new_channel(

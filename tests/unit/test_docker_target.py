@@ -18,7 +18,14 @@ import yaml
 from lockgate.engine import compile_plan
 from lockgate.engine.plan import first_canary_units
 from lockgate.hosts.connections import HostConnections
-from lockgate.hosts.errors import HostKeyError, HostUnavailable, ImageUnavailable, translate_error
+from lockgate.hosts.errors import (
+    HostKeyError,
+    HostUnavailable,
+    ImageUnavailable,
+    SessionRefused,
+    ends_connection,
+    translate_error,
+)
 from lockgate.hosts.spec import HostSpec, host_spec_from_api
 from lockgate.hosts.ssh import strict_ssh_client
 from lockgate.names import (
@@ -419,6 +426,18 @@ def test_transport_errors_become_errors_naming_the_host() -> None:
     assert isinstance(refused, HostUnavailable)
     assert str(refused) == "docker host host2: daemon unreachable: [Errno 111] Connection refused"
     assert isinstance(translate_error("h", FileNotFoundError(2, "gone")), HostUnavailable)
+
+
+def test_a_refused_ssh_session_names_max_sessions_and_keeps_the_connection() -> None:
+    refused = translate_error("host3", paramiko.ChannelException(2, "Connect failed"))
+    assert isinstance(refused, SessionRefused)
+    assert str(refused) == (
+        "docker host host3: the SSH server refused another session (Connect failed): lockgate "
+        "holds up to 9 at once on its connection (8 calls and an event stream), so sshd's "
+        "MaxSessions must be at least 9 (its default is 10)"
+    )
+    assert not ends_connection(refused)
+    assert ends_connection(translate_error("host3", paramiko.SSHException("session not active")))
 
 
 def test_image_not_found_is_its_own_error() -> None:

@@ -16,7 +16,13 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .errors import DockerTargetError, HostKeyError, HostUnavailable, translate_error
+from .errors import (
+    MAX_SESSIONS,
+    DockerTargetError,
+    HostUnavailable,
+    ends_connection,
+    translate_error,
+)
 from .spec import HostSpec
 
 if TYPE_CHECKING:
@@ -76,7 +82,8 @@ class HostConnections:
 
     `run(host, fn)` calls the blocking `fn(client)` in a worker thread with the host's
     timeout, at most `max_parallel` at once across all hosts, and turns transport failures
-    into HostUnavailable / HostKeyError naming the host.
+    into HostUnavailable / HostKeyError naming the host (SessionRefused when an SSH server
+    refuses another session).
     """
 
     def __init__(
@@ -85,7 +92,7 @@ class HostConnections:
         *,
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
-        max_parallel: int = 8,
+        max_parallel: int = MAX_SESSIONS - 1,
     ) -> None:
         self._specs: dict[str, HostSpec] = {h.name: h for h in hosts}
         self.timeout = timeout
@@ -148,7 +155,7 @@ class HostConnections:
                 # Channel reads wait as long as a stop with its grace period may take; the
                 # caller's own deadline (run) comes first.
                 adapter = PinnedSSHAdapter(
-                    spec, self.connect_timeout, self.timeout * 4, max_pool_size=8
+                    spec, self.connect_timeout, self.timeout * 4, max_pool_size=self.max_parallel
                 )
                 client = docker.DockerClient(
                     base_url=spec.url,
@@ -233,7 +240,7 @@ class HostConnections:
             try:
                 return await asyncio.wait_for(asyncio.to_thread(call), limit)
             except DockerTargetError as exc:
-                if isinstance(exc, HostUnavailable | HostKeyError):
+                if ends_connection(exc):
                     self._drop(host)
                 raise
             except TimeoutError as exc:
@@ -241,7 +248,7 @@ class HostConnections:
                 raise HostUnavailable(host, f"no answer within {limit:g} s") from exc
             except Exception as exc:
                 error = translate_error(host, exc)
-                if isinstance(error, HostUnavailable | HostKeyError):
+                if ends_connection(error):
                     self._drop(host)
                 raise error from exc
 
@@ -277,7 +284,7 @@ class HostConnections:
             )
         except Exception as exc:
             error = translate_error(spec.name, exc)
-            if isinstance(error, HostUnavailable | HostKeyError):
+            if ends_connection(error):
                 self._drop(host)
             raise error from exc
         return _DockerEvents(stream)

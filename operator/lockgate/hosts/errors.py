@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     import docker.errors
 
 
+# SSH sessions one Application's connection to a host holds at most: a call each of
+# `HostConnections`' parallel calls, and one event stream.
+MAX_SESSIONS = 9
+
+
 class DockerTargetError(RuntimeError):
     """Something failed on a named host; the message starts with the host's name."""
 
@@ -30,12 +35,25 @@ class HostUnavailable(DockerTargetError):
     """The host's daemon (or its SSH server) refused, did not answer, or went away."""
 
 
+class SessionRefused(HostUnavailable):
+    """The SSH server refused another session on a connection that is still up (sshd's
+    MaxSessions): the calls on the connection's other sessions go on, so it is kept."""
+
+
 class HostKeyError(DockerTargetError):
     """The SSH host key is not in known_hosts, or differs from it: nothing was sent."""
 
 
 class ImageUnavailable(DockerTargetError):
     """The image is neither on the host nor pullable there."""
+
+
+def ends_connection(error: DockerTargetError) -> bool:
+    """Whether the host's client must be dropped (and a new connection opened by the next
+    call) after this error."""
+    return isinstance(error, HostUnavailable | HostKeyError) and not isinstance(
+        error, SessionRefused
+    )
 
 
 def translate_error(host: str, exc: BaseException) -> DockerTargetError:
@@ -68,6 +86,13 @@ def _translate_paramiko(host: str, exc: BaseException) -> DockerTargetError | No
             host,
             f"SSH host key of {exc.hostname} changed: got {exc.key.get_name()} "
             f"{exc.key.get_base64()[:16]}…, known_hosts has a different key; refusing",
+        )
+    if isinstance(exc, paramiko.ChannelException):
+        return SessionRefused(
+            host,
+            f"the SSH server refused another session ({exc.text}): lockgate holds up to "
+            f"{MAX_SESSIONS} at once on its connection ({MAX_SESSIONS - 1} calls and an event "
+            f"stream), so sshd's MaxSessions must be at least {MAX_SESSIONS} (its default is 10)",
         )
     if isinstance(exc, paramiko.AuthenticationException):
         return HostUnavailable(host, f"SSH authentication failed: {exc}")
