@@ -3,12 +3,13 @@ what counts as a failed request."""
 
 from __future__ import annotations
 
+import http.client
+import select
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-
-import httpx
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -39,22 +40,45 @@ class Load:
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def _run(self, deadline: float | None) -> None:
-        with httpx.Client(timeout=3.0) as http:
+        # http.client rather than httpx: a quarter of the CPU per request (measured 110 to
+        # 130 µs against 435 to 475 µs), which the suite's workers, sending this load side by
+        # side on 2 cores, need more than anything httpx adds.
+        target = urlsplit(self.url)
+        path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+        headers = {**self.headers, "Host": self.host}
+        conn: http.client.HTTPConnection | None = None
+        try:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 with self._lock:
                     if len(self.responses) >= self.max_requests:
                         return
                 try:
-                    answer = http.get(self.url, headers={**self.headers, "Host": self.host})
-                    item = Response(
-                        time.monotonic(), answer.status_code, answer.headers.get("x-version")
-                    )
-                except httpx.HTTPError:
+                    if conn is not None and _closed_by_server(conn):
+                        conn.close()
+                        conn = None
+                    if conn is None:
+                        conn = http.client.HTTPConnection(
+                            target.hostname or "127.0.0.1", target.port or 80, timeout=3.0
+                        )
+                    conn.request("GET", path, headers=headers)
+                    answer = conn.getresponse()
+                    answer.read()
+                    item = Response(time.monotonic(), answer.status, answer.getheader("x-version"))
+                    if answer.will_close:
+                        conn.close()
+                        conn = None
+                except (OSError, http.client.HTTPException):
                     item = Response(time.monotonic(), None, None)
+                    if conn is not None:
+                        conn.close()
+                        conn = None
                 with self._lock:
                     self.responses.append(item)
                     self._lock.notify_all()
                 time.sleep(self.pause)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def start(self, max_seconds: float | None = None) -> Load:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
@@ -89,6 +113,13 @@ class Load:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _closed_by_server(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection the server has closed (or sent something unasked on)
+    reads as ready: a new one is opened instead, as a pooling client does, rather than
+    counting the server's idle timeout as a failed request."""
+    return conn.sock is not None and bool(select.select([conn.sock], [], [], 0)[0])
 
 
 def failed(responses: list[Response]) -> list[Response]:

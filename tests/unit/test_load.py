@@ -65,3 +65,33 @@ def test_waiting_for_answers_of_a_stopped_load_fails_naming_the_count(slow_app: 
     answered = len(load.responses)
     with pytest.raises(TimeoutError, match=f"^{answered} of {answered + 5} requests answered"):
         load.wait_answered(answered + 5, quiet=0.1)
+
+
+class ClosingApp(BaseHTTPRequestHandler):
+    """Closes every connection after its answer without saying so (no `Connection: close`),
+    as a server does when its keep-alive idle timeout strikes between two requests."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("X-Version", "v1")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        self.close_connection = True
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_keep_alive_connection_the_server_closed_is_not_a_failed_request() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosingApp)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        # A pause long enough for the server's close to arrive before the next request.
+        with Load(f"http://127.0.0.1:{server.server_address[1]}/", "app.test", 1, 0.1) as load:
+            load.wait_answered(10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert by_version(load.responses) == {"v1": len(load.responses)}
