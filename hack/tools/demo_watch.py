@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client, config
 
 from hack.tools.load import Load, by_version, failed
-from lockgate.names import GROUP, VERSION
+from lockgate.names import GROUP, LABEL_SHARD, VERSION
 
 TERMINAL = {"Succeeded", "RolledBack", "Failed", "Aborted"}
 PLURALS = {"Application": "applications", "Deployment": "deployments"}
@@ -73,9 +73,11 @@ def main() -> None:
     parser.add_argument("--web", required=True)
     parser.add_argument("--application", type=Path, required=True)
     parser.add_argument("--canary", type=Path, required=True)
+    parser.add_argument("--shard", required=True, help="the demo operator's shard")
     args = parser.parse_args()
     lg = Lockgate(args.namespace)
     app = yaml.safe_load(args.application.read_text())
+    app["metadata"].setdefault("labels", {})[LABEL_SHARD] = args.shard
     canary = yaml.safe_load(args.canary.read_text())
     host = app["spec"]["traffic"]["traefik"]["route"]["match"].split("`")[1]
     lg.create(app)
@@ -85,7 +87,10 @@ def main() -> None:
         "spec": {"application": app["metadata"]["name"], "image": "demo:v1"},
     }
     lg.create(first)
-    print(f"$ kubectl apply -f {args.application} (and an initial Deployment of demo:v1)")
+    print(
+        f"$ kubectl apply -f {args.application} (labelled {LABEL_SHARD}={args.shard}, the demo"
+        " operator's shard; and an initial Deployment of demo:v1)"
+    )
     watch(lg, "shop-v1", None)
     print(f"\n$ kubectl apply -f {args.canary}   # demo:v2, under load through Traefik ({host})")
     with Load(args.web, host, threads=2) as load:

@@ -24,6 +24,7 @@ from hack.tools.load import Load
 from lockgate.outbound.notifications import load_defaults
 from tests.support.cluster import HACK, REPO_ROOT, Cluster, Traefik
 from tests.support.operator_fixtures import Operator, free_port
+from tests.support.operator_fixtures import release as release_objects
 from tests.support.rollouts import (
     Lockgate,
     application,
@@ -440,6 +441,8 @@ def helm_release(helm: Path, cluster: Cluster) -> Iterator[Any]:
         cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=false")
 
 
+# kubectl auth can-i on pods.metrics.k8s.io needs the metrics API served (discovery).
+@pytest.mark.usefixtures("metrics_server")
 def test_helm_install_cluster_wide_grants_what_the_operator_uses_and_no_more(
     cluster: Cluster, helm_release: Any, namespace: str, tmp_path: Path
 ) -> None:
@@ -469,7 +472,7 @@ def assert_lease_rights_exactly(cluster: Cluster, kubeconfig: Path, ns: str, lea
     assert not can_i(cluster, kubeconfig, "create", leases, "-n", "default")
 
 
-@pytest.mark.serial  # stops the shared operator
+@pytest.mark.usefixtures("metrics_server")
 def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
     cluster: Cluster,
     traefik: Traefik,
@@ -482,16 +485,17 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
     """The operator runs here as a process, but with nothing but the ServiceAccount's token.
     The chart is installed with watchNamespaces=[the test namespace]: the same rules as a
     Role, and an operator scoped to that namespace (`-n`), so it never acts on objects of
-    other tests or sessions sharing this control plane, as an `-A` one would."""
-    _, install_ns, account = helm_release(f"watchNamespaces={{{namespace}}}")
+    other tests or sessions sharing this control plane, as an `-A` one would. It serves a
+    shard named after that namespace (the chart's `shard`), so the suite's operator, which
+    serves the default shard, leaves the test's Application alone and keeps running."""
+    _, install_ns, account = helm_release(f"watchNamespaces={{{namespace}}}", f"shard={namespace}")
     kubeconfig = sa_kubeconfig(cluster, install_ns, account, tmp_path / "sa.kubeconfig")
     assert_not_wider_than_needed(cluster, kubeconfig, namespace)
     assert not can_i(cluster, kubeconfig, "list", "deployments.lockgate.dev", "-n", "default")
 
-    # The suite's admin operator (-A) would act on the same objects: stop it for this test.
-    operator.stop()
     proc: subprocess.Popen[bytes] | None = None
     log_path = tmp_path / "operator.log"
+    lg = Lockgate(cluster.api_client(), namespace, shard=namespace)
     try:
         health = free_port()
         env = {
@@ -510,6 +514,7 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
                     f"--liveness=http://127.0.0.1:{health}/healthz",
                     "--leader-elect",
                     f"--lease-namespace={install_ns}",
+                    f"--shard={namespace}",  # the Deployment's args, as the chart sets them
                 ],
                 env=env,
                 stdout=log,
@@ -518,7 +523,6 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
             )
         wait_healthy(proc, health, log_path)
 
-        lg = Lockgate(cluster.api_client(), namespace)
         lg.create(application("shop", 3, namespace=namespace))
         lg.create(deployment("shop-v1", "shop", "demo:v1"))
         lg.wait_phase("shop-v1", {"Succeeded"})
@@ -551,7 +555,8 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
 
         # It acted as the holder of the release's Lease, renewed with the account's rights.
         lease = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease(
-            "lockgate", install_ns
+            f"lockgate-{namespace}",
+            install_ns,  # the shard's Lease
         )
         assert lease.spec.holder_identity, "the operator never held the Lease"
 
@@ -564,12 +569,12 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
             assert sign not in text, f"operator log shows {sign!r}:\n{text[-4000:]}"
     finally:
         if proc is not None and proc.poll() is None:
+            release_objects(lg, [])  # while the shard's operator runs: its finalizers go with it
             proc.terminate()
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        operator.start()
 
 
 def traefik_services(traefik: Traefik, namespace: str) -> Any:

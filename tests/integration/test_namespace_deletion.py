@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from tests.support.cluster import Cluster
-from tests.support.operator_fixtures import Operator, free_port
+from tests.support.cluster import Cluster, Traefik
+from tests.support.operator_fixtures import Operator, free_port, operator_env
 from tests.support.rollouts import Lockgate, application, deployment, wait_for
 
 pytestmark = pytest.mark.integration
@@ -23,34 +23,31 @@ PAUSED_CANARY = {
 }
 
 
-@pytest.fixture(
-    params=[
-        # Stops the shared operator: runs alone (tests/support/shared_run.py).
-        pytest.param("watchNamespaces", marks=pytest.mark.serial),
-        "cluster-wide",
-    ]
-)
+@pytest.fixture(params=["watchNamespaces", "cluster-wide"])
 def watched(
-    request: pytest.FixtureRequest, cluster: Cluster, operator: Operator
+    request: pytest.FixtureRequest, cluster: Cluster, traefik: Traefik, operator: Operator
 ) -> Iterator[tuple[Lockgate, Operator]]:
     """A fresh namespace served in each watch mode the chart offers: by an operator that
-    watches only it (the session's cluster-wide operator stops meanwhile, or it would
-    release the finalizers itself), or by the session's cluster-wide operator."""
+    watches only it (a shard of its own, which the session's cluster-wide operator leaves
+    alone), or by the session's cluster-wide operator."""
     name = f"t-ns-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api_client())
     core.create_namespace({"metadata": {"name": name}})
+    lg = Lockgate(cluster.api_client(), name)
     serving = operator
     if request.param == "watchNamespaces":
-        operator.stop()
+        lg.shard = name
         serving = Operator(
-            operator.env,
+            operator_env(cluster, traefik),
             operator.log_path.with_name(f"namespaced-{name}"),
             free_port(),
             scope=("--namespace", name),
+            args=("--shard", name),
+            die_with_parent=True,
         )
         serving.start()
     try:
-        yield Lockgate(cluster.api_client(), name), serving
+        yield lg, serving
     finally:
         if serving is not operator:
             serving.stop()
@@ -110,7 +107,13 @@ def test_deleting_a_watched_namespace_mid_canary_finishes(
     assert serving.alive(), "the operator kept running"
 
 
-@pytest.mark.serial  # kills the operator, the shared one too in the cluster-wide case
+@pytest.mark.parametrize(
+    "watched",
+    # Kills the shared operator in the cluster-wide case: that one runs alone
+    # (tests/support/shared_run.py).
+    ["watchNamespaces", pytest.param("cluster-wide", marks=pytest.mark.serial)],
+    indirect=True,
+)
 def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
     cluster: Cluster, watched: tuple[Lockgate, Operator]
 ) -> None:
