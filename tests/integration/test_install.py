@@ -553,10 +553,10 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         )
         assert lg.events("shop-v2"), "no Events posted"
 
-        # It acted as the holder of the release's Lease, renewed with the account's rights.
+        # It acted as the holder of its shard's Lease in the release's namespace, renewed
+        # with the account's rights.
         lease = client.CoordinationV1Api(cluster.api_client()).read_namespaced_lease(
-            f"lockgate-{namespace}",
-            install_ns,  # the shard's Lease
+            f"lockgate-{namespace}", install_ns
         )
         assert lease.spec.holder_identity, "the operator never held the Lease"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -25,34 +26,33 @@ PAUSED_CANARY = {
 
 @pytest.fixture(params=["watchNamespaces", "cluster-wide"])
 def watched(
-    request: pytest.FixtureRequest, cluster: Cluster, traefik: Traefik, operator: Operator
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    traefik: Traefik,
+    kubelet: object,
+    tmp_path: Path,
 ) -> Iterator[tuple[Lockgate, Operator]]:
-    """A fresh namespace served in each watch mode the chart offers: by an operator that
-    watches only it (a shard of its own, which the session's cluster-wide operator leaves
-    alone), or by the session's cluster-wide operator."""
+    """A fresh namespace served in each watch mode the chart offers, by an operator of the
+    test's own that watches only it or the whole cluster. It serves a shard of its own, which
+    the session's operator leaves alone: so the test may kill it beside the other tests."""
     name = f"t-ns-{uuid.uuid4().hex[:8]}"
     core = client.CoreV1Api(cluster.api_client())
     core.create_namespace({"metadata": {"name": name}})
-    lg = Lockgate(cluster.api_client(), name)
-    serving = operator
-    if request.param == "watchNamespaces":
-        lg.shard = name
-        serving = Operator(
-            operator_env(cluster, traefik),
-            operator.log_path.with_name(f"namespaced-{name}"),
-            free_port(),
-            scope=("--namespace", name),
-            args=("--shard", name),
-            die_with_parent=True,
-        )
-        serving.start()
+    lg = Lockgate(cluster.api_client(), name, shard=name)
+    scope = ("--namespace", name) if request.param == "watchNamespaces" else ("--all-namespaces",)
+    serving = Operator(
+        operator_env(cluster, traefik),
+        tmp_path / "operator",
+        free_port(),
+        scope=scope,
+        args=("--shard", name),
+        die_with_parent=True,
+    )
+    serving.start()
     try:
         yield lg, serving
     finally:
-        if serving is not operator:
-            serving.stop()
-        if not operator.alive():
-            operator.start()
+        serving.stop()
         try:
             core.delete_namespace(name)
         except client.ApiException as err:
@@ -107,13 +107,6 @@ def test_deleting_a_watched_namespace_mid_canary_finishes(
     assert serving.alive(), "the operator kept running"
 
 
-@pytest.mark.parametrize(
-    "watched",
-    # Kills the shared operator in the cluster-wide case: that one runs alone
-    # (tests/support/shared_run.py).
-    ["watchNamespaces", pytest.param("cluster-wide", marks=pytest.mark.serial)],
-    indirect=True,
-)
 def test_a_namespace_already_terminating_when_the_operator_starts_is_released(
     cluster: Cluster, watched: tuple[Lockgate, Operator]
 ) -> None:
