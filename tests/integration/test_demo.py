@@ -9,13 +9,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from kubernetes import client
 
-from lockgate.controller.sharding import DEFAULT as DEFAULT_SHARD
-from lockgate.controller.sharding import finalizer
-from lockgate.names import GROUP, VERSION
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
-from tests.support.operator_fixtures import Operator
+from tests.support.operator_fixtures import Operator, touched_by_the_default_shard
+from tests.support.rollouts import Lockgate
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +43,6 @@ def run_demo() -> str:
 
 @pytest.mark.usefixtures("demo")
 def test_the_demo_runs_twice_in_a_row_and_loses_no_request(cluster: Cluster) -> None:
-    custom = client.CustomObjectsApi(cluster.api_client())
     for run in ("first", "second"):
         out = run_demo()
         closing = CLOSING.findall(out)
@@ -54,12 +50,5 @@ def test_the_demo_runs_twice_in_a_row_and_loses_no_request(cluster: Cluster) -> 
         requests, failures = map(int, closing[-1])
         assert requests > 0 and failures == 0, f"the {run} run: {closing[-1]}"
         assert "Succeeded: " in out, f"the {run} run did not succeed:\n{out[-3000:]}"
-        touched = [
-            f"{plural}/{item['metadata']['name']}"
-            for plural in ("applications", "deployments")
-            for item in custom.list_namespaced_custom_object(GROUP, VERSION, DEMO_NS, plural)[
-                "items"
-            ]
-            if finalizer(DEFAULT_SHARD) in (item["metadata"].get("finalizers") or [])
-        ]
+        touched = touched_by_the_default_shard(Lockgate(cluster.api_client(), DEMO_NS))
         assert not touched, f"the session's operator acted on the demo's shard: {touched}"

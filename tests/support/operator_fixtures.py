@@ -231,20 +231,26 @@ def own_operator(
         yield op
         # Had the shared operator acted too, it would have driven on while the test's own was
         # killed: its finalizer on any of the test's objects is the trace it leaves.
-        touched = [
-            f"{plural}/{item['metadata']['name']}"
-            for plural in ("applications", "deployments")
-            for item in lockgate.custom.list_namespaced_custom_object(
-                GROUP, VERSION, lockgate.namespace, plural
-            )["items"]
-            if finalizer(DEFAULT_SHARD) in (item["metadata"].get("finalizers") or [])
-        ]
+        touched = touched_by_the_default_shard(lockgate)
         assert not touched, f"the shared operator acted on the test's own shard: {touched}"
     finally:
         try:
             release(lockgate, [op])
         finally:
             op.stop()
+
+
+def touched_by_the_default_shard(lg: Lockgate) -> list[str]:
+    """The namespace's Applications and Deployments that carry the default shard's finalizer:
+    the trace an operator of the default shard (the shared one) leaves where it acted."""
+    return [
+        f"{plural}/{item['metadata']['name']}"
+        for plural in ("applications", "deployments")
+        for item in lg.custom.list_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural)[
+            "items"
+        ]
+        if finalizer(DEFAULT_SHARD) in (item["metadata"].get("finalizers") or [])
+    ]
 
 
 def release(lg: Lockgate, operators: Iterable[Operator]) -> None:
