@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
 from lockgate.api.deployment import ACTIONS, TERMINAL_PHASES, Weights
 from lockgate.engine import (
+    NO_ROUTES,
     Decision,
     DeploymentRef,
     EnsureInstances,
@@ -512,6 +513,12 @@ class Invariants:
         ]
         for m in said:
             assert (int(m.group(1)), int(m.group(2))) == live, (m.group(0), live, where)
+
+        # Failed after a start says the traffic went back: the proxy routes it so already.
+        entered_failed = after.phase == "Failed" and before.phase != "Failed"
+        if entered_failed and after.started_at and obs.stable.ready:
+            routed = (obs.live_weights, obs.live_routes)
+            assert routed == ((100, 0), NO_ROUTES), f"{where}, while the proxy routes {routed}"
 
         # In proportion: each weight change is the split of the step the rollout is at, or,
         # while an abort waits for its annotation's removal, all on a ready stable at once.

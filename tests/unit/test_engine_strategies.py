@@ -608,6 +608,36 @@ def test_failed_without_automatic_rollback_keeps_instances_until_abort() -> None
     assert not world.canary.started
 
 
+def failing_without_automatic_rollback(weight_delay: float) -> Driver:
+    app = app_spec(2)
+    world = FakeWorld(units=app.units(), error_rates={"app:2": 0.3}, weight_delay=weight_delay)
+    spec = dep_spec(strategy=CANARY, analysis=ANALYSIS, rollback={"automatic": False})
+    return Driver(app, spec, world)
+
+
+def test_failed_says_traffic_returned_only_once_the_proxy_routes_it_back() -> None:
+    driver = failing_without_automatic_rollback(weight_delay=5)
+    status = driver.run(until={"RollingBack", "Failed"})
+    assert status.phase == "RollingBack"
+    assert (status.message or "").endswith("returning traffic to app:1, new instances kept")
+    assert driver.world.weights != (100, 0), "the proxy still sends some to the canary"
+    status = driver.run()
+    assert status.phase == "Failed"
+    assert "traffic returned to app:1" in (status.message or "")
+    assert driver.world.weights == (100, 0), "the split the proxy served when Failed was said"
+    assert driver.world.canary.started, "kept for inspection"
+
+
+def test_an_abort_while_traffic_returns_removes_the_new_instances_too() -> None:
+    driver = failing_without_automatic_rollback(weight_delay=5)
+    driver.run(until={"RollingBack"})
+    driver.world.action = "abort"
+    status = driver.run()
+    assert status.phase == "Aborted"
+    assert not driver.world.canary.started
+    assert driver.world.weights == (100, 0)
+
+
 # ---------------------------------------------------------------- concurrency, revisions, lookup
 
 

@@ -1183,14 +1183,41 @@ class _Run:
         self.traffic_to_stable()  # in this very decision, not one round later
         if aborted or self.spec.rollback.automatic:
             self.enter("RollingBack", f"{reason}; rolling back to {target}", warning=True)
+        elif self.traffic_back():
+            self.keep_failed()
         else:
-            s.finished_at = self.now
+            # Failed says the traffic is back: it waits until the proxy routes it so.
             self.enter(
-                "Failed",
-                f"{reason}; traffic returned to {target}, new instances kept "
-                "(abort removes them, retry starts over)",
+                "RollingBack",
+                f"{reason}; returning traffic to {target}, new instances kept",
                 warning=True,
             )
+
+    def keeps_new_instances(self) -> bool:
+        """A failure without automatic rollback: traffic goes back, new instances stay."""
+        return not self.s.aborted and not self.spec.rollback.automatic
+
+    def traffic_back(self) -> bool:
+        """The proxy routes everything to stable (or no stable instance is healthy to take
+        it) and no header route or mirror is live."""
+        obs = self.obs
+        weights_back = obs.live_weights == (100, 0) or not obs.stable.ready
+        return weights_back and obs.live_routes == NO_ROUTES
+
+    def keep_failed(self) -> None:
+        s = self.s
+        s.finished_at = self.now
+        target = s.previous_image or "no previous version"
+        where = (
+            f"traffic returned to {target}"
+            if self.obs.stable.ready
+            else f"no healthy instance of {target} to return traffic to"
+        )
+        self.enter(
+            "Failed",
+            f"{s.failure}; {where}, new instances kept (abort removes them, retry starts over)",
+            warning=True,
+        )
 
     def traffic_to_stable(self) -> None:
         """All traffic on stable, as far as healthy stable instances allow; no routes."""
@@ -1250,8 +1277,16 @@ class _Run:
     def roll_back(self) -> None:
         s = self.s
         action = self.take_action()
-        if action is not None:
+        if action == "abort" and self.keeps_new_instances():
+            s.aborted = True  # as an abort of the Failed rollout would: new instances go too
+            self.log("action abort: new instances removed as well")
+        elif action is not None:
             self.ignore(action, "the rollout is rolling back")
+        if self.app is not None and self.keeps_new_instances():
+            self.traffic_to_stable()
+            if self.traffic_back():
+                self.keep_failed()
+            return
         if self.app is None:
             s.failure = f"{s.failure}; the application and its workloads were deleted"
         elif not self.restore(self.everything_stable(), None):
