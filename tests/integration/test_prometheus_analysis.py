@@ -4,13 +4,19 @@ PromQL because the Application sets `metrics.prometheus`."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hack.tools.load import Load, by_version, failed
-from tests.support.cluster import Prometheus, Traefik
+from tests.support.cluster import HACK, Prometheus, Traefik
+from tests.support.operator_fixtures import free_port
 from tests.support.rollouts import Lockgate, application, deployment, host_of
 
 pytestmark = pytest.mark.integration
@@ -106,10 +112,47 @@ def _at(run: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(run["at"].replace("Z", "+00:00"))
 
 
-@pytest.mark.serial  # stops the Prometheus every other test of the run reads
+@dataclass(frozen=True)
+class OwnPrometheus(Prometheus):
+    """A second Prometheus, the test's own: `hack/prometheus` with a run directory and port
+    of its own, scraping the same Traefik. Stopping it leaves the one the other tests read
+    (which has no `stop()`)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+
+    def _hack(self, command: str) -> None:
+        proc = subprocess.run(
+            [str(HACK / "prometheus"), command], env=self.env, capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"hack/prometheus {command}:\n{proc.stderr[-3000:]}"
+
+    def start(self) -> None:
+        self._hack("up")
+
+    def stop(self) -> None:
+        self._hack("down")
+
+
+@pytest.fixture
+def own_prometheus(traefik: Traefik, tmp_path: Path) -> Iterator[Prometheus]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LOCKGATE_RUN": str(tmp_path / "run"),
+        "LOCKGATE_PROMETHEUS_PORT": str(port),
+    }
+    own = OwnPrometheus(url=f"http://127.0.0.1:{port}", env=env)
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
 def test_prometheus_stopped_mid_analysis_is_inconclusive_then_fails_at_the_deadline(
-    lockgate: Lockgate, traefik: Traefik, prometheus: Prometheus
+    lockgate: Lockgate, traefik: Traefik, own_prometheus: Prometheus
 ) -> None:
+    prometheus = own_prometheus
     deploy_v1(lockgate, prometheus)
     steps = {"type": "Canary", "canary": {"steps": [20, 40, 100], "stepSeconds": 5}}
     spec = deployment(

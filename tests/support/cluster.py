@@ -183,13 +183,6 @@ class Prometheus:
 
     url: str
 
-    def stop(self) -> None:
-        stop_prometheus()
-
-    def start(self) -> None:
-        """Start it again (raises ComponentError)."""
-        start_prometheus()
-
 
 def prometheus_running() -> bool:
     return hack("prometheus", "status").returncode == 0
