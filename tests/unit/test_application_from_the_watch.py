@@ -105,3 +105,32 @@ def test_a_lock_taken_by_another_meanwhile_loses_the_round_and_nothing_says_star
     env.op.round("dep")
     assert env.op.phase("dep") == "Queued"
     assert "waiting for other" in env.kube.deployment("dep")["status"]["message"]
+
+
+def test_a_write_answered_after_the_watch_brought_a_newer_version_is_not_used(
+    env: Env, watch: LaggingWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer to the lock's release comes back after the watch delivered both that write
+    and another writer's next one (the Application's status loop, say). Nothing changes the
+    Application after that: the next rollout must still take the lock."""
+    env.kube.add_deployment("first", dep_spec(strategy=RECREATE))
+    patch = env.kube.patch_application_status
+
+    async def answered_late(namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        written = await patch(namespace, name, body)
+        if "history" in body["status"]:  # the release
+            await patch(namespace, name, {"status": {"conditions": []}})  # another writer
+            watch.catch_up()
+        return written
+
+    monkeypatch.setattr(env.kube, "patch_application_status", answered_late)
+    while env.op.phase("first") != "Succeeded":
+        env.op.round("first")
+        watch.catch_up()
+    monkeypatch.setattr(env.kube, "patch_application_status", patch)
+    env.kube.add_deployment("next", dep_spec("app:3", strategy=RECREATE))
+    lost = metrics.ROUNDS_LOST._value.get()
+    for _ in range(3):
+        env.op.round("next")
+    assert metrics.ROUNDS_LOST._value.get() == lost, "the lock taken on a stale copy, forever"
+    assert env.kube.application("shop")["status"]["activeDeployment"] == "next"

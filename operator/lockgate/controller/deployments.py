@@ -318,7 +318,7 @@ class Reconciler:
             if err.status == 409:
                 raise LockNotTaken from err
             raise
-        self.rt.wrote_application(written)
+        self.rt.wrote_application(written, over=rv)
 
     async def release_lock(self, status: DeploymentStatus) -> None:
         """Record the outcome in the Application's history and free its lock, on a fresh
@@ -355,8 +355,9 @@ class Reconciler:
             if not (h.get("deployment") == self.name and h.get("revision") == status.revision)
         ]
         history = [entry, *history][: self.app.history_limit]
+        read = self.app_obj["metadata"]["resourceVersion"]
         body: dict[str, Any] = {
-            "metadata": {"resourceVersion": self.app_obj["metadata"]["resourceVersion"]},
+            "metadata": {"resourceVersion": read},
             "status": {"history": history},
         }
         if app_status.get("activeDeployment") == self.name:
@@ -364,7 +365,7 @@ class Reconciler:
         written = await self.rt.kube.patch_application_status(
             self.namespace, self.name_of_app(), body
         )
-        self.rt.wrote_application(written)
+        self.rt.wrote_application(written, over=read)
 
 
 class LockNotTaken(Exception):

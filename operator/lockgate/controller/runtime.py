@@ -133,8 +133,9 @@ class Runtime:
     # (namespace, name) -> the Application as kopf keeps it (kept.py): likewise.
     application_index: ApplicationIndex | None = None
     # (namespace, name) -> what this operator last wrote of an Application, and the version
-    # the index held then: used instead of the index until the watch brings something newer.
-    application_writes: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = field(
+    # that write replaced, which the index still held: used instead of the index until the
+    # watch brings something newer.
+    application_writes: dict[tuple[str, str], tuple[str, dict[str, Any]]] = field(
         default_factory=dict
     )
     # Traefik's route objects lockgate owns, as their watch keeps them (handlers.py).
@@ -239,15 +240,21 @@ class Runtime:
             del self.application_writes[(namespace, name)]  # the watch has moved on
         return None if kept is None else dict(kept)
 
-    def wrote_application(self, obj: Mapping[str, Any]) -> None:
-        """What the API answered to a write of an Application (see `application`)."""
+    def wrote_application(self, obj: Mapping[str, Any], over: str) -> None:
+        """What the API answered to a write of an Application conditional on version `over`
+        (see `application`). Kept only while the watch still shows `over`: once it shows
+        anything else it has brought this write, or a newer one (another writer's, delivered
+        before this answer came back), and the answer would be the stale copy."""
         index = self.application_index
         if index is None:
             return
         meta = obj.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         kept = next(iter(index.get(key, ())), None)
-        self.application_writes[key] = (_version(kept), dict(obj))
+        if _version(kept) == over:
+            self.application_writes[key] = (over, dict(obj))
+        else:
+            self.application_writes.pop(key, None)
 
     def application_moved(self, namespace: str, name: str, meta: Mapping[str, Any]) -> None:
         """The watch brought a version of an Application: what this operator wrote of it
