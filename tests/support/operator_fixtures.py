@@ -246,9 +246,7 @@ def touched_by_the_default_shard(lg: Lockgate) -> list[str]:
     return [
         f"{plural}/{item['metadata']['name']}"
         for plural in ("applications", "deployments")
-        for item in lg.custom.list_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural)[
-            "items"
-        ]
+        for item in lg.items(plural)
         if finalizer(DEFAULT_SHARD) in (item["metadata"].get("finalizers") or [])
     ]
 

@@ -129,12 +129,18 @@ class Lockgate:
         )
         return result
 
+    def items(self, plural: str) -> list[dict[str, Any]]:
+        """The namespace's lockgate objects of `plural`."""
+        found: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, plural
+        )["items"]
+        return found
+
     def versions(self, plural: str) -> list[tuple[str, str]]:
         """Each object's name and resourceVersion: a wait's progress while they change."""
-        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)[
-            "items"
+        return [
+            (o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in self.items(plural)
         ]
-        return [(o["metadata"]["name"], o["metadata"]["resourceVersion"]) for o in items]
 
     def status(self, name: str) -> dict[str, Any]:
         status: dict[str, Any] = self.get(name).get("status") or {}
