@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import signal
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,12 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client
 
 from hack.tools.load import Load, Response, by_version, failed
 from tests.support.cluster import Cluster, Traefik
 from tests.support.leases import LeaseRecorder, LeaseVersion
-from tests.support.operator_fixtures import Operator, free_port, operator_env
+from tests.support.operator_fixtures import (
+    Operator,
+    free_port,
+    operator_env,
+    release,
+    touched_by_the_default_shard,
+)
 from tests.support.rollouts import (
     Kill,
     Lockgate,
@@ -33,7 +37,7 @@ from tests.support.rollouts import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]  # they stop the suite's operator
+pytestmark = [pytest.mark.integration]
 
 LEASE = "lockgate"
 SLACK = timedelta(seconds=2)
@@ -57,7 +61,8 @@ class Pair:
             self.logs / name,
             free_port(),
             scope=("--namespace", self.namespace),
-            args=("--leader-elect", "--lease-name", LEASE),  # the Lease in the -n namespace
+            # The Lease in the -n namespace; the shard is named after it, as own_operator's.
+            args=("--shard", self.namespace, "--leader-elect", "--lease-name", LEASE),
             die_with_parent=True,
         )
         self.started[name] = op
@@ -85,31 +90,28 @@ def metric(op: Operator, name: str) -> float:
 
 @pytest.fixture
 def pair(
-    cluster: Cluster,
-    traefik: Traefik,
-    kubelet: object,
-    operator: Operator,
-    tmp_path: Path,
+    cluster: Cluster, traefik: Traefik, kubelet: object, lockgate: Lockgate, tmp_path: Path
 ) -> Iterator[tuple[Pair, Lockgate, LeaseRecorder]]:
-    """A fresh namespace, the suite's operator stopped (it would act on the same objects), a
-    recorder of the namespace's Lease, and the pair; everything put back afterwards."""
-    api = cluster.api_client()
-    namespace = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": namespace}})
-    operator.stop()
-    ops = Pair(cluster, traefik, namespace, tmp_path)
+    """A fresh namespace whose Applications are labelled for a shard of the pair's own (the
+    shared operator, of the default shard, leaves them alone), a recorder of the namespace's
+    Lease, and the pair; their objects released and the pair killed afterwards."""
+    lockgate.shard = lockgate.namespace
+    ops = Pair(cluster, traefik, lockgate.namespace, tmp_path)
     try:
-        with LeaseRecorder(api, namespace, LEASE) as lease:
-            yield ops, Lockgate(api, namespace), lease
+        with LeaseRecorder(cluster.api_client(), lockgate.namespace, LEASE) as lease:
+            yield ops, lockgate, lease
+        touched = touched_by_the_default_shard(lockgate)
+        assert not touched, f"the shared operator acted on the pair's shard: {touched}"
     except BaseException:
         for name, op in ops.started.items():
             print(f"--- {name}'s log (tail) ---\n{op.log_text()[-3000:]}")
         raise
     finally:
-        ops.kill_all()
-        core.delete_namespace(namespace)
-        operator.start()
+        try:
+            if ops.started:
+                release(lockgate, ops.started.values())
+        finally:
+            ops.kill_all()
 
 
 def elect_a_with_b_waiting(ops: Pair, lease: LeaseRecorder) -> tuple[Operator, Operator]:
@@ -213,6 +215,7 @@ def test_standby_takes_over_mid_canary_when_the_leader_is_killed(
     last_renewal = before[-1].renewed
     assert before[-1].holder == run.old and last_renewal is not None and taken.acquired is not None
     expiry = last_renewal + timedelta(seconds=before[-1].duration)
+    print(f"op-b acquired the Lease {taken.acquired - expiry} after op-a's expired")
     assert expiry <= taken.acquired <= expiry + SLACK, (
         f"op-a last renewed at {last_renewal}, op-b acquired at {taken.acquired}"
     )
@@ -241,6 +244,7 @@ def test_sigterm_hands_the_lease_over_at_once_mid_canary(
     release = before[-1]
     assert release.holder == "" and release.duration == 1, before[-3:]
     assert release.renewed is not None and taken.acquired is not None
+    print(f"op-b acquired the Lease {taken.acquired - release.renewed} after op-a released it")
     assert release.renewed <= taken.acquired <= release.renewed + SLACK, (
         f"released at {release.renewed}, acquired at {taken.acquired}"
     )
