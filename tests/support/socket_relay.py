@@ -39,7 +39,14 @@ class SocketRelay:
             except OSError:
                 return
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(str(self.upstream))
+            try:
+                upstream.connect(str(self.upstream))
+            except OSError:
+                # The daemon is gone (a test stops it as the relay is cut): refuse this
+                # connection, as its own socket would, instead of leaving it unanswered.
+                upstream.close()
+                client.close()
+                continue
             with self._lock:
                 self._sockets |= {client, upstream}
             threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
