@@ -205,6 +205,20 @@ def test_action_validity_by_phase(action: str, phase: str) -> None:
         assert problem is not None and phase in problem and "shop-v2" in problem
 
 
+def test_abort_while_traffic_returns_without_automatic_rollback_is_sent() -> None:
+    """RollingBack after a failure with rollback.automatic false (traffic returning, new
+    instances kept) ends in Failed, where abort removes them: the engine takes an abort in
+    that RollingBack too. A full rollback (automatic, or an abort's) has nothing to abort."""
+    manual = {"rollback": {"automatic": False}}
+    assert refusal("abort", dep("RollingBack", spec=manual)) is None
+    assert refusal("abort", dep("RollingBack")) == (
+        "cannot abort shop-v2: it is RollingBack; abort stops a rollout that has not finished "
+        "(or a Failed one)"
+    )
+    assert refusal("abort", dep("RollingBack", spec=manual, aborted=True)) is not None
+    assert refusal("retry", dep("RollingBack", spec=manual)) is not None
+
+
 def test_refusals_say_why() -> None:
     assert refusal("retry", dep("Progressing")) == (
         "cannot retry shop-v2: it is Progressing; retry starts a rollout again after "

@@ -32,6 +32,13 @@ WHY_NOT: dict[str, str] = {
 }
 
 
+def keeps_new_instances(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    """A failure without automatic rollback (and not an abort): traffic goes back while the
+    new instances stay, as the engine's `keeps_new_instances` decides."""
+    automatic = (spec.get("rollback") or {}).get("automatic", True)
+    return automatic is False and not status.get("aborted")
+
+
 def refusal(
     action: str, obj: dict[str, Any], steps: list[tuple[str, bool]] | None = None
 ) -> str | None:
@@ -64,6 +71,8 @@ def refusal(
             "(is the operator running?)"
         )
     allowed = ACTION_PHASES[action]
+    if action == "abort" and phase == "RollingBack" and keeps_new_instances(spec, status):
+        return None  # the engine removes the new instances too, as from the Failed to come
     if phase in allowed:
         step = status.get("step") or {}
         if action == "promote" and steps and len(steps) == int(step.get("total", 0)):
