@@ -98,7 +98,7 @@ def pair(
     lockgate.shard = lockgate.namespace
     ops = Pair(cluster, traefik, lockgate.namespace, tmp_path)
     try:
-        with LeaseRecorder(cluster.api_client(), lockgate.namespace, LEASE) as lease:
+        with LeaseRecorder(lockgate.api, lockgate.namespace, LEASE) as lease:
             yield ops, lockgate, lease
         touched = touched_by_the_default_shard(lockgate)
         assert not touched, f"the shared operator acted on the pair's shard: {touched}"

@@ -339,9 +339,7 @@ def test_queue_waits_and_replace_supersedes_never_interleaved(lockgate: Lockgate
     active: list[set[str]] = []
 
     def sample() -> None:
-        items = lockgate.custom.list_namespaced_custom_object(
-            "lockgate.dev", "v1alpha1", lockgate.namespace, "deployments"
-        )["items"]
+        items = lockgate.items("deployments")
         active.append(
             {
                 i["metadata"]["name"]

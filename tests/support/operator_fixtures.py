@@ -260,8 +260,7 @@ def release(lg: Lockgate, operators: Iterable[Operator]) -> None:
     plurals = ("deployments", "applications")
 
     def names(plural: str) -> list[str]:
-        listed = lg.custom.list_namespaced_custom_object(GROUP, VERSION, lg.namespace, plural)
-        return [item["metadata"]["name"] for item in listed["items"]]
+        return [item["metadata"]["name"] for item in lg.items(plural)]
 
     for plural in plurals:
         for name in names(plural):
@@ -270,13 +269,7 @@ def release(lg: Lockgate, operators: Iterable[Operator]) -> None:
     def left() -> list[tuple[str, str, str]]:
         """(plural, name, resourceVersion) of what is left: the operators releasing an object
         change it (status, finalizers) until it is gone."""
-        return [
-            (plural, item["metadata"]["name"], item["metadata"]["resourceVersion"])
-            for plural in plurals
-            for item in lg.custom.list_namespaced_custom_object(
-                GROUP, VERSION, lg.namespace, plural
-            )["items"]
-        ]
+        return [(plural, *version) for plural in plurals for version in lg.versions(plural)]
 
     try:
         wait_for("the test's objects deleted", lambda: not left(), left)
