@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.cluster import HACK, REPO_ROOT, Cluster
+from tests.support.local_http import http_status
 from tests.support.operator_fixtures import free_port
 from tests.support.rollouts import cpu_ticks, wait_for
 from tests.support.shared_run import exclusive
@@ -141,11 +142,8 @@ def test_operator_in_the_image_answers_its_health_endpoint(
         return shown.stdout + shown.stderr
 
     def healthy() -> bool:
-        try:
-            if httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
+        if http_status(f"http://127.0.0.1:{health}/healthz") == 200:
+            return True
         running = image.docker("inspect", "--format={{.State.Running}}", name)
         if running.stdout.strip() != "true":
             raise AssertionError("the operator's container stopped")

@@ -23,6 +23,7 @@ from kubernetes import client
 from hack.tools.load import Load
 from lockgate.outbound.notifications import load_defaults
 from tests.support.cluster import HACK, REPO_ROOT, Cluster, Traefik
+from tests.support.local_http import http_status
 from tests.support.operator_fixtures import Operator, free_port
 from tests.support.operator_fixtures import release as release_objects
 from tests.support.rollouts import (
@@ -538,19 +539,18 @@ def test_operator_as_the_charts_service_account_runs_a_canary_end_to_end(
         # code, not its permissions); here: traffic reached the canary, and ends on it.
         assert any(r.version == "v2" for r in responses), "the canary never got traffic"
 
-        def answers_v2() -> bool:
-            reply = httpx.get(
-                traefik.web_url, headers={"Host": host_of("shop", namespace)}, timeout=3
-            )
+        def answers_v2(http: httpx.Client) -> bool:
+            reply = http.get(traefik.web_url, headers={"Host": host_of("shop", namespace)})
             return reply.headers.get("x-version") == "v2"
 
         # Traefik follows the rollout's last routing (from the Kubernetes objects) on its own
         # schedule: what it has taken up so far is its view of the namespace's services.
-        wait_for(
-            "Traefik to serve only v2",
-            lambda: all(answers_v2() for _ in range(20)),
-            lambda: traefik_services(traefik, namespace),
-        )
+        with httpx.Client(timeout=3) as http:
+            wait_for(
+                "Traefik to serve only v2",
+                lambda: all(answers_v2(http) for _ in range(20)),
+                lambda: traefik_services(traefik, namespace),
+            )
         assert lg.events("shop-v2"), "no Events posted"
 
         # It acted as the holder of its shard's Lease in the release's namespace, renewed
@@ -592,10 +592,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> No
     def healthy() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"the operator exited:\n{log_path.read_text(errors='replace')[-4000:]}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return http_status(f"http://127.0.0.1:{port}/healthz") == 200
 
     # Starting, the operator works (its CPU time moves) until it answers. (The caller adds the
     # operator's log to a failure.)

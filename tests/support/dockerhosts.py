@@ -23,6 +23,7 @@ import docker
 import paramiko
 from docker.transport import SSHHTTPAdapter
 
+from tests.support.local_http import http_status
 from tests.support.rollouts import cpu_ticks, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -249,14 +250,9 @@ def wait_http(url: str, progress: Callable[[], Any]) -> None:
     """Wait until something accepts connections and answers at url. No wall-clock limit: it
     fails once `progress` (what moves while the server starts: its process's CPU time) has
     stood still for the quiet time."""
-    import httpx
 
     def answers() -> bool:
-        try:
-            httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            return False
-        return True
+        return http_status(url, timeout=2) is not None
 
     wait_for(f"an answer at {url}", answers, progress, every=0.05)
 

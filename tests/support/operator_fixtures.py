@@ -18,7 +18,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from kubernetes import client
 
@@ -26,6 +25,7 @@ from lockgate.controller.sharding import DEFAULT as DEFAULT_SHARD
 from lockgate.controller.sharding import finalizer
 from lockgate.names import GROUP, VERSION
 from tests.support.cluster import REPO_ROOT, Cluster, Traefik
+from tests.support.local_http import http_status
 from tests.support.rollouts import Lockgate, cpu_ticks, wait_for
 from tests.support.shared_run import exclusive, read_operator, shared_dir, write_operator
 
@@ -89,11 +89,7 @@ class Operator:
         def healthy() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"the operator exited at start:\n{self.log_text()[-4000:]}")
-            try:
-                url = f"http://127.0.0.1:{self.health_port}/healthz"
-                return httpx.get(url, timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return http_status(f"http://127.0.0.1:{self.health_port}/healthz") == 200
 
         try:
             # Starting, the operator works (its CPU time moves) until it answers.
