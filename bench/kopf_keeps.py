@@ -1,7 +1,9 @@
 """What kopf keeps in memory per Deployment or Application, with and without lockgate's
 trimming (controller/kept.py): N copies of a body (as a watch delivers it, JSON) processed
 by kopf's own event processing with a daemon registered for the kind, as the operator has;
-the bytes still allocated afterwards (tracemalloc), per object. No cluster needed.
+the bytes still allocated afterwards (tracemalloc), per object; and the same with the
+daemon's filter leaving the objects out (a Deployment settled owing nothing has no driver).
+No cluster needed.
 
     python -m bench.kopf_keeps BODY.json [--count 200]
 
@@ -34,27 +36,34 @@ PLURALS = {"Deployment": "deployments", "Application": "applications"}
 KEPT = {"deployments": handlers.deployment_kept, "applications": handlers.application_kept}
 
 
-def registry(plural: str, trimmed: bool) -> kopf.OperatorRegistry:
+def registry(plural: str, trimmed: bool, driven: bool = True) -> kopf.OperatorRegistry:
+    """lockgate's trimming (if `trimmed`) and a daemon. `driven=False`: the daemon's filter
+    leaves the objects out, as the driver's does for a Deployment settled owing nothing."""
     reg = kopf.OperatorRegistry()
     if trimmed:
         kopf.on.event(GROUP, VERSION, plural, registry=reg)(KEPT[plural])
 
-    @kopf.daemon(GROUP, VERSION, plural, registry=reg)
+    @kopf.daemon(GROUP, VERSION, plural, registry=reg, when=lambda **_: driven)
     async def daemon(stopped: kopf.DaemonStopped, **_: Any) -> None:
         await stopped.wait()
 
     return reg
 
 
-async def retained(plural: str, body: dict[str, Any], count: int, trimmed: bool) -> float:
+async def retained(
+    plural: str, body: dict[str, Any], count: int, trimmed: bool, driven: bool = True
+) -> float:
     """Bytes kopf holds per object after one watch event of each of `count` objects."""
     texts = []
     for i in range(count):
         obj = copy.deepcopy(body)
         obj["metadata"] |= {"uid": f"uid-{i}", "name": f"obj-{i}"}
-        obj["metadata"]["finalizers"] = [kopf.OperatorSettings().persistence.finalizer]
+        # lockgate's deletion handler keeps the finalizer on a Deployment with no driver; with
+        # no such handler here, kopf would ask the API to remove it.
+        if driven:
+            obj["metadata"]["finalizers"] = [kopf.OperatorSettings().persistence.finalizer]
         texts.append(json.dumps(obj))
-    reg = registry(plural, trimmed)
+    reg = registry(plural, trimmed, driven)
     settings = kopf.OperatorSettings()
     memories = inventory.ResourceMemories()
     resource = references.Resource(GROUP, VERSION, plural, namespaced=True)
@@ -101,9 +110,11 @@ def main() -> None:
         least = asyncio.run(retained(plural, empty, args.count, trimmed=False))
         whole = asyncio.run(retained(plural, body, args.count, trimmed=False))
         trimmed = asyncio.run(retained(plural, body, args.count, trimmed=True))
+        undriven = asyncio.run(retained(plural, body, args.count, trimmed=True, driven=False))
         print(
             f"{label} ({kind}): {len(json.dumps(body)) / 1024:.1f} KiB of JSON; kopf holds "
-            f"{whole / 1024:.1f} KiB per object, {trimmed / 1024:.1f} KiB trimmed "
+            f"{whole / 1024:.1f} KiB per object, {trimmed / 1024:.1f} KiB trimmed, "
+            f"{undriven / 1024:.1f} KiB trimmed with no daemon running "
             f"({least / 1024:.1f} KiB for an empty object: its daemon and records; "
             f"x{args.count})"
         )

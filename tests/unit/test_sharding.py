@@ -112,6 +112,8 @@ def test_every_handler_of_an_application_or_deployment_is_filtered_by_shard() ->
             assert handler.fn is handlers.pod_event
         elif plural in ("traefikservices", "ingressroutes"):  # kept as seen: no writes
             assert handler in kopf.get_default_registry()._watching._handlers
+        elif handler.fn is handlers.deployment_driver:  # this shard's, and not quiet
+            assert handler.when is handlers._deployment_driven
         else:
             assert plural == "deployments"
             assert handler.when is handlers._deployment_in_shard, handler.fn.__name__

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from lockgate.api import ApplicationSpec, DeploymentSpec, DeploymentStatus
+from lockgate.api.application import NotificationTarget
 from lockgate.api.deployment import ACTIONS
 from lockgate.engine import (
     AcquireLock,
@@ -34,6 +35,8 @@ from lockgate.engine import (
 from lockgate.engine.analysis import wants_resources
 from lockgate.engine.decide import release_of, routed_units
 from lockgate.names import ACTION_ANNOTATION, LABEL_SHARD, SUPERSEDED_ANNOTATION
+from lockgate.outbound.notifications import owed
+from lockgate.outbound.notifications import targets as notification_targets
 from lockgate.probes.metrics import MetricsProvider
 from lockgate.probes.resources import ResourceSample, with_resources
 from lockgate.traffic.traefik_observer import TraefikWatch
@@ -107,6 +110,29 @@ def settled(body: Mapping[str, Any]) -> bool:
         and not status.get("pendingAction")
         and not any(call.get("pending") for call in status.get("webhooks") or [])
     )
+
+
+def quiet(
+    body: Mapping[str, Any],
+    own_targets: Sequence[NotificationTarget],
+    defaults: Sequence[NotificationTarget],
+    now: datetime,
+) -> bool:
+    """Settled, and owing no notification to the Application's targets (`own_targets`) or
+    the operator's `defaults`: a driver would have nothing to do until an event changes
+    that (an action, a new spec, a notification's record), so the Deployment has none.
+    Read from the whole body (the histories say what is owed). A status that does not
+    validate may owe: its driver looks, as a driver always did."""
+    if not settled(body):
+        return False
+    to = notification_targets(own_targets, defaults)
+    if not to:
+        return True
+    try:
+        status = DeploymentStatus.model_validate(body.get("status") or {})
+    except ValidationError:
+        return False
+    return next(owed(status.transitions, status.notifications, to, now), None) is None
 
 
 class Reconciler:

@@ -15,11 +15,15 @@ So the first handler of each event drops them from the body kopf keeps (the raw 
 object, which becomes kopf's live body), before any daemon or change handler sees it. kopf
 reads the object's essence for its change detection before any handler runs, and status
 and managedFields are not part of it.
+
+What the histories say that a handler's filter needs is read before they go: whether a
+settled Deployment still owes a notification (`deployments.quiet`). It stays in kopf's copy
+as `status[QUIET]`, a key the API never serves: the driver's filter reads it.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 MANAGED_FIELDS = "managedFields"
@@ -33,6 +37,8 @@ DEPLOYMENT_HISTORIES = (
     "batches",
 )
 APPLICATION_HISTORIES = ("history",)
+# In kopf's copy of a Deployment only: settled, owing nothing (the driver's filter).
+QUIET = "lockgate.dev/quiet"
 
 
 def _drop(raw: MutableMapping[str, Any], histories: tuple[str, ...]) -> None:
@@ -45,10 +51,19 @@ def _drop(raw: MutableMapping[str, Any], histories: tuple[str, ...]) -> None:
             status.pop(key, None)
 
 
-def keep_of_deployment(raw: MutableMapping[str, Any]) -> None:
+def keep_of_deployment(raw: MutableMapping[str, Any], quiet: bool = False) -> None:
     """What kopf keeps of a Deployment: its metadata without managedFields, its spec, and
-    its status without the histories."""
+    its status without the histories, marked `QUIET` if `quiet`."""
     _drop(raw, DEPLOYMENT_HISTORIES)
+    status = raw.get("status")
+    if quiet and isinstance(status, MutableMapping):
+        status[QUIET] = True
+
+
+def is_quiet(body: Mapping[str, Any]) -> bool:
+    """kopf's copy of a Deployment says it is settled and owes nothing."""
+    status = body.get("status")
+    return isinstance(status, Mapping) and status.get(QUIET) is True
 
 
 def keep_of_application(raw: MutableMapping[str, Any]) -> None:

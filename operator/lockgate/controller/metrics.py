@@ -63,6 +63,11 @@ DRIVER_WAKEUPS = Counter(
     "changed), or nothing (due again at once)",
     ["by"],
 )
+DRIVERS = Gauge(
+    "lockgate_deployment_drivers",
+    "Deployments with a driver: in flight, waiting, or owing a notification (a rollout "
+    "settled owing nothing has none until an action or a new spec)",
+)
 ROUNDS_LOST = Counter(
     "lockgate_rounds_lost_total",
     "Rounds whose status write found the Deployment changed since the round read it "
