@@ -12,10 +12,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.structs import ephemera, references
-from kopf._core.actions import lifecycles
-from kopf._core.engines import indexing
-from kopf._core.reactor import inventory, processing
+from kopf._core.reactor import inventory
 
 from lockgate.api.application import NotificationTarget
 from lockgate.controller import handlers
@@ -23,6 +20,7 @@ from lockgate.controller.deployments import quiet
 from lockgate.controller.kept import QUIET, is_quiet
 from lockgate.names import ACTION_ANNOTATION, GROUP, VERSION
 from tests.unit.controller_fakes import FakeKube, runtime_over
+from tests.unit.kopf_events import process_event, stop_daemons
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 HOOK = NotificationTarget(name="hook", url="http://127.0.0.1:9/hook")
@@ -164,19 +162,7 @@ def test_kopf_stops_the_driver_of_a_quiet_rollout_and_starts_it_again_when_asked
         memories = inventory.ResourceMemories()
 
         async def event(obj: dict[str, Any]) -> None:
-            await processing.process_resource_event(
-                lifecycle=lifecycles.all_at_once,
-                indexers=indexing.OperatorIndexers(),
-                registry=registry,
-                settings=kopf.OperatorSettings(),
-                memories=memories,
-                memobase=ephemera.AnyMemo(memo),
-                resource=references.Resource(GROUP, VERSION, "deployments", namespaced=True),
-                raw_event={"type": "MODIFIED", "object": copy.deepcopy(obj)},  # type: ignore[typeddict-item]
-                event_queue=asyncio.Queue(),
-            )
-            for _ in range(20):
-                await asyncio.sleep(0)
+            await process_event(registry, memories, memo, "deployments", copy.deepcopy(obj))
 
         moving = finished("Progressing")
         await event(moving)
@@ -187,10 +173,7 @@ def test_kopf_stops_the_driver_of_a_quiet_rollout_and_starts_it_again_when_asked
         retried["metadata"]["annotations"] = {ACTION_ANNOTATION: "retry"}
         await event(retried)
         assert runs == ["started", "stopped: FILTERS_MISMATCH", "started"]
-        for memory in memories.iter_all_memories():
-            for running in memory.daemons_memory.running_daemons.values():
-                running.stopper.set(reason=kopf.DaemonStoppingReason.OPERATOR_EXITING)
-                running.task.cancel()
+        stop_daemons(memories)
         await asyncio.sleep(0)
 
     asyncio.run(scenario())

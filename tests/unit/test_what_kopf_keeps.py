@@ -14,10 +14,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kopf._cogs.structs import ephemera, references
-from kopf._core.actions import lifecycles
-from kopf._core.engines import indexing
-from kopf._core.reactor import inventory, processing
+from kopf._core.reactor import inventory
 
 from lockgate.controller import deployments, handlers
 from lockgate.controller.applications import reconcile_application
@@ -25,6 +22,7 @@ from lockgate.controller.kept import keep_of_application, keep_of_deployment
 from lockgate.names import GROUP, VERSION
 from tests.support.fakeworld import dep_spec
 from tests.unit.controller_fakes import Env, FakeFleet, FakeKube, env_over_fakes, runtime_over
+from tests.unit.kopf_events import process_event, stop_daemons
 
 CANARY = {
     "type": "Canary",
@@ -87,23 +85,8 @@ async def kept_by_kopf(plural: str, raw: dict[str, Any]) -> dict[str, Any]:
         await stopped.wait()
 
     memories = inventory.ResourceMemories()
-    await processing.process_resource_event(
-        lifecycle=lifecycles.all_at_once,
-        indexers=indexing.OperatorIndexers(),
-        registry=registry,
-        settings=kopf.OperatorSettings(),
-        memories=memories,
-        memobase=ephemera.AnyMemo(kopf.Memo()),
-        resource=references.Resource(GROUP, VERSION, plural, namespaced=True),
-        raw_event={"type": None, "object": raw},  # type: ignore[typeddict-item]
-        event_queue=asyncio.Queue(),
-    )
-    for _ in range(10):
-        await asyncio.sleep(0)
-    for memory in memories.iter_all_memories():
-        for running in memory.daemons_memory.running_daemons.values():
-            running.stopper.set(reason=kopf.DaemonStoppingReason.OPERATOR_EXITING)
-            running.task.cancel()
+    await process_event(registry, memories, kopf.Memo(), plural, raw)
+    stop_daemons(memories)
     kept = json.loads(json.dumps(dict(seen[0])))
     assert isinstance(kept, dict)
     return kept
